@@ -1,0 +1,76 @@
+"""Every API failure leaves in the one error envelope of :func:`modelhost.errors.error_body`."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+
+from modelhost import errors
+from modelhost.api.responses import JSONResponse
+from modelhost.gateway.app import new_request_id
+
+logger = logging.getLogger(__name__)
+
+_BY_STATUS: dict[int, type[errors.ModelhostError]] = {
+    400: errors.BadRequest,
+    401: errors.Unauthenticated,
+    403: errors.Forbidden,
+    404: errors.NotFound,
+    405: errors.MethodNotAllowed,
+    409: errors.Conflict,
+    413: errors.PayloadTooLarge,
+    415: errors.UnsupportedMediaType,
+}
+
+
+def request_id(request: Request) -> str:
+    if not hasattr(request.state, "request_id"):
+        request.state.request_id = new_request_id()
+    return request.state.request_id
+
+
+def envelope(request: Request, error: errors.ModelhostError) -> JSONResponse:
+    rid = request_id(request)
+    headers = {"X-Request-Id": rid, **error.headers}
+    if isinstance(error, errors.Unauthenticated):
+        headers.setdefault("WWW-Authenticate", 'Bearer realm="modelhost"')
+    return JSONResponse(errors.error_body(error, rid), status_code=error.status, headers=headers)
+
+
+def _describe_validation(exc: RequestValidationError) -> str:
+    parts = []
+    for item in exc.errors():
+        where = ".".join(str(p) for p in item.get("loc", ()) if p != "body")
+        parts.append(f"{where}: {item.get('msg', 'invalid')}" if where else item.get("msg", ""))
+    return "Invalid request: " + "; ".join(parts) + "."
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(errors.ModelhostError)
+    async def _modelhost_error(request: Request, exc: errors.ModelhostError) -> JSONResponse:
+        if exc.status >= 500:
+            logger.error("request %s failed: %s", request_id(request), exc.message)
+        return envelope(request, exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return envelope(request, errors.BadRequest(_describe_validation(exc)))
+
+    @app.exception_handler(HTTPException)
+    async def _http(request: Request, exc: HTTPException) -> JSONResponse:
+        cls = _BY_STATUS.get(exc.status_code, errors.ModelhostError)
+        message = str(exc.detail)
+        if exc.status_code == 404:
+            message = f"There is no route {request.url.path}; see /api/v1/openapi.json."
+        elif exc.status_code == 405:
+            message = f"{request.method} is not allowed on {request.url.path}."
+        error = cls(message, headers=dict(exc.headers or {}))
+        return envelope(request, error)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("request %s failed", request_id(request))
+        return envelope(request, errors.InternalError(str(exc)))

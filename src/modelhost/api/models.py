@@ -1,0 +1,160 @@
+"""``/api/v1/models``: models, versions (publish), instances and logs."""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel, Field
+
+from modelhost import errors
+from modelhost.api.deps import ServicesDep, UserDep
+from modelhost.operations import models as ops
+from modelhost.operations import publish as publishing
+
+router = APIRouter(prefix="/models", tags=["models"])
+
+_ARCHIVE_TYPES = {
+    "application/gzip",
+    "application/x-gzip",
+    "application/x-tar",
+    "application/octet-stream",
+}
+
+
+class ModelCreate(BaseModel):
+    name: str = Field(description="URL-safe name, such as wine-quality")
+    description: str = ""
+
+
+class ModelUpdate(BaseModel):
+    description: str | None = None
+    instance_count: int | None = Field(default=None, description="Instances to run")
+    timeout_seconds: float | None = Field(default=None, description="Time a call may take")
+
+
+@router.get("", summary="List models")
+def list_models(services: ServicesDep, user: UserDep) -> dict[str, Any]:
+    return {"models": ops.list_models(services)}
+
+
+@router.post("", status_code=201, summary="Create a model with no version yet")
+def create_model(body: ModelCreate, services: ServicesDep, user: UserDep) -> dict[str, Any]:
+    publishing.validate_model_name(body.name)
+    if services.repo.find_model(body.name):
+        raise errors.Conflict(f"A model named '{body.name}' already exists.")
+    model = services.repo.create_model(
+        body.name,
+        owner_id=user.id,
+        description=body.description,
+        instance_count=services.settings.default_instance_count,
+    )
+    return ops.model_view(services, model)
+
+
+@router.get("/{model}", summary="Show a model")
+def show_model(model: str, services: ServicesDep, user: UserDep) -> dict[str, Any]:
+    return ops.model_view(services, ops.get_model(services, model))
+
+
+@router.patch("/{model}", summary="Change a model's settings")
+def update_model(
+    model: str, body: ModelUpdate, services: ServicesDep, user: UserDep
+) -> dict[str, Any]:
+    found = ops.get_model(services, model)
+    updated = ops.update_model(
+        services,
+        found,
+        description=body.description,
+        instance_count=body.instance_count,
+        timeout_seconds=body.timeout_seconds,
+    )
+    return ops.model_view(services, updated)
+
+
+@router.get("/{model}/versions", summary="List a model's versions")
+def list_versions(model: str, services: ServicesDep, user: UserDep) -> dict[str, Any]:
+    return {"versions": ops.list_versions(services, ops.get_model(services, model))}
+
+
+@router.get("/{model}/versions/{number}", summary="Show a version with its build log")
+def show_version(model: str, number: int, services: ServicesDep, user: UserDep) -> dict[str, Any]:
+    return ops.show_version(services, ops.get_model(services, model), number)
+
+
+@router.post(
+    "/{model}/versions",
+    status_code=201,
+    summary="Publish a new version",
+    description=(
+        "The body is the project as a .tar.gz archive (Content-Type: application/gzip). "
+        "Creates the model if it does not exist. The version starts as 'building'; poll it "
+        "until its status is 'running' or 'failed'."
+    ),
+)
+async def publish_version(
+    model: str,
+    request: Request,
+    services: ServicesDep,
+    user: UserDep,
+    file: Annotated[str, Query(description="Script inside the project, e.g. predict.py")],
+    function: Annotated[str, Query(description="Function in the script, e.g. predict")],
+    description: Annotated[str, Query()] = "",
+) -> dict[str, Any]:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type not in _ARCHIVE_TYPES:
+        raise errors.UnsupportedMediaType(
+            "Send the project as a .tar.gz archive with 'Content-Type: application/gzip'; "
+            "the modelhost CLI and client pack it for you."
+        )
+    if services.repo.find_model(model) is None:
+        publishing.validate_model_name(model)
+    publishing.validate_entry_point(file, function)
+    limit = services.settings.max_bundle_bytes
+    with tempfile.SpooledTemporaryFile(max_size=8 << 20) as upload:
+        received = 0
+        async for chunk in request.stream():
+            received += len(chunk)
+            if received > limit:
+                raise errors.BundleTooLarge(
+                    f"The upload is over the limit of {limit} bytes (setting max_bundle_bytes); "
+                    "leave large files out with .modelignore or --exclude."
+                )
+            upload.write(chunk)
+        if not received:
+            raise errors.InvalidBundle("The request body is empty; send the project archive.")
+        upload.seek(0)
+        found, version = await asyncio.to_thread(
+            publishing.publish,
+            services,
+            name=model,
+            archive=upload,  # type: ignore[arg-type]
+            file=file,
+            function=function,
+            description=description,
+            actor=user,
+        )
+    services.wake()
+    return {
+        "model": ops.model_view(services, found),
+        "version": ops.show_version(services, found, version.number),
+    }
+
+
+@router.get("/{model}/instances", summary="List a model's instances")
+def list_instances(model: str, services: ServicesDep, user: UserDep) -> dict[str, Any]:
+    return {"instances": ops.list_instances(services, ops.get_model(services, model))}
+
+
+@router.get("/{model}/logs", summary="Read a model's instance logs")
+def read_logs(
+    model: str,
+    services: ServicesDep,
+    user: UserDep,
+    tail: Annotated[int, Query(description="Lines from the end")] = 200,
+    version: Annotated[int | None, Query(description="Only this version")] = None,
+) -> dict[str, Any]:
+    found = ops.get_model(services, model)
+    return {"lines": ops.read_logs(services, found, tail=tail, version=version)}

@@ -1,0 +1,33 @@
+"""Health, identity and the API's front page."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from modelhost import __version__, urls
+from modelhost.api.deps import UserDep
+
+router = APIRouter(tags=["system"])
+
+
+@router.get(urls.HEALTH, summary="Liveness: the server answers")
+def health() -> dict[str, Any]:
+    return {"status": "ok", "version": __version__}
+
+
+@router.get("/", summary="What this server is and where its API lives", include_in_schema=False)
+def index() -> dict[str, Any]:
+    return {
+        "name": "modelhost",
+        "version": __version__,
+        "api": urls.API,
+        "openapi": urls.OPENAPI,
+        "invoke": "POST /models/{model}/latest/model",
+    }
+
+
+@router.get(f"{urls.API}/me", summary="The user the API key belongs to")
+def me(user: UserDep) -> dict[str, Any]:
+    return {"id": user.id, "username": user.username, "is_admin": user.is_admin}

@@ -1,0 +1,98 @@
+"""``create_app``: wiring only. Builds the services, the API and the gateway, and joins them.
+
+Invocation URLs (``/models/...``) go straight to the gateway's raw ASGI handler; everything
+else goes to the FastAPI control plane, whose lifespan runs the reconciler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+
+from modelhost import __version__, urls
+from modelhost.api import errors as api_errors
+from modelhost.api import models as models_api
+from modelhost.api import system as system_api
+from modelhost.api.responses import JSONResponse
+from modelhost.backends.base import Backend
+from modelhost.backends.local import LocalBackend
+from modelhost.builder.bundles import BundleStore
+from modelhost.db.engine import make_engine, migrate
+from modelhost.db.repo import Repo
+from modelhost.gateway.app import Gateway, Receive, Scope, Send
+from modelhost.operations import Services
+from modelhost.reconciler import Reconciler
+from modelhost.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+_INVOKE_PREFIX = "/models/"
+
+
+class ModelhostApp:
+    """The whole product as one ASGI app; ``services`` is what it was wired with."""
+
+    def __init__(self, services: Services, api: FastAPI) -> None:
+        self.services = services
+        self.api = api
+        self.gateway = services.gateway
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith(_INVOKE_PREFIX):
+            await self.gateway(scope, receive, send)
+        else:
+            await self.api(scope, receive, send)
+
+
+def create_api(services: Services) -> FastAPI:
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.get_running_loop().create_task(services.reconciler.run_forever())
+        await services.reconciler.reconcile_once()
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await services.reconciler.close()
+
+    api = FastAPI(
+        title="modelhost",
+        version=__version__,
+        description=(
+            "Control-plane API of modelhost. Authenticate with 'Authorization: Bearer mh_...'. "
+            "Models are invoked at POST /models/{model}/latest/model (see docs/api.md)."
+        ),
+        openapi_url=urls.OPENAPI,
+        docs_url=None,
+        redoc_url=None,
+        default_response_class=JSONResponse,
+        lifespan=lifespan,
+    )
+    api.state.services = services
+    api_errors.install(api)
+    api.include_router(system_api.router)
+    api.include_router(models_api.router, prefix=urls.API)
+    return api
+
+
+def create_app(settings: Settings, *, backend: Backend | None = None) -> ModelhostApp:
+    """Wire modelhost for ``settings``; the database schema is brought up to date first."""
+    home = settings.home_path
+    home.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.database_url)
+    migrate(engine)
+    repo = Repo(engine)
+    store = BundleStore(home / "bundles")
+    runner: Backend = backend if backend is not None else LocalBackend()
+    gateway = Gateway(max_request_bytes=settings.max_request_bytes)
+    reconciler = Reconciler(
+        settings=settings, repo=repo, backend=runner, gateway=gateway, store=store
+    )
+    services = Services(settings, repo, store, runner, gateway, reconciler)
+    return ModelhostApp(services, create_api(services))

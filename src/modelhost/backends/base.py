@@ -1,0 +1,72 @@
+"""The seam between the control plane and whatever runs instances.
+
+The reconciler asks a backend to start and stop instances from an :class:`InstanceSpec`; the
+gateway sends calls to :class:`Instance` objects the backend hands back. The local process
+backend is the default; a fake in ``tests/fakes.py`` runs functions in-process for fast tests.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+
+class InstanceState(str, enum.Enum):
+    STARTING = "starting"
+    READY = "ready"
+    FAILED = "failed"  # never became ready: the script did not load
+    STOPPING = "stopping"
+    EXITED = "exited"
+
+
+@dataclass(frozen=True)
+class InstanceSpec:
+    """Everything an instance needs, validated before anything is spawned."""
+
+    instance_id: str
+    model_id: str
+    version_id: str
+    version_number: int
+    workdir: Path
+    file: str
+    function: str
+    python: str
+    log_path: Path
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CallResult:
+    model_time_ms: float
+    result_json: bytes
+
+
+class Instance(Protocol):
+    """One running process that loaded a version and answers calls."""
+
+    spec: InstanceSpec
+    state: InstanceState
+    failure: str | None
+    signature: str | None
+    inflight: int
+
+    async def call(self, request_id: str, body: bytes, timeout: float) -> CallResult:
+        """Run the function on ``body``; raises a :mod:`modelhost.errors` error on failure."""
+        ...
+
+
+class Backend(Protocol):
+    """Starts and stops instances and tells the reconciler when one changes state."""
+
+    def set_listener(self, listener: Callable[[], None]) -> None: ...
+
+    async def start(self, spec: InstanceSpec, load_timeout: float) -> Instance: ...
+
+    async def stop(self, instance: Instance, drain_timeout: float) -> None: ...
+
+    def instances(self) -> Sequence[Instance]: ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,283 @@
+"""The local backend: each instance is a worker process on this machine, talked to over a
+socketpair with the framed protocol. No ports are opened for instances.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+from modelhost import errors
+from modelhost.backends.base import CallResult, Instance, InstanceSpec, InstanceState
+from modelhost.runtime import protocol
+
+logger = logging.getLogger(__name__)
+
+WORKER = Path(__file__).resolve().parent.parent / "runtime" / "worker.py"
+_EXIT_GRACE_SECONDS = 5.0
+
+
+def tail_lines(path: Path, count: int = 30) -> list[str]:
+    """The last ``count`` lines of a log file (reads only its end)."""
+    try:
+        with path.open("rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            size = handle.tell()
+            handle.seek(max(0, size - 64 * 1024))
+            data = handle.read()
+    except FileNotFoundError:
+        return []
+    return data.decode("utf-8", "replace").splitlines()[-count:]
+
+
+class _Connection(asyncio.Protocol):
+    def __init__(self, instance: LocalInstance) -> None:
+        self.instance = instance
+        self.decoder = protocol.FrameDecoder()
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            frames = self.decoder.feed(data)
+        except protocol.ProtocolError as exc:
+            logger.error("instance %s sent garbage: %s", self.instance.spec.instance_id, exc)
+            self.instance.kill()
+            return
+        for kind, payload in frames:
+            self.instance._on_frame(kind, payload)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.instance._on_connection_lost()
+
+
+class LocalInstance:
+    """A worker process and the connection to it. One call at a time."""
+
+    def __init__(self, spec: InstanceSpec, on_change: Callable[[], None]) -> None:
+        self.spec = spec
+        self.state = InstanceState.STARTING
+        self.failure: str | None = None
+        self.signature: str | None = None
+        self.inflight = 0
+        self.exit_code: int | None = None
+        self._on_change = on_change
+        self._loop = asyncio.get_running_loop()
+        self._pending: asyncio.Future[tuple[int, bytes]] | None = None
+        self._transport: asyncio.Transport | None = None
+        self._process: asyncio.subprocess.Process | None = None
+        self._load_timer: asyncio.TimerHandle | None = None
+        self._exited = asyncio.Event()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def launch(self, load_timeout: float) -> None:
+        spec = self.spec
+        spec.log_path.parent.mkdir(parents=True, exist_ok=True)
+        parent, child = socket.socketpair()
+        worker_spec = json.dumps(
+            {
+                "workdir": str(spec.workdir),
+                "file": spec.file,
+                "function": spec.function,
+                "instance": spec.instance_id,
+            }
+        )
+        with spec.log_path.open("ab") as log:
+            stamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+            log.write(
+                f"{stamp.replace('+00:00', 'Z')} server [modelhost] starting instance "
+                f"{spec.instance_id} of version {spec.version_number}\n".encode()
+            )
+            log.flush()
+            try:
+                self._process = await asyncio.create_subprocess_exec(
+                    spec.python,
+                    "-u",
+                    str(WORKER),
+                    "--fd",
+                    str(child.fileno()),
+                    "--spec",
+                    worker_spec,
+                    pass_fds=(child.fileno(),),
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=log,
+                    env=dict(spec.env),
+                    cwd=spec.workdir,
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                parent.close()
+                child.close()
+                self._fail(f"Could not start the instance with {spec.python}: {exc}.")
+                self._exited.set()
+                return
+        child.close()
+        self._transport, _ = await self._loop.create_unix_connection(
+            lambda: _Connection(self), sock=parent
+        )
+        self._load_timer = self._loop.call_later(load_timeout, self._load_timed_out, load_timeout)
+        self._loop.create_task(self._watch_exit())
+
+    async def _watch_exit(self) -> None:
+        assert self._process is not None
+        self.exit_code = await self._process.wait()
+        self._on_gone()
+        self._exited.set()
+
+    def _load_timed_out(self, load_timeout: float) -> None:
+        if self.state is InstanceState.STARTING:
+            self._fail(
+                f"The instance did not report ready within {load_timeout:g} s (setting "
+                "load_timeout_seconds); the script's import takes too long or hangs."
+            )
+            self.kill()
+
+    def _fail(self, message: str) -> None:
+        self.failure = message
+        self.state = InstanceState.FAILED
+        if self._load_timer:
+            self._load_timer.cancel()
+        self._on_change()
+
+    def _on_gone(self) -> None:
+        if self.state is InstanceState.STARTING:
+            code = self.exit_code
+            tail = "\n".join(tail_lines(self.spec.log_path, 20))
+            self._fail(f"The instance exited (code {code}) before it was ready.\n{tail}")
+        elif self.state is not InstanceState.FAILED:
+            self.state = InstanceState.EXITED
+            self._on_change()
+        pending, self._pending = self._pending, None
+        if pending is not None and not pending.done():
+            pending.set_exception(
+                errors.InstanceCrashed(
+                    f"The instance running version {self.spec.version_number} died during the "
+                    "call; it is being replaced. The instance log may say why."
+                )
+            )
+
+    def _on_connection_lost(self) -> None:
+        # The process is gone or closed its end; either way no answer will come.
+        if self.state in (InstanceState.READY, InstanceState.STARTING):
+            self.kill()
+        self._on_gone()
+
+    def _on_frame(self, kind: int, payload: bytes) -> None:
+        if kind in (protocol.RESULT, protocol.ERROR):
+            pending, self._pending = self._pending, None
+            if pending is not None and not pending.done():
+                pending.set_result((kind, payload))
+        elif kind == protocol.READY:
+            if self._load_timer:
+                self._load_timer.cancel()
+            info = json.loads(payload)
+            self.signature = info.get("signature")
+            if self.state is InstanceState.STARTING:
+                self.state = InstanceState.READY
+                self._on_change()
+        elif kind == protocol.LOAD_FAILED:
+            info = json.loads(payload)
+            detail = info.get("traceback") or ""
+            self._fail(info["message"] + ("\n" + detail if detail else ""))
+
+    def kill(self) -> None:
+        if self._process is not None and self._process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self._process.pid, signal.SIGKILL)
+
+    async def stop(self, drain_timeout: float) -> None:
+        """Let in-flight calls finish (up to ``drain_timeout``), then end the process."""
+        if self.state in (InstanceState.READY, InstanceState.STARTING):
+            self.state = InstanceState.STOPPING
+        deadline = self._loop.time() + drain_timeout
+        while self.inflight and self._loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.write(protocol.encode(protocol.SHUTDOWN))
+        try:
+            await asyncio.wait_for(self._exited.wait(), _EXIT_GRACE_SECONDS)
+        except asyncio.TimeoutError:
+            self.kill()
+            await self._exited.wait()
+        if self._transport is not None:
+            self._transport.close()
+
+    # ------------------------------------------------------------------ calls
+
+    async def call(self, request_id: str, body: bytes, timeout: float) -> CallResult:
+        if self.state is not InstanceState.READY or self._transport is None:
+            raise errors.NoReadyInstance("The instance is not ready; retry shortly.")
+        future: asyncio.Future[tuple[int, bytes]] = self._loop.create_future()
+        self._pending = future
+        self.inflight += 1
+        timer = self._loop.call_later(timeout, self._call_timed_out, future, timeout)
+        try:
+            self._transport.write(protocol.encode_call(request_id, body))
+            kind, payload = await future
+        finally:
+            timer.cancel()
+            self.inflight -= 1
+        if kind == protocol.RESULT:
+            model_time_ms, result = protocol.decode_result(payload)
+            return CallResult(model_time_ms, result)
+        error = json.loads(payload)
+        cls = errors.ERRORS_BY_CODE.get(error.get("code"), errors.ModelError)
+        raise cls(error.get("message", "The call failed."))
+
+    def _call_timed_out(self, future: asyncio.Future[tuple[int, bytes]], timeout: float) -> None:
+        if future.done():
+            return
+        self._pending = None
+        future.set_exception(
+            errors.ModelTimeout(
+                f"The call did not finish within {timeout:g} s; the instance is being replaced. "
+                "Make the function faster or raise the model's timeout."
+            )
+        )
+        self.state = InstanceState.EXITED
+        self.kill()
+        self._on_change()
+
+
+class LocalBackend:
+    """Supervises worker processes on this machine."""
+
+    def __init__(self) -> None:
+        self._instances: dict[str, LocalInstance] = {}
+        self._listener: Callable[[], None] = lambda: None
+
+    def set_listener(self, listener: Callable[[], None]) -> None:
+        self._listener = listener
+
+    def _changed(self) -> None:
+        self._listener()
+
+    async def start(self, spec: InstanceSpec, load_timeout: float) -> LocalInstance:
+        if not spec.workdir.is_dir():
+            raise errors.InternalError(f"working copy {spec.workdir} is missing")
+        instance = LocalInstance(spec, self._changed)
+        self._instances[spec.instance_id] = instance
+        await instance.launch(load_timeout)
+        return instance
+
+    async def stop(self, instance: Instance, drain_timeout: float) -> None:
+        local = self._instances.pop(instance.spec.instance_id, None)
+        if local is not None:
+            await local.stop(drain_timeout)
+
+    def instances(self) -> list[LocalInstance]:
+        return list(self._instances.values())
+
+    async def close(self) -> None:
+        await asyncio.gather(
+            *(self.stop(i, drain_timeout=2.0) for i in self.instances()), return_exceptions=True
+        )

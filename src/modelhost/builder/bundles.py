@@ -1,0 +1,269 @@
+"""Bundles: immutable, content-addressed snapshots of a project's files.
+
+The client packs a project directory into a ``.tar.gz`` (minus ``.modelignore`` patterns and
+``--exclude`` globs) and uploads it. The server extracts it member by member with checks, then
+stores a canonical tar (sorted, no timestamps or owners) named by its sha256. A version's
+instances run in a working copy extracted from that stored bundle.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import shutil
+import stat
+import tarfile
+import tempfile
+import zlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO
+
+import pathspec
+
+from modelhost.errors import BundleTooLarge, InvalidBundle
+
+IGNORE_FILE = ".modelignore"
+#: Always left out of a snapshot: version-control data, caches and local environments.
+DEFAULT_IGNORES = (
+    ".git/",
+    ".hg/",
+    ".svn/",
+    "__pycache__/",
+    "*.pyc",
+    ".ipynb_checkpoints/",
+    ".venv/",
+    ".DS_Store",
+    ".mypy_cache/",
+    ".pytest_cache/",
+    ".ruff_cache/",
+)
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class ProjectFile:
+    path: str  # POSIX path relative to the project root
+    source: Path
+    size: int
+
+
+@dataclass(frozen=True)
+class StoredBundle:
+    sha256: str
+    path: Path
+    files: int
+    bytes: int
+
+
+def human_size(size: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    raise AssertionError("unreachable")
+
+
+def _largest(files: Iterable[tuple[str, int]], count: int = 5) -> str:
+    top = sorted(files, key=lambda item: item[1], reverse=True)[:count]
+    return ", ".join(f"{name} ({human_size(size)})" for name, size in top)
+
+
+def too_large(files: Sequence[tuple[str, int]], total: int, limit: int) -> BundleTooLarge:
+    return BundleTooLarge(
+        f"The project is {human_size(total)}, over the limit of {human_size(limit)}. "
+        f"Largest files: {_largest(files)}. Leave files out with a {IGNORE_FILE} file or "
+        "--exclude GLOB, or raise the server setting max_bundle_bytes."
+    )
+
+
+# --------------------------------------------------------------------------- client side
+
+
+def ignore_spec(root: Path, excludes: Sequence[str] = ()) -> pathspec.PathSpec:
+    patterns = list(DEFAULT_IGNORES)
+    ignore_file = root / IGNORE_FILE
+    if ignore_file.is_file():
+        patterns += ignore_file.read_text().splitlines()
+    patterns += list(excludes)
+    return pathspec.GitIgnoreSpec.from_lines(patterns)
+
+
+def collect_files(root: Path, excludes: Sequence[str] = ()) -> list[ProjectFile]:
+    """Every file of the project that goes into the bundle, sorted by path."""
+    spec = ignore_spec(root, excludes)
+    found: list[ProjectFile] = []
+    for directory, dirnames, filenames in os.walk(root):
+        rel_dir = Path(directory).relative_to(root)
+        dirnames[:] = sorted(
+            d
+            for d in dirnames
+            if not spec.match_file((rel_dir / d).as_posix() + "/")
+            and not (Path(directory) / d).is_symlink()
+        )
+        for name in sorted(filenames):
+            rel = (rel_dir / name).as_posix()
+            source = Path(directory) / name
+            if spec.match_file(rel):
+                continue
+            try:
+                info = source.stat()  # follows a symlink to a file: its content is snapshotted
+            except OSError:
+                continue  # a dangling link
+            if stat.S_ISREG(info.st_mode):
+                found.append(ProjectFile(rel, source, info.st_size))
+    return found
+
+
+def pack_project(
+    root: Path, files: Sequence[ProjectFile], *, max_bytes: int | None = None
+) -> BinaryIO:
+    """A temporary ``.tar.gz`` of ``files``; the caller closes it."""
+    total = sum(f.size for f in files)
+    if max_bytes is not None and total > max_bytes:
+        raise too_large([(f.path, f.size) for f in files], total, max_bytes)
+    archive = tempfile.TemporaryFile()  # noqa: SIM115 - returned to the caller, who closes it
+    with tarfile.open(fileobj=archive, mode="w:gz", compresslevel=6) as tar:
+        for f in files:
+            info = tar.gettarinfo(str(f.source), arcname=f.path)
+            info.type = tarfile.REGTYPE
+            info.size = f.size
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            with f.source.open("rb") as handle:
+                tar.addfile(info, handle)
+    archive.seek(0)
+    return archive
+
+
+# --------------------------------------------------------------------------- server side
+
+
+def _safe_member_path(name: str) -> PurePosixPath:
+    path = PurePosixPath(name)
+    if not name or path.is_absolute() or name.startswith(("/", "\\")) or ":" in path.parts[0]:
+        raise InvalidBundle(f"The archive member '{name}' has an absolute path; not allowed.")
+    if any(part == ".." for part in path.parts):
+        raise InvalidBundle(f"The archive member '{name}' points outside the project ('..').")
+    parts = [p for p in path.parts if p not in ("", ".")]
+    return PurePosixPath(*parts) if parts else PurePosixPath(".")
+
+
+def extract_archive(
+    archive: BinaryIO, dest: Path, *, max_bytes: int, max_files: int
+) -> tuple[int, int]:
+    """Extract an uploaded tar(.gz) into ``dest`` with checks; returns (files, bytes)."""
+    sizes: list[tuple[str, int]] = []
+    total = 0
+    try:
+        with tarfile.open(fileobj=archive, mode="r:*") as tar:
+            for member in tar:
+                path = _safe_member_path(member.name)
+                if member.issym() or member.islnk():
+                    raise InvalidBundle(
+                        f"The archive member '{member.name}' is a link; links are not allowed. "
+                        "Copy the file into the project instead."
+                    )
+                if member.isdir():
+                    (dest / path).mkdir(parents=True, exist_ok=True)
+                    continue
+                if not member.isreg():
+                    raise InvalidBundle(
+                        f"The archive member '{member.name}' is a device, pipe or other special "
+                        "file; only regular files and directories are allowed."
+                    )
+                sizes.append((str(path), member.size))
+                total += member.size
+                if total > max_bytes:
+                    raise too_large(sizes, total, max_bytes)
+                if len(sizes) > max_files:
+                    raise InvalidBundle(
+                        f"The archive holds more than {max_files} files; leave some out with "
+                        f"{IGNORE_FILE} or raise the server setting max_bundle_files."
+                    )
+                target = dest / path
+                target.parent.mkdir(parents=True, exist_ok=True)
+                source = tar.extractfile(member)
+                assert source is not None
+                with source, target.open("wb") as out:
+                    shutil.copyfileobj(source, out, _CHUNK)
+                target.chmod(0o755 if member.mode & 0o111 else 0o644)
+    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise InvalidBundle(
+            f"The upload is not a readable .tar.gz archive ({exc}). Publish with the modelhost "
+            "CLI or client, which packs the project for you."
+        ) from None
+    return len(sizes), total
+
+
+def _canonical_tar(root: Path, out: BinaryIO) -> tuple[int, int]:
+    files = 0
+    total = 0
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for path in sorted(p for p in root.rglob("*") if p.is_file() and not p.is_symlink()):
+            rel = path.relative_to(root).as_posix()
+            info = tarfile.TarInfo(rel)
+            info.size = path.stat().st_size
+            info.mode = 0o755 if path.stat().st_mode & 0o111 else 0o644
+            with path.open("rb") as handle:
+                tar.addfile(info, handle)
+            files += 1
+            total += info.size
+    return files, total
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class BundleStore:
+    """Bundles on the local disk, as ``<root>/<sha256>.tar``; written by rename, never in place."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def path(self, sha256: str) -> Path:
+        return self.root / f"{sha256}.tar"
+
+    def put_tree(self, tree: Path) -> StoredBundle:
+        """Store the files under ``tree`` as a canonical tar; identical trees share one bundle."""
+        fd, staging = tempfile.mkstemp(dir=self.root, prefix=".staging-", suffix=".tar")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                files, total = _canonical_tar(tree, out)
+            sha = file_sha256(Path(staging))
+            final = self.path(sha)
+            if final.exists():
+                os.unlink(staging)
+            else:
+                os.replace(staging, final)
+        except BaseException:
+            Path(staging).unlink(missing_ok=True)
+            raise
+        return StoredBundle(sha, final, files, total)
+
+    def extract(self, sha256: str, dest: Path) -> None:
+        """Extract a verified bundle to ``dest`` (created by rename once complete)."""
+        source = self.path(sha256)
+        if not source.exists():
+            raise InvalidBundle(f"Bundle {sha256[:12]} is missing from {self.root}.")
+        if file_sha256(source) != sha256:
+            raise InvalidBundle(
+                f"Bundle {sha256[:12]} in {self.root} is damaged (its sha256 no longer matches); "
+                "publish the project again."
+            )
+        staging = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}-"))
+        try:
+            with source.open("rb") as handle:
+                extract_archive(handle, staging, max_bytes=1 << 62, max_files=1 << 31)
+            os.replace(staging, dest)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise

@@ -1,0 +1,52 @@
+"""The ``modelhost`` command: thin parsing and printing over the client (or the app, for serve).
+
+Error policy: a modelhost error prints one ``Error: ...`` line and exits 1; misuse exits 2 with
+click's usage message; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from modelhost import __version__
+from modelhost.cli import commands, serve
+from modelhost.errors import BuildFailed, ModelhostError
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BuildFailed as exc:
+            if ctx.meta.get("modelhost.debug"):
+                raise
+            if exc.build_log:
+                click.echo(exc.build_log.rstrip(), err=True)
+            raise click.ClickException(exc.message) from None
+        except ModelhostError as exc:
+            if ctx.meta.get("modelhost.debug"):
+                raise
+            raise click.ClickException(exc.message) from None
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--url", envvar="MODELHOST_URL", help="Server URL (default: from credentials).")
+@click.option("--api-key", envvar="MODELHOST_API_KEY", help="API key, mh_... .")
+@click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
+@click.version_option(__version__, prog_name="modelhost")
+@click.pass_context
+def cli(ctx: click.Context, url: str | None, api_key: str | None, debug: bool) -> None:
+    """Publish Python functions as versioned REST endpoints."""
+    ctx.meta["modelhost.debug"] = debug
+    ctx.obj = commands.Connection(url, api_key)
+
+
+cli.add_command(serve.serve)
+for command in commands.COMMANDS:
+    cli.add_command(command)
+
+
+def main() -> None:
+    cli(prog_name="modelhost")

@@ -1,0 +1,259 @@
+"""Client-side commands: publish, models, versions, call, logs."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import click
+
+from modelhost.client import Client
+
+
+class Connection:
+    """Creates the client lazily, so --help and usage errors need no server."""
+
+    def __init__(self, url: str | None, api_key: str | None) -> None:
+        self.url = url
+        self.api_key = api_key
+        self._client: Client | None = None
+
+    @property
+    def client(self) -> Client:
+        if self._client is None:
+            self._client = Client(self.url, self.api_key)
+        return self._client
+
+
+pass_connection = click.make_pass_decorator(Connection)
+
+
+def _table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> None:
+    cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    for row in cells:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2))
+
+
+def _json_option(text: str | None, option: str) -> Any:
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise click.BadParameter(f"not valid JSON ({exc})", param_hint=option) from None
+
+
+@click.command()
+@click.argument("target")
+@click.option("--name", required=True, help="Model name; created if new, else a new version.")
+@click.option("--file", "file_", help="Script in the project, e.g. predict.py.")
+@click.option("--function", help="Function in the script, e.g. predict.")
+@click.option("--exclude", multiple=True, help="Glob to leave out (repeatable).")
+@click.option("--description", default="", help="What changed in this version.")
+@click.option("--no-wait", is_flag=True, help="Return once uploaded, without waiting.")
+@pass_connection
+def publish(
+    conn: Connection,
+    target: str,
+    name: str,
+    file_: str | None,
+    function: str | None,
+    exclude: tuple[str, ...],
+    description: str,
+    no_wait: bool,
+) -> None:
+    """Publish TARGET (a project directory, or PATH/script.py:function) as a model version."""
+    version = conn.client.publish(
+        target,
+        name=name,
+        file=file_,
+        function=function,
+        exclude=exclude,
+        description=description,
+        wait=not no_wait,
+        on_progress=click.echo,
+    )
+    if no_wait:
+        return
+    client = conn.client
+    click.echo(
+        f"Version {version['number']} of {name} is {version['status']}: "
+        f"{version.get('signature') or version['entry_point']}"
+    )
+    click.echo(
+        f"Call it: curl -X POST {client.url}/models/{name}/latest/model "
+        "-H 'Content-Type: application/json' -d '{\"data\": {...}}'"
+    )
+
+
+@click.group()
+def models() -> None:
+    """List, show and change models."""
+
+
+@models.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_connection
+def models_list(conn: Connection, as_json: bool) -> None:
+    """List the models."""
+    found = conn.client.models()
+    if as_json:
+        _json(found)
+        return
+    _table(
+        [
+            (m["name"], m["id"], m["status"], m["latest_version"], m["instance_count"], m["owner"])
+            for m in found
+        ],
+        ["NAME", "ID", "STATUS", "LATEST", "INSTANCES", "OWNER"],
+    )
+
+
+@models.command("show")
+@click.argument("model")
+@pass_connection
+def models_show(conn: Connection, model: str) -> None:
+    """Show one model as JSON."""
+    _json(conn.client.model(model))
+
+
+@models.command("update")
+@click.argument("model")
+@click.option("--instances", type=click.IntRange(min=1), help="Number of instances.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Call timeout (s).")
+@click.option("--description", help="New description.")
+@pass_connection
+def models_update(
+    conn: Connection,
+    model: str,
+    instances: int | None,
+    timeout: float | None,
+    description: str | None,
+) -> None:
+    """Change a model's instance count, timeout or description."""
+    changes = {"instance_count": instances, "timeout_seconds": timeout, "description": description}
+    changes = {k: v for k, v in changes.items() if v is not None}
+    if not changes:
+        raise click.UsageError("Give at least one of --instances, --timeout, --description.")
+    updated = conn.client.update_model(model, **changes)
+    click.echo(
+        f"{updated['name']}: {updated['instance_count']} instance(s), timeout "
+        f"{updated['timeout_seconds']:g} s"
+    )
+
+
+@click.command()
+@click.argument("model")
+@click.option("--number", type=int, help="Show this version with its build log.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@pass_connection
+def versions(conn: Connection, model: str, number: int | None, as_json: bool) -> None:
+    """List a model's versions, or show one with --number."""
+    if number is not None:
+        version = conn.client.version(model, number)
+        if as_json:
+            _json(version)
+            return
+        for key in (
+            "number",
+            "status",
+            "entry_point",
+            "signature",
+            "environment",
+            "bundle_sha256",
+            "author",
+            "created_at",
+            "description",
+        ):
+            click.echo(f"{key + ':':15} {version[key] if version[key] is not None else ''}")
+        click.echo("build log:")
+        click.echo("  " + version["build_log"].rstrip().replace("\n", "\n  "))
+        return
+    found = conn.client.versions(model)
+    if as_json:
+        _json(found)
+        return
+    _table(
+        [
+            (
+                v["number"],
+                v["status"],
+                v["entry_point"],
+                v["bundle_sha256"][:12],
+                v["author"],
+                v["created_at"],
+                v["description"],
+            )
+            for v in found
+        ],
+        ["VERSION", "STATUS", "ENTRY POINT", "BUNDLE", "AUTHOR", "CREATED", "DESCRIPTION"],
+    )
+
+
+@click.command()
+@click.argument("model")
+@click.option("--data", help="Keyword arguments as a JSON object: '{\"x\": 1}'.")
+@click.option("--parameters", help="Positional arguments as a JSON array: '[1, 2]'.")
+@click.option("--version", "number", type=int, help="Call this version instead of latest.")
+@click.option("--full", is_flag=True, help="Print the whole response, not just the result.")
+@pass_connection
+def call(
+    conn: Connection,
+    model: str,
+    data: str | None,
+    parameters: str | None,
+    number: int | None,
+    full: bool,
+) -> None:
+    """Call MODEL with --data or --parameters and print the result."""
+    if (data is None) == (parameters is None):
+        raise click.UsageError("Give exactly one of --data or --parameters.")
+    kwargs: dict[str, Any] = {}
+    if data is not None:
+        kwargs["data"] = _json_option(data, "--data")
+    else:
+        kwargs["parameters"] = _json_option(parameters, "--parameters")
+    prediction = conn.client.predict(model, version=number, **kwargs)
+    if full:
+        _json(
+            {
+                "result": prediction.result,
+                "request_id": prediction.request_id,
+                "timing": prediction.timing,
+                "model_time_in_ms": prediction.model_time_in_ms,
+                "release": prediction.release,
+            }
+        )
+    else:
+        _json(prediction.result)
+
+
+@click.command()
+@click.argument("model")
+@click.option("--tail", default=200, show_default=True, help="Lines to show.")
+@click.option("--version", "number", type=int, help="Only this version's instances.")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new lines (Ctrl-C stops).")
+@pass_connection
+def logs(conn: Connection, model: str, tail: int, number: int | None, follow: bool) -> None:
+    """Print the instance logs of MODEL."""
+    seen: set[tuple[str, str, str]] = set()
+    while True:
+        for line in conn.client.logs(model, tail=tail, version=number):
+            key = (line["time"], line["instance"], line["text"])
+            if key in seen:
+                continue
+            seen.add(key)
+            click.echo(f"{line['time']} v{line['version']} {line['instance']} {line['text']}")
+        if not follow:
+            return
+        time.sleep(1)
+
+
+COMMANDS = [publish, models, versions, call, logs]

@@ -1,0 +1,63 @@
+"""``modelhost serve``: the whole product on one machine."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from modelhost import __version__
+from modelhost.settings import load_settings, settings_help
+
+
+def _print_settings_help(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        click.echo(settings_help())
+        ctx.exit()
+
+
+@click.command()
+@click.option("--host", help="Address to listen on (default 127.0.0.1).")
+@click.option("--port", type=int, help="Port to listen on (default 8000).")
+@click.option("--home", help="Data directory (default $MODELHOST_HOME or ~/.modelhost).")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option(
+    "--help-settings",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_print_settings_help,
+    help="List every setting and exit.",
+)
+def serve(host: str | None, port: int | None, home: str | None, log_level: str | None) -> None:
+    """Run modelhost: API, gateway and instances, with SQLite and local disk by default."""
+    import uvicorn
+
+    from modelhost.app import create_app
+    from modelhost.operations.accounts import CREDENTIALS_FILE, bootstrap_admin
+
+    settings = load_settings({"host": host, "port": port, "home": home, "log_level": log_level})
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    app = create_app(settings)
+    key = bootstrap_admin(app.services.repo, settings.home_path, settings.url)
+    click.echo(f"modelhost {__version__} serving at {settings.url}  (data: {settings.home})")
+    if key:
+        click.echo(
+            "Created the admin account. Its API key, shown only this once, is saved to "
+            f"{settings.home_path / CREDENTIALS_FILE}:\n\n    {key}\n"
+        )
+    sys.stdout.flush()
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=int(settings.drain_timeout_seconds),
+    )

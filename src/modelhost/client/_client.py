@@ -1,0 +1,247 @@
+"""The client implementation (see :mod:`modelhost.client`)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+from modelhost import errors, urls
+from modelhost.builder.bundles import collect_files, human_size, pack_project
+from modelhost.client import _config
+
+_UNSET: Any = object()
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """A successful call: the function's ``result`` and what the server said about it."""
+
+    result: Any
+    request_id: str
+    timing: float
+    model_time_in_ms: int
+    release: dict[str, Any]
+
+    @property
+    def version(self) -> int:
+        return int(self.release["model_version_number"])
+
+
+def parse_target(target: str, file: str | None, function: str | None) -> tuple[Path, str, str]:
+    """``PATH --file F --function FN`` or the shorthand ``PATH/F:FN`` -> (root, file, function)."""
+    path_part, _, fn = target.rpartition(":") if ":" in target else (target, "", "")
+    candidate = Path(path_part)
+    if fn and candidate.suffix == ".py":
+        if file or function:
+            raise errors.BadRequest("Give either PATH/script.py:function or --file/--function.")
+        return candidate.parent, candidate.name, fn
+    root = Path(target)
+    if not file or not function:
+        raise errors.BadRequest(
+            "Say which function to publish: --file predict.py --function predict, or "
+            "PATH/predict.py:predict."
+        )
+    return root, file, function
+
+
+class Client:
+    """Talks to a modelhost server.
+
+    >>> client = Client("http://127.0.0.1:8000", api_key="mh_...")  # doctest: +SKIP
+    >>> client.publish("examples/wine_quality/predict.py:predict", name="wine-quality")
+    ... # doctest: +SKIP
+
+    Without ``url`` and ``api_key`` it uses ``MODELHOST_URL`` / ``MODELHOST_API_KEY``, then the
+    credentials file the server writes on first start (``$MODELHOST_HOME/credentials``).
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        api_key: str | None = None,
+        *,
+        timeout: float = 120.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.url, self.api_key = _config.resolve(url, api_key)
+        headers = {"User-Agent": "modelhost-client"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        self._http = httpx.Client(
+            base_url=self.url, headers=headers, timeout=timeout, transport=transport
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TimeoutException:
+            raise errors.ConnectionFailed(
+                f"The server at {self.url} did not answer in time."
+            ) from None
+        except httpx.TransportError as exc:
+            raise errors.ConnectionFailed(
+                f"Cannot reach the modelhost server at {self.url} ({exc}). Is 'modelhost serve' "
+                "running there? Set the address with --url or MODELHOST_URL."
+            ) from None
+        try:
+            body = orjson.loads(response.content) if response.content else None
+        except orjson.JSONDecodeError:
+            body = None
+        if response.is_error:
+            raise errors.error_from_body(response.status_code, body)
+        return body
+
+    # ------------------------------------------------------------------ models
+
+    def models(self) -> list[dict[str, Any]]:
+        """Every model, with its status and latest version."""
+        return self._request("GET", urls.api_models())["models"]
+
+    def model(self, model: str) -> dict[str, Any]:
+        return self._request("GET", urls.api_model(model))
+
+    def update_model(self, model: str, **changes: Any) -> dict[str, Any]:
+        """Change ``description``, ``instance_count`` or ``timeout_seconds``."""
+        return self._request("PATCH", urls.api_model(model), json=changes)
+
+    def versions(self, model: str) -> list[dict[str, Any]]:
+        return self._request("GET", urls.api_versions(model))["versions"]
+
+    def version(self, model: str, number: int) -> dict[str, Any]:
+        """One version, with its build log."""
+        return self._request("GET", urls.api_version(model, number))
+
+    def instances(self, model: str) -> list[dict[str, Any]]:
+        return self._request("GET", urls.api_instances(model))["instances"]
+
+    def logs(
+        self, model: str, *, tail: int = 200, version: int | None = None
+    ) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {"tail": tail}
+        if version is not None:
+            params["version"] = version
+        return self._request("GET", urls.api_logs(model), params=params)["lines"]
+
+    # ------------------------------------------------------------------ publish
+
+    def publish(
+        self,
+        path: str | Path,
+        *,
+        name: str,
+        file: str | None = None,
+        function: str | None = None,
+        exclude: Sequence[str] = (),
+        description: str = "",
+        wait: bool = True,
+        wait_timeout: float = 600.0,
+        on_progress: Callable[[str], None] | None = None,
+    ) -> dict[str, Any]:
+        """Publish a project directory as the next version of ``name``; returns the version.
+
+        With ``wait`` (the default) it returns once the version is running, and raises
+        :class:`~modelhost.errors.BuildFailed` (with ``build_log``) if it failed to load.
+        """
+        say = on_progress or (lambda _message: None)
+        root, file, function = parse_target(str(path), file, function)
+        if not root.is_dir():
+            raise errors.BadRequest(f"The project directory '{root}' does not exist.")
+        files = collect_files(root, exclude)
+        if not any(f.path == Path(file).as_posix() for f in files):
+            raise errors.EntryPointNotFound(
+                f"The file '{file}' is not in {root} (or it is excluded by .modelignore or "
+                "--exclude). Pass --file with a path relative to the project directory."
+            )
+        total = sum(f.size for f in files)
+        say(f"Packing {len(files)} files ({human_size(total)}) from {root}")
+        with pack_project(root, files) as archive:
+            say(f"Uploading to {self.url}")
+            body = self._request(
+                "POST",
+                urls.api_versions(name),
+                params={"file": file, "function": function, "description": description},
+                headers={"Content-Type": "application/gzip"},
+                content=iter(lambda: archive.read(1 << 20), b""),
+            )
+        version = body["version"]
+        say(f"Version {version['number']} of {body['model']['name']} is building")
+        if not wait:
+            return version
+        return self.wait_for_version(name, version["number"], timeout=wait_timeout)
+
+    def wait_for_version(
+        self, model: str, number: int, *, timeout: float = 600.0
+    ) -> dict[str, Any]:
+        """Poll a version until it is no longer building; raise BuildFailed if it failed."""
+        deadline = time.monotonic() + timeout
+        delay = 0.1
+        while True:
+            version = self.version(model, number)
+            if version["status"] == "failed":
+                reason = version["build_log"].split("Failed:\n", 1)[-1].strip().splitlines()
+                raise errors.BuildFailed(
+                    f"Version {number} of {model} failed to load: "
+                    f"{reason[0] if reason else 'see its build log'}",
+                    build_log=version["build_log"],
+                )
+            if version["status"] != "building":
+                return version
+            if time.monotonic() > deadline:
+                raise errors.ModelTimeout(
+                    f"Version {number} of {model} is still building after {timeout:g} s; "
+                    f"check 'modelhost versions {model}' later."
+                )
+            time.sleep(delay)
+            delay = min(delay * 1.5, 1.0)
+
+    # ------------------------------------------------------------------ invoke
+
+    def predict(
+        self,
+        model: str,
+        *,
+        data: dict[str, Any] = _UNSET,
+        parameters: list[Any] = _UNSET,
+        version: int | None = None,
+        label: str | None = None,
+    ) -> Prediction:
+        """Call a model with keyword arguments (``data``) or positional ones (``parameters``)."""
+        if (data is _UNSET) == (parameters is _UNSET):
+            raise errors.BadRequest("Pass exactly one of data= (a dict) or parameters= (a list).")
+        body = {"data": data} if data is not _UNSET else {"parameters": parameters}
+        if version is not None:
+            path = urls.invoke_version(model, version)
+        elif label is not None:
+            path = urls.invoke_label(model, label)
+        else:
+            path = urls.invoke_latest(model)
+        answer = self._request(
+            "POST",
+            path,
+            content=orjson.dumps(body),
+            headers={"Content-Type": "application/json"},
+        )
+        return Prediction(
+            result=answer["result"],
+            request_id=answer["request_id"],
+            timing=answer["timing"],
+            model_time_in_ms=answer["model_time_in_ms"],
+            release=answer["release"],
+        )

@@ -1,0 +1,1 @@
+"""Persistence: the engine, the tables, the repository (all SQL lives here) and migrations."""

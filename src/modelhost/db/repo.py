@@ -1,0 +1,253 @@
+"""The repository: every query modelhost makes. Nothing else writes SQL.
+
+Rows come back as frozen dataclasses so callers never hold a live connection.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from modelhost.db import tables as t
+
+
+def new_id() -> str:
+    """A 24-character hex id, the shape hosted model APIs use."""
+    return secrets.token_hex(12)
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def _aware(value: dt.datetime | None) -> dt.datetime | None:
+    # SQLite hands back naive datetimes; everything stored is UTC.
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=dt.timezone.utc)
+    return value
+
+
+@dataclass(frozen=True)
+class User:
+    id: str
+    username: str
+    is_admin: bool
+    created_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class Model:
+    id: str
+    name: str
+    description: str
+    owner_id: str
+    instance_count: int
+    timeout_seconds: float | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class Version:
+    id: str
+    model_id: str
+    number: int
+    bundle_sha256: str
+    bundle_bytes: int
+    bundle_files: int
+    file: str
+    function: str
+    environment: str
+    status: str
+    build_log: str
+    signature: str | None
+    description: str
+    author_id: str
+    created_at: dt.datetime
+    finished_at: dt.datetime | None
+
+
+def _row(cls: type, row: Any) -> Any:
+    values = dict(row._mapping)
+    for key, value in values.items():
+        if isinstance(value, dt.datetime):
+            values[key] = _aware(value)
+    return cls(**values)
+
+
+class Repo:
+    """All reads and writes, over one SQLAlchemy engine."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    # ------------------------------------------------------------------ users and keys
+
+    def count_users(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(t.users)).scalar_one())
+
+    def create_user(self, username: str, *, is_admin: bool) -> User:
+        user = User(new_id(), username, is_admin, utcnow())
+        with self.engine.begin() as conn:
+            conn.execute(insert(t.users).values(**user.__dict__))
+        return user
+
+    def add_api_key(self, user_id: str, name: str, key_hash: str, prefix: str) -> str:
+        key_id = new_id()
+        with self.engine.begin() as conn:
+            conn.execute(
+                insert(t.api_keys).values(
+                    id=key_id,
+                    user_id=user_id,
+                    name=name,
+                    key_hash=key_hash,
+                    prefix=prefix,
+                    created_at=utcnow(),
+                )
+            )
+        return key_id
+
+    def user_for_key_hash(self, key_hash: str) -> User | None:
+        query = (
+            select(t.users)
+            .join(t.api_keys, t.api_keys.c.user_id == t.users.c.id)
+            .where(t.api_keys.c.key_hash == key_hash, t.api_keys.c.revoked_at.is_(None))
+        )
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        return _row(User, row) if row else None
+
+    def get_user(self, user_id: str) -> User | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(t.users).where(t.users.c.id == user_id)).first()
+        return _row(User, row) if row else None
+
+    def usernames(self, user_ids: Sequence[str]) -> dict[str, str]:
+        if not user_ids:
+            return {}
+        query = select(t.users.c.id, t.users.c.username).where(t.users.c.id.in_(set(user_ids)))
+        with self.engine.connect() as conn:
+            return {row.id: row.username for row in conn.execute(query)}
+
+    # ------------------------------------------------------------------ models
+
+    def list_models(self) -> list[Model]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(t.models).order_by(t.models.c.name)).all()
+        return [_row(Model, r) for r in rows]
+
+    def find_model(self, key: str) -> Model | None:
+        """A model by id or by name."""
+        query = select(t.models).where((t.models.c.id == key) | (t.models.c.name == key))
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        return _row(Model, row) if row else None
+
+    def create_model(
+        self, name: str, *, owner_id: str, description: str, instance_count: int
+    ) -> Model:
+        now = utcnow()
+        model = Model(new_id(), name, description, owner_id, instance_count, None, now, now)
+        with self.engine.begin() as conn:
+            conn.execute(insert(t.models).values(**model.__dict__))
+        return model
+
+    def get_or_create_model(
+        self, name: str, *, owner_id: str, description: str, instance_count: int
+    ) -> tuple[Model, bool]:
+        existing = self.find_model(name)
+        if existing:
+            return existing, False
+        try:
+            return self.create_model(
+                name, owner_id=owner_id, description=description, instance_count=instance_count
+            ), True
+        except IntegrityError:  # created concurrently by another publish
+            model = self.find_model(name)
+            assert model is not None
+            return model, False
+
+    def update_model(self, model_id: str, **values: Any) -> Model:
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(t.models)
+                .where(t.models.c.id == model_id)
+                .values(**values, updated_at=utcnow())
+            )
+        model = self.find_model(model_id)
+        assert model is not None
+        return model
+
+    # ------------------------------------------------------------------ versions
+
+    def create_version(self, model_id: str, **values: Any) -> Version:
+        """Insert the next version of a model, numbered 1, 2, 3… without gaps or duplicates."""
+        for _attempt in range(10):
+            with self.engine.begin() as conn:
+                current = conn.execute(
+                    select(func.max(t.versions.c.number)).where(t.versions.c.model_id == model_id)
+                ).scalar_one()
+                row = {
+                    "id": new_id(),
+                    "model_id": model_id,
+                    "number": (current or 0) + 1,
+                    "status": "building",
+                    "build_log": "",
+                    "signature": None,
+                    "created_at": utcnow(),
+                    "finished_at": None,
+                    **values,
+                }
+                try:
+                    conn.execute(insert(t.versions).values(**row))
+                except IntegrityError:
+                    conn.rollback()
+                    continue
+            return Version(**row)
+        raise RuntimeError("could not allocate a version number")
+
+    def list_versions(self, model_id: str) -> list[Version]:
+        query = (
+            select(t.versions)
+            .where(t.versions.c.model_id == model_id)
+            .order_by(t.versions.c.number)
+        )
+        with self.engine.connect() as conn:
+            return [_row(Version, r) for r in conn.execute(query)]
+
+    def get_version(self, model_id: str, number: int) -> Version | None:
+        query = select(t.versions).where(
+            t.versions.c.model_id == model_id, t.versions.c.number == number
+        )
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        return _row(Version, row) if row else None
+
+    def get_version_by_id(self, version_id: str) -> Version | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(t.versions).where(t.versions.c.id == version_id)).first()
+        return _row(Version, row) if row else None
+
+    def versions_by_status(self, statuses: Sequence[str]) -> list[Version]:
+        query = select(t.versions).where(t.versions.c.status.in_(list(statuses)))
+        with self.engine.connect() as conn:
+            return [_row(Version, r) for r in conn.execute(query)]
+
+    def finish_build(
+        self, version_id: str, *, status: str, log: str, signature: str | None = None
+    ) -> bool:
+        """Record a build outcome once; returns False when it was already recorded."""
+        query = (
+            update(t.versions)
+            .where(t.versions.c.id == version_id, t.versions.c.status == "building")
+            .values(status=status, build_log=log, signature=signature, finished_at=utcnow())
+        )
+        with self.engine.begin() as conn:
+            return conn.execute(query).rowcount == 1

@@ -1,0 +1,174 @@
+"""The invocation ASGI handler: ``POST /models/{model}/(latest|versions/{n}|labels/{l})/model``.
+
+Resolve the route from memory, admit the call to an idle instance, forward the body bytes, and
+wrap the instance's result bytes in the response envelope without parsing them again.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import orjson
+
+from modelhost import errors
+from modelhost.gateway.pool import VersionPool
+from modelhost.gateway.routes import ModelRoute, Release, RouteTable
+
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+_JSON_TYPES = (b"application/json", b"text/json")
+
+
+def new_request_id() -> str:
+    """16 characters, A-Z and 2-7, like the hosted product's request ids."""
+    return base64.b32encode(os.urandom(10)).decode("ascii")
+
+
+def error_response(
+    error: errors.ModelhostError, request_id: str
+) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    body = orjson.dumps(errors.error_body(error, request_id))
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"x-request-id", request_id.encode()),
+    ]
+    headers += [(k.lower().encode(), v.encode()) for k, v in error.headers.items()]
+    return error.status, headers, body
+
+
+class Gateway:
+    """The ASGI app for invocation URLs. ``table`` is replaced whole by the reconciler."""
+
+    def __init__(self, *, max_request_bytes: int) -> None:
+        self.table = RouteTable()
+        self.max_request_bytes = max_request_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        request_id = new_request_id()
+        try:
+            status, headers, body = await self._invoke(scope, receive, request_id, started)
+        except errors.ModelhostError as exc:
+            status, headers, body = error_response(exc, request_id)
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    def _resolve(self, path: str) -> tuple[ModelRoute, VersionPool, Release]:
+        parts = path.strip("/").split("/")
+        # models/{key}/latest/model | models/{key}/versions/{n}/model | .../labels/{l}/model
+        if len(parts) < 4 or parts[-1] != "model":
+            raise errors.RouteNotFound(
+                "Invocation URLs look like /models/{model}/latest/model, "
+                "/models/{model}/versions/{n}/model or /models/{model}/labels/{label}/model."
+            )
+        route = self.table.find(parts[1])
+        if route is None:
+            raise errors.ModelNotFound(f"There is no model '{parts[1]}'.")
+        if len(parts) == 4 and parts[2] == "latest":
+            if route.latest is None:
+                raise errors.NoReadyInstance(
+                    f"Model '{route.name}' has no ready version yet; publish one or wait for "
+                    "its build to finish.",
+                    headers={"Retry-After": "5"},
+                )
+            number = route.latest
+        elif len(parts) == 5 and parts[2] == "versions":
+            try:
+                number = int(parts[3])
+            except ValueError:
+                raise errors.VersionNotFound(
+                    f"'{parts[3]}' is not a version number; use 1, 2, 3…"
+                ) from None
+            if number not in route.pools:
+                status = route.statuses.get(number)
+                if status is None:
+                    raise errors.VersionNotFound(f"Model '{route.name}' has no version {number}.")
+                raise errors.NoReadyInstance(
+                    f"Version {number} of model '{route.name}' is not running (status: {status}).",
+                    headers={"Retry-After": "5"},
+                )
+        elif len(parts) == 5 and parts[2] == "labels":
+            raise errors.RouteNotFound(f"Model '{route.name}' has no label '{parts[3]}'.")
+        else:
+            raise errors.RouteNotFound(
+                f"Unknown route '{'/'.join(parts[2:-1])}'; use latest, versions/{{n}} or "
+                "labels/{label}."
+            )
+        return route, route.pools[number], route.releases[number]
+
+    async def _read_body(self, receive: Receive) -> bytes:
+        limit = self.max_request_bytes
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise errors.BadRequest("The client disconnected before sending the body.")
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                raise errors.PayloadTooLarge(
+                    f"The request body is over the limit of {limit} bytes (setting "
+                    "max_request_bytes)."
+                )
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    async def _invoke(
+        self, scope: Scope, receive: Receive, request_id: str, started: float
+    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        route, pool, release = self._resolve(scope["path"])
+        if scope["method"] != "POST":
+            raise errors.MethodNotAllowed(
+                "Call a model with POST and a JSON body.", headers={"Allow": "POST"}
+            )
+        for name, value in scope["headers"]:
+            if name == b"content-type":
+                if value.split(b";", 1)[0].strip().lower() not in _JSON_TYPES:
+                    raise errors.UnsupportedMediaType(
+                        f"Content-Type '{value.decode('latin-1')}' is not supported; send "
+                        "the body as JSON with 'Content-Type: application/json'."
+                    )
+            elif name == b"content-length" and int(value or 0) > self.max_request_bytes:
+                raise errors.PayloadTooLarge(
+                    f"The request body is over the limit of {self.max_request_bytes} bytes "
+                    "(setting max_request_bytes)."
+                )
+        body = await self._read_body(receive)
+        instance = await pool.acquire(route.timeout)
+        try:
+            result = await instance.call(request_id, body, route.timeout)
+        finally:
+            pool.release(instance)
+        timing = (time.perf_counter() - started) * 1000
+        payload = b"".join(
+            (
+                b'{"result":',
+                result.result_json,
+                b',"request_id":"',
+                request_id.encode(),
+                b'","timing":',
+                f"{timing:.2f}".encode(),
+                b',"model_time_in_ms":',
+                str(round(result.model_time_ms)).encode(),
+                b',"release":',
+                release.json,
+                b"}",
+            )
+        )
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(payload)).encode()),
+            (b"x-request-id", request_id.encode()),
+            (b"x-model-version", str(release.number).encode()),
+        ]
+        return 200, headers, payload

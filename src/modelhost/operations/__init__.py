@@ -1,0 +1,31 @@
+"""The use cases. The API, the CLI's local commands and the jobs call these; they raise
+:mod:`modelhost.errors` and never see HTTP.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from modelhost.backends.base import Backend
+from modelhost.builder.bundles import BundleStore
+from modelhost.db.repo import Repo
+from modelhost.gateway.app import Gateway
+from modelhost.reconciler import Reconciler
+from modelhost.settings import Settings
+
+
+@dataclass(frozen=True)
+class Services:
+    """What the operations need, wired once by :func:`modelhost.app.create_app`."""
+
+    settings: Settings
+    repo: Repo
+    store: BundleStore
+    backend: Backend
+    gateway: Gateway
+    reconciler: Reconciler
+
+    @property
+    def wake(self) -> Callable[[], None]:
+        return self.reconciler.wake

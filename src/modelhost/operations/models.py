@@ -1,0 +1,208 @@
+"""Reading and changing models, versions, instances and logs."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from modelhost import errors, urls
+from modelhost.backends.base import InstanceState
+from modelhost.db.repo import Model, Version
+from modelhost.operations import Services
+
+_STAMP = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z) (\w+) (.*)$")
+_LOG_NAME = re.compile(r"^v(\d+)-(\w+)\.log$")
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value else None
+
+
+def get_model(services: Services, key: str) -> Model:
+    model = services.repo.find_model(key)
+    if model is None:
+        raise errors.ModelNotFound(
+            f"There is no model '{key}'. 'modelhost models list' shows the models."
+        )
+    return model
+
+
+def get_version(services: Services, model: Model, number: int) -> Version:
+    version = services.repo.get_version(model.id, number)
+    if version is None:
+        raise errors.VersionNotFound(
+            f"Model '{model.name}' has no version {number}. 'modelhost versions {model.name}' "
+            "lists them."
+        )
+    return version
+
+
+def _serving(services: Services, model: Model) -> tuple[int | None, set[int]]:
+    route = services.gateway.table.find(model.id)
+    if route is None:
+        return None, set()
+    return route.latest, {n for n, pool in route.pools.items() if pool.ready_count}
+
+
+def version_status(version: Version, running: set[int]) -> str:
+    if version.status == "ready":
+        return "running" if version.number in running else "stopped"
+    return version.status
+
+
+def version_view(
+    version: Version, running: set[int], authors: dict[str, str], *, log: bool = False
+) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "id": version.id,
+        "number": version.number,
+        "status": version_status(version, running),
+        "file": version.file,
+        "function": version.function,
+        "entry_point": f"{version.file}:{version.function}",
+        "signature": version.signature,
+        "environment": version.environment,
+        "bundle_sha256": version.bundle_sha256,
+        "bundle_bytes": version.bundle_bytes,
+        "bundle_files": version.bundle_files,
+        "author": authors.get(version.author_id, version.author_id),
+        "description": version.description,
+        "created_at": _iso(version.created_at),
+        "finished_at": _iso(version.finished_at),
+    }
+    if log:
+        view["build_log"] = version.build_log
+    return view
+
+
+def model_view(services: Services, model: Model) -> dict[str, Any]:
+    versions = services.repo.list_versions(model.id)
+    latest, _ = _serving(services, model)
+    names = services.repo.usernames([model.owner_id])
+    newest = versions[-1] if versions else None
+    if latest is not None:
+        status = "running"
+    elif newest is not None and newest.status == "building":
+        status = "building"
+    elif newest is not None and newest.status == "failed":
+        status = "failed"
+    else:
+        status = "stopped" if versions else "empty"
+    return {
+        "id": model.id,
+        "name": model.name,
+        "description": model.description,
+        "owner": names.get(model.owner_id, model.owner_id),
+        "status": status,
+        "latest_version": latest,
+        "newest_version": newest.number if newest else None,
+        "instance_count": model.instance_count,
+        "timeout_seconds": model.timeout_seconds or services.settings.timeout_seconds,
+        "created_at": _iso(model.created_at),
+        "updated_at": _iso(model.updated_at),
+        "urls": {
+            "latest": urls.invoke_latest(model.id),
+            "version": urls.invoke_version(model.id, "{n}"),
+        },
+    }
+
+
+def list_models(services: Services) -> list[dict[str, Any]]:
+    return [model_view(services, m) for m in services.repo.list_models()]
+
+
+def list_versions(services: Services, model: Model) -> list[dict[str, Any]]:
+    versions = services.repo.list_versions(model.id)
+    _, running = _serving(services, model)
+    authors = services.repo.usernames([v.author_id for v in versions])
+    return [version_view(v, running, authors) for v in versions]
+
+
+def show_version(services: Services, model: Model, number: int) -> dict[str, Any]:
+    version = get_version(services, model, number)
+    _, running = _serving(services, model)
+    authors = services.repo.usernames([version.author_id])
+    return version_view(version, running, authors, log=True)
+
+
+def update_model(
+    services: Services,
+    model: Model,
+    *,
+    description: str | None = None,
+    instance_count: int | None = None,
+    timeout_seconds: float | None = None,
+) -> Model:
+    changes: dict[str, Any] = {}
+    if description is not None:
+        changes["description"] = description
+    if instance_count is not None:
+        limit = services.settings.max_instance_count
+        if not 1 <= instance_count <= limit:
+            raise errors.BadRequest(
+                f"instance_count must be between 1 and {limit} (setting max_instance_count)."
+            )
+        changes["instance_count"] = instance_count
+    if timeout_seconds is not None:
+        if not 0 < timeout_seconds <= 3600:
+            raise errors.BadRequest("timeout_seconds must be more than 0 and at most 3600.")
+        changes["timeout_seconds"] = timeout_seconds
+    if not changes:
+        return model
+    updated = services.repo.update_model(model.id, **changes)
+    services.wake()
+    return updated
+
+
+def list_instances(services: Services, model: Model) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": i.spec.instance_id,
+            "version": i.spec.version_number,
+            "state": i.state.value,
+            "busy": bool(i.inflight),
+            "failure": i.failure if i.state is InstanceState.FAILED else None,
+        }
+        for i in services.backend.instances()
+        if i.spec.model_id == model.id
+    ]
+
+
+def _log_lines(path: Path, version: int, instance: str) -> Iterator[dict[str, Any]]:
+    stamp = ""
+    with path.open(encoding="utf-8", errors="replace") as handle:
+        for raw in handle:
+            line = raw.rstrip("\n")
+            match = _STAMP.match(line)
+            if match:
+                stamp, stream, text = match.groups()
+            else:  # output written below Python's sys.stdout, e.g. by a C library
+                stream, text = "stdout", line
+            yield {
+                "time": stamp,
+                "version": version,
+                "instance": instance,
+                "stream": stream,
+                "text": text,
+            }
+
+
+def read_logs(
+    services: Services, model: Model, *, tail: int = 200, version: int | None = None
+) -> list[dict[str, Any]]:
+    """The last ``tail`` lines of the model's instance logs, oldest first, across instances."""
+    if not 1 <= tail <= 10_000:
+        raise errors.BadRequest("tail must be between 1 and 10000 lines.")
+    directory = services.reconciler.log_dir(model.id)
+    lines: list[dict[str, Any]] = []
+    if directory.is_dir():
+        for path in directory.glob("v*-*.log"):
+            match = _LOG_NAME.match(path.name)
+            if not match or (version is not None and int(match.group(1)) != version):
+                continue
+            lines.extend(_log_lines(path, int(match.group(1)), match.group(2)))
+    lines.sort(key=lambda line: line["time"])  # stable: each file keeps its own order
+    return lines[-tail:]

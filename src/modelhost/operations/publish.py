@@ -1,0 +1,125 @@
+"""Publish: an uploaded project archive becomes the next version of a model.
+
+Validate the entry point, extract the archive with checks, store the bundle by its sha256,
+then create the version row (status ``building``) and wake the reconciler, whose first instance
+of the version is the import check. Nothing is recorded until the bundle is safely stored.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import sys
+import tempfile
+from pathlib import Path, PurePosixPath
+from typing import BinaryIO
+
+from modelhost import errors
+from modelhost.builder.bundles import extract_archive, human_size
+from modelhost.db.repo import Model, User, Version
+from modelhost.operations import Services
+
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+_ID_LIKE = re.compile(r"^[0-9a-f]{24}$")
+
+
+def validate_model_name(name: str) -> str:
+    if not NAME_PATTERN.match(name) or _ID_LIKE.match(name):
+        raise errors.BadRequest(
+            f"'{name}' is not a valid model name: use 1 to 63 lowercase letters, digits, '-', "
+            "'_' or '.', starting with a letter or digit (for example wine-quality)."
+        )
+    return name
+
+
+def validate_entry_point(file: str, function: str) -> tuple[str, str]:
+    path = PurePosixPath(file)
+    if not file or path.is_absolute() or ".." in path.parts:
+        raise errors.BadRequest(
+            f"The file '{file}' must be a path inside the project, such as predict.py."
+        )
+    if path.suffix != ".py":
+        raise errors.BadRequest(
+            f"The file '{file}' is not a Python script (.py); name the script that defines "
+            "the function."
+        )
+    if not function.isidentifier():
+        raise errors.BadRequest(
+            f"'{function}' is not a valid function name; give the name of a function defined "
+            f"in {file}, such as predict."
+        )
+    return path.as_posix(), function
+
+
+def _python_description(settings_python: str | None) -> str:
+    if settings_python:
+        return settings_python
+    return f"Python {sys.version.split()[0]} at {sys.executable}"
+
+
+def publish(
+    services: Services,
+    *,
+    name: str,
+    archive: BinaryIO,
+    file: str,
+    function: str,
+    description: str,
+    actor: User,
+) -> tuple[Model, Version]:
+    """Store the uploaded project and create the next version (status ``building``)."""
+    settings = services.settings
+    file, function = validate_entry_point(file, function)
+    existing = services.repo.find_model(name)
+    if existing is None:
+        validate_model_name(name)
+    else:
+        name = existing.name  # published by id or by name
+
+    scratch = settings.home_path / "tmp"
+    scratch.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=scratch, prefix="publish-"))
+    try:
+        files, size = extract_archive(
+            archive,
+            staging,
+            max_bytes=settings.max_bundle_bytes,
+            max_files=settings.max_bundle_files,
+        )
+        if not (staging / file).is_file():
+            top = sorted(p.name for p in staging.iterdir())[:20]
+            raise errors.EntryPointNotFound(
+                f"The file '{file}' is not in the project. Files at its top level: "
+                f"{', '.join(top) or '(none)'}. Pass --file with a path relative to the "
+                "project directory."
+            )
+        bundle = services.store.put_tree(staging)
+        model, _created = services.repo.get_or_create_model(
+            name,
+            owner_id=actor.id,
+            description=description,
+            instance_count=settings.default_instance_count,
+        )
+        log = (
+            f"Bundle sha256:{bundle.sha256} ({files} files, {human_size(size)})\n"
+            f"Entry point: {file}:{function}\n"
+            f"Environment: server ({_python_description(settings.python)})\n"
+        )
+        version = services.repo.create_version(
+            model.id,
+            bundle_sha256=bundle.sha256,
+            bundle_bytes=size,
+            bundle_files=files,
+            file=file,
+            function=function,
+            environment="server",
+            build_log=log,
+            description=description,
+            author_id=actor.id,
+        )
+        workdir = services.reconciler.workdir(version)
+        workdir.parent.mkdir(parents=True, exist_ok=True)
+        staging.rename(workdir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return model, version

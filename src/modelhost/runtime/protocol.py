@@ -1,0 +1,86 @@
+"""The framed protocol between the server and an instance. Sans-IO: no sockets here.
+
+A frame is a 5-byte header, ``>IB`` (payload length, message type), then the payload.
+This module is imported by the worker under a private name, so it must use the standard
+library only and stay importable on every Python the worker supports.
+
+Messages (direction, payload):
+
+``READY``        worker → server   JSON ``{"pid", "python", "signature"}``
+``LOAD_FAILED``  worker → server   JSON ``{"message", "traceback"}``
+``CALL``         server → worker   16-byte ASCII request id, then the raw request body
+``RESULT``       worker → server   ``>d`` model time in ms, then the result as JSON bytes
+``ERROR``        worker → server   JSON ``{"status", "code", "message"}``
+``SHUTDOWN``     server → worker   empty
+"""
+
+from __future__ import annotations
+
+import struct
+
+READY = 1
+LOAD_FAILED = 2
+CALL = 3
+RESULT = 4
+ERROR = 5
+SHUTDOWN = 6
+
+HEADER = struct.Struct(">IB")
+MODEL_TIME = struct.Struct(">d")
+REQUEST_ID_LENGTH = 16
+MAX_FRAME = 1 << 30
+
+
+class ProtocolError(Exception):
+    """The peer sent bytes that are not a valid frame."""
+
+
+def encode(kind: int, payload: bytes = b"") -> bytes:
+    """One frame as bytes."""
+    return HEADER.pack(len(payload), kind) + payload
+
+
+def encode_call(request_id: str, body: bytes) -> bytes:
+    rid = request_id.encode("ascii")
+    if len(rid) != REQUEST_ID_LENGTH:
+        raise ValueError("request id must be 16 ASCII characters")
+    return encode(CALL, rid + body)
+
+
+def decode_call(payload: bytes) -> tuple[str, bytes]:
+    return payload[:REQUEST_ID_LENGTH].decode("ascii"), payload[REQUEST_ID_LENGTH:]
+
+
+def encode_result(model_time_ms: float, result_json: bytes) -> bytes:
+    return encode(RESULT, MODEL_TIME.pack(model_time_ms) + result_json)
+
+
+def decode_result(payload: bytes) -> tuple[float, bytes]:
+    (model_time_ms,) = MODEL_TIME.unpack_from(payload)
+    return model_time_ms, payload[MODEL_TIME.size :]
+
+
+class FrameDecoder:
+    """Feed it bytes as they arrive; it returns every complete ``(kind, payload)`` frame."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[tuple[int, bytes]]:
+        buffer = self._buffer
+        buffer += data
+        frames: list[tuple[int, bytes]] = []
+        offset = 0
+        size = HEADER.size
+        while len(buffer) - offset >= size:
+            length, kind = HEADER.unpack_from(buffer, offset)
+            if length > MAX_FRAME or not READY <= kind <= SHUTDOWN:
+                raise ProtocolError(f"invalid frame header (length {length}, type {kind})")
+            end = offset + size + length
+            if len(buffer) < end:
+                break
+            frames.append((kind, bytes(buffer[offset + size : end])))
+            offset = end
+        if offset:
+            del buffer[:offset]
+        return frames

@@ -1,0 +1,361 @@
+"""An instance: imports the user's script once, then answers calls on the socket it is handed.
+
+Run as a script by the backend, in whatever interpreter the version's environment uses::
+
+    python worker.py --fd 3 --spec '{"workdir": ..., "file": "predict.py", "function": "predict"}'
+
+It uses the standard library only (no modelhost, no third-party packages), so it runs in any
+environment. stdout and stderr go to the instance log, each line stamped with the time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import datetime
+import decimal
+import enum
+import importlib.util
+import inspect
+import io
+import json
+import os
+import socket
+import sys
+import time
+import traceback
+import uuid
+from collections.abc import Callable
+from pathlib import Path, PurePath
+from types import ModuleType
+from typing import Any
+
+_HERE = Path(__file__).resolve().parent
+
+
+def _load_protocol() -> ModuleType:
+    # Loaded under a private name so a user module called "protocol" cannot clash with it.
+    spec = importlib.util.spec_from_file_location("_modelhost_protocol", _HERE / "protocol.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["_modelhost_protocol"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+protocol = _load_protocol()
+
+BAD_SHAPE = (
+    "Request body must be a JSON object with a 'data' object (keyword arguments) or a "
+    "'parameters' array (positional arguments), not both."
+)
+
+
+class _StampedLines(io.TextIOBase):
+    """A text stream that writes each complete line to a file descriptor with a timestamp."""
+
+    def __init__(self, fd: int, stream: str) -> None:
+        self._fd = fd
+        self._stream = stream
+        self._pending = ""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self._pending += text
+        if "\n" in self._pending:
+            *lines, self._pending = self._pending.split("\n")
+            self._emit(lines)
+        return len(text)
+
+    def flush(self) -> None:
+        if self._pending:
+            lines, self._pending = [self._pending], ""
+            self._emit(lines)
+
+    def _emit(self, lines: list[str]) -> None:
+        now = datetime.datetime.now(datetime.timezone.utc)
+        stamp = now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+        out = "".join(f"{stamp} {self._stream} {line}\n" for line in lines)
+        data = out.encode("utf-8", "replace")
+        while data:
+            written = os.write(self._fd, data)
+            data = data[written:]
+
+
+def log(message: str) -> None:
+    """A line from modelhost itself (not the user's code) in the instance log."""
+    sys.stderr.write(f"[modelhost] {message}\n")
+
+
+# --------------------------------------------------------------------------- loading
+
+
+class LoadFailed(Exception):
+    """The script could not be imported or has no usable function; the message says why."""
+
+    def __init__(self, message: str, user_traceback: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.user_traceback = user_traceback
+
+
+def _user_traceback(exc: BaseException, workdir: Path) -> str:
+    """The traceback of ``exc`` without the frames of the worker and of importlib."""
+    frames = [
+        frame
+        for frame in traceback.extract_tb(exc.__traceback__)
+        if not frame.filename.startswith("<frozen") and Path(frame.filename) != Path(__file__)
+    ]
+    lines = ["Traceback (most recent call last):\n"] if frames else []
+    lines += traceback.format_list(frames)
+    lines += traceback.format_exception_only(type(exc), exc)
+    return "".join(lines).replace(str(workdir) + os.sep, "")
+
+
+def load_function(workdir: Path, file: str, function: str) -> Callable[..., Any]:
+    """Import ``file`` from ``workdir`` as a module and return its callable ``function``."""
+    path = workdir / file
+    if not path.is_file():
+        raise LoadFailed(f"File '{file}' was not found in the project.")
+    module_name = PurePath(file).stem
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise LoadFailed(f"'{file}' cannot be imported as a Python module.")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except SyntaxError as exc:
+        raise LoadFailed(
+            f"'{file}' has a syntax error on line {exc.lineno}: {exc.msg}.",
+            _user_traceback(exc, workdir),
+        ) from None
+    except BaseException as exc:
+        raise LoadFailed(
+            f"Importing '{file}' raised {type(exc).__name__}: {exc}",
+            _user_traceback(exc, workdir),
+        ) from None
+    if not hasattr(module, function):
+        defined = sorted(
+            name
+            for name, value in vars(module).items()
+            if callable(value)
+            and not name.startswith("_")
+            and getattr(value, "__module__", None) == module_name
+        )
+        hint = f" Callables defined there: {', '.join(defined)}." if defined else ""
+        raise LoadFailed(f"'{file}' has no function named '{function}'.{hint}")
+    value = getattr(module, function)
+    if not callable(value):
+        raise LoadFailed(
+            f"'{function}' in '{file}' is a {type(value).__name__}, not a function; "
+            "publish the name of a function (or another callable)."
+        )
+    return value
+
+
+# --------------------------------------------------------------------------- results
+
+
+def to_json_compatible(value: Any) -> Any:
+    """Convert what plain JSON cannot hold (NumPy, pandas, Decimal, dates, sets, dataclasses)."""
+    kind = type(value)
+    module = kind.__module__ or ""
+    if module.startswith("pandas"):
+        if kind.__name__ == "DataFrame":
+            return value.to_dict(orient="records")
+        if kind.__name__ in {"Timestamp", "Timedelta", "Period"}:
+            return value.isoformat()
+        if kind.__name__ == "NaTType":
+            return None
+    if hasattr(value, "tolist") and (module.startswith(("numpy", "pandas"))):
+        return value.tolist()
+    if isinstance(value, decimal.Decimal):
+        exponent = value.as_tuple().exponent
+        if value.is_finite() and isinstance(exponent, int) and exponent >= 0:
+            return int(value)
+        return float(value)
+    if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
+        return value.isoformat()
+    if isinstance(value, datetime.timedelta):
+        return value.total_seconds()
+    if isinstance(value, (set, frozenset)):
+        try:
+            return sorted(value)
+        except TypeError:
+            return list(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, (uuid.UUID, PurePath)):
+        return str(value)
+    if hasattr(value, "tolist"):  # other array libraries
+        return value.tolist()
+    raise TypeError(f"values of type '{kind.__name__}' cannot be converted to JSON")
+
+
+def encode_result(name: str, result: Any) -> bytes:
+    try:
+        text = json.dumps(
+            result,
+            default=to_json_compatible,
+            allow_nan=False,
+            ensure_ascii=False,
+            separators=(",", ":"),
+        )
+    except ValueError as exc:
+        if "Out of range float" in str(exc):
+            raise ResultError(
+                f"{name} returned NaN or Infinity, which JSON cannot represent; return None "
+                "(null) or a finite number instead."
+            ) from None
+        raise ResultError(
+            f"{name} returned a value that cannot be converted to JSON: {exc}."
+        ) from None
+    except (TypeError, RecursionError) as exc:
+        raise ResultError(
+            f"{name} returned a value that cannot be converted to JSON: {exc}; return "
+            "numbers, strings, lists and dicts."
+        ) from None
+    return text.encode("utf-8")
+
+
+class ResultError(Exception):
+    pass
+
+
+# --------------------------------------------------------------------------- calls
+
+
+def _error(status: int, code: str, message: str) -> bytes:
+    payload = json.dumps({"status": status, "code": code, "message": message}).encode()
+    return protocol.encode(protocol.ERROR, payload)
+
+
+class Handler:
+    """Turns one CALL payload into one RESULT or ERROR frame."""
+
+    def __init__(self, function: Callable[..., Any], name: str) -> None:
+        self.function = function
+        self.name = name
+        try:
+            self.signature: inspect.Signature | None = inspect.signature(function)
+        except (TypeError, ValueError):
+            self.signature = None
+        self.described = f"{name}{self.signature}" if self.signature else f"{name}(...)"
+
+    def __call__(self, payload: bytes) -> bytes:
+        request_id, body = protocol.decode_call(payload)
+        try:
+            request = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            return _error(
+                400, "bad_request", f"Request body is not valid JSON ({exc}). " + BAD_SHAPE
+            )
+        if not isinstance(request, dict) or ("data" in request) == ("parameters" in request):
+            return _error(400, "bad_request", BAD_SHAPE)
+        args: list[Any] = []
+        kwargs: dict[str, Any] = {}
+        if "data" in request:
+            if not isinstance(request["data"], dict):
+                return _error(
+                    400,
+                    "bad_request",
+                    "'data' must be a JSON object of keyword "
+                    "arguments; use 'parameters' for a list of positional arguments.",
+                )
+            kwargs = request["data"]
+        else:
+            if not isinstance(request["parameters"], list):
+                return _error(
+                    400,
+                    "bad_request",
+                    "'parameters' must be a JSON array of "
+                    "positional arguments; use 'data' for keyword arguments.",
+                )
+            args = request["parameters"]
+        if self.signature is not None:
+            try:
+                self.signature.bind(*args, **kwargs)
+            except TypeError as exc:
+                return _error(
+                    400, "invalid_arguments", f"The arguments do not match {self.described}: {exc}."
+                )
+        start = time.perf_counter()
+        try:
+            result = self.function(*args, **kwargs)
+        except Exception as exc:
+            elapsed = (time.perf_counter() - start) * 1000
+            sys.stderr.write(f"[modelhost] request {request_id} failed after {elapsed:.1f} ms:\n")
+            traceback.print_exc()
+            return _error(500, "model_error", f"{self.name} raised {type(exc).__name__}: {exc}")
+        elapsed = (time.perf_counter() - start) * 1000
+        try:
+            encoded = encode_result(self.name, result)
+        except ResultError as exc:
+            log(f"request {request_id}: {exc}")
+            return _error(500, "result_not_serializable", str(exc))
+        return protocol.encode_result(elapsed, encoded)
+
+
+def serve(sock: socket.socket, handler: Handler) -> None:
+    decoder = protocol.FrameDecoder()
+    while True:
+        data = sock.recv(1 << 20)
+        if not data:
+            return  # the server closed the connection: nothing left to do
+        for kind, payload in decoder.feed(data):
+            if kind == protocol.CALL:
+                sock.sendall(handler(payload))
+            elif kind == protocol.SHUTDOWN:
+                return
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--fd", type=int, required=True)
+    parser.add_argument("--spec", required=True)
+    options = parser.parse_args(argv)
+    spec = json.loads(options.spec)
+
+    sys.stdout = _StampedLines(1, "stdout")
+    sys.stderr = _StampedLines(2, "stderr")
+    sock = socket.socket(fileno=options.fd)
+    workdir = Path(spec["workdir"])
+    os.chdir(workdir)
+    sys.path[:] = [str(workdir)] + [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+
+    log(
+        f"instance {spec.get('instance', '?')} (pid {os.getpid()}) loading "
+        f"{spec['file']}:{spec['function']} with {sys.executable}"
+    )
+    started = time.perf_counter()
+    try:
+        function = load_function(workdir, spec["file"], spec["function"])
+    except LoadFailed as exc:
+        if exc.user_traceback:
+            sys.stderr.write(exc.user_traceback)
+        log(f"load failed: {exc.message}")
+        sys.stderr.flush()
+        body = json.dumps({"message": exc.message, "traceback": exc.user_traceback})
+        sock.sendall(protocol.encode(protocol.LOAD_FAILED, body.encode()))
+        return 1
+    handler = Handler(function, spec["function"])
+    log(f"ready in {time.perf_counter() - started:.2f} s: {handler.described}")
+    ready = {"pid": os.getpid(), "python": sys.version.split()[0], "signature": handler.described}
+    sock.sendall(protocol.encode(protocol.READY, json.dumps(ready).encode()))
+    with contextlib.suppress(OSError):  # the server went away: nothing left to answer
+        serve(sock, handler)
+    log("stopping")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

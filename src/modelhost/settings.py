@@ -1,0 +1,289 @@
+"""Every setting, defined once as data.
+
+Precedence, highest first: command-line options, ``MODELHOST_<NAME>`` environment variables,
+the settings file (``$MODELHOST_HOME/modelhost.toml``), the defaults below. A bad value fails at
+start-up with a message naming the setting and the value. ``modelhost serve --help-settings``
+prints this table, and ``docs/settings.md`` documents every entry (a test checks both agree).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from modelhost.errors import InvalidSetting
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+ENV_PREFIX = "MODELHOST_"
+SETTINGS_FILE = "modelhost.toml"
+
+
+def _bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in {"1", "true", "yes", "on"}:
+        return True
+    if text in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError("expected true or false")
+
+
+def _positive_int(value: Any) -> int:
+    number = int(value)
+    if number < 1:
+        raise ValueError("expected a whole number of at least 1")
+    return number
+
+
+def _positive_float(value: Any) -> float:
+    number = float(value)
+    if not number > 0:
+        raise ValueError("expected a number greater than 0")
+    return number
+
+
+def _port(value: Any) -> int:
+    number = int(value)
+    if not 0 <= number <= 65535:
+        raise ValueError("expected a port number between 0 and 65535")
+    return number
+
+
+def _str_list(value: Any) -> tuple[str, ...]:
+    if isinstance(value, (list, tuple)):
+        return tuple(str(v) for v in value)
+    return tuple(part.strip() for part in str(value).split(",") if part.strip())
+
+
+def _log_level(value: Any) -> str:
+    level = str(value).lower()
+    if level not in {"debug", "info", "warning", "error"}:
+        raise ValueError("expected one of debug, info, warning, error")
+    return level
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting: its name, how to parse it, its default and what it is for."""
+
+    name: str
+    parse: Callable[[Any], Any]
+    default: Any
+    help: str
+    secret: bool = False
+
+    @property
+    def env_var(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+
+def _default_home() -> str:
+    return str(Path.home() / ".modelhost")
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("home", str, None, "Data directory: database, bundles, logs. Default ~/.modelhost."),
+    Setting("host", str, "127.0.0.1", "Address the server listens on."),
+    Setting("port", _port, 8000, "Port the server listens on."),
+    Setting(
+        "database_url",
+        str,
+        None,
+        "SQLAlchemy URL of the database. Default: SQLite file modelhost.db in the data "
+        "directory. PostgreSQL: postgresql+psycopg://user@host/db.",
+        secret=True,
+    ),
+    Setting(
+        "public_url",
+        str,
+        None,
+        "URL clients use to reach this server, written to the credentials file. "
+        "Default: http://HOST:PORT.",
+    ),
+    Setting("log_level", _log_level, "info", "Server log level: debug, info, warning, error."),
+    Setting(
+        "max_bundle_bytes",
+        _positive_int,
+        500_000_000,
+        "Largest project snapshot (uncompressed bytes) accepted by publish.",
+    ),
+    Setting("max_bundle_files", _positive_int, 100_000, "Most files a project snapshot may hold."),
+    Setting(
+        "max_request_bytes",
+        _positive_int,
+        10 * 1024 * 1024,
+        "Largest invocation request body; larger ones get HTTP 413.",
+    ),
+    Setting(
+        "timeout_seconds",
+        _positive_float,
+        60.0,
+        "Default time a call may take before it fails with HTTP 504 and the instance is replaced.",
+    ),
+    Setting(
+        "load_timeout_seconds",
+        _positive_float,
+        300.0,
+        "Time an instance may take to import the script and report ready before the version fails.",
+    ),
+    Setting("default_instance_count", _positive_int, 1, "Instances a newly published model runs."),
+    Setting("max_instance_count", _positive_int, 8, "Most instances one model may run."),
+    Setting(
+        "max_queued_requests",
+        _positive_int,
+        100,
+        "Calls that may wait per deployed version when every instance is busy; past it, "
+        "HTTP 503 with Retry-After.",
+    ),
+    Setting(
+        "drain_timeout_seconds",
+        _positive_float,
+        30.0,
+        "Time in-flight calls get to finish on an instance that is being stopped.",
+    ),
+    Setting(
+        "reconcile_interval_seconds",
+        _positive_float,
+        1.0,
+        "How often the reconciler compares desired and actual state.",
+    ),
+    Setting(
+        "python",
+        str,
+        None,
+        "Python interpreter that runs instances in the server environment. Default: the "
+        "server's own.",
+    ),
+    Setting(
+        "instance_env_passthrough",
+        _str_list,
+        (
+            "PATH",
+            "LANG",
+            "LANGUAGE",
+            "LC_ALL",
+            "LC_CTYPE",
+            "TZ",
+            "TMPDIR",
+            "OPENBLAS_CORETYPE",
+            "OPENBLAS_L2_SIZE",
+            "SSL_CERT_FILE",
+            "SSL_CERT_DIR",
+        ),
+        "Server environment variables an instance inherits (comma-separated); nothing else "
+        "of the server's environment reaches user code.",
+    ),
+)
+
+SETTINGS_BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
+
+
+class Settings:
+    """Resolved settings; read them as attributes (``settings.port``)."""
+
+    def __init__(self, values: Mapping[str, Any]) -> None:
+        self._values = dict(values)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.__dict__["_values"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __repr__(self) -> str:
+        shown = {
+            s.name: ("***" if s.secret and self._values[s.name] else self._values[s.name])
+            for s in SETTINGS
+        }
+        return f"Settings({shown})"
+
+    def replace(self, **changes: Any) -> Settings:
+        return load_settings(overrides={**self._values, **changes}, environ={})
+
+    @property
+    def home_path(self) -> Path:
+        return Path(self.home)
+
+    @property
+    def url(self) -> str:
+        return self.public_url or f"http://{self.host}:{self.port}"
+
+
+def _parse(setting: Setting, value: Any, source: str) -> Any:
+    try:
+        return setting.parse(value)
+    except (TypeError, ValueError) as exc:
+        raise InvalidSetting(
+            f"Setting '{setting.name}' from {source} has the invalid value {value!r}: {exc}."
+        ) from None
+
+
+def load_settings(
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Resolve every setting from overrides (CLI), environment, settings file and defaults."""
+    environ = os.environ if environ is None else environ
+    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
+    unknown = sorted(set(overrides) - set(SETTINGS_BY_NAME))
+    if unknown:
+        raise InvalidSetting(f"Unknown setting(s): {', '.join(unknown)}.")
+
+    home = overrides.get("home") or environ.get(ENV_PREFIX + "HOME") or _default_home()
+    home = str(Path(home).expanduser().resolve())
+    file_values = _read_settings_file(Path(home) / SETTINGS_FILE)
+
+    values: dict[str, Any] = {}
+    for setting in SETTINGS:
+        if setting.name in overrides:
+            raw, source = overrides[setting.name], "the command line"
+        elif setting.env_var in environ:
+            raw, source = environ[setting.env_var], f"${setting.env_var}"
+        elif setting.name in file_values:
+            raw, source = file_values[setting.name], SETTINGS_FILE
+        else:
+            values[setting.name] = setting.default
+            continue
+        values[setting.name] = _parse(setting, raw, source)
+    values["home"] = home
+    if not values["database_url"]:
+        values["database_url"] = f"sqlite:///{Path(home) / 'modelhost.db'}"
+    if values["default_instance_count"] > values["max_instance_count"]:
+        raise InvalidSetting(
+            "Setting 'default_instance_count' is larger than 'max_instance_count'; "
+            "raise max_instance_count or lower default_instance_count."
+        )
+    return Settings(values)
+
+
+def _read_settings_file(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return {}
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise InvalidSetting(f"Cannot read settings file {path}: {exc}.") from None
+    unknown = sorted(set(data) - set(SETTINGS_BY_NAME))
+    if unknown:
+        raise InvalidSetting(f"Unknown setting(s) in {path}: {', '.join(unknown)}.")
+    return data
+
+
+def settings_help() -> str:
+    """The table printed by ``modelhost serve --help-settings``."""
+    lines = []
+    for s in SETTINGS:
+        default = "(see help)" if s.default is None else s.default
+        if isinstance(default, tuple):
+            default = ",".join(default)
+        lines.append(f"{s.name}  [{s.env_var}]  default: {default}\n    {s.help}")
+    return "\n".join(lines)

@@ -1,0 +1,49 @@
+"""The one place URLs are built."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+API = "/api/v1"
+OPENAPI = f"{API}/openapi.json"
+HEALTH = "/health"
+
+
+def invoke_latest(model: str) -> str:
+    return f"/models/{quote(model, safe='')}/latest/model"
+
+
+def invoke_version(model: str, number: int | str) -> str:
+    return f"/models/{quote(model, safe='')}/versions/{number}/model"
+
+
+def invoke_label(model: str, label: str) -> str:
+    return f"/models/{quote(model, safe='')}/labels/{quote(label, safe='')}/model"
+
+
+def api_models() -> str:
+    return f"{API}/models"
+
+
+def api_model(model: str) -> str:
+    return f"{API}/models/{quote(model, safe='')}"
+
+
+def api_versions(model: str) -> str:
+    return f"{api_model(model)}/versions"
+
+
+def api_version(model: str, number: int) -> str:
+    return f"{api_versions(model)}/{number}"
+
+
+def api_logs(model: str) -> str:
+    return f"{api_model(model)}/logs"
+
+
+def api_instances(model: str) -> str:
+    return f"{api_model(model)}/instances"
+
+
+def api_me() -> str:
+    return f"{API}/me"
