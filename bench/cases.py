@@ -1,0 +1,71 @@
+"""What is benchmarked: each case is one published function and one request body.
+
+The same case definition drives all three measurements (modelhost, the ceiling and the floor),
+so they cannot drift apart: the floor calls the very file that is published, with the arguments
+parsed from the very body that wrk sends.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+WINE_DIR = ROOT / "examples" / "wine_quality"
+WINE_MODEL = WINE_DIR / "results" / "classifier.pkl"
+
+#: One BLAS/OpenMP thread, as modelhost gives each instance: the three measurements must do
+#: the same work with the same parallelism, and a 2-core machine has no cores to spare.
+SINGLE_THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+@dataclass(frozen=True)
+class Case:
+    """One function to publish and the request body to call it with."""
+
+    name: str
+    model: str
+    project: Path
+    file: str
+    function: str
+    body: bytes
+    instances: int
+    floor_calls: int
+
+    @property
+    def script(self) -> Path:
+        return self.project / self.file
+
+    def arguments(self) -> tuple[list[Any], dict[str, Any]]:
+        """The positional and keyword arguments the body means (DESIGN.md §3)."""
+        request = orjson.loads(self.body)
+        if "data" in request:
+            return [], dict(request["data"])
+        return list(request["parameters"]), {}
+
+
+CASES: dict[str, Case] = {
+    "add": Case(
+        name="add",
+        model="add",
+        project=ROOT / "bench" / "projects" / "add",
+        file="add.py",
+        function="add",
+        body=b'{"data": {"x": 1, "y": 2}}',
+        instances=1,
+        floor_calls=200_000,
+    ),
+    "rf": Case(
+        name="rf",
+        model="wine",
+        project=WINE_DIR,
+        file="predict.py",
+        function="predict",
+        body=b'{"parameters": [[5.6, 0.615, 0, 1.6, 0.089, 16, 59, 0.9943, 3.58, 0.52, 9.9]]}',
+        instances=2,
+        floor_calls=2_000,
+    ),
+}

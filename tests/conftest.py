@@ -1,0 +1,51 @@
+"""Shared fixtures: a real server for the integration tests, and databases for repo tests."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from tests.helpers import POSTGRES_URL, Server, running_server, trained_example
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One real modelhost server shared by the integration tests (each uses its own models)."""
+    with running_server(tmp_path_factory.mktemp("server") / "home") as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def wine_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return trained_example(tmp_path_factory.mktemp("example"))
+
+
+def _postgres_database() -> Iterator[str]:
+    name = f"modelhost_test_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(POSTGRES_URL.format(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield POSTGRES_URL.format(database=name)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database on the machine's server, dropped afterwards."""
+    yield from _postgres_database()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'modelhost.db'}"
+    else:
+        yield from _postgres_database()

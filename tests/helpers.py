@@ -1,0 +1,135 @@
+"""Running a real ``modelhost serve`` for tests, on a free port, with its own data directory."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import httpx
+
+from modelhost import Client
+
+ROOT = Path(__file__).resolve().parent.parent
+PROJECTS = Path(__file__).resolve().parent / "fixtures" / "projects"
+EXAMPLE = ROOT / "examples" / "wine_quality"
+WINE_ROW = [5.6, 0.615, 0, 1.6, 0.089, 16, 59, 0.9943, 3.58, 0.52, 9.9]
+POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/{database}"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Server:
+    """A real server process; ``client`` talks to it over HTTP with the admin key."""
+
+    def __init__(self, home: Path, env: Mapping[str, str] | None = None) -> None:
+        self.home = home
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            **os.environ,
+            "MODELHOST_HOME": str(home),
+            "MODELHOST_PORT": str(self.port),
+            "MODELHOST_RECONCILE_INTERVAL_SECONDS": "0.2",
+            **(env or {}),
+        }
+        self.env.pop("MODELHOST_URL", None)
+        self.env.pop("MODELHOST_API_KEY", None)
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log = home.parent / f"{home.name}-server.log"
+        self._client: Client | None = None
+
+    def start(self, timeout: float = 60) -> Server:
+        self.home.mkdir(parents=True, exist_ok=True)
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "modelhost", "serve"],
+                env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited:\n{self.log.read_text()}")
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                    return self
+            time.sleep(0.1)
+        raise RuntimeError(f"server did not start:\n{self.log.read_text()}")
+
+    def stop(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    @property
+    def api_key(self) -> str:
+        return str(json.loads((self.home / "credentials").read_text())["api_key"])
+
+    def client(self) -> Client:
+        """The admin's client, shared by the tests and closed when the server stops."""
+        if self._client is None:
+            self._client = Client(self.url, self.api_key)
+        return self._client
+
+    def cli(self, *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
+        """Run the modelhost CLI as a user on this machine would (credentials file only)."""
+        env = {k: v for k, v in self.env.items() if k != "MODELHOST_PORT"}
+        result = subprocess.run(
+            [sys.executable, "-m", "modelhost", *args],
+            env=env, capture_output=True, text=True, timeout=180,
+        )
+        if check:
+            assert result.returncode == 0, result.stdout + result.stderr
+        return result
+
+    def invoke(self, model: str, body: object, route: str = "latest") -> httpx.Response:
+        return httpx.post(f"{self.url}/models/{model}/{route}/model", json=body, timeout=60)
+
+
+@contextlib.contextmanager
+def running_server(home: Path, env: Mapping[str, str] | None = None) -> Iterator[Server]:
+    server = Server(home, env).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def trained_example(destination: Path) -> Path:
+    """A copy of the wine example with its model trained, as a user would have it."""
+    project = destination / "wine_quality"
+    if not (project / "results" / "classifier.pkl").exists():
+        shutil.copytree(EXAMPLE, project, ignore=shutil.ignore_patterns("results"))
+        subprocess.run([sys.executable, "train.py"], cwd=project, check=True,
+                       capture_output=True, timeout=300)
+    return project
+
+
+def wait_until(predicate, timeout: float = 30.0, interval: float = 0.1):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(interval)
