@@ -111,6 +111,13 @@ class Reconciler:
                 for instance in live[version_id]:
                     if instance.state is InstanceState.READY:
                         pool.add(instance)
+                pool.set_starting(
+                    sum(
+                        1
+                        for i in self.backend.instances()
+                        if i.spec.version_id == version_id and i.state is InstanceState.STARTING
+                    )
+                )
 
         self.gateway.table = self._route_table(models, versions)
 

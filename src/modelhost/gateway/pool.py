@@ -16,6 +16,8 @@ class VersionPool:
         self.version_id = version_id
         self.number = number
         self.max_queued = max_queued
+        #: instances being started for this version; calls wait for them instead of failing
+        self.starting = 0
         self._instances: list[Instance] = []
         self._idle: deque[Instance] = deque()
         self._waiters: deque[asyncio.Future[Instance]] = deque()
@@ -42,15 +44,27 @@ class VersionPool:
     def instances(self) -> list[Instance]:
         return list(self._instances)
 
+    def _unavailable(self) -> errors.NoReadyInstance:
+        return errors.NoReadyInstance(
+            f"Version {self.number} has no ready instance right now (it is starting or "
+            "being replaced); retry in a moment.",
+            headers={"Retry-After": "1"},
+        )
+
+    def set_starting(self, count: int) -> None:
+        """Record instances being started; with none ready or starting, waiting calls fail."""
+        self.starting = count
+        if not self._instances and not count:
+            while self._waiters:
+                waiter = self._waiters.popleft()
+                if not waiter.done():
+                    waiter.set_exception(self._unavailable())
+
     async def acquire(self, timeout: float) -> Instance:
         if self._idle:
             return self._idle.popleft()
-        if not self._instances:
-            raise errors.NoReadyInstance(
-                f"Version {self.number} has no ready instance right now (it is starting or "
-                "being replaced); retry in a moment.",
-                headers={"Retry-After": "1"},
-            )
+        if not self._instances and not self.starting:
+            raise self._unavailable()
         if len(self._waiters) >= self.max_queued:
             raise errors.QueueFull(
                 f"All instances of version {self.number} are busy and {self.max_queued} calls "

@@ -1,0 +1,79 @@
+"""Put the benchmark's models on a running modelhost, the way a user would, and check them.
+
+Publishing goes through the public Python client (``modelhost.Client``), so the benchmark
+measures exactly what users deploy. Each case is then called once by hand and its answer
+checked: a broken server must not be able to produce a fast benchmark of errors.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from typing import Any
+
+import httpx
+import modelhost
+import orjson
+
+from bench.cases import WINE_DIR, WINE_MODEL, Case
+
+_INSTANCES_TIMEOUT_SECONDS = 120.0
+_TRAIN_TIMEOUT_SECONDS = 300.0
+
+
+class DeployError(Exception):
+    """A model could not be published, scaled, or did not answer correctly."""
+
+
+def ensure_wine_model() -> None:
+    """Train the wine example if its ``results/classifier.pkl`` is missing (it is git-ignored)."""
+    if WINE_MODEL.is_file():
+        return
+    print(f"{WINE_MODEL} is missing; training it with examples/wine_quality/train.py")
+    subprocess.run(
+        [sys.executable, str(WINE_DIR / "train.py")], check=True, timeout=_TRAIN_TIMEOUT_SECONDS
+    )
+
+
+def publish(client: modelhost.Client, case: Case) -> None:
+    """Publish the case's project and scale it to ``case.instances`` ready instances."""
+    client.publish(case.project, name=case.model, file=case.file, function=case.function)
+    if case.instances != 1:
+        client.update_model(case.model, instance_count=case.instances)
+    wait_for_instances(client, case)
+
+
+def wait_for_instances(client: modelhost.Client, case: Case) -> None:
+    """Wait until the model runs exactly ``case.instances`` instances, all ready."""
+    deadline = time.monotonic() + _INSTANCES_TIMEOUT_SECONDS
+    states: list[str] = []
+    while time.monotonic() < deadline:
+        states = [i["state"] for i in client.instances(case.model)]
+        if states == ["ready"] * case.instances:
+            return
+        time.sleep(0.2)
+    raise DeployError(
+        f"model {case.model} should run {case.instances} ready instance(s) but has {states} "
+        f"after {_INSTANCES_TIMEOUT_SECONDS:g} s"
+    )
+
+
+def call_once(url: str, case: Case) -> Any:
+    """POST the case's body once and return the ``result``; raise unless it is a clean 200."""
+    response = httpx.post(
+        url, content=case.body, headers={"Content-Type": "application/json"}, timeout=30.0
+    )
+    if response.status_code != 200:
+        raise DeployError(f"POST {url} answered {response.status_code}: {response.text[:500]}")
+    try:
+        return orjson.loads(response.content)["result"]
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        raise DeployError(f"POST {url} answered 200 without a result: {response.text[:500]}")
+
+
+def check_answer(url: str, case: Case, expected: Any) -> None:
+    """The server must return what the function returns in-process (the floor's result)."""
+    result = call_once(url, case)
+    if result != expected:
+        raise DeployError(f"POST {url} returned {result!r}; the function returns {expected!r}")

@@ -1,0 +1,104 @@
+"""The CLI against a real server, using the credentials file the server wrote."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import PROJECTS, WINE_ROW, Server
+
+pytestmark = pytest.mark.integration
+
+
+def test_the_first_start_saves_the_admin_key_readable_only_by_its_owner(server: Server) -> None:
+    credentials = server.home / "credentials"
+    assert stat.S_IMODE(os.stat(credentials).st_mode) == 0o600
+    saved = json.loads(credentials.read_text())
+    assert saved["url"] == server.url
+    assert saved["api_key"].startswith("mh_")
+    log = server.log.read_text()
+    assert saved["api_key"] in log  # printed once, on first start
+
+
+def test_publish_call_list_versions_and_logs_from_the_command_line(
+    server: Server, wine_project: Path
+) -> None:
+    published = server.cli("publish", str(wine_project), "--file", "predict.py",
+                           "--function", "predict", "--name", "cli-wine",
+                           "--description", "from the CLI", check=True)
+    assert "Version 1 of cli-wine is running" in published.stdout
+
+    called = server.cli("call", "cli-wine", "--parameters", json.dumps([WINE_ROW]), check=True)
+    assert isinstance(json.loads(called.stdout), int)
+    full = json.loads(server.cli("call", "cli-wine", "--parameters", json.dumps([WINE_ROW]),
+                                 "--full", check=True).stdout)
+    assert full["release"]["model_version_number"] == 1
+
+    listed = server.cli("models", "list", check=True).stdout
+    assert any(line.split()[:3][0] == "cli-wine" and "running" in line
+               for line in listed.splitlines())
+    versions = server.cli("versions", "cli-wine", check=True).stdout
+    assert "predict.py:predict" in versions
+    assert "from the CLI" in versions
+    shown = server.cli("versions", "cli-wine", "--number", "1", check=True).stdout
+    assert "build log:" in shown
+    assert "Ready." in shown
+    logs = server.cli("logs", "cli-wine", check=True).stdout
+    assert "ready in" in logs
+
+
+def test_the_shorthand_path_script_function_publishes_too(server: Server) -> None:
+    result = server.cli("publish", f"{PROJECTS / 'calc'}/calc.py:add", "--name", "cli-short",
+                        check=True)
+    assert "add(x, y)" in result.stdout
+    called = server.cli("call", "cli-short", "--data", '{"x": 20, "y": 22}', check=True)
+    assert json.loads(called.stdout) == 42
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["call", "nobody", "--data", "{}"], "Error: There is no model 'nobody'"),
+        (["versions", "nobody"], "Error: There is no model 'nobody'"),
+        (["publish", str(PROJECTS / "good"), "--file", "missing.py", "--function", "predict",
+          "--name", "cli-missing"], "Error: The file 'missing.py' is not in"),
+        (["publish", "/no/such/dir", "--file", "p.py", "--function", "f", "--name", "x"],
+         "Error: The project directory '/no/such/dir' does not exist."),
+        (["publish", str(PROJECTS / "missing_function"), "--file", "predict.py",
+          "--function", "predict", "--name", "cli-broken"],
+         "Error: Version 1 of cli-broken failed to load"),
+        (["publish", str(PROJECTS / "good"), "--file", "predict.py", "--function", "predict",
+          "--name", "Bad Name"], "Error: 'Bad Name' is not a valid model name"),
+        (["call", "cli-short", "--data", '{"x": 1}'], "Error: The arguments do not match"),
+    ],
+)
+def test_user_mistakes_print_one_error_line_and_exit_1(
+    server: Server, args: list[str], message: str
+) -> None:
+    if "cli-short" in args:
+        server.cli("publish", f"{PROJECTS / 'calc'}/calc.py:add", "--name", "cli-short",
+                   check=True)
+    result = server.cli(*args)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_misuse_exits_2_with_usage_help(server: Server) -> None:
+    result = server.cli("call", "cli-short")
+    assert result.returncode == 2
+    assert "Give exactly one of --data or --parameters" in result.stderr
+    assert "Try 'modelhost call --help'" in result.stderr
+    bad_json = server.cli("call", "cli-short", "--data", "{oops")
+    assert bad_json.returncode == 2
+    assert "not valid JSON" in bad_json.stderr
+
+
+def test_an_unreachable_server_is_one_error_line(server: Server, tmp_path: Path) -> None:
+    result = server.cli("--url", "http://127.0.0.1:9", "--api-key", "mh_x", "models", "list")
+    assert result.returncode == 1
+    assert result.stderr.startswith("Error: Cannot reach the modelhost server at")
