@@ -25,13 +25,12 @@ from typing import Any
 from bench.cases import SINGLE_THREAD_ENV, WINE_MODEL
 
 # Before numpy is imported (by joblib), like modelhost's instances: one BLAS/OpenMP thread.
-for _name, _value in SINGLE_THREAD_ENV.items():
-    os.environ.setdefault(_name, _value)
+os.environ.update({name: os.environ.get(name, value) for name, value in SINGLE_THREAD_ENV.items()})
 
-import joblib  # noqa: E402
-import numpy as np  # noqa: E402
-import orjson  # noqa: E402
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol  # noqa: E402
+import joblib
+import numpy as np
+import orjson
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

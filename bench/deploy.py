@@ -13,9 +13,9 @@ import time
 from typing import Any
 
 import httpx
-import modelhost
 import orjson
 
+import modelhost
 from bench.cases import WINE_DIR, WINE_MODEL, Case
 
 _INSTANCES_TIMEOUT_SECONDS = 120.0
@@ -69,7 +69,9 @@ def call_once(url: str, case: Case) -> Any:
     try:
         return orjson.loads(response.content)["result"]
     except (orjson.JSONDecodeError, KeyError, TypeError):
-        raise DeployError(f"POST {url} answered 200 without a result: {response.text[:500]}")
+        raise DeployError(
+            f"POST {url} answered 200 without a result: {response.text[:500]}"
+        ) from None
 
 
 def check_answer(url: str, case: Case, expected: Any) -> None:

@@ -49,3 +49,8 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         yield f"sqlite:///{tmp_path / 'modelhost.db'}"
     else:
         yield from _postgres_database()
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"

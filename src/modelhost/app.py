@@ -11,7 +11,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 
 from modelhost import __version__, urls
 from modelhost.api import errors as api_errors
@@ -31,6 +31,12 @@ from modelhost.settings import Settings
 logger = logging.getLogger(__name__)
 
 _INVOKE_PREFIX = "/models/"
+
+#: Every API router with its prefix; the authentication test walks this same list.
+ROUTERS: list[tuple[str, APIRouter]] = [
+    ("", system_api.router),
+    (urls.API, models_api.router),
+]
 
 
 class ModelhostApp:
@@ -76,8 +82,8 @@ def create_api(services: Services) -> FastAPI:
     )
     api.state.services = services
     api_errors.install(api)
-    api.include_router(system_api.router)
-    api.include_router(models_api.router, prefix=urls.API)
+    for prefix, router in ROUTERS:
+        api.include_router(router, prefix=prefix)
     return api
 
 

@@ -57,13 +57,22 @@ class Reconciler:
         self._retiring: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._lock = asyncio.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
         backend.set_listener(self.wake)
 
     def wake(self) -> None:
-        """Ask for a tick now (a publish happened, an instance changed state)."""
-        self._wake.set()
+        """Ask for a tick now (a publish happened, an instance changed state).
+
+        Safe to call from any thread: API routes run in a thread pool.
+        """
+        loop = self._loop
+        if loop is None or _running_loop() is loop:
+            self._wake.set()
+        else:
+            loop.call_soon_threadsafe(self._wake.set)
 
     async def run_forever(self) -> None:
+        self._loop = asyncio.get_running_loop()
         while True:
             try:
                 await self.reconcile_once()
@@ -305,6 +314,13 @@ def _release(model: Model, version: Version) -> Release:
         }
     )
     return Release(model.id, version.id, version.number, body)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 def _server_python() -> str:

@@ -51,6 +51,7 @@ def create_model(body: ModelCreate, services: ServicesDep, user: UserDep) -> dic
         description=body.description,
         instance_count=services.settings.default_instance_count,
     )
+    services.wake()
     return ops.model_view(services, model)
 
 

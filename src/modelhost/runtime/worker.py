@@ -237,6 +237,14 @@ def _error(status: int, code: str, message: str) -> bytes:
     return protocol.encode(protocol.ERROR, payload)
 
 
+def _plain(signature: inspect.Signature) -> inspect.Signature:
+    """The signature without annotations: ``predict(features, threshold=0.5)``."""
+    return signature.replace(
+        parameters=[p.replace(annotation=p.empty) for p in signature.parameters.values()],
+        return_annotation=signature.empty,
+    )
+
+
 class Handler:
     """Turns one CALL payload into one RESULT or ERROR frame."""
 
@@ -247,7 +255,7 @@ class Handler:
             self.signature: inspect.Signature | None = inspect.signature(function)
         except (TypeError, ValueError):
             self.signature = None
-        self.described = f"{name}{self.signature}" if self.signature else f"{name}(...)"
+        self.described = f"{name}{_plain(self.signature)}" if self.signature else f"{name}(...)"
 
     def __call__(self, payload: bytes) -> bytes:
         request_id, body = protocol.decode_call(payload)

@@ -1,0 +1,260 @@
+"""Benchmark modelhost's invocation path against a ceiling and a floor, in one run.
+
+    .venv/bin/python bench/run.py [--duration 10] [--cases add,rf] [--connections 1,32]
+
+Measures, in this order: the floor (each function alone, in-process); then, with modelhost and
+the ceiling both running on 127.0.0.1, every (case, connections) with wrk against the ceiling
+and then modelhost, each after a warm-up. Prints a table and the target verdicts and writes
+``bench/results/latest.json``. Exit status: 0 all runs clean and targets met, 1 a run failed or
+a target was missed, 2 the benchmark could not be set up, 130 interrupted. See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# Run as a script, Python puts bench/ on the path, not the repository root that holds `bench`.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import argparse
+import contextlib
+import datetime as dt
+import os
+import platform
+import re
+import signal
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from types import FrameType
+from typing import Any
+
+import orjson
+
+import modelhost
+from bench import deploy, servers, wrk
+from bench.cases import CASES, ROOT, SINGLE_THREAD_ENV, WINE_DIR, Case
+from bench.report import Report, Run, format_report
+
+RESULTS = ROOT / "bench" / "results" / "latest.json"
+CEILING_WORKERS = 2
+TARGETS = ("ceiling", "modelhost")
+_FLOOR_TIMEOUT_SECONDS = 600
+
+
+def _csv(kind: Callable[[str], Any]) -> Callable[[str], list[Any]]:
+    def parse(text: str) -> list[Any]:
+        return [kind(part.strip()) for part in text.split(",") if part.strip()]
+
+    return parse
+
+
+def _case_name(name: str) -> str:
+    if name not in CASES:
+        raise argparse.ArgumentTypeError(f"unknown case {name!r}; choose from {sorted(CASES)}")
+    return name
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=_positive, default=10, help="Seconds per wrk run.")
+    parser.add_argument("--warmup", type=int, default=2, help="Seconds of warm-up before each.")
+    parser.add_argument("--cases", type=_csv(_case_name), default=["add", "rf"])
+    parser.add_argument("--connections", type=_csv(_positive), default=[1, 32])
+    parser.add_argument("--output", type=Path, default=RESULTS, help="Where the JSON goes.")
+    return parser.parse_args(argv)
+
+
+# --------------------------------------------------------------------------- the floor
+
+
+def measure_floor(case: Case) -> dict[str, Any]:
+    """The function alone, in its own process (see bench/floor.py), before any server runs."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.floor", case.name],
+        cwd=ROOT,
+        env={**os.environ, **SINGLE_THREAD_ENV},
+        capture_output=True,
+        timeout=_FLOOR_TIMEOUT_SECONDS,
+        check=True,
+    )
+    floor: dict[str, Any] = orjson.loads(done.stdout)
+    return floor
+
+
+# --------------------------------------------------------------------------- the servers
+
+
+def url_for(target: str, case: Case, server: servers.Server) -> str:
+    if target == "modelhost":
+        return f"{server.url}/models/{case.model}/latest/model"
+    return f"{server.url}/{case.name}"
+
+
+@contextlib.contextmanager
+def started_servers(workdir: Path) -> Iterator[dict[str, servers.Server]]:
+    """modelhost (fresh MODELHOST_HOME) and the ceiling, both ready; both stopped on exit."""
+    with contextlib.ExitStack() as stack:
+        modelhost_server = servers.start_modelhost(workdir / "home", workdir / "modelhost.log")
+        stack.callback(servers.stop, modelhost_server)
+        ceiling = servers.start_ceiling(workdir / "ceiling.log", workers=CEILING_WORKERS)
+        stack.callback(servers.stop, ceiling)
+        servers.wait_modelhost(modelhost_server)
+        servers.wait_ceiling(ceiling, workers=CEILING_WORKERS)
+        yield {"modelhost": modelhost_server, "ceiling": ceiling}
+
+
+def deploy_cases(server: servers.Server, home: Path, cases: Sequence[Case]) -> None:
+    """Publish every case with the client, which finds the server through MODELHOST_HOME."""
+    for name in ("MODELHOST_URL", "MODELHOST_API_KEY"):
+        os.environ.pop(name, None)
+    os.environ["MODELHOST_HOME"] = str(home)
+    with modelhost.Client() as client:
+        if client.url != server.url:
+            raise deploy.DeployError(f"the credentials point at {client.url}, not {server.url}")
+        for case in cases:
+            print(f"publishing {case.model} ({case.instances} instance(s))", flush=True)
+            deploy.publish(client, case)
+    server.remember_descendants()  # the instances, so they are stopped even if orphaned
+
+
+def ceiling_nodelay(server: servers.Server) -> str:
+    """What the ceiling found on its accepted sockets (uvloop sets TCP_NODELAY by itself)."""
+    found = re.findall(r"TCP_NODELAY was (\d) on accept", server.log_tail(500))
+    if not found:
+        return "unknown (no connection logged)"
+    return "already on" if set(found) == {"1"} else "was off, forced on"
+
+
+# --------------------------------------------------------------------------- wrk
+
+
+def measure(
+    target: str, case: Case, connections: int, url: str, script: Path, options: argparse.Namespace
+) -> Run:
+    """A warm-up run (thrown away), then the measured one."""
+    print(f"wrk {case.name} x{connections} -> {target} ...", end=" ", flush=True)
+    try:
+        if options.warmup > 0:
+            wrk.run(url, script, connections=connections, seconds=options.warmup)
+        result = wrk.run(url, script, connections=connections, seconds=options.duration)
+    except wrk.WrkError as exc:
+        print("FAILED")
+        return Run(case.name, connections, target, None, str(exc))
+    run = Run(case.name, connections, target, result)
+    print(f"{result.rps:,.0f} req/s, p50 {result.p50_ms:.2f} ms, {run.status()}", flush=True)
+    return run
+
+
+def measure_all(
+    cases: Sequence[Case],
+    running: dict[str, servers.Server],
+    workdir: Path,
+    options: argparse.Namespace,
+) -> list[Run]:
+    """Every case x connections, ceiling then modelhost back to back so they see similar noise."""
+    runs = []
+    for case in cases:
+        script = wrk.write_script(workdir, case.name, case.body)
+        for connections in options.connections:
+            for target in TARGETS:
+                url = url_for(target, case, running[target])
+                runs.append(measure(target, case, connections, url, script, options))
+    return runs
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def _git(*args: str) -> str:
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        done = subprocess.run(
+            ["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10, check=True
+        )
+        return done.stdout.strip()
+    return "unknown"
+
+
+def environment(options: argparse.Namespace) -> dict[str, Any]:
+    """The machine and code the numbers belong to: they mean nothing without it."""
+    version = subprocess.run(
+        [wrk.wrk_binary(), "--version"], capture_output=True, text=True, timeout=10, check=False
+    ).stdout.splitlines()
+    return {
+        "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "nproc": os.cpu_count(),
+        "loadavg_at_start": os.getloadavg(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "modelhost": modelhost.__version__,
+        "git": _git("describe", "--always", "--dirty", "--exclude", "*"),
+        "src_changes": _git("status", "--porcelain", "--", "src"),
+        "wrk": version[0] if version else "unknown",
+        "duration_s": options.duration,
+        "warmup_s": options.warmup,
+        "ceiling_workers": CEILING_WORKERS,
+    }
+
+
+def run_suite(options: argparse.Namespace) -> Report:
+    cases = [CASES[name] for name in dict.fromkeys(options.cases)]
+    report = Report(environment=environment(options), floors={})
+    if any(case.project == WINE_DIR for case in cases):
+        deploy.ensure_wine_model()
+    for case in cases:
+        print(f"floor {case.name}: {case.floor_calls:,} in-process calls", flush=True)
+        report.floors[case.name] = measure_floor(case)
+    with (
+        tempfile.TemporaryDirectory(prefix="modelhost-bench-") as tmp,
+        started_servers(Path(tmp)) as running,
+    ):
+        deploy_cases(running["modelhost"], Path(tmp) / "home", cases)
+        for case in cases:
+            for target in TARGETS:
+                url = url_for(target, case, running[target])
+                deploy.check_answer(url, case, report.floors[case.name]["result"])
+        report.runs = measure_all(cases, running, Path(tmp), options)
+        report.environment["ceiling_tcp_nodelay"] = ceiling_nodelay(running["ceiling"])
+    return report
+
+
+def _interrupt_on_sigterm(_signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    options = parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt_on_sigterm)  # stop the servers on kill too
+    try:
+        report = run_suite(options)
+    except KeyboardInterrupt:
+        print("\ninterrupted; every server this run started has been stopped", file=sys.stderr)
+        return 130
+    except (
+        servers.ServerError,
+        deploy.DeployError,
+        wrk.WrkError,
+        modelhost.ModelhostError,
+        subprocess.SubprocessError,
+        OSError,
+    ) as exc:
+        print(f"\nbenchmark could not run: {exc}", file=sys.stderr)
+        return 2
+    print()
+    print(format_report(report))
+    options.output.parent.mkdir(parents=True, exist_ok=True)
+    options.output.write_bytes(orjson.dumps(report.as_dict(), option=orjson.OPT_INDENT_2) + b"\n")
+    print(f"\nwrote {options.output}")
+    return 0 if report.passed() else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

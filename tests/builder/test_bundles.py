@@ -1,0 +1,150 @@
+"""Snapshots: what goes in, what is refused, and how bundles are stored."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from modelhost import errors
+from modelhost.builder import bundles
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    root = tmp_path / "project"
+    for name, text in {
+        "predict.py": "def predict(x):\n    return x\n",
+        "results/model.pkl": "weights",
+        "data/raw.csv": "a,b\n",
+        "notes.ipynb": "{}",
+        "__pycache__/predict.cpython-311.pyc": "",
+        ".git/HEAD": "ref",
+        "sub/keep.txt": "keep",
+    }.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    (root / ".modelignore").write_text("# comments are fine\n*.ipynb\ndata/\n")
+    return root
+
+
+def _paths(files: list[bundles.ProjectFile]) -> list[str]:
+    return [f.path for f in files]
+
+
+def test_modelignore_defaults_and_excludes_leave_files_out(project: Path) -> None:
+    assert _paths(bundles.collect_files(project)) == [
+        ".modelignore", "predict.py", "results/model.pkl", "sub/keep.txt",
+    ]
+    assert _paths(bundles.collect_files(project, ["sub/", "*.pkl"])) == [
+        ".modelignore", "predict.py",
+    ]
+
+
+def test_a_symlinked_file_is_snapshotted_by_content(project: Path, tmp_path: Path) -> None:
+    outside = tmp_path / "shared.txt"
+    outside.write_text("shared")
+    (project / "linked.txt").symlink_to(outside)
+    (project / "dangling").symlink_to(tmp_path / "missing")
+    files = bundles.collect_files(project)
+    assert "linked.txt" in _paths(files)
+    assert "dangling" not in _paths(files)
+    with bundles.pack_project(project, files) as archive:
+        out = project.parent / "out"
+        bundles.extract_archive(archive, out, max_bytes=10**6, max_files=100)
+    assert (out / "linked.txt").read_text() == "shared"
+    assert not (out / "linked.txt").is_symlink()
+
+
+def test_packing_then_extracting_gives_back_the_same_files(project: Path, tmp_path: Path) -> None:
+    (project / "run.sh").write_text("#!/bin/sh\n")
+    (project / "run.sh").chmod(0o755)
+    files = bundles.collect_files(project)
+    with bundles.pack_project(project, files) as archive:
+        count, size = bundles.extract_archive(archive, tmp_path / "out", max_bytes=10**6,
+                                              max_files=100)
+    assert count == len(files)
+    assert size == sum(f.size for f in files)
+    assert (tmp_path / "out" / "results" / "model.pkl").read_text() == "weights"
+    assert (tmp_path / "out" / "run.sh").stat().st_mode & 0o111
+
+
+def test_an_oversized_project_names_its_largest_files(tmp_path: Path) -> None:
+    root = tmp_path / "big"
+    root.mkdir()
+    (root / "a.bin").write_bytes(b"0" * 3000)
+    (root / "b.bin").write_bytes(b"0" * 2000)
+    (root / "c.py").write_text("x")
+    with pytest.raises(errors.BundleTooLarge) as failure:
+        bundles.pack_project(root, bundles.collect_files(root), max_bytes=4000)
+    assert "Largest files: a.bin (3.0 KB), b.bin (2.0 KB), c.py (1 B)" in failure.value.message
+
+
+def _tar(*entries: tuple[str, bytes, int]) -> io.BytesIO:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, data, kind in entries:
+            info = tarfile.TarInfo(name)
+            info.type = kind  # type: ignore[assignment]
+            info.size = len(data) if kind == tarfile.REGTYPE else 0
+            info.linkname = "/etc/passwd" if kind in (tarfile.SYMTYPE, tarfile.LNKTYPE) else ""
+            tar.addfile(info, io.BytesIO(data) if kind == tarfile.REGTYPE else None)
+    buffer.seek(0)
+    return buffer
+
+
+@pytest.mark.parametrize(
+    ("name", "kind", "fragment"),
+    [
+        ("/abs.py", tarfile.REGTYPE, "absolute path"),
+        ("a/../../up.py", tarfile.REGTYPE, "outside the project"),
+        ("link", tarfile.SYMTYPE, "is a link"),
+        ("hard", tarfile.LNKTYPE, "is a link"),
+        ("dev", tarfile.CHRTYPE, "device"),
+        ("blk", tarfile.BLKTYPE, "device"),
+        ("fifo", tarfile.FIFOTYPE, "pipe"),
+    ],
+)
+def test_hostile_members_are_refused_and_nothing_escapes(
+    tmp_path: Path, name: str, kind: bytes, fragment: str
+) -> None:
+    dest = tmp_path / "dest" / "inner"
+    dest.mkdir(parents=True)
+    with pytest.raises(errors.InvalidBundle, match=fragment):
+        bundles.extract_archive(_tar((name, b"x", kind)), dest, max_bytes=100, max_files=10)
+    assert not (tmp_path / "up.py").exists()
+    assert not (tmp_path / "dest" / "up.py").exists()
+
+
+def test_too_many_files_are_refused(tmp_path: Path) -> None:
+    archive = _tar(*((f"f{i}", b"", tarfile.REGTYPE) for i in range(5)))
+    with pytest.raises(errors.InvalidBundle, match="more than 3 files"):
+        bundles.extract_archive(archive, tmp_path, max_bytes=100, max_files=3)
+
+
+def test_the_size_limit_holds_while_streaming_whatever_the_header_claims(tmp_path: Path) -> None:
+    archive = _tar(("a", b"x" * 60, tarfile.REGTYPE), ("b", b"y" * 60, tarfile.REGTYPE))
+    with pytest.raises(errors.BundleTooLarge, match="a \\(60 B\\)"):
+        bundles.extract_archive(archive, tmp_path, max_bytes=100, max_files=10)
+
+
+def test_identical_trees_share_one_bundle_and_extraction_checks_the_hash(
+    tmp_path: Path, project: Path
+) -> None:
+    store = bundles.BundleStore(tmp_path / "bundles")
+    first = store.put_tree(project)
+    (project / "results" / "model.pkl").touch()  # a new mtime, same content
+    second = store.put_tree(project)
+    assert first == second
+    assert list((tmp_path / "bundles").iterdir()) == [first.path]
+
+    store.extract(first.sha256, tmp_path / "copy")
+    assert (tmp_path / "copy" / "predict.py").read_text().startswith("def predict")
+
+    first.path.write_bytes(first.path.read_bytes()[:-10] + b"0" * 10)
+    with pytest.raises(errors.InvalidBundle, match="damaged"):
+        store.extract(first.sha256, tmp_path / "copy2")
+    assert not (tmp_path / "copy2").exists()

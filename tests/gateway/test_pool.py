@@ -1,0 +1,78 @@
+"""Admission: one call per instance, a bounded queue, and immediate refusals past it."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from modelhost import errors
+from modelhost.backends.base import InstanceState
+from modelhost.gateway.pool import VersionPool
+
+pytestmark = pytest.mark.anyio
+
+
+class Stub:
+    def __init__(self) -> None:
+        self.state = InstanceState.READY
+        self.inflight = 0
+
+
+async def test_each_instance_serves_one_call_and_the_next_call_waits_for_it() -> None:
+    pool = VersionPool("v", 1, max_queued=5)
+    instance = Stub()
+    pool.add(instance)  # type: ignore[arg-type]
+    first = await pool.acquire(1)
+    waiting = asyncio.ensure_future(pool.acquire(1))
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    assert pool.queued == 1
+    pool.release(first)
+    assert await waiting is instance
+
+
+async def test_a_full_queue_is_refused_immediately_with_retry_after() -> None:
+    pool = VersionPool("v", 1, max_queued=1)
+    pool.add(Stub())  # type: ignore[arg-type]
+    await pool.acquire(1)
+    queued = asyncio.ensure_future(pool.acquire(5))
+    await asyncio.sleep(0)
+    with pytest.raises(errors.QueueFull) as refused:
+        await pool.acquire(5)
+    assert refused.value.headers == {"Retry-After": "1"}
+    queued.cancel()
+
+
+async def test_no_instance_and_none_starting_is_a_503() -> None:
+    with pytest.raises(errors.NoReadyInstance):
+        await VersionPool("v", 3, max_queued=5).acquire(1)
+
+
+async def test_calls_wait_for_a_starting_instance_and_fail_if_it_never_comes() -> None:
+    pool = VersionPool("v", 1, max_queued=5)
+    pool.set_starting(1)
+    waiting = asyncio.ensure_future(pool.acquire(5))
+    await asyncio.sleep(0)
+    pool.set_starting(0)
+    with pytest.raises(errors.NoReadyInstance):
+        await waiting
+
+
+async def test_a_dead_instance_is_dropped_on_release() -> None:
+    pool = VersionPool("v", 1, max_queued=5)
+    instance = Stub()
+    pool.add(instance)  # type: ignore[arg-type]
+    taken = await pool.acquire(1)
+    instance.state = InstanceState.EXITED
+    pool.release(taken)
+    assert pool.ready_count == 0
+
+
+async def test_waiting_longer_than_the_timeout_is_a_504() -> None:
+    pool = VersionPool("v", 1, max_queued=5)
+    pool.add(Stub())  # type: ignore[arg-type]
+    await pool.acquire(1)
+    with pytest.raises(errors.ModelTimeout):
+        await pool.acquire(0.01)
+    assert pool.queued == 0
