@@ -91,7 +91,7 @@ async def test_the_right_key_is_accepted_and_says_who_it_belongs_to(app: Modelho
     assert me.json()["is_admin"] is True
 
 
-def test_every_documented_route_has_a_summary() -> None:
+async def test_every_documented_route_has_a_summary() -> None:
     for _prefix, router in ROUTERS:
         for route in router.routes:
             assert isinstance(route, APIRoute)
@@ -106,7 +106,9 @@ async def test_the_openapi_document_is_served_at_its_stable_url(app: ModelhostAp
     assert "/api/v1/models/{model}/versions" in schema["paths"]
 
 
-def test_routers_list_covers_every_route_the_openapi_document_has(app: ModelhostApp) -> None:
+async def test_routers_list_covers_every_route_the_openapi_document_has(
+    app: ModelhostApp,
+) -> None:
     documented = {
         (method.upper(), path)
         for path, operations in app.api.openapi()["paths"].items()
