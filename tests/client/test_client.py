@@ -1,0 +1,99 @@
+"""The client maps the server's envelope back to the same exception classes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+
+from modelhost import Client, errors
+from modelhost.client._client import parse_target
+
+
+def _client(handler) -> Client:  # type: ignore[no-untyped-def]
+    return Client("http://server", "mh_key", transport=httpx.MockTransport(handler))
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "cls"),
+    [(404, "model_not_found", errors.ModelNotFound), (400, "invalid_arguments",
+      errors.InvalidArguments), (503, "queue_full", errors.QueueFull),
+     (500, "model_error", errors.ModelError), (504, "model_timeout", errors.ModelTimeout)],
+)
+def test_error_envelopes_become_the_matching_exception(
+    status: int, code: str, cls: type[errors.ModelhostError]
+) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(status, json={"error": {"code": code, "message": "why"},
+                                            "request_id": "R"})
+
+    with _client(handler) as client, pytest.raises(cls, match="why"):
+        client.predict("m", data={})
+
+
+def test_predict_sends_data_or_parameters_with_json_and_the_key() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={
+            "result": 5, "request_id": "R" * 16, "timing": 1.0, "model_time_in_ms": 1,
+            "release": {"model_version_number": 3},
+        })
+
+    with _client(handler) as client:
+        prediction = client.predict("wine", parameters=[[1, 2]])
+        client.predict("wine", data={"x": 1}, version=2)
+    assert prediction.result == 5
+    assert prediction.version == 3
+    assert seen[0].url.path == "/models/wine/latest/model"
+    assert json.loads(seen[0].content) == {"parameters": [[1, 2]]}
+    assert seen[0].headers["authorization"] == "Bearer mh_key"
+    assert seen[1].url.path == "/models/wine/versions/2/model"
+    assert json.loads(seen[1].content) == {"data": {"x": 1}}
+
+
+def test_predict_needs_exactly_one_of_data_and_parameters() -> None:
+    with _client(lambda r: httpx.Response(200)) as client:
+        with pytest.raises(errors.BadRequest):
+            client.predict("m")
+        with pytest.raises(errors.BadRequest):
+            client.predict("m", data={}, parameters=[])
+
+
+def test_an_unreachable_server_is_a_connection_error_that_says_what_to_check() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused")
+
+    with _client(handler) as client, pytest.raises(errors.ConnectionFailed,
+                                                   match="Is 'modelhost serve' running"):
+        client.models()
+
+
+def test_targets_accept_a_directory_with_options_or_the_shorthand(tmp_path: Path) -> None:
+    assert parse_target(f"{tmp_path}/predict.py:predict", None, None) == (
+        tmp_path, "predict.py", "predict"
+    )
+    assert parse_target(str(tmp_path), "a.py", "f") == (tmp_path, "a.py", "f")
+    with pytest.raises(errors.BadRequest, match="Say which function"):
+        parse_target(str(tmp_path), None, None)
+    with pytest.raises(errors.BadRequest, match="either"):
+        parse_target(f"{tmp_path}/predict.py:predict", "other.py", None)
+
+
+def test_credentials_come_from_the_file_only_for_the_server_they_were_saved_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "credentials").write_text(json.dumps({"url": "http://saved:1", "api_key": "mh_s"}))
+    monkeypatch.setenv("MODELHOST_HOME", str(tmp_path))
+    monkeypatch.delenv("MODELHOST_URL", raising=False)
+    monkeypatch.delenv("MODELHOST_API_KEY", raising=False)
+    with Client() as saved:
+        assert (saved.url, saved.api_key) == ("http://saved:1", "mh_s")
+    with Client("http://other:2") as other:
+        assert other.api_key is None
+    monkeypatch.setenv("MODELHOST_API_KEY", "mh_env")
+    with Client() as env:
+        assert env.api_key == "mh_env"
