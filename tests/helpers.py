@@ -56,7 +56,9 @@ class Server:
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "modelhost", "serve"],
-                env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -95,7 +97,10 @@ class Server:
         env = {k: v for k, v in self.env.items() if k != "MODELHOST_PORT"}
         result = subprocess.run(
             [sys.executable, "-m", "modelhost", *args],
-            env=env, capture_output=True, text=True, timeout=180,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
         )
         if check:
             assert result.returncode == 0, result.stdout + result.stderr
@@ -119,8 +124,9 @@ def trained_example(destination: Path) -> Path:
     project = destination / "wine_quality"
     if not (project / "results" / "classifier.pkl").exists():
         shutil.copytree(EXAMPLE, project, ignore=shutil.ignore_patterns("results"))
-        subprocess.run([sys.executable, "train.py"], cwd=project, check=True,
-                       capture_output=True, timeout=300)
+        subprocess.run(
+            [sys.executable, "train.py"], cwd=project, check=True, capture_output=True, timeout=300
+        )
     return project
 
 

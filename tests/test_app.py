@@ -143,7 +143,9 @@ async def test_publish_validates_the_entry_point_before_reading_the_upload(
     harness: Harness, params: dict[str, str], fragment: str
 ) -> None:
     response = await harness.http.post(
-        "/api/v1/models/x/versions", params=params, content=b"\0" * 10,
+        "/api/v1/models/x/versions",
+        params=params,
+        content=b"\0" * 10,
         headers={"Content-Type": "application/gzip"},
     )
     assert response.status_code == 400

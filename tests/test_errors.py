@@ -30,8 +30,16 @@ def test_unexpected_errors_never_show_their_message_to_clients() -> None:
     assert body["error"]["code"] == "internal_error"
 
 
-@pytest.mark.parametrize("cls", [errors.QueueFull, errors.ModelError, errors.InvalidArguments,
-                                 errors.BundleTooLarge, errors.ModelTimeout])
+@pytest.mark.parametrize(
+    "cls",
+    [
+        errors.QueueFull,
+        errors.ModelError,
+        errors.InvalidArguments,
+        errors.BundleTooLarge,
+        errors.ModelTimeout,
+    ],
+)
 def test_an_envelope_turns_back_into_the_same_exception_class(
     cls: type[errors.ModelhostError],
 ) -> None:

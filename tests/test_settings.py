@@ -26,8 +26,11 @@ def test_defaults_need_no_configuration(tmp_path: Path) -> None:
 
 def test_the_command_line_beats_the_environment_which_beats_the_file(tmp_path: Path) -> None:
     (tmp_path / "modelhost.toml").write_text("port = 7000\ntimeout_seconds = 5\nhost = '0.0.0.0'\n")
-    environ = {"MODELHOST_HOME": str(tmp_path), "MODELHOST_PORT": "7100",
-               "MODELHOST_TIMEOUT_SECONDS": "9"}
+    environ = {
+        "MODELHOST_HOME": str(tmp_path),
+        "MODELHOST_PORT": "7100",
+        "MODELHOST_TIMEOUT_SECONDS": "9",
+    }
     settings = load_settings({"port": 7200}, environ=environ)
     assert settings.port == 7200
     assert settings.timeout_seconds == 9.0
@@ -53,7 +56,7 @@ def test_a_bad_value_fails_at_start_naming_the_setting_and_value(
 
 def test_unknown_keys_in_the_settings_file_are_refused(tmp_path: Path) -> None:
     (tmp_path / "modelhost.toml").write_text("prot = 1\n")
-    with pytest.raises(errors.InvalidSetting, match="Unknown setting.*prot"):
+    with pytest.raises(errors.InvalidSetting, match=r"Unknown setting.*prot"):
         load_settings(environ={"MODELHOST_HOME": str(tmp_path)})
 
 

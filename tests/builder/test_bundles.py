@@ -37,10 +37,14 @@ def _paths(files: list[bundles.ProjectFile]) -> list[str]:
 
 def test_modelignore_defaults_and_excludes_leave_files_out(project: Path) -> None:
     assert _paths(bundles.collect_files(project)) == [
-        ".modelignore", "predict.py", "results/model.pkl", "sub/keep.txt",
+        ".modelignore",
+        "predict.py",
+        "results/model.pkl",
+        "sub/keep.txt",
     ]
     assert _paths(bundles.collect_files(project, ["sub/", "*.pkl"])) == [
-        ".modelignore", "predict.py",
+        ".modelignore",
+        "predict.py",
     ]
 
 
@@ -64,8 +68,9 @@ def test_packing_then_extracting_gives_back_the_same_files(project: Path, tmp_pa
     (project / "run.sh").chmod(0o755)
     files = bundles.collect_files(project)
     with bundles.pack_project(project, files) as archive:
-        count, size = bundles.extract_archive(archive, tmp_path / "out", max_bytes=10**6,
-                                              max_files=100)
+        count, size = bundles.extract_archive(
+            archive, tmp_path / "out", max_bytes=10**6, max_files=100
+        )
     assert count == len(files)
     assert size == sum(f.size for f in files)
     assert (tmp_path / "out" / "results" / "model.pkl").read_text() == "weights"

@@ -34,8 +34,9 @@ def test_a_domain_error_is_one_error_line_and_exit_1() -> None:
 
 
 def test_debug_shows_the_traceback_instead(tmp_path: Path) -> None:
-    result = CliRunner().invoke(cli, ["--debug", "--url", "http://127.0.0.1:9", "--api-key",
-                                      "mh_x", "models", "list"])
+    result = CliRunner().invoke(
+        cli, ["--debug", "--url", "http://127.0.0.1:9", "--api-key", "mh_x", "models", "list"]
+    )
     assert result.exit_code == 1
     assert type(result.exception).__name__ == "ConnectionFailed"
 

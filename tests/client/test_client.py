@@ -18,16 +18,21 @@ def _client(handler) -> Client:  # type: ignore[no-untyped-def]
 
 @pytest.mark.parametrize(
     ("status", "code", "cls"),
-    [(404, "model_not_found", errors.ModelNotFound), (400, "invalid_arguments",
-      errors.InvalidArguments), (503, "queue_full", errors.QueueFull),
-     (500, "model_error", errors.ModelError), (504, "model_timeout", errors.ModelTimeout)],
+    [
+        (404, "model_not_found", errors.ModelNotFound),
+        (400, "invalid_arguments", errors.InvalidArguments),
+        (503, "queue_full", errors.QueueFull),
+        (500, "model_error", errors.ModelError),
+        (504, "model_timeout", errors.ModelTimeout),
+    ],
 )
 def test_error_envelopes_become_the_matching_exception(
     status: int, code: str, cls: type[errors.ModelhostError]
 ) -> None:
     def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(status, json={"error": {"code": code, "message": "why"},
-                                            "request_id": "R"})
+        return httpx.Response(
+            status, json={"error": {"code": code, "message": "why"}, "request_id": "R"}
+        )
 
     with _client(handler) as client, pytest.raises(cls, match="why"):
         client.predict("m", data={})
@@ -38,10 +43,16 @@ def test_predict_sends_data_or_parameters_with_json_and_the_key() -> None:
 
     def handler(request: httpx.Request) -> httpx.Response:
         seen.append(request)
-        return httpx.Response(200, json={
-            "result": 5, "request_id": "R" * 16, "timing": 1.0, "model_time_in_ms": 1,
-            "release": {"model_version_number": 3},
-        })
+        return httpx.Response(
+            200,
+            json={
+                "result": 5,
+                "request_id": "R" * 16,
+                "timing": 1.0,
+                "model_time_in_ms": 1,
+                "release": {"model_version_number": 3},
+            },
+        )
 
     with _client(handler) as client:
         prediction = client.predict("wine", parameters=[[1, 2]])
@@ -67,14 +78,18 @@ def test_an_unreachable_server_is_a_connection_error_that_says_what_to_check() -
     def handler(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("refused")
 
-    with _client(handler) as client, pytest.raises(errors.ConnectionFailed,
-                                                   match="Is 'modelhost serve' running"):
+    with (
+        _client(handler) as client,
+        pytest.raises(errors.ConnectionFailed, match="Is 'modelhost serve' running"),
+    ):
         client.models()
 
 
 def test_targets_accept_a_directory_with_options_or_the_shorthand(tmp_path: Path) -> None:
     assert parse_target(f"{tmp_path}/predict.py:predict", None, None) == (
-        tmp_path, "predict.py", "predict"
+        tmp_path,
+        "predict.py",
+        "predict",
     )
     assert parse_target(str(tmp_path), "a.py", "f") == (tmp_path, "a.py", "f")
     with pytest.raises(errors.BadRequest, match="Say which function"):

@@ -22,8 +22,14 @@ def repo(database_url: str) -> Iterator[Repo]:
 
 def _version(repo: Repo, model_id: str, author: str) -> dict[str, object]:
     return {
-        "bundle_sha256": "0" * 64, "bundle_bytes": 1, "bundle_files": 1, "file": "p.py",
-        "function": "f", "environment": "server", "description": "", "author_id": author,
+        "bundle_sha256": "0" * 64,
+        "bundle_bytes": 1,
+        "bundle_files": 1,
+        "file": "p.py",
+        "function": "f",
+        "environment": "server",
+        "description": "",
+        "author_id": author,
         "build_log": "",
     }
 
@@ -55,7 +61,9 @@ def test_concurrent_publishes_never_share_a_version_number(repo: Repo) -> None:
 
     def publish() -> None:
         for _ in range(5):
-            numbers.append(repo.create_version(model.id, **_version(repo, model.id, user.id)).number)
+            numbers.append(
+                repo.create_version(model.id, **_version(repo, model.id, user.id)).number
+            )
 
     threads = [threading.Thread(target=publish) for _ in range(4)]
     for thread in threads:
@@ -80,10 +88,12 @@ def test_a_build_outcome_is_recorded_once(repo: Repo) -> None:
 
 def test_models_are_found_by_id_or_name_and_created_once(repo: Repo) -> None:
     user = repo.create_user("ana", is_admin=False)
-    model, created = repo.get_or_create_model("m", owner_id=user.id, description="d",
-                                               instance_count=1)
-    again, created_again = repo.get_or_create_model("m", owner_id=user.id, description="x",
-                                                     instance_count=1)
+    model, created = repo.get_or_create_model(
+        "m", owner_id=user.id, description="d", instance_count=1
+    )
+    again, created_again = repo.get_or_create_model(
+        "m", owner_id=user.id, description="x", instance_count=1
+    )
     assert (created, created_again) == (True, False)
     assert again.id == model.id
     assert repo.find_model(model.id) == repo.find_model("m")
@@ -98,6 +108,7 @@ def test_api_keys_are_found_by_hash_and_ignored_once_revoked(repo: Repo) -> None
     from modelhost.db.repo import utcnow
 
     with repo.engine.begin() as conn:
-        conn.execute(sa.update(t.api_keys).where(t.api_keys.c.id == key_id)
-                     .values(revoked_at=utcnow()))
+        conn.execute(
+            sa.update(t.api_keys).where(t.api_keys.c.id == key_id).values(revoked_at=utcnow())
+        )
     assert repo.user_for_key_hash("h" * 64) is None

@@ -13,17 +13,18 @@ pytestmark = pytest.mark.integration
 # project, what the failure message says, what the build log must show of the user's code
 CASES = [
     ("syntax_error", "has a syntax error on line 1", ["predict.py", "def predict(x)"]),
-    ("import_error", "raised ZeroDivisionError: division by zero",
-     ["helpers.py", "return 1 / 0", "predict.py", "MODEL = load_model()"]),
-    ("missing_function", "has no function named 'predict'. Callables defined there: forecast",
-     []),
+    (
+        "import_error",
+        "raised ZeroDivisionError: division by zero",
+        ["helpers.py", "return 1 / 0", "predict.py", "MODEL = load_model()"],
+    ),
+    ("missing_function", "has no function named 'predict'. Callables defined there: forecast", []),
     ("not_callable", "'predict' in 'predict.py' is a int, not a function", []),
     ("module_exit", "raised SystemExit: 3", ["sys.exit(3)"]),
 ]
 
 
-@pytest.mark.parametrize(("project", "reason", "traceback_lines"), CASES,
-                         ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(("project", "reason", "traceback_lines"), CASES, ids=[c[0] for c in CASES])
 def test_publish_fails_with_the_reason_and_the_users_traceback(
     server: Server, project: str, reason: str, traceback_lines: list[str]
 ) -> None:
@@ -49,17 +50,19 @@ def test_publish_fails_with_the_reason_and_the_users_traceback(
 def test_a_good_project_becomes_running_with_its_signature_in_the_build_log(
     server: Server,
 ) -> None:
-    version = server.client().publish(PROJECTS / "good", file="predict.py", function="predict",
-                                      name="builds-fine")
+    version = server.client().publish(
+        PROJECTS / "good", file="predict.py", function="predict", name="builds-fine"
+    )
     assert version["status"] == "running"
     assert version["signature"] == "predict(x)"
     assert "Ready." in server.client().version("builds-fine", 1)["build_log"]
 
 
 def test_a_missing_file_is_refused_before_upload_by_the_client(server: Server) -> None:
-    with pytest.raises(errors.EntryPointNotFound, match="'nope.py' is not in"):
-        server.client().publish(PROJECTS / "good", file="nope.py", function="predict",
-                                name="no-file")
+    with pytest.raises(errors.EntryPointNotFound, match=r"'nope\.py' is not in"):
+        server.client().publish(
+            PROJECTS / "good", file="nope.py", function="predict", name="no-file"
+        )
     with pytest.raises(errors.ModelNotFound):
         server.client().model("no-file")
 
@@ -80,8 +83,7 @@ def test_a_missing_file_is_refused_by_the_api_without_creating_a_version(
         f"{server.url}/api/v1/models/api-no-file/versions",
         params={"file": "predict.py", "function": "predict"},
         content=archive.getvalue(),
-        headers={"Authorization": f"Bearer {server.api_key}",
-                 "Content-Type": "application/gzip"},
+        headers={"Authorization": f"Bearer {server.api_key}", "Content-Type": "application/gzip"},
     )
     assert response.status_code == 400
     body = response.json()

@@ -27,20 +27,34 @@ def test_the_first_start_saves_the_admin_key_readable_only_by_its_owner(server: 
 def test_publish_call_list_versions_and_logs_from_the_command_line(
     server: Server, wine_project: Path
 ) -> None:
-    published = server.cli("publish", str(wine_project), "--file", "predict.py",
-                           "--function", "predict", "--name", "cli-wine",
-                           "--description", "from the CLI", check=True)
+    published = server.cli(
+        "publish",
+        str(wine_project),
+        "--file",
+        "predict.py",
+        "--function",
+        "predict",
+        "--name",
+        "cli-wine",
+        "--description",
+        "from the CLI",
+        check=True,
+    )
     assert "Version 1 of cli-wine is running" in published.stdout
 
     called = server.cli("call", "cli-wine", "--parameters", json.dumps([WINE_ROW]), check=True)
     assert isinstance(json.loads(called.stdout), int)
-    full = json.loads(server.cli("call", "cli-wine", "--parameters", json.dumps([WINE_ROW]),
-                                 "--full", check=True).stdout)
+    full = json.loads(
+        server.cli(
+            "call", "cli-wine", "--parameters", json.dumps([WINE_ROW]), "--full", check=True
+        ).stdout
+    )
     assert full["release"]["model_version_number"] == 1
 
     listed = server.cli("models", "list", check=True).stdout
-    assert any(line.split()[:3][0] == "cli-wine" and "running" in line
-               for line in listed.splitlines())
+    assert any(
+        line.split()[:3][0] == "cli-wine" and "running" in line for line in listed.splitlines()
+    )
     versions = server.cli("versions", "cli-wine", check=True).stdout
     assert "predict.py:predict" in versions
     assert "from the CLI" in versions
@@ -52,8 +66,9 @@ def test_publish_call_list_versions_and_logs_from_the_command_line(
 
 
 def test_the_shorthand_path_script_function_publishes_too(server: Server) -> None:
-    result = server.cli("publish", f"{PROJECTS / 'calc'}/calc.py:add", "--name", "cli-short",
-                        check=True)
+    result = server.cli(
+        "publish", f"{PROJECTS / 'calc'}/calc.py:add", "--name", "cli-short", check=True
+    )
     assert "add(x, y)" in result.stdout
     called = server.cli("call", "cli-short", "--data", '{"x": 20, "y": 22}', check=True)
     assert json.loads(called.stdout) == 42
@@ -64,15 +79,49 @@ def test_the_shorthand_path_script_function_publishes_too(server: Server) -> Non
     [
         (["call", "nobody", "--data", "{}"], "Error: There is no model 'nobody'"),
         (["versions", "nobody"], "Error: There is no model 'nobody'"),
-        (["publish", str(PROJECTS / "good"), "--file", "missing.py", "--function", "predict",
-          "--name", "cli-missing"], "Error: The file 'missing.py' is not in"),
-        (["publish", "/no/such/dir", "--file", "p.py", "--function", "f", "--name", "x"],
-         "Error: The project directory '/no/such/dir' does not exist."),
-        (["publish", str(PROJECTS / "missing_function"), "--file", "predict.py",
-          "--function", "predict", "--name", "cli-broken"],
-         "Error: Version 1 of cli-broken failed to load"),
-        (["publish", str(PROJECTS / "good"), "--file", "predict.py", "--function", "predict",
-          "--name", "Bad Name"], "Error: 'Bad Name' is not a valid model name"),
+        (
+            [
+                "publish",
+                str(PROJECTS / "good"),
+                "--file",
+                "missing.py",
+                "--function",
+                "predict",
+                "--name",
+                "cli-missing",
+            ],
+            "Error: The file 'missing.py' is not in",
+        ),
+        (
+            ["publish", "/no/such/dir", "--file", "p.py", "--function", "f", "--name", "x"],
+            "Error: The project directory '/no/such/dir' does not exist.",
+        ),
+        (
+            [
+                "publish",
+                str(PROJECTS / "missing_function"),
+                "--file",
+                "predict.py",
+                "--function",
+                "predict",
+                "--name",
+                "cli-broken",
+            ],
+            "Error: Version 1 of cli-broken failed to load",
+        ),
+        (
+            [
+                "publish",
+                str(PROJECTS / "good"),
+                "--file",
+                "predict.py",
+                "--function",
+                "predict",
+                "--name",
+                "Bad Name",
+            ],
+            "Error: 'Bad Name' is not a valid model name",
+        ),
         (["call", "cli-short", "--data", '{"x": 1}'], "Error: The arguments do not match"),
     ],
 )
@@ -80,8 +129,7 @@ def test_user_mistakes_print_one_error_line_and_exit_1(
     server: Server, args: list[str], message: str
 ) -> None:
     if "cli-short" in args:
-        server.cli("publish", f"{PROJECTS / 'calc'}/calc.py:add", "--name", "cli-short",
-                   check=True)
+        server.cli("publish", f"{PROJECTS / 'calc'}/calc.py:add", "--name", "cli-short", check=True)
     result = server.cli(*args)
     assert result.returncode == 1, result.stdout + result.stderr
     assert message in result.stderr

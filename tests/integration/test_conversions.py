@@ -11,8 +11,9 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def kitchen(server: Server) -> Server:
-    server.client().publish(PROJECTS / "kitchen", file="kitchen.py", function="kitchen",
-                            name="convert")
+    server.client().publish(
+        PROJECTS / "kitchen", file="kitchen.py", function="kitchen", name="convert"
+    )
     return server
 
 
@@ -24,7 +25,10 @@ def _result(server: Server, case: str) -> object:
 
 def test_numpy_scalars_and_arrays_become_numbers_and_lists(kitchen: Server) -> None:
     assert _result(kitchen, "numpy") == {
-        "array": [0, 1, 2], "float32": 1.5, "int64": 7, "matrix": [[1.0, 1.0], [1.0, 1.0]],
+        "array": [0, 1, 2],
+        "float32": 1.5,
+        "int64": 7,
+        "matrix": [[1.0, 1.0], [1.0, 1.0]],
         "bool": True,
     }
 
@@ -41,8 +45,13 @@ def test_decimals_dates_sets_tuples_and_dataclasses_become_natural_json(
     kitchen: Server,
 ) -> None:
     assert _result(kitchen, "python") == {
-        "decimal": 1.25, "whole": 3, "date": "2026-11-23", "datetime": "2026-11-23T12:30:00",
-        "set": [1, 2, 3], "tuple": [1, "a"], "point": {"x": 1, "y": 2.5},
+        "decimal": 1.25,
+        "whole": 3,
+        "date": "2026-11-23",
+        "datetime": "2026-11-23T12:30:00",
+        "set": [1, 2, 3],
+        "tuple": [1, "a"],
+        "point": {"x": 1, "y": 2.5},
     }
 
 

@@ -67,20 +67,31 @@ def test_arguments_that_do_not_bind_are_a_400_naming_the_parameters(
 
 
 def test_an_unknown_model_is_a_404(models: Server) -> None:
-    message = _error(_post(models, "/models/nobody/latest/model", json={"data": {}}), 404,
-                     "model_not_found")
+    message = _error(
+        _post(models, "/models/nobody/latest/model", json={"data": {}}), 404, "model_not_found"
+    )
     assert "nobody" in message
 
 
 def test_an_unknown_version_or_route_is_a_404(models: Server) -> None:
-    _error(_post(models, "/models/err-calc/versions/99/model", json={"data": {}}), 404,
-           "version_not_found")
-    _error(_post(models, "/models/err-calc/versions/one/model", json={"data": {}}), 404,
-           "version_not_found")
-    _error(_post(models, "/models/err-calc/labels/prod/model", json={"data": {}}), 404,
-           "route_not_found")
-    _error(_post(models, "/models/err-calc/oldest/model", json={"data": {}}), 404,
-           "route_not_found")
+    _error(
+        _post(models, "/models/err-calc/versions/99/model", json={"data": {}}),
+        404,
+        "version_not_found",
+    )
+    _error(
+        _post(models, "/models/err-calc/versions/one/model", json={"data": {}}),
+        404,
+        "version_not_found",
+    )
+    _error(
+        _post(models, "/models/err-calc/labels/prod/model", json={"data": {}}),
+        404,
+        "route_not_found",
+    )
+    _error(
+        _post(models, "/models/err-calc/oldest/model", json={"data": {}}), 404, "route_not_found"
+    )
 
 
 def test_a_specific_running_version_can_be_called(models: Server) -> None:
@@ -95,8 +106,12 @@ def test_get_is_a_405_with_allow(models: Server) -> None:
 
 
 def test_a_non_json_content_type_is_a_415(models: Server) -> None:
-    response = _post(models, LATEST, content=b"x=1&y=2",
-                     headers={"Content-Type": "application/x-www-form-urlencoded"})
+    response = _post(
+        models,
+        LATEST,
+        content=b"x=1&y=2",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
     assert "application/json" in _error(response, 415, "unsupported_media_type")
 
 
@@ -108,15 +123,19 @@ def test_a_body_over_the_limit_is_a_413(models: Server) -> None:
 def test_a_raising_function_is_a_500_with_type_and_message_and_the_traceback_in_the_log(
     models: Server,
 ) -> None:
-    response = _post(models, "/models/err-kit/latest/model",
-                     json={"data": {"case": "raise", "arg": "boom-7"}})
+    response = _post(
+        models, "/models/err-kit/latest/model", json={"data": {"case": "raise", "arg": "boom-7"}}
+    )
     message = _error(response, 500, "model_error")
     assert message == "kitchen raised ValueError: bad input: boom-7"
     request_id = response.json()["request_id"]
-    log = wait_until(lambda: "\n".join(
-        line["text"] for line in models.client().logs("err-kit", tail=500)
-        if "Traceback" in line["text"] or request_id in line["text"] or "boom-7" in line["text"]
-    ))
+    log = wait_until(
+        lambda: "\n".join(
+            line["text"]
+            for line in models.client().logs("err-kit", tail=500)
+            if "Traceback" in line["text"] or request_id in line["text"] or "boom-7" in line["text"]
+        )
+    )
     assert request_id in log
     assert "ValueError: bad input: boom-7" in log
 
@@ -137,8 +156,9 @@ def test_an_instance_that_dies_mid_call_is_a_502_and_is_replaced(models: Server)
     assert "died during the call" in _error(response, 502, "instance_crashed")
 
     def answers() -> bool:
-        reply = _post(models, "/models/err-kit/latest/model",
-                      json={"data": {"case": "echo", "arg": 1}})
+        reply = _post(
+            models, "/models/err-kit/latest/model", json={"data": {"case": "echo", "arg": 1}}
+        )
         return reply.status_code == 200
 
     wait_until(answers, timeout=30, interval=0.2)
@@ -148,22 +168,31 @@ def test_a_call_past_the_timeout_is_a_504_and_the_instance_is_replaced(server: S
     client = server.client()
     client.publish(PROJECTS / "kitchen", file="kitchen.py", function="kitchen", name="err-slow")
     client.update_model("err-slow", timeout_seconds=1)
-    response = _post(server, "/models/err-slow/latest/model",
-                     json={"data": {"case": "sleep", "arg": 30}})
+    response = _post(
+        server, "/models/err-slow/latest/model", json={"data": {"case": "sleep", "arg": 30}}
+    )
     assert "within 1 s" in _error(response, 504, "model_timeout")
 
     def answers() -> bool:
-        reply = _post(server, "/models/err-slow/latest/model",
-                      json={"data": {"case": "sleep", "arg": 0}})
+        reply = _post(
+            server, "/models/err-slow/latest/model", json={"data": {"case": "sleep", "arg": 0}}
+        )
         return reply.status_code == 200 and reply.json()["result"] == "slept"
 
     wait_until(answers, timeout=30, interval=0.2)
 
 
 def test_management_routes_answer_in_the_same_envelope(models: Server) -> None:
-    response = httpx.get(f"{models.url}/api/v1/models/nobody",
-                         headers={"Authorization": f"Bearer {models.api_key}"})
+    response = httpx.get(
+        f"{models.url}/api/v1/models/nobody", headers={"Authorization": f"Bearer {models.api_key}"}
+    )
     _error(response, 404, "model_not_found")
     _error(httpx.get(f"{models.url}/api/v1/models"), 401, "unauthenticated")
-    _error(httpx.get(f"{models.url}/api/v1/nothing-here",
-                     headers={"Authorization": f"Bearer {models.api_key}"}), 404, "not_found")
+    _error(
+        httpx.get(
+            f"{models.url}/api/v1/nothing-here",
+            headers={"Authorization": f"Bearer {models.api_key}"},
+        ),
+        404,
+        "not_found",
+    )

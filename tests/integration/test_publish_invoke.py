@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from modelhost import __version__, errors
-from tests.helpers import PROJECTS, WINE_ROW, Server, wait_until
+from tests.helpers import PROJECTS, Server, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -23,10 +23,21 @@ def test_wine_example_answers_the_readme_curl_with_an_integer_quality(
     assert version["number"] == 1
 
     curl = subprocess.run(
-        ["curl", "-s", "-i", "-X", "POST", f"{server.url}/models/wine-quality/latest/model",
-         "-H", "Content-Type: application/json",
-         "-d", '{"parameters": [[5.6, 0.615, 0, 1.6, 0.089, 16, 59, 0.9943, 3.58, 0.52, 9.9]]}'],
-        capture_output=True, text=True, check=True,
+        [
+            "curl",
+            "-s",
+            "-i",
+            "-X",
+            "POST",
+            f"{server.url}/models/wine-quality/latest/model",
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            '{"parameters": [[5.6, 0.615, 0, 1.6, 0.089, 16, 59, 0.9943, 3.58, 0.52, 9.9]]}',
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     head, _, body = curl.stdout.partition("\n\n")  # text mode turned \r\n into \n
     assert head.startswith("HTTP/1.1 200")
@@ -99,10 +110,16 @@ def test_instances_see_only_their_own_environment_not_the_servers(server: Server
 
 def test_each_publish_makes_the_next_version_and_latest_moves_to_it(server: Server) -> None:
     client = server.client()
-    first = client.publish(PROJECTS / "good", file="predict.py", function="predict",
-                           name="versions", description="first")
-    second = client.publish(PROJECTS / "calc", file="calc.py", function="add", name="versions",
-                            description="second")
+    first = client.publish(
+        PROJECTS / "good",
+        file="predict.py",
+        function="predict",
+        name="versions",
+        description="first",
+    )
+    second = client.publish(
+        PROJECTS / "calc", file="calc.py", function="add", name="versions", description="second"
+    )
     assert (first["number"], second["number"]) == (1, 2)
     answer = client.predict("versions", data={"x": 2, "y": 3})
     assert answer.result == 5
@@ -143,8 +160,9 @@ def test_a_failed_build_never_replaces_the_running_version(server: Server) -> No
     client = server.client()
     client.publish(PROJECTS / "good", file="predict.py", function="predict", name="keeps")
     with pytest.raises(errors.BuildFailed):
-        client.publish(PROJECTS / "import_error", file="predict.py", function="predict",
-                       name="keeps")
+        client.publish(
+            PROJECTS / "import_error", file="predict.py", function="predict", name="keeps"
+        )
     answer = client.predict("keeps", data={"x": 4})
     assert answer.result == {"doubled": 8}
     assert answer.version == 1

@@ -46,8 +46,9 @@ def test_the_server_runs_on_postgresql_with_the_same_behaviour(
         assert answer.version == 2
         assert not (server.home / "modelhost.db").exists()
         with pytest.raises(errors.BuildFailed):
-            client.publish(PROJECTS / "syntax_error", file="predict.py", function="predict",
-                           name="wine")
+            client.publish(
+                PROJECTS / "syntax_error", file="predict.py", function="predict", name="wine"
+            )
         assert [v["status"] for v in client.versions("wine")] == ["stopped", "running", "failed"]
 
 
@@ -59,7 +60,9 @@ def _archive(*members: tarfile.TarInfo, data: bytes = b"x") -> bytes:
     return buffer.getvalue()
 
 
-def _member(name: str, kind: bytes = tarfile.REGTYPE, size: int = 1, link: str = "") -> tarfile.TarInfo:
+def _member(
+    name: str, kind: bytes = tarfile.REGTYPE, size: int = 1, link: str = ""
+) -> tarfile.TarInfo:
     info = tarfile.TarInfo(name)
     info.type = kind
     info.size = size if kind == tarfile.REGTYPE else 0
@@ -84,8 +87,9 @@ def test_limits_and_hostile_archives_are_refused_with_a_clear_message(tmp_path: 
         with pytest.raises(errors.ModelNotFound):
             client.model("big")
 
-        small = client.publish(project, file="predict.py", function="predict", name="big",
-                               exclude=["*.bin"])
+        small = client.publish(
+            project, file="predict.py", function="predict", name="big", exclude=["*.bin"]
+        )
         assert small["bundle_files"] == 1
 
         headers = {"Authorization": f"Bearer {server.api_key}", "Content-Type": "application/gzip"}
@@ -99,8 +103,10 @@ def test_limits_and_hostile_archives_are_refused_with_a_clear_message(tmp_path: 
             "device": (_archive(_member("dev", tarfile.CHRTYPE)), "device"),
             "fifo": (_archive(_member("pipe", tarfile.FIFOTYPE)), "device, pipe"),
             "garbage": (b"this is not a tarball", "not a readable .tar.gz"),
-            "truncated": (_archive(_member("predict.py", size=5000), data=b"y" * 5000)[:60],
-                          "not a readable .tar.gz"),
+            "truncated": (
+                _archive(_member("predict.py", size=5000), data=b"y" * 5000)[:60],
+                "not a readable .tar.gz",
+            ),
         }
         for name, (body, fragment) in hostile.items():
             response = httpx.post(url, params=params, content=body, headers=headers)
@@ -112,7 +118,8 @@ def test_limits_and_hostile_archives_are_refused_with_a_clear_message(tmp_path: 
             client.model("hostile")
         assert not list((server.home / "tmp").iterdir())
 
-        response = httpx.post(f"{server.url}/models/big/latest/model",
-                              json={"parameters": ["x" * 2000]})
+        response = httpx.post(
+            f"{server.url}/models/big/latest/model", json={"parameters": ["x" * 2000]}
+        )
         assert response.status_code == 413
         assert "max_request_bytes" in response.json()["error"]["message"]

@@ -24,8 +24,9 @@ LOAD_FAILURES = [
 ]
 
 
-@pytest.mark.parametrize(("project", "file", "message"), LOAD_FAILURES,
-                         ids=[c[0] + ":" + c[1] for c in LOAD_FAILURES])
+@pytest.mark.parametrize(
+    ("project", "file", "message"), LOAD_FAILURES, ids=[c[0] + ":" + c[1] for c in LOAD_FAILURES]
+)
 def test_loading_fails_with_a_message_that_says_what_is_wrong(
     project: str, file: str, message: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -55,9 +56,9 @@ def test_a_good_project_loads_its_function() -> None:
 
 
 def _call(handler: worker.Handler, body: bytes) -> tuple[int, object]:
-    [(kind, payload)] = protocol.FrameDecoder().feed(handler(
-        protocol.encode_call("R" * 16, body)[protocol.HEADER.size:]
-    ))
+    [(kind, payload)] = protocol.FrameDecoder().feed(
+        handler(protocol.encode_call("R" * 16, body)[protocol.HEADER.size :])
+    )
     if kind == protocol.RESULT:
         return 200, json.loads(protocol.decode_result(payload)[1])
     error = json.loads(payload)
@@ -147,6 +148,8 @@ def test_the_log_stream_stamps_each_line(tmp_path: Path) -> None:
     os.close(fd)
     lines = path.read_text().splitlines()
     assert [line.split(" ", 2)[1:] for line in lines] == [
-        ["stdout", "one"], ["stdout", "two"], ["stdout", "partial"]
+        ["stdout", "one"],
+        ["stdout", "two"],
+        ["stdout", "partial"],
     ]
     assert all(line[:4].isdigit() and line[23] == "Z" for line in lines)
