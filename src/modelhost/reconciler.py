@@ -135,17 +135,18 @@ class Reconciler:
                 self._spawn(self._retire(version_id, instances))
 
     def _versions_by_model(self, models: list[Model]) -> dict[str, list[Version]]:
-        return {m.id: self.repo.list_versions(m.id) for m in models}
+        grouped: dict[str, list[Version]] = {m.id: [] for m in models}
+        for version in self.repo.list_all_versions():
+            grouped.setdefault(version.model_id, []).append(version)
+        return grouped
 
     @staticmethod
     def _desired_versions(versions: list[Version]) -> list[Version]:
-        """Basic routing: the newest ready version serves; a newer one builds beside it."""
+        """Basic routing: the newest ready version serves. Every version still building gets
+        an instance too, since its first instance is its build check; once it is ready it
+        takes over if it is the newest, and is retired otherwise."""
         ready = [v for v in versions if v.status == "ready"]
-        building = [v for v in versions if v.status == "building"]
-        chosen = ready[-1:]
-        if building and (not ready or building[-1].number > ready[-1].number):
-            chosen.append(building[-1])
-        return chosen
+        return ready[-1:] + [v for v in versions if v.status == "building"]
 
     async def _record_outcomes(self, by_id: dict[str, Version]) -> None:
         for instance in self.backend.instances():

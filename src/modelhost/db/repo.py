@@ -222,6 +222,11 @@ class Repo:
         with self.engine.connect() as conn:
             return [_row(Version, r) for r in conn.execute(query)]
 
+    def list_all_versions(self) -> list[Version]:
+        query = select(t.versions).order_by(t.versions.c.model_id, t.versions.c.number)
+        with self.engine.connect() as conn:
+            return [_row(Version, r) for r in conn.execute(query)]
+
     def get_version(self, model_id: str, number: int) -> Version | None:
         query = select(t.versions).where(
             t.versions.c.model_id == model_id, t.versions.c.number == number

@@ -7,6 +7,7 @@ wrap the instance's result bytes in the response envelope without parsing them a
 from __future__ import annotations
 
 import base64
+import logging
 import os
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -21,6 +22,8 @@ from modelhost.gateway.routes import ModelRoute, Release, RouteTable
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+logger = logging.getLogger(__name__)
 
 _JSON_TYPES = (b"application/json", b"text/json")
 
@@ -57,6 +60,9 @@ class Gateway:
             status, headers, body = await self._invoke(scope, receive, request_id, started)
         except errors.ModelhostError as exc:
             status, headers, body = error_response(exc, request_id)
+        except Exception as exc:
+            logger.exception("request %s failed", request_id)
+            status, headers, body = error_response(errors.InternalError(str(exc)), request_id)
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
@@ -138,7 +144,7 @@ class Gateway:
                         f"Content-Type '{value.decode('latin-1')}' is not supported; send "
                         "the body as JSON with 'Content-Type: application/json'."
                     )
-            elif name == b"content-length" and int(value or 0) > self.max_request_bytes:
+            elif name == b"content-length" and int(value) > self.max_request_bytes:
                 raise errors.PayloadTooLarge(
                     f"The request body is over the limit of {self.max_request_bytes} bytes "
                     "(setting max_request_bytes)."

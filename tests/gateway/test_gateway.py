@@ -1,0 +1,80 @@
+"""The invocation handler in process, over a hand-built route table."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+import orjson
+import pytest
+
+from modelhost.backends.base import CallResult, InstanceState
+from modelhost.gateway.app import Gateway, new_request_id
+from modelhost.gateway.pool import VersionPool
+from modelhost.gateway.routes import ModelRoute, Release, RouteTable
+
+pytestmark = pytest.mark.anyio
+
+
+class Instance:
+    def __init__(self, result: bytes = b'{"a":[1,2]}', fail: Exception | None = None) -> None:
+        self.state = InstanceState.READY
+        self.inflight = 0
+        self.result = result
+        self.fail = fail
+        self.bodies: list[bytes] = []
+
+    async def call(self, request_id: str, body: bytes, timeout: float) -> CallResult:
+        self.bodies.append(body)
+        if self.fail:
+            raise self.fail
+        return CallResult(2.4, self.result)
+
+
+def _gateway(instance: Instance) -> Gateway:
+    gateway = Gateway(max_request_bytes=1000)
+    pool = VersionPool("vid", 2, max_queued=4)
+    pool.add(instance)  # type: ignore[arg-type]
+    release = Release("mid", "vid", 2, orjson.dumps({"model_version_number": 2}))
+    route = ModelRoute("mid", "m", 5.0, 2, {2: pool}, {2: release}, {1: "failed"})
+    gateway.table = RouteTable({"mid": route, "m": route})
+    return gateway
+
+
+async def _post(gateway: Gateway, path: str, body: bytes) -> httpx.Response:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=gateway), base_url="http://t"
+    ) as http:
+        return await http.post(path, content=body, headers={"Content-Type": "application/json"})
+
+
+async def test_the_body_is_forwarded_untouched_and_the_result_wrapped_in_the_envelope() -> None:
+    instance = Instance()
+    response = await _post(_gateway(instance), "/models/m/latest/model", b'{"data": {"x": 1}}')
+    assert instance.bodies == [b'{"data": {"x": 1}}']
+    body = response.json()
+    assert body["result"] == {"a": [1, 2]}
+    assert body["model_time_in_ms"] == 2
+    assert body["release"] == {"model_version_number": 2}
+    assert body["request_id"] == response.headers["x-request-id"]
+    assert response.headers["x-model-version"] == "2"
+
+
+async def test_a_version_that_is_not_running_is_a_503_that_says_its_status() -> None:
+    response = await _post(_gateway(Instance()), "/models/mid/versions/1/model", b"{}")
+    assert response.status_code == 503
+    assert "status: failed" in response.json()["error"]["message"]
+
+
+async def test_an_unexpected_failure_is_a_generic_500_in_the_envelope() -> None:
+    instance = Instance(fail=RuntimeError("secret internals"))
+    response = await _post(_gateway(instance), "/models/m/latest/model", b"{}")
+    assert response.status_code == 500
+    assert response.json()["error"]["code"] == "internal_error"
+    assert "secret" not in response.text
+
+
+def test_request_ids_are_sixteen_upper_case_characters_and_unique() -> None:
+    ids = {new_request_id() for _ in range(1000)}
+    assert len(ids) == 1000
+    assert all(re.fullmatch("[A-Z2-7]{16}", i) for i in ids)
