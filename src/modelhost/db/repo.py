@@ -189,8 +189,13 @@ class Repo:
 
     def create_version(self, model_id: str, **values: Any) -> Version:
         """Insert the next version of a model, numbered 1, 2, 3… without gaps or duplicates."""
-        for _attempt in range(10):
+        for _attempt in range(20):
             with self.engine.begin() as conn:
+                # Lock the model row (PostgreSQL) so concurrent publishes take turns; SQLite
+                # serialises writers itself and a rare clash is retried below.
+                conn.execute(
+                    select(t.models.c.id).where(t.models.c.id == model_id).with_for_update()
+                )
                 current = conn.execute(
                     select(func.max(t.versions.c.number)).where(t.versions.c.model_id == model_id)
                 ).scalar_one()
