@@ -40,8 +40,8 @@ class FakeInstance:
         frame = self._handler(protocol.encode_call(request_id, body)[protocol.HEADER.size :])
         [(kind, payload)] = protocol.FrameDecoder().feed(frame)
         if kind == protocol.RESULT:
-            return CallResult(*protocol.decode_result(payload))
-        error = json.loads(payload)
+            return CallResult(*protocol.decode_result(payload)[1:])
+        error = json.loads(protocol.decode_error(payload)[1])
         raise errors.ERRORS_BY_CODE[error["code"]](error["message"])
 
 

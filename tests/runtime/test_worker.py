@@ -60,8 +60,8 @@ def _call(handler: worker.Handler, body: bytes) -> tuple[int, object]:
         handler(protocol.encode_call("R" * 16, body)[protocol.HEADER.size :])
     )
     if kind == protocol.RESULT:
-        return 200, json.loads(protocol.decode_result(payload)[1])
-    error = json.loads(payload)
+        return 200, json.loads(protocol.decode_result(payload)[2])
+    error = json.loads(protocol.decode_error(payload)[1])
     return error["status"], error
 
 

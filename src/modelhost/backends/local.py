@@ -70,7 +70,7 @@ class LocalInstance:
         self.exit_code: int | None = None
         self._on_change = on_change
         self._loop = asyncio.get_running_loop()
-        self._pending: asyncio.Future[tuple[int, bytes]] | None = None
+        self._pending: dict[str, asyncio.Future[tuple[int, bytes]]] = {}
         self._transport: asyncio.Transport | None = None
         self._process: asyncio.subprocess.Process | None = None
         self._load_timer: asyncio.TimerHandle | None = None
@@ -156,14 +156,15 @@ class LocalInstance:
         elif self.state is not InstanceState.FAILED:
             self.state = InstanceState.EXITED
             self._on_change()
-        pending, self._pending = self._pending, None
-        if pending is not None and not pending.done():
-            pending.set_exception(
-                errors.InstanceCrashed(
-                    f"The instance running version {self.spec.version_number} died during the "
-                    "call; it is being replaced. The instance log may say why."
+        pending, self._pending = self._pending, {}
+        for future in pending.values():
+            if not future.done():
+                future.set_exception(
+                    errors.InstanceCrashed(
+                        f"The instance running version {self.spec.version_number} died during "
+                        "the call; it is being replaced. The instance log may say why."
+                    )
                 )
-            )
 
     def _on_connection_lost(self) -> None:
         # The process is gone or closed its end; either way no answer will come.
@@ -173,7 +174,8 @@ class LocalInstance:
 
     def _on_frame(self, kind: int, payload: bytes) -> None:
         if kind in (protocol.RESULT, protocol.ERROR):
-            pending, self._pending = self._pending, None
+            request_id = payload[: protocol.REQUEST_ID_LENGTH].decode("ascii")
+            pending = self._pending.pop(request_id, None)
             if pending is not None and not pending.done():
                 pending.set_result((kind, payload))
         elif kind == protocol.READY:
@@ -217,9 +219,9 @@ class LocalInstance:
         if self.state is not InstanceState.READY or self._transport is None:
             raise errors.NoReadyInstance("The instance is not ready; retry shortly.")
         future: asyncio.Future[tuple[int, bytes]] = self._loop.create_future()
-        self._pending = future
+        self._pending[request_id] = future
         self.inflight += 1
-        timer = self._loop.call_later(timeout, self._call_timed_out, future, timeout)
+        timer = self._loop.call_later(timeout, self._call_timed_out, request_id, timeout)
         try:
             self._transport.write(protocol.encode_call(request_id, body))
             kind, payload = await future
@@ -227,16 +229,16 @@ class LocalInstance:
             timer.cancel()
             self.inflight -= 1
         if kind == protocol.RESULT:
-            model_time_ms, result = protocol.decode_result(payload)
+            _, model_time_ms, result = protocol.decode_result(payload)
             return CallResult(model_time_ms, result)
-        error = json.loads(payload)
+        error = json.loads(protocol.decode_error(payload)[1])
         cls = errors.ERRORS_BY_CODE.get(error.get("code"), errors.ModelError)
         raise cls(error.get("message", "The call failed."))
 
-    def _call_timed_out(self, future: asyncio.Future[tuple[int, bytes]], timeout: float) -> None:
-        if future.done():
+    def _call_timed_out(self, request_id: str, timeout: float) -> None:
+        future = self._pending.pop(request_id, None)
+        if future is None or future.done():
             return
-        self._pending = None
         future.set_exception(
             errors.ModelTimeout(
                 f"The call did not finish within {timeout:g} s; the instance is being replaced. "

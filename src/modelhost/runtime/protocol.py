@@ -9,8 +9,11 @@ Messages (direction, payload):
 ``READY``        worker → server   JSON ``{"pid", "python", "signature"}``
 ``LOAD_FAILED``  worker → server   JSON ``{"message", "traceback"}``
 ``CALL``         server → worker   16-byte ASCII request id, then the raw request body
-``RESULT``       worker → server   ``>d`` model time in ms, then the result as JSON bytes
-``ERROR``        worker → server   JSON ``{"status", "code", "message"}``
+``RESULT``       worker → server   request id, ``>d`` model time in ms, the result as JSON bytes
+``ERROR``        worker → server   request id, then JSON ``{"status", "code", "message"}``
+
+Every answer carries the request id of its call, so an instance that runs several calls at
+once (a version that declares a concurrency above 1) may answer them in any order.
 ``SHUTDOWN``     server → worker   empty
 """
 
@@ -51,13 +54,22 @@ def decode_call(payload: bytes) -> tuple[str, bytes]:
     return payload[:REQUEST_ID_LENGTH].decode("ascii"), payload[REQUEST_ID_LENGTH:]
 
 
-def encode_result(model_time_ms: float, result_json: bytes) -> bytes:
-    return encode(RESULT, MODEL_TIME.pack(model_time_ms) + result_json)
+def encode_result(request_id: str, model_time_ms: float, result_json: bytes) -> bytes:
+    return encode(RESULT, request_id.encode("ascii") + MODEL_TIME.pack(model_time_ms) + result_json)
 
 
-def decode_result(payload: bytes) -> tuple[float, bytes]:
-    (model_time_ms,) = MODEL_TIME.unpack_from(payload)
-    return model_time_ms, payload[MODEL_TIME.size :]
+def decode_result(payload: bytes) -> tuple[str, float, bytes]:
+    (model_time_ms,) = MODEL_TIME.unpack_from(payload, REQUEST_ID_LENGTH)
+    start = REQUEST_ID_LENGTH + MODEL_TIME.size
+    return payload[:REQUEST_ID_LENGTH].decode("ascii"), model_time_ms, payload[start:]
+
+
+def encode_error(request_id: str, error_json: bytes) -> bytes:
+    return encode(ERROR, request_id.encode("ascii") + error_json)
+
+
+def decode_error(payload: bytes) -> tuple[str, bytes]:
+    return payload[:REQUEST_ID_LENGTH].decode("ascii"), payload[REQUEST_ID_LENGTH:]
 
 
 class FrameDecoder:

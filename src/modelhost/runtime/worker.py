@@ -23,10 +23,12 @@ import json
 import os
 import socket
 import sys
+import threading
 import time
 import traceback
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePath
 from types import ModuleType
 from typing import Any
@@ -232,9 +234,14 @@ class ResultError(Exception):
 # --------------------------------------------------------------------------- calls
 
 
-def _error(status: int, code: str, message: str) -> bytes:
-    payload = json.dumps({"status": status, "code": code, "message": message}).encode()
-    return protocol.encode(protocol.ERROR, payload)
+class CallFailed(Exception):
+    """A call that fails with an HTTP status and a stable code (see modelhost.errors)."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
 
 
 def _plain(signature: inspect.Signature) -> inspect.Signature:
@@ -245,12 +252,30 @@ def _plain(signature: inspect.Signature) -> inspect.Signature:
     )
 
 
-class Handler:
-    """Turns one CALL payload into one RESULT or ERROR frame."""
+def _clip(data: bytes, limit: int) -> str:
+    text = data[:limit].decode("utf-8", "replace")
+    return text + f"... ({len(data)} bytes)" if len(data) > limit else text
 
-    def __init__(self, function: Callable[..., Any], name: str) -> None:
+
+class Handler:
+    """Turns one CALL payload into one RESULT or ERROR frame.
+
+    With ``log_requests`` each call's input, output, status and duration go to the instance
+    log, each clipped to ``log_limit`` bytes.
+    """
+
+    def __init__(
+        self,
+        function: Callable[..., Any],
+        name: str,
+        *,
+        log_requests: bool = False,
+        log_limit: int = 2000,
+    ) -> None:
         self.function = function
         self.name = name
+        self.log_requests = log_requests
+        self.log_limit = log_limit
         try:
             self.signature: inspect.Signature | None = inspect.signature(function)
         except (TypeError, ValueError):
@@ -259,41 +284,65 @@ class Handler:
 
     def __call__(self, payload: bytes) -> bytes:
         request_id, body = protocol.decode_call(payload)
+        start = time.perf_counter()
+        try:
+            args, kwargs = self._arguments(body)
+            result, elapsed = self._run(request_id, args, kwargs)
+            encoded = encode_result(self.name, result)
+        except CallFailed as failure:
+            error = {"status": failure.status, "code": failure.code, "message": failure.message}
+            answer = json.dumps(error).encode()
+            self._log_request(request_id, body, failure.status, answer, start)
+            return protocol.encode_error(request_id, answer)
+        except ResultError as exc:
+            log(f"request {request_id}: {exc}")
+            answer = json.dumps(
+                {"status": 500, "code": "result_not_serializable", "message": str(exc)}
+            ).encode()
+            self._log_request(request_id, body, 500, answer, start)
+            return protocol.encode_error(request_id, answer)
+        self._log_request(request_id, body, 200, encoded, start)
+        return protocol.encode_result(request_id, elapsed, encoded)
+
+    def _arguments(self, body: bytes) -> tuple[list[Any], dict[str, Any]]:
         try:
             request = json.loads(body)
         except (ValueError, UnicodeDecodeError) as exc:
-            return _error(
+            raise CallFailed(
                 400, "bad_request", f"Request body is not valid JSON ({exc}). " + BAD_SHAPE
-            )
+            ) from None
         if not isinstance(request, dict) or ("data" in request) == ("parameters" in request):
-            return _error(400, "bad_request", BAD_SHAPE)
+            raise CallFailed(400, "bad_request", BAD_SHAPE)
         args: list[Any] = []
         kwargs: dict[str, Any] = {}
         if "data" in request:
             if not isinstance(request["data"], dict):
-                return _error(
+                raise CallFailed(
                     400,
                     "bad_request",
-                    "'data' must be a JSON object of keyword "
-                    "arguments; use 'parameters' for a list of positional arguments.",
+                    "'data' must be a JSON object of keyword arguments; "
+                    "use 'parameters' for a list of positional arguments.",
                 )
             kwargs = request["data"]
         else:
             if not isinstance(request["parameters"], list):
-                return _error(
+                raise CallFailed(
                     400,
                     "bad_request",
-                    "'parameters' must be a JSON array of "
-                    "positional arguments; use 'data' for keyword arguments.",
+                    "'parameters' must be a JSON array of positional "
+                    "arguments; use 'data' for keyword arguments.",
                 )
             args = request["parameters"]
         if self.signature is not None:
             try:
                 self.signature.bind(*args, **kwargs)
             except TypeError as exc:
-                return _error(
+                raise CallFailed(
                     400, "invalid_arguments", f"The arguments do not match {self.described}: {exc}."
-                )
+                ) from None
+        return args, kwargs
+
+    def _run(self, request_id: str, args: list[Any], kwargs: dict[str, Any]) -> tuple[Any, float]:
         start = time.perf_counter()
         try:
             result = self.function(*args, **kwargs)
@@ -301,27 +350,52 @@ class Handler:
             elapsed = (time.perf_counter() - start) * 1000
             sys.stderr.write(f"[modelhost] request {request_id} failed after {elapsed:.1f} ms:\n")
             traceback.print_exc()
-            return _error(500, "model_error", f"{self.name} raised {type(exc).__name__}: {exc}")
-        elapsed = (time.perf_counter() - start) * 1000
-        try:
-            encoded = encode_result(self.name, result)
-        except ResultError as exc:
-            log(f"request {request_id}: {exc}")
-            return _error(500, "result_not_serializable", str(exc))
-        return protocol.encode_result(elapsed, encoded)
+            raise CallFailed(
+                500, "model_error", f"{self.name} raised {type(exc).__name__}: {exc}"
+            ) from None
+        return result, (time.perf_counter() - start) * 1000
+
+    def _log_request(
+        self, request_id: str, body: bytes, status: int, answer: bytes, start: float
+    ) -> None:
+        if self.log_requests:
+            took = (time.perf_counter() - start) * 1000
+            log(
+                f"request {request_id} status={status} duration_ms={took:.1f} "
+                f"input={_clip(body, self.log_limit)} output={_clip(answer, self.log_limit)}"
+            )
 
 
-def serve(sock: socket.socket, handler: Handler) -> None:
+def serve(sock: socket.socket, handler: Handler, concurrency: int = 1) -> None:
+    """Answer calls until the server closes the connection or says SHUTDOWN.
+
+    With ``concurrency`` above 1, calls run on that many threads and answer in any order.
+    """
     decoder = protocol.FrameDecoder()
-    while True:
-        data = sock.recv(1 << 20)
-        if not data:
-            return  # the server closed the connection: nothing left to do
-        for kind, payload in decoder.feed(data):
-            if kind == protocol.CALL:
-                sock.sendall(handler(payload))
-            elif kind == protocol.SHUTDOWN:
-                return
+    pool = ThreadPoolExecutor(concurrency) if concurrency > 1 else None
+    send_lock = threading.Lock()
+
+    def answer(payload: bytes) -> None:
+        frame = handler(payload)
+        with send_lock:
+            sock.sendall(frame)
+
+    try:
+        while True:
+            data = sock.recv(1 << 20)
+            if not data:
+                return  # the server closed the connection: nothing left to do
+            for kind, payload in decoder.feed(data):
+                if kind == protocol.CALL:
+                    if pool is None:
+                        sock.sendall(handler(payload))
+                    else:
+                        pool.submit(answer, payload)
+                elif kind == protocol.SHUTDOWN:
+                    return
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -353,12 +427,17 @@ def main(argv: list[str] | None = None) -> int:
         body = json.dumps({"message": exc.message, "traceback": exc.user_traceback})
         sock.sendall(protocol.encode(protocol.LOAD_FAILED, body.encode()))
         return 1
-    handler = Handler(function, spec["function"])
+    handler = Handler(
+        function,
+        spec["function"],
+        log_requests=bool(spec.get("log_requests")),
+        log_limit=int(spec.get("log_limit", 2000)),
+    )
     log(f"ready in {time.perf_counter() - started:.2f} s: {handler.described}")
     ready = {"pid": os.getpid(), "python": sys.version.split()[0], "signature": handler.described}
     sock.sendall(protocol.encode(protocol.READY, json.dumps(ready).encode()))
     with contextlib.suppress(OSError):  # the server went away: nothing left to answer
-        serve(sock, handler)
+        serve(sock, handler, int(spec.get("concurrency", 1)))
     log("stopping")
     sys.stdout.flush()
     sys.stderr.flush()
