@@ -19,6 +19,8 @@ class FakeInstance:
         self.signature: str | None = None
         self.inflight = 0
         self.calls = 0
+        self.ended_by: str | None = None
+        self.log_lines: list[str] = []
         self._handler: worker.Handler | None = None
 
     def load(self) -> None:
@@ -33,6 +35,20 @@ class FakeInstance:
         self._handler = worker.Handler(function, self.spec.function)
         self.signature = self._handler.described
         self.state = InstanceState.READY
+
+    def memory_mb(self) -> float | None:
+        return None
+
+    def log(self, message: str) -> None:
+        self.log_lines.append(message)
+
+    def end(self, reason: str, message: str) -> None:
+        self.ended_by = reason
+        self.log(message)
+        self.state = InstanceState.EXITED
+
+    def kill(self) -> None:
+        self.state = InstanceState.EXITED
 
     async def call(self, request_id: str, body: bytes, timeout: float) -> CallResult:
         assert self._handler is not None

@@ -43,6 +43,7 @@ class Server:
             "MODELHOST_HOME": str(home),
             "MODELHOST_PORT": str(self.port),
             "MODELHOST_RECONCILE_INTERVAL_SECONDS": "0.2",
+            "MODELHOST_SWITCH_HOLD_SECONDS": "3",
             **(env or {}),
         }
         self.env.pop("MODELHOST_URL", None)

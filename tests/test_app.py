@@ -46,7 +46,9 @@ class Harness:
 
 @pytest.fixture
 async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
-    settings = load_settings(environ={"MODELHOST_HOME": str(tmp_path / "home")})
+    settings = load_settings(
+        environ={"MODELHOST_HOME": str(tmp_path / "home"), "MODELHOST_SWITCH_HOLD_SECONDS": "0"}
+    )
     backend = FakeBackend()
     app = create_app(settings, backend=backend)
     key = bootstrap_admin(app.services.repo, settings.home_path, settings.url)

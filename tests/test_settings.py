@@ -41,7 +41,7 @@ def test_the_command_line_beats_the_environment_which_beats_the_file(tmp_path: P
     ("environ", "fragment"),
     [
         ({"MODELHOST_PORT": "eighty"}, "Setting 'port' from $MODELHOST_PORT has the invalid value"),
-        ({"MODELHOST_PORT": "70000"}, "between 0 and 65535"),
+        ({"MODELHOST_PORT": "70000"}, "between 1 and 65535"),
         ({"MODELHOST_TIMEOUT_SECONDS": "-1"}, "'timeout_seconds'"),
         ({"MODELHOST_LOG_LEVEL": "loud"}, "one of debug, info"),
         ({"MODELHOST_DEFAULT_INSTANCE_COUNT": "9"}, "larger than 'max_instance_count'"),

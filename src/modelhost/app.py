@@ -21,6 +21,7 @@ from modelhost.api.responses import JSONResponse
 from modelhost.backends.base import Backend
 from modelhost.backends.local import LocalBackend
 from modelhost.builder.bundles import BundleStore
+from modelhost.crypto import ServerKey
 from modelhost.db.engine import make_engine, migrate
 from modelhost.db.repo import Repo
 from modelhost.gateway.app import Gateway, Receive, Scope, Send
@@ -57,8 +58,11 @@ class ModelhostApp:
 def create_api(services: Services) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        try:  # start instances before serving; a failure here is retried by the loop
+            await services.reconciler.reconcile_once()
+        except Exception:
+            logger.exception("first reconcile failed; the reconciler keeps trying")
         task = asyncio.get_running_loop().create_task(services.reconciler.run_forever())
-        await services.reconciler.reconcile_once()
         try:
             yield
         finally:
@@ -97,8 +101,9 @@ def create_app(settings: Settings, *, backend: Backend | None = None) -> Modelho
     store = BundleStore(home / "bundles")
     runner: Backend = backend if backend is not None else LocalBackend()
     gateway = Gateway(max_request_bytes=settings.max_request_bytes)
+    key = ServerKey(home)
     reconciler = Reconciler(
-        settings=settings, repo=repo, backend=runner, gateway=gateway, store=store
+        settings=settings, repo=repo, backend=runner, gateway=gateway, store=store, key=key
     )
-    services = Services(settings, repo, store, runner, gateway, reconciler)
+    services = Services(settings, repo, store, runner, gateway, reconciler, key)
     return ModelhostApp(services, create_api(services))

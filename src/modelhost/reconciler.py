@@ -1,9 +1,10 @@
 """The reconciler: compares desired state (database) with actual state (backend), forever.
 
-Each tick it records build outcomes reported by instances, starts the instances each model
-should have, replaces crashed ones (with back-off), retires versions that no longer serve once
-their in-flight and queued calls are done, and hands the gateway a fresh route table. It never
-dies on an exception: it logs it and tries again on the next tick.
+Each tick it records what instances reported (a build passed or failed, an instance died),
+plans every model (:mod:`modelhost.planning`), starts and stops instances to match, and hands
+the gateway a fresh route table. Switches are zero-downtime: new instances start, a route
+moves only once they are all ready, and old instances leave rotation and finish their calls
+before they stop. It never dies on an exception: it logs it and tries again next tick.
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ import asyncio
 import contextlib
 import logging
 import os
+import sys
 import time
 from collections import defaultdict
 from collections.abc import Coroutine
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,16 +26,29 @@ import orjson
 from modelhost import __version__
 from modelhost.backends.base import Backend, Instance, InstanceSpec, InstanceState
 from modelhost.builder.bundles import BundleStore
-from modelhost.db.repo import Model, Repo, Version, new_id
+from modelhost.crypto import ServerKey
+from modelhost.db.repo import EnvVar, Label, Model, Repo, Version, new_id
+from modelhost.errors import ModelhostError
 from modelhost.gateway.app import Gateway
 from modelhost.gateway.pool import VersionPool
 from modelhost.gateway.routes import ModelRoute, Release, RouteTable
+from modelhost.planning import Plan, Targets, plan
 from modelhost.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 _LIVE = (InstanceState.STARTING, InstanceState.READY)
 _MAX_BACKOFF_SECONDS = 60.0
+#: Crashes in a row after which a version is marked unhealthy (it keeps being retried).
+UNHEALTHY_AFTER = 3
+
+
+@dataclass
+class _Switch:
+    """A route that just moved: the old targets stay running until the hold ends."""
+
+    previous: Targets
+    until: float
 
 
 class Reconciler:
@@ -44,24 +60,33 @@ class Reconciler:
         backend: Backend,
         gateway: Gateway,
         store: BundleStore,
+        key: ServerKey,
     ) -> None:
         self.settings = settings
         self.repo = repo
         self.backend = backend
         self.gateway = gateway
         self.store = store
+        self.key = key
         self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._lock = asyncio.Lock()
         self._pools: dict[str, VersionPool] = {}
+        self._routes: dict[str, dict[str, Targets]] = defaultdict(dict)  # model id -> routes
+        self._switches: dict[tuple[str, str], _Switch] = {}  # (model id, route) -> switch
+        self._generation: dict[str, int] = {}  # instance id -> model generation it runs
         self._failures: dict[str, int] = defaultdict(int)  # version id -> crashes in a row
         self._not_before: dict[str, float] = {}  # version id -> earliest restart time
-        self._retiring: set[str] = set()
+        self._stopping: set[Instance] = set()
+        self._crashes: set[str] = set()  # versions whose instance crashed this tick
+        self._built: set[str] = set()  # versions whose build outcome is recorded
         self._tasks: set[asyncio.Task[None]] = set()
-        self._lock = asyncio.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
         backend.set_listener(self.wake)
 
+    # ------------------------------------------------------------------ driving
+
     def wake(self) -> None:
-        """Ask for a tick now (a publish happened, an instance changed state).
+        """Ask for a tick now (a change was made, an instance changed state).
 
         Safe to call from any thread: API routes run in a thread pool.
         """
@@ -86,121 +111,269 @@ class Reconciler:
         async with self._lock:
             await self._reconcile()
 
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await self.backend.close()
+
     # ------------------------------------------------------------------ one tick
 
     async def _reconcile(self) -> None:
-        models = await asyncio.to_thread(self.repo.list_models)
-        versions = await asyncio.to_thread(self._versions_by_model, models)
-        by_id = {v.id: v for vs in versions.values() for v in vs}
-
-        await self._record_outcomes(by_id)
-        versions = await asyncio.to_thread(self._versions_by_model, models)
-
-        desired: dict[str, tuple[Model, Version]] = {}
+        await self._record_outcomes()
+        models, versions, labels = await asyncio.to_thread(self._snapshot)
+        self._check_memory()
+        table: dict[str, ModelRoute] = {}
+        converged: set[str] = set()
         for model in models:
-            for version in self._desired_versions(versions[model.id]):
-                desired[version.id] = (model, version)
+            model_versions = versions.get(model.id, [])
+            by_number = {v.number: v for v in model_versions}
+            await self._rollback_crashed_switches(model, by_number)
+            model_plan = plan(
+                model,
+                model_versions,
+                labels.get(model.id, []),
+                self._routes[model.id],
+                lambda n, m=model, vs=by_number: self._fully_ready(m, vs[n]),  # type: ignore[misc]
+            )
+            self._note_switches(model, model_plan)
+            self._routes[model.id] = dict(model_plan.routes)
+            keep = set(model_plan.run) | self._held(model.id)
+            for version in model_versions:
+                if version.number in model_plan.build or version.number in keep:
+                    converged.add(version.id)
+                    try:
+                        await self._converge(model, version)
+                    except Exception as exc:  # one broken version must not stop the others
+                        await self._cannot_start(model, version, exc)
+            route = self._route(model, model_versions, model_plan)
+            table[model.id] = table[model.name] = route
+        self.gateway.table = RouteTable(table)
+        self._retire_unwanted(table, converged)
+        self._crashes.clear()
 
-        live: dict[str, list[Instance]] = defaultdict(list)
-        for instance in self.backend.instances():
-            if instance.state in _LIVE:
-                live[instance.spec.version_id].append(instance)
-
-        for version_id, (model, version) in desired.items():
-            missing = model.instance_count - len(live[version_id])
-            if missing > 0 and time.monotonic() >= self._not_before.get(version_id, 0):
-                for _ in range(missing):
-                    await self._start(model, version)
-            pool = self._pools.get(version_id)
-            if version.status == "ready":
-                if pool is None:
-                    pool = self._pools[version_id] = VersionPool(
-                        version_id, version.number, self.settings.max_queued_requests
-                    )
-                for instance in live[version_id]:
-                    if instance.state is InstanceState.READY:
-                        pool.add(instance)
-                pool.set_starting(
-                    sum(
-                        1
-                        for i in self.backend.instances()
-                        if i.spec.version_id == version_id and i.state is InstanceState.STARTING
-                    )
-                )
-
-        self.gateway.table = self._route_table(models, versions)
-
-        for version_id, instances in live.items():
-            if version_id not in desired and version_id not in self._retiring:
-                self._spawn(self._retire(version_id, instances))
-
-    def _versions_by_model(self, models: list[Model]) -> dict[str, list[Version]]:
-        grouped: dict[str, list[Version]] = {m.id: [] for m in models}
+    def _snapshot(
+        self,
+    ) -> tuple[list[Model], dict[str, list[Version]], dict[str, list[Label]]]:
+        models = self.repo.list_models()
+        versions: dict[str, list[Version]] = defaultdict(list)
         for version in self.repo.list_all_versions():
-            grouped.setdefault(version.model_id, []).append(version)
-        return grouped
+            versions[version.model_id].append(version)
+        labels: dict[str, list[Label]] = defaultdict(list)
+        for label in self.repo.list_labels():
+            labels[label.model_id].append(label)
+        return models, versions, labels
 
-    @staticmethod
-    def _desired_versions(versions: list[Version]) -> list[Version]:
-        """Basic routing: the newest ready version serves. Every version still building gets
-        an instance too, since its first instance is its build check; once it is ready it
-        takes over if it is the newest, and is retired otherwise."""
-        ready = [v for v in versions if v.status == "ready"]
-        return ready[-1:] + [v for v in versions if v.status == "building"]
+    def _current(self, instance: Instance, model: Model) -> bool:
+        return self._generation.get(instance.spec.instance_id) == model.generation
 
-    async def _record_outcomes(self, by_id: dict[str, Version]) -> None:
+    def _fully_ready(self, model: Model, version: Version) -> bool:
+        ready = [
+            i
+            for i in self.backend.instances()
+            if i.spec.version_id == version.id
+            and i.state is InstanceState.READY
+            and self._current(i, model)
+            and i not in self._stopping
+        ]
+        return len(ready) >= model.instance_count
+
+    # ------------------------------------------------------------------ outcomes
+
+    async def _record_outcomes(self) -> None:
         for instance in self.backend.instances():
-            version = by_id.get(instance.spec.version_id)
+            if instance in self._stopping:
+                continue
+            version_id = instance.spec.version_id
             if instance.state is InstanceState.READY:
-                self._failures.pop(instance.spec.version_id, None)
-                if version is not None and version.status == "building":
-                    log = version.build_log + (
-                        f"Instance {instance.spec.instance_id} imported {version.file} and "
-                        f"found {instance.signature or version.function}.\nReady.\n"
-                    )
+                if self._failures.pop(version_id, 0) >= UNHEALTHY_AFTER:
                     await asyncio.to_thread(
-                        self.repo.finish_build,
-                        version.id,
-                        status="ready",
-                        log=log,
-                        signature=instance.signature,
+                        self.repo.update_version, version_id, health="ok", health_log=""
                     )
+                if version_id in self._built:
+                    continue
+                version = await asyncio.to_thread(self.repo.get_version_by_id, version_id)
+                if version is not None and version.status == "building":
+                    await asyncio.to_thread(self._build_passed, version, instance)
+                self._built.add(version_id)
             elif instance.state in (InstanceState.FAILED, InstanceState.EXITED):
                 self._forget(instance)
-                if (
-                    version is not None
-                    and version.status == "building"
-                    and (instance.state is InstanceState.FAILED)
-                ):
-                    log = version.build_log + "Failed:\n" + (instance.failure or "") + "\n"
-                    await asyncio.to_thread(
-                        self.repo.finish_build, version.id, status="failed", log=log
-                    )
+                version = await asyncio.to_thread(self.repo.get_version_by_id, version_id)
+                if version is not None and version.status == "building":
+                    if instance.state is InstanceState.FAILED:
+                        log = version.build_log + "Failed:\n" + (instance.failure or "") + "\n"
+                        await asyncio.to_thread(
+                            self.repo.finish_build, version.id, status="failed", log=log
+                        )
                 elif version is not None:
-                    self._back_off(version, instance)
+                    await self._crashed(version, instance)
                 await self.backend.stop(instance, 0)
+                self._generation.pop(instance.spec.instance_id, None)
 
-    def _back_off(self, version: Version, instance: Instance) -> None:
+    def _build_passed(self, version: Version, instance: Instance) -> bool:
+        log = version.build_log + (
+            f"Instance {instance.spec.instance_id} imported {version.file} and found "
+            f"{instance.signature or version.function}.\nReady.\n"
+        )
+        if not self.repo.finish_build(
+            version.id, status="ready", log=log, signature=instance.signature
+        ):
+            return False
+        model = self.repo.find_model(version.model_id)
+        newest = max((v.number for v in self.repo.list_versions(version.model_id)), default=0)
+        if model is not None and version.number == newest:
+            # Publishing deploys: in basic routing the new version takes over once ready.
+            self.repo.update_model(model.id, deployed_version=version.number)
+        return True
+
+    async def _crashed(self, version: Version, instance: Instance) -> None:
+        if instance.ended_by is None:  # not stopped by modelhost for a timeout or memory
+            self._crashes.add(version.id)
         count = self._failures[version.id] = self._failures[version.id] + 1
-        delay = min(_MAX_BACKOFF_SECONDS, 0.5 * 2 ** (count - 1)) if count > 1 else 0.0
+        delay = 0.0 if count == 1 else min(_MAX_BACKOFF_SECONDS, 0.5 * 2 ** (count - 1))
         self._not_before[version.id] = time.monotonic() + delay
+        reason = instance.failure or f"instance {instance.spec.instance_id} exited"
         logger.warning(
-            "instance %s of version %s ended (%s); restarting in %.1f s",
-            instance.spec.instance_id,
+            "version %s of model %s: %s; restarting in %.1f s",
             version.number,
-            instance.failure or instance.state.value,
+            version.model_id,
+            reason.splitlines()[0],
             delay,
         )
+        if count == UNHEALTHY_AFTER:
+            await asyncio.to_thread(
+                self.repo.update_version,
+                version.id,
+                health="unhealthy",
+                health_log=f"Crashed {count} times in a row; last: {reason}",
+            )
 
     def _forget(self, instance: Instance) -> None:
         pool = self._pools.get(instance.spec.version_id)
         if pool is not None:
             pool.remove(instance)
 
+    # ------------------------------------------------------------------ switches
+
+    def _note_switches(self, model: Model, new: Plan) -> None:
+        hold = self.settings.switch_hold_seconds
+        for key, targets in new.routes.items():
+            before = self._routes[model.id].get(key)
+            if before is not None and before != targets:
+                self._switches[(model.id, key)] = _Switch(before, time.monotonic() + hold)
+
+    def _held(self, model_id: str) -> set[int]:
+        now = time.monotonic()
+        held: set[int] = set()
+        for (owner, key), switch in list(self._switches.items()):
+            if switch.until < now:
+                del self._switches[(owner, key)]
+            elif owner == model_id:
+                held |= {n for n, _ in switch.previous}
+        return held
+
+    async def _rollback_crashed_switches(self, model: Model, by_number: dict[int, Version]) -> None:
+        """A version that crashes right after going live loses the route it took."""
+        for (owner, key), switch in list(self._switches.items()):
+            if owner != model.id:
+                continue
+            current = self._routes[model.id].get(key, ())
+            previous = {n for n, _ in switch.previous}
+            for number, _ in current:
+                version = by_number.get(number)
+                if number in previous or version is None or version.id not in self._crashes:
+                    continue
+                log = version.build_log + (
+                    f"Crashed on its first calls after taking route '{key}'; the route went "
+                    f"back to version(s) {', '.join(str(n) for n in sorted(previous))}.\n"
+                )
+                await asyncio.to_thread(
+                    self.repo.update_version, version.id, status="failed", build_log=log
+                )
+                if model.deployed_version == number:
+                    fallback = max(previous)
+                    await asyncio.to_thread(
+                        self.repo.update_model, model.id, deployed_version=fallback
+                    )
+                self._routes[model.id][key] = switch.previous
+                del self._switches[(owner, key)]
+                break
+
+    # ------------------------------------------------------------------ instances
+
+    async def _converge(self, model: Model, version: Version) -> None:
+        """Give ``version`` exactly ``instance_count`` ready instances of the current generation."""
+        instances = [
+            i
+            for i in self.backend.instances()
+            if i.spec.version_id == version.id and i.state in _LIVE and i not in self._stopping
+        ]
+        current = [i for i in instances if self._current(i, model)]
+        old = [i for i in instances if not self._current(i, model)]
+        wanted = model.instance_count
+        missing = wanted - len(current)
+        if missing > 0 and time.monotonic() >= self._not_before.get(version.id, 0):
+            for _ in range(missing):
+                await self._start(model, version)
+        current_ready = [i for i in current if i.state is InstanceState.READY]
+        for instance in old:
+            # Old-generation instances serve until the new ones are all ready.
+            if instance.state is InstanceState.STARTING or len(current_ready) >= wanted:
+                self._stop(instance)
+        if len(current) > wanted:  # scaled down: stop the extras, starting ones first
+            extras = sorted(current, key=lambda i: i.state is InstanceState.READY)
+            for instance in extras[: len(current) - wanted]:
+                self._stop(instance)
+        if version.status == "ready":
+            pool = self._pools.get(version.id)
+            if pool is None or pool.capacity != version.concurrency:
+                pool = self._pools[version.id] = VersionPool(
+                    version.id,
+                    version.number,
+                    self.settings.max_queued_requests,
+                    capacity=version.concurrency,
+                )
+            for instance in self.backend.instances():
+                if (
+                    instance.spec.version_id == version.id
+                    and instance.state is InstanceState.READY
+                    and instance not in self._stopping
+                ):
+                    pool.add(instance)
+            pool.set_starting(
+                sum(
+                    1
+                    for i in self.backend.instances()
+                    if i.spec.version_id == version.id
+                    and i.state is InstanceState.STARTING
+                    and i not in self._stopping
+                )
+            )
+
+    async def _cannot_start(self, model: Model, version: Version, exc: Exception) -> None:
+        message = exc.message if isinstance(exc, ModelhostError) else repr(exc)
+        logger.error("cannot start version %s of %s: %s", version.number, model.name, message)
+        self._failures[version.id] += 1
+        self._not_before[version.id] = time.monotonic() + _MAX_BACKOFF_SECONDS
+        if version.status == "building":
+            await asyncio.to_thread(
+                self.repo.finish_build,
+                version.id,
+                status="failed",
+                log=version.build_log + f"Failed:\nCould not start an instance: {message}\n",
+            )
+        else:
+            await asyncio.to_thread(
+                self.repo.update_version,
+                version.id,
+                health="unhealthy",
+                health_log=f"Could not start an instance: {message}",
+            )
+
     async def _start(self, model: Model, version: Version) -> None:
         workdir = self.workdir(version)
         if not workdir.is_dir():
             await asyncio.to_thread(self.store.extract, version.bundle_sha256, workdir)
+        env_vars = await asyncio.to_thread(self.repo.list_env, model.id)
         instance_id = new_id()[:12]
         spec = InstanceSpec(
             instance_id=instance_id,
@@ -210,21 +383,28 @@ class Reconciler:
             workdir=workdir,
             file=version.file,
             function=version.function,
-            python=self.settings.python or _server_python(),
+            python=self.settings.python or sys.executable,
             log_path=self.log_dir(model.id) / f"v{version.number}-{instance_id}.log",
-            env=self._instance_env(model, version, workdir),
+            env=self._instance_env(model, version, workdir, env_vars),
+            concurrency=version.concurrency,
+            log_requests=model.log_requests,
         )
+        self._generation[instance_id] = model.generation
         await self.backend.start(spec, self.settings.load_timeout_seconds)
 
-    def _instance_env(self, model: Model, version: Version, workdir: Path) -> dict[str, str]:
+    def _instance_env(
+        self, model: Model, version: Version, workdir: Path, env_vars: list[EnvVar]
+    ) -> dict[str, str]:
         env = {k: os.environ[k] for k in self.settings.instance_env_passthrough if k in os.environ}
         env.setdefault("PATH", os.defpath)
         # One BLAS/OpenMP thread per instance: instances, not threads, are how a model scales.
         for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             env.setdefault(name, "1")
+        env["HOME"] = str(workdir)
+        for var in env_vars:
+            env[var.name] = self.key.decrypt(var.value) if var.secret else var.value
         env.update(
             {
-                "HOME": str(workdir),
                 "PYTHONUNBUFFERED": "1",
                 "PYTHONDONTWRITEBYTECODE": "1",
                 "MODELHOST_MODEL_ID": model.id,
@@ -234,75 +414,97 @@ class Reconciler:
         )
         return env
 
+    def _stop(self, instance: Instance) -> None:
+        """Take an instance out of rotation now; it stops once its calls are done."""
+        if instance in self._stopping:
+            return
+        self._stopping.add(instance)
+        self._forget(instance)
+        self._spawn(self._stop_later(instance))
+
+    async def _stop_later(self, instance: Instance) -> None:
+        try:
+            await self.backend.stop(instance, self.settings.drain_timeout_seconds)
+        finally:
+            self._stopping.discard(instance)
+            self._generation.pop(instance.spec.instance_id, None)
+
+    def _retire_unwanted(self, table: dict[str, ModelRoute], converged: set[str]) -> None:
+        """Stop instances of versions no model wants running, after their queued calls."""
+        wanted = {pool.version_id for route in table.values() for pool in route.pools.values()}
+        for version_id, pool in list(self._pools.items()):
+            if version_id in wanted:
+                continue
+            if pool.queued or pool.busy:
+                continue  # calls still waiting or running: next tick
+            for instance in pool.instances():
+                self._stop(instance)
+            del self._pools[version_id]
+        known = wanted | converged
+        for instance in self.backend.instances():
+            version_id = instance.spec.version_id
+            if (
+                instance.state in _LIVE
+                and instance not in self._stopping
+                and version_id not in known
+                and version_id not in self._pools
+            ):
+                self._stop(instance)
+
+    def _check_memory(self) -> None:
+        limit_mb = self.settings.instance_memory_limit_mb
+        if not limit_mb:
+            return
+        for instance in self.backend.instances():
+            if instance.state not in _LIVE or instance in self._stopping:
+                continue
+            used = instance.memory_mb()
+            if used is not None and used > limit_mb:
+                instance.end(
+                    "memory",
+                    f"instance {instance.spec.instance_id} uses {used:.0f} MB, over the limit of "
+                    f"{limit_mb} MB (setting instance_memory_limit_mb); stopping it",
+                )
+
+    # ------------------------------------------------------------------ route table
+
+    def _route(self, model: Model, versions: list[Version], model_plan: Plan) -> ModelRoute:
+        pools: dict[int, VersionPool] = {}
+        releases: dict[int, Release] = {}
+        statuses: dict[int, str] = {}
+        running = set(model_plan.run) | self._held(model.id)
+        for version in versions:
+            pool = self._pools.get(version.id)
+            if version.number in running and pool is not None:
+                pools[version.number] = pool
+                releases[version.number] = _release(model, version)
+            elif version.desired_state == "stopped" and version.status == "ready":
+                statuses[version.number] = "stopped"
+            else:
+                statuses[version.number] = version.status
+        return ModelRoute(
+            model_id=model.id,
+            name=model.name,
+            timeout=model.timeout_seconds or self.settings.timeout_seconds,
+            routes=dict(model_plan.routes),
+            pools=pools,
+            releases=releases,
+            statuses=statuses,
+            state=model.state,
+        )
+
+    # ------------------------------------------------------------------ paths and tasks
+
     def workdir(self, version: Version) -> Path:
         return self.settings.home_path / "work" / version.id
 
     def log_dir(self, model_id: str) -> Path:
         return self.settings.home_path / "logs" / model_id
 
-    def _route_table(self, models: list[Model], versions: dict[str, list[Version]]) -> RouteTable:
-        by_key: dict[str, ModelRoute] = {}
-        for model in models:
-            pools: dict[int, VersionPool] = {}
-            releases: dict[int, Release] = {}
-            statuses: dict[int, str] = {}
-            latest = None
-            for version in versions[model.id]:
-                pool = self._pools.get(version.id)
-                if (
-                    version.status == "ready"
-                    and pool is not None
-                    and (version.id not in self._retiring)
-                ):
-                    pools[version.number] = pool
-                    releases[version.number] = _release(model, version)
-                    latest = version.number
-                else:
-                    statuses[version.number] = version.status
-            route = ModelRoute(
-                model_id=model.id,
-                name=model.name,
-                timeout=model.timeout_seconds or self.settings.timeout_seconds,
-                latest=latest,
-                pools=pools,
-                releases=releases,
-                statuses=statuses,
-            )
-            by_key[model.id] = route
-            by_key[model.name] = route
-        return RouteTable(by_key)
-
-    async def _retire(self, version_id: str, instances: list[Instance]) -> None:
-        """Stop a version that no longer serves, after its queued and in-flight calls."""
-        self._retiring.add(version_id)
-        try:
-            pool = self._pools.get(version_id)
-            deadline = time.monotonic() + self.settings.drain_timeout_seconds
-            while (
-                pool is not None
-                and time.monotonic() < deadline
-                and (pool.queued or any(i.inflight for i in instances))
-            ):
-                await asyncio.sleep(0.05)
-            if pool is not None:
-                for instance in instances:
-                    pool.remove(instance)
-            await asyncio.gather(
-                *(self.backend.stop(i, self.settings.drain_timeout_seconds) for i in instances)
-            )
-            self._pools.pop(version_id, None)
-        finally:
-            self._retiring.discard(version_id)
-
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-    async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await self.backend.close()
 
 
 def _release(model: Model, version: Version) -> Release:
@@ -322,9 +524,3 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return asyncio.get_running_loop()
     except RuntimeError:
         return None
-
-
-def _server_python() -> str:
-    import sys
-
-    return sys.executable

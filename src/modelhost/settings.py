@@ -51,10 +51,24 @@ def _positive_float(value: Any) -> float:
     return number
 
 
+def _non_negative_float(value: Any) -> float:
+    number = float(value)
+    if not number >= 0:
+        raise ValueError("expected a number of at least 0")
+    return number
+
+
+def _non_negative_int(value: Any) -> int:
+    number = int(value)
+    if number < 0:
+        raise ValueError("expected a whole number of at least 0")
+    return number
+
+
 def _port(value: Any) -> int:
     number = int(value)
-    if not 0 <= number <= 65535:
-        raise ValueError("expected a port number between 0 and 65535")
+    if not 1 <= number <= 65535:
+        raise ValueError("expected a port number between 1 and 65535")
     return number
 
 
@@ -130,6 +144,12 @@ SETTINGS: tuple[Setting, ...] = (
         "Default time a call may take before it fails with HTTP 504 and the instance is replaced.",
     ),
     Setting(
+        "max_timeout_seconds",
+        _positive_float,
+        3600.0,
+        "Largest timeout a model may set for its calls.",
+    ),
+    Setting(
         "load_timeout_seconds",
         _positive_float,
         300.0,
@@ -149,6 +169,19 @@ SETTINGS: tuple[Setting, ...] = (
         _positive_float,
         30.0,
         "Time in-flight calls get to finish on an instance that is being stopped.",
+    ),
+    Setting(
+        "switch_hold_seconds",
+        _non_negative_float,
+        10.0,
+        "After a route moves to a new version, the old one keeps running this long; if the new "
+        "one crashes meanwhile, the route moves back and the new version is marked failed.",
+    ),
+    Setting(
+        "instance_memory_limit_mb",
+        _non_negative_int,
+        0,
+        "Resident memory (MB) above which an instance is stopped and replaced; 0 for no limit.",
     ),
     Setting(
         "reconcile_interval_seconds",
@@ -275,6 +308,11 @@ def _read_settings_file(path: Path) -> dict[str, Any]:
     unknown = sorted(set(data) - set(SETTINGS_BY_NAME))
     if unknown:
         raise InvalidSetting(f"Unknown setting(s) in {path}: {', '.join(unknown)}.")
+    if "home" in data:
+        raise InvalidSetting(
+            f"'home' cannot be set in {path}, which lives in the data directory itself; use "
+            "--home or MODELHOST_HOME."
+        )
     return data
 
 

@@ -36,7 +36,9 @@ def _gateway(instance: Instance) -> Gateway:
     pool = VersionPool("vid", 2, max_queued=4)
     pool.add(instance)  # type: ignore[arg-type]
     release = Release("mid", "vid", 2, orjson.dumps({"model_version_number": 2}))
-    route = ModelRoute("mid", "m", 5.0, 2, {2: pool}, {2: release}, {1: "failed"})
+    route = ModelRoute(
+        "mid", "m", 5.0, {"latest": ((2, 100),)}, {2: pool}, {2: release}, {1: "failed"}
+    )
     gateway.table = RouteTable({"mid": route, "m": route})
     return gateway
 

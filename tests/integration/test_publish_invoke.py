@@ -131,7 +131,7 @@ def test_each_publish_makes_the_next_version_and_latest_moves_to_it(server: Serv
     assert listed[1]["entry_point"] == "calc.py:add"
     assert listed[1]["author"] == "admin"
     assert len(listed[1]["bundle_sha256"]) == 64
-    wait_until(lambda: client.versions("versions")[0]["status"] == "stopped")
+    wait_until(lambda: client.versions("versions")[0]["status"] == "ready")
 
 
 def test_identical_projects_share_one_content_addressed_bundle(server: Server) -> None:

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from modelhost import errors
-from tests.helpers import PROJECTS, WINE_ROW, running_server
+from tests.helpers import PROJECTS, WINE_ROW, running_server, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -49,7 +49,9 @@ def test_the_server_runs_on_postgresql_with_the_same_behaviour(
             client.publish(
                 PROJECTS / "syntax_error", file="predict.py", function="predict", name="wine"
             )
-        assert [v["status"] for v in client.versions("wine")] == ["stopped", "running", "failed"]
+        wait_until(
+            lambda: [v["status"] for v in client.versions("wine")] == ["ready", "running", "failed"]
+        )
 
 
 def _archive(*members: tarfile.TarInfo, data: bytes = b"x") -> bytes:

@@ -36,6 +36,10 @@ class InstanceSpec:
     python: str
     log_path: Path
     env: Mapping[str, str] = field(default_factory=dict)
+    #: calls one instance runs at once
+    concurrency: int = 1
+    #: write each call's input, output, status and duration to the instance log
+    log_requests: bool = False
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,16 @@ class Instance(Protocol):
     failure: str | None
     signature: str | None
     inflight: int
+    #: why modelhost ended the instance ("timeout", "memory"), or None if it ended by itself
+    ended_by: str | None
+
+    def memory_mb(self) -> float | None:
+        """Resident memory of the instance, or None when it cannot be measured."""
+        ...
+
+    def end(self, reason: str, message: str) -> None:
+        """Kill the instance for ``reason``, writing ``message`` to its log first."""
+        ...
 
     async def call(self, request_id: str, body: bytes, timeout: float) -> CallResult:
         """Run the function on ``body``; raises a :mod:`modelhost.errors` error on failure."""

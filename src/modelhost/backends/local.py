@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 
 WORKER = Path(__file__).resolve().parent.parent / "runtime" / "worker.py"
 _EXIT_GRACE_SECONDS = 5.0
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 
 def tail_lines(path: Path, count: int = 30) -> list[str]:
@@ -68,6 +69,7 @@ class LocalInstance:
         self.signature: str | None = None
         self.inflight = 0
         self.exit_code: int | None = None
+        self.ended_by: str | None = None
         self._on_change = on_change
         self._loop = asyncio.get_running_loop()
         self._pending: dict[str, asyncio.Future[tuple[int, bytes]]] = {}
@@ -88,15 +90,12 @@ class LocalInstance:
                 "file": spec.file,
                 "function": spec.function,
                 "instance": spec.instance_id,
+                "concurrency": spec.concurrency,
+                "log_requests": spec.log_requests,
             }
         )
+        self.log(f"starting instance {spec.instance_id} of version {spec.version_number}")
         with spec.log_path.open("ab") as log:
-            stamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
-            log.write(
-                f"{stamp.replace('+00:00', 'Z')} server [modelhost] starting instance "
-                f"{spec.instance_id} of version {spec.version_number}\n".encode()
-            )
-            log.flush()
             try:
                 self._process = await asyncio.create_subprocess_exec(
                     spec.python,
@@ -191,6 +190,30 @@ class LocalInstance:
             detail = info.get("traceback") or ""
             self._fail(info["message"] + ("\n" + detail if detail else ""))
 
+    def log(self, message: str) -> None:
+        """A line from the server about this instance, in the instance's own log."""
+        now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+        line = f"{now.replace('+00:00', 'Z')} server [modelhost] {message}\n"
+        with self.spec.log_path.open("ab") as log:
+            log.write(line.encode())
+
+    def memory_mb(self) -> float | None:
+        if self._process is None or self._process.returncode is not None:
+            return None
+        try:
+            fields = Path(f"/proc/{self._process.pid}/statm").read_text().split()
+        except OSError:
+            return None
+        return int(fields[1]) * _PAGE_SIZE / 1e6
+
+    def end(self, reason: str, message: str) -> None:
+        self.ended_by = reason
+        self.log(message)
+        if self.state in (InstanceState.READY, InstanceState.STARTING):
+            self.state = InstanceState.EXITED
+        self.kill()
+        self._on_change()
+
     def kill(self) -> None:
         if self._process is not None and self._process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
@@ -217,7 +240,9 @@ class LocalInstance:
 
     async def call(self, request_id: str, body: bytes, timeout: float) -> CallResult:
         if self.state is not InstanceState.READY or self._transport is None:
-            raise errors.NoReadyInstance("The instance is not ready; retry shortly.")
+            raise errors.NoReadyInstance(
+                "The instance is not ready; retry shortly.", headers={"Retry-After": "1"}
+            )
         future: asyncio.Future[tuple[int, bytes]] = self._loop.create_future()
         self._pending[request_id] = future
         self.inflight += 1
@@ -245,9 +270,7 @@ class LocalInstance:
                 "Make the function faster or raise the model's timeout."
             )
         )
-        self.state = InstanceState.EXITED
-        self.kill()
-        self._on_change()
+        self.end("timeout", f"a call passed the timeout of {timeout:g} s; replacing the instance")
 
 
 class LocalBackend:

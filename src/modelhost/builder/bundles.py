@@ -143,7 +143,8 @@ def pack_project(
 
 def _safe_member_path(name: str) -> PurePosixPath:
     path = PurePosixPath(name)
-    if not name or path.is_absolute() or name.startswith(("/", "\\")) or ":" in path.parts[0]:
+    first = path.parts[0] if path.parts else ""
+    if not name or path.is_absolute() or name.startswith(("/", "\\")) or ":" in first:
         raise InvalidBundle(f"The archive member '{name}' has an absolute path; not allowed.")
     if any(part == ".." for part in path.parts):
         raise InvalidBundle(f"The archive member '{name}' points outside the project ('..').")
@@ -259,6 +260,7 @@ class BundleStore:
                 f"Bundle {sha256[:12]} in {self.root} is damaged (its sha256 no longer matches); "
                 "publish the project again."
             )
+        dest.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}-"))
         try:
             with source.open("rb") as handle:

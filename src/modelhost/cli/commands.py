@@ -82,14 +82,13 @@ def publish(
     )
     if no_wait:
         return
-    client = conn.client
     click.echo(
         f"Version {version['number']} of {name} is {version['status']}: "
         f"{version.get('signature') or version['entry_point']}"
     )
     click.echo(
-        f"Call it: curl -X POST {client.url}/models/{name}/latest/model "
-        "-H 'Content-Type: application/json' -d '{\"data\": {...}}'"
+        f"Call it: POST {conn.client.url}/models/{name}/latest/model with a JSON body "
+        '{"data": {...}} (keyword arguments) or {"parameters": [...]} (positional).'
     )
 
 

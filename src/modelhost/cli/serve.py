@@ -35,7 +35,11 @@ def serve(host: str | None, port: int | None, home: str | None, log_level: str |
     import uvicorn
 
     from modelhost.app import create_app
-    from modelhost.operations.accounts import CREDENTIALS_FILE, bootstrap_admin
+    from modelhost.operations.accounts import (
+        CREDENTIALS_FILE,
+        bootstrap_admin,
+        refresh_credentials_url,
+    )
 
     settings = load_settings({"host": host, "port": port, "home": home, "log_level": log_level})
     logging.basicConfig(
@@ -43,6 +47,7 @@ def serve(host: str | None, port: int | None, home: str | None, log_level: str |
     )
     app = create_app(settings)
     key = bootstrap_admin(app.services.repo, settings.home_path, settings.url)
+    refresh_credentials_url(settings.home_path, settings.url)
     click.echo(f"modelhost {__version__} serving at {settings.url}  (data: {settings.home})")
     if key:
         click.echo(

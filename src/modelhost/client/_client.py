@@ -192,6 +192,7 @@ class Client:
         """Poll a version until it is no longer building; raise BuildFailed if it failed."""
         deadline = time.monotonic() + timeout
         delay = 0.1
+        settled: float | None = None
         while True:
             version = self.version(model, number)
             if version["status"] == "failed":
@@ -201,8 +202,14 @@ class Client:
                     f"{reason[0] if reason else 'see its build log'}",
                     build_log=version["build_log"],
                 )
-            if version["status"] != "building":
+            if version["status"] in ("running", "stopped"):
                 return version
+            if version["status"] == "ready":
+                # Built; it goes live within a reconcile tick unless nothing routes to it
+                # (a stopped model, or an older version while a newer one serves).
+                settled = settled or time.monotonic()
+                if time.monotonic() - settled > 5:
+                    return version
             if time.monotonic() > deadline:
                 raise errors.ModelTimeout(
                     f"Version {number} of {model} is still building after {timeout:g} s; "

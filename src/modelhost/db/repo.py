@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy import Engine, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from modelhost.db import tables as t
@@ -51,6 +51,11 @@ class Model:
     timeout_seconds: float | None
     created_at: dt.datetime
     updated_at: dt.datetime
+    routing_mode: str = "basic"
+    state: str = "running"
+    generation: int = 0
+    log_requests: bool = False
+    deployed_version: int | None = None
 
 
 @dataclass(frozen=True)
@@ -71,6 +76,29 @@ class Version:
     author_id: str
     created_at: dt.datetime
     finished_at: dt.datetime | None
+    desired_state: str | None = None
+    concurrency: int = 1
+    health: str = "ok"
+    health_log: str = ""
+
+
+@dataclass(frozen=True)
+class Label:
+    model_id: str
+    name: str
+    version: int
+    canary_version: int | None
+    canary_weight: int
+    updated_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class EnvVar:
+    model_id: str
+    name: str
+    value: str  # encrypted when secret
+    secret: bool
+    updated_at: dt.datetime
 
 
 def _row(cls: type, row: Any) -> Any:
@@ -154,7 +182,16 @@ class Repo:
         self, name: str, *, owner_id: str, description: str, instance_count: int
     ) -> Model:
         now = utcnow()
-        model = Model(new_id(), name, description, owner_id, instance_count, None, now, now)
+        model = Model(
+            id=new_id(),
+            name=name,
+            description=description,
+            owner_id=owner_id,
+            instance_count=instance_count,
+            timeout_seconds=None,
+            created_at=now,
+            updated_at=now,
+        )
         with self.engine.begin() as conn:
             conn.execute(insert(t.models).values(**model.__dict__))
         return model
@@ -208,6 +245,10 @@ class Repo:
                     "signature": None,
                     "created_at": utcnow(),
                     "finished_at": None,
+                    "desired_state": None,
+                    "concurrency": 1,
+                    "health": "ok",
+                    "health_log": "",
                     **values,
                 }
                 try:
@@ -261,3 +302,104 @@ class Repo:
         )
         with self.engine.begin() as conn:
             return conn.execute(query).rowcount == 1
+
+    def update_version(self, version_id: str, **values: Any) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(t.versions).where(t.versions.c.id == version_id).values(**values))
+
+    def bump_generation(self, model_id: str) -> None:
+        """Ask for fresh instances of every running version of a model (a rolling restart)."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(t.models)
+                .where(t.models.c.id == model_id)
+                .values(generation=t.models.c.generation + 1, updated_at=utcnow())
+            )
+
+    def delete_model(self, model_id: str) -> list[str]:
+        """Delete a model and its versions, labels and variables; returns the version ids."""
+        with self.engine.begin() as conn:
+            version_ids = list(
+                conn.execute(
+                    select(t.versions.c.id).where(t.versions.c.model_id == model_id)
+                ).scalars()
+            )
+            for table in (t.env_vars, t.labels, t.versions):
+                conn.execute(delete(table).where(table.c.model_id == model_id))
+            conn.execute(delete(t.models).where(t.models.c.id == model_id))
+        return version_ids
+
+    def bundle_in_use(self, sha256: str) -> bool:
+        query = select(func.count()).where(t.versions.c.bundle_sha256 == sha256)
+        with self.engine.connect() as conn:
+            return bool(conn.execute(query).scalar_one())
+
+    # ------------------------------------------------------------------ labels
+
+    def list_labels(self, model_id: str | None = None) -> list[Label]:
+        query = select(t.labels).order_by(t.labels.c.model_id, t.labels.c.name)
+        if model_id is not None:
+            query = query.where(t.labels.c.model_id == model_id)
+        with self.engine.connect() as conn:
+            return [_row(Label, r) for r in conn.execute(query)]
+
+    def set_label(
+        self, model_id: str, name: str, version: int, canary_version: int | None, weight: int
+    ) -> Label:
+        label = Label(model_id, name, version, canary_version, weight, utcnow())
+        with self.engine.begin() as conn:
+            conn.execute(
+                delete(t.labels).where(t.labels.c.model_id == model_id, t.labels.c.name == name)
+            )
+            conn.execute(insert(t.labels).values(**label.__dict__))
+        return label
+
+    def delete_label(self, model_id: str, name: str) -> bool:
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                delete(t.labels).where(t.labels.c.model_id == model_id, t.labels.c.name == name)
+            )
+        return result.rowcount == 1
+
+    # ------------------------------------------------------------------ environment variables
+
+    def list_env(self, model_id: str | None = None) -> list[EnvVar]:
+        query = select(t.env_vars).order_by(t.env_vars.c.model_id, t.env_vars.c.name)
+        if model_id is not None:
+            query = query.where(t.env_vars.c.model_id == model_id)
+        with self.engine.connect() as conn:
+            return [_row(EnvVar, r) for r in conn.execute(query)]
+
+    def set_env(self, model_id: str, name: str, value: str, *, secret: bool) -> None:
+        """Set a variable and bump the model's generation, in one transaction."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                delete(t.env_vars).where(
+                    t.env_vars.c.model_id == model_id, t.env_vars.c.name == name
+                )
+            )
+            conn.execute(
+                insert(t.env_vars).values(
+                    model_id=model_id, name=name, value=value, secret=secret, updated_at=utcnow()
+                )
+            )
+            conn.execute(
+                update(t.models)
+                .where(t.models.c.id == model_id)
+                .values(generation=t.models.c.generation + 1, updated_at=utcnow())
+            )
+
+    def unset_env(self, model_id: str, name: str) -> bool:
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                delete(t.env_vars).where(
+                    t.env_vars.c.model_id == model_id, t.env_vars.c.name == name
+                )
+            )
+            if result.rowcount:
+                conn.execute(
+                    update(t.models)
+                    .where(t.models.c.id == model_id)
+                    .values(generation=t.models.c.generation + 1, updated_at=utcnow())
+                )
+        return bool(result.rowcount)

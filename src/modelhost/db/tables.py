@@ -51,6 +51,11 @@ models = Table(
     Column("timeout_seconds", Float, nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("routing_mode", String(16), nullable=False, default="basic"),
+    Column("state", String(16), nullable=False, default="running"),
+    Column("generation", Integer, nullable=False, default=0),
+    Column("log_requests", Boolean, nullable=False, default=False),
+    Column("deployed_version", Integer, nullable=True),
 )
 
 versions = Table(
@@ -72,5 +77,30 @@ versions = Table(
     Column("author_id", String(32), ForeignKey("users.id"), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("finished_at", DateTime(timezone=True), nullable=True),
+    Column("desired_state", String(16), nullable=True),
+    Column("concurrency", Integer, nullable=False, default=1),
+    Column("health", String(16), nullable=False, default="ok"),
+    Column("health_log", Text, nullable=False, default=""),
     UniqueConstraint("model_id", "number", name="uq_versions_model_number"),
+)
+
+labels = Table(
+    "labels",
+    metadata,
+    Column("model_id", String(32), ForeignKey("models.id"), primary_key=True),
+    Column("name", String(64), primary_key=True),
+    Column("version", Integer, nullable=False),
+    Column("canary_version", Integer, nullable=True),
+    Column("canary_weight", Integer, nullable=False, default=0),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+env_vars = Table(
+    "env_vars",
+    metadata,
+    Column("model_id", String(32), ForeignKey("models.id"), primary_key=True),
+    Column("name", String(128), primary_key=True),
+    Column("value", Text, nullable=False),
+    Column("secret", Boolean, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
 )

@@ -77,14 +77,24 @@ class Gateway:
         route = self.table.find(parts[1])
         if route is None:
             raise errors.ModelNotFound(f"There is no model '{parts[1]}'.")
+        if route.state == "archived":
+            raise errors.ModelNotFound(
+                f"Model '{route.name}' was unpublished; its data is kept. Start it again with "
+                f"'modelhost start {route.name}'."
+            )
+        if route.state == "stopped":
+            raise errors.Unavailable(
+                f"Model '{route.name}' is stopped; start it with 'modelhost start {route.name}'.",
+                headers={"Retry-After": "30"},
+            )
         if len(parts) == 4 and parts[2] == "latest":
-            if route.latest is None:
+            number = route.pick("latest")
+            if number is None:
                 raise errors.NoReadyInstance(
                     f"Model '{route.name}' has no ready version yet; publish one or wait for "
                     "its build to finish.",
                     headers={"Retry-After": "5"},
                 )
-            number = route.latest
         elif len(parts) == 5 and parts[2] == "versions":
             try:
                 number = int(parts[3])
@@ -92,22 +102,28 @@ class Gateway:
                 raise errors.VersionNotFound(
                     f"'{parts[3]}' is not a version number; use 1, 2, 3…"
                 ) from None
-            if number not in route.pools:
-                status = route.statuses.get(number)
-                if status is None:
-                    raise errors.VersionNotFound(f"Model '{route.name}' has no version {number}.")
-                raise errors.NoReadyInstance(
-                    f"Version {number} of model '{route.name}' is not running (status: {status}).",
-                    headers={"Retry-After": "5"},
-                )
         elif len(parts) == 5 and parts[2] == "labels":
-            raise errors.RouteNotFound(f"Model '{route.name}' has no label '{parts[3]}'.")
+            number = route.pick(f"label/{parts[3]}")
+            if number is None:
+                raise errors.RouteNotFound(
+                    f"Model '{route.name}' has no label '{parts[3]}'; set one with "
+                    f"'modelhost label {route.name} {parts[3]} --version N'."
+                )
         else:
             raise errors.RouteNotFound(
                 f"Unknown route '{'/'.join(parts[2:-1])}'; use latest, versions/{{n}} or "
                 "labels/{label}."
             )
-        return route, route.pools[number], route.releases[number]
+        pool = route.pools.get(number)
+        if pool is None:
+            status = route.statuses.get(number)
+            if status is None:
+                raise errors.VersionNotFound(f"Model '{route.name}' has no version {number}.")
+            raise errors.NoReadyInstance(
+                f"Version {number} of model '{route.name}' is not running (status: {status}).",
+                headers={"Retry-After": "5"},
+            )
+        return route, pool, route.releases[number]
 
     async def _read_body(self, receive: Receive) -> bytes:
         limit = self.max_request_bytes
@@ -150,9 +166,19 @@ class Gateway:
                     "(setting max_request_bytes)."
                 )
         body = await self._read_body(receive)
+        # Resolve again after reading the body: the table may have switched meanwhile, and
+        # nothing may await between resolving and joining the pool's queue.
+        route, pool, release = self._resolve(scope["path"])
         instance = await pool.acquire(route.timeout)
         try:
-            result = await instance.call(request_id, body, route.timeout)
+            # The timeout covers the whole call, queueing included.
+            remaining = max(0.001, route.timeout - (time.perf_counter() - started))
+            result = await instance.call(request_id, body, remaining)
+        except errors.ModelTimeout:
+            raise errors.ModelTimeout(
+                f"The call did not finish within {route.timeout:g} s (the model's timeout); the "
+                "instance is being replaced. Make the function faster or raise the timeout."
+            ) from None
         finally:
             pool.release(instance)
         timing = (time.perf_counter() - started) * 1000

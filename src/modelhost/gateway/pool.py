@@ -1,4 +1,9 @@
-"""Admission: each deployed version has a pool of ready instances and a bounded wait queue."""
+"""Admission: each running version has a pool of ready instances and a bounded wait queue.
+
+A call goes to the least-busy ready instance with room (an instance takes ``capacity`` calls
+at once: 1 unless the version declares more); when none has room the call waits in a bounded
+queue, and past that it is refused at once with 503 and ``Retry-After``.
+"""
 
 from __future__ import annotations
 
@@ -10,39 +15,40 @@ from modelhost.backends.base import Instance, InstanceState
 
 
 class VersionPool:
-    """Hands each call an idle instance (one call per instance), or queues it, or refuses it."""
-
-    def __init__(self, version_id: str, number: int, max_queued: int) -> None:
+    def __init__(self, version_id: str, number: int, max_queued: int, capacity: int = 1) -> None:
         self.version_id = version_id
         self.number = number
         self.max_queued = max_queued
+        self.capacity = capacity
         #: instances being started for this version; calls wait for them instead of failing
         self.starting = 0
-        self._instances: list[Instance] = []
-        self._idle: deque[Instance] = deque()
+        self._load: dict[Instance, int] = {}
+        self._cursor = 0
         self._waiters: deque[asyncio.Future[Instance]] = deque()
 
     @property
     def ready_count(self) -> int:
-        return len(self._instances)
+        return len(self._load)
 
     @property
     def queued(self) -> int:
         return len(self._waiters)
 
-    def add(self, instance: Instance) -> None:
-        if instance not in self._instances:
-            self._instances.append(instance)
-            self._hand_over(instance)
-
-    def remove(self, instance: Instance) -> None:
-        if instance in self._instances:
-            self._instances.remove(instance)
-        if instance in self._idle:
-            self._idle.remove(instance)
+    @property
+    def busy(self) -> int:
+        return sum(self._load.values())
 
     def instances(self) -> list[Instance]:
-        return list(self._instances)
+        return list(self._load)
+
+    def add(self, instance: Instance) -> None:
+        if instance not in self._load:
+            self._load[instance] = 0
+            self._serve_waiters()
+
+    def remove(self, instance: Instance) -> None:
+        """Take an instance out of rotation; its calls in flight still finish."""
+        self._load.pop(instance, None)
 
     def _unavailable(self) -> errors.NoReadyInstance:
         return errors.NoReadyInstance(
@@ -54,16 +60,35 @@ class VersionPool:
     def set_starting(self, count: int) -> None:
         """Record instances being started; with none ready or starting, waiting calls fail."""
         self.starting = count
-        if not self._instances and not count:
+        if not self._load and not count:
             while self._waiters:
                 waiter = self._waiters.popleft()
                 if not waiter.done():
                     waiter.set_exception(self._unavailable())
 
+    def _least_busy(self) -> Instance | None:
+        # Scan from a rotating start so equally idle instances take turns.
+        instances = list(self._load)
+        count = len(instances)
+        best: Instance | None = None
+        best_load = self.capacity
+        best_index = 0
+        for step in range(count):
+            index = (self._cursor + step) % count
+            load = self._load[instances[index]]
+            if load < best_load:
+                best, best_load, best_index = instances[index], load, index
+                if load == 0:
+                    break
+        self._cursor = best_index + 1
+        return best
+
     async def acquire(self, timeout: float) -> Instance:
-        if self._idle:
-            return self._idle.popleft()
-        if not self._instances and not self.starting:
+        instance = self._least_busy()
+        if instance is not None:
+            self._load[instance] += 1
+            return instance
+        if not self._load and not self.starting:
             raise self._unavailable()
         if len(self._waiters) >= self.max_queued:
             raise errors.QueueFull(
@@ -81,7 +106,7 @@ class VersionPool:
                 "add instances or make the function faster."
             ) from None
         except BaseException:
-            if waiter.done() and not waiter.cancelled():
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
                 self.release(waiter.result())  # handed an instance just as we gave up
             raise
         finally:
@@ -89,15 +114,20 @@ class VersionPool:
                 self._waiters.remove(waiter)
 
     def release(self, instance: Instance) -> None:
-        if instance.state is not InstanceState.READY or instance not in self._instances:
+        if instance not in self._load:
+            return  # removed from rotation while the call ran
+        if instance.state is not InstanceState.READY:
             self.remove(instance)
             return
-        self._hand_over(instance)
+        self._load[instance] -= 1
+        self._serve_waiters()
 
-    def _hand_over(self, instance: Instance) -> None:
+    def _serve_waiters(self) -> None:
         while self._waiters:
+            instance = self._least_busy()
+            if instance is None:
+                return
             waiter = self._waiters.popleft()
             if not waiter.done():
+                self._load[instance] += 1
                 waiter.set_result(instance)
-                return
-        self._idle.append(instance)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field
 
 from modelhost.gateway.pool import VersionPool
@@ -22,11 +23,29 @@ class ModelRoute:
     model_id: str
     name: str
     timeout: float
-    latest: int | None
+    #: route key ("latest", "label/prod") -> ((version number, weight), ...)
+    routes: dict[str, tuple[tuple[int, int], ...]] = field(default_factory=dict)
+    #: running versions by number
     pools: dict[int, VersionPool] = field(default_factory=dict)
     releases: dict[int, Release] = field(default_factory=dict)
     #: version number -> status for versions without a pool, for precise 404/503 messages
     statuses: dict[int, str] = field(default_factory=dict)
+    #: "stopped" or "archived" when the whole model is not serving
+    state: str = "running"
+
+    def pick(self, key: str) -> int | None:
+        """The version number a route sends this call to (weighted for a canary)."""
+        targets = self.routes.get(key)
+        if not targets:
+            return None
+        if len(targets) == 1:
+            return targets[0][0]
+        point = random.uniform(0, sum(weight for _, weight in targets))
+        for number, weight in targets:
+            point -= weight
+            if point <= 0:
+                return number
+        return targets[-1][0]
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from modelhost.backends.base import Backend
 from modelhost.builder.bundles import BundleStore
+from modelhost.crypto import ServerKey
 from modelhost.db.repo import Repo
 from modelhost.gateway.app import Gateway
 from modelhost.reconciler import Reconciler
@@ -25,6 +26,7 @@ class Services:
     backend: Backend
     gateway: Gateway
     reconciler: Reconciler
+    key: ServerKey
 
     @property
     def wake(self) -> Callable[[], None]:

@@ -55,6 +55,14 @@ def bootstrap_admin(repo: Repo, home: Path, url: str) -> str | None:
     return key
 
 
+def refresh_credentials_url(home: Path, url: str) -> None:
+    """Keep the saved URL current when the server moves to another address or port."""
+    path = home / CREDENTIALS_FILE
+    saved = read_credentials(path)
+    if saved and saved.get("api_key") and saved.get("url") != url:
+        write_credentials(path, url, saved["api_key"])
+
+
 def write_credentials(path: Path, url: str, key: str) -> None:
     """Write ``{"url", "api_key"}`` readable by its owner only (mode 0600)."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,7 @@ from modelhost import errors, urls
 from modelhost.backends.base import InstanceState
 from modelhost.db.repo import Model, Version
 from modelhost.operations import Services
+from modelhost.planning import LATEST
 
 _STAMP = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z) (\w+) (.*)$")
 _LOG_NAME = re.compile(r"^v(\d+)-(\w+)\.log$")
@@ -44,13 +45,19 @@ def _serving(services: Services, model: Model) -> tuple[int | None, set[int]]:
     route = services.gateway.table.find(model.id)
     if route is None:
         return None, set()
-    return route.latest, {n for n, pool in route.pools.items() if pool.ready_count}
+    latest = route.routes.get(LATEST)
+    return (latest[0][0] if latest else None), {
+        n for n, pool in route.pools.items() if pool.ready_count
+    }
 
 
 def version_status(version: Version, running: set[int]) -> str:
-    if version.status == "ready":
-        return "running" if version.number in running else "stopped"
-    return version.status
+    """building, failed, running (serving), stopped (stopped on purpose) or ready (neither)."""
+    if version.status != "ready":
+        return version.status
+    if version.number in running:
+        return "running"
+    return "stopped" if version.desired_state == "stopped" else "ready"
 
 
 def version_view(
