@@ -15,6 +15,7 @@ from fastapi import APIRouter, FastAPI
 
 from modelhost import __version__, urls
 from modelhost.api import errors as api_errors
+from modelhost.api import lifecycle as lifecycle_api
 from modelhost.api import models as models_api
 from modelhost.api import system as system_api
 from modelhost.api.responses import JSONResponse
@@ -37,6 +38,7 @@ _INVOKE_PREFIX = "/models/"
 ROUTERS: list[tuple[str, APIRouter]] = [
     ("", system_api.router),
     (urls.API, models_api.router),
+    (urls.API, lifecycle_api.router),
 ]
 
 

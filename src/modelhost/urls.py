@@ -47,3 +47,17 @@ def api_instances(model: str) -> str:
 
 def api_me() -> str:
     return f"{API}/me"
+
+
+def api_model_action(model: str, action: str) -> str:
+    """``/api/v1/models/{model}/{action}``: deploy, rollback, promote, stop, start, ..."""
+    return f"{api_model(model)}/{action}"
+
+
+def api_label(model: str, label: str) -> str:
+    return f"{api_model(model)}/labels/{quote(label, safe='')}"
+
+
+def api_env(model: str, name: str | None = None) -> str:
+    base = f"{api_model(model)}/env"
+    return base if name is None else f"{base}/{quote(name, safe='')}"

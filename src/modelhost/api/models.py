@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 
 from modelhost import errors
 from modelhost.api.deps import ServicesDep, UserDep
+from modelhost.operations import lifecycle
 from modelhost.operations import models as ops
 from modelhost.operations import publish as publishing
 
@@ -33,6 +34,10 @@ class ModelUpdate(BaseModel):
     description: str | None = None
     instance_count: int | None = Field(default=None, description="Instances to run")
     timeout_seconds: float | None = Field(default=None, description="Time a call may take")
+    routing_mode: str | None = Field(default=None, description="basic or advanced")
+    log_requests: bool | None = Field(
+        default=None, description="Write each call's input and output to the instance log"
+    )
 
 
 @router.get("", summary="List models")
@@ -65,12 +70,15 @@ def update_model(
     model: str, body: ModelUpdate, services: ServicesDep, user: UserDep
 ) -> dict[str, Any]:
     found = ops.get_model(services, model)
+    if body.routing_mode is not None:
+        found = lifecycle.set_routing(services, found, body.routing_mode)
     updated = ops.update_model(
         services,
         found,
         description=body.description,
         instance_count=body.instance_count,
         timeout_seconds=body.timeout_seconds,
+        log_requests=body.log_requests,
     )
     return ops.model_view(services, updated)
 
@@ -103,6 +111,7 @@ async def publish_version(
     file: Annotated[str, Query(description="Script inside the project, e.g. predict.py")],
     function: Annotated[str, Query(description="Function in the script, e.g. predict")],
     description: Annotated[str, Query()] = "",
+    concurrency: Annotated[int, Query(description="Calls one instance runs at once")] = 1,
 ) -> dict[str, Any]:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type not in _ARCHIVE_TYPES:
@@ -113,6 +122,7 @@ async def publish_version(
     if services.repo.find_model(model) is None:
         publishing.validate_model_name(model)
     publishing.validate_entry_point(file, function)
+    publishing.validate_concurrency(concurrency)
     limit = services.settings.max_bundle_bytes
     with tempfile.SpooledTemporaryFile(max_size=8 << 20) as upload:
         received = 0
@@ -136,6 +146,7 @@ async def publish_version(
             function=function,
             description=description,
             actor=user,
+            concurrency=concurrency,
         )
     services.wake()
     return {

@@ -30,7 +30,7 @@ class Connection:
 pass_connection = click.make_pass_decorator(Connection)
 
 
-def _table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> None:
+def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> None:
     cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     for row in cells:
@@ -57,6 +57,12 @@ def _json_option(text: str | None, option: str) -> Any:
 @click.option("--function", help="Function in the script, e.g. predict.")
 @click.option("--exclude", multiple=True, help="Glob to leave out (repeatable).")
 @click.option("--description", default="", help="What changed in this version.")
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 64),
+    default=1,
+    help="Calls one instance runs at once (only for thread-safe functions).",
+)
 @click.option("--no-wait", is_flag=True, help="Return once uploaded, without waiting.")
 @pass_connection
 def publish(
@@ -67,6 +73,7 @@ def publish(
     function: str | None,
     exclude: tuple[str, ...],
     description: str,
+    concurrency: int,
     no_wait: bool,
 ) -> None:
     """Publish TARGET (a project directory, or PATH/script.py:function) as a model version."""
@@ -77,6 +84,7 @@ def publish(
         function=function,
         exclude=exclude,
         description=description,
+        concurrency=concurrency,
         wait=not no_wait,
         on_progress=click.echo,
     )
@@ -106,7 +114,7 @@ def models_list(conn: Connection, as_json: bool) -> None:
     if as_json:
         _json(found)
         return
-    _table(
+    table(
         [
             (m["name"], m["id"], m["status"], m["latest_version"], m["instance_count"], m["owner"])
             for m in found
@@ -128,6 +136,11 @@ def models_show(conn: Connection, model: str) -> None:
 @click.option("--instances", type=click.IntRange(min=1), help="Number of instances.")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Call timeout (s).")
 @click.option("--description", help="New description.")
+@click.option(
+    "--log-requests/--no-log-requests",
+    default=None,
+    help="Write each call's input and output to the instance log.",
+)
 @pass_connection
 def models_update(
     conn: Connection,
@@ -135,12 +148,20 @@ def models_update(
     instances: int | None,
     timeout: float | None,
     description: str | None,
+    log_requests: bool | None,
 ) -> None:
-    """Change a model's instance count, timeout or description."""
-    changes = {"instance_count": instances, "timeout_seconds": timeout, "description": description}
+    """Change a model's instance count, timeout, description or request logging."""
+    changes = {
+        "instance_count": instances,
+        "timeout_seconds": timeout,
+        "description": description,
+        "log_requests": log_requests,
+    }
     changes = {k: v for k, v in changes.items() if v is not None}
     if not changes:
-        raise click.UsageError("Give at least one of --instances, --timeout, --description.")
+        raise click.UsageError(
+            "Give at least one of --instances, --timeout, --description, --log-requests."
+        )
     updated = conn.client.update_model(model, **changes)
     click.echo(
         f"{updated['name']}: {updated['instance_count']} instance(s), timeout "
@@ -179,7 +200,7 @@ def versions(conn: Connection, model: str, number: int | None, as_json: bool) ->
     if as_json:
         _json(found)
         return
-    _table(
+    table(
         [
             (
                 v["number"],

@@ -139,6 +139,81 @@ class Client:
             params["version"] = version
         return self._request("GET", urls.api_logs(model), params=params)["lines"]
 
+    # ------------------------------------------------------------------ lifecycle
+
+    def _action(self, model: str, action: str, body: dict[str, Any] | None = None) -> Any:
+        return self._request("POST", urls.api_model_action(model, action), json=body or {})
+
+    def deploy(self, model: str, version: int) -> dict[str, Any]:
+        """Serve ``version``: on latest in basic routing, on the prod label in advanced."""
+        return self._action(model, "deploy", {"version": version})
+
+    def rollback(self, model: str) -> dict[str, Any]:
+        """Serve the newest ready version older than the one serving now."""
+        return self._action(model, "rollback")
+
+    def promote(self, model: str, version: int | None = None) -> dict[str, Any]:
+        """Point the prod label at ``version`` (default: the newest ready one)."""
+        return self._action(model, "promote", {"version": version})
+
+    def set_routing(self, model: str, mode: str) -> dict[str, Any]:
+        """``basic`` (latest serves the deployed version) or ``advanced`` (prod label)."""
+        return self.update_model(model, routing_mode=mode)
+
+    def scale(self, model: str, instances: int) -> dict[str, Any]:
+        return self.update_model(model, instance_count=instances)
+
+    def labels(self, model: str) -> list[dict[str, Any]]:
+        return self._request("GET", urls.api_model_action(model, "labels"))["labels"]
+
+    def set_label(
+        self,
+        model: str,
+        label: str,
+        version: int,
+        *,
+        canary_version: int | None = None,
+        canary_weight: int = 0,
+    ) -> dict[str, Any]:
+        """Point ``label`` at ``version``; optionally send ``canary_weight`` % elsewhere."""
+        body = {
+            "version": version,
+            "canary_version": canary_version,
+            "canary_weight": canary_weight,
+        }
+        return self._request("PUT", urls.api_label(model, label), json=body)
+
+    def delete_label(self, model: str, label: str) -> None:
+        self._request("DELETE", urls.api_label(model, label))
+
+    def stop(self, model: str, version: int | None = None) -> dict[str, Any]:
+        return self._action(model, "stop", {"version": version})
+
+    def start(self, model: str, version: int | None = None) -> dict[str, Any]:
+        return self._action(model, "start", {"version": version})
+
+    def restart(self, model: str) -> dict[str, Any]:
+        """Replace every instance with a fresh one, with zero downtime."""
+        return self._action(model, "restart")
+
+    def unpublish(self, model: str) -> dict[str, Any]:
+        """Stop and archive the model; its URLs answer 404 and its data is kept."""
+        return self._action(model, "unpublish")
+
+    def delete(self, model: str, *, confirm: str) -> None:
+        """Delete the model and its data; ``confirm`` must repeat the model's name."""
+        self._request("DELETE", urls.api_model(model), params={"confirm": confirm})
+
+    def env(self, model: str) -> list[dict[str, Any]]:
+        """The model's variables; secret values come back as None."""
+        return self._request("GET", urls.api_env(model))["variables"]
+
+    def set_env(self, model: str, name: str, value: str, *, secret: bool = False) -> None:
+        self._request("PUT", urls.api_env(model, name), json={"value": value, "secret": secret})
+
+    def unset_env(self, model: str, name: str) -> None:
+        self._request("DELETE", urls.api_env(model, name))
+
     # ------------------------------------------------------------------ publish
 
     def publish(
@@ -150,6 +225,7 @@ class Client:
         function: str | None = None,
         exclude: Sequence[str] = (),
         description: str = "",
+        concurrency: int = 1,
         wait: bool = True,
         wait_timeout: float = 600.0,
         on_progress: Callable[[str], None] | None = None,
@@ -176,7 +252,12 @@ class Client:
             body = self._request(
                 "POST",
                 urls.api_versions(name),
-                params={"file": file, "function": function, "description": description},
+                params={
+                    "file": file,
+                    "function": function,
+                    "description": description,
+                    "concurrency": concurrency,
+                },
                 headers={"Content-Type": "application/gzip"},
                 content=iter(lambda: archive.read(1 << 20), b""),
             )

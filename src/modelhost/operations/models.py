@@ -76,6 +76,9 @@ def version_view(
         "bundle_bytes": version.bundle_bytes,
         "bundle_files": version.bundle_files,
         "author": authors.get(version.author_id, version.author_id),
+        "concurrency": version.concurrency,
+        "health": version.health,
+        "health_log": version.health_log,
         "description": version.description,
         "created_at": _iso(version.created_at),
         "finished_at": _iso(version.finished_at),
@@ -90,7 +93,9 @@ def model_view(services: Services, model: Model) -> dict[str, Any]:
     latest, _ = _serving(services, model)
     names = services.repo.usernames([model.owner_id])
     newest = versions[-1] if versions else None
-    if latest is not None:
+    if model.state != "running":
+        status = "unpublished" if model.state == "archived" else "stopped"
+    elif latest is not None:
         status = "running"
     elif newest is not None and newest.status == "building":
         status = "building"
@@ -108,6 +113,11 @@ def model_view(services: Services, model: Model) -> dict[str, Any]:
         "newest_version": newest.number if newest else None,
         "instance_count": model.instance_count,
         "timeout_seconds": model.timeout_seconds or services.settings.timeout_seconds,
+        "routing_mode": model.routing_mode,
+        "state": model.state,
+        "deployed_version": model.deployed_version,
+        "log_requests": model.log_requests,
+        "labels": {label.name: label.version for label in services.repo.list_labels(model.id)},
         "created_at": _iso(model.created_at),
         "updated_at": _iso(model.updated_at),
         "urls": {
@@ -142,6 +152,7 @@ def update_model(
     description: str | None = None,
     instance_count: int | None = None,
     timeout_seconds: float | None = None,
+    log_requests: bool | None = None,
 ) -> Model:
     changes: dict[str, Any] = {}
     if description is not None:
@@ -154,9 +165,16 @@ def update_model(
             )
         changes["instance_count"] = instance_count
     if timeout_seconds is not None:
-        if not 0 < timeout_seconds <= 3600:
-            raise errors.BadRequest("timeout_seconds must be more than 0 and at most 3600.")
+        limit_seconds = services.settings.max_timeout_seconds
+        if not 0 < timeout_seconds <= limit_seconds:
+            raise errors.BadRequest(
+                f"timeout_seconds must be more than 0 and at most {limit_seconds:g} (setting "
+                "max_timeout_seconds)."
+            )
         changes["timeout_seconds"] = timeout_seconds
+    if log_requests is not None and log_requests != model.log_requests:
+        changes["log_requests"] = log_requests
+        changes["generation"] = model.generation + 1  # instances restart to pick it up
     if not changes:
         return model
     updated = services.repo.update_model(model.id, **changes)

@@ -51,6 +51,18 @@ def validate_entry_point(file: str, function: str) -> tuple[str, str]:
     return path.as_posix(), function
 
 
+MAX_CONCURRENCY = 64
+
+
+def validate_concurrency(concurrency: int) -> int:
+    if not 1 <= concurrency <= MAX_CONCURRENCY:
+        raise errors.BadRequest(
+            f"concurrency is the number of calls one instance runs at once: 1 to "
+            f"{MAX_CONCURRENCY} (use more than 1 only if the function is thread-safe)."
+        )
+    return concurrency
+
+
 def _python_description(settings_python: str | None) -> str:
     if settings_python:
         return settings_python
@@ -66,10 +78,12 @@ def publish(
     function: str,
     description: str,
     actor: User,
+    concurrency: int = 1,
 ) -> tuple[Model, Version]:
     """Store the uploaded project and create the next version (status ``building``)."""
     settings = services.settings
     file, function = validate_entry_point(file, function)
+    validate_concurrency(concurrency)
     existing = services.repo.find_model(name)
     if existing is None:
         validate_model_name(name)
@@ -116,6 +130,7 @@ def publish(
             build_log=log,
             description=description,
             author_id=actor.id,
+            concurrency=concurrency,
         )
         workdir = services.reconciler.workdir(version)
         workdir.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,213 @@
+"""Lifecycle commands: deploy, rollback, promote, routing, label, scale, stop, start, restart,
+unpublish, delete, env."""
+
+from __future__ import annotations
+
+import click
+
+from modelhost.cli.commands import Connection, pass_connection, table
+
+
+def _moved(result: dict[str, object]) -> None:
+    before = result["from"] if result["from"] is not None else "nothing"
+    click.echo(
+        f"{result['model']}: route '{result['route']}' moves from version {before} to version "
+        f"{result['to']} once its instances are ready."
+    )
+
+
+@click.command()
+@click.argument("model")
+@click.option("--version", "number", type=int, required=True, help="Version to serve.")
+@pass_connection
+def deploy(conn: Connection, model: str, number: int) -> None:
+    """Serve version N of MODEL (latest in basic routing, prod in advanced)."""
+    _moved(conn.client.deploy(model, number))
+
+
+@click.command()
+@click.argument("model")
+@pass_connection
+def rollback(conn: Connection, model: str) -> None:
+    """Serve the newest ready version older than the one serving now."""
+    _moved(conn.client.rollback(model))
+
+
+@click.command()
+@click.argument("model")
+@click.option("--version", "number", type=int, help="Version to promote (default: newest).")
+@pass_connection
+def promote(conn: Connection, model: str, number: int | None) -> None:
+    """Point MODEL's prod label at a version."""
+    label = conn.client.promote(model, number)
+    click.echo(f"{model}: prod -> version {label['version']}")
+
+
+@click.command()
+@click.argument("model")
+@click.argument("mode", type=click.Choice(["basic", "advanced"]))
+@pass_connection
+def routing(conn: Connection, model: str, mode: str) -> None:
+    """Set MODEL's routing mode: basic (latest serves the deployed version) or advanced
+    (latest serves the newest version; prod serves the promoted one)."""
+    conn.client.set_routing(model, mode)
+    click.echo(f"{model}: routing is {mode}")
+
+
+@click.command()
+@click.argument("model")
+@click.argument("label", required=False)
+@click.option("--version", "number", type=int, help="Version the label points at.")
+@click.option("--canary", type=int, help="A second version that gets --weight % of calls.")
+@click.option("--weight", type=click.IntRange(0, 100), default=0, help="Canary percentage.")
+@click.option("--delete", "remove", is_flag=True, help="Remove the label.")
+@pass_connection
+def label(
+    conn: Connection,
+    model: str,
+    label: str | None,
+    number: int | None,
+    canary: int | None,
+    weight: int,
+    remove: bool,
+) -> None:
+    """List MODEL's labels, or point LABEL at a version (with an optional canary)."""
+    if label is None:
+        rows = [
+            (x["name"], x["version"], x["canary_version"] or "", x["canary_weight"] or "")
+            for x in conn.client.labels(model)
+        ]
+        table(rows, ["LABEL", "VERSION", "CANARY", "WEIGHT"])
+        return
+    if remove:
+        conn.client.delete_label(model, label)
+        click.echo(f"{model}: label {label} removed")
+        return
+    if number is None:
+        raise click.UsageError("Give --version N (or --delete).")
+    result = conn.client.set_label(
+        model, label, number, canary_version=canary, canary_weight=weight
+    )
+    canary_text = (
+        f", {result['canary_weight']}% to version {result['canary_version']}"
+        if result["canary_version"]
+        else ""
+    )
+    click.echo(f"{model}: {label} -> version {result['version']}{canary_text}")
+
+
+@click.command()
+@click.argument("model")
+@click.argument("instances", type=click.IntRange(min=1))
+@pass_connection
+def scale(conn: Connection, model: str, instances: int) -> None:
+    """Run INSTANCES instances of each serving version of MODEL."""
+    conn.client.scale(model, instances)
+    click.echo(f"{model}: {instances} instance(s)")
+
+
+@click.command()
+@click.argument("model")
+@click.option("--version", "number", type=int, help="Stop only this version.")
+@pass_connection
+def stop(conn: Connection, model: str, number: int | None) -> None:
+    """Stop MODEL (or one version); its URLs answer 503 until started."""
+    conn.client.stop(model, number)
+    click.echo(f"{model}: {'version ' + str(number) if number else 'model'} stopped")
+
+
+@click.command()
+@click.argument("model")
+@click.option("--version", "number", type=int, help="Keep this version running.")
+@pass_connection
+def start(conn: Connection, model: str, number: int | None) -> None:
+    """Start a stopped or unpublished MODEL, or keep one version running."""
+    conn.client.start(model, number)
+    click.echo(f"{model}: {'version ' + str(number) if number else 'model'} started")
+
+
+@click.command()
+@click.argument("model")
+@pass_connection
+def restart(conn: Connection, model: str) -> None:
+    """Replace every instance of MODEL with a fresh one, with zero downtime."""
+    conn.client.restart(model)
+    click.echo(f"{model}: restarting")
+
+
+@click.command()
+@click.argument("model")
+@pass_connection
+def unpublish(conn: Connection, model: str) -> None:
+    """Stop MODEL and archive it (its data is kept; 'start' brings it back)."""
+    conn.client.unpublish(model)
+    click.echo(f"{model}: unpublished")
+
+
+@click.command()
+@click.argument("model")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@pass_connection
+def delete(conn: Connection, model: str, yes: bool) -> None:
+    """Delete MODEL with all its versions, logs and data."""
+    name = conn.client.model(model)["name"]
+    if not yes:
+        typed = click.prompt(f"This deletes '{name}' and all its data. Type its name to confirm")
+        if typed != name:
+            raise click.ClickException("The name did not match; nothing was deleted.")
+    conn.client.delete(model, confirm=name)
+    click.echo(f"{name}: deleted")
+
+
+@click.group()
+def env() -> None:
+    """Environment variables of a model's instances."""
+
+
+@env.command("list")
+@click.argument("model")
+@pass_connection
+def env_list(conn: Connection, model: str) -> None:
+    """List MODEL's variables (secret values are not shown)."""
+    rows = [(v["name"], "(secret)" if v["secret"] else v["value"]) for v in conn.client.env(model)]
+    table(rows, ["NAME", "VALUE"])
+
+
+@env.command("set")
+@click.argument("model")
+@click.argument("assignment", metavar="NAME=VALUE")
+@click.option("--secret", is_flag=True, help="Encrypt the value; it is never shown again.")
+@pass_connection
+def env_set(conn: Connection, model: str, assignment: str, secret: bool) -> None:
+    """Set a variable; MODEL's instances restart with zero downtime."""
+    name, sep, value = assignment.partition("=")
+    if not sep:
+        raise click.UsageError("Write the variable as NAME=VALUE.")
+    conn.client.set_env(model, name, value, secret=secret)
+    click.echo(f"{model}: {name} set{' (secret)' if secret else ''}; instances restart")
+
+
+@env.command("unset")
+@click.argument("model")
+@click.argument("name")
+@pass_connection
+def env_unset(conn: Connection, model: str, name: str) -> None:
+    """Remove a variable; MODEL's instances restart with zero downtime."""
+    conn.client.unset_env(model, name)
+    click.echo(f"{model}: {name} removed; instances restart")
+
+
+COMMANDS = [
+    deploy,
+    rollback,
+    promote,
+    routing,
+    label,
+    scale,
+    stop,
+    start,
+    restart,
+    unpublish,
+    delete,
+    env,
+]
