@@ -36,6 +36,10 @@ class FakeInstance:
         self.signature = self._handler.described
         self.state = InstanceState.READY
 
+    @property
+    def pid(self) -> int | None:
+        return None
+
     def memory_mb(self) -> float | None:
         return None
 

@@ -59,6 +59,11 @@ class Instance(Protocol):
     #: why modelhost ended the instance ("timeout", "memory"), or None if it ended by itself
     ended_by: str | None
 
+    @property
+    def pid(self) -> int | None:
+        """The process id, where instances are processes on this machine."""
+        ...
+
     def memory_mb(self) -> float | None:
         """Resident memory of the instance, or None when it cannot be measured."""
         ...

@@ -190,6 +190,10 @@ class LocalInstance:
             detail = info.get("traceback") or ""
             self._fail(info["message"] + ("\n" + detail if detail else ""))
 
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
     def log(self, message: str) -> None:
         """A line from the server about this instance, in the instance's own log."""
         now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")

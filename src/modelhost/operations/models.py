@@ -189,6 +189,7 @@ def list_instances(services: Services, model: Model) -> list[dict[str, Any]]:
             "version": i.spec.version_number,
             "state": i.state.value,
             "busy": bool(i.inflight),
+            "pid": i.pid,
             "failure": i.failure if i.state is InstanceState.FAILED else None,
         }
         for i in services.backend.instances()
