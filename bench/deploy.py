@@ -20,6 +20,7 @@ from bench.cases import WINE_DIR, WINE_MODEL, Case
 
 _INSTANCES_TIMEOUT_SECONDS = 120.0
 _TRAIN_TIMEOUT_SECONDS = 300.0
+_PUBLISH_TIMEOUT_SECONDS = 300.0
 
 
 class DeployError(Exception):
@@ -38,7 +39,13 @@ def ensure_wine_model() -> None:
 
 def publish(client: modelhost.Client, case: Case) -> None:
     """Publish the case's project and scale it to ``case.instances`` ready instances."""
-    client.publish(case.project, name=case.model, file=case.file, function=case.function)
+    client.publish(
+        case.project,
+        name=case.model,
+        file=case.file,
+        function=case.function,
+        wait_timeout=_PUBLISH_TIMEOUT_SECONDS,
+    )
     if case.instances != 1:
         client.update_model(case.model, instance_count=case.instances)
     wait_for_instances(client, case)

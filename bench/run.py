@@ -223,6 +223,7 @@ def run_suite(options: argparse.Namespace) -> Report:
                 deploy.check_answer(url, case, report.floors[case.name]["result"])
         report.runs = measure_all(cases, running, Path(tmp), options)
         report.environment["ceiling_tcp_nodelay"] = ceiling_nodelay(running["ceiling"])
+    report.environment["loadavg_at_end"] = os.getloadavg()
     return report
 
 

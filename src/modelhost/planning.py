@@ -76,7 +76,9 @@ def plan(
     servable = set(ready) - stopped
 
     routes: dict[str, Targets] = {}
+    wanted: set[int] = set()  # desired targets run too, so a pending switch can complete
     for key, desired in desired_routes(model, ready, labels).items():
+        wanted |= {n for n, _ in desired}
         before = previous.get(key)
         switch_done = all(fully_ready(n) or n not in servable for n, _ in desired)
         keep_before = (
@@ -87,6 +89,6 @@ def plan(
         )
         routes[key] = before if keep_before and before is not None else desired
 
-    run = {n for targets in routes.values() for n, _ in targets}
+    run = wanted | {n for targets in routes.values() for n, _ in targets}
     run |= {v.number for v in versions if v.desired_state == "running"}
     return Plan(run=frozenset(run & servable), build=build, routes=routes)

@@ -21,6 +21,8 @@ pytestmark = pytest.mark.integration
 
 def versioned_project(tmp_path: Path, tag: str) -> Path:
     project = tmp_path / f"versioned-{tag}"
+    if project.exists():
+        return project
     shutil.copytree(PROJECTS / "versioned", project)
     (project / "version.txt").write_text(tag)
     return project
