@@ -80,6 +80,7 @@ class Reconciler:
         self._stopping: set[Instance] = set()
         self._crashes: set[str] = set()  # versions whose instance crashed this tick
         self._built: set[str] = set()  # versions whose build outcome is recorded
+        self._seen_ready: set[str] = set()  # instances already counted as ready
         self._tasks: set[asyncio.Task[None]] = set()
         backend.set_listener(self.wake)
 
@@ -185,6 +186,10 @@ class Reconciler:
                 continue
             version_id = instance.spec.version_id
             if instance.state is InstanceState.READY:
+                if instance.spec.instance_id in self._seen_ready:
+                    continue
+                # A freshly ready instance ends a run of crashes.
+                self._seen_ready.add(instance.spec.instance_id)
                 if self._failures.pop(version_id, 0) >= UNHEALTHY_AFTER:
                     await asyncio.to_thread(
                         self.repo.update_version, version_id, health="ok", health_log=""
@@ -208,6 +213,7 @@ class Reconciler:
                     await self._crashed(version, instance)
                 await self.backend.stop(instance, 0)
                 self._generation.pop(instance.spec.instance_id, None)
+                self._seen_ready.discard(instance.spec.instance_id)
 
     def _build_passed(self, version: Version, instance: Instance) -> bool:
         log = version.build_log + (
@@ -428,6 +434,7 @@ class Reconciler:
         finally:
             self._stopping.discard(instance)
             self._generation.pop(instance.spec.instance_id, None)
+            self._seen_ready.discard(instance.spec.instance_id)
 
     def _retire_unwanted(self, table: dict[str, ModelRoute], converged: set[str]) -> None:
         """Stop instances of versions no model wants running, after their queued calls."""

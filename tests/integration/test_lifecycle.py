@@ -7,13 +7,14 @@ import signal
 import subprocess
 import sys
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
 
 from modelhost import errors
-from tests.helpers import Server, running_server, wait_until
+from tests.helpers import PROJECTS, Server, running_server, wait_until
 from tests.integration.test_switches import Load, versioned_project
 
 pytestmark = pytest.mark.integration
@@ -277,3 +278,63 @@ def test_a_failed_build_under_load_never_takes_a_call(server: Server, tmp_path: 
         client.publish(broken, file="model.py", function="which", name="steady")
     assert load.failures() == []
     assert {c.version for c in load.calls} == {"1"}
+
+
+def test_a_bad_configuration_change_never_takes_down_the_serving_instances(
+    server: Server,
+) -> None:
+    client = server.client()
+    client.publish(PROJECTS / "fussy", file="model.py", function="work", name="fussy")
+    [pid] = [i["pid"] for i in client.instances("fussy")]
+    with Load(f"{server.url}/models/fussy/latest/model", threads=2) as load:
+        client.set_env("fussy", "FUSSY_FAIL", "1")
+        wait_until(lambda: client.versions("fussy")[0]["health"] == "unhealthy", timeout=60)
+    assert load.failures() == []
+    assert {c.pid for c in load.calls} == {pid}
+    version = client.versions("fussy")[0]
+    assert "FUSSY_FAIL is set" in version["health_log"]
+    assert version["status"] == "running"
+    client.unset_env("fussy", "FUSSY_FAIL")
+    wait_until(lambda: client.versions("fussy")[0]["health"] == "ok", timeout=90)
+
+
+def test_a_version_that_declares_concurrency_runs_calls_side_by_side(server: Server) -> None:
+    client = server.client()
+    version = client.publish(
+        PROJECTS / "fussy", file="model.py", function="work", name="parallel", concurrency=4
+    )
+    assert version["concurrency"] == 4
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(
+            pool.map(
+                lambda _: server.invoke("parallel", {"data": {"delay": 1.0}}).json()["result"],
+                range(4),
+            )
+        )
+    assert len({a["pid"] for a in answers}) == 1
+    assert max(a["peak"] for a in answers) == 4
+
+
+def test_past_the_bounded_queue_calls_are_refused_at_once_with_retry_after(
+    tmp_path: Path,
+) -> None:
+    with running_server(tmp_path / "home", {"MODELHOST_MAX_QUEUED_REQUESTS": "2"}) as server:
+        server.client().publish(PROJECTS / "fussy", file="model.py", function="work", name="narrow")
+        with ThreadPoolExecutor(8) as pool:
+            responses = list(
+                pool.map(
+                    lambda _: httpx.post(
+                        f"{server.url}/models/narrow/latest/model",
+                        json={"data": {"delay": 1.0}},
+                        timeout=30,
+                    ),
+                    range(8),
+                )
+            )
+        statuses = Counter(r.status_code for r in responses)
+        assert statuses[200] == 3  # one running, two queued
+        assert statuses[503] == 5
+        refused = next(r for r in responses if r.status_code == 503)
+        assert refused.json()["error"]["code"] == "queue_full"
+        assert refused.headers["retry-after"] == "1"
+        assert refused.elapsed.total_seconds() < 0.9
