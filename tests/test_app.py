@@ -136,7 +136,7 @@ async def test_publish_refuses_a_non_archive_content_type(harness: Harness) -> N
     ("params", "fragment"),
     [
         ({"file": "../evil.py", "function": "f"}, "must be a path inside the project"),
-        ({"file": "model.pkl", "function": "f"}, "not a Python script"),
+        ({"file": "model.pkl", "function": "f"}, "not a Python (.py) or R (.R) script"),
         ({"file": "a.py", "function": "not-a-name"}, "not a valid function name"),
         ({"file": "a.py"}, "function: Field required"),
     ],

@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import sys
 import time
 from collections import defaultdict
 from collections.abc import Coroutine
@@ -25,6 +24,7 @@ import orjson
 
 from modelhost import __version__
 from modelhost.backends.base import Backend, Instance, InstanceSpec, InstanceState
+from modelhost.builder import environments
 from modelhost.builder.bundles import BundleStore
 from modelhost.crypto import ServerKey
 from modelhost.db.repo import EnvVar, Label, Model, Repo, Version, new_id
@@ -389,11 +389,12 @@ class Reconciler:
             workdir=workdir,
             file=version.file,
             function=version.function,
-            python=self.settings.python or sys.executable,
+            interpreter=environments.interpreter(self.settings, version.environment_runtime),
             log_path=self.log_dir(model.id) / f"v{version.number}-{instance_id}.log",
             env=self._instance_env(model, version, workdir, env_vars),
             concurrency=version.concurrency,
             log_requests=model.log_requests,
+            runtime=version.environment_runtime,
         )
         self._generation[instance_id] = model.generation
         await self.backend.start(spec, self.settings.load_timeout_seconds)

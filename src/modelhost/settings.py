@@ -197,6 +197,12 @@ SETTINGS: tuple[Setting, ...] = (
         "server's own.",
     ),
     Setting(
+        "rscript",
+        str,
+        None,
+        "Rscript program that runs R instances. Default: Rscript found on the PATH.",
+    ),
+    Setting(
         "instance_env_passthrough",
         _str_list,
         (

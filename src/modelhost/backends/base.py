@@ -33,13 +33,16 @@ class InstanceSpec:
     workdir: Path
     file: str
     function: str
-    python: str
+    #: the program that runs the worker: a Python interpreter, or Rscript for R
+    interpreter: str
     log_path: Path
     env: Mapping[str, str] = field(default_factory=dict)
     #: calls one instance runs at once
     concurrency: int = 1
     #: write each call's input, output, status and duration to the instance log
     log_requests: bool = False
+    #: "python" or "r"
+    runtime: str = "python"
 
 
 @dataclass(frozen=True)

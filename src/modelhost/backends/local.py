@@ -10,6 +10,7 @@ import datetime as dt
 import json
 import logging
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -23,6 +24,7 @@ from modelhost.runtime import protocol
 logger = logging.getLogger(__name__)
 
 WORKER = Path(__file__).resolve().parent.parent / "runtime" / "worker.py"
+WORKER_R = WORKER.with_name("worker.R")
 _EXIT_GRACE_SECONDS = 5.0
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
@@ -70,6 +72,7 @@ class LocalInstance:
         self.inflight = 0
         self.exit_code: int | None = None
         self.ended_by: str | None = None
+        self._nonce = secrets.token_hex(8)
         self._on_change = on_change
         self._loop = asyncio.get_running_loop()
         self._pending: dict[str, asyncio.Future[tuple[int, bytes]]] = {}
@@ -81,31 +84,39 @@ class LocalInstance:
     # ------------------------------------------------------------------ lifecycle
 
     async def launch(self, load_timeout: float) -> None:
+        """Spawn the worker and connect to it: a socketpair for Python, loopback TCP for R
+        (R cannot use an inherited socket), where the worker proves itself with a nonce."""
         spec = self.spec
         spec.log_path.parent.mkdir(parents=True, exist_ok=True)
-        parent, child = socket.socketpair()
-        worker_spec = json.dumps(
-            {
-                "workdir": str(spec.workdir),
-                "file": spec.file,
-                "function": spec.function,
-                "instance": spec.instance_id,
-                "concurrency": spec.concurrency,
-                "log_requests": spec.log_requests,
-            }
-        )
+        worker_spec = {
+            "workdir": str(spec.workdir),
+            "file": spec.file,
+            "function": spec.function,
+            "instance": spec.instance_id,
+            "concurrency": spec.concurrency,
+            "log_requests": spec.log_requests,
+            "nonce": self._nonce,
+        }
+        if spec.runtime == "r":
+            listener = socket.socket()
+            listener.bind(("127.0.0.1", 0))
+            listener.listen(1)
+            listener.setblocking(False)
+            port = listener.getsockname()[1]
+            argv = [spec.interpreter, "--vanilla", str(WORKER_R), "--port", str(port)]
+            keep: tuple[int, ...] = ()
+        else:
+            parent, child = socket.socketpair()
+            argv = [spec.interpreter, "-u", str(WORKER), "--fd", str(child.fileno())]
+            keep = (child.fileno(),)
         self.log(f"starting instance {spec.instance_id} of version {spec.version_number}")
-        with spec.log_path.open("ab") as log:
-            try:
+        try:
+            with spec.log_path.open("ab") as log:
                 self._process = await asyncio.create_subprocess_exec(
-                    spec.python,
-                    "-u",
-                    str(WORKER),
-                    "--fd",
-                    str(child.fileno()),
+                    *argv,
                     "--spec",
-                    worker_spec,
-                    pass_fds=(child.fileno(),),
+                    json.dumps(worker_spec),
+                    pass_fds=keep,
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=log,
@@ -113,18 +124,36 @@ class LocalInstance:
                     cwd=spec.workdir,
                     start_new_session=True,
                 )
-            except OSError as exc:
-                parent.close()
-                child.close()
-                self._fail(f"Could not start the instance with {spec.python}: {exc}.")
-                self._exited.set()
-                return
-        child.close()
-        self._transport, _ = await self._loop.create_unix_connection(
-            lambda: _Connection(self), sock=parent
-        )
+        except OSError as exc:
+            for sock in (listener,) if spec.runtime == "r" else (parent, child):
+                sock.close()
+            self._fail(f"Could not start the instance with {spec.interpreter}: {exc}.")
+            self._exited.set()
+            return
         self._load_timer = self._loop.call_later(load_timeout, self._load_timed_out, load_timeout)
         self._loop.create_task(self._watch_exit())
+        if spec.runtime == "r":
+            self._loop.create_task(self._accept(listener))
+        else:
+            child.close()
+            self._transport, _ = await self._loop.create_unix_connection(
+                lambda: _Connection(self), sock=parent
+            )
+
+    async def _accept(self, listener: socket.socket) -> None:
+        accept = asyncio.ensure_future(self._loop.sock_accept(listener))
+        exited = asyncio.ensure_future(self._exited.wait())
+        try:
+            await asyncio.wait({accept, exited}, return_when=asyncio.FIRST_COMPLETED)
+            if accept.done() and not accept.cancelled() and accept.exception() is None:
+                connection, _ = accept.result()
+                self._transport, _ = await self._loop.create_connection(
+                    lambda: _Connection(self), sock=connection
+                )
+        finally:
+            accept.cancel()
+            exited.cancel()
+            listener.close()
 
     async def _watch_exit(self) -> None:
         assert self._process is not None
@@ -149,9 +178,11 @@ class LocalInstance:
 
     def _on_gone(self) -> None:
         if self.state is InstanceState.STARTING:
-            code = self.exit_code
             tail = "\n".join(tail_lines(self.spec.log_path, 20))
-            self._fail(f"The instance exited (code {code}) before it was ready.\n{tail}")
+            self._fail(
+                f"The instance exited (code {self.exit_code}) before it was ready. The end of "
+                f"its log:\n{tail}"
+            )
         elif self.state is not InstanceState.FAILED:
             self.state = InstanceState.EXITED
             self._on_change()
@@ -166,8 +197,10 @@ class LocalInstance:
                 )
 
     def _on_connection_lost(self) -> None:
+        if self.state is InstanceState.STARTING:
+            return  # the exit watcher reports it, with the exit code and the whole log
         # The process is gone or closed its end; either way no answer will come.
-        if self.state in (InstanceState.READY, InstanceState.STARTING):
+        if self.state is InstanceState.READY:
             self.kill()
         self._on_gone()
 
@@ -181,6 +214,10 @@ class LocalInstance:
             if self._load_timer:
                 self._load_timer.cancel()
             info = json.loads(payload)
+            if self.spec.runtime == "r" and info.get("nonce") != self._nonce:
+                self._fail("A process that is not this instance connected to its port.")
+                self.kill()
+                return
             self.signature = info.get("signature")
             if self.state is InstanceState.STARTING:
                 self.state = InstanceState.READY

@@ -37,7 +37,7 @@ def parse_target(target: str, file: str | None, function: str | None) -> tuple[P
     """``PATH --file F --function FN`` or the shorthand ``PATH/F:FN`` -> (root, file, function)."""
     path_part, _, fn = target.rpartition(":") if ":" in target else (target, "", "")
     candidate = Path(path_part)
-    if fn and candidate.suffix == ".py":
+    if fn and candidate.suffix in (".py", ".R", ".r"):
         if file or function:
             raise errors.BadRequest("Give either PATH/script.py:function or --file/--function.")
         return candidate.parent, candidate.name, fn

@@ -81,6 +81,11 @@ class Version:
     health: str = "ok"
     health_log: str = ""
 
+    @property
+    def environment_runtime(self) -> str:
+        """``r`` for R versions, ``python`` for every Python environment."""
+        return "r" if self.environment == "r" else "python"
+
 
 @dataclass(frozen=True)
 class Label:

@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import re
 import shutil
-import sys
 import tempfile
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 from modelhost import errors
 from modelhost.builder.bundles import extract_archive, human_size
+from modelhost.builder.environments import describe, runtime_for
 from modelhost.db.repo import Model, User, Version
 from modelhost.operations import Services
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+R_NAME = re.compile(r"^[A-Za-z.][A-Za-z0-9._]*$")
 _ID_LIKE = re.compile(r"^[0-9a-f]{24}$")
 
 
@@ -38,12 +39,8 @@ def validate_entry_point(file: str, function: str) -> tuple[str, str]:
         raise errors.BadRequest(
             f"The file '{file}' must be a path inside the project, such as predict.py."
         )
-    if path.suffix != ".py":
-        raise errors.BadRequest(
-            f"The file '{file}' is not a Python script (.py); name the script that defines "
-            "the function."
-        )
-    if not function.isidentifier():
+    runtime = runtime_for(file)
+    if not (R_NAME.match(function) if runtime == "r" else function.isidentifier()):
         raise errors.BadRequest(
             f"'{function}' is not a valid function name; give the name of a function defined "
             f"in {file}, such as predict."
@@ -63,12 +60,6 @@ def validate_concurrency(concurrency: int) -> int:
     return concurrency
 
 
-def _python_description(settings_python: str | None) -> str:
-    if settings_python:
-        return settings_python
-    return f"Python {sys.version.split()[0]} at {sys.executable}"
-
-
 def publish(
     services: Services,
     *,
@@ -84,6 +75,10 @@ def publish(
     settings = services.settings
     file, function = validate_entry_point(file, function)
     validate_concurrency(concurrency)
+    runtime = runtime_for(file)
+    environment_line = describe(settings, runtime)  # fails clearly when R is missing
+    if runtime == "r" and concurrency != 1:
+        raise errors.BadRequest("R instances run one call at a time; publish with concurrency 1.")
     existing = services.repo.find_model(name)
     if existing is None:
         validate_model_name(name)
@@ -117,7 +112,7 @@ def publish(
         log = (
             f"Bundle sha256:{bundle.sha256} ({files} files, {human_size(size)})\n"
             f"Entry point: {file}:{function}\n"
-            f"Environment: server ({_python_description(settings.python)})\n"
+            f"Environment: {environment_line}\n"
         )
         version = services.repo.create_version(
             model.id,
@@ -126,7 +121,7 @@ def publish(
             bundle_files=files,
             file=file,
             function=function,
-            environment="server",
+            environment="r" if runtime == "r" else "server",
             build_log=log,
             description=description,
             author_id=actor.id,

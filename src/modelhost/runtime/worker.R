@@ -1,0 +1,278 @@
+# An R instance: sources the user's script once, then answers calls on a loopback socket.
+#
+# Started by the backend as
+#   Rscript --vanilla worker.R --port PORT --spec JSON
+# It speaks the same framed protocol as worker.py (see protocol.py): a 5-byte header
+# (payload length, big-endian uint32; message type, one byte) and the payload. It needs only
+# R and jsonlite. stdout and stderr go to the instance log.
+
+READY <- 1L
+LOAD_FAILED <- 2L
+CALL <- 3L
+RESULT <- 4L
+ERROR <- 5L
+SHUTDOWN <- 6L
+BAD_SHAPE <- paste(
+  "Request body must be a JSON object with a 'data' object (keyword arguments) or a",
+  "'parameters' array (positional arguments), not both."
+)
+
+log_line <- function(...) {
+  stamp <- format(Sys.time(), "%Y-%m-%dT%H:%M:%OS3Z", tz = "UTC")
+  cat(stamp, " stderr [modelhost] ", ..., "\n", sep = "", file = stderr())
+}
+
+option <- function(args, name) {
+  at <- match(name, args)
+  if (is.na(at) || at == length(args)) stop("missing option ", name)
+  args[[at + 1L]]
+}
+
+json_string <- function(text) {
+  # A JSON string literal without jsonlite, for the one message sent when it is missing.
+  text <- gsub("\\\\", "\\\\\\\\", text)
+  text <- gsub("\"", "\\\\\"", text)
+  text <- gsub("\n", "\\\\n", text)
+  paste0("\"", text, "\"")
+}
+
+args <- commandArgs(trailingOnly = TRUE)
+port <- as.integer(option(args, "--port"))
+spec_json <- option(args, "--spec")
+con <- socketConnection("127.0.0.1", port, blocking = TRUE, open = "r+b", timeout = 3600)
+
+send_frame <- function(kind, payload) {
+  header <- c(writeBin(length(payload), raw(), size = 4L, endian = "big"), as.raw(kind))
+  writeBin(c(header, payload), con)
+  flush(con)
+}
+
+read_exact <- function(n) {
+  out <- raw(0)
+  while (length(out) < n) {
+    chunk <- readBin(con, "raw", n - length(out))
+    if (length(chunk) == 0L) return(NULL)
+    out <- c(out, chunk)
+  }
+  out
+}
+
+if (!requireNamespace("jsonlite", quietly = TRUE)) {
+  message <- paste(
+    "The R package jsonlite is not installed on the server; install it",
+    "(Debian: apt-get install r-cran-jsonlite) and publish again."
+  )
+  log_line(message)
+  send_frame(LOAD_FAILED, charToRaw(paste0("{\"message\":", json_string(message), "}")))
+  quit(status = 1L)
+}
+
+to_json <- function(value) {
+  as.character(jsonlite::toJSON(
+    value, auto_unbox = TRUE, digits = NA, na = "null", null = "null",
+    dataframe = "rows", factor = "string", POSIXt = "ISO8601", Date = "ISO8601",
+    force = TRUE
+  ))
+}
+
+spec <- jsonlite::fromJSON(spec_json)
+nonce <- spec$nonce
+setwd(spec$workdir)
+log_line("instance ", spec$instance, " (pid ", Sys.getpid(), ") sourcing ", spec$file, ":",
+         spec$`function`, " with ", R.version.string)
+started <- Sys.time()
+
+fail_load <- function(message, detail = "") {
+  log_line("load failed: ", message)
+  if (nzchar(detail)) cat(detail, "\n", file = stderr())
+  body <- to_json(list(message = message, traceback = detail, nonce = nonce))
+  send_frame(LOAD_FAILED, charToRaw(enc2utf8(body)))
+  quit(status = 1L)
+}
+
+user_env <- new.env(parent = globalenv())
+if (!file.exists(spec$file)) fail_load(sprintf("File '%s' was not found in the project.", spec$file))
+loaded <- tryCatch(
+  { sys.source(spec$file, envir = user_env, keep.source = TRUE); TRUE },
+  error = function(e) e
+)
+if (!isTRUE(loaded)) {
+  text <- conditionMessage(loaded)
+  if (inherits(loaded, "parseError") || grepl("unexpected", text, fixed = TRUE)) {
+    fail_load(sprintf("'%s' has a syntax error: %s", spec$file, text), text)
+  }
+  fail_load(sprintf("Sourcing '%s' raised an error: %s", spec$file, text), text)
+}
+fname <- spec$`function`
+if (!exists(fname, envir = user_env, inherits = FALSE)) {
+  defined <- Filter(function(n) is.function(get(n, envir = user_env)), ls(user_env))
+  hint <- if (length(defined)) paste0(" Functions defined there: ", paste(defined, collapse = ", "), ".") else ""
+  fail_load(sprintf("'%s' has no function named '%s'.%s", spec$file, fname, hint))
+}
+fn <- get(fname, envir = user_env)
+if (!is.function(fn)) {
+  fail_load(sprintf("'%s' in '%s' is a %s, not a function; publish the name of a function.",
+                    fname, spec$file, class(fn)[1]))
+}
+
+formal_args <- formals(fn)
+param_names <- setdiff(names(formal_args), "...")
+has_dots <- "..." %in% names(formal_args)
+is_required <- vapply(param_names, function(p) identical(formal_args[[p]], quote(expr = )),
+                      logical(1))
+required <- param_names[is_required]
+signature <- sprintf("%s(%s)", fname, paste(names(formal_args), collapse = ", "))
+
+log_line(sprintf("ready in %.2f s: %s", as.numeric(Sys.time() - started, units = "secs"), signature))
+send_frame(READY, charToRaw(to_json(list(
+  pid = Sys.getpid(), runtime = R.version.string, signature = signature, nonce = nonce
+))))
+
+scalar_type <- function(value) {
+  if (!is.atomic(value) || length(value) != 1L) return("")
+  if (is.logical(value) && is.na(value)) return("null")
+  if (is.numeric(value)) return("number")
+  class(value)[1]
+}
+
+simplify <- function(value) {
+  # JSON -> R as in DESIGN §3: object -> named list; array -> list, or a vector when all its
+  # elements are scalars of one type (null becomes NA and fits any type); null -> NA.
+  if (is.null(value)) return(NA)
+  if (!is.list(value)) return(value)
+  value <- lapply(value, simplify)
+  if (is.null(names(value)) && length(value) > 0L) {
+    types <- setdiff(unique(vapply(value, scalar_type, character(1))), "null")
+    if (length(types) <= 1L && !("" %in% types)) return(unlist(value))
+  }
+  value
+}
+
+has_non_finite <- function(value) {
+  if (is.numeric(value)) return(any(is.nan(value) | is.infinite(value)))
+  if (is.list(value)) return(any(vapply(value, has_non_finite, logical(1))))
+  FALSE
+}
+
+call_error <- function(status, code, message) {
+  structure(class = c("call_error", "error", "condition"),
+            list(message = message, call = NULL, status = status, code = code))
+}
+
+bind_check <- function(call_args, named) {
+  problem <- NULL
+  if (named) {
+    unknown <- setdiff(names(call_args), param_names)
+    missing <- setdiff(required, names(call_args))
+    if (length(unknown) && !has_dots) {
+      problem <- sprintf("unexpected argument(s) %s", paste0("'", unknown, "'", collapse = ", "))
+    } else if (length(missing)) {
+      problem <- sprintf("missing argument(s) %s", paste0("'", missing, "'", collapse = ", "))
+    }
+  } else if (length(call_args) > length(param_names) && !has_dots) {
+    problem <- sprintf("%d positional arguments given, %d accepted", length(call_args),
+                       length(param_names))
+  } else if (length(call_args) < length(required)) {
+    problem <- sprintf("%d positional arguments given, %d required", length(call_args),
+                       length(required))
+  }
+  if (!is.null(problem)) {
+    stop(call_error(400L, "invalid_arguments",
+                    sprintf("The arguments do not match %s: %s.", signature, problem)))
+  }
+}
+
+parse_request <- function(body) {
+  request <- tryCatch(
+    jsonlite::fromJSON(body, simplifyVector = FALSE),
+    error = function(e) stop(call_error(400L, "bad_request", paste0(
+      "Request body is not valid JSON (", conditionMessage(e), "). ", BAD_SHAPE)))
+  )
+  keys <- names(request)
+  if (!is.list(request) || is.null(keys) || (("data" %in% keys) == ("parameters" %in% keys))) {
+    stop(call_error(400L, "bad_request", BAD_SHAPE))
+  }
+  if ("data" %in% keys) {
+    data <- request$data
+    if (is.null(data) || (length(data) && (!is.list(data) || is.null(names(data))))) {
+      stop(call_error(400L, "bad_request", paste(
+        "'data' must be a JSON object of keyword arguments;",
+        "use 'parameters' for a list of positional arguments.")))
+    }
+    call_args <- lapply(data, simplify)
+    bind_check(call_args, named = TRUE)
+  } else {
+    parameters <- request$parameters
+    if (!is.null(parameters) && (!is.list(parameters) || !is.null(names(parameters)))) {
+      stop(call_error(400L, "bad_request", paste(
+        "'parameters' must be a JSON array of positional arguments;",
+        "use 'data' for keyword arguments.")))
+    }
+    call_args <- lapply(parameters, simplify)
+    bind_check(call_args, named = FALSE)
+  }
+  call_args
+}
+
+error_frame <- function(request_id, status, code, message) {
+  body <- to_json(list(status = status, code = code, message = message))
+  send_frame(ERROR, c(charToRaw(request_id), charToRaw(enc2utf8(body))))
+}
+
+handle <- function(payload) {
+  request_id <- rawToChar(payload[1:16])
+  body <- rawToChar(payload[-(1:16)])
+  Encoding(body) <- "UTF-8"
+  outcome <- tryCatch({
+    call_args <- parse_request(body)
+    start <- Sys.time()
+    result <- tryCatch(do.call(fn, call_args), error = function(e) {
+      if (inherits(e, "call_error")) stop(e)
+      log_line("request ", request_id, " failed: ", conditionMessage(e))
+      stop(call_error(500L, "model_error",
+                      sprintf("%s raised an error: %s", fname, conditionMessage(e))))
+    })
+    elapsed <- as.numeric(Sys.time() - start, units = "secs") * 1000
+    if (has_non_finite(result)) {
+      stop(call_error(500L, "result_not_serializable", sprintf(
+        "%s returned NaN or Inf, which JSON cannot represent; return NA (null) or a finite number instead.",
+        fname)))
+    }
+    encoded <- tryCatch(to_json(result), error = function(e) stop(call_error(
+      500L, "result_not_serializable",
+      sprintf("%s returned a value that cannot be converted to JSON: %s", fname,
+              conditionMessage(e)))))
+    list(elapsed = elapsed, encoded = encoded)
+  }, error = function(e) e)
+  if (inherits(outcome, "call_error")) {
+    if (isTRUE(spec$log_requests)) {
+      log_line("request ", request_id, " status=", outcome$status, " input=", substr(body, 1, 2000))
+    }
+    return(error_frame(request_id, outcome$status, outcome$code, outcome$message))
+  }
+  if (inherits(outcome, "error")) {
+    return(error_frame(request_id, 500L, "model_error", conditionMessage(outcome)))
+  }
+  if (isTRUE(spec$log_requests)) {
+    log_line("request ", request_id, " status=200 duration_ms=", sprintf("%.1f", outcome$elapsed),
+             " input=", substr(body, 1, 2000), " output=", substr(outcome$encoded, 1, 2000))
+  }
+  time_raw <- writeBin(outcome$elapsed, raw(), size = 8L, endian = "big")
+  send_frame(RESULT, c(charToRaw(request_id), time_raw, charToRaw(enc2utf8(outcome$encoded))))
+}
+
+repeat {
+  header <- read_exact(5L)
+  if (is.null(header)) break
+  length <- readBin(header[1:4], "integer", size = 4L, endian = "big")
+  kind <- as.integer(header[5])
+  payload <- if (length > 0L) read_exact(length) else raw(0)
+  if (is.null(payload)) break
+  if (kind == CALL) {
+    handle(payload)
+  } else if (kind == SHUTDOWN) {
+    break
+  }
+}
+log_line("stopping")
+close(con)
