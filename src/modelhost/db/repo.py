@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Engine, delete, func, insert, select, update
+from sqlalchemy import Connection, Engine, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from modelhost.db import tables as t
@@ -114,27 +116,64 @@ def _row(cls: type, row: Any) -> Any:
     return cls(**values)
 
 
+_active: ContextVar[Connection | None] = ContextVar("modelhost_transaction", default=None)
+
+
 class Repo:
-    """All reads and writes, over one SQLAlchemy engine."""
+    """All reads and writes, over one SQLAlchemy engine.
+
+    Each method runs in its own transaction, unless called inside :meth:`transaction`, where
+    they all share one: an action and its audit event commit together or not at all.
+    """
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        if _active.get() is not None:
+            yield
+            return
+        with self.engine.begin() as conn:
+            token = _active.set(conn)
+            try:
+                yield
+            finally:
+                _active.reset(token)
+
+    @contextmanager
+    def _begin(self) -> Iterator[Connection]:
+        conn = _active.get()
+        if conn is not None:
+            yield conn
+        else:
+            with self.engine.begin() as fresh:
+                yield fresh
+
+    @contextmanager
+    def _connect(self) -> Iterator[Connection]:
+        conn = _active.get()
+        if conn is not None:
+            yield conn
+        else:
+            with self.engine.connect() as fresh:
+                yield fresh
+
     # ------------------------------------------------------------------ users and keys
 
     def count_users(self) -> int:
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             return int(conn.execute(select(func.count()).select_from(t.users)).scalar_one())
 
     def create_user(self, username: str, *, is_admin: bool) -> User:
         user = User(new_id(), username, is_admin, utcnow())
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             conn.execute(insert(t.users).values(**user.__dict__))
         return user
 
     def add_api_key(self, user_id: str, name: str, key_hash: str, prefix: str) -> str:
         key_id = new_id()
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             conn.execute(
                 insert(t.api_keys).values(
                     id=key_id,
@@ -153,12 +192,12 @@ class Repo:
             .join(t.api_keys, t.api_keys.c.user_id == t.users.c.id)
             .where(t.api_keys.c.key_hash == key_hash, t.api_keys.c.revoked_at.is_(None))
         )
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             row = conn.execute(query).first()
         return _row(User, row) if row else None
 
     def get_user(self, user_id: str) -> User | None:
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             row = conn.execute(select(t.users).where(t.users.c.id == user_id)).first()
         return _row(User, row) if row else None
 
@@ -166,20 +205,20 @@ class Repo:
         if not user_ids:
             return {}
         query = select(t.users.c.id, t.users.c.username).where(t.users.c.id.in_(set(user_ids)))
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             return {row.id: row.username for row in conn.execute(query)}
 
     # ------------------------------------------------------------------ models
 
     def list_models(self) -> list[Model]:
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             rows = conn.execute(select(t.models).order_by(t.models.c.name)).all()
         return [_row(Model, r) for r in rows]
 
     def find_model(self, key: str) -> Model | None:
         """A model by id or by name."""
         query = select(t.models).where((t.models.c.id == key) | (t.models.c.name == key))
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             row = conn.execute(query).first()
         return _row(Model, row) if row else None
 
@@ -197,7 +236,7 @@ class Repo:
             created_at=now,
             updated_at=now,
         )
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             conn.execute(insert(t.models).values(**model.__dict__))
         return model
 
@@ -217,7 +256,7 @@ class Repo:
             return model, False
 
     def update_model(self, model_id: str, **values: Any) -> Model:
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             conn.execute(
                 update(t.models)
                 .where(t.models.c.id == model_id)
@@ -232,7 +271,7 @@ class Repo:
     def create_version(self, model_id: str, **values: Any) -> Version:
         """Insert the next version of a model, numbered 1, 2, 3… without gaps or duplicates."""
         for _attempt in range(20):
-            with self.engine.begin() as conn:
+            with self._begin() as conn:
                 # Lock the model row (PostgreSQL) so concurrent publishes take turns; SQLite
                 # serialises writers itself and a rare clash is retried below.
                 conn.execute(
@@ -256,11 +295,13 @@ class Repo:
                     "health_log": "",
                     **values,
                 }
+                savepoint = conn.begin_nested()
                 try:
                     conn.execute(insert(t.versions).values(**row))
                 except IntegrityError:
-                    conn.rollback()
+                    savepoint.rollback()
                     continue
+                savepoint.commit()
             return Version(**row)
         raise RuntimeError("could not allocate a version number")
 
@@ -270,30 +311,30 @@ class Repo:
             .where(t.versions.c.model_id == model_id)
             .order_by(t.versions.c.number)
         )
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             return [_row(Version, r) for r in conn.execute(query)]
 
     def list_all_versions(self) -> list[Version]:
         query = select(t.versions).order_by(t.versions.c.model_id, t.versions.c.number)
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             return [_row(Version, r) for r in conn.execute(query)]
 
     def get_version(self, model_id: str, number: int) -> Version | None:
         query = select(t.versions).where(
             t.versions.c.model_id == model_id, t.versions.c.number == number
         )
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             row = conn.execute(query).first()
         return _row(Version, row) if row else None
 
     def get_version_by_id(self, version_id: str) -> Version | None:
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             row = conn.execute(select(t.versions).where(t.versions.c.id == version_id)).first()
         return _row(Version, row) if row else None
 
     def versions_by_status(self, statuses: Sequence[str]) -> list[Version]:
         query = select(t.versions).where(t.versions.c.status.in_(list(statuses)))
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             return [_row(Version, r) for r in conn.execute(query)]
 
     def finish_build(
@@ -305,16 +346,16 @@ class Repo:
             .where(t.versions.c.id == version_id, t.versions.c.status == "building")
             .values(status=status, build_log=log, signature=signature, finished_at=utcnow())
         )
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             return conn.execute(query).rowcount == 1
 
     def update_version(self, version_id: str, **values: Any) -> None:
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             conn.execute(update(t.versions).where(t.versions.c.id == version_id).values(**values))
 
     def bump_generation(self, model_id: str) -> None:
         """Ask for fresh instances of every running version of a model (a rolling restart)."""
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             conn.execute(
                 update(t.models)
                 .where(t.models.c.id == model_id)
@@ -323,7 +364,7 @@ class Repo:
 
     def delete_model(self, model_id: str) -> list[str]:
         """Delete a model and its versions, labels and variables; returns the version ids."""
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             version_ids = list(
                 conn.execute(
                     select(t.versions.c.id).where(t.versions.c.model_id == model_id)
@@ -336,7 +377,7 @@ class Repo:
 
     def bundle_in_use(self, sha256: str) -> bool:
         query = select(func.count()).where(t.versions.c.bundle_sha256 == sha256)
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             return bool(conn.execute(query).scalar_one())
 
     # ------------------------------------------------------------------ labels
@@ -345,14 +386,14 @@ class Repo:
         query = select(t.labels).order_by(t.labels.c.model_id, t.labels.c.name)
         if model_id is not None:
             query = query.where(t.labels.c.model_id == model_id)
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             return [_row(Label, r) for r in conn.execute(query)]
 
     def set_label(
         self, model_id: str, name: str, version: int, canary_version: int | None, weight: int
     ) -> Label:
         label = Label(model_id, name, version, canary_version, weight, utcnow())
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             conn.execute(
                 delete(t.labels).where(t.labels.c.model_id == model_id, t.labels.c.name == name)
             )
@@ -360,7 +401,7 @@ class Repo:
         return label
 
     def delete_label(self, model_id: str, name: str) -> bool:
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             result = conn.execute(
                 delete(t.labels).where(t.labels.c.model_id == model_id, t.labels.c.name == name)
             )
@@ -372,12 +413,12 @@ class Repo:
         query = select(t.env_vars).order_by(t.env_vars.c.model_id, t.env_vars.c.name)
         if model_id is not None:
             query = query.where(t.env_vars.c.model_id == model_id)
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             return [_row(EnvVar, r) for r in conn.execute(query)]
 
     def set_env(self, model_id: str, name: str, value: str, *, secret: bool) -> None:
         """Set a variable and bump the model's generation, in one transaction."""
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             conn.execute(
                 delete(t.env_vars).where(
                     t.env_vars.c.model_id == model_id, t.env_vars.c.name == name
@@ -395,7 +436,7 @@ class Repo:
             )
 
     def unset_env(self, model_id: str, name: str) -> bool:
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             result = conn.execute(
                 delete(t.env_vars).where(
                     t.env_vars.c.model_id == model_id, t.env_vars.c.name == name
