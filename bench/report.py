@@ -25,6 +25,8 @@ class Run:
     target: str
     result: WrkResult | None
     error: str | None = None
+    #: cores' worth of CPU used by processes outside the benchmark during the run
+    other_cpu: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -47,6 +49,7 @@ class Run:
             "target": self.target,
             "ok": self.ok,
             "error": self.error,
+            "other_cpu_cores": self.other_cpu,
             **(self.result.as_dict() if self.result else {}),
         }
 
@@ -149,7 +152,18 @@ class Report:
         }
 
 
-_HEADERS = ("case", "conns", "target", "req/s", "p50 ms", "p99 ms", "ratio", "p50-floor", "status")
+_HEADERS = (
+    "case",
+    "conns",
+    "target",
+    "req/s",
+    "p50 ms",
+    "p99 ms",
+    "ratio",
+    "p50-floor",
+    "other cpu",
+    "status",
+)
 
 
 def _cell(value: float | None, digits: int) -> str:
@@ -172,6 +186,7 @@ def table_rows(report: Report) -> list[list[str]]:
                 _cell(result.p99_ms if result else None, 2),
                 "" if ratio is None else f"{ratio:.2f}x",
                 _cell(report.over_floor(run), 2),
+                _cell(run.other_cpu, 2),
                 run.status(),
             ]
         )
@@ -182,7 +197,7 @@ def format_table(rows: list[list[str]], headers: tuple[str, ...] = _HEADERS) -> 
     """A plain-text table that reads the same in a terminal and in a Markdown code block."""
     cells = [list(headers), *rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    numeric = {3, 4, 5, 6, 7}
+    numeric = {3, 4, 5, 6, 7, 8}
     lines = []
     for row in cells:
         parts = [
@@ -195,11 +210,18 @@ def format_table(rows: list[list[str]], headers: tuple[str, ...] = _HEADERS) -> 
 
 def format_report(report: Report) -> str:
     """The table, the floors and the target verdicts, as printed at the end of a run."""
-    lines = [format_table(table_rows(report)), ""]
+    lines = [
+        format_table(table_rows(report)),
+        "",
+        "ratio: modelhost req/s / ceiling req/s; p50-floor: p50 minus the function's own "
+        "in-process p50; other cpu: cores used by processes outside the benchmark during the run.",
+        "",
+    ]
     for name, floor in report.floors.items():
         lines.append(
             f"floor {name}: p50 {float(floor['p50_ms']):.4f} ms, p99 {float(floor['p99_ms']):.4f}"
-            f" ms over {floor['calls']:,} in-process calls"
+            f" ms over {floor['calls']:,} in-process calls (other cpu "
+            f"{float(floor.get('other_cpu_cores', 0)):.2f})"
         )
     lines.append("")
     for check in report.checks():

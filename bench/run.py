@@ -33,7 +33,7 @@ from typing import Any
 import orjson
 
 import modelhost
-from bench import deploy, servers, wrk
+from bench import cpu, deploy, servers, wrk
 from bench.cases import CASES, ROOT, SINGLE_THREAD_ENV, WINE_DIR, Case
 from bench.report import Report, Run, format_report
 
@@ -78,6 +78,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def measure_floor(case: Case) -> dict[str, Any]:
     """The function alone, in its own process (see bench/floor.py), before any server runs."""
+    before = cpu.snapshot([])
     done = subprocess.run(
         [sys.executable, "-m", "bench.floor", case.name],
         cwd=ROOT,
@@ -87,6 +88,7 @@ def measure_floor(case: Case) -> dict[str, Any]:
         check=True,
     )
     floor: dict[str, Any] = orjson.loads(done.stdout)
+    floor["other_cpu_cores"] = cpu.foreign_cores(before, cpu.snapshot([]))
     return floor
 
 
@@ -137,20 +139,41 @@ def ceiling_nodelay(server: servers.Server) -> str:
 # --------------------------------------------------------------------------- wrk
 
 
+def our_pids(running: dict[str, servers.Server]) -> list[int]:
+    """The servers and everything below them (ceiling workers, modelhost's instances)."""
+    pids = []
+    for server in running.values():
+        pids.append(server.process.pid)
+        pids.extend(servers.descendants(server.process.pid))
+    return pids
+
+
 def measure(
-    target: str, case: Case, connections: int, url: str, script: Path, options: argparse.Namespace
+    target: str,
+    case: Case,
+    connections: int,
+    url: str,
+    script: Path,
+    options: argparse.Namespace,
+    pids: list[int],
 ) -> Run:
-    """A warm-up run (thrown away), then the measured one."""
+    """A warm-up run (thrown away), then the measured one, noting others' CPU use during it."""
     print(f"wrk {case.name} x{connections} -> {target} ...", end=" ", flush=True)
     try:
         if options.warmup > 0:
             wrk.run(url, script, connections=connections, seconds=options.warmup)
+        before = cpu.snapshot(pids)
         result = wrk.run(url, script, connections=connections, seconds=options.duration)
+        other = cpu.foreign_cores(before, cpu.snapshot(pids))
     except wrk.WrkError as exc:
         print("FAILED")
         return Run(case.name, connections, target, None, str(exc))
-    run = Run(case.name, connections, target, result)
-    print(f"{result.rps:,.0f} req/s, p50 {result.p50_ms:.2f} ms, {run.status()}", flush=True)
+    run = Run(case.name, connections, target, result, other_cpu=other)
+    print(
+        f"{result.rps:,.0f} req/s, p50 {result.p50_ms:.2f} ms, other CPU {other:.2f} cores, "
+        f"{run.status()}",
+        flush=True,
+    )
     return run
 
 
@@ -162,12 +185,13 @@ def measure_all(
 ) -> list[Run]:
     """Every case x connections, ceiling then modelhost back to back so they see similar noise."""
     runs = []
+    pids = our_pids(running)
     for case in cases:
         script = wrk.write_script(workdir, case.name, case.body)
         for connections in options.connections:
             for target in TARGETS:
                 url = url_for(target, case, running[target])
-                runs.append(measure(target, case, connections, url, script, options))
+                runs.append(measure(target, case, connections, url, script, options, pids))
     return runs
 
 

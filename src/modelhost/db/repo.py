@@ -6,41 +6,30 @@ Rows come back as frozen dataclasses so callers never hold a live connection.
 from __future__ import annotations
 
 import datetime as dt
-import secrets
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, func, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from modelhost.db import tables as t
+from modelhost.db.access import AccessRepo, ApiKey, AuditEvent, Token, User
+from modelhost.db.base import _row, new_id, utcnow
 
-
-def new_id() -> str:
-    """A 24-character hex id, the shape hosted model APIs use."""
-    return secrets.token_hex(12)
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
-
-
-def _aware(value: dt.datetime | None) -> dt.datetime | None:
-    # SQLite hands back naive datetimes; everything stored is UTC.
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=dt.timezone.utc)
-    return value
-
-
-@dataclass(frozen=True)
-class User:
-    id: str
-    username: str
-    is_admin: bool
-    created_at: dt.datetime
+__all__ = [
+    "ApiKey",
+    "AuditEvent",
+    "EnvVar",
+    "Label",
+    "Model",
+    "Repo",
+    "Token",
+    "User",
+    "Version",
+    "new_id",
+    "utcnow",
+]
 
 
 @dataclass(frozen=True)
@@ -58,6 +47,8 @@ class Model:
     generation: int = 0
     log_requests: bool = False
     deployed_version: int | None = None
+    visibility: str = "private"
+    invocation_mode: str = "token"
 
 
 @dataclass(frozen=True)
@@ -108,105 +99,11 @@ class EnvVar:
     updated_at: dt.datetime
 
 
-def _row(cls: type, row: Any) -> Any:
-    values = dict(row._mapping)
-    for key, value in values.items():
-        if isinstance(value, dt.datetime):
-            values[key] = _aware(value)
-    return cls(**values)
+class Repo(AccessRepo):
+    """All reads and writes, over one SQLAlchemy engine (see :class:`Store` for transactions).
 
-
-_active: ContextVar[Connection | None] = ContextVar("modelhost_transaction", default=None)
-
-
-class Repo:
-    """All reads and writes, over one SQLAlchemy engine.
-
-    Each method runs in its own transaction, unless called inside :meth:`transaction`, where
-    they all share one: an action and its audit event commit together or not at all.
+    Users, keys, tokens, collaborators and audit events are in :mod:`modelhost.db.access`.
     """
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-
-    @contextmanager
-    def transaction(self) -> Iterator[None]:
-        if _active.get() is not None:
-            yield
-            return
-        with self.engine.begin() as conn:
-            token = _active.set(conn)
-            try:
-                yield
-            finally:
-                _active.reset(token)
-
-    @contextmanager
-    def _begin(self) -> Iterator[Connection]:
-        conn = _active.get()
-        if conn is not None:
-            yield conn
-        else:
-            with self.engine.begin() as fresh:
-                yield fresh
-
-    @contextmanager
-    def _connect(self) -> Iterator[Connection]:
-        conn = _active.get()
-        if conn is not None:
-            yield conn
-        else:
-            with self.engine.connect() as fresh:
-                yield fresh
-
-    # ------------------------------------------------------------------ users and keys
-
-    def count_users(self) -> int:
-        with self._connect() as conn:
-            return int(conn.execute(select(func.count()).select_from(t.users)).scalar_one())
-
-    def create_user(self, username: str, *, is_admin: bool) -> User:
-        user = User(new_id(), username, is_admin, utcnow())
-        with self._begin() as conn:
-            conn.execute(insert(t.users).values(**user.__dict__))
-        return user
-
-    def add_api_key(self, user_id: str, name: str, key_hash: str, prefix: str) -> str:
-        key_id = new_id()
-        with self._begin() as conn:
-            conn.execute(
-                insert(t.api_keys).values(
-                    id=key_id,
-                    user_id=user_id,
-                    name=name,
-                    key_hash=key_hash,
-                    prefix=prefix,
-                    created_at=utcnow(),
-                )
-            )
-        return key_id
-
-    def user_for_key_hash(self, key_hash: str) -> User | None:
-        query = (
-            select(t.users)
-            .join(t.api_keys, t.api_keys.c.user_id == t.users.c.id)
-            .where(t.api_keys.c.key_hash == key_hash, t.api_keys.c.revoked_at.is_(None))
-        )
-        with self._connect() as conn:
-            row = conn.execute(query).first()
-        return _row(User, row) if row else None
-
-    def get_user(self, user_id: str) -> User | None:
-        with self._connect() as conn:
-            row = conn.execute(select(t.users).where(t.users.c.id == user_id)).first()
-        return _row(User, row) if row else None
-
-    def usernames(self, user_ids: Sequence[str]) -> dict[str, str]:
-        if not user_ids:
-            return {}
-        query = select(t.users.c.id, t.users.c.username).where(t.users.c.id.in_(set(user_ids)))
-        with self._connect() as conn:
-            return {row.id: row.username for row in conn.execute(query)}
 
     # ------------------------------------------------------------------ models
 

@@ -26,6 +26,8 @@ users = Table(
     Column("username", String(64), nullable=False, unique=True),
     Column("is_admin", Boolean, nullable=False, default=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("password_hash", String(256), nullable=True),
+    Column("disabled_at", DateTime(timezone=True), nullable=True),
 )
 
 api_keys = Table(
@@ -38,6 +40,7 @@ api_keys = Table(
     Column("prefix", String(16), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("revoked_at", DateTime(timezone=True), nullable=True),
+    Column("expires_at", DateTime(timezone=True), nullable=True),
 )
 
 models = Table(
@@ -56,6 +59,8 @@ models = Table(
     Column("generation", Integer, nullable=False, default=0),
     Column("log_requests", Boolean, nullable=False, default=False),
     Column("deployed_version", Integer, nullable=True),
+    Column("visibility", String(16), nullable=False, default="private"),
+    Column("invocation_mode", String(16), nullable=False, default="token"),
 )
 
 versions = Table(
@@ -103,4 +108,43 @@ env_vars = Table(
     Column("value", Text, nullable=False),
     Column("secret", Boolean, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+model_tokens = Table(
+    "model_tokens",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("model_id", String(32), ForeignKey("models.id"), nullable=False, index=True),
+    Column("name", String(128), nullable=False),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("prefix", String(16), nullable=False),
+    Column("created_by", String(32), ForeignKey("users.id"), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+)
+
+collaborators = Table(
+    "collaborators",
+    metadata,
+    Column("model_id", String(32), ForeignKey("models.id"), primary_key=True),
+    Column("user_id", String(32), ForeignKey("users.id"), primary_key=True),
+    Column("role", String(16), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("time", DateTime(timezone=True), nullable=False, index=True),
+    Column("actor_id", String(32), nullable=True),
+    Column("actor", String(64), nullable=False),
+    Column("action", String(64), nullable=False, index=True),
+    Column("model_id", String(32), nullable=True, index=True),
+    Column("model", String(64), nullable=True),
+    Column("version", Integer, nullable=True),
+    Column("source_ip", String(64), nullable=True),
+    Column("outcome", String(16), nullable=False),
+    Column("request_id", String(32), nullable=True),
+    Column("detail", Text, nullable=False, default=""),
 )

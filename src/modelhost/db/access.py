@@ -1,0 +1,263 @@
+"""Queries for who may do what: users, API keys, model access tokens, collaborators, audit."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import delete, func, insert, select, update
+
+from modelhost.db import tables as t
+from modelhost.db.base import Store, _aware, _row, new_id, utcnow
+
+
+@dataclass(frozen=True)
+class User:
+    id: str
+    username: str
+    is_admin: bool
+    created_at: dt.datetime
+    password_hash: str | None = None
+    disabled_at: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    id: str
+    user_id: str
+    name: str
+    key_hash: str
+    prefix: str
+    created_at: dt.datetime
+    revoked_at: dt.datetime | None
+    expires_at: dt.datetime | None
+
+
+@dataclass(frozen=True)
+class Token:
+    id: str
+    model_id: str
+    name: str
+    token_hash: str
+    prefix: str
+    created_by: str
+    created_at: dt.datetime
+    revoked_at: dt.datetime | None
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    id: int
+    time: dt.datetime
+    actor_id: str | None
+    actor: str
+    action: str
+    model_id: str | None
+    model: str | None
+    version: int | None
+    source_ip: str | None
+    outcome: str
+    request_id: str | None
+    detail: str
+
+
+class AccessRepo(Store):
+    # ------------------------------------------------------------------ users
+
+    def count_users(self) -> int:
+        with self._connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(t.users)).scalar_one())
+
+    def create_user(
+        self, username: str, *, is_admin: bool, password_hash: str | None = None
+    ) -> User:
+        user = User(new_id(), username, is_admin, utcnow(), password_hash)
+        with self._begin() as conn:
+            conn.execute(insert(t.users).values(**user.__dict__))
+        return user
+
+    def list_users(self) -> list[User]:
+        with self._connect() as conn:
+            rows = conn.execute(select(t.users).order_by(t.users.c.username)).all()
+        return [_row(User, r) for r in rows]
+
+    def get_user(self, user_id: str) -> User | None:
+        with self._connect() as conn:
+            row = conn.execute(select(t.users).where(t.users.c.id == user_id)).first()
+        return _row(User, row) if row else None
+
+    def find_user(self, username: str) -> User | None:
+        with self._connect() as conn:
+            row = conn.execute(select(t.users).where(t.users.c.username == username)).first()
+        return _row(User, row) if row else None
+
+    def update_user(self, user_id: str, **values: Any) -> None:
+        with self._begin() as conn:
+            conn.execute(update(t.users).where(t.users.c.id == user_id).values(**values))
+
+    def usernames(self, user_ids: Sequence[str]) -> dict[str, str]:
+        if not user_ids:
+            return {}
+        query = select(t.users.c.id, t.users.c.username).where(t.users.c.id.in_(set(user_ids)))
+        with self._connect() as conn:
+            return {row.id: row.username for row in conn.execute(query)}
+
+    # ------------------------------------------------------------------ API keys
+
+    def add_api_key(
+        self,
+        user_id: str,
+        name: str,
+        key_hash: str,
+        prefix: str,
+        expires_at: dt.datetime | None = None,
+    ) -> str:
+        key_id = new_id()
+        with self._begin() as conn:
+            conn.execute(
+                insert(t.api_keys).values(
+                    id=key_id,
+                    user_id=user_id,
+                    name=name,
+                    key_hash=key_hash,
+                    prefix=prefix,
+                    created_at=utcnow(),
+                    expires_at=expires_at,
+                )
+            )
+        return key_id
+
+    def user_for_key_hash(self, key_hash: str) -> User | None:
+        """The enabled user owning an unrevoked, unexpired key with this hash."""
+        query = select(t.api_keys.c.user_id, t.api_keys.c.expires_at).where(
+            t.api_keys.c.key_hash == key_hash, t.api_keys.c.revoked_at.is_(None)
+        )
+        with self._connect() as conn:
+            row = conn.execute(query).first()
+        if row is None:
+            return None
+        expires = _aware(row.expires_at)
+        if expires is not None and expires <= utcnow():
+            return None
+        user = self.get_user(row.user_id)
+        return user if user is not None and user.disabled_at is None else None
+
+    def list_api_keys(self, user_id: str) -> list[ApiKey]:
+        query = (
+            select(t.api_keys)
+            .where(t.api_keys.c.user_id == user_id)
+            .order_by(t.api_keys.c.created_at)
+        )
+        with self._connect() as conn:
+            return [_row(ApiKey, r) for r in conn.execute(query)]
+
+    def revoke_api_key(self, user_id: str, key_id: str) -> bool:
+        query = (
+            update(t.api_keys)
+            .where(
+                t.api_keys.c.id == key_id,
+                t.api_keys.c.user_id == user_id,
+                t.api_keys.c.revoked_at.is_(None),
+            )
+            .values(revoked_at=utcnow())
+        )
+        with self._begin() as conn:
+            return conn.execute(query).rowcount == 1
+
+    # ------------------------------------------------------------------ model access tokens
+
+    def add_token(
+        self, model_id: str, name: str, token_hash: str, prefix: str, created_by: str
+    ) -> Token:
+        token = Token(new_id(), model_id, name, token_hash, prefix, created_by, utcnow(), None)
+        with self._begin() as conn:
+            conn.execute(insert(t.model_tokens).values(**token.__dict__))
+        return token
+
+    def list_tokens(self, model_id: str | None = None, *, active: bool = False) -> list[Token]:
+        query = select(t.model_tokens).order_by(t.model_tokens.c.created_at)
+        if model_id is not None:
+            query = query.where(t.model_tokens.c.model_id == model_id)
+        if active:
+            query = query.where(t.model_tokens.c.revoked_at.is_(None))
+        with self._connect() as conn:
+            return [_row(Token, r) for r in conn.execute(query)]
+
+    def update_token(self, model_id: str, token_id: str, **values: Any) -> bool:
+        query = (
+            update(t.model_tokens)
+            .where(
+                t.model_tokens.c.id == token_id,
+                t.model_tokens.c.model_id == model_id,
+                t.model_tokens.c.revoked_at.is_(None),
+            )
+            .values(**values)
+        )
+        with self._begin() as conn:
+            return conn.execute(query).rowcount == 1
+
+    # ------------------------------------------------------------------ collaborators
+
+    def set_collaborator(self, model_id: str, user_id: str, role: str) -> None:
+        with self._begin() as conn:
+            conn.execute(
+                delete(t.collaborators).where(
+                    t.collaborators.c.model_id == model_id, t.collaborators.c.user_id == user_id
+                )
+            )
+            conn.execute(
+                insert(t.collaborators).values(
+                    model_id=model_id, user_id=user_id, role=role, created_at=utcnow()
+                )
+            )
+
+    def remove_collaborator(self, model_id: str, user_id: str) -> bool:
+        with self._begin() as conn:
+            result = conn.execute(
+                delete(t.collaborators).where(
+                    t.collaborators.c.model_id == model_id, t.collaborators.c.user_id == user_id
+                )
+            )
+        return result.rowcount == 1
+
+    def collaborators(self, model_id: str) -> dict[str, str]:
+        """user id -> role for one model."""
+        query = select(t.collaborators).where(t.collaborators.c.model_id == model_id)
+        with self._connect() as conn:
+            return {row.user_id: row.role for row in conn.execute(query)}
+
+    def roles_of(self, user_id: str) -> dict[str, str]:
+        """model id -> role for one user."""
+        query = select(t.collaborators).where(t.collaborators.c.user_id == user_id)
+        with self._connect() as conn:
+            return {row.model_id: row.role for row in conn.execute(query)}
+
+    # ------------------------------------------------------------------ audit
+
+    def add_audit(self, **values: Any) -> None:
+        """Append one event; there is no update or delete."""
+        with self._begin() as conn:
+            conn.execute(insert(t.audit_events).values(time=utcnow(), **values))
+
+    def audit_events(
+        self,
+        *,
+        model_id: str | None = None,
+        actor: str | None = None,
+        action: str | None = None,
+        since: dt.datetime | None = None,
+        limit: int = 1000,
+    ) -> list[AuditEvent]:
+        query = select(t.audit_events).order_by(t.audit_events.c.id.desc()).limit(limit)
+        if model_id is not None:
+            query = query.where(t.audit_events.c.model_id == model_id)
+        if actor is not None:
+            query = query.where(t.audit_events.c.actor == actor)
+        if action is not None:
+            query = query.where(t.audit_events.c.action == action)
+        if since is not None:
+            query = query.where(t.audit_events.c.time >= since)
+        with self._connect() as conn:
+            return [_row(AuditEvent, r) for r in conn.execute(query)]
