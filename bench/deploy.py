@@ -10,6 +10,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
@@ -17,10 +18,12 @@ import orjson
 
 import modelhost
 from bench.cases import WINE_DIR, WINE_MODEL, Case
+from modelhost import urls
 
 _INSTANCES_TIMEOUT_SECONDS = 120.0
 _TRAIN_TIMEOUT_SECONDS = 300.0
 _PUBLISH_TIMEOUT_SECONDS = 300.0
+_TOKEN_TIMEOUT_SECONDS = 30.0
 
 
 class DeployError(Exception):
@@ -66,11 +69,47 @@ def wait_for_instances(client: modelhost.Client, case: Case) -> None:
     )
 
 
-def call_once(url: str, case: Case) -> Any:
-    """POST the case's body once and return the ``result``; raise unless it is a clean 200."""
-    response = httpx.post(
-        url, content=case.body, headers={"Content-Type": "application/json"}, timeout=30.0
+def post(url: str, case: Case, headers: Mapping[str, str]) -> httpx.Response:
+    return httpx.post(
+        url,
+        content=case.body,
+        headers={"Content-Type": "application/json", **headers},
+        timeout=30.0,
     )
+
+
+def invocation_headers(client: modelhost.Client, url: str, case: Case) -> dict[str, str]:
+    """What a caller must send: nothing for a public model, else a fresh access token.
+
+    Models may need an access token by default (``default_invocation_mode``); the benchmark
+    then measures that default path, token check included, the way a real caller uses it.
+    """
+    if post(url, case, {}).status_code != 401:
+        return {}
+    response = httpx.post(
+        f"{client.url}{urls.api_model(case.model)}/tokens",
+        json={"name": "benchmark"},
+        headers={"Authorization": f"Bearer {client.api_key}"},
+        timeout=30.0,
+    )
+    if response.status_code != 201 or "token" not in response.json():
+        raise DeployError(
+            f"{case.model} needs an access token, and creating one answered "
+            f"{response.status_code}: {response.text[:500]}"
+        )
+    headers = {"Authorization": f"Bearer {response.json()['token']}"}
+    # The gateway learns new tokens on the reconciler's next tick, not at once.
+    deadline = time.monotonic() + _TOKEN_TIMEOUT_SECONDS
+    while post(url, case, headers).status_code == 401:
+        if time.monotonic() > deadline:
+            raise DeployError(f"the new access token for {case.model} is still refused")
+        time.sleep(0.2)
+    return headers
+
+
+def call_once(url: str, case: Case, headers: Mapping[str, str]) -> Any:
+    """POST the case's body once and return the ``result``; raise unless it is a clean 200."""
+    response = post(url, case, headers)
     if response.status_code != 200:
         raise DeployError(f"POST {url} answered {response.status_code}: {response.text[:500]}")
     try:
@@ -81,8 +120,8 @@ def call_once(url: str, case: Case) -> Any:
         ) from None
 
 
-def check_answer(url: str, case: Case, expected: Any) -> None:
+def check_answer(url: str, case: Case, expected: Any, headers: Mapping[str, str]) -> None:
     """The server must return what the function returns in-process (the floor's result)."""
-    result = call_once(url, case)
+    result = call_once(url, case, headers)
     if result != expected:
         raise DeployError(f"POST {url} returned {result!r}; the function returns {expected!r}")

@@ -111,21 +111,34 @@ def started_servers(workdir: Path) -> Iterator[dict[str, servers.Server]]:
         stack.callback(servers.stop, ceiling)
         servers.wait_modelhost(modelhost_server)
         servers.wait_ceiling(ceiling, workers=CEILING_WORKERS)
-        yield {"modelhost": modelhost_server, "ceiling": ceiling}
+        try:
+            yield {"modelhost": modelhost_server, "ceiling": ceiling}
+        except Exception:
+            # The logs are in a temporary directory that is about to go: show their ends.
+            for server in (modelhost_server, ceiling):
+                print(f"--- end of {server.name}'s log:\n{server.log_tail()}", file=sys.stderr)
+            raise
 
 
-def deploy_cases(server: servers.Server, home: Path, cases: Sequence[Case]) -> None:
-    """Publish every case with the client, which finds the server through MODELHOST_HOME."""
+def deploy_cases(
+    server: servers.Server, home: Path, cases: Sequence[Case]
+) -> dict[str, dict[str, str]]:
+    """Publish every case with the client (which finds the server through MODELHOST_HOME);
+    returns the headers each case's callers must send (an access token, if one is needed)."""
     for name in ("MODELHOST_URL", "MODELHOST_API_KEY"):
         os.environ.pop(name, None)
     os.environ["MODELHOST_HOME"] = str(home)
+    headers = {}
     with modelhost.Client() as client:
         if client.url != server.url:
             raise deploy.DeployError(f"the credentials point at {client.url}, not {server.url}")
         for case in cases:
             print(f"publishing {case.model} ({case.instances} instance(s))", flush=True)
             deploy.publish(client, case)
+            url = url_for("modelhost", case, server)
+            headers[case.name] = deploy.invocation_headers(client, url, case)
     server.remember_descendants()  # the instances, so they are stopped even if orphaned
+    return headers
 
 
 def ceiling_nodelay(server: servers.Server) -> str:
@@ -182,12 +195,16 @@ def measure_all(
     running: dict[str, servers.Server],
     workdir: Path,
     options: argparse.Namespace,
+    headers: dict[str, dict[str, str]],
 ) -> list[Run]:
-    """Every case x connections, ceiling then modelhost back to back so they see similar noise."""
+    """Every case x connections, ceiling then modelhost back to back so they see similar noise.
+
+    Both get the same request bytes, access token included (the ceiling ignores it).
+    """
     runs = []
     pids = our_pids(running)
     for case in cases:
-        script = wrk.write_script(workdir, case.name, case.body)
+        script = wrk.write_script(workdir, case.name, case.body, headers[case.name])
         for connections in options.connections:
             for target in TARGETS:
                 url = url_for(target, case, running[target])
@@ -240,12 +257,16 @@ def run_suite(options: argparse.Namespace) -> Report:
         tempfile.TemporaryDirectory(prefix="modelhost-bench-") as tmp,
         started_servers(Path(tmp)) as running,
     ):
-        deploy_cases(running["modelhost"], Path(tmp) / "home", cases)
+        headers = deploy_cases(running["modelhost"], Path(tmp) / "home", cases)
+        report.environment["modelhost_auth"] = {
+            name: "bearer token" if sent else "none (public)" for name, sent in headers.items()
+        }
         for case in cases:
             for target in TARGETS:
                 url = url_for(target, case, running[target])
-                deploy.check_answer(url, case, report.floors[case.name]["result"])
-        report.runs = measure_all(cases, running, Path(tmp), options)
+                expected = report.floors[case.name]["result"]
+                deploy.check_answer(url, case, expected, headers[case.name])
+        report.runs = measure_all(cases, running, Path(tmp), options, headers)
         report.environment["ceiling_tcp_nodelay"] = ceiling_nodelay(running["ceiling"])
     report.environment["loadavg_at_end"] = os.getloadavg()
     return report

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -57,17 +58,28 @@ def wrk_binary() -> str:
     return found
 
 
-def write_script(directory: Path, name: str, body: bytes) -> Path:
-    """A Lua script that makes every request ``POST`` ``body`` as JSON."""
-    text = body.decode("utf-8")
-    if "]==]" in text:
-        raise ValueError("the body cannot be quoted as a Lua long string")
+def _lua_string(text: str) -> str:
+    """``text`` as a double-quoted Lua string literal: printable ASCII as is, any other byte
+    (and the quote and backslash) as a decimal escape, so any body survives."""
+    plain = set(range(32, 127)) - {ord('"'), ord("\\")}
+    return '"' + "".join(chr(b) if b in plain else f"\\{b:03d}" for b in text.encode()) + '"'
+
+
+def write_script(
+    directory: Path, name: str, body: bytes, headers: Mapping[str, str] | None = None
+) -> Path:
+    """A Lua script that makes every request ``POST`` ``body`` as JSON, with ``headers``."""
+    lines = [
+        'wrk.method = "POST"',
+        f"wrk.body = {_lua_string(body.decode('utf-8'))}",
+        'wrk.headers["Content-Type"] = "application/json"',
+    ]
+    lines += [
+        f"wrk.headers[{_lua_string(key)}] = {_lua_string(value)}"
+        for key, value in (headers or {}).items()
+    ]
     script = directory / f"{name}.lua"
-    script.write_text(
-        'wrk.method = "POST"\n'
-        f"wrk.body = [==[{text}]==]\n"
-        'wrk.headers["Content-Type"] = "application/json"\n'
-    )
+    script.write_text("\n".join(lines) + "\n")
     return script
 
 

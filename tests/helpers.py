@@ -44,6 +44,8 @@ class Server:
             "MODELHOST_PORT": str(self.port),
             "MODELHOST_RECONCILE_INTERVAL_SECONDS": "0.2",
             "MODELHOST_SWITCH_HOLD_SECONDS": "3",
+            # Most tests call models without tokens; tests of tokens switch it back per model.
+            "MODELHOST_DEFAULT_INVOCATION_MODE": "public",
             **(env or {}),
         }
         self.env.pop("MODELHOST_URL", None)

@@ -47,7 +47,11 @@ class Harness:
 @pytest.fixture
 async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
     settings = load_settings(
-        environ={"MODELHOST_HOME": str(tmp_path / "home"), "MODELHOST_SWITCH_HOLD_SECONDS": "0"}
+        environ={
+            "MODELHOST_HOME": str(tmp_path / "home"),
+            "MODELHOST_SWITCH_HOLD_SECONDS": "0",
+            "MODELHOST_DEFAULT_INVOCATION_MODE": "public",
+        }
     )
     backend = FakeBackend()
     app = create_app(settings, backend=backend)

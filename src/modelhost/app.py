@@ -9,11 +9,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, MutableMapping
+from typing import Any
 
 from fastapi import APIRouter, FastAPI
 
 from modelhost import __version__, urls
+from modelhost.api import access as access_api
 from modelhost.api import errors as api_errors
 from modelhost.api import lifecycle as lifecycle_api
 from modelhost.api import models as models_api
@@ -25,8 +27,9 @@ from modelhost.builder.bundles import BundleStore
 from modelhost.crypto import ServerKey
 from modelhost.db.engine import make_engine, migrate
 from modelhost.db.repo import Repo
-from modelhost.gateway.app import Gateway, Receive, Scope, Send
+from modelhost.gateway.app import Gateway, Receive, Scope, Send, new_request_id
 from modelhost.operations import Services
+from modelhost.operations.audit import RequestInfo, current_request
 from modelhost.reconciler import Reconciler
 from modelhost.settings import Settings
 
@@ -39,6 +42,8 @@ ROUTERS: list[tuple[str, APIRouter]] = [
     ("", system_api.router),
     (urls.API, models_api.router),
     (urls.API, lifecycle_api.router),
+    (urls.API, access_api.router),
+    (urls.API, access_api.public_router),
 ]
 
 
@@ -53,8 +58,28 @@ class ModelhostApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"].startswith(_INVOKE_PREFIX):
             await self.gateway(scope, receive, send)
+        elif scope["type"] == "http":
+            await self._api_request(scope, receive, send)
         else:
             await self.api(scope, receive, send)
+
+    async def _api_request(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Give each API request an id and its source address, for errors and audit events."""
+        request_id = new_request_id()
+        scope.setdefault("state", {})["request_id"] = request_id
+        client = scope.get("client")
+        token = current_request.set(RequestInfo(client[0] if client else None, request_id))
+
+        async def send_with_id(message: MutableMapping[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                headers = [h for h in message.get("headers", []) if h[0] != b"x-request-id"]
+                message["headers"] = [*headers, (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        try:
+            await self.api(scope, receive, send_with_id)
+        finally:
+            current_request.reset(token)
 
 
 def create_api(services: Services) -> FastAPI:

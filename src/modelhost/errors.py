@@ -16,6 +16,7 @@ The tree::
     │   └── RouteNotFound           404 route_not_found
     ├── MethodNotAllowed            405 method_not_allowed
     ├── Conflict                    409 conflict
+    ├── TooManyRequests             429 too_many_requests
     ├── PayloadTooLarge             413 payload_too_large
     │   └── BundleTooLarge          413 bundle_too_large
     ├── UnsupportedMediaType        415 unsupported_media_type
@@ -109,6 +110,11 @@ class MethodNotAllowed(ModelhostError):
 class Conflict(ModelhostError):
     status = 409
     code = "conflict"
+
+
+class TooManyRequests(ModelhostError):
+    status = 429
+    code = "too_many_requests"
 
 
 class PayloadTooLarge(ModelhostError):

@@ -72,6 +72,7 @@ def plan(
     if model.state != "running":
         return Plan(build=build)
     ready = [v.number for v in versions if v.status == "ready"]
+    failed = {v.number for v in versions if v.status == "failed"}
     stopped = {v.number for v in versions if v.desired_state == "stopped"}
     servable = set(ready) - stopped
 
@@ -80,7 +81,11 @@ def plan(
     for key, desired in desired_routes(model, ready, labels).items():
         wanted |= {n for n, _ in desired}
         before = previous.get(key)
-        switch_done = all(fully_ready(n) or n not in servable for n, _ in desired)
+        # A failed version never replaces a route that still works; a stopped one does
+        # (stopping is on purpose, and the route then answers 503 saying so).
+        switch_done = all(
+            fully_ready(n) or (n not in servable and n not in failed) for n, _ in desired
+        )
         keep_before = (
             before is not None
             and before != desired

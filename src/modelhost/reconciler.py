@@ -30,9 +30,10 @@ from modelhost.crypto import ServerKey
 from modelhost.db.repo import EnvVar, Label, Model, Repo, Version, new_id
 from modelhost.errors import ModelhostError
 from modelhost.gateway.app import Gateway
+from modelhost.gateway.auth import Denial
 from modelhost.gateway.pool import VersionPool
 from modelhost.gateway.routes import ModelRoute, Release, RouteTable
-from modelhost.planning import Plan, Targets, plan
+from modelhost.planning import LABEL_PREFIX, Plan, Targets, plan
 from modelhost.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -41,6 +42,9 @@ _LIVE = (InstanceState.STARTING, InstanceState.READY)
 _MAX_BACKOFF_SECONDS = 60.0
 #: Crashes in a row after which a version is marked unhealthy (it keeps being retried).
 UNHEALTHY_AFTER = 3
+#: Denied invocations written to the audit log per model per window; the rest are counted.
+DENIALS_PER_WINDOW = 20
+DENIAL_WINDOW_SECONDS = 60.0
 
 
 @dataclass
@@ -81,6 +85,7 @@ class Reconciler:
         self._crashes: set[str] = set()  # versions whose instance crashed this tick
         self._built: set[str] = set()  # versions whose build outcome is recorded
         self._seen_ready: set[str] = set()  # instances already counted as ready
+        self._denial_window: dict[str, tuple[float, int, int]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         backend.set_listener(self.wake)
 
@@ -121,7 +126,7 @@ class Reconciler:
 
     async def _reconcile(self) -> None:
         await self._record_outcomes()
-        models, versions, labels = await asyncio.to_thread(self._snapshot)
+        models, versions, labels, tokens = await asyncio.to_thread(self._snapshot)
         self._check_memory()
         table: dict[str, ModelRoute] = {}
         converged: set[str] = set()
@@ -146,23 +151,29 @@ class Reconciler:
                         await self._converge(model, version)
                     except Exception as exc:  # one broken version must not stop the others
                         await self._cannot_start(model, version, exc)
-            route = self._route(model, model_versions, model_plan)
+            route = self._route(model, model_versions, model_plan, tokens.get(model.id, ()))
             table[model.id] = table[model.name] = route
         self.gateway.table = RouteTable(table)
         self._retire_unwanted(table, converged)
         self._crashes.clear()
+        await asyncio.to_thread(self._audit_denials)
 
     def _snapshot(
         self,
-    ) -> tuple[list[Model], dict[str, list[Version]], dict[str, list[Label]]]:
+    ) -> tuple[
+        list[Model], dict[str, list[Version]], dict[str, list[Label]], dict[str, tuple[bytes, ...]]
+    ]:
         models = self.repo.list_models()
+        tokens: dict[str, tuple[bytes, ...]] = defaultdict(tuple)
+        for token in self.repo.list_tokens(active=True):
+            tokens[token.model_id] += (bytes.fromhex(token.token_hash),)
         versions: dict[str, list[Version]] = defaultdict(list)
         for version in self.repo.list_all_versions():
             versions[version.model_id].append(version)
         labels: dict[str, list[Label]] = defaultdict(list)
         for label in self.repo.list_labels():
             labels[label.model_id].append(label)
-        return models, versions, labels
+        return models, versions, labels, tokens
 
     def _current(self, instance: Instance, model: Model) -> bool:
         return self._generation.get(instance.spec.instance_id) == model.generation
@@ -300,6 +311,16 @@ class Reconciler:
                     await asyncio.to_thread(
                         self.repo.update_model, model.id, deployed_version=fallback
                     )
+                if key.startswith(LABEL_PREFIX):  # the label goes back to what it was
+                    (main, _), *canary = switch.previous
+                    await asyncio.to_thread(
+                        self.repo.set_label,
+                        model.id,
+                        key[len(LABEL_PREFIX) :],
+                        main,
+                        canary[0][0] if canary else None,
+                        canary[0][1] if canary else 0,
+                    )
                 self._routes[model.id][key] = switch.previous
                 del self._switches[(owner, key)]
                 break
@@ -358,7 +379,8 @@ class Reconciler:
     async def _cannot_start(self, model: Model, version: Version, exc: Exception) -> None:
         message = exc.message if isinstance(exc, ModelhostError) else repr(exc)
         logger.error("cannot start version %s of %s: %s", version.number, model.name, message)
-        self._failures[version.id] += 1
+        # Counted as a run of crashes, so the first ready instance clears "unhealthy".
+        self._failures[version.id] = max(self._failures[version.id] + 1, UNHEALTHY_AFTER)
         self._not_before[version.id] = time.monotonic() + _MAX_BACKOFF_SECONDS
         if version.status == "building":
             await asyncio.to_thread(
@@ -476,7 +498,9 @@ class Reconciler:
 
     # ------------------------------------------------------------------ route table
 
-    def _route(self, model: Model, versions: list[Version], model_plan: Plan) -> ModelRoute:
+    def _route(
+        self, model: Model, versions: list[Version], model_plan: Plan, tokens: tuple[bytes, ...]
+    ) -> ModelRoute:
         pools: dict[int, VersionPool] = {}
         releases: dict[int, Release] = {}
         statuses: dict[int, str] = {}
@@ -499,6 +523,42 @@ class Reconciler:
             releases=releases,
             statuses=statuses,
             state=model.state,
+            invocation_mode=model.invocation_mode,
+            tokens=tokens,
+        )
+
+    # ------------------------------------------------------------------ denied calls
+
+    def _audit_denials(self) -> None:
+        """Write denied invocations to the audit log, at most a few per model per minute."""
+        denials = self.gateway.guard.denials
+        now = time.monotonic()
+        while denials:
+            denial = denials.popleft()
+            window_start, written, dropped = self._denial_window.get(denial.model_id, (now, 0, 0))
+            if now - window_start > DENIAL_WINDOW_SECONDS:
+                if dropped:
+                    self._write_denial(denial, f"{dropped} more denied calls not recorded")
+                window_start, written, dropped = now, 0, 0
+            if written < DENIALS_PER_WINDOW:
+                self._write_denial(denial, denial.reason)
+                written += 1
+            else:
+                dropped += 1
+            self._denial_window[denial.model_id] = (window_start, written, dropped)
+
+    def _write_denial(self, denial: Denial, reason: str) -> None:
+        self.repo.add_audit(
+            actor_id=None,
+            actor="anonymous",
+            action="invoke",
+            model_id=denial.model_id,
+            model=denial.model,
+            version=None,
+            source_ip=denial.source_ip,
+            outcome="denied",
+            request_id=denial.request_id,
+            detail=orjson.dumps({"reason": reason}).decode(),
         )
 
     # ------------------------------------------------------------------ paths and tasks

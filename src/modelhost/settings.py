@@ -78,6 +78,13 @@ def _str_list(value: Any) -> tuple[str, ...]:
     return tuple(part.strip() for part in str(value).split(",") if part.strip())
 
 
+def _invocation_mode(value: Any) -> str:
+    mode = str(value).lower()
+    if mode not in {"token", "public"}:
+        raise ValueError("expected token or public")
+    return mode
+
+
 def _log_level(value: Any) -> str:
     level = str(value).lower()
     if level not in {"debug", "info", "warning", "error"}:
@@ -157,6 +164,12 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("default_instance_count", _positive_int, 1, "Instances a newly published model runs."),
     Setting("max_instance_count", _positive_int, 8, "Most instances one model may run."),
+    Setting(
+        "default_invocation_mode",
+        _invocation_mode,
+        "token",
+        "Whether new models need an access token to be called: token (the default) or public.",
+    ),
     Setting(
         "max_queued_requests",
         _positive_int,

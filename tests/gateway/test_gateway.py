@@ -37,7 +37,14 @@ def _gateway(instance: Instance) -> Gateway:
     pool.add(instance)  # type: ignore[arg-type]
     release = Release("mid", "vid", 2, orjson.dumps({"model_version_number": 2}))
     route = ModelRoute(
-        "mid", "m", 5.0, {"latest": ((2, 100),)}, {2: pool}, {2: release}, {1: "failed"}
+        "mid",
+        "m",
+        5.0,
+        {"latest": ((2, 100),)},
+        {2: pool},
+        {2: release},
+        {1: "failed"},
+        invocation_mode="public",
     )
     gateway.table = RouteTable({"mid": route, "m": route})
     return gateway

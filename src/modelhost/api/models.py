@@ -11,9 +11,12 @@ from pydantic import BaseModel, Field
 
 from modelhost import errors
 from modelhost.api.deps import ServicesDep, UserDep
+from modelhost.db.repo import Model, Version
 from modelhost.operations import lifecycle
 from modelhost.operations import models as ops
 from modelhost.operations import publish as publishing
+from modelhost.operations.access import authorize, visible_models
+from modelhost.operations.audit import audited
 
 router = APIRouter(prefix="/models", tags=["models"])
 
@@ -40,9 +43,9 @@ class ModelUpdate(BaseModel):
     )
 
 
-@router.get("", summary="List models")
+@router.get("", summary="List the models you may see")
 def list_models(services: ServicesDep, user: UserDep) -> dict[str, Any]:
-    return {"models": ops.list_models(services)}
+    return {"models": [ops.model_view(services, m) for m in visible_models(services, user)]}
 
 
 @router.post("", status_code=201, summary="Create a model with no version yet")
@@ -50,47 +53,51 @@ def create_model(body: ModelCreate, services: ServicesDep, user: UserDep) -> dic
     publishing.validate_model_name(body.name)
     if services.repo.find_model(body.name):
         raise errors.Conflict(f"A model named '{body.name}' already exists.")
-    model = services.repo.create_model(
-        body.name,
-        owner_id=user.id,
-        description=body.description,
-        instance_count=services.settings.default_instance_count,
-    )
+    with audited(services, user, "model-create") as audit:
+        model = audit.model = services.repo.create_model(
+            body.name,
+            owner_id=user.id,
+            description=body.description,
+            instance_count=services.settings.default_instance_count,
+            invocation_mode=services.settings.default_invocation_mode,
+        )
     services.wake()
     return ops.model_view(services, model)
 
 
 @router.get("/{model}", summary="Show a model")
 def show_model(model: str, services: ServicesDep, user: UserDep) -> dict[str, Any]:
-    return ops.model_view(services, ops.get_model(services, model))
+    return ops.model_view(services, authorize(services, user, model, "view"))
 
 
 @router.patch("/{model}", summary="Change a model's settings")
 def update_model(
     model: str, body: ModelUpdate, services: ServicesDep, user: UserDep
 ) -> dict[str, Any]:
-    found = ops.get_model(services, model)
-    if body.routing_mode is not None:
-        found = lifecycle.set_routing(services, found, body.routing_mode)
-    updated = ops.update_model(
-        services,
-        found,
-        description=body.description,
-        instance_count=body.instance_count,
-        timeout_seconds=body.timeout_seconds,
-        log_requests=body.log_requests,
-    )
+    found = authorize(services, user, model, "manage-settings")
+    changes = body.model_dump(exclude_none=True)
+    with audited(services, user, "settings-change", model=found, detail=changes):
+        if body.routing_mode is not None:
+            found = lifecycle.set_routing(services, found, body.routing_mode)
+        updated = ops.update_model(
+            services,
+            found,
+            description=body.description,
+            instance_count=body.instance_count,
+            timeout_seconds=body.timeout_seconds,
+            log_requests=body.log_requests,
+        )
     return ops.model_view(services, updated)
 
 
 @router.get("/{model}/versions", summary="List a model's versions")
 def list_versions(model: str, services: ServicesDep, user: UserDep) -> dict[str, Any]:
-    return {"versions": ops.list_versions(services, ops.get_model(services, model))}
+    return {"versions": ops.list_versions(services, authorize(services, user, model, "view"))}
 
 
 @router.get("/{model}/versions/{number}", summary="Show a version with its build log")
 def show_version(model: str, number: int, services: ServicesDep, user: UserDep) -> dict[str, Any]:
-    return ops.show_version(services, ops.get_model(services, model), number)
+    return ops.show_version(services, authorize(services, user, model, "view"), number)
 
 
 @router.post(
@@ -119,8 +126,11 @@ async def publish_version(
             "Send the project as a .tar.gz archive with 'Content-Type: application/gzip'; "
             "the modelhost CLI and client pack it for you."
         )
-    if services.repo.find_model(model) is None:
+    existing = services.repo.find_model(model)
+    if existing is None:
         publishing.validate_model_name(model)
+    else:
+        authorize(services, user, model, "publish")
     publishing.validate_entry_point(file, function)
     publishing.validate_concurrency(concurrency)
     limit = services.settings.max_bundle_bytes
@@ -137,17 +147,29 @@ async def publish_version(
         if not received:
             raise errors.InvalidBundle("The request body is empty; send the project archive.")
         upload.seek(0)
-        found, version = await asyncio.to_thread(
-            publishing.publish,
-            services,
-            name=model,
-            archive=upload,  # type: ignore[arg-type]
-            file=file,
-            function=function,
-            description=description,
-            actor=user,
-            concurrency=concurrency,
-        )
+
+        def publish_audited() -> tuple[Model, Version]:
+            with audited(
+                services,
+                user,
+                "publish",
+                model=existing,
+                detail={"entry_point": f"{file}:{function}"},
+            ) as audit:
+                published = publishing.publish(
+                    services,
+                    name=model,
+                    archive=upload,  # type: ignore[arg-type]
+                    file=file,
+                    function=function,
+                    description=description,
+                    actor=user,
+                    concurrency=concurrency,
+                )
+                audit.model, audit.version = published[0], published[1].number
+                return published
+
+        found, version = await asyncio.to_thread(publish_audited)
     services.wake()
     return {
         "model": ops.model_view(services, found),
@@ -157,7 +179,7 @@ async def publish_version(
 
 @router.get("/{model}/instances", summary="List a model's instances")
 def list_instances(model: str, services: ServicesDep, user: UserDep) -> dict[str, Any]:
-    return {"instances": ops.list_instances(services, ops.get_model(services, model))}
+    return {"instances": ops.list_instances(services, authorize(services, user, model, "view"))}
 
 
 @router.get("/{model}/logs", summary="Read a model's instance logs")
@@ -168,5 +190,5 @@ def read_logs(
     tail: Annotated[int, Query(description="Lines from the end")] = 200,
     version: Annotated[int | None, Query(description="Only this version")] = None,
 ) -> dict[str, Any]:
-    found = ops.get_model(services, model)
+    found = authorize(services, user, model, "view-logs")
     return {"lines": ops.read_logs(services, found, tail=tail, version=version)}

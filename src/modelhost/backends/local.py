@@ -62,7 +62,7 @@ class _Connection(asyncio.Protocol):
 
 
 class LocalInstance:
-    """A worker process and the connection to it. One call at a time."""
+    """A worker process and the connection to it; calls are matched to answers by id."""
 
     def __init__(self, spec: InstanceSpec, on_change: Callable[[], None]) -> None:
         self.spec = spec

@@ -120,7 +120,13 @@ class Repo(AccessRepo):
         return _row(Model, row) if row else None
 
     def create_model(
-        self, name: str, *, owner_id: str, description: str, instance_count: int
+        self,
+        name: str,
+        *,
+        owner_id: str,
+        description: str,
+        instance_count: int,
+        invocation_mode: str = "token",
     ) -> Model:
         now = utcnow()
         model = Model(
@@ -132,25 +138,41 @@ class Repo(AccessRepo):
             timeout_seconds=None,
             created_at=now,
             updated_at=now,
+            invocation_mode=invocation_mode,
         )
         with self._begin() as conn:
             conn.execute(insert(t.models).values(**model.__dict__))
         return model
 
     def get_or_create_model(
-        self, name: str, *, owner_id: str, description: str, instance_count: int
+        self,
+        name: str,
+        *,
+        owner_id: str,
+        description: str,
+        instance_count: int,
+        invocation_mode: str = "token",
     ) -> tuple[Model, bool]:
         existing = self.find_model(name)
         if existing:
             return existing, False
-        try:
-            return self.create_model(
-                name, owner_id=owner_id, description=description, instance_count=instance_count
-            ), True
-        except IntegrityError:  # created concurrently by another publish
-            model = self.find_model(name)
-            assert model is not None
-            return model, False
+        with self._begin() as conn:
+            savepoint = conn.begin_nested()  # a concurrent publish may create it first
+            try:
+                model = self.create_model(
+                    name,
+                    owner_id=owner_id,
+                    description=description,
+                    instance_count=instance_count,
+                    invocation_mode=invocation_mode,
+                )
+            except IntegrityError:
+                savepoint.rollback()
+                found = self.find_model(name)
+                assert found is not None
+                return found, False
+            savepoint.commit()
+        return model, True
 
     def update_model(self, model_id: str, **values: Any) -> Model:
         with self._begin() as conn:

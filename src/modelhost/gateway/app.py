@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from modelhost import errors
+from modelhost.gateway.auth import TokenGuard
 from modelhost.gateway.pool import VersionPool
 from modelhost.gateway.routes import ModelRoute, Release, RouteTable
 
@@ -52,6 +53,7 @@ class Gateway:
     def __init__(self, *, max_request_bytes: int) -> None:
         self.table = RouteTable()
         self.max_request_bytes = max_request_bytes
+        self.guard = TokenGuard()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
@@ -149,6 +151,8 @@ class Gateway:
         self, scope: Scope, receive: Receive, request_id: str, started: float
     ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         route, pool, release = self._resolve(scope["path"])
+        if route.invocation_mode != "public":
+            self.guard.check(route, scope, request_id)
         if scope["method"] != "POST":
             raise errors.MethodNotAllowed(
                 "Call a model with POST and a JSON body.", headers={"Allow": "POST"}
@@ -171,9 +175,9 @@ class Gateway:
         route, pool, release = self._resolve(scope["path"])
         instance = await pool.acquire(route.timeout)
         try:
-            # The timeout covers the whole call, queueing included.
-            remaining = max(0.001, route.timeout - (time.perf_counter() - started))
-            result = await instance.call(request_id, body, remaining)
+            # The function gets the whole timeout once it runs (queueing has its own bound), so
+            # a call admitted late never kills a healthy instance for time it spent waiting.
+            result = await instance.call(request_id, body, route.timeout)
         except errors.ModelTimeout:
             raise errors.ModelTimeout(
                 f"The call did not finish within {route.timeout:g} s (the model's timeout); the "

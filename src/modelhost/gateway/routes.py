@@ -32,6 +32,10 @@ class ModelRoute:
     statuses: dict[int, str] = field(default_factory=dict)
     #: "stopped" or "archived" when the whole model is not serving
     state: str = "running"
+    #: "token" (callers need one of ``tokens``) or "public"
+    invocation_mode: str = "token"
+    #: sha256 digests of the model's active access tokens
+    tokens: tuple[bytes, ...] = ()
 
     def pick(self, key: str) -> int | None:
         """The version number a route sends this call to (weighted for a canary)."""

@@ -117,6 +117,8 @@ def model_view(services: Services, model: Model) -> dict[str, Any]:
         "state": model.state,
         "deployed_version": model.deployed_version,
         "log_requests": model.log_requests,
+        "visibility": model.visibility,
+        "invocation_mode": model.invocation_mode,
         "labels": {label.name: label.version for label in services.repo.list_labels(model.id)},
         "created_at": _iso(model.created_at),
         "updated_at": _iso(model.updated_at),

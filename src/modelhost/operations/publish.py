@@ -108,6 +108,7 @@ def publish(
             owner_id=actor.id,
             description=description,
             instance_count=settings.default_instance_count,
+            invocation_mode=settings.default_invocation_mode,
         )
         log = (
             f"Bundle sha256:{bundle.sha256} ({files} files, {human_size(size)})\n"

@@ -11,10 +11,12 @@ Messages (direction, payload):
 ``CALL``         server → worker   16-byte ASCII request id, then the raw request body
 ``RESULT``       worker → server   request id, ``>d`` model time in ms, the result as JSON bytes
 ``ERROR``        worker → server   request id, then JSON ``{"status", "code", "message"}``
+``SHUTDOWN``     server → worker   empty
 
 Every answer carries the request id of its call, so an instance that runs several calls at
-once (a version that declares a concurrency above 1) may answer them in any order.
-``SHUTDOWN``     server → worker   empty
+once (a version that declares a concurrency above 1) may answer them in any order. The R
+worker (worker.R) speaks the same frames, and adds the ``nonce`` it was given to READY and
+LOAD_FAILED, since it connects over loopback TCP rather than an inherited socket.
 """
 
 from __future__ import annotations

@@ -62,21 +62,24 @@ class _StampedLines(io.TextIOBase):
         self._fd = fd
         self._stream = stream
         self._pending = ""
+        self._lock = threading.Lock()  # calls may print from several threads
 
     def writable(self) -> bool:
         return True
 
     def write(self, text: str) -> int:
-        self._pending += text
-        if "\n" in self._pending:
-            *lines, self._pending = self._pending.split("\n")
-            self._emit(lines)
+        with self._lock:
+            self._pending += text
+            if "\n" in self._pending:
+                *lines, self._pending = self._pending.split("\n")
+                self._emit(lines)
         return len(text)
 
     def flush(self) -> None:
-        if self._pending:
-            lines, self._pending = [self._pending], ""
-            self._emit(lines)
+        with self._lock:
+            if self._pending:
+                lines, self._pending = [self._pending], ""
+                self._emit(lines)
 
     def _emit(self, lines: list[str]) -> None:
         now = datetime.datetime.now(datetime.timezone.utc)
@@ -376,7 +379,12 @@ def serve(sock: socket.socket, handler: Handler, concurrency: int = 1) -> None:
     send_lock = threading.Lock()
 
     def answer(payload: bytes) -> None:
-        frame = handler(payload)
+        try:
+            frame = handler(payload)
+        except BaseException:  # SystemExit and friends: end the instance, as with one thread
+            traceback.print_exc()
+            sys.stderr.flush()
+            os._exit(70)
         with send_lock:
             sock.sendall(frame)
 

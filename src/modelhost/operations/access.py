@@ -1,0 +1,310 @@
+"""Users, API keys, sign-in, model access tokens, collaborators, visibility and ownership."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+import secrets
+import threading
+import time
+from typing import Any
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from modelhost import errors
+from modelhost.db.repo import Model, Token, User, utcnow
+from modelhost.operations import Services
+from modelhost.operations.accounts import KEY_PREFIX, hash_key
+from modelhost.operations.audit import record
+from modelhost.permissions import ROLES, can_see, ensure_admin, ensure_permission, role_of
+
+TOKEN_PREFIX = "mht_"  # noqa: S105 - a prefix that lets scanners spot leaked tokens
+USERNAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{1,62}$")
+MIN_PASSWORD_LENGTH = 10
+_hasher = PasswordHasher()
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value else None
+
+
+# --------------------------------------------------------------------------- authorization
+
+
+def authorize(services: Services, user: User, key: str, action: str) -> Model:
+    """The model ``key`` names, if ``user`` may do ``action`` on it; the one check."""
+    model = services.repo.find_model(key)
+    if model is None:
+        raise errors.ModelNotFound(
+            f"There is no model '{key}'. 'modelhost models list' shows the models."
+        )
+    role = role_of(user, model, services.repo.collaborators(model.id))
+    try:
+        ensure_permission(user, action, model, role)
+    except errors.Forbidden as exc:
+        record(services, user, action, model=model, outcome="denied", detail={"error": exc.message})
+        raise
+    return model
+
+
+def visible_models(services: Services, user: User) -> list[Model]:
+    roles = services.repo.roles_of(user.id)
+    return [
+        m
+        for m in services.repo.list_models()
+        if can_see(user, m, "owner" if m.owner_id == user.id else roles.get(m.id))
+    ]
+
+
+# --------------------------------------------------------------------------- users
+
+
+def user_view(user: User) -> dict[str, Any]:
+    return {
+        "id": user.id,
+        "username": user.username,
+        "is_admin": user.is_admin,
+        "disabled": user.disabled_at is not None,
+        "created_at": _iso(user.created_at),
+    }
+
+
+def _check_password(password: str) -> None:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise errors.BadRequest(f"Passwords need at least {MIN_PASSWORD_LENGTH} characters.")
+
+
+def add_user(
+    services: Services, actor: User, username: str, password: str, *, is_admin: bool
+) -> User:
+    ensure_admin(actor, "add users")
+    if not USERNAME_PATTERN.match(username):
+        raise errors.BadRequest(
+            f"'{username}' is not a valid user name: 2 to 63 lowercase letters, digits, '.', "
+            "'_' or '-'."
+        )
+    _check_password(password)
+    if services.repo.find_user(username):
+        raise errors.Conflict(f"There is already a user named '{username}'.")
+    return services.repo.create_user(
+        username, is_admin=is_admin, password_hash=_hasher.hash(password)
+    )
+
+
+def find_user(services: Services, username: str) -> User:
+    user = services.repo.find_user(username)
+    if user is None:
+        raise errors.NotFound(f"There is no user '{username}'. 'modelhost users list' shows them.")
+    return user
+
+
+def disable_user(services: Services, actor: User, username: str) -> User:
+    ensure_admin(actor, "disable users")
+    user = find_user(services, username)
+    if user.id == actor.id:
+        raise errors.BadRequest("You cannot disable your own account.")
+    services.repo.update_user(user.id, disabled_at=utcnow())
+    return user
+
+
+class Throttle:
+    """Counts failures per source address; past ``limit`` in ``window`` seconds, refuses."""
+
+    def __init__(self, limit: int = 5, window: float = 60.0) -> None:
+        self.limit = limit
+        self.window = window
+        self._failures: dict[str, list[float]] = {}
+        self._lock = threading.Lock()
+
+    def check(self, source: str) -> None:
+        with self._lock:
+            recent = [
+                t for t in self._failures.get(source, []) if t > time.monotonic() - self.window
+            ]
+            self._failures[source] = recent
+        if len(recent) >= self.limit:
+            raise errors.TooManyRequests(
+                f"Too many failed attempts from {source}; wait {self.window:g} s and try again.",
+                headers={"Retry-After": str(int(self.window))},
+            )
+
+    def failed(self, source: str) -> None:
+        with self._lock:
+            self._failures.setdefault(source, []).append(time.monotonic())
+
+
+LOGIN_THROTTLE = Throttle()
+
+
+def login(services: Services, username: str, password: str, source: str, key_name: str) -> str:
+    """Check a password and return a new API key for the user; failures are throttled."""
+    LOGIN_THROTTLE.check(source)
+    user = services.repo.find_user(username)
+    valid = False
+    if user is not None and user.password_hash and user.disabled_at is None:
+        try:
+            valid = _hasher.verify(user.password_hash, password)
+        except (VerificationError, InvalidHashError):
+            valid = False
+    if not valid:
+        LOGIN_THROTTLE.failed(source)
+        record(services, None, "login", outcome="denied", actor_name=username)
+        raise errors.Unauthenticated("The user name or password is wrong.")
+    assert user is not None
+    key = create_api_key(services, user, key_name)
+    record(services, user, "login")
+    return key
+
+
+# --------------------------------------------------------------------------- API keys
+
+
+def create_api_key(
+    services: Services, user: User, name: str, expires_in_days: int | None = None
+) -> str:
+    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    expires = utcnow() + dt.timedelta(days=expires_in_days) if expires_in_days else None
+    services.repo.add_api_key(user.id, name, hash_key(key), key[: len(KEY_PREFIX) + 4], expires)
+    return key
+
+
+def list_api_keys(services: Services, user: User) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": k.id,
+            "name": k.name,
+            "prefix": k.prefix,
+            "created_at": _iso(k.created_at),
+            "expires_at": _iso(k.expires_at),
+            "revoked": k.revoked_at is not None,
+        }
+        for k in services.repo.list_api_keys(user.id)
+    ]
+
+
+def revoke_api_key(services: Services, user: User, key_id: str) -> None:
+    if not services.repo.revoke_api_key(user.id, key_id):
+        raise errors.NotFound(f"You have no active API key with id '{key_id}'.")
+
+
+# --------------------------------------------------------------------------- access tokens
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _new_token() -> str:
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def token_view(token: Token, secret: str | None = None) -> dict[str, Any]:
+    view: dict[str, Any] = {
+        "id": token.id,
+        "name": token.name,
+        "prefix": token.prefix,
+        "created_at": _iso(token.created_at),
+        "revoked": token.revoked_at is not None,
+    }
+    if secret is not None:
+        view["token"] = secret  # shown once
+    return view
+
+
+def create_token(services: Services, actor: User, model: Model, name: str) -> dict[str, Any]:
+    if not name.strip() or len(name) > 128:
+        raise errors.BadRequest("Give the token a name saying who it is for (1-128 characters).")
+    secret = _new_token()
+    token = services.repo.add_token(
+        model.id, name.strip(), hash_token(secret), secret[: len(TOKEN_PREFIX) + 4], actor.id
+    )
+    services.wake()
+    return token_view(token, secret)
+
+
+def list_tokens(services: Services, model: Model) -> list[dict[str, Any]]:
+    return [token_view(t) for t in services.repo.list_tokens(model.id)]
+
+
+def revoke_token(services: Services, model: Model, token_id: str) -> None:
+    if not services.repo.update_token(model.id, token_id, revoked_at=utcnow()):
+        raise errors.NotFound(f"Model '{model.name}' has no active token '{token_id}'.")
+    services.wake()
+
+
+def regenerate_token(services: Services, model: Model, token_id: str) -> dict[str, Any]:
+    """A new secret for the same token (same id and name); the old secret stops working."""
+    secret = _new_token()
+    changed = services.repo.update_token(
+        model.id,
+        token_id,
+        token_hash=hash_token(secret),
+        prefix=secret[: len(TOKEN_PREFIX) + 4],
+        created_at=utcnow(),
+    )
+    if not changed:
+        raise errors.NotFound(f"Model '{model.name}' has no active token '{token_id}'.")
+    services.wake()
+    token = next(t for t in services.repo.list_tokens(model.id) if t.id == token_id)
+    return token_view(token, secret)
+
+
+# --------------------------------------------------------------------------- sharing
+
+
+def set_access(
+    services: Services, model: Model, *, visibility: str | None, invocation: str | None
+) -> Model:
+    changes: dict[str, str] = {}
+    if visibility is not None:
+        if visibility not in ("public", "private"):
+            raise errors.BadRequest("Visibility is public or private.")
+        changes["visibility"] = visibility
+    if invocation is not None:
+        if invocation not in ("public", "token"):
+            raise errors.BadRequest("Invocation is public (no token) or token.")
+        changes["invocation_mode"] = invocation
+    if not changes:
+        raise errors.BadRequest("Give --visibility and/or --invocation.")
+    updated = services.repo.update_model(model.id, **changes)
+    services.wake()
+    return updated
+
+
+def collaborators(services: Services, model: Model) -> list[dict[str, Any]]:
+    roles = services.repo.collaborators(model.id)
+    names = services.repo.usernames([model.owner_id, *roles])
+    people = [{"user": names.get(model.owner_id), "role": "owner"}]
+    people += [{"user": names.get(uid), "role": role} for uid, role in sorted(roles.items())]
+    return people
+
+
+def set_collaborator(services: Services, model: Model, username: str, role: str) -> None:
+    if role not in ROLES or role == "owner":
+        raise errors.BadRequest(
+            "A collaborator's role is viewer or editor; ownership moves with 'transfer'."
+        )
+    user = find_user(services, username)
+    if user.id == model.owner_id:
+        raise errors.BadRequest(f"'{username}' owns '{model.name}' already.")
+    services.repo.set_collaborator(model.id, user.id, role)
+
+
+def remove_collaborator(services: Services, model: Model, username: str) -> None:
+    user = find_user(services, username)
+    if not services.repo.remove_collaborator(model.id, user.id):
+        raise errors.NotFound(f"'{username}' is not a collaborator on '{model.name}'.")
+
+
+def transfer(services: Services, model: Model, username: str) -> Model:
+    """Make ``username`` the owner; the previous owner stays on as editor."""
+    user = find_user(services, username)
+    if user.disabled_at is not None:
+        raise errors.BadRequest(f"'{username}' is disabled and cannot own models.")
+    if user.id == model.owner_id:
+        raise errors.BadRequest(f"'{username}' owns '{model.name}' already.")
+    services.repo.remove_collaborator(model.id, user.id)
+    services.repo.set_collaborator(model.id, model.owner_id, "editor")
+    return services.repo.update_model(model.id, owner_id=user.id)

@@ -1,0 +1,153 @@
+"""The audit log: one append-only event per management action, with who, what, where, outcome.
+
+An action and its event commit in one transaction: if the event cannot be written, the action
+fails too. Failed and denied attempts are recorded as well (outside the failed transaction).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+from modelhost import errors
+from modelhost.db.repo import AuditEvent, Model, User
+from modelhost.operations import Services
+
+EXPORT_FIELDS = (
+    "id",
+    "time",
+    "actor",
+    "action",
+    "model",
+    "version",
+    "source_ip",
+    "outcome",
+    "request_id",
+    "detail",
+)
+
+
+@dataclass(frozen=True)
+class RequestInfo:
+    source_ip: str | None
+    request_id: str | None
+
+
+#: Set per API request by a middleware; read when an event is written.
+current_request: ContextVar[RequestInfo] = ContextVar(
+    "modelhost_request",
+    default=RequestInfo(None, None),  # noqa: B039 - frozen, so never mutated
+)
+
+
+def record(
+    services: Services,
+    actor: User | None,
+    action: str,
+    *,
+    model: Model | None = None,
+    model_name: str | None = None,
+    version: int | None = None,
+    outcome: str = "success",
+    detail: dict[str, Any] | None = None,
+    actor_name: str | None = None,
+) -> None:
+    info = current_request.get()
+    services.repo.add_audit(
+        actor_id=actor.id if actor else None,
+        actor=actor.username if actor else (actor_name or "anonymous"),
+        action=action,
+        model_id=model.id if model else None,
+        model=model.name if model else model_name,
+        version=version,
+        source_ip=info.source_ip,
+        outcome=outcome,
+        request_id=info.request_id,
+        detail=json.dumps(detail or {}, sort_keys=True),
+    )
+
+
+def outcome_of(error: BaseException) -> str:
+    if isinstance(error, errors.ModelhostError) and error.status in (401, 403, 404):
+        return "denied"
+    return "failed"
+
+
+@dataclass
+class Audit:
+    """What an event will say; the action may fill in what it learns (a new version)."""
+
+    model: Model | None
+    version: int | None
+    detail: dict[str, Any]
+
+
+@contextmanager
+def audited(
+    services: Services,
+    actor: User,
+    action: str,
+    *,
+    model: Model | None = None,
+    version: int | None = None,
+    detail: dict[str, Any] | None = None,
+) -> Iterator[Audit]:
+    """Run an action and write its event in one transaction; record failures separately."""
+    audit = Audit(model, version, dict(detail or {}))
+    try:
+        with services.repo.transaction():
+            yield audit
+            record(
+                services,
+                actor,
+                action,
+                model=audit.model,
+                version=audit.version,
+                detail=audit.detail,
+            )
+        services.wake()  # after the commit, so the reconciler sees the change at once
+    except Exception as exc:
+        record(
+            services,
+            actor,
+            action,
+            model=audit.model,
+            version=audit.version,
+            outcome=outcome_of(exc),
+            detail={**audit.detail, "error": _message(exc)},
+        )
+        raise
+
+
+def _message(exc: BaseException) -> str:
+    return exc.message if isinstance(exc, errors.ModelhostError) else type(exc).__name__
+
+
+def event_view(event: AuditEvent) -> dict[str, Any]:
+    return {
+        "id": event.id,
+        "time": event.time.isoformat().replace("+00:00", "Z"),
+        "actor": event.actor,
+        "action": event.action,
+        "model": event.model,
+        "version": event.version,
+        "source_ip": event.source_ip,
+        "outcome": event.outcome,
+        "request_id": event.request_id,
+        "detail": json.loads(event.detail or "{}"),
+    }
+
+
+def to_csv(events: list[dict[str, Any]]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=EXPORT_FIELDS)
+    writer.writeheader()
+    for event in events:
+        writer.writerow({**event, "detail": json.dumps(event["detail"], sort_keys=True)})
+    return out.getvalue()

@@ -1,0 +1,68 @@
+"""Who may do what to a model: actions x roles as data, checked in one function.
+
+Roles on a model rank viewer < editor < owner; server admins may do everything. A model the
+user may not see answers 404 (not 403), so private models stay undiscoverable.
+"""
+
+from __future__ import annotations
+
+from modelhost import errors
+from modelhost.db.repo import Model, User
+
+ROLES = ("viewer", "editor", "owner")
+_RANK = {role: rank for rank, role in enumerate(ROLES, start=1)}
+
+#: action -> the least role that may do it
+PERMISSIONS: dict[str, str] = {
+    "view": "viewer",  # the model, its versions, instances, labels, variable names
+    "view-logs": "viewer",
+    "view-audit": "viewer",
+    "publish": "editor",
+    "deploy": "editor",  # deploy, rollback, promote, labels, routing, stop, start, restart
+    "manage-settings": "editor",  # instances, timeout, description, request logging
+    "manage-env": "editor",
+    "manage-tokens": "editor",
+    "manage-collaborators": "owner",
+    "change-access": "owner",  # visibility and invocation mode
+    "transfer": "owner",
+    "unpublish": "owner",
+    "delete": "owner",
+}
+
+
+def role_of(user: User, model: Model, collaborators: dict[str, str]) -> str | None:
+    if model.owner_id == user.id:
+        return "owner"
+    return collaborators.get(user.id)
+
+
+def can_see(user: User, model: Model, role: str | None) -> bool:
+    return user.is_admin or role is not None or model.visibility == "public"
+
+
+def ensure_permission(user: User, action: str, model: Model, role: str | None) -> None:
+    """Raise unless ``user`` (with ``role`` on ``model``) may do ``action``."""
+    required = PERMISSIONS[action]
+    if user.is_admin:
+        return
+    if not can_see(user, model, role):
+        raise errors.ModelNotFound(
+            f"There is no model '{model.name}'. 'modelhost models list' shows the models."
+        )
+    if role is None:  # a public model seen by a signed-in user who is not a collaborator
+        if action == "view":
+            return
+        raise errors.Forbidden(
+            f"You can view the public model '{model.name}' but not {action} it; ask its owner "
+            f"to add you as {required}."
+        )
+    if _RANK[role] < _RANK[required]:
+        raise errors.Forbidden(
+            f"Your role on '{model.name}' is {role}; {action} needs {required} or higher. Ask "
+            "the model's owner."
+        )
+
+
+def ensure_admin(user: User, what: str) -> None:
+    if not user.is_admin:
+        raise errors.Forbidden(f"Only server admins can {what}.")

@@ -1,0 +1,83 @@
+"""Access tokens on the invocation path, in process."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+
+import pytest
+
+from modelhost import errors
+from modelhost.gateway.auth import TokenGuard, token_from_headers
+from modelhost.gateway.routes import ModelRoute
+
+TOKEN = "mht_good-token"
+ROUTE = ModelRoute("mid", "m", 5.0, tokens=(hashlib.sha256(TOKEN.encode()).digest(),))
+
+
+def _scope(headers: list[tuple[bytes, bytes]], query: bytes = b"", ip: str = "10.0.0.1") -> dict:
+    return {"headers": headers, "query_string": query, "client": (ip, 5000)}
+
+
+def _basic(user: str, password: str) -> bytes:
+    return b"Basic " + base64.b64encode(f"{user}:{password}".encode())
+
+
+@pytest.mark.parametrize(
+    "header",
+    [b"Bearer " + TOKEN.encode(), _basic(TOKEN, TOKEN), _basic(TOKEN, ""), _basic("", TOKEN)],
+)
+def test_a_valid_token_passes_as_bearer_or_basic(header: bytes) -> None:
+    TokenGuard().check(ROUTE, _scope([(b"authorization", header)]), "R" * 16)
+
+
+@pytest.mark.parametrize(
+    ("headers", "fragment"),
+    [
+        ([], "needs an access token"),
+        ([(b"authorization", b"Bearer mht_wrong")], "not valid"),
+        ([(b"authorization", b"Basic !!notbase64")], "needs an access token"),
+    ],
+)
+def test_a_missing_or_wrong_token_is_a_401_with_a_challenge(
+    headers: list[tuple[bytes, bytes]], fragment: str
+) -> None:
+    guard = TokenGuard()
+    with pytest.raises(errors.Unauthenticated, match=fragment) as refused:
+        guard.check(ROUTE, _scope(headers), "R" * 16)
+    assert "Basic" in refused.value.headers["WWW-Authenticate"]
+    assert [d.reason for d in guard.denials] in (["no token"], ["wrong token"])
+
+
+def test_a_token_in_the_query_string_is_refused_even_when_valid() -> None:
+    scope = _scope(
+        [(b"authorization", b"Bearer " + TOKEN.encode())], query=b"token=" + TOKEN.encode()
+    )
+    with pytest.raises(errors.BadRequest, match="in the URL are refused"):
+        TokenGuard().check(ROUTE, scope, "R" * 16)
+
+
+def test_repeated_failures_from_one_address_are_throttled_but_others_pass() -> None:
+    guard = TokenGuard(failure_limit=3)
+    for _ in range(3):
+        with pytest.raises(errors.Unauthenticated):
+            guard.check(ROUTE, _scope([]), "R" * 16)
+    with pytest.raises(errors.TooManyRequests):
+        guard.check(ROUTE, _scope([(b"authorization", b"Bearer " + TOKEN.encode())]), "R" * 16)
+    guard.check(
+        ROUTE, _scope([(b"authorization", b"Bearer " + TOKEN.encode())], ip="10.0.0.2"), "R" * 16
+    )
+
+
+def test_a_model_without_tokens_accepts_none() -> None:
+    with pytest.raises(errors.Unauthenticated):
+        TokenGuard().check(
+            dataclasses.replace(ROUTE, tokens=()),
+            _scope([(b"authorization", b"Bearer " + TOKEN.encode())]),
+            "R" * 16,
+        )
+
+
+def test_other_headers_are_ignored() -> None:
+    assert token_from_headers([(b"x-token", b"abc")]) is None
