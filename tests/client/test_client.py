@@ -38,7 +38,7 @@ def test_error_envelopes_become_the_matching_exception(
         client.predict("m", data={})
 
 
-def test_predict_sends_data_or_parameters_with_json_and_the_key() -> None:
+def test_predict_sends_data_or_parameters_as_json_with_the_model_token() -> None:
     seen: list[httpx.Request] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -56,12 +56,13 @@ def test_predict_sends_data_or_parameters_with_json_and_the_key() -> None:
 
     with _client(handler) as client:
         prediction = client.predict("wine", parameters=[[1, 2]])
-        client.predict("wine", data={"x": 1}, version=2)
+        client.predict("wine", data={"x": 1}, version=2, token="mht_t")
     assert prediction.result == 5
     assert prediction.version == 3
     assert seen[0].url.path == "/models/wine/latest/model"
     assert json.loads(seen[0].content) == {"parameters": [[1, 2]]}
-    assert seen[0].headers["authorization"] == "Bearer mh_key"
+    assert "authorization" not in seen[0].headers  # the API key never goes to the gateway
+    assert seen[1].headers["authorization"] == "Bearer mht_t"
     assert seen[1].url.path == "/models/wine/versions/2/model"
     assert json.loads(seen[1].content) == {"data": {"x": 1}}
 

@@ -222,6 +222,8 @@ def versions(conn: Connection, model: str, number: int | None, as_json: bool) ->
 @click.option("--data", help="Keyword arguments as a JSON object: '{\"x\": 1}'.")
 @click.option("--parameters", help="Positional arguments as a JSON array: '[1, 2]'.")
 @click.option("--version", "number", type=int, help="Call this version instead of latest.")
+@click.option("--label", help="Call the version this label points at, such as prod.")
+@click.option("--token", envvar="MODELHOST_TOKEN", help="The model's access token.")
 @click.option("--full", is_flag=True, help="Print the whole response, not just the result.")
 @pass_connection
 def call(
@@ -230,6 +232,8 @@ def call(
     data: str | None,
     parameters: str | None,
     number: int | None,
+    label: str | None,
+    token: str | None,
     full: bool,
 ) -> None:
     """Call MODEL with --data or --parameters and print the result."""
@@ -240,7 +244,7 @@ def call(
         kwargs["data"] = _json_option(data, "--data")
     else:
         kwargs["parameters"] = _json_option(parameters, "--parameters")
-    prediction = conn.client.predict(model, version=number, **kwargs)
+    prediction = conn.client.predict(model, version=number, label=label, token=token, **kwargs)
     if full:
         _json(
             {

@@ -71,8 +71,6 @@ class Client:
     ) -> None:
         self.url, self.api_key = _config.resolve(url, api_key)
         headers = {"User-Agent": "modelhost-client"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
         self._http = httpx.Client(
             base_url=self.url, headers=headers, timeout=timeout, transport=transport
         )
@@ -88,9 +86,12 @@ class Client:
 
     # ------------------------------------------------------------------ plumbing
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+    def _request(self, method: str, path: str, *, api_key: bool = True, **kwargs: Any) -> Any:
+        headers = kwargs.pop("headers", None) or {}
+        if api_key and self.api_key:
+            headers.setdefault("Authorization", f"Bearer {self.api_key}")
         try:
-            response = self._http.request(method, path, **kwargs)
+            response = self._http.request(method, path, headers=headers, **kwargs)
         except httpx.TimeoutException:
             raise errors.ConnectionFailed(
                 f"The server at {self.url} did not answer in time."
@@ -214,6 +215,105 @@ class Client:
     def unset_env(self, model: str, name: str) -> None:
         self._request("DELETE", urls.api_env(model, name))
 
+    # ------------------------------------------------------------------ access
+
+    @staticmethod
+    def login(url: str, username: str, password: str, *, key_name: str = "login") -> Client:
+        """Sign in with a password; returns a client holding a new API key for the user."""
+        with Client(url, api_key="-") as anonymous:
+            answer = anonymous._request(
+                "POST",
+                urls.API + "/login",
+                api_key=False,
+                json={"username": username, "password": password, "key_name": key_name},
+            )
+        return Client(url, answer["api_key"])
+
+    def me(self) -> dict[str, Any]:
+        return self._request("GET", urls.api_me())
+
+    def users(self) -> list[dict[str, Any]]:
+        return self._request("GET", urls.API + "/users")["users"]
+
+    def add_user(self, username: str, password: str, *, admin: bool = False) -> dict[str, Any]:
+        body = {"username": username, "password": password, "is_admin": admin}
+        return self._request("POST", urls.API + "/users", json=body)
+
+    def disable_user(self, username: str) -> dict[str, Any]:
+        return self._request("POST", f"{urls.API}/users/{username}/disable")
+
+    def api_keys(self) -> list[dict[str, Any]]:
+        return self._request("GET", urls.API + "/keys")["keys"]
+
+    def create_key(self, name: str, *, expires_in_days: int | None = None) -> str:
+        """A new API key for yourself; returned once."""
+        body = {"name": name, "expires_in_days": expires_in_days}
+        return self._request("POST", urls.API + "/keys", json=body)["api_key"]
+
+    def revoke_key(self, key_id: str) -> None:
+        self._request("DELETE", f"{urls.API}/keys/{key_id}")
+
+    def tokens(self, model: str) -> list[dict[str, Any]]:
+        return self._request("GET", urls.api_model_action(model, "tokens"))["tokens"]
+
+    def create_token(self, model: str, name: str) -> dict[str, Any]:
+        """A new access token for ``model``; its ``token`` is shown only in this answer."""
+        path = urls.api_model_action(model, "tokens")
+        return self._request("POST", path, json={"name": name})
+
+    def revoke_token(self, model: str, token_id: str) -> None:
+        self._request("DELETE", f"{urls.api_model_action(model, 'tokens')}/{token_id}")
+
+    def regenerate_token(self, model: str, token_id: str) -> dict[str, Any]:
+        path = f"{urls.api_model_action(model, 'tokens')}/{token_id}/regenerate"
+        return self._request("POST", path)
+
+    def set_access(
+        self, model: str, *, visibility: str | None = None, invocation: str | None = None
+    ) -> dict[str, Any]:
+        """``visibility`` public|private, ``invocation`` public|token."""
+        body = {"visibility": visibility, "invocation": invocation}
+        return self._request("PATCH", urls.api_model_action(model, "access"), json=body)
+
+    def collaborators(self, model: str) -> list[dict[str, Any]]:
+        path = urls.api_model_action(model, "collaborators")
+        return self._request("GET", path)["collaborators"]
+
+    def set_collaborator(self, model: str, user: str, role: str) -> list[dict[str, Any]]:
+        path = f"{urls.api_model_action(model, 'collaborators')}/{user}"
+        return self._request("PUT", path, json={"role": role})["collaborators"]
+
+    def remove_collaborator(self, model: str, user: str) -> None:
+        self._request("DELETE", f"{urls.api_model_action(model, 'collaborators')}/{user}")
+
+    def transfer(self, model: str, user: str) -> dict[str, Any]:
+        return self._request("POST", urls.api_model_action(model, "transfer"), json={"user": user})
+
+    def audit(
+        self,
+        model: str | None = None,
+        *,
+        actor: str | None = None,
+        action: str | None = None,
+        since: str | None = None,
+        format: str = "json",
+    ) -> Any:
+        """Audit events (newest first) as a list, or the CSV text with ``format="csv"``."""
+        path = urls.api_model_action(model, "audit") if model else urls.API + "/audit"
+        params = {
+            k: v
+            for k, v in {"actor": actor, "action": action, "since": since, "format": format}.items()
+            if v is not None
+        }
+        if format == "csv":
+            response = self._http.get(
+                path, params=params, headers={"Authorization": f"Bearer {self.api_key}"}
+            )
+            if response.is_error:
+                raise errors.error_from_body(response.status_code, response.json())
+            return response.text
+        return self._request("GET", path, params=params)["events"]
+
     # ------------------------------------------------------------------ publish
 
     def publish(
@@ -309,8 +409,13 @@ class Client:
         parameters: list[Any] = _UNSET,
         version: int | None = None,
         label: str | None = None,
+        token: str | None = None,
     ) -> Prediction:
-        """Call a model with keyword arguments (``data``) or positional ones (``parameters``)."""
+        """Call a model with keyword arguments (``data``) or positional ones (``parameters``).
+
+        ``token`` is the model's access token, needed unless the model is public; the API key
+        is never sent on this path.
+        """
         if (data is _UNSET) == (parameters is _UNSET):
             raise errors.BadRequest("Pass exactly one of data= (a dict) or parameters= (a list).")
         body = {"data": data} if data is not _UNSET else {"parameters": parameters}
@@ -320,11 +425,11 @@ class Client:
             path = urls.invoke_label(model, label)
         else:
             path = urls.invoke_latest(model)
+        headers = {"Content-Type": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
         answer = self._request(
-            "POST",
-            path,
-            content=orjson.dumps(body),
-            headers={"Content-Type": "application/json"},
+            "POST", path, content=orjson.dumps(body), headers=headers, api_key=False
         )
         return Prediction(
             result=answer["result"],

@@ -1,0 +1,275 @@
+"""Access commands: login, users, keys, tokens, access, collaborators, transfer, audit."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from modelhost.cli.commands import Connection, pass_connection, table
+from modelhost.client import Client
+from modelhost.client._config import save_login
+
+
+@click.command()
+@click.argument("url")
+@click.option("--username", prompt=True, help="Your user name.")
+@click.option("--password", prompt=True, hide_input=True, help="Your password.")
+def login(url: str, username: str, password: str) -> None:
+    """Sign in to the server at URL and remember it for the CLI and the Python client."""
+    with Client.login(url, username, password, key_name="cli login") as client:
+        path = save_login(client.url, client.api_key or "", username)
+    click.echo(f"Signed in to {url} as {username}; saved to {path} (readable only by you).")
+
+
+@click.group()
+def users() -> None:
+    """Users of this server (admins)."""
+
+
+@users.command("list")
+@pass_connection
+def users_list(conn: Connection) -> None:
+    """List users."""
+    rows = [
+        (u["username"], "admin" if u["is_admin"] else "", "disabled" if u["disabled"] else "")
+        for u in conn.client.users()
+    ]
+    table(rows, ["USER", "ADMIN", "STATE"])
+
+
+@users.command("add")
+@click.argument("username")
+@click.option("--admin", is_flag=True, help="Make the user a server admin.")
+@click.option(
+    "--password",
+    prompt=True,
+    hide_input=True,
+    confirmation_prompt=True,
+    help="Initial password (at least 10 characters).",
+)
+@pass_connection
+def users_add(conn: Connection, username: str, admin: bool, password: str) -> None:
+    """Add a user; they sign in with 'modelhost login URL'."""
+    conn.client.add_user(username, password, admin=admin)
+    click.echo(f"Added {'admin ' if admin else ''}{username}.")
+
+
+@users.command("disable")
+@click.argument("username")
+@pass_connection
+def users_disable(conn: Connection, username: str) -> None:
+    """Disable a user: their keys stop working at once."""
+    conn.client.disable_user(username)
+    click.echo(f"Disabled {username}.")
+
+
+@click.group()
+def keys() -> None:
+    """Your own API keys."""
+
+
+@keys.command("list")
+@pass_connection
+def keys_list(conn: Connection) -> None:
+    """List your API keys (never their secrets)."""
+    rows = [
+        (
+            k["id"],
+            k["name"],
+            k["prefix"] + "...",
+            k["expires_at"] or "",
+            "revoked" if k["revoked"] else "",
+        )
+        for k in conn.client.api_keys()
+    ]
+    table(rows, ["ID", "NAME", "PREFIX", "EXPIRES", "STATE"])
+
+
+@keys.command("create")
+@click.option("--name", required=True, help="What the key is for, such as ci.")
+@click.option("--expires-in-days", type=click.IntRange(1, 3650), help="Expire after N days.")
+@pass_connection
+def keys_create(conn: Connection, name: str, expires_in_days: int | None) -> None:
+    """Create an API key; it is printed once."""
+    key = conn.client.create_key(name, expires_in_days=expires_in_days)
+    click.echo(key)
+    click.echo("Store it now: it is not shown again.", err=True)
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+@pass_connection
+def keys_revoke(conn: Connection, key_id: str) -> None:
+    """Revoke one of your API keys."""
+    conn.client.revoke_key(key_id)
+    click.echo(f"Revoked {key_id}.")
+
+
+@click.group()
+def tokens() -> None:
+    """Access tokens that callers of a model send."""
+
+
+@tokens.command("list")
+@click.argument("model")
+@pass_connection
+def tokens_list(conn: Connection, model: str) -> None:
+    """List MODEL's tokens (never their secrets)."""
+    rows = [
+        (
+            t["id"],
+            t["name"],
+            t["prefix"] + "...",
+            t["created_at"],
+            "revoked" if t["revoked"] else "",
+        )
+        for t in conn.client.tokens(model)
+    ]
+    table(rows, ["ID", "NAME", "PREFIX", "CREATED", "STATE"])
+
+
+@tokens.command("create")
+@click.argument("model")
+@click.option("--name", required=True, help="Who the token is for, such as billing-service.")
+@pass_connection
+def tokens_create(conn: Connection, model: str, name: str) -> None:
+    """Create a token for MODEL; it is printed once."""
+    created = conn.client.create_token(model, name)
+    click.echo(created["token"])
+    click.echo(f"Token {created['id']} for {name}; it is not shown again.", err=True)
+
+
+@tokens.command("revoke")
+@click.argument("model")
+@click.argument("token_id")
+@pass_connection
+def tokens_revoke(conn: Connection, model: str, token_id: str) -> None:
+    """Revoke a token: calls with it fail within a second."""
+    conn.client.revoke_token(model, token_id)
+    click.echo(f"Revoked {token_id}.")
+
+
+@tokens.command("regenerate")
+@click.argument("model")
+@click.argument("token_id")
+@pass_connection
+def tokens_regenerate(conn: Connection, model: str, token_id: str) -> None:
+    """Give a token a new secret (the old one stops working); printed once."""
+    click.echo(conn.client.regenerate_token(model, token_id)["token"])
+
+
+@click.command()
+@click.argument("model")
+@click.option(
+    "--visibility",
+    type=click.Choice(["public", "private"]),
+    help="public: every signed-in user can find and view it.",
+)
+@click.option(
+    "--invocation",
+    type=click.Choice(["public", "token"]),
+    help="public: anyone can call it; token: callers need an access token.",
+)
+@pass_connection
+def access(conn: Connection, model: str, visibility: str | None, invocation: str | None) -> None:
+    """Show or change who can see and who can call MODEL."""
+    if visibility or invocation:
+        shown = conn.client.set_access(model, visibility=visibility, invocation=invocation)
+    else:
+        shown = conn.client.model(model)
+    click.echo(
+        f"{shown['name']}: visibility {shown['visibility']}, invocation {shown['invocation_mode']}"
+    )
+
+
+@click.group()
+def collaborators() -> None:
+    """People who work on a model, and their roles."""
+
+
+@collaborators.command("list")
+@click.argument("model")
+@pass_connection
+def collaborators_list(conn: Connection, model: str) -> None:
+    """List MODEL's owner and collaborators."""
+    table([(c["user"], c["role"]) for c in conn.client.collaborators(model)], ["USER", "ROLE"])
+
+
+@collaborators.command("add")
+@click.argument("model")
+@click.argument("user")
+@click.option(
+    "--role", type=click.Choice(["viewer", "editor"]), default="viewer", show_default=True
+)
+@pass_connection
+def collaborators_add(conn: Connection, model: str, user: str, role: str) -> None:
+    """Add USER to MODEL (or change their role)."""
+    conn.client.set_collaborator(model, user, role)
+    click.echo(f"{user} is {role} on {model}.")
+
+
+@collaborators.command("remove")
+@click.argument("model")
+@click.argument("user")
+@pass_connection
+def collaborators_remove(conn: Connection, model: str, user: str) -> None:
+    """Remove USER from MODEL."""
+    conn.client.remove_collaborator(model, user)
+    click.echo(f"{user} removed from {model}.")
+
+
+@click.command()
+@click.argument("model")
+@click.argument("user")
+@pass_connection
+def transfer(conn: Connection, model: str, user: str) -> None:
+    """Make USER the owner of MODEL (you stay on as editor)."""
+    conn.client.transfer(model, user)
+    click.echo(f"{model} now belongs to {user}.")
+
+
+@click.command()
+@click.argument("model", required=False)
+@click.option("--actor", help="Only events by this user.")
+@click.option("--action", help="Only this action, such as publish or token-create.")
+@click.option("--since", help="Only events since this time (ISO 8601, e.g. 2026-11-23T00:00).")
+@click.option("--format", "output", type=click.Choice(["table", "json", "csv"]), default="table")
+@pass_connection
+def audit(
+    conn: Connection,
+    model: str | None,
+    actor: str | None,
+    action: str | None,
+    since: str | None,
+    output: str,
+) -> None:
+    """Show the audit log of MODEL, or of the whole server (admins)."""
+    if output == "csv":
+        click.echo(
+            conn.client.audit(model, actor=actor, action=action, since=since, format="csv"),
+            nl=False,
+        )
+        return
+    events = conn.client.audit(model, actor=actor, action=action, since=since)
+    if output == "json":
+        click.echo(json.dumps(events, indent=2))
+        return
+    table(
+        [
+            (
+                e["time"],
+                e["actor"],
+                e["action"],
+                e["model"] or "",
+                e["version"] or "",
+                e["outcome"],
+                e["source_ip"] or "",
+            )
+            for e in events
+        ],
+        ["TIME", "ACTOR", "ACTION", "MODEL", "VERSION", "OUTCOME", "FROM"],
+    )
+
+
+COMMANDS = [login, users, keys, tokens, access, collaborators, transfer, audit]
