@@ -289,7 +289,8 @@ class Repo(AccessRepo):
                     select(t.versions.c.id).where(t.versions.c.model_id == model_id)
                 ).scalars()
             )
-            for table in (t.env_vars, t.labels, t.versions):
+            # Audit events stay: they keep the model's id and name but have no foreign key.
+            for table in (t.env_vars, t.labels, t.model_tokens, t.collaborators, t.versions):
                 conn.execute(delete(table).where(table.c.model_id == model_id))
             conn.execute(delete(t.models).where(t.models.c.id == model_id))
         return version_ids

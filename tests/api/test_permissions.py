@@ -1,0 +1,252 @@
+"""Every management route x (admin, owner, editor, viewer, unrelated user, anonymous),
+matched against the permission table. Each case runs on its own copy of one prepared server
+state, so destructive routes cannot change what later cases see."""
+
+from __future__ import annotations
+
+import io
+import itertools
+import shutil
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+import httpx
+import pytest
+from fastapi.routing import APIRoute
+
+from modelhost import urls
+from modelhost.app import ROUTERS, create_app
+from modelhost.operations import access
+from modelhost.operations.accounts import bootstrap_admin
+from modelhost.permissions import PERMISSIONS, ROLES
+from modelhost.settings import load_settings
+from tests.fakes import FakeBackend
+from tests.helpers import PROJECTS
+
+PUBLIC, AUTHENTICATED, ADMIN = "public", "authenticated", "admin"
+ACTORS = ("admin", "owner", "editor", "viewer", "stranger", "anonymous")
+
+#: Every route and what it needs: an action from the permission table, or a server-level need.
+ROUTE_NEEDS: dict[tuple[str, str], str] = {
+    ("GET", "/health"): PUBLIC,
+    ("GET", "/"): PUBLIC,
+    ("POST", "/api/v1/login"): PUBLIC,
+    ("GET", "/api/v1/me"): AUTHENTICATED,
+    ("GET", "/api/v1/models"): AUTHENTICATED,
+    ("POST", "/api/v1/models"): AUTHENTICATED,
+    ("GET", "/api/v1/models/{model}"): "view",
+    ("PATCH", "/api/v1/models/{model}"): "manage-settings",
+    ("GET", "/api/v1/models/{model}/versions"): "view",
+    ("GET", "/api/v1/models/{model}/versions/{number}"): "view",
+    ("POST", "/api/v1/models/{model}/versions"): "publish",
+    ("GET", "/api/v1/models/{model}/instances"): "view",
+    ("GET", "/api/v1/models/{model}/logs"): "view-logs",
+    ("POST", "/api/v1/models/{model}/deploy"): "deploy",
+    ("POST", "/api/v1/models/{model}/rollback"): "deploy",
+    ("POST", "/api/v1/models/{model}/promote"): "deploy",
+    ("GET", "/api/v1/models/{model}/labels"): "view",
+    ("PUT", "/api/v1/models/{model}/labels/{label}"): "deploy",
+    ("DELETE", "/api/v1/models/{model}/labels/{label}"): "deploy",
+    ("POST", "/api/v1/models/{model}/stop"): "deploy",
+    ("POST", "/api/v1/models/{model}/start"): "deploy",
+    ("POST", "/api/v1/models/{model}/restart"): "deploy",
+    ("POST", "/api/v1/models/{model}/unpublish"): "unpublish",
+    ("DELETE", "/api/v1/models/{model}"): "delete",
+    ("GET", "/api/v1/models/{model}/env"): "view",
+    ("PUT", "/api/v1/models/{model}/env/{name}"): "manage-env",
+    ("DELETE", "/api/v1/models/{model}/env/{name}"): "manage-env",
+    ("GET", "/api/v1/users"): ADMIN,
+    ("POST", "/api/v1/users"): ADMIN,
+    ("POST", "/api/v1/users/{username}/disable"): ADMIN,
+    ("GET", "/api/v1/keys"): AUTHENTICATED,
+    ("POST", "/api/v1/keys"): AUTHENTICATED,
+    ("DELETE", "/api/v1/keys/{key_id}"): AUTHENTICATED,
+    ("GET", "/api/v1/models/{model}/tokens"): "manage-tokens",
+    ("POST", "/api/v1/models/{model}/tokens"): "manage-tokens",
+    ("DELETE", "/api/v1/models/{model}/tokens/{token_id}"): "manage-tokens",
+    ("POST", "/api/v1/models/{model}/tokens/{token_id}/regenerate"): "manage-tokens",
+    ("GET", "/api/v1/models/{model}/collaborators"): "view",
+    ("PUT", "/api/v1/models/{model}/collaborators/{username}"): "manage-collaborators",
+    ("DELETE", "/api/v1/models/{model}/collaborators/{username}"): "manage-collaborators",
+    ("PATCH", "/api/v1/models/{model}/access"): "change-access",
+    ("POST", "/api/v1/models/{model}/transfer"): "transfer",
+    ("GET", "/api/v1/models/{model}/audit"): "view-audit",
+    ("GET", "/api/v1/audit"): ADMIN,
+}
+
+BODIES: dict[tuple[str, str], dict[str, object]] = {
+    ("POST", "/api/v1/models"): {"name": "fresh-model"},
+    ("PATCH", "/api/v1/models/{model}"): {"description": "changed"},
+    ("POST", "/api/v1/models/{model}/deploy"): {"version": 1},
+    ("PUT", "/api/v1/models/{model}/labels/{label}"): {"version": 1},
+    ("PUT", "/api/v1/models/{model}/env/{name}"): {"value": "x"},
+    ("POST", "/api/v1/users"): {"username": "newcomer", "password": "a-long-password"},
+    ("POST", "/api/v1/keys"): {"name": "laptop"},
+    ("POST", "/api/v1/models/{model}/tokens"): {"name": "billing"},
+    ("PUT", "/api/v1/models/{model}/collaborators/{username}"): {"role": "viewer"},
+    ("PATCH", "/api/v1/models/{model}/access"): {"visibility": "private"},
+    ("POST", "/api/v1/models/{model}/transfer"): {"user": "target"},
+    ("POST", "/api/v1/login"): {"username": "owner", "password": "owner-password"},
+}
+
+
+def _routes() -> set[tuple[str, str]]:
+    found = {("GET", urls.OPENAPI)}
+    for prefix, router in ROUTERS:
+        for route in router.routes:
+            assert isinstance(route, APIRoute)
+            for method in route.methods - {"HEAD", "OPTIONS"}:
+                found.add((method, prefix + route.path))
+    return found
+
+
+def test_every_route_is_classified_and_every_action_is_in_the_table() -> None:
+    assert _routes() - {("GET", urls.OPENAPI)} == set(ROUTE_NEEDS)
+    actions = {need for need in ROUTE_NEEDS.values()} - {PUBLIC, AUTHENTICATED, ADMIN}
+    assert actions == set(PERMISSIONS)
+
+
+def _archive() -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        tar.add(PROJECTS / "calc" / "calc.py", arcname="calc.py")
+    return buffer.getvalue()
+
+
+@dataclass
+class State:
+    home: Path
+    keys: dict[str, str]
+    ids: dict[str, str]
+
+
+async def _prepare(home: Path) -> State:
+    settings = load_settings(environ={"MODELHOST_HOME": str(home)})
+    app = create_app(settings, backend=FakeBackend())
+    services = app.services
+    keys = {"admin": bootstrap_admin(services.repo, home, settings.url) or ""}
+    for name in ("owner", "editor", "viewer", "stranger", "target", "victim"):
+        user = services.repo.create_user(
+            name, is_admin=False, password_hash=access._hasher.hash(f"{name}-password")
+        )
+        keys[name] = access.create_api_key(services, user, "test")
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app),
+        base_url="http://t",
+        headers={"Authorization": f"Bearer {keys['owner']}"},
+    ) as http:
+        published = await http.post(
+            "/api/v1/models/m/versions",
+            params={"file": "calc.py", "function": "add"},
+            content=_archive(),
+            headers={"Content-Type": "application/gzip"},
+        )
+        assert published.status_code == 201, published.text
+        await services.reconciler.reconcile_once()
+        await services.reconciler.reconcile_once()
+        for path, body in [
+            ("/api/v1/models/m/collaborators/editor", {"role": "editor"}),
+            ("/api/v1/models/m/collaborators/viewer", {"role": "viewer"}),
+            ("/api/v1/models/m/collaborators/target", {"role": "viewer"}),
+            ("/api/v1/models/m/labels/prod", {"version": 1}),
+            ("/api/v1/models/m/env/VAR", {"value": "1"}),
+        ]:
+            assert (await http.put(path, json=body)).status_code == 200
+        token = (await http.post("/api/v1/models/m/tokens", json={"name": "t"})).json()["id"]
+    ids = {"token_id": token}
+    for user in services.repo.list_users():  # each actor revokes a key of their own
+        ids[f"key_id:{user.username}"] = services.repo.list_api_keys(user.id)[0].id
+    await services.reconciler.close()
+    services.repo.engine.dispose()
+    return State(home, keys, ids)
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory: pytest.TempPathFactory) -> State:
+    return anyio.run(_prepare, tmp_path_factory.mktemp("template") / "home")
+
+
+def _expected(need: str, actor: str) -> set[int] | str:
+    """Allowed ("ok"), or the exact status a refusal must have."""
+    if need == PUBLIC:
+        return "ok"
+    if actor == "anonymous":
+        return {401}
+    if need == AUTHENTICATED or actor == "admin":
+        return "ok"
+    if need == ADMIN:
+        return {403}
+    if actor == "stranger":
+        return {404}  # a private model the caller may not see does not exist for them
+    role = actor  # owner, editor and viewer hold the role of the same name
+    required = PERMISSIONS[need]
+    return "ok" if ROLES.index(role) >= ROLES.index(required) else {403}
+
+
+def _concrete(path: str, state: State, actor: str) -> str:
+    values = {
+        "model": "m",
+        "number": "1",
+        "label": "prod",
+        "name": "VAR",
+        "username": "target",
+        "token_id": state.ids["token_id"],
+        "key_id": state.ids.get(f"key_id:{actor}", "no-such-key"),
+    }
+    if path == "/api/v1/users/{username}/disable":
+        values["username"] = "victim"
+    for key, value in values.items():
+        path = path.replace("{" + key + "}", value)
+    return path
+
+
+CASES = sorted(itertools.product(sorted(ROUTE_NEEDS), ACTORS))
+
+
+@pytest.mark.parametrize(("route", "actor"), CASES, ids=[f"{r[0]} {r[1]} as {a}" for r, a in CASES])
+def test_the_route_answers_each_actor_as_the_permission_table_says(
+    prepared: State, tmp_path: Path, route: tuple[str, str], actor: str
+) -> None:
+    home = tmp_path / "home"
+    shutil.copytree(prepared.home, home)
+    method, template = route
+    expected = _expected(ROUTE_NEEDS[route], actor)
+
+    async def call() -> httpx.Response:
+        settings = load_settings(environ={"MODELHOST_HOME": str(home)})
+        app = create_app(settings, backend=FakeBackend())
+        headers = (
+            {} if actor == "anonymous" else {"Authorization": f"Bearer {prepared.keys[actor]}"}
+        )
+        kwargs: dict[str, object] = {"headers": headers}
+        if route in BODIES:
+            kwargs["json"] = BODIES[route]
+        if route == ("POST", "/api/v1/models/{model}/versions"):
+            kwargs = {
+                "headers": {**headers, "Content-Type": "application/gzip"},
+                "content": _archive(),
+                "params": {"file": "calc.py", "function": "add"},
+            }
+        if route == ("DELETE", "/api/v1/models/{model}"):
+            kwargs["params"] = {"confirm": "m"}
+        try:
+            async with httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://t"
+            ) as http:
+                return await http.request(method, _concrete(template, prepared, actor), **kwargs)  # type: ignore[arg-type]
+        finally:
+            await app.services.reconciler.close()
+            app.services.repo.engine.dispose()
+
+    response = anyio.run(call)
+    if expected == "ok":
+        assert response.status_code < 400 or response.status_code == 409, response.text
+    else:
+        assert response.status_code in expected, response.text
+        assert response.json()["error"]["code"] in {
+            "unauthenticated",
+            "forbidden",
+            "model_not_found",
+        }
