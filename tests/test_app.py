@@ -56,7 +56,7 @@ async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
     backend = FakeBackend()
     app = create_app(settings, backend=backend)
     key = bootstrap_admin(app.services.repo, settings.home_path, settings.url)
-    transport = httpx.ASGITransport(app=app)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(
         transport=transport, base_url="http://modelhost", headers={"Authorization": f"Bearer {key}"}
     ) as http:
@@ -156,3 +156,25 @@ async def test_publish_validates_the_entry_point_before_reading_the_upload(
     )
     assert response.status_code == 400
     assert fragment in response.json()["error"]["message"]
+
+
+async def test_an_action_whose_audit_event_cannot_be_written_does_not_happen(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await harness.publish("calc", "calc.py", "add", "audit-fails")
+    await harness.publish("calc", "calc.py", "add", "audit-fails")
+    repo = harness.app.services.repo
+    model = repo.find_model("audit-fails")
+    assert model is not None
+    assert model.deployed_version == 2
+
+    def broken(**_: object) -> None:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(repo, "add_audit", broken)
+    response = await harness.http.post("/api/v1/models/audit-fails/deploy", json={"version": 1})
+    assert response.status_code == 500
+    assert response.json()["error"]["code"] == "internal_error"
+    after = repo.find_model("audit-fails")
+    assert after is not None
+    assert after.deployed_version == 2

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -18,6 +19,8 @@ from typing import Any
 from modelhost import errors
 from modelhost.db.repo import AuditEvent, Model, User
 from modelhost.operations import Services
+
+logger = logging.getLogger(__name__)
 
 EXPORT_FIELDS = (
     "id",
@@ -113,15 +116,18 @@ def audited(
             )
         services.wake()  # after the commit, so the reconciler sees the change at once
     except Exception as exc:
-        record(
-            services,
-            actor,
-            action,
-            model=audit.model,
-            version=audit.version,
-            outcome=outcome_of(exc),
-            detail={**audit.detail, "error": _message(exc)},
-        )
+        try:
+            record(
+                services,
+                actor,
+                action,
+                model=audit.model,
+                version=audit.version,
+                outcome=outcome_of(exc),
+                detail={**audit.detail, "error": _message(exc)},
+            )
+        except Exception:  # the log cannot take it either: the action's own error matters
+            logger.exception("could not write the audit event for a failed %s", action)
         raise
 
 
