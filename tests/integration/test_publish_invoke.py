@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -167,3 +169,40 @@ def test_a_failed_build_never_replaces_the_running_version(server: Server) -> No
     assert answer.result == {"doubled": 8}
     assert answer.version == 1
     assert [v["status"] for v in client.versions("keeps")] == ["running", "failed"]
+
+
+def test_following_a_log_returns_only_lines_written_after_the_last_one_seen(
+    server: Server,
+) -> None:
+    client = server.client()
+    client.publish(PROJECTS / "kitchen", file="kitchen.py", function="kitchen", name="follow")
+    client.predict("follow", data={"case": "print", "arg": "first"})
+    seen = wait_until(lambda: [x for x in client.logs("follow") if "first" in x["text"]])
+    last = max(line["time"] for line in client.logs("follow"))
+    time.sleep(0.01)
+    client.predict("follow", data={"case": "print", "arg": "second"})
+    later = wait_until(lambda: client.logs("follow", after=last))
+    assert all(line["time"] > last for line in later)
+    assert not any("first" in line["text"] for line in later)
+    assert seen
+
+
+def test_logs_follow_on_the_command_line_prints_new_lines(server: Server) -> None:
+    client = server.client()
+    client.publish(PROJECTS / "kitchen", file="kitchen.py", function="kitchen", name="tail-f")
+    env = {k: v for k, v in server.env.items() if k != "MODELHOST_PORT"}
+    follower = subprocess.Popen(
+        [sys.executable, "-m", "modelhost", "logs", "tail-f", "--follow"],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        time.sleep(2)
+        client.predict("tail-f", data={"case": "print", "arg": "live-line"})
+        time.sleep(2.5)
+    finally:
+        follower.terminate()
+        output, _ = follower.communicate(timeout=10)
+    assert "kitchen says live-line" in output
+    assert output.count("kitchen loaded") == 1

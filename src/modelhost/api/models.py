@@ -189,6 +189,7 @@ def read_logs(
     user: UserDep,
     tail: Annotated[int, Query(description="Lines from the end")] = 200,
     version: Annotated[int | None, Query(description="Only this version")] = None,
+    after: Annotated[str | None, Query(description="Only lines after this time")] = None,
 ) -> dict[str, Any]:
     found = authorize(services, user, model, "view-logs")
-    return {"lines": ops.read_logs(services, found, tail=tail, version=version)}
+    return {"lines": ops.read_logs(services, found, tail=tail, version=version, after=after)}

@@ -165,7 +165,8 @@ def models_update(
     updated = conn.client.update_model(model, **changes)
     click.echo(
         f"{updated['name']}: {updated['instance_count']} instance(s), timeout "
-        f"{updated['timeout_seconds']:g} s"
+        f"{updated['timeout_seconds']:g} s, request logging "
+        f"{'on' if updated['log_requests'] else 'off'}"
     )
 
 
@@ -184,15 +185,19 @@ def versions(conn: Connection, model: str, number: int | None, as_json: bool) ->
         for key in (
             "number",
             "status",
+            "health",
             "entry_point",
             "signature",
             "environment",
+            "concurrency",
             "bundle_sha256",
             "author",
             "created_at",
             "description",
         ):
             click.echo(f"{key + ':':15} {version[key] if version[key] is not None else ''}")
+        if version["health_log"]:
+            click.echo(f"{'health log:':15} {version['health_log']}")
         click.echo("build log:")
         click.echo("  " + version["build_log"].rstrip().replace("\n", "\n  "))
         return
@@ -205,6 +210,7 @@ def versions(conn: Connection, model: str, number: int | None, as_json: bool) ->
             (
                 v["number"],
                 v["status"],
+                v["health"],
                 v["entry_point"],
                 v["bundle_sha256"][:12],
                 v["author"],
@@ -213,7 +219,16 @@ def versions(conn: Connection, model: str, number: int | None, as_json: bool) ->
             )
             for v in found
         ],
-        ["VERSION", "STATUS", "ENTRY POINT", "BUNDLE", "AUTHOR", "CREATED", "DESCRIPTION"],
+        [
+            "VERSION",
+            "STATUS",
+            "HEALTH",
+            "ENTRY POINT",
+            "BUNDLE",
+            "AUTHOR",
+            "CREATED",
+            "DESCRIPTION",
+        ],
     )
 
 
@@ -267,16 +282,17 @@ def call(
 @pass_connection
 def logs(conn: Connection, model: str, tail: int, number: int | None, follow: bool) -> None:
     """Print the instance logs of MODEL."""
-    seen: set[tuple[str, str, str]] = set()
+    after: str | None = None
     while True:
-        for line in conn.client.logs(model, tail=tail, version=number):
-            key = (line["time"], line["instance"], line["text"])
-            if key in seen:
-                continue
-            seen.add(key)
+        lines = conn.client.logs(
+            model, tail=tail if after is None else 10_000, version=number, after=after
+        )
+        for line in lines:
             click.echo(f"{line['time']} v{line['version']} {line['instance']} {line['text']}")
         if not follow:
             return
+        if lines:
+            after = lines[-1]["time"]
         time.sleep(1)
 
 

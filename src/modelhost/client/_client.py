@@ -133,11 +133,19 @@ class Client:
         return self._request("GET", urls.api_instances(model))["instances"]
 
     def logs(
-        self, model: str, *, tail: int = 200, version: int | None = None
+        self,
+        model: str,
+        *,
+        tail: int = 200,
+        version: int | None = None,
+        after: str | None = None,
     ) -> list[dict[str, Any]]:
+        """The last ``tail`` log lines; with ``after`` (a line's time) only later ones."""
         params: dict[str, Any] = {"tail": tail}
         if version is not None:
             params["version"] = version
+        if after is not None:
+            params["after"] = after
         return self._request("GET", urls.api_logs(model), params=params)["lines"]
 
     # ------------------------------------------------------------------ lifecycle

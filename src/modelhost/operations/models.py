@@ -219,9 +219,15 @@ def _log_lines(path: Path, version: int, instance: str) -> Iterator[dict[str, An
 
 
 def read_logs(
-    services: Services, model: Model, *, tail: int = 200, version: int | None = None
+    services: Services,
+    model: Model,
+    *,
+    tail: int = 200,
+    version: int | None = None,
+    after: str | None = None,
 ) -> list[dict[str, Any]]:
-    """The last ``tail`` lines of the model's instance logs, oldest first, across instances."""
+    """The last ``tail`` lines of the model's instance logs, oldest first, across instances;
+    with ``after`` (a line's time), only lines written later, for following a log."""
     if not 1 <= tail <= 10_000:
         raise errors.BadRequest("tail must be between 1 and 10000 lines.")
     directory = services.reconciler.log_dir(model.id)
@@ -232,5 +238,7 @@ def read_logs(
             if not match or (version is not None and int(match.group(1)) != version):
                 continue
             lines.extend(_log_lines(path, int(match.group(1)), match.group(2)))
+    if after is not None:
+        lines = [line for line in lines if line["time"] > after]
     lines.sort(key=lambda line: line["time"])  # stable: each file keeps its own order
     return lines[-tail:]
