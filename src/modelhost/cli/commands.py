@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from modelhost import errors
 from modelhost.client import Client
 
 
@@ -259,7 +260,14 @@ def call(
         kwargs["data"] = _json_option(data, "--data")
     else:
         kwargs["parameters"] = _json_option(parameters, "--parameters")
-    prediction = conn.client.predict(model, version=number, label=label, token=token, **kwargs)
+    try:
+        prediction = conn.client.predict(
+            model, version=number, label=label, token=token, **kwargs
+        )
+    except errors.Unauthenticated as exc:
+        raise errors.Unauthenticated(
+            f"{exc.message} With the CLI: --token TOKEN, or set MODELHOST_TOKEN."
+        ) from None
     if full:
         _json(
             {
