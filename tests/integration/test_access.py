@@ -80,6 +80,33 @@ def test_new_models_need_a_token_and_accept_it_as_basic_or_bearer(server: Server
     assert "token" not in client.tokens("guarded")[0]
 
 
+def test_the_cli_calls_a_guarded_model_with_a_token_and_says_how_without(
+    server: Server,
+) -> None:
+    client = server.client()
+    client.publish(PROJECTS / "calc" / "calc.py:add", name="cli-guarded")
+    token = server.cli("tokens", "create", "cli-guarded", "--name", "cli", check=True)
+    secret = token.stdout.strip()
+    SECRETS.append(secret)
+    assert secret.startswith("mht_")
+    assert "not shown again" in token.stderr
+    missing = server.cli("call", "cli-guarded", "--data", '{"x": 1, "y": 1}')
+    assert missing.returncode == 1
+    assert "--token TOKEN" in missing.stderr
+    called = wait_until(
+        lambda: (
+            (
+                r := server.cli(
+                    "call", "cli-guarded", "--data", '{"x": 1, "y": 1}', "--token", secret
+                )
+            ).returncode
+            == 0
+            and r
+        )
+    )
+    assert called.stdout.strip() == "2"
+
+
 def test_revoking_or_regenerating_a_token_takes_effect_within_a_second(server: Server) -> None:
     client = server.client()
     client.publish(PROJECTS / "calc" / "calc.py:add", name="revocable")
