@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from modelhost.db.engine import make_engine, migrate
-from modelhost.db.repo import Repo
+from modelhost.db.repo import Repo, utcnow
 
 
 @pytest.fixture
@@ -112,3 +112,95 @@ def test_api_keys_are_found_by_hash_and_ignored_once_revoked(repo: Repo) -> None
             sa.update(t.api_keys).where(t.api_keys.c.id == key_id).values(revoked_at=utcnow())
         )
     assert repo.user_for_key_hash("h" * 64) is None
+
+
+def test_a_shared_transaction_commits_everything_or_nothing(repo: Repo) -> None:
+    user = repo.create_user("ana", is_admin=False)
+    model = repo.create_model("tx", owner_id=user.id, description="", instance_count=1)
+
+    def fail_halfway() -> None:
+        with repo.transaction():
+            repo.update_model(model.id, description="changed")
+            repo.add_audit(
+                actor_id=user.id, actor="ana", action="settings-change", outcome="success"
+            )
+            raise RuntimeError("the audit write failed")
+
+    with pytest.raises(RuntimeError):
+        fail_halfway()
+    found = repo.find_model("tx")
+    assert found is not None
+    assert found.description == ""
+    assert repo.audit_events(model_id=model.id) == []
+    with repo.transaction():
+        repo.update_model(model.id, description="changed")
+        repo.add_audit(
+            actor_id=user.id,
+            actor="ana",
+            action="settings-change",
+            model_id=model.id,
+            outcome="success",
+        )
+    assert repo.find_model("tx").description == "changed"  # type: ignore[union-attr]
+    assert [e.action for e in repo.audit_events(model_id=model.id)] == ["settings-change"]
+
+
+def test_a_concurrent_publish_inside_a_transaction_reuses_the_model(repo: Repo) -> None:
+    user = repo.create_user("ana", is_admin=False)
+    _, created = repo.get_or_create_model(
+        "same", owner_id=user.id, description="", instance_count=1
+    )
+    with repo.transaction():
+        again, created_again = repo.get_or_create_model(
+            "same", owner_id=user.id, description="", instance_count=1
+        )
+        version = repo.create_version(again.id, **_version(repo, again.id, user.id))
+    assert (created, created_again) == (True, False)
+    assert version.number == 1
+
+
+def test_tokens_collaborators_and_audit_queries(repo: Repo) -> None:
+    owner = repo.create_user("owner", is_admin=False)
+    other = repo.create_user("other", is_admin=False)
+    model = repo.create_model("m", owner_id=owner.id, description="", instance_count=1)
+    token = repo.add_token(model.id, "billing", "a" * 64, "mht_abcd", owner.id)
+    assert [t.name for t in repo.list_tokens(model.id, active=True)] == ["billing"]
+    assert repo.update_token(model.id, token.id, revoked_at=utcnow())
+    assert repo.list_tokens(model.id, active=True) == []
+    assert not repo.update_token(model.id, token.id, token_hash="b" * 64)
+
+    repo.set_collaborator(model.id, other.id, "viewer")
+    repo.set_collaborator(model.id, other.id, "editor")
+    assert repo.collaborators(model.id) == {other.id: "editor"}
+    assert repo.roles_of(other.id) == {model.id: "editor"}
+
+    for action in ("publish", "deploy", "publish"):
+        repo.add_audit(
+            actor_id=owner.id,
+            actor="owner",
+            action=action,
+            model_id=model.id,
+            model="m",
+            outcome="success",
+        )
+    assert [e.action for e in repo.audit_events(model_id=model.id)] == [
+        "publish",
+        "deploy",
+        "publish",
+    ][::-1]
+    assert len(repo.audit_events(action="publish")) == 2
+    assert repo.audit_events(actor="nobody") == []
+    repo.delete_model(model.id)
+    assert len(repo.audit_events(model_id=model.id)) == 3  # the audit log outlives the model
+
+
+def test_disabled_users_and_expired_keys_do_not_authenticate(repo: Repo) -> None:
+    import datetime as dt
+
+    user = repo.create_user("ana", is_admin=False)
+    repo.add_api_key(user.id, "old", "o" * 64, "mh_o", utcnow() - dt.timedelta(seconds=1))
+    repo.add_api_key(user.id, "new", "n" * 64, "mh_n", utcnow() + dt.timedelta(days=1))
+    assert repo.user_for_key_hash("o" * 64) is None
+    assert repo.user_for_key_hash("n" * 64) == repo.get_user(user.id)
+    repo.update_user(user.id, disabled_at=utcnow())
+    assert repo.user_for_key_hash("n" * 64) is None
