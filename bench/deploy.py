@@ -78,13 +78,13 @@ def post(url: str, case: Case, headers: Mapping[str, str]) -> httpx.Response:
     )
 
 
-def invocation_headers(client: modelhost.Client, url: str, case: Case) -> dict[str, str]:
+def invocation_headers(client: modelhost.Client, case: Case) -> dict[str, str]:
     """What a caller must send: nothing for a public model, else a fresh access token.
 
-    Models may need an access token by default (``default_invocation_mode``); the benchmark
-    then measures that default path, token check included, the way a real caller uses it.
+    Models need an access token by default (``default_invocation_mode``); the benchmark then
+    measures that default path, token check included, the way a real caller uses it.
     """
-    if post(url, case, {}).status_code != 401:
+    if client.model(case.model).get("invocation_mode", "public") == "public":
         return {}
     response = httpx.post(
         f"{client.url}{urls.api_model(case.model)}/tokens",
@@ -97,14 +97,19 @@ def invocation_headers(client: modelhost.Client, url: str, case: Case) -> dict[s
             f"{case.model} needs an access token, and creating one answered "
             f"{response.status_code}: {response.text[:500]}"
         )
-    headers = {"Authorization": f"Bearer {response.json()['token']}"}
-    # The gateway learns new tokens on the reconciler's next tick, not at once.
+    return {"Authorization": f"Bearer {response.json()['token']}"}
+
+
+def wait_for_token(url: str, case: Case, headers: Mapping[str, str]) -> None:
+    """The gateway learns new tokens on the reconciler's next tick, not at once. Poll slowly:
+    it locks out a source address after a few refused calls, valid token or not."""
     deadline = time.monotonic() + _TOKEN_TIMEOUT_SECONDS
-    while post(url, case, headers).status_code == 401:
+    while True:
+        time.sleep(1.0)
+        if post(url, case, headers).status_code != 401:
+            return
         if time.monotonic() > deadline:
             raise DeployError(f"the new access token for {case.model} is still refused")
-        time.sleep(0.2)
-    return headers
 
 
 def call_once(url: str, case: Case, headers: Mapping[str, str]) -> Any:

@@ -135,8 +135,10 @@ def deploy_cases(
         for case in cases:
             print(f"publishing {case.model} ({case.instances} instance(s))", flush=True)
             deploy.publish(client, case)
-            url = url_for("modelhost", case, server)
-            headers[case.name] = deploy.invocation_headers(client, url, case)
+            headers[case.name] = deploy.invocation_headers(client, case)
+    for case in cases:
+        if headers[case.name]:
+            deploy.wait_for_token(url_for("modelhost", case, server), case, headers[case.name])
     server.remember_descendants()  # the instances, so they are stopped even if orphaned
     return headers
 

@@ -156,7 +156,8 @@ class Reconciler:
         self.gateway.table = RouteTable(table)
         self._retire_unwanted(table, converged)
         self._crashes.clear()
-        await asyncio.to_thread(self._audit_denials)
+        if self.gateway.guard.denials:
+            await asyncio.to_thread(self._audit_denials)
 
     def _snapshot(
         self,
