@@ -14,12 +14,13 @@ _RANK = {role: rank for rank, role in enumerate(ROLES, start=1)}
 
 #: action -> the least role that may do it
 PERMISSIONS: dict[str, str] = {
-    "view": "viewer",  # the model, its versions, instances, labels, variable names
+    "view": "viewer",  # the model, its versions, instances and labels
+    "view-config": "viewer",  # its environment variables (secret values are never shown)
     "view-logs": "viewer",
     "view-audit": "viewer",
     "publish": "editor",
-    "deploy": "editor",  # deploy, rollback, promote, labels, routing, stop, start, restart
-    "manage-settings": "editor",  # instances, timeout, description, request logging
+    "deploy": "editor",  # deploy, rollback, promote, labels, stop, start, restart
+    "manage-settings": "editor",  # routing, instances, timeout, description, request logging
     "manage-env": "editor",
     "manage-tokens": "editor",
     "manage-collaborators": "owner",

@@ -132,6 +132,14 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("log_level", _log_level, "info", "Server log level: debug, info, warning, error."),
     Setting(
+        "trusted_proxies",
+        str,
+        "",
+        "Addresses of reverse proxies whose X-Forwarded-For header gives the client's address "
+        "(comma-separated, or * for any). Empty: the header is ignored, so no caller can "
+        "choose the address recorded in the audit log or used for throttling.",
+    ),
+    Setting(
         "max_bundle_bytes",
         _positive_int,
         500_000_000,

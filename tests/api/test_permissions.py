@@ -54,7 +54,7 @@ ROUTE_NEEDS: dict[tuple[str, str], str] = {
     ("POST", "/api/v1/models/{model}/restart"): "deploy",
     ("POST", "/api/v1/models/{model}/unpublish"): "unpublish",
     ("DELETE", "/api/v1/models/{model}"): "delete",
-    ("GET", "/api/v1/models/{model}/env"): "view",
+    ("GET", "/api/v1/models/{model}/env"): "view-config",
     ("PUT", "/api/v1/models/{model}/env/{name}"): "manage-env",
     ("DELETE", "/api/v1/models/{model}/env/{name}"): "manage-env",
     ("GET", "/api/v1/users"): ADMIN,

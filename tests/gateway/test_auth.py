@@ -81,3 +81,8 @@ def test_a_model_without_tokens_accepts_none() -> None:
 
 def test_other_headers_are_ignored() -> None:
     assert token_from_headers([(b"x-token", b"abc")]) is None
+
+
+def test_query_parameters_that_merely_end_in_key_are_not_mistaken_for_tokens() -> None:
+    scope = _scope([(b"authorization", b"Bearer " + TOKEN.encode())], query=b"monkey=1&x=2")
+    TokenGuard().check(ROUTE, scope, "R" * 16)

@@ -155,6 +155,8 @@ def test_private_models_are_invisible_to_others_and_public_ones_read_only(
         alice.deploy("secret-model", 1)
     with pytest.raises(errors.Forbidden):
         alice.logs("secret-model")
+    with pytest.raises(errors.Forbidden):  # variables are for collaborators, even if public
+        alice.env("secret-model")
 
     admin.set_collaborator("secret-model", "alice", "editor")
     alice.deploy("secret-model", 1)

@@ -202,8 +202,12 @@ def _audit(
     since: dt.datetime | None,
     output: str,
 ) -> Any:
-    if since is not None and since.tzinfo is None:
-        since = since.replace(tzinfo=dt.timezone.utc)
+    if since is not None:  # naive times are UTC; others are converted to UTC
+        since = (
+            since.replace(tzinfo=dt.timezone.utc)
+            if since.tzinfo is None
+            else since.astimezone(dt.timezone.utc)
+        )
     events = [
         audit_ops.event_view(e)
         for e in services.repo.audit_events(

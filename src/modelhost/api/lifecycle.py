@@ -146,12 +146,13 @@ def delete(
 ) -> None:
     found = authorize(services, user, model, "delete")
     with audited(services, user, "delete", model=found):
-        lifecycle.delete(services, found.id, confirm)
+        remove_files = lifecycle.delete(services, found.id, confirm)
+    remove_files()
 
 
 @router.get("/env", summary="List environment variables (secret values are not returned)")
 def list_env(model: str, services: ServicesDep, user: UserDep) -> dict[str, Any]:
-    found = authorize(services, user, model, "view")
+    found = authorize(services, user, model, "view-config")
     return {"variables": env_ops.list_env(services, found)}
 
 

@@ -95,7 +95,6 @@ class LocalInstance:
             "instance": spec.instance_id,
             "concurrency": spec.concurrency,
             "log_requests": spec.log_requests,
-            "nonce": self._nonce,
         }
         if spec.runtime == "r":
             listener = socket.socket()
@@ -120,7 +119,9 @@ class LocalInstance:
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=log,
-                    env=dict(spec.env),
+                    # The nonce goes in the environment, which only this user can read
+                    # (/proc/PID/environ), not on the command line, which everyone can.
+                    env={**spec.env, "MODELHOST_INSTANCE_NONCE": self._nonce},
                     cwd=spec.workdir,
                     start_new_session=True,
                 )
@@ -224,6 +225,10 @@ class LocalInstance:
                 self._on_change()
         elif kind == protocol.LOAD_FAILED:
             info = json.loads(payload)
+            if self.spec.runtime == "r" and info.get("nonce") != self._nonce:
+                self._fail("A process that is not this instance connected to its port.")
+                self.kill()
+                return
             detail = info.get("traceback") or ""
             self._fail(info["message"] + ("\n" + detail if detail else ""))
 

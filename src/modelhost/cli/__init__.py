@@ -38,7 +38,7 @@ class _Group(click.Group):
 @click.version_option(__version__, prog_name="modelhost")
 @click.pass_context
 def cli(ctx: click.Context, url: str | None, api_key: str | None, debug: bool) -> None:
-    """Publish Python functions as versioned REST endpoints."""
+    """Publish Python and R functions as versioned, access-controlled REST endpoints."""
     ctx.meta["modelhost.debug"] = debug
     ctx.obj = commands.Connection(url, api_key)
 

@@ -224,7 +224,7 @@ def collaborators_remove(conn: Connection, model: str, user: str) -> None:
 @click.argument("user")
 @pass_connection
 def transfer(conn: Connection, model: str, user: str) -> None:
-    """Make USER the owner of MODEL (you stay on as editor)."""
+    """Make USER the owner of MODEL (the previous owner stays on as editor)."""
     conn.client.transfer(model, user)
     click.echo(f"{model} now belongs to {user}.")
 

@@ -99,6 +99,11 @@ def publish(
         f"Call it: POST {conn.client.url}/models/{name}/latest/model with a JSON body "
         '{"data": {...}} (keyword arguments) or {"parameters": [...]} (positional).'
     )
+    if conn.client.model(name).get("invocation_mode") == "token":
+        click.echo(
+            f"Callers need an access token: modelhost tokens create {name} --name WHO, then "
+            "curl -u TOKEN:TOKEN ..."
+        )
 
 
 @click.group()
@@ -261,9 +266,7 @@ def call(
     else:
         kwargs["parameters"] = _json_option(parameters, "--parameters")
     try:
-        prediction = conn.client.predict(
-            model, version=number, label=label, token=token, **kwargs
-        )
+        prediction = conn.client.predict(model, version=number, label=label, token=token, **kwargs)
     except errors.Unauthenticated as exc:
         raise errors.Unauthenticated(
             f"{exc.message} With the CLI: --token TOKEN, or set MODELHOST_TOKEN."

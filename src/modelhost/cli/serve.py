@@ -65,4 +65,6 @@ def serve(host: str | None, port: int | None, home: str | None, log_level: str |
         access_log=False,
         log_level=settings.log_level,
         timeout_graceful_shutdown=int(settings.drain_timeout_seconds),
+        proxy_headers=bool(settings.trusted_proxies),
+        forwarded_allow_ips=settings.trusted_proxies or None,
     )

@@ -17,12 +17,13 @@ from collections import deque
 from collections.abc import MutableMapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qs
 
 from modelhost import errors
 from modelhost.gateway.routes import ModelRoute
 
 _CHALLENGE = {"WWW-Authenticate": 'Basic realm="modelhost", Bearer realm="modelhost"'}
-_URL_TOKEN_NAMES = (b"token=", b"access_token=", b"api_key=", b"key=")
+_URL_TOKEN_NAMES = {"token", "access_token", "api_key", "key"}
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,7 @@ class TokenGuard:
                     headers={"Retry-After": str(int(self.window))},
                 )
         query = scope.get("query_string", b"")
-        if query and any(name in query for name in _URL_TOKEN_NAMES):
+        if query and _URL_TOKEN_NAMES & set(parse_qs(query.decode("latin-1"))):
             self._deny(route, source, request_id, "token in the URL")
             raise errors.BadRequest(
                 "Access tokens in the URL are refused (URLs end up in logs); send it as "

@@ -267,7 +267,7 @@ def set_access(
             raise errors.BadRequest("Invocation is public (no token) or token.")
         changes["invocation_mode"] = invocation
     if not changes:
-        raise errors.BadRequest("Give --visibility and/or --invocation.")
+        raise errors.BadRequest("Say what to change: visibility and/or invocation.")
     updated = services.repo.update_model(model.id, **changes)
     services.wake()
     return updated

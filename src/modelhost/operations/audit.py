@@ -64,7 +64,7 @@ def record(
     info = current_request.get()
     services.repo.add_audit(
         actor_id=actor.id if actor else None,
-        actor=actor.username if actor else (actor_name or "anonymous"),
+        actor=actor.username if actor else (actor_name or "anonymous")[:64],
         action=action,
         model_id=model.id if model else None,
         model=model.name if model else model_name,

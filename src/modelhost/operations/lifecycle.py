@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import shutil
+from collections.abc import Callable
 from typing import Any
 
 from modelhost import errors
@@ -184,8 +185,12 @@ def unpublish(services: Services, model: Model) -> None:
     services.wake()
 
 
-def delete(services: Services, key: str, confirm: str | None) -> None:
-    """Delete a model with its versions, labels, variables, working copies and logs."""
+def delete(services: Services, key: str, confirm: str | None) -> Callable[[], None]:
+    """Delete a model's rows (versions, labels, variables, tokens, collaborators).
+
+    Returns the clean-up of its files (working copies, logs, bundles no other version uses),
+    to run once the deletion is committed: files never go before the rows do.
+    """
     model = get_model(services, key)
     if confirm != model.name:
         raise errors.BadRequest(
@@ -194,9 +199,13 @@ def delete(services: Services, key: str, confirm: str | None) -> None:
         )
     versions = services.repo.list_versions(model.id)
     services.repo.delete_model(model.id)
-    services.wake()
-    for version in versions:
-        shutil.rmtree(services.reconciler.workdir(version), ignore_errors=True)
-        if not services.repo.bundle_in_use(version.bundle_sha256):
-            services.store.path(version.bundle_sha256).unlink(missing_ok=True)
-    shutil.rmtree(services.reconciler.log_dir(model.id), ignore_errors=True)
+
+    def remove_files() -> None:
+        services.wake()
+        for version in versions:
+            shutil.rmtree(services.reconciler.workdir(version), ignore_errors=True)
+            if not services.repo.bundle_in_use(version.bundle_sha256):
+                services.store.path(version.bundle_sha256).unlink(missing_ok=True)
+        shutil.rmtree(services.reconciler.log_dir(model.id), ignore_errors=True)
+
+    return remove_files

@@ -63,7 +63,9 @@ if (!requireNamespace("jsonlite", quietly = TRUE)) {
     "(Debian: apt-get install r-cran-jsonlite) and publish again."
   )
   log_line(message)
-  send_frame(LOAD_FAILED, charToRaw(paste0("{\"message\":", json_string(message), "}")))
+  nonce_json <- json_string(Sys.getenv("MODELHOST_INSTANCE_NONCE"))
+  send_frame(LOAD_FAILED, charToRaw(paste0("{\"message\":", json_string(message),
+                                           ",\"nonce\":", nonce_json, "}")))
   quit(status = 1L)
 }
 
@@ -76,7 +78,8 @@ to_json <- function(value) {
 }
 
 spec <- jsonlite::fromJSON(spec_json)
-nonce <- spec$nonce
+nonce <- Sys.getenv("MODELHOST_INSTANCE_NONCE")
+Sys.unsetenv("MODELHOST_INSTANCE_NONCE")  # user code has no business with it
 setwd(spec$workdir)
 log_line("instance ", spec$instance, " (pid ", Sys.getpid(), ") sourcing ", spec$file, ":",
          spec$`function`, " with ", R.version.string)
