@@ -353,12 +353,13 @@ class Reconciler:
                 self._stop(instance)
         if version.status == "ready":
             pool = self._pools.get(version.id)
-            if pool is None or pool.capacity != version.concurrency:
+            capacity = version.concurrency + self.settings.pipeline_depth - 1
+            if pool is None or pool.capacity != capacity:
                 pool = self._pools[version.id] = VersionPool(
                     version.id,
                     version.number,
                     self.settings.max_queued_requests,
-                    capacity=version.concurrency,
+                    capacity=capacity,
                 )
             for instance in self.backend.instances():
                 if (

@@ -179,6 +179,15 @@ SETTINGS: tuple[Setting, ...] = (
         "Whether new models need an access token to be called: token (the default) or public.",
     ),
     Setting(
+        "pipeline_depth",
+        _positive_int,
+        2,
+        "Calls sent ahead to a busy instance (which still runs them one by one) before calls "
+        "wait in the gateway's queue; 1 sends a call only to an idle instance. Sending ahead "
+        "keeps instances busy under load; a call stuck past its timeout also fails the calls "
+        "sent ahead to that instance.",
+    ),
+    Setting(
         "max_queued_requests",
         _positive_int,
         100,

@@ -332,8 +332,8 @@ def test_past_the_bounded_queue_calls_are_refused_at_once_with_retry_after(
                 )
             )
         statuses = Counter(r.status_code for r in responses)
-        assert statuses[200] == 3  # one running, two queued
-        assert statuses[503] == 5
+        assert statuses[200] == 4  # one running, one sent ahead (pipeline_depth 2), two queued
+        assert statuses[503] == 4
         refused = next(r for r in responses if r.status_code == 503)
         assert refused.json()["error"]["code"] == "queue_full"
         assert refused.headers["retry-after"] == "1"

@@ -64,17 +64,6 @@ class TokenGuard:
     def check(self, route: ModelRoute, scope: MutableMapping[str, Any], request_id: str) -> None:
         client = scope.get("client")
         source = client[0] if client else "unknown"
-        failures = self._failures.get(source)
-        now = time.monotonic()
-        if failures:
-            while failures and failures[0] < now - self.window:
-                failures.popleft()
-            if len(failures) >= self.failure_limit:
-                raise errors.TooManyRequests(
-                    f"Too many calls with a wrong or missing token from {source}; wait a "
-                    "minute and use a valid access token.",
-                    headers={"Retry-After": str(int(self.window))},
-                )
         query = scope.get("query_string", b"")
         if query and _URL_TOKEN_NAMES & set(parse_qs(query.decode("latin-1"))):
             self._deny(route, source, request_id, "token in the URL")
@@ -83,6 +72,14 @@ class TokenGuard:
                 "'Authorization: Bearer TOKEN' or with curl -u TOKEN:TOKEN."
             )
         token = token_from_headers(scope["headers"])
+        if token is not None:
+            digest = hashlib.sha256(token.encode()).digest()
+            valid = False
+            for candidate in route.tokens:  # constant time per candidate, no early exit
+                valid |= hmac.compare_digest(digest, candidate)
+            if valid:
+                return  # a valid token always passes, even from a throttled address
+        self._throttle(source)
         if token is None:
             self._deny(route, source, request_id, "no token")
             raise errors.Unauthenticated(
@@ -90,16 +87,26 @@ class TokenGuard:
                 "or 'Authorization: Bearer TOKEN'.",
                 headers=_CHALLENGE,
             )
-        digest = hashlib.sha256(token.encode()).digest()
-        valid = False
-        for candidate in route.tokens:  # constant time per candidate, no early exit
-            valid |= hmac.compare_digest(digest, candidate)
-        if not valid:
-            self._deny(route, source, request_id, "wrong token")
-            raise errors.Unauthenticated(
-                f"The access token is not valid for model '{route.name}' (wrong, revoked or "
-                "regenerated); ask the model's owner for a current one.",
-                headers=_CHALLENGE,
+        self._deny(route, source, request_id, "wrong token")
+        raise errors.Unauthenticated(
+            f"The access token is not valid for model '{route.name}' (wrong, revoked or "
+            "regenerated); ask the model's owner for a current one.",
+            headers=_CHALLENGE,
+        )
+
+    def _throttle(self, source: str) -> None:
+        """Past ``failure_limit`` failures in ``window`` seconds, refuse guesses for a while."""
+        failures = self._failures.get(source)
+        if not failures:
+            return
+        now = time.monotonic()
+        while failures and failures[0] < now - self.window:
+            failures.popleft()
+        if len(failures) >= self.failure_limit:
+            raise errors.TooManyRequests(
+                f"Too many calls with a wrong or missing token from {source}; wait a minute "
+                "and use a valid access token.",
+                headers={"Retry-After": str(int(self.window))},
             )
 
     def _deny(self, route: ModelRoute, source: str, request_id: str, reason: str) -> None:

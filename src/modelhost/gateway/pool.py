@@ -96,22 +96,29 @@ class VersionPool:
                 "are already waiting; retry shortly or add instances.",
                 headers={"Retry-After": "1"},
             )
-        waiter: asyncio.Future[Instance] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[Instance] = loop.create_future()
         self._waiters.append(waiter)
+        timer = loop.call_later(timeout, self._give_up, waiter, timeout)
         try:
-            return await asyncio.wait_for(waiter, timeout)
-        except asyncio.TimeoutError:
-            raise errors.ModelTimeout(
-                f"The call waited {timeout:g} s for a free instance of version {self.number}; "
-                "add instances or make the function faster."
-            ) from None
+            return await waiter
         except BaseException:
             if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
                 self.release(waiter.result())  # handed an instance just as we gave up
             raise
         finally:
+            timer.cancel()
             if waiter in self._waiters:
                 self._waiters.remove(waiter)
+
+    def _give_up(self, waiter: asyncio.Future[Instance], timeout: float) -> None:
+        if not waiter.done():
+            waiter.set_exception(
+                errors.ModelTimeout(
+                    f"The call waited {timeout:g} s for a free instance of version "
+                    f"{self.number}; add instances or make the function faster."
+                )
+            )
 
     def release(self, instance: Instance) -> None:
         if instance not in self._load:

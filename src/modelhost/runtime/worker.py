@@ -49,6 +49,24 @@ def _load_protocol() -> ModuleType:
 
 protocol = _load_protocol()
 
+_RECV_BYTES = 1 << 16
+
+
+try:  # faster parsing where the environment has orjson; results still use json (NaN check)
+    from orjson import loads as _fast_loads
+except ImportError:  # pragma: no cover - environments without orjson
+    _fast_loads = None  # type: ignore[assignment]
+
+
+def _loads(data: bytes) -> Any:
+    if _fast_loads is not None:
+        try:
+            return _fast_loads(data)
+        except ValueError:
+            pass  # orjson refuses some JSON that Python reads (integers over 64 bits)
+    return json.loads(data)
+
+
 BAD_SHAPE = (
     "Request body must be a JSON object with a 'data' object (keyword arguments) or a "
     "'parameters' array (positional arguments), not both."
@@ -309,7 +327,7 @@ class Handler:
 
     def _arguments(self, body: bytes) -> tuple[list[Any], dict[str, Any]]:
         try:
-            request = json.loads(body)
+            request = _loads(body)
         except (ValueError, UnicodeDecodeError) as exc:
             raise CallFailed(
                 400, "bad_request", f"Request body is not valid JSON ({exc}). " + BAD_SHAPE
@@ -336,27 +354,43 @@ class Handler:
                     "arguments; use 'data' for keyword arguments.",
                 )
             args = request["parameters"]
-        if self.signature is not None:
-            try:
-                self.signature.bind(*args, **kwargs)
-            except TypeError as exc:
-                raise CallFailed(
-                    400, "invalid_arguments", f"The arguments do not match {self.described}: {exc}."
-                ) from None
         return args, kwargs
+
+    def _check_binding(self, args: list[Any], kwargs: dict[str, Any]) -> None:
+        """Raise a 400 if the arguments do not fit the signature (checked only after a
+        TypeError, so calls that fit pay nothing for it)."""
+        if self.signature is None:
+            return
+        try:
+            self.signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise CallFailed(
+                400, "invalid_arguments", f"The arguments do not match {self.described}: {exc}."
+            ) from None
 
     def _run(self, request_id: str, args: list[Any], kwargs: dict[str, Any]) -> tuple[Any, float]:
         start = time.perf_counter()
         try:
             result = self.function(*args, **kwargs)
+        except TypeError as exc:
+            # Python refuses arguments that do not fit before the body runs: say which fit.
+            self._check_binding(args, kwargs)
+            self._failed(request_id, start)
+            raise CallFailed(
+                500, "model_error", f"{self.name} raised {type(exc).__name__}: {exc}"
+            ) from None
         except Exception as exc:
-            elapsed = (time.perf_counter() - start) * 1000
-            sys.stderr.write(f"[modelhost] request {request_id} failed after {elapsed:.1f} ms:\n")
-            traceback.print_exc()
+            self._failed(request_id, start)
             raise CallFailed(
                 500, "model_error", f"{self.name} raised {type(exc).__name__}: {exc}"
             ) from None
         return result, (time.perf_counter() - start) * 1000
+
+    @staticmethod
+    def _failed(request_id: str, start: float) -> None:
+        elapsed = (time.perf_counter() - start) * 1000
+        sys.stderr.write(f"[modelhost] request {request_id} failed after {elapsed:.1f} ms:\n")
+        traceback.print_exc()
 
     def _log_request(
         self, request_id: str, body: bytes, status: int, answer: bytes, start: float
@@ -390,17 +424,25 @@ def serve(sock: socket.socket, handler: Handler, concurrency: int = 1) -> None:
 
     try:
         while True:
-            data = sock.recv(1 << 20)
+            data = sock.recv(_RECV_BYTES)
             if not data:
                 return  # the server closed the connection: nothing left to do
+            answers: list[bytes] = []  # calls sent ahead answer together: one write, not many
             for kind, payload in decoder.feed(data):
                 if kind == protocol.CALL:
                     if pool is None:
-                        sock.sendall(handler(payload))
+                        answers.append(handler(payload))
                     else:
                         pool.submit(answer, payload)
                 elif kind == protocol.SHUTDOWN:
-                    return
+                    break
+            else:
+                if answers:
+                    sock.sendall(b"".join(answers))
+                continue
+            if answers:
+                sock.sendall(b"".join(answers))
+            return
     finally:
         if pool is not None:
             pool.shutdown(wait=True)
