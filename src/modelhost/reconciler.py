@@ -269,6 +269,8 @@ class Reconciler:
         pool = self._pools.get(instance.spec.version_id)
         if pool is not None:
             pool.remove(instance)
+            if instance not in self._stopping:
+                pool.expect_replacement()
 
     # ------------------------------------------------------------------ switches
 

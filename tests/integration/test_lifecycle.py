@@ -60,6 +60,8 @@ def test_labels_point_anywhere_and_a_canary_splits_traffic_by_weight(
         client.set_label("lab", "x", 9)
     with pytest.raises(errors.BadRequest, match="not a valid label"):
         client.set_label("lab", "Bad Label", 1)
+    with pytest.raises(errors.BadRequest, match="'latest' is not a label"):
+        client.set_label("lab", "latest", 1)
 
 
 def test_stop_start_and_unpublish_answer_with_clear_messages_and_keep_data(

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import httpx
@@ -189,14 +191,23 @@ def test_an_r_crash_is_a_502_and_a_stuck_call_a_504_and_both_are_replaced(
     )
 
 
-def test_r_output_reaches_the_model_log(server: Server, r_kitchen: Server) -> None:
+def test_r_output_reaches_the_model_log_stamped_with_its_own_time(
+    server: Server, r_kitchen: Server
+) -> None:
+    time.sleep(0.05)
+    now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+    before = now.replace("+00:00", "Z")
     _call(server, {"data": {"case": "print", "arg": "hello-from-r"}})
-    wait_until(
-        lambda: any(
-            "kitchen says hello-from-r" in line["text"]
-            for line in server.client().logs("r-kitchen", tail=1000)
-        )
+    [line] = wait_until(
+        lambda: [
+            x
+            for x in server.client().logs("r-kitchen", tail=1000)
+            if "kitchen says hello-from-r" in x["text"]
+        ]
     )
+    assert line["stream"] == "stdout"
+    assert line["time"] >= before
+    assert server.client().logs("r-kitchen", after=before)
 
 
 BUILD_FAILURES = [

@@ -125,3 +125,41 @@ def test_limits_and_hostile_archives_are_refused_with_a_clear_message(tmp_path: 
         )
         assert response.status_code == 413
         assert "max_request_bytes" in response.json()["error"]["message"]
+
+
+def test_a_second_server_on_the_same_data_directory_or_port_refuses_to_start(
+    tmp_path: Path,
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    with running_server(tmp_path / "home") as server:
+        env = {**server.env, "MODELHOST_PORT": str(server.port + 1)}
+        same_home = subprocess.run(
+            [sys.executable, "-m", "modelhost", "serve"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert same_home.returncode == 1
+        assert "Another modelhost server" in same_home.stderr
+        assert "is using the data directory" in same_home.stderr
+        env = {
+            **os.environ,
+            "MODELHOST_HOME": str(tmp_path / "other"),
+            "MODELHOST_PORT": str(server.port),
+        }
+        same_port = subprocess.run(
+            [sys.executable, "-m", "modelhost", "serve"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert same_port.returncode == 1
+        assert f"Cannot listen on 127.0.0.1:{server.port}" in same_port.stderr
+        assert server.client().me()["username"] == "admin"
+        saved = (server.home / "credentials").read_text()
+        assert f":{server.port}" in saved  # the refused server changed nothing

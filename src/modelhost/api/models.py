@@ -133,7 +133,9 @@ async def publish_version(
         authorize(services, user, model, "publish")
     publishing.validate_entry_point(file, function)
     publishing.validate_concurrency(concurrency)
-    limit = services.settings.max_bundle_bytes
+    # The archive is compressed: allow it some room, so that extraction, which counts the
+    # real sizes, can name the largest files when the project is too big.
+    limit = int(services.settings.max_bundle_bytes * 1.1) + (64 << 20)
     with tempfile.SpooledTemporaryFile(max_size=8 << 20) as upload:
         received = 0
         async for chunk in request.stream():

@@ -72,6 +72,8 @@ class LocalInstance:
         self.inflight = 0
         self.exit_code: int | None = None
         self.ended_by: str | None = None
+        self._stop_requested = False
+        self._announced = False
         self._nonce = secrets.token_hex(8)
         self._on_change = on_change
         self._loop = asyncio.get_running_loop()
@@ -185,6 +187,11 @@ class LocalInstance:
                 f"its log:\n{tail}"
             )
         elif self.state is not InstanceState.FAILED:
+            if not self._stop_requested and self.exit_code is not None and not self._announced:
+                self._announced = True
+                code = self.exit_code
+                how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+                self.log(f"instance {self.spec.instance_id} {how}; it will be replaced")
             self.state = InstanceState.EXITED
             self._on_change()
         pending, self._pending = self._pending, {}
@@ -267,6 +274,8 @@ class LocalInstance:
 
     async def stop(self, drain_timeout: float) -> None:
         """Let in-flight calls finish (up to ``drain_timeout``), then end the process."""
+        if self.state in (InstanceState.READY, InstanceState.STARTING):
+            self._stop_requested = True  # a stop on purpose, not a death to report
         if self.state in (InstanceState.READY, InstanceState.STARTING):
             self.state = InstanceState.STOPPING
         deadline = self._loop.time() + drain_timeout

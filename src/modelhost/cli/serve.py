@@ -2,13 +2,51 @@
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
+import socket
 import sys
+from pathlib import Path
+from typing import TextIO
 
 import click
 
-from modelhost import __version__
+from modelhost import __version__, errors
 from modelhost.settings import load_settings, settings_help
+
+
+def _lock_home(home: Path) -> TextIO:
+    """One server per data directory: a second one would run every instance twice."""
+    home.mkdir(parents=True, exist_ok=True)
+    handle = (home / "server.lock").open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        owner = handle.read().strip() or "another process"
+        raise errors.Conflict(
+            f"Another modelhost server ({owner}) is using the data directory {home}; stop it, "
+            "or give this one another --home."
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()}")
+    handle.flush()
+    return handle
+
+
+def _check_port(host: str, port: int) -> None:
+    """Fail before any instance starts, with a message, if the address is taken."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise errors.Conflict(
+                f"Cannot listen on {host}:{port} ({exc.strerror}); another program uses it. "
+                "Stop it or pass --port (or set MODELHOST_PORT)."
+            ) from None
 
 
 def _print_settings_help(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
@@ -42,6 +80,8 @@ def serve(host: str | None, port: int | None, home: str | None, log_level: str |
     )
 
     settings = load_settings({"host": host, "port": port, "home": home, "log_level": log_level})
+    _lock = _lock_home(settings.home_path)  # held as long as this process runs
+    _check_port(settings.host, settings.port)
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

@@ -50,6 +50,11 @@ class VersionPool:
         """Take an instance out of rotation; its calls in flight still finish."""
         self._load.pop(instance, None)
 
+    def expect_replacement(self) -> None:
+        """An instance died: calls wait for its replacement rather than fail at once. The
+        reconciler's next tick sets the true count of starting instances."""
+        self.starting = max(self.starting, 1)
+
     def _unavailable(self) -> errors.NoReadyInstance:
         return errors.NoReadyInstance(
             f"Version {self.number} has no ready instance right now (it is starting or "
@@ -125,6 +130,7 @@ class VersionPool:
             return  # removed from rotation while the call ran
         if instance.state is not InstanceState.READY:
             self.remove(instance)
+            self.expect_replacement()
             return
         self._load[instance] -= 1
         self._serve_waiters()

@@ -99,6 +99,11 @@ def set_label(
     canary_weight: int = 0,
 ) -> dict[str, Any]:
     """Point a label at a version, optionally sending ``canary_weight`` % to another one."""
+    if name == "latest":
+        raise errors.BadRequest(
+            "'latest' is not a label: it is the route that follows the routing mode. Pick "
+            "another name, such as staging."
+        )
     if not LABEL_PATTERN.match(name):
         raise errors.BadRequest(
             f"'{name}' is not a valid label: use lowercase letters, digits, '-', '_' or '.', "

@@ -17,9 +17,33 @@ BAD_SHAPE <- paste(
   "'parameters' array (positional arguments), not both."
 )
 
+stamp <- function() format(Sys.time(), "%Y-%m-%dT%H:%M:%OS3Z", tz = "UTC")
+
 log_line <- function(...) {
-  stamp <- format(Sys.time(), "%Y-%m-%dT%H:%M:%OS3Z", tz = "UTC")
-  cat(stamp, " stderr [modelhost] ", ..., "\n", sep = "", file = stderr())
+  cat(stamp(), " stderr [modelhost] ", ..., "\n", sep = "", file = stderr())
+}
+
+# The user's printed output and messages, captured and written with a timestamp each line.
+user_lines <- function(stream, lines) {
+  if (length(lines)) cat(paste0(stamp(), " ", stream, " ", lines, "\n"), sep = "",
+                         file = if (stream == "stdout") stdout() else stderr())
+}
+
+with_stamped_output <- function(expr) {
+  printed <- character(0)
+  value <- withCallingHandlers(
+    {
+      printed <- utils::capture.output(result <- expr)
+      result
+    },
+    message = function(m) {
+      user_lines("stderr", sub("\n$", "", conditionMessage(m)))
+      invokeRestart("muffleMessage")
+    },
+    error = function(e) user_lines("stdout", printed)
+  )
+  user_lines("stdout", printed)
+  value
 }
 
 option <- function(args, name) {
@@ -96,7 +120,7 @@ fail_load <- function(message, detail = "") {
 user_env <- new.env(parent = globalenv())
 if (!file.exists(spec$file)) fail_load(sprintf("File '%s' was not found in the project.", spec$file))
 loaded <- tryCatch(
-  { sys.source(spec$file, envir = user_env, keep.source = TRUE); TRUE },
+  { with_stamped_output(sys.source(spec$file, envir = user_env, keep.source = TRUE)); TRUE },
   error = function(e) e
 )
 if (!isTRUE(loaded)) {
@@ -229,7 +253,7 @@ handle <- function(payload) {
   outcome <- tryCatch({
     call_args <- parse_request(body)
     start <- Sys.time()
-    result <- tryCatch(do.call(fn, call_args), error = function(e) {
+    result <- tryCatch(with_stamped_output(do.call(fn, call_args)), error = function(e) {
       if (inherits(e, "call_error")) stop(e)
       log_line("request ", request_id, " failed: ", conditionMessage(e))
       stop(call_error(500L, "model_error",
