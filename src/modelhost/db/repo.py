@@ -6,7 +6,6 @@ Rows come back as frozen dataclasses so callers never hold a live connection.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -250,11 +249,6 @@ class Repo(AccessRepo):
         with self._connect() as conn:
             row = conn.execute(select(t.versions).where(t.versions.c.id == version_id)).first()
         return _row(Version, row) if row else None
-
-    def versions_by_status(self, statuses: Sequence[str]) -> list[Version]:
-        query = select(t.versions).where(t.versions.c.status.in_(list(statuses)))
-        with self._connect() as conn:
-            return [_row(Version, r) for r in conn.execute(query)]
 
     def finish_build(
         self, version_id: str, *, status: str, log: str, signature: str | None = None

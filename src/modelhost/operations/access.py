@@ -15,8 +15,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from modelhost import errors
 from modelhost.db.repo import Model, Token, User, utcnow
-from modelhost.operations import Services
-from modelhost.operations.accounts import KEY_PREFIX, hash_key
+from modelhost.operations import Services, accounts
 from modelhost.operations.audit import record
 from modelhost.permissions import ROLES, can_see, ensure_admin, ensure_permission, role_of
 
@@ -164,10 +163,8 @@ def login(services: Services, username: str, password: str, source: str, key_nam
 def create_api_key(
     services: Services, user: User, name: str, expires_in_days: int | None = None
 ) -> str:
-    key = KEY_PREFIX + secrets.token_urlsafe(32)
     expires = utcnow() + dt.timedelta(days=expires_in_days) if expires_in_days else None
-    services.repo.add_api_key(user.id, name, hash_key(key), key[: len(KEY_PREFIX) + 4], expires)
-    return key
+    return accounts.create_api_key(services.repo, user, name, expires)
 
 
 def list_api_keys(services: Services, user: User) -> list[dict[str, Any]]:

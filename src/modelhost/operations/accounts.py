@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import os
@@ -25,9 +26,10 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def create_api_key(repo: Repo, user: User, name: str) -> str:
+def create_api_key(repo: Repo, user: User, name: str, expires: dt.datetime | None = None) -> str:
+    """A new key for ``user``: returned once, stored as its hash with a short prefix."""
     key = generate_api_key()
-    repo.add_api_key(user.id, name, hash_key(key), key[: len(KEY_PREFIX) + 4])
+    repo.add_api_key(user.id, name, hash_key(key), key[: len(KEY_PREFIX) + 4], expires)
     return key
 
 

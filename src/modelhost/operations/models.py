@@ -129,10 +129,6 @@ def model_view(services: Services, model: Model) -> dict[str, Any]:
     }
 
 
-def list_models(services: Services) -> list[dict[str, Any]]:
-    return [model_view(services, m) for m in services.repo.list_models()]
-
-
 def list_versions(services: Services, model: Model) -> list[dict[str, Any]]:
     versions = services.repo.list_versions(model.id)
     _, running = _serving(services, model)
