@@ -254,6 +254,8 @@ def test_every_management_action_leaves_an_audit_event(server: Server, alice: Cl
     for step in steps:
         step()
     _call(server, "audited")  # a denied invocation (no token)
+    with pytest.raises(errors.Forbidden):  # a refused action is audited under its own name
+        alice.deploy("audited", 1)
     wait_until(lambda: any(e["action"] == "invoke" for e in client.audit("audited")), timeout=5)
 
     events = client.audit("audited")
@@ -286,6 +288,9 @@ def test_every_management_action_leaves_an_audit_event(server: Server, alice: Cl
     env_set = next(e for e in events if e["action"] == "env-set")
     assert env_set["detail"] == {"name": "SECRET_THING", "secret": True}
     assert next(e for e in events if e["action"] == "invoke")["outcome"] == "denied"
+    refused = next(e for e in events if e["actor"] == "alice")
+    assert (refused["action"], refused["outcome"]) == ("deploy", "denied")
+    assert refused["detail"]["needs"] == "deploy"
     publishes = [e for e in events if e["action"] == "publish"]
     assert sorted(e["version"] for e in publishes) == [1, 2]
 

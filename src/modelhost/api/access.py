@@ -115,7 +115,7 @@ def list_tokens(model: str, services: ServicesDep, user: UserDep) -> dict[str, A
 def create_token(
     model: str, body: NewToken, services: ServicesDep, user: UserDep
 ) -> dict[str, Any]:
-    found = authorize(services, user, model, "manage-tokens")
+    found = authorize(services, user, model, "manage-tokens", audit_as="token-create")
     with audited(services, user, "token-create", model=found) as audit:
         created = access.create_token(services, user, found, body.name)
         audit.detail.update(token=created["id"], name=created["name"])
@@ -124,7 +124,7 @@ def create_token(
 
 @router.delete("/models/{model}/tokens/{token_id}", status_code=204, summary="Revoke a token")
 def revoke_token(model: str, token_id: str, services: ServicesDep, user: UserDep) -> None:
-    found = authorize(services, user, model, "manage-tokens")
+    found = authorize(services, user, model, "manage-tokens", audit_as="token-revoke")
     with audited(services, user, "token-revoke", model=found, detail={"token": token_id}):
         access.revoke_token(services, found, token_id)
 
@@ -133,7 +133,7 @@ def revoke_token(model: str, token_id: str, services: ServicesDep, user: UserDep
 def regenerate_token(
     model: str, token_id: str, services: ServicesDep, user: UserDep
 ) -> dict[str, Any]:
-    found = authorize(services, user, model, "manage-tokens")
+    found = authorize(services, user, model, "manage-tokens", audit_as="token-regenerate")
     with audited(services, user, "token-regenerate", model=found, detail={"token": token_id}):
         return access.regenerate_token(services, found, token_id)
 
@@ -148,7 +148,7 @@ def list_collaborators(model: str, services: ServicesDep, user: UserDep) -> dict
 def set_collaborator(
     model: str, username: str, body: Role, services: ServicesDep, user: UserDep
 ) -> dict[str, Any]:
-    found = authorize(services, user, model, "manage-collaborators")
+    found = authorize(services, user, model, "manage-collaborators", audit_as="collaborator-set")
     with audited(
         services,
         user,
@@ -164,7 +164,7 @@ def set_collaborator(
     "/models/{model}/collaborators/{username}", status_code=204, summary="Remove a collaborator"
 )
 def remove_collaborator(model: str, username: str, services: ServicesDep, user: UserDep) -> None:
-    found = authorize(services, user, model, "manage-collaborators")
+    found = authorize(services, user, model, "manage-collaborators", audit_as="collaborator-remove")
     with audited(services, user, "collaborator-remove", model=found, detail={"user": username}):
         access.remove_collaborator(services, found, username)
 
@@ -173,7 +173,7 @@ def remove_collaborator(model: str, username: str, services: ServicesDep, user: 
 def set_access(
     model: str, body: AccessBody, services: ServicesDep, user: UserDep
 ) -> dict[str, Any]:
-    found = authorize(services, user, model, "change-access")
+    found = authorize(services, user, model, "change-access", audit_as="access-change")
     with audited(
         services, user, "access-change", model=found, detail=body.model_dump(exclude_none=True)
     ):
@@ -185,7 +185,7 @@ def set_access(
 
 @router.post("/models/{model}/transfer", summary="Give the model to another user")
 def transfer(model: str, body: Transfer, services: ServicesDep, user: UserDep) -> dict[str, Any]:
-    found = authorize(services, user, model, "transfer")
+    found = authorize(services, user, model, "transfer", audit_as="transfer")
     with audited(services, user, "transfer", model=found, detail={"to": body.user}):
         updated = access.transfer(services, found, body.user)
     return ops.model_view(services, updated)

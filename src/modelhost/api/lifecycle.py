@@ -43,7 +43,7 @@ def _number(body: Choice) -> int | None:
 
 @router.post("/deploy", summary="Serve a version (latest in basic routing, prod in advanced)")
 def deploy(model: str, services: ServicesDep, user: UserDep, body: Choice = None) -> dict[str, Any]:
-    found = authorize(services, user, model, "deploy")
+    found = authorize(services, user, model, "deploy", audit_as="deploy")
     number = _number(body)
     if number is None:
         raise errors.BadRequest('Say which version to deploy: {"version": N}.')
@@ -53,7 +53,7 @@ def deploy(model: str, services: ServicesDep, user: UserDep, body: Choice = None
 
 @router.post("/rollback", summary="Serve the newest ready version older than the current one")
 def rollback(model: str, services: ServicesDep, user: UserDep) -> dict[str, Any]:
-    found = authorize(services, user, model, "deploy")
+    found = authorize(services, user, model, "deploy", audit_as="rollback")
     with audited(services, user, "rollback", model=found) as audit:
         result = lifecycle.rollback(services, found)
         audit.version = result["to"]
@@ -65,7 +65,7 @@ def rollback(model: str, services: ServicesDep, user: UserDep) -> dict[str, Any]
 def promote(
     model: str, services: ServicesDep, user: UserDep, body: Choice = None
 ) -> dict[str, Any]:
-    found = authorize(services, user, model, "deploy")
+    found = authorize(services, user, model, "deploy", audit_as="promote")
     with audited(services, user, "promote", model=found) as audit:
         result = lifecycle.promote(services, found, _number(body))
         audit.version = result["version"]
@@ -81,7 +81,7 @@ def list_labels(model: str, services: ServicesDep, user: UserDep) -> dict[str, A
 def set_label(
     model: str, label: str, body: LabelBody, services: ServicesDep, user: UserDep
 ) -> dict[str, Any]:
-    found = authorize(services, user, model, "deploy")
+    found = authorize(services, user, model, "deploy", audit_as="label-set")
     detail = {
         "label": label,
         "canary_version": body.canary_version,
@@ -100,14 +100,14 @@ def set_label(
 
 @router.delete("/labels/{label}", status_code=204, summary="Remove a label")
 def delete_label(model: str, label: str, services: ServicesDep, user: UserDep) -> None:
-    found = authorize(services, user, model, "deploy")
+    found = authorize(services, user, model, "deploy", audit_as="label-delete")
     with audited(services, user, "label-delete", model=found, detail={"label": label}):
         lifecycle.delete_label(services, found, label)
 
 
 @router.post("/stop", summary='Stop a model, or one version with {"version": N}')
 def stop(model: str, services: ServicesDep, user: UserDep, body: Choice = None) -> dict[str, Any]:
-    found = authorize(services, user, model, "deploy")
+    found = authorize(services, user, model, "deploy", audit_as="stop")
     with audited(services, user, "stop", model=found, version=_number(body)):
         lifecycle.stop(services, found, _number(body))
     return ops.model_view(services, ops.get_model(services, found.id))
@@ -115,7 +115,7 @@ def stop(model: str, services: ServicesDep, user: UserDep, body: Choice = None) 
 
 @router.post("/start", summary="Start a model, or keep one version running")
 def start(model: str, services: ServicesDep, user: UserDep, body: Choice = None) -> dict[str, Any]:
-    found = authorize(services, user, model, "deploy")
+    found = authorize(services, user, model, "deploy", audit_as="start")
     with audited(services, user, "start", model=found, version=_number(body)):
         lifecycle.start(services, found, _number(body))
     return ops.model_view(services, ops.get_model(services, found.id))
@@ -123,7 +123,7 @@ def start(model: str, services: ServicesDep, user: UserDep, body: Choice = None)
 
 @router.post("/restart", summary="Replace every instance, with zero downtime")
 def restart(model: str, services: ServicesDep, user: UserDep) -> dict[str, Any]:
-    found = authorize(services, user, model, "deploy")
+    found = authorize(services, user, model, "deploy", audit_as="restart")
     with audited(services, user, "restart", model=found):
         lifecycle.restart(services, found)
     return ops.model_view(services, ops.get_model(services, found.id))
@@ -131,7 +131,7 @@ def restart(model: str, services: ServicesDep, user: UserDep) -> dict[str, Any]:
 
 @router.post("/unpublish", summary="Stop and archive a model; its data is kept")
 def unpublish(model: str, services: ServicesDep, user: UserDep) -> dict[str, Any]:
-    found = authorize(services, user, model, "unpublish")
+    found = authorize(services, user, model, "unpublish", audit_as="unpublish")
     with audited(services, user, "unpublish", model=found):
         lifecycle.unpublish(services, found)
     return ops.model_view(services, ops.get_model(services, found.id))
@@ -144,7 +144,7 @@ def delete(
     user: UserDep,
     confirm: Annotated[str | None, Query(description="The model's name")] = None,
 ) -> None:
-    found = authorize(services, user, model, "delete")
+    found = authorize(services, user, model, "delete", audit_as="delete")
     with audited(services, user, "delete", model=found):
         remove_files = lifecycle.delete(services, found.id, confirm)
     remove_files()
@@ -160,7 +160,7 @@ def list_env(model: str, services: ServicesDep, user: UserDep) -> dict[str, Any]
 def set_env(
     model: str, name: str, body: EnvBody, services: ServicesDep, user: UserDep
 ) -> dict[str, Any]:
-    found = authorize(services, user, model, "manage-env")
+    found = authorize(services, user, model, "manage-env", audit_as="env-set")
     with audited(
         services, user, "env-set", model=found, detail={"name": name, "secret": body.secret}
     ):
@@ -170,6 +170,6 @@ def set_env(
 
 @router.delete("/env/{name}", status_code=204, summary="Remove an environment variable")
 def unset_env(model: str, name: str, services: ServicesDep, user: UserDep) -> None:
-    found = authorize(services, user, model, "manage-env")
+    found = authorize(services, user, model, "manage-env", audit_as="env-unset")
     with audited(services, user, "env-unset", model=found, detail={"name": name}):
         env_ops.unset_env(services, found, name)

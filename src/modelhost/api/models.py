@@ -74,7 +74,7 @@ def show_model(model: str, services: ServicesDep, user: UserDep) -> dict[str, An
 def update_model(
     model: str, body: ModelUpdate, services: ServicesDep, user: UserDep
 ) -> dict[str, Any]:
-    found = authorize(services, user, model, "manage-settings")
+    found = authorize(services, user, model, "manage-settings", audit_as="settings-change")
     changes = body.model_dump(exclude_none=True)
     with audited(services, user, "settings-change", model=found, detail=changes):
         if body.routing_mode is not None:
@@ -130,7 +130,7 @@ async def publish_version(
     if existing is None:
         publishing.validate_model_name(model)
     else:
-        authorize(services, user, model, "publish")
+        authorize(services, user, model, "publish", audit_as="publish")
     publishing.validate_entry_point(file, function)
     publishing.validate_concurrency(concurrency)
     # The archive is compressed: allow it some room, so that extraction, which counts the

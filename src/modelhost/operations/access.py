@@ -32,18 +32,41 @@ def _iso(value: dt.datetime | None) -> str | None:
 # --------------------------------------------------------------------------- authorization
 
 
-def authorize(services: Services, user: User, key: str, action: str) -> Model:
-    """The model ``key`` names, if ``user`` may do ``action`` on it; the one check."""
+def authorize(
+    services: Services, user: User, key: str, action: str, *, audit_as: str | None = None
+) -> Model:
+    """The model ``key`` names, if ``user`` may do ``action`` on it; the one check.
+
+    ``audit_as`` names the management action being attempted: a refusal is then recorded in
+    the audit log under that name, as its success would be.
+    """
     model = services.repo.find_model(key)
     if model is None:
+        if audit_as:
+            record(
+                services,
+                user,
+                audit_as,
+                model_name=key,
+                outcome="failed",
+                detail={"error": "no such model"},
+            )
         raise errors.ModelNotFound(
             f"There is no model '{key}'. 'modelhost models list' shows the models."
         )
     role = role_of(user, model, services.repo.collaborators(model.id))
     try:
         ensure_permission(user, action, model, role)
-    except errors.Forbidden as exc:
-        record(services, user, action, model=model, outcome="denied", detail={"error": exc.message})
+    except (errors.Forbidden, errors.ModelNotFound) as exc:
+        if audit_as:
+            record(
+                services,
+                user,
+                audit_as,
+                model=model,
+                outcome="denied",
+                detail={"error": exc.message, "needs": action},
+            )
         raise
     return model
 
