@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from modelhost import errors
 from modelhost.cli import cli
-from modelhost.settings import SETTINGS, load_settings
+from modelhost.settings import SETTINGS, load_settings, unknown_variables
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "settings.md"
 
@@ -42,6 +42,8 @@ def test_the_command_line_beats_the_environment_which_beats_the_file(tmp_path: P
     [
         ({"MODELHOST_PORT": "eighty"}, "Setting 'port' from $MODELHOST_PORT has the invalid value"),
         ({"MODELHOST_PORT": "70000"}, "between 1 and 65535"),
+        ({"MODELHOST_PORT": "abc"}, "'abc': expected a whole number"),
+        ({"MODELHOST_TIMEOUT_SECONDS": "soon"}, "expected a number"),
         ({"MODELHOST_TIMEOUT_SECONDS": "-1"}, "'timeout_seconds'"),
         ({"MODELHOST_LOG_LEVEL": "loud"}, "one of debug, info"),
         ({"MODELHOST_DEFAULT_INSTANCE_COUNT": "9"}, "larger than 'max_instance_count'"),
@@ -77,3 +79,8 @@ def test_every_setting_is_documented_and_listed_by_help_settings() -> None:
         assert f"`{setting.name}`" in documented, setting.name
         assert setting.env_var in documented, setting.env_var
         assert setting.env_var in listed.output
+
+
+def test_unknown_modelhost_variables_are_reported_as_likely_typos() -> None:
+    environ = {"MODELHOST_PROT": "1", "MODELHOST_PORT": "1", "MODELHOST_URL": "x", "HOME": "/"}
+    assert unknown_variables(environ) == ["MODELHOST_PROT"]

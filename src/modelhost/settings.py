@@ -37,36 +37,50 @@ def _bool(value: Any) -> bool:
     raise ValueError("expected true or false")
 
 
+def _int(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ValueError("expected a whole number") from None
+
+
+def _float(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError("expected a number") from None
+
+
 def _positive_int(value: Any) -> int:
-    number = int(value)
+    number = _int(value)
     if number < 1:
         raise ValueError("expected a whole number of at least 1")
     return number
 
 
 def _positive_float(value: Any) -> float:
-    number = float(value)
+    number = _float(value)
     if not number > 0:
         raise ValueError("expected a number greater than 0")
     return number
 
 
 def _non_negative_float(value: Any) -> float:
-    number = float(value)
+    number = _float(value)
     if not number >= 0:
         raise ValueError("expected a number of at least 0")
     return number
 
 
 def _non_negative_int(value: Any) -> int:
-    number = int(value)
+    number = _int(value)
     if number < 0:
         raise ValueError("expected a whole number of at least 0")
     return number
 
 
 def _port(value: Any) -> int:
-    number = int(value)
+    number = _int(value)
     if not 1 <= number <= 65535:
         raise ValueError("expected a port number between 1 and 65535")
     return number
@@ -350,6 +364,24 @@ def _read_settings_file(path: Path) -> dict[str, Any]:
             "--home or MODELHOST_HOME."
         )
     return data
+
+
+#: MODELHOST_* variables that are not server settings: the client's, and those instances get.
+OTHER_VARIABLES = (
+    "URL",
+    "API_KEY",
+    "TOKEN",
+    "MODEL_ID",
+    "MODEL_NAME",
+    "MODEL_VERSION",
+    "INSTANCE_NONCE",
+)
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """``MODELHOST_*`` variables that name no setting: most likely typos."""
+    known = {s.env_var for s in SETTINGS} | {ENV_PREFIX + n for n in OTHER_VARIABLES}
+    return sorted(k for k in environ if k.startswith(ENV_PREFIX) and k not in known)
 
 
 def settings_help() -> str:

@@ -113,3 +113,8 @@ def test_credentials_come_from_the_file_only_for_the_server_they_were_saved_for(
     monkeypatch.setenv("MODELHOST_API_KEY", "mh_env")
     with Client() as env:
         assert env.api_key == "mh_env"
+
+
+def test_a_url_without_its_scheme_is_refused_with_the_fix() -> None:
+    with pytest.raises(errors.BadRequest, match=r"such as http://127\.0\.0\.1:8600"):
+        Client("127.0.0.1:8600", "mh_x")

@@ -13,7 +13,7 @@ from typing import TextIO
 import click
 
 from modelhost import __version__, errors
-from modelhost.settings import load_settings, settings_help
+from modelhost.settings import load_settings, settings_help, unknown_variables
 
 
 def _lock_home(home: Path) -> TextIO:
@@ -80,6 +80,12 @@ def serve(host: str | None, port: int | None, home: str | None, log_level: str |
     )
 
     settings = load_settings({"host": host, "port": port, "home": home, "log_level": log_level})
+    for name in unknown_variables(os.environ):
+        click.echo(
+            f"Warning: {name} is not a modelhost setting and is ignored "
+            "(modelhost serve --help-settings lists them).",
+            err=True,
+        )
     _lock = _lock_home(settings.home_path)  # held as long as this process runs
     _check_port(settings.host, settings.port)
     logging.basicConfig(

@@ -13,6 +13,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from modelhost import errors
+
 DEFAULT_URL = "http://127.0.0.1:8000"
 
 
@@ -56,4 +58,9 @@ def resolve(url: str | None, api_key: str | None) -> tuple[str, str | None]:
         if saved.get("api_key") and (not url or url.rstrip("/") == saved.get("url")):
             url = url or saved.get("url")
             api_key = api_key or saved.get("api_key")
-    return (url or DEFAULT_URL).rstrip("/"), api_key
+    url = (url or DEFAULT_URL).rstrip("/")
+    if not url.startswith(("http://", "https://")):
+        raise errors.BadRequest(
+            f"'{url}' is not a server URL; give it with its scheme, such as http://{url}."
+        )
+    return url, api_key

@@ -77,7 +77,7 @@ def version_view(
         "bundle_files": version.bundle_files,
         "author": authors.get(version.author_id, version.author_id),
         "concurrency": version.concurrency,
-        "health": version.health,
+        "health": version.health if version.status != "failed" else "-",
         "health_log": version.health_log,
         "description": version.description,
         "created_at": _iso(version.created_at),
