@@ -151,7 +151,7 @@ class Reconciler:
                         await self._converge(model, version)
                     except Exception as exc:  # one broken version must not stop the others
                         await self._cannot_start(model, version, exc)
-            route = self._route(model, model_versions, model_plan, tokens.get(model.id, ()))
+            route = self._route(model, model_versions, model_plan, keep, tokens.get(model.id, ()))
             table[model.id] = table[model.name] = route
         self.gateway.table = RouteTable(table)
         self._retire_unwanted(table, converged)
@@ -182,11 +182,8 @@ class Reconciler:
     def _fully_ready(self, model: Model, version: Version) -> bool:
         ready = [
             i
-            for i in self.backend.instances()
-            if i.spec.version_id == version.id
-            and i.state is InstanceState.READY
-            and self._current(i, model)
-            and i not in self._stopping
+            for i in self._live(version.id)
+            if i.state is InstanceState.READY and self._current(i, model)
         ]
         return len(ready) >= model.instance_count
 
@@ -332,11 +329,7 @@ class Reconciler:
 
     async def _converge(self, model: Model, version: Version) -> None:
         """Give ``version`` exactly ``instance_count`` ready instances of the current generation."""
-        instances = [
-            i
-            for i in self.backend.instances()
-            if i.spec.version_id == version.id and i.state in _LIVE and i not in self._stopping
-        ]
+        instances = self._live(version.id)
         current = [i for i in instances if self._current(i, model)]
         old = [i for i in instances if not self._current(i, model)]
         wanted = model.instance_count
@@ -363,22 +356,19 @@ class Reconciler:
                     self.settings.max_queued_requests,
                     capacity=capacity,
                 )
-            for instance in self.backend.instances():
-                if (
-                    instance.spec.version_id == version.id
-                    and instance.state is InstanceState.READY
-                    and instance not in self._stopping
-                ):
+            live = self._live(version.id)  # again: instances were started and stopped above
+            for instance in live:
+                if instance.state is InstanceState.READY:
                     pool.add(instance)
-            pool.set_starting(
-                sum(
-                    1
-                    for i in self.backend.instances()
-                    if i.spec.version_id == version.id
-                    and i.state is InstanceState.STARTING
-                    and i not in self._stopping
-                )
-            )
+            pool.set_starting(sum(i.state is InstanceState.STARTING for i in live))
+
+    def _live(self, version_id: str) -> list[Instance]:
+        """A version's starting and ready instances that are not being stopped."""
+        return [
+            i
+            for i in self.backend.instances()
+            if i.spec.version_id == version_id and i.state in _LIVE and i not in self._stopping
+        ]
 
     async def _cannot_start(self, model: Model, version: Version, exc: Exception) -> None:
         message = exc.message if isinstance(exc, ModelhostError) else repr(exc)
@@ -503,12 +493,16 @@ class Reconciler:
     # ------------------------------------------------------------------ route table
 
     def _route(
-        self, model: Model, versions: list[Version], model_plan: Plan, tokens: tuple[bytes, ...]
+        self,
+        model: Model,
+        versions: list[Version],
+        model_plan: Plan,
+        running: set[int],
+        tokens: tuple[bytes, ...],
     ) -> ModelRoute:
         pools: dict[int, VersionPool] = {}
         releases: dict[int, Release] = {}
         statuses: dict[int, str] = {}
-        running = set(model_plan.run) | self._held(model.id)
         for version in versions:
             pool = self._pools.get(version.id)
             if version.number in running and pool is not None:

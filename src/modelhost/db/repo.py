@@ -9,7 +9,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import Update, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from modelhost.db import tables as t
@@ -269,11 +269,7 @@ class Repo(AccessRepo):
     def bump_generation(self, model_id: str) -> None:
         """Ask for fresh instances of every running version of a model (a rolling restart)."""
         with self._begin() as conn:
-            conn.execute(
-                update(t.models)
-                .where(t.models.c.id == model_id)
-                .values(generation=t.models.c.generation + 1, updated_at=utcnow())
-            )
+            conn.execute(_next_generation(model_id))
 
     def delete_model(self, model_id: str) -> list[str]:
         """Delete a model and its versions, labels and variables; returns the version ids."""
@@ -343,11 +339,7 @@ class Repo(AccessRepo):
                     model_id=model_id, name=name, value=value, secret=secret, updated_at=utcnow()
                 )
             )
-            conn.execute(
-                update(t.models)
-                .where(t.models.c.id == model_id)
-                .values(generation=t.models.c.generation + 1, updated_at=utcnow())
-            )
+            conn.execute(_next_generation(model_id))
 
     def unset_env(self, model_id: str, name: str) -> bool:
         with self._begin() as conn:
@@ -357,9 +349,14 @@ class Repo(AccessRepo):
                 )
             )
             if result.rowcount:
-                conn.execute(
-                    update(t.models)
-                    .where(t.models.c.id == model_id)
-                    .values(generation=t.models.c.generation + 1, updated_at=utcnow())
-                )
+                conn.execute(_next_generation(model_id))
         return bool(result.rowcount)
+
+
+def _next_generation(model_id: str) -> Update:
+    """Count a model's generation up in the database (never read, add one and write back)."""
+    return (
+        update(t.models)
+        .where(t.models.c.id == model_id)
+        .values(generation=t.models.c.generation + 1, updated_at=utcnow())
+    )

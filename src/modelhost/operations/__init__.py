@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -31,3 +32,8 @@ class Services:
     @property
     def wake(self) -> Callable[[], None]:
         return self.reconciler.wake
+
+
+def iso(value: dt.datetime | None) -> str | None:
+    """How every view writes a time: ISO 8601 in UTC with a ``Z``."""
+    return value.isoformat().replace("+00:00", "Z") if value else None

@@ -15,7 +15,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from modelhost import errors
 from modelhost.db.repo import Model, Token, User, utcnow
-from modelhost.operations import Services, accounts
+from modelhost.operations import Services, accounts, iso
 from modelhost.operations.audit import record
 from modelhost.permissions import ROLES, can_see, ensure_admin, ensure_permission, role_of
 
@@ -23,10 +23,6 @@ TOKEN_PREFIX = "mht_"  # noqa: S105 - a prefix that lets scanners spot leaked to
 USERNAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{1,62}$")
 MIN_PASSWORD_LENGTH = 10
 _hasher = PasswordHasher()
-
-
-def _iso(value: dt.datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value else None
 
 
 # --------------------------------------------------------------------------- authorization
@@ -89,7 +85,7 @@ def user_view(user: User) -> dict[str, Any]:
         "username": user.username,
         "is_admin": user.is_admin,
         "disabled": user.disabled_at is not None,
-        "created_at": _iso(user.created_at),
+        "created_at": iso(user.created_at),
     }
 
 
@@ -196,8 +192,8 @@ def list_api_keys(services: Services, user: User) -> list[dict[str, Any]]:
             "id": k.id,
             "name": k.name,
             "prefix": k.prefix,
-            "created_at": _iso(k.created_at),
-            "expires_at": _iso(k.expires_at),
+            "created_at": iso(k.created_at),
+            "expires_at": iso(k.expires_at),
             "revoked": k.revoked_at is not None,
         }
         for k in services.repo.list_api_keys(user.id)
@@ -225,7 +221,7 @@ def token_view(token: Token, secret: str | None = None) -> dict[str, Any]:
         "id": token.id,
         "name": token.name,
         "prefix": token.prefix,
-        "created_at": _iso(token.created_at),
+        "created_at": iso(token.created_at),
         "revoked": token.revoked_at is not None,
     }
     if secret is not None:

@@ -18,7 +18,7 @@ from typing import Any
 
 from modelhost import errors
 from modelhost.db.repo import AuditEvent, Model, User
-from modelhost.operations import Services
+from modelhost.operations import Services, iso
 
 logger = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ def _message(exc: BaseException) -> str:
 def event_view(event: AuditEvent) -> dict[str, Any]:
     return {
         "id": event.id,
-        "time": event.time.isoformat().replace("+00:00", "Z"),
+        "time": iso(event.time),
         "actor": event.actor,
         "action": event.action,
         "model": event.model,

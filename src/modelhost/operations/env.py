@@ -7,7 +7,7 @@ from typing import Any
 
 from modelhost import errors
 from modelhost.db.repo import Model
-from modelhost.operations import Services
+from modelhost.operations import Services, iso
 
 NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 RESERVED_PREFIX = "MODELHOST_"
@@ -33,7 +33,7 @@ def list_env(services: Services, model: Model) -> list[dict[str, Any]]:
             "name": var.name,
             "value": None if var.secret else var.value,
             "secret": var.secret,
-            "updated_at": var.updated_at.isoformat().replace("+00:00", "Z"),
+            "updated_at": iso(var.updated_at),
         }
         for var in services.repo.list_env(model.id)
     ]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,15 +10,11 @@ from typing import Any
 from modelhost import errors, urls
 from modelhost.backends.base import InstanceState
 from modelhost.db.repo import Model, Version
-from modelhost.operations import Services
+from modelhost.operations import Services, iso
 from modelhost.planning import LATEST
 
 _STAMP = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z) (\w+) (.*)$")
 _LOG_NAME = re.compile(r"^v(\d+)-(\w+)\.log$")
-
-
-def _iso(value: dt.datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value else None
 
 
 def get_model(services: Services, key: str) -> Model:
@@ -80,8 +75,8 @@ def version_view(
         "health": version.health if version.status != "failed" else "-",
         "health_log": version.health_log,
         "description": version.description,
-        "created_at": _iso(version.created_at),
-        "finished_at": _iso(version.finished_at),
+        "created_at": iso(version.created_at),
+        "finished_at": iso(version.finished_at),
     }
     if log:
         view["build_log"] = version.build_log
@@ -120,8 +115,8 @@ def model_view(services: Services, model: Model) -> dict[str, Any]:
         "visibility": model.visibility,
         "invocation_mode": model.invocation_mode,
         "labels": {label.name: label.version for label in services.repo.list_labels(model.id)},
-        "created_at": _iso(model.created_at),
-        "updated_at": _iso(model.updated_at),
+        "created_at": iso(model.created_at),
+        "updated_at": iso(model.updated_at),
         "urls": {
             "latest": urls.invoke_latest(model.id),
             "version": urls.invoke_version(model.id, "{n}"),
@@ -170,11 +165,13 @@ def update_model(
                 "max_timeout_seconds)."
             )
         changes["timeout_seconds"] = timeout_seconds
-    if log_requests is not None and log_requests != model.log_requests:
+    restart = log_requests is not None and log_requests != model.log_requests
+    if restart:
         changes["log_requests"] = log_requests
-        changes["generation"] = model.generation + 1  # instances restart to pick it up
     if not changes:
         return model
+    if restart:  # instances restart, with zero downtime, to pick it up
+        services.repo.bump_generation(model.id)
     updated = services.repo.update_model(model.id, **changes)
     services.wake()
     return updated
