@@ -306,12 +306,16 @@ ACTIONS: dict[str, tuple[Handler, str]] = {
 }
 
 
+#: the actions that answer with a token's secret, on the settings page, instead of redirecting
+TOKEN_ACTIONS = ("token-create", "token-regenerate")
+
+
 @router.post("/models/{model}/actions/{what}", summary="A model action from a form")
 async def model_action(
     request: Request, model: str, what: str, services: ServicesDep, user: SessionUser
 ) -> Response:
     await session.check_csrf(request)
-    if what in ("token-create", "token-regenerate"):
+    if what in TOKEN_ACTIONS:
         return await _token_secret(request, model, what, services, user)
     if what not in ACTIONS:
         raise errors.NotFound(f"There is no action '{what}'.")
@@ -370,6 +374,13 @@ async def _token_secret(
 async def publish(request: Request, services: ServicesDep, user: SessionUser) -> Response:
     await session.check_csrf(request)
     form = await request.form()
+    try:
+        return await _publish(request, services, user, form)
+    finally:
+        await form.close()  # the uploaded archive's temporary file
+
+
+async def _publish(request: Request, services: Services, user: User, form: FormData) -> Response:
     name = _field(form, "model")
     file, function = _field(form, "file"), _field(form, "function")
     description = _field(form, "description")
