@@ -420,7 +420,7 @@ async def _publish(request: Request, services: Services, user: User, form: FormD
             raise
         context = {
             "user": access.user_view(user),
-            "target": name,
+            "target": _field(form, "target"),
             "error": exc.message,
             "form": {
                 k: _field(form, k)

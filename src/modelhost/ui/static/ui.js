@@ -12,11 +12,15 @@ document.addEventListener("submit", (event) => {
     event.preventDefault();
     return;
   }
-  for (const button of form.querySelectorAll("button[type=submit]")) {
-    button.disabled = true;
-    button.dataset.label = button.textContent;
-    button.textContent = "Working…";
-  }
+  if (form.method !== "post") return;
+  // After the browser has read the form: a disabled button would drop out of its data.
+  setTimeout(() => {
+    for (const button of form.querySelectorAll("button[type=submit]")) {
+      button.disabled = true;
+      button.dataset.label = button.textContent;
+      button.textContent = "Working…";
+    }
+  }, 0);
   const progress = form.querySelector("#publish-progress");
   if (progress) progress.hidden = false;
 });
@@ -163,3 +167,7 @@ if (version && version.dataset.status === "building") {
   };
   setTimeout(check, 1000);
 }
+
+// A new token's page answers a form: make reloading show the settings, not post it again.
+const newToken = document.querySelector(".new-token[data-page]");
+if (newToken) history.replaceState(null, "", newToken.dataset.page);
