@@ -46,6 +46,10 @@ def ui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(
+            f"The browser tests need Debian's Chromium at {CHROMIUM}: apt-get install chromium"
+        )
     SHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
@@ -298,7 +302,20 @@ def test_the_editor_publishes_again_and_rolls_back(pages: Pages, archive: Path) 
         return "latest" in page.locator("tr[data-version='2']").inner_text()
 
     wait_until(serving_two, timeout=30)
+    form = page.locator("form.inline-form", has_text="Set label")
+    form.get_by_label("Label").fill("staging")
+    form.get_by_label("Version", exact=True).fill("2")
+    form.get_by_label("Canary version").fill("3")
+    form.get_by_label("Canary weight %").fill("10")
+    form.get_by_role("button", name="Set label").click()
+    expect(page.locator(".flash")).to_have_text("Label staging -> version 2, 10% to version 3.")
+    expect(page.locator("table.labels")).to_contain_text("staging")
     shot(page, "versions")
+    page.goto("/ui/models/calc/instances")
+    page.get_by_role("button", name="Stop model").click()
+    expect(page.locator(".flash")).to_have_text("The model stops.")
+    page.get_by_role("button", name="Start model").click()
+    expect(page.locator(".flash")).to_have_text("The model starts.")
     # Settings an editor may change are there; owner-only ones are not.
     page.goto("/ui/models/calc/settings")
     expect(page.locator("#general")).to_be_visible()

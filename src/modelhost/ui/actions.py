@@ -306,6 +306,8 @@ ACTIONS: dict[str, tuple[Handler, str]] = {
 }
 
 
+_PAGES = ("versions", "instances", "settings")
+
 #: the actions that answer with a token's secret, on the settings page, instead of redirecting
 TOKEN_ACTIONS = ("token-create", "token-regenerate")
 
@@ -321,6 +323,8 @@ async def model_action(
         raise errors.NotFound(f"There is no action '{what}'.")
     handler, page = ACTIONS[what]
     form = await request.form()
+    if _field(form, "back") in _PAGES:  # a form that lives on another page returns there
+        page = _field(form, "back")
     back = links.model(model, page)
     try:
         result, message = await asyncio.to_thread(handler, services, user, model, form)
