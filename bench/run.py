@@ -34,7 +34,7 @@ import orjson
 
 import modelhost
 from bench import cpu, deploy, servers, wrk
-from bench.cases import CASES, ROOT, SINGLE_THREAD_ENV, WINE_DIR, Case
+from bench.cases import CASES, ROOT, SINGLE_THREAD_ENV, Case
 from bench.report import Report, Run, format_report
 
 RESULTS = ROOT / "bench" / "results" / "latest.json"
@@ -250,8 +250,7 @@ def environment(options: argparse.Namespace) -> dict[str, Any]:
 def run_suite(options: argparse.Namespace) -> Report:
     cases = [CASES[name] for name in dict.fromkeys(options.cases)]
     report = Report(environment=environment(options), floors={})
-    if any(case.project == WINE_DIR for case in cases):
-        deploy.ensure_wine_model()
+    deploy.ensure_wine_model()  # the ceiling loads the forest whichever cases run
     for case in cases:
         print(f"floor {case.name}: {case.floor_calls:,} in-process calls", flush=True)
         report.floors[case.name] = measure_floor(case)

@@ -147,6 +147,11 @@ class InstanceCrashed(ModelhostError):
     code = "instance_crashed"
 
 
+class CallNotStarted(Exception):
+    """Not an answer: the instance went away before this call began, so the gateway sends it
+    to another instance. If none runs it, the caller gets :class:`InstanceCrashed`."""
+
+
 class Unavailable(ModelhostError):
     status = 503
     code = "unavailable"

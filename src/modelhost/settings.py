@@ -195,11 +195,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "pipeline_depth",
         _positive_int,
-        2,
+        16,
         "Calls sent ahead to a busy instance (which still runs them one by one) before calls "
-        "wait in the gateway's queue; 1 sends a call only to an idle instance. Sending ahead "
-        "keeps instances busy under load; a call stuck past its timeout also fails the calls "
-        "sent ahead to that instance.",
+        "wait in the gateway's queue; 1 sends a call only to an instance with room. Sending "
+        "ahead keeps instances busy under load and lets the gateway read many answers at once. "
+        "A call's timeout counts from when it can run, and calls that never ran are sent to "
+        "another instance when theirs dies.",
     ),
     Setting(
         "max_queued_requests",

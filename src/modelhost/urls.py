@@ -41,6 +41,10 @@ def api_logs(model: str) -> str:
     return f"{api_model(model)}/logs"
 
 
+def api_metrics(model: str) -> str:
+    return f"{api_model(model)}/metrics"
+
+
 def api_instances(model: str) -> str:
     return f"{api_model(model)}/instances"
 

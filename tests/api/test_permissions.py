@@ -43,6 +43,7 @@ ROUTE_NEEDS: dict[tuple[str, str], str] = {
     ("POST", "/api/v1/models/{model}/versions"): "publish",
     ("GET", "/api/v1/models/{model}/instances"): "view",
     ("GET", "/api/v1/models/{model}/logs"): "view-logs",
+    ("GET", "/api/v1/models/{model}/metrics"): "view",
     ("POST", "/api/v1/models/{model}/deploy"): "deploy",
     ("POST", "/api/v1/models/{model}/rollback"): "deploy",
     ("POST", "/api/v1/models/{model}/promote"): "deploy",

@@ -320,7 +320,8 @@ def test_a_version_that_declares_concurrency_runs_calls_side_by_side(server: Ser
 def test_past_the_bounded_queue_calls_are_refused_at_once_with_retry_after(
     tmp_path: Path,
 ) -> None:
-    with running_server(tmp_path / "home", {"MODELHOST_MAX_QUEUED_REQUESTS": "2"}) as server:
+    settings = {"MODELHOST_MAX_QUEUED_REQUESTS": "2", "MODELHOST_PIPELINE_DEPTH": "2"}
+    with running_server(tmp_path / "home", settings) as server:
         server.client().publish(PROJECTS / "fussy", file="model.py", function="work", name="narrow")
         with ThreadPoolExecutor(8) as pool:
             responses = list(

@@ -13,6 +13,7 @@ from modelhost import errors
 from modelhost.api.deps import ServicesDep, UserDep
 from modelhost.db.repo import Model, Version
 from modelhost.operations import lifecycle
+from modelhost.operations import metrics as metrics_ops
 from modelhost.operations import models as ops
 from modelhost.operations import publish as publishing
 from modelhost.operations.access import authorize, visible_models
@@ -182,6 +183,25 @@ async def publish_version(
 @router.get("/{model}/instances", summary="List a model's instances")
 def list_instances(model: str, services: ServicesDep, user: UserDep) -> dict[str, Any]:
     return {"instances": ops.list_instances(services, authorize(services, user, model, "view"))}
+
+
+@router.get(
+    "/{model}/metrics",
+    summary="Calls per minute, errors and latency per version over the last hour",
+    description=(
+        "Counted by the gateway in memory since the server started: calls that reached a "
+        "version (errors are 5xx answers, client_errors 4xx), with p50 and p99 latency in ms "
+        "as the server measured it (the upper edge of a histogram bucket, at most 19% high)."
+    ),
+)
+def read_metrics(
+    model: str,
+    services: ServicesDep,
+    user: UserDep,
+    minutes: Annotated[int, Query(description="How many recent minutes (1-60)")] = 60,
+) -> dict[str, Any]:
+    found = authorize(services, user, model, "view")
+    return metrics_ops.model_metrics(services, found, minutes)
 
 
 @router.get("/{model}/logs", summary="Read a model's instance logs")

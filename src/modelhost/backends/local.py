@@ -42,6 +42,18 @@ def tail_lines(path: Path, count: int = 30) -> list[str]:
     return data.decode("utf-8", "replace").splitlines()[-count:]
 
 
+class _Call:
+    """A call sent to the instance. Its clock starts when the instance can run it (when fewer
+    calls than the version's concurrency are ahead of it), not when it was sent ahead."""
+
+    __slots__ = ("future", "started", "timeout")
+
+    def __init__(self, future: asyncio.Future[tuple[int, bytes]], timeout: float) -> None:
+        self.future = future
+        self.timeout = timeout
+        self.started: float | None = None
+
+
 class _Connection(asyncio.Protocol):
     def __init__(self, instance: LocalInstance) -> None:
         self.instance = instance
@@ -77,7 +89,10 @@ class LocalInstance:
         self._nonce = secrets.token_hex(8)
         self._on_change = on_change
         self._loop = asyncio.get_running_loop()
-        self._pending: dict[str, asyncio.Future[tuple[int, bytes]]] = {}
+        #: calls sent and not yet answered, in the order they were sent
+        self._pending: dict[str, _Call] = {}
+        #: one timer for the earliest deadline of the calls running, re-armed lazily
+        self._watchdog: asyncio.TimerHandle | None = None
         self._transport: asyncio.Transport | None = None
         self._process: asyncio.subprocess.Process | None = None
         self._load_timer: asyncio.TimerHandle | None = None
@@ -194,10 +209,28 @@ class LocalInstance:
                 self.log(f"instance {self.spec.instance_id} {how}; it will be replaced")
             self.state = InstanceState.EXITED
             self._on_change()
+        self._fail_pending()
+
+    def _fail_pending(self) -> None:
+        """No answer will come. A call that never started (it waited behind others, and the
+        worker runs one at a time) is safe to send elsewhere; the ones that ran are not."""
         pending, self._pending = self._pending, {}
-        for future in pending.values():
-            if not future.done():
-                future.set_exception(
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+        resend = self.spec.concurrency == 1
+        for call in pending.values():
+            if call.future.done():
+                continue
+            if resend and call.started is None:
+                call.future.set_exception(
+                    errors.CallNotStarted(
+                        f"The instance running version {self.spec.version_number} went away "
+                        "before this call started; it was not run."
+                    )
+                )
+            else:
+                call.future.set_exception(
                     errors.InstanceCrashed(
                         f"The instance running version {self.spec.version_number} died during "
                         "the call; it is being replaced. The instance log may say why."
@@ -215,9 +248,13 @@ class LocalInstance:
     def _on_frame(self, kind: int, payload: bytes) -> None:
         if kind in (protocol.RESULT, protocol.ERROR):
             request_id = payload[: protocol.REQUEST_ID_LENGTH].decode("ascii")
-            pending = self._pending.pop(request_id, None)
-            if pending is not None and not pending.done():
-                pending.set_result((kind, payload))
+            call = self._pending.pop(request_id, None)
+            if call is None:
+                return
+            if not call.future.done():
+                call.future.set_result((kind, payload))
+            if self._pending:
+                self._start_clocks(self._loop.time())
         elif kind == protocol.READY:
             if self._load_timer:
                 self._load_timer.cancel()
@@ -298,15 +335,16 @@ class LocalInstance:
             raise errors.NoReadyInstance(
                 "The instance is not ready; retry shortly.", headers={"Retry-After": "1"}
             )
-        future: asyncio.Future[tuple[int, bytes]] = self._loop.create_future()
-        self._pending[request_id] = future
+        call = _Call(self._loop.create_future(), timeout)
+        self._pending[request_id] = call
+        if len(self._pending) <= self.spec.concurrency:
+            call.started = self._loop.time()
+            self._arm(call.started + timeout)
         self.inflight += 1
-        timer = self._loop.call_later(timeout, self._call_timed_out, request_id, timeout)
         try:
             self._transport.write(protocol.encode_call(request_id, body))
-            kind, payload = await future
+            kind, payload = await call.future
         finally:
-            timer.cancel()
             self.inflight -= 1
         if kind == protocol.RESULT:
             _, model_time_ms, result = protocol.decode_result(payload)
@@ -315,17 +353,55 @@ class LocalInstance:
         cls = errors.ERRORS_BY_CODE.get(error.get("code"), errors.ModelError)
         raise cls(error.get("message", "The call failed."))
 
-    def _call_timed_out(self, request_id: str, timeout: float) -> None:
-        future = self._pending.pop(request_id, None)
-        if future is None or future.done():
-            return
-        future.set_exception(
+    def _arm(self, deadline: float) -> None:
+        watchdog = self._watchdog
+        if watchdog is None or watchdog.when() > deadline:
+            if watchdog is not None:
+                watchdog.cancel()
+            self._watchdog = self._loop.call_at(deadline, self._check_clocks)
+
+    def _start_clocks(self, now: float) -> None:
+        """An answer came: the calls now among the first ``concurrency`` have begun."""
+        for index, call in enumerate(self._pending.values()):
+            if index >= self.spec.concurrency:
+                break
+            if call.started is None:
+                call.started = now
+                self._arm(now + call.timeout)
+
+    def _check_clocks(self) -> None:
+        """Fail the first running call past its timeout, else wait for the next deadline.
+        Answers do not touch the timer: it is re-armed here, once per deadline at most."""
+        self._watchdog = None
+        now = self._loop.time()
+        earliest: float | None = None
+        for index, (request_id, call) in enumerate(self._pending.items()):
+            if index >= self.spec.concurrency:
+                break
+            if call.started is None:
+                continue
+            deadline = call.started + call.timeout
+            if deadline <= now:
+                self._call_timed_out(request_id, call)
+                return
+            earliest = deadline if earliest is None else min(earliest, deadline)
+        if earliest is not None:
+            self._watchdog = self._loop.call_at(earliest, self._check_clocks)
+
+    def _call_timed_out(self, request_id: str, call: _Call) -> None:
+        del self._pending[request_id]
+        call.future.set_exception(
             errors.ModelTimeout(
-                f"The call did not finish within {timeout:g} s; the instance is being replaced. "
-                "Make the function faster or raise the model's timeout."
+                f"The call did not finish within {call.timeout:g} s; the instance is being "
+                "replaced. Make the function faster or raise the model's timeout."
             )
         )
-        self.end("timeout", f"a call passed the timeout of {timeout:g} s; replacing the instance")
+        self.end(
+            "timeout", f"a call passed the timeout of {call.timeout:g} s; replacing the instance"
+        )
+        # The calls waiting behind it never started: they go to another instance now rather
+        # than when this process is gone.
+        self._fail_pending()
 
 
 class LocalBackend:

@@ -307,4 +307,47 @@ def logs(conn: Connection, model: str, tail: int, number: int | None, follow: bo
         time.sleep(1)
 
 
-COMMANDS = [publish, models, versions, call, logs]
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3g}"
+
+
+@click.command()
+@click.argument("model")
+@click.option(
+    "--minutes",
+    type=click.IntRange(1, 60),
+    default=60,
+    show_default=True,
+    help="How many recent minutes to sum up.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON, with one point per minute.")
+@pass_connection
+def metrics(conn: Connection, model: str, minutes: int, as_json: bool) -> None:
+    """Calls per minute, errors and latency of MODEL's versions, as the gateway counted them."""
+    found = conn.client.metrics(model, minutes=minutes)
+    if as_json:
+        _json(found)
+        return
+    if not found["versions"]:
+        click.echo(f"No calls to {found['model']} since the server started.")
+        return
+    rows = []
+    for version in found["versions"]:
+        totals = version["totals"]
+        rows.append(
+            (
+                version["version_number"],
+                totals["requests"],
+                totals["requests_per_minute"],
+                totals["errors"],
+                totals["client_errors"],
+                f"{totals['error_rate']:.1%}",
+                _ms(totals["p50_ms"]),
+                _ms(totals["p99_ms"]),
+            )
+        )
+    click.echo(f"Last {minutes} min of {found['model']}:")
+    table(rows, ["VERSION", "CALLS", "PER MIN", "5XX", "4XX", "ERROR RATE", "P50 MS", "P99 MS"])
+
+
+COMMANDS = [publish, models, versions, call, logs, metrics]

@@ -129,6 +129,10 @@ class Client:
         """One version, with its build log."""
         return self._request("GET", urls.api_version(model, number))
 
+    def metrics(self, model: str, *, minutes: int = 60) -> dict[str, Any]:
+        """Calls, errors and p50/p99 latency per version, per minute, for the last hour."""
+        return self._request("GET", urls.api_metrics(model), params={"minutes": minutes})
+
     def instances(self, model: str) -> list[dict[str, Any]]:
         return self._request("GET", urls.api_instances(model))["instances"]
 

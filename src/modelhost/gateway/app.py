@@ -16,7 +16,9 @@ from typing import Any
 import orjson
 
 from modelhost import errors
+from modelhost.backends.base import CallResult
 from modelhost.gateway.auth import TokenGuard
+from modelhost.gateway.metrics import CallMetrics
 from modelhost.gateway.pool import VersionPool
 from modelhost.gateway.routes import ModelRoute, Release, RouteTable
 
@@ -28,6 +30,8 @@ logger = logging.getLogger(__name__)
 _random = random.Random()
 
 _JSON_TYPES = (b"application/json", b"text/json")
+#: how many times a call that never started (its instance went away first) is sent again
+_RESENDS = 2
 
 
 def new_request_id() -> str:
@@ -56,6 +60,7 @@ class Gateway:
         self.table = RouteTable()
         self.max_request_bytes = max_request_bytes
         self.guard = TokenGuard()
+        self.metrics = CallMetrics()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
@@ -175,19 +180,13 @@ class Gateway:
         # Resolve again after reading the body: the table may have switched meanwhile, and
         # nothing may await between resolving and joining the pool's queue.
         route, pool, release = self._resolve(scope["path"])
-        instance = await pool.acquire(route.timeout)
         try:
-            # The function gets the whole timeout once it runs (queueing has its own bound), so
-            # a call admitted late never kills a healthy instance for time it spent waiting.
-            result = await instance.call(request_id, body, route.timeout)
-        except errors.ModelTimeout:
-            raise errors.ModelTimeout(
-                f"The call did not finish within {route.timeout:g} s (the model's timeout); the "
-                "instance is being replaced. Make the function faster or raise the timeout."
-            ) from None
-        finally:
-            pool.release(instance)
+            result = await self._call(scope["path"], route, pool, request_id, body)
+        except errors.ModelhostError as exc:
+            self._record(release, exc.status, started)
+            raise
         timing = (time.perf_counter() - started) * 1000
+        self.metrics.record(release.model_id, release.version_id, release.number, 200, timing)
         payload = b"".join(
             (
                 b'{"result":',
@@ -210,3 +209,31 @@ class Gateway:
             (b"x-model-version", str(release.number).encode()),
         ]
         return 200, headers, payload
+
+    async def _call(
+        self, path: str, route: ModelRoute, pool: VersionPool, request_id: str, body: bytes
+    ) -> CallResult:
+        for attempt in range(_RESENDS + 1):
+            instance = await pool.acquire(route.timeout)
+            try:
+                # The function gets the whole timeout once it runs (waiting has its own bound),
+                # so a call admitted late never kills a healthy instance for time it waited.
+                return await instance.call(request_id, body, route.timeout)
+            except errors.CallNotStarted as exc:
+                # Its instance went away before running it: another one may.
+                if attempt == _RESENDS:
+                    raise errors.InstanceCrashed(str(exc)) from None
+            except errors.ModelTimeout:
+                raise errors.ModelTimeout(
+                    f"The call did not finish within {route.timeout:g} s (the model's timeout); "
+                    "the instance is being replaced. Make the function faster or raise the "
+                    "timeout."
+                ) from None
+            finally:
+                pool.release(instance)
+            route, pool, _ = self._resolve(path)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _record(self, release: Release, status: int, started: float) -> None:
+        elapsed = (time.perf_counter() - started) * 1000
+        self.metrics.record(release.model_id, release.version_id, release.number, status, elapsed)

@@ -207,6 +207,7 @@ def delete(services: Services, key: str, confirm: str | None) -> Callable[[], No
 
     def remove_files() -> None:
         services.wake()
+        services.gateway.metrics.forget(version.id for version in versions)
         for version in versions:
             shutil.rmtree(services.reconciler.workdir(version), ignore_errors=True)
             if not services.repo.bundle_in_use(version.bundle_sha256):

@@ -427,22 +427,18 @@ def serve(sock: socket.socket, handler: Handler, concurrency: int = 1) -> None:
             data = sock.recv(_RECV_BYTES)
             if not data:
                 return  # the server closed the connection: nothing left to do
-            answers: list[bytes] = []  # calls sent ahead answer together: one write, not many
             for kind, payload in decoder.feed(data):
                 if kind == protocol.CALL:
                     if pool is None:
-                        answers.append(handler(payload))
+                        # Each answer goes out as soon as it is ready, never held back for
+                        # the calls behind it: the server counts a call's time from the
+                        # answer before it, and re-sends calls that never started when an
+                        # instance dies or is replaced.
+                        sock.sendall(handler(payload))
                     else:
                         pool.submit(answer, payload)
                 elif kind == protocol.SHUTDOWN:
-                    break
-            else:
-                if answers:
-                    sock.sendall(b"".join(answers))
-                continue
-            if answers:
-                sock.sendall(b"".join(answers))
-            return
+                    return
     finally:
         if pool is not None:
             pool.shutdown(wait=True)

@@ -1,0 +1,153 @@
+"""Call metrics, kept in memory by the gateway: per version and per minute, the number of calls,
+server errors (5xx), client errors (4xx) and a latency histogram, for the last hour.
+
+Recording a call is a few dictionary and list operations, no lock (one event loop) and no
+allocation except when a minute starts. Percentiles come from the histogram: buckets grow by
+2^(1/4) (about 19%), so a reported p50 or p99 is the upper edge of the bucket it falls in and
+at most that much above the true value.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+#: Upper edges of the latency buckets in milliseconds: 0.05 ms up to about 2 hours; the last
+#: bucket takes anything slower.
+BOUNDS_MS: tuple[float, ...] = tuple(0.05 * 2 ** (i / 4) for i in range(98))
+KEPT_MINUTES = 60
+
+
+class MinuteStats:
+    __slots__ = ("buckets", "client_errors", "errors", "minute", "requests")
+
+    def __init__(self, minute: int) -> None:
+        self.minute = minute
+        self.requests = 0
+        self.errors = 0
+        self.client_errors = 0
+        self.buckets = [0] * (len(BOUNDS_MS) + 1)
+
+
+class VersionSeries:
+    """The last hour of one version, oldest minute first."""
+
+    __slots__ = ("minutes", "model_id", "number", "version_id")
+
+    def __init__(self, model_id: str, version_id: str, number: int) -> None:
+        self.model_id = model_id
+        self.version_id = version_id
+        self.number = number
+        self.minutes: deque[MinuteStats] = deque()
+
+
+def percentile(buckets: list[int], total: int, fraction: float) -> float | None:
+    """The upper edge (ms) of the bucket holding the ``fraction`` quantile; None with no calls."""
+    if total == 0:
+        return None
+    rank = max(1, math.ceil(total * fraction))
+    seen = 0
+    for index, count in enumerate(buckets):
+        seen += count
+        if seen >= rank:
+            return BOUNDS_MS[min(index, len(BOUNDS_MS) - 1)]
+    return BOUNDS_MS[-1]
+
+
+@dataclass(frozen=True)
+class Point:
+    minute: int  # minutes since the epoch, UTC
+    requests: int
+    errors: int
+    client_errors: int
+    p50_ms: float | None
+    p99_ms: float | None
+
+
+class CallMetrics:
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._series: dict[str, VersionSeries] = {}
+
+    def record(
+        self, model_id: str, version_id: str, number: int, status: int, elapsed_ms: float
+    ) -> None:
+        series = self._series.get(version_id)
+        if series is None:
+            series = self._series[version_id] = VersionSeries(model_id, version_id, number)
+        minute = int(self._clock() // 60)
+        minutes = series.minutes
+        if not minutes or minutes[-1].minute != minute:
+            minutes.append(MinuteStats(minute))
+            while minutes[0].minute <= minute - KEPT_MINUTES:
+                minutes.popleft()
+        stats = minutes[-1]
+        stats.requests += 1
+        if status >= 500:
+            stats.errors += 1
+        elif status >= 400:
+            stats.client_errors += 1
+        stats.buckets[bisect.bisect_left(BOUNDS_MS, elapsed_ms)] += 1
+
+    def forget(self, version_ids: Iterable[str]) -> None:
+        """Drop versions that no longer exist (a deleted model)."""
+        for version_id in version_ids:
+            self._series.pop(version_id, None)
+
+    def now_minute(self) -> int:
+        return int(self._clock() // 60)
+
+    def series(self, model_id: str) -> list[VersionSeries]:
+        return sorted(
+            (s for s in self._series.values() if s.model_id == model_id), key=lambda s: s.number
+        )
+
+    def points(self, series: VersionSeries, minutes: int) -> list[Point]:
+        """One point per minute for the last ``minutes`` minutes (the current one included),
+        oldest first; minutes without calls are zeros."""
+        now = self.now_minute()
+        by_minute = {stats.minute: stats for stats in series.minutes}
+        points = []
+        for minute in range(now - minutes + 1, now + 1):
+            stats = by_minute.get(minute)
+            if stats is None:
+                points.append(Point(minute, 0, 0, 0, None, None))
+                continue
+            points.append(
+                Point(
+                    minute,
+                    stats.requests,
+                    stats.errors,
+                    stats.client_errors,
+                    percentile(stats.buckets, stats.requests, 0.5),
+                    percentile(stats.buckets, stats.requests, 0.99),
+                )
+            )
+        return points
+
+    def totals(self, series: VersionSeries, minutes: int) -> Point:
+        """The last ``minutes`` minutes of one version as one point (its minute: the latest)."""
+        now = self.now_minute()
+        buckets = [0] * (len(BOUNDS_MS) + 1)
+        requests = errors = client_errors = 0
+        for stats in series.minutes:
+            if stats.minute <= now - minutes:
+                continue
+            requests += stats.requests
+            errors += stats.errors
+            client_errors += stats.client_errors
+            for index, count in enumerate(stats.buckets):
+                if count:
+                    buckets[index] += count
+        return Point(
+            now,
+            requests,
+            errors,
+            client_errors,
+            percentile(buckets, requests, 0.5),
+            percentile(buckets, requests, 0.99),
+        )
