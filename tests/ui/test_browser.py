@@ -232,6 +232,21 @@ def _run_snippet(page: Page, token: str | None = None) -> dict[str, object]:
     return json.loads(done.stdout)  # type: ignore[no-any-return]
 
 
+def test_the_metrics_page_draws_the_calls_as_charts(pages: Pages) -> None:
+    page = pages["editor"]
+    page.goto("/ui/models/calc")
+    page.get_by_role("link", name="Metrics").click()
+    expect(page.locator("svg.chart")).to_have_count(4)
+    expect(page.locator("svg.chart polyline, svg.chart circle").first).to_be_attached()
+    row = page.locator("table.metrics tbody tr", has_text="2")
+    expect(row.first).to_be_visible()
+    assert int(row.first.locator("td").nth(1).inner_text()) >= 2  # the two calls the tester sent
+    shot(page, "metrics")
+    page.goto("/ui/models")
+    rate = page.locator("table.models tbody tr", has_text="calc").locator("td").nth(7)
+    assert float(rate.inner_text()) > 0
+
+
 def test_the_curl_snippet_copied_from_the_page_runs(pages: Pages) -> None:
     page = pages["viewer"]
     page.goto("/ui/models/calc")

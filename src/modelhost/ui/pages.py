@@ -13,11 +13,13 @@ from modelhost.api import access as access_api
 from modelhost.api.deps import ServicesDep
 from modelhost.db.repo import Model, User
 from modelhost.operations import Services, access, env, lifecycle
+from modelhost.operations import metrics as metrics_ops
 from modelhost.operations import models as ops
 from modelhost.operations.access import authorize, visible_models
 from modelhost.permissions import PERMISSIONS, allowed, role_of
+from modelhost.ui import charts as charts_svg
 from modelhost.ui import links, snippets
-from modelhost.ui.render import UIRoute, render
+from modelhost.ui.render import UIRoute, render, wants_json
 from modelhost.ui.session import SessionUser
 
 router = APIRouter(prefix=links.PREFIX, route_class=UIRoute, include_in_schema=False)
@@ -47,6 +49,15 @@ def _model_page(
     }
 
 
+def _request_rate(services: Services, model: Model) -> float:
+    """Calls per minute to all of the model's versions over the last five minutes."""
+    totals = metrics_ops.model_metrics(services, model, RATE_MINUTES)["versions"]
+    return round(sum(v["totals"]["requests_per_minute"] for v in totals), 2)
+
+
+RATE_MINUTES = 5
+
+
 @router.get("/", summary="The UI's front page")
 def home() -> Response:
     return RedirectResponse(links.models(), status_code=303)
@@ -56,7 +67,10 @@ def home() -> Response:
 def models_page(
     request: Request, services: ServicesDep, user: SessionUser, q: str = ""
 ) -> Response:
-    found = [ops.model_view(services, m) for m in visible_models(services, user)]
+    found = [
+        {**ops.model_view(services, m), "requests_per_minute": _request_rate(services, m)}
+        for m in visible_models(services, user)
+    ]
     needle = q.strip().lower()
     if needle:
         found = [
@@ -153,6 +167,40 @@ def logs(
     found = model_context(services, user, model, "view-logs")
     lines = ops.read_logs(services, found, tail=tail, after=after)
     return render(request, services, "model/logs.html", {"lines": lines, "model_name": found.name})
+
+
+@router.get("/models/{model}/metrics", summary="Calls, errors and latency per version, as charts")
+def metrics_page(
+    request: Request, model: str, services: ServicesDep, user: SessionUser
+) -> Response:
+    found = model_context(services, user, model)
+    data = metrics_ops.model_metrics(services, found)
+    versions = data["versions"]
+    labels = [f"version {v['version_number']}" for v in versions]
+
+    context = _model_page(services, user, found, "metrics", metrics=data)
+    if not wants_json(request):  # the twin has the numbers; the page draws them too
+
+        def series(field: str, scale: float = 1.0) -> list[tuple[str, list[float | None]]]:
+            return [
+                (label, [None if p[field] is None else p[field] * scale for p in v["points"]])
+                for label, v in zip(labels, versions, strict=True)
+            ]
+
+        context["charts"] = [
+            (
+                "Requests per minute",
+                charts_svg.line_chart("Requests per minute", "", series("requests")),
+            ),
+            (
+                "Error rate (5xx)",
+                charts_svg.line_chart("Error rate (5xx)", "%", series("error_rate", 100.0)),
+            ),
+            ("p50 latency", charts_svg.line_chart("p50 latency", " ms", series("p50_ms"))),
+            ("p99 latency", charts_svg.line_chart("p99 latency", " ms", series("p99_ms"))),
+        ]
+        context["legend"] = charts_svg.legend(labels)
+    return render(request, services, "model/metrics.html", context)
 
 
 @router.get("/models/{model}/settings", summary="Settings, each part shown by role")
