@@ -35,10 +35,6 @@ SESSION_KEY_NAME = "web session"
 _SESSION_SECONDS = SESSION_DAYS * 24 * 3600
 
 
-class SignInRequired(errors.Unauthenticated):
-    """No valid session: pages redirect to the sign-in form, JSON gets the 401 envelope."""
-
-
 def _secure(services: Services) -> bool:
     return services.settings.url.startswith("https://")
 
@@ -114,7 +110,8 @@ def session_user(request: Request, services: ServicesDep) -> User:
     try:
         return authenticate(services.repo, session_key(request, services))
     except errors.Unauthenticated:
-        raise SignInRequired("Sign in to use the web UI.") from None
+        # pages redirect to the sign-in form; the JSON twin gets the 401 envelope
+        raise errors.Unauthenticated("Sign in to use the web UI.") from None
 
 
 SessionUser = Annotated[User, Depends(session_user)]
