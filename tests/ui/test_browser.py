@@ -397,6 +397,8 @@ def test_the_admin_publishes_from_a_directory_on_the_server(pages: Pages) -> Non
     expect(page.locator("#version")).to_have_attribute("data-status", "running", timeout=60_000)
     page.goto("/ui/models/calc-path/settings")
     expect(page.get_by_label("Log each call's input and output")).to_be_checked()
+    page.goto("/ui/publish?model=calc-path")  # a new version keeps the model's choice
+    expect(page.get_by_label("Log each call's input and output")).to_be_checked()
     pages["owner"].goto("/ui/publish")
     expect(pages["owner"].get_by_label("…or a directory on the server (admins)")).to_have_count(0)
 

@@ -425,6 +425,7 @@ async def _publish(request: Request, services: Services, user: User, form: FormD
         context = {
             "user": access.user_view(user),
             "target": _field(form, "target"),
+            "log_requests": log_requests,
             "error": exc.message,
             "form": {
                 k: _field(form, k)

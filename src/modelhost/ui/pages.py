@@ -308,7 +308,9 @@ def server_audit_page(
 def publish_page(
     request: Request, services: ServicesDep, user: SessionUser, model: str = ""
 ) -> Response:
+    log_requests = False
     if model:  # a new version of an existing model needs publish permission on it
-        model = authorize(services, user, model, "publish").name
-    context = {**user_context(user), "target": model}
+        found = authorize(services, user, model, "publish")
+        model, log_requests = found.name, found.log_requests
+    context = {**user_context(user), "target": model, "log_requests": log_requests}
     return render(request, services, "publish.html", context)
