@@ -255,6 +255,11 @@ def test_the_curl_snippet_copied_from_the_page_runs(pages: Pages) -> None:
         expect(page.locator("[data-snippet-panel]:visible pre")).to_contain_text("/latest/model")
     answer = _run_snippet(page)
     assert answer["result"] == 0
+    twin = page.request.get("/ui/models/calc", headers={"Accept": "application/json"}).json()
+    assert twin["snippets"]["curl"] == page.locator("#snippet-curl").inner_text()
+    assert twin["sample"] == {"data": {"x": 0, "y": 0}}
+    assert twin["can"]["view-logs"] is True
+    assert twin["can"]["deploy"] is False
     assert answer["release"]["model_version_number"] == 2  # type: ignore[index]
 
 

@@ -89,7 +89,7 @@ async def sign_in(request: Request, services: ServicesDep) -> Response:
     except (errors.Unauthenticated, errors.BadRequest, errors.TooManyRequests) as exc:
         context = {"user": None, "next": target, "error": exc.message, "username": username}
         return render(request, services, "sign_in.html", context, status=exc.status)
-    response = redirect(target)
+    response = redirect(services, target)
     session.start_session(response, services, key, session.csrf_token(request))
     return response
 
@@ -102,7 +102,7 @@ async def sign_out(request: Request, services: ServicesDep) -> Response:
         with contextlib.suppress(errors.Unauthenticated):
             user = session.session_user(request, services)
             await asyncio.to_thread(access.logout, services, user, key)
-    response = redirect(links.sign_in(), notice="You are signed out.")
+    response = redirect(services, links.sign_in(), notice="You are signed out.")
     session.end_session(response)
     return response
 
@@ -333,12 +333,12 @@ async def model_action(
     except errors.ModelhostError as exc:
         if wants_json(request):
             raise
-        return redirect(back, error=exc.message)
+        return redirect(services, back, error=exc.message)
     if wants_json(request):
         return JSONResponse({"result": result, "message": message})
     if what == "transfer" and not user.is_admin:
         back = links.model(model)  # the previous owner may no longer see the settings
-    return redirect(back, notice=message)
+    return redirect(services, back, notice=message)
 
 
 async def _token_secret(
@@ -361,7 +361,7 @@ async def _token_secret(
     except errors.ModelhostError as exc:
         if wants_json(request):
             raise
-        return redirect(links.model(model, "settings"), error=exc.message)
+        return redirect(services, links.model(model, "settings"), error=exc.message)
     if wants_json(request):
         return JSONResponse(created)
     context = settings_context(services, user, model)
@@ -443,6 +443,7 @@ async def _publish(request: Request, services: Services, user: User, form: FormD
             status_code=201,
         )
     return redirect(
+        services,
         links.version(model.name, version.number),
         notice=f"Version {version.number} of {model.name} is building.",
     )

@@ -82,12 +82,21 @@ def render(
     return response
 
 
-def redirect(to: str, *, notice: str | None = None, error: str | None = None) -> Response:
+def redirect(
+    services: Services, to: str, *, notice: str | None = None, error: str | None = None
+) -> Response:
     """Redirect after a form (303), with a message to show on the next page."""
     response = RedirectResponse(to, status_code=303)
     if notice or error:
         value = json.dumps({"kind": "error" if error else "notice", "text": error or notice})
-        response.set_cookie(FLASH_COOKIE, quote(value), max_age=60, httponly=True, samesite="lax")
+        response.set_cookie(
+            FLASH_COOKIE,
+            quote(value),
+            max_age=60,
+            httponly=True,
+            samesite="lax",
+            secure=session.is_secure(services),
+        )
     return response
 
 

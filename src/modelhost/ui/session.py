@@ -35,7 +35,8 @@ SESSION_KEY_NAME = "web session"
 _SESSION_SECONDS = SESSION_DAYS * 24 * 3600
 
 
-def _secure(services: Services) -> bool:
+def is_secure(services: Services) -> bool:
+    """Cookies only over https when the server is reached over https."""
     return services.settings.url.startswith("https://")
 
 
@@ -46,7 +47,7 @@ def _set_cookie(response: Response, services: Services, name: str, value: str) -
         max_age=_SESSION_SECONDS,
         httponly=True,
         samesite="lax",
-        secure=_secure(services),
+        secure=is_secure(services),
         path="/",
     )
 
