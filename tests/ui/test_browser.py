@@ -34,6 +34,7 @@ ARGS = [
 SHOTS = ROOT / "test-artifacts" / "ui"
 PASSWORDS = {"ui-owner": "owner-password", "ui-editor": "editor-password"}
 PASSWORDS["ui-viewer"] = "viewer-password"
+PASSWORDS["ui-guest"] = "guest-password"
 
 
 @pytest.fixture(scope="module")
@@ -406,6 +407,85 @@ def test_the_admin_publishes_from_a_directory_on_the_server(pages: Pages) -> Non
     expect(page.get_by_label("Log each call's input and output")).to_be_checked()
     pages["owner"].goto("/ui/publish")
     expect(pages["owner"].get_by_label("…or a directory on the server (admins)")).to_have_count(0)
+
+
+def test_the_owner_uses_every_other_setting_and_version_action(pages: Pages) -> None:
+    page = pages["owner"]
+    page.goto("/ui/models/calc/settings")
+    general = page.locator("#general")
+    general.get_by_label("Description").fill("adds two numbers")
+    general.get_by_label("Routing mode").select_option("advanced")
+    general.get_by_label("Timeout per call (seconds)").fill("30")
+    general.get_by_role("button", name="Save").click()
+    expect(page.locator(".flash")).to_have_text("Settings saved.")
+    expect(page.get_by_text("advanced routing")).to_be_visible()
+    general.get_by_label("Instances per running version").fill("99")
+    general.locator("form").evaluate("form => form.noValidate = true")  # past the browser's check
+    general.get_by_role("button", name="Save").click()
+    expect(page.locator(".flash.error")).to_contain_text("instance_count must be between 1 and")
+
+    variables = page.locator("#variables")
+    variables.get_by_label("Name").fill("SECRET_URL")
+    variables.get_by_label("Value").fill("s3cr3t-value")
+    variables.get_by_label("Secret (encrypted, never shown again)").check()
+    variables.get_by_role("button", name="Set").click()
+    expect(page.locator(".flash")).to_contain_text("SECRET_URL set (secret")
+    expect(page.locator("table.env")).to_contain_text("(secret, write-only)")
+    assert "s3cr3t-value" not in page.content()
+    page.locator("table.env tr", has_text="SECRET_URL").get_by_role("button").click()
+    expect(page.locator(".flash")).to_have_text("SECRET_URL removed; instances restart.")
+
+    page.locator("#tokens").get_by_label("Who is it for?").fill("regen")
+    page.get_by_role("button", name="Create token").click()
+    first = page.locator("#new-token").inner_text()
+    page.goto("/ui/models/calc/settings")
+    page.locator("table.tokens tr", has_text="regen").get_by_role(
+        "button", name="Regenerate"
+    ).click()
+    second = page.locator("#new-token").inner_text()
+    assert second.startswith("mht_")
+    assert second != first
+
+    page.goto("/ui/models/calc/versions")
+    page.get_by_role("button", name="Promote newest to prod").click()
+    expect(page.locator(".flash")).to_have_text("prod now points at version 3.")
+    page.locator("tr[data-version='2']").get_by_role("button", name="Deploy").click()
+    expect(page.locator(".flash")).to_contain_text("moves to version 2")
+    page.locator("table.labels tr", has_text="staging").get_by_role("button").click()
+    expect(page.locator(".flash")).to_have_text("Label staging removed.")
+    page.locator("tr[data-version='3']").get_by_role("button", name="Stop").click()
+    expect(page.locator(".flash")).to_have_text("Version 3 stops.")
+
+    def stopped() -> bool:
+        page.reload()
+        return page.locator("tr[data-version='3'] .status").inner_text() == "stopped"
+
+    wait_until(stopped, timeout=30)
+    page.locator("tr[data-version='3']").get_by_role("button", name="Start").click()
+    expect(page.locator(".flash")).to_have_text("Version 3 starts.")
+    page.goto("/ui/models/calc/instances")
+    page.get_by_role("button", name="Restart all").click()
+    expect(page.locator(".flash")).to_contain_text("Every instance is being replaced")
+
+    page.goto("/ui/models/calc/settings")
+    people = page.locator("#collaborators form.inline-form")
+    people.get_by_label("User").fill("ui-guest")
+    people.get_by_role("button", name="Add or change").click()
+    expect(page.locator(".flash")).to_have_text("ui-guest is now viewer.")
+    page.locator("table.collaborators tr", has_text="ui-guest").get_by_role("button").click()
+    expect(page.locator(".flash")).to_have_text("ui-guest is no longer a collaborator.")
+    page.locator("#ownership").get_by_label("New owner").fill("ui-editor")
+    page.get_by_role("button", name="Transfer").click()
+    expect(page.locator(".flash")).to_have_text(
+        "ui-editor owns the model now; you stay on as editor."
+    )
+    expect(page.get_by_text("your role: editor")).to_be_visible()
+
+    admin = pages["admin"]
+    admin.goto("/ui/models/calc-path/settings")
+    admin.get_by_role("button", name="Unpublish").click()
+    expect(admin.locator(".flash")).to_contain_text("The model is unpublished")
+    expect(admin.locator("h1 .status")).to_have_text("unpublished")
 
 
 def test_a_phone_gets_the_stacked_layout(browser: Browser, pages: Pages) -> None:
