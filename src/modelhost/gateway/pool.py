@@ -23,6 +23,8 @@ class VersionPool:
         #: instances being started for this version; calls wait for them instead of failing
         self.starting = 0
         self._load: dict[Instance, int] = {}
+        #: the keys of ``_load`` as a list, kept in step, so admission never copies them
+        self._ready: list[Instance] = []
         self._cursor = 0
         self._waiters: deque[asyncio.Future[Instance]] = deque()
 
@@ -44,11 +46,13 @@ class VersionPool:
     def add(self, instance: Instance) -> None:
         if instance not in self._load:
             self._load[instance] = 0
+            self._ready.append(instance)
             self._serve_waiters()
 
     def remove(self, instance: Instance) -> None:
         """Take an instance out of rotation; its calls in flight still finish."""
-        self._load.pop(instance, None)
+        if self._load.pop(instance, None) is not None:
+            self._ready.remove(instance)
 
     def expect_replacement(self) -> None:
         """An instance died: calls wait for its replacement rather than fail at once. The
@@ -73,14 +77,15 @@ class VersionPool:
 
     def _least_busy(self) -> Instance | None:
         # Scan from a rotating start so equally idle instances take turns.
-        instances = list(self._load)
+        instances = self._ready
+        load_of = self._load
         count = len(instances)
         best: Instance | None = None
         best_load = self.capacity
         best_index = 0
         for step in range(count):
             index = (self._cursor + step) % count
-            load = self._load[instances[index]]
+            load = load_of[instances[index]]
             if load < best_load:
                 best, best_load, best_index = instances[index], load, index
                 if load == 0:
