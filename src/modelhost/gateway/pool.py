@@ -1,8 +1,9 @@
 """Admission: each running version has a pool of ready instances and a bounded wait queue.
 
-A call goes to the least-busy ready instance with room (an instance takes ``capacity`` calls
-at once: 1 unless the version declares more); when none has room the call waits in a bounded
-queue, and past that it is refused at once with 503 and ``Retry-After``.
+A call goes to the least-busy ready instance with room (an instance takes ``capacity`` calls at
+once: its concurrency plus the calls sent ahead), among equals the one idle most recently; when
+none has room the call waits in a bounded queue, and past that it is refused at once with 503
+and ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ class VersionPool:
         self._load: dict[Instance, int] = {}
         #: the keys of ``_load`` as a list, kept in step, so admission never copies them
         self._ready: list[Instance] = []
-        self._cursor = 0
         self._waiters: deque[asyncio.Future[Instance]] = deque()
 
     @property
@@ -76,21 +76,18 @@ class VersionPool:
                     waiter.set_exception(self._unavailable())
 
     def _least_busy(self) -> Instance | None:
-        # Scan from a rotating start so equally idle instances take turns.
-        instances = self._ready
+        # ``_ready`` is ordered by when each instance last became idle, latest last. Among the
+        # least busy, the one that finished a call most recently gets the next: its caches
+        # (the model's data, the interpreter's) are warm, where one idle for a while is not.
         load_of = self._load
-        count = len(instances)
         best: Instance | None = None
         best_load = self.capacity
-        best_index = 0
-        for step in range(count):
-            index = (self._cursor + step) % count
-            load = load_of[instances[index]]
+        for instance in reversed(self._ready):
+            load = load_of[instance]
             if load < best_load:
-                best, best_load, best_index = instances[index], load, index
+                best, best_load = instance, load
                 if load == 0:
                     break
-        self._cursor = best_index + 1
         return best
 
     async def acquire(self, timeout: float) -> Instance:
@@ -137,7 +134,11 @@ class VersionPool:
             self.remove(instance)
             self.expect_replacement()
             return
-        self._load[instance] -= 1
+        load = self._load[instance] - 1
+        self._load[instance] = load
+        if load == 0 and self._ready[-1] is not instance:
+            self._ready.remove(instance)
+            self._ready.append(instance)
         self._serve_waiters()
 
     def _serve_waiters(self) -> None:
