@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Coroutine
@@ -75,6 +76,10 @@ class Reconciler:
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock = asyncio.Lock()
+        #: ticks begun and ended, for ``sync``: a thread waits on it for a tick to end
+        self._ticks = threading.Condition()
+        self._begun = 0
+        self._ended = 0
         self._pools: dict[str, VersionPool] = {}
         self._routes: dict[str, dict[str, Targets]] = defaultdict(dict)  # model id -> routes
         self._switches: dict[tuple[str, str], _Switch] = {}  # (model id, route) -> switch
@@ -113,9 +118,34 @@ class Reconciler:
                 await asyncio.wait_for(self._wake.wait(), self.settings.reconcile_interval_seconds)
             self._wake.clear()
 
+    def sync(self, timeout: float = 5.0) -> bool:
+        """Wake the reconciler and wait (up to ``timeout``) for a tick that began after this
+        call to end, so that a change just committed is in the route table when an API call
+        returns: a token works, a revoked one stops working, a stopped model answers 503.
+
+        Called from a worker thread (API routes run in a thread pool). On the event loop's own
+        thread, or before the loop runs, it only wakes: waiting there would block the tick.
+        """
+        loop = self._loop
+        if loop is None or _running_loop() is loop:
+            self.wake()
+            return False
+        with self._ticks:
+            target = self._begun + 1
+        self.wake()
+        with self._ticks:
+            return self._ticks.wait_for(lambda: self._ended >= target, timeout)
+
     async def reconcile_once(self) -> None:
         async with self._lock:
-            await self._reconcile()
+            with self._ticks:
+                self._begun += 1
+            try:
+                await self._reconcile()
+            finally:
+                with self._ticks:
+                    self._ended += 1
+                    self._ticks.notify_all()
 
     async def close(self) -> None:
         for task in list(self._tasks):
