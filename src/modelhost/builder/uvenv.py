@@ -72,7 +72,7 @@ class Deadline:
 
 def timed_out() -> errors.EnvironmentFailed:
     return errors.EnvironmentFailed(
-        "Building the environment took too long (setting environment_build_timeout_seconds); "
+        "The environment took too long to build (setting environment_build_timeout_seconds); "
         "raise the setting, or pin fewer or smaller packages, and publish again."
     )
 
@@ -109,7 +109,9 @@ def run(
     Returns the exit code and the lines; past the deadline the command's process group is
     killed and :func:`timed_out` raised.
     """
-    process = subprocess.Popen(
+    killed = threading.Event()
+    lines: list[str] = []
+    with subprocess.Popen(
         argv,
         cwd=cwd,
         env=uv_environ(settings),
@@ -117,30 +119,28 @@ def run(
         stdout=subprocess.PIPE if keep_stdout else subprocess.DEVNULL,
         stderr=subprocess.STDOUT if keep_stdout else subprocess.PIPE,
         start_new_session=True,
-    )
-    killed = threading.Event()
+    ) as process:
 
-    def kill() -> None:
-        killed.set()
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
+        def kill() -> None:
+            killed.set()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
 
-    timer = threading.Timer(max(deadline.at - time.monotonic(), 0), kill)
-    timer.start()
-    lines: list[str] = []
-    try:
-        stream: IO[bytes] | None = process.stdout if keep_stdout else process.stderr
-        assert stream is not None
-        for raw in stream:
-            line = raw.decode("utf-8", "replace").rstrip()
-            lines.append(line)
-            log(line)
-        code = process.wait()
-    finally:
-        timer.cancel()
-        if process.poll() is None:
-            kill()
-            process.wait()
+        timer = threading.Timer(max(deadline.at - time.monotonic(), 0), kill)
+        timer.start()
+        try:
+            stream: IO[bytes] | None = process.stdout if keep_stdout else process.stderr
+            assert stream is not None
+            for raw in stream:
+                line = raw.decode("utf-8", "replace").rstrip()
+                lines.append(line)
+                log(line)
+            code = process.wait()
+        finally:
+            timer.cancel()
+            if process.poll() is None:
+                kill()
+                process.wait()
     if killed.is_set():
         raise timed_out()
     return code, lines
