@@ -146,7 +146,6 @@ class EnvironmentBuilds:
     def _build_now(self, version: Version, log: _BuildLog) -> None:
         settings = self.settings
         deadline = uvenv.Deadline.after(settings)
-        started = time.monotonic()
         if version.interpreter and version.python_version:
             python = uvenv.Python(version.interpreter, version.python_version)
         else:
@@ -159,6 +158,7 @@ class EnvironmentBuilds:
         key = uvenv.environment_key(lock, python)
         if key != version.environment_hash:  # recorded first, so prune never takes it away
             self.repo.update_version(version.id, environment_hash=key)
+        started = time.monotonic()
         path, cached = uvenv.ensure_environment(
             settings, lock, python, deadline=deadline, log=log.tool
         )
@@ -188,6 +188,7 @@ class EnvironmentBuilds:
             scratch.write_text(text)
             requirements = scratch
         log(f"Resolving {source} for Python {python.version} with uv")
+        started = time.monotonic()
         try:
             lock = uvenv.compile_lock(
                 self.settings, requirements, python, deadline=deadline, log=log.tool, cwd=workdir
@@ -195,7 +196,7 @@ class EnvironmentBuilds:
         finally:
             if scratch is not None:
                 scratch.unlink(missing_ok=True)
-        log(f"Locked: {_listing(lock)}")
+        log(f"Locked in {time.monotonic() - started:.2f} s: {_listing(lock)}")
         self.repo.update_version(version.id, environment_lock=lock)
         return lock
 

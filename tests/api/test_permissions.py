@@ -19,8 +19,8 @@ from fastapi.routing import APIRoute
 from modelhost import urls
 from modelhost.app import ROUTERS, create_app
 from modelhost.operations import access
-from modelhost.operations.accounts import bootstrap_admin
 from modelhost.operations import environments as environment_ops
+from modelhost.operations.accounts import bootstrap_admin
 from modelhost.permissions import ENVIRONMENT_PERMISSIONS, PERMISSIONS, ROLES
 from modelhost.settings import load_settings
 from tests.fakes import FakeBackend

@@ -185,6 +185,7 @@ def find_python(settings: Settings, request: str | None) -> Python:
         if not Path(request).is_file():
             raise errors.EnvironmentFailed(f"There is no Python at {request} on this server.")
         return _probe(request)
+    settings.home_path.mkdir(parents=True, exist_ok=True)
     try:
         done = subprocess.run(
             [uv_bin(), "python", "find", "--no-python-downloads", request],
