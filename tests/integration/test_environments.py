@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -96,9 +97,14 @@ def test_the_same_lock_again_comes_from_the_cache_in_less_time(
     cold = client.publish(
         project(tmp_path / "cold", "six==1.15.0\n") / "model.py:versions", name="cache-cold"
     )
+    # The same Python asked for by its version: the same interpreter, so the same environment.
+    python = f"{sys.version_info[0]}.{sys.version_info[1]}"
     warm = client.publish(
-        project(tmp_path / "warm", "six==1.15.0\n") / "model.py:versions", name="cache-warm"
+        project(tmp_path / "warm", "six==1.15.0\n") / "model.py:versions",
+        name="cache-warm",
+        python=python,
     )
+    assert warm["python_version"].startswith(python + ".")
     assert warm["environment_hash"] == cold["environment_hash"]  # two models, one environment
     cold_log = client.version("cache-cold", 1)["build_log"]
     warm_log = client.version("cache-warm", 1)["build_log"]
@@ -192,6 +198,11 @@ def test_a_named_environment_is_locked_revised_on_change_and_used_instead_of_the
     assert "revision:     1 of 2" in shown
     listed = envs_server.cli("envs", "list", check=True).stdout
     assert re.search(r"six-env\s+2\s+\S+\s+1\s+yes", listed), listed
+    events = client.audit(action="environment-create")
+    assert [(e["outcome"], e["detail"]) for e in events[:2]] == [
+        ("success", {"name": "six-env", "revision": 2}),
+        ("success", {"name": "six-env", "revision": 1}),
+    ]
     version = envs_server.cli("versions", "named-user", "--number", "1", check=True).stdout
     assert "environment:    six-env" in version
     assert "packages:       six==1.17.0" in version
