@@ -32,7 +32,8 @@ _FLUSH_SECONDS = 0.3
 
 
 class _BuildLog:
-    """Appends lines to a version's build log, a few times a second rather than per line."""
+    """Appends lines to a version's build log: modelhost's own at once, uv's a few times a
+    second rather than one write per line."""
 
     def __init__(self, repo: Repo, version_id: str) -> None:
         self.repo = repo
@@ -42,15 +43,20 @@ class _BuildLog:
         self._lock = threading.Lock()
 
     def __call__(self, line: str) -> None:
-        with self._lock:
-            self._pending.append(line + "\n")
-        if time.monotonic() - self._flushed > _FLUSH_SECONDS:
-            self.flush()
+        """One of modelhost's own lines: a step, shown at once."""
+        self._add(line)
+        self.flush()
 
     def tool(self, line: str) -> None:
         """A line of uv's output, indented under modelhost's own."""
         if line.strip() and not line.startswith("Activate with"):
-            self("  " + line)
+            self._add("  " + line)
+            if time.monotonic() - self._flushed > _FLUSH_SECONDS:
+                self.flush()
+
+    def _add(self, line: str) -> None:
+        with self._lock:
+            self._pending.append(line + "\n")
 
     def flush(self) -> None:
         with self._lock:
@@ -80,6 +86,7 @@ class EnvironmentBuilds:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._built: dict[str, str] = {}  # version id -> interpreter of its environment
         self._failed: dict[str, errors.ModelhostError] = {}
+        self._stopping = threading.Event()  # kills running uv commands when the server stops
 
     def building(self, version_id: str) -> bool:
         return version_id in self._tasks
@@ -110,7 +117,13 @@ class EnvironmentBuilds:
         return None
 
     async def close(self) -> None:
-        for task in list(self._tasks.values()):
+        """Stop the builds, killing their uv commands (which run in sessions of their own, so
+        nothing else would); their versions stay ``building`` and build again at next start."""
+        self._stopping.set()
+        tasks = list(self._tasks.values())
+        if tasks:
+            await asyncio.wait(tasks, timeout=5)
+        for task in tasks:
             task.cancel()
 
     async def _build(self, version: Version) -> None:
@@ -118,6 +131,8 @@ class EnvironmentBuilds:
         try:
             await asyncio.to_thread(self._build_now, version, log)
         except Exception as exc:
+            if self._stopping.is_set():
+                return  # the server is stopping: the version builds again at next start
             error = (
                 exc
                 if isinstance(exc, errors.ModelhostError)
@@ -145,7 +160,7 @@ class EnvironmentBuilds:
 
     def _build_now(self, version: Version, log: _BuildLog) -> None:
         settings = self.settings
-        deadline = uvenv.Deadline.after(settings)
+        deadline = uvenv.Deadline.after(settings, self._stopping)
         if version.interpreter and version.python_version:
             python = uvenv.Python(version.interpreter, version.python_version)
         else:

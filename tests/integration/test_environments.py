@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import re
 import shutil
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +23,7 @@ pytestmark = pytest.mark.integration
 
 MODEL = """\
 import sys
+import time
 
 import six
 
@@ -333,3 +336,35 @@ def test_a_build_past_the_timeout_fails_cleanly(tmp_path: Path) -> None:
             [p for p in envs.iterdir() if not p.name.startswith(".")] if envs.exists() else []
         )
         assert leftovers == []
+
+
+def _processes_using(home: Path) -> list[str]:
+    found = subprocess.run(["pgrep", "-f", str(home)], capture_output=True, text=True)
+    return found.stdout.split()
+
+
+def test_stopping_the_server_during_a_build_is_prompt_and_the_build_resumes_at_next_start(
+    tmp_path: Path,
+) -> None:
+    home = tmp_path / "home"
+    source = project(tmp_path / "p", "six==1.16.0\n") / "model.py:versions"
+    with socket.socket() as silent:  # a package index that accepts and never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(64)
+        index = f"http://127.0.0.1:{silent.getsockname()[1]}/simple"
+        server = Server(home, {"UV_DEFAULT_INDEX": index}).start()
+        try:
+            client = server.client()
+            client.publish(source, name="interrupted", wait=False)
+            wait_until(lambda: "Resolving" in client.version("interrupted", 1)["build_log"])
+            started = time.monotonic()
+            server.stop()
+            assert time.monotonic() - started < 15
+            wait_until(lambda: not _processes_using(home), timeout=5)  # uv was stopped too
+        finally:
+            server.stop()
+    with running_server(home) as again:
+        wait_until(
+            lambda: again.client().version("interrupted", 1)["status"] == "running", timeout=60
+        )
+        assert six_of(again, "interrupted") == "1.16.0"

@@ -26,7 +26,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
@@ -55,13 +55,15 @@ class Python:
 
 @dataclass(frozen=True)
 class Deadline:
-    """When a build must be done by, and the setting that said so."""
+    """When a build must be done by; ``cancel`` ends it early (the server is stopping)."""
 
     at: float
+    cancel: threading.Event = field(default_factory=threading.Event)
 
     @classmethod
-    def after(cls, settings: Settings) -> Deadline:
-        return cls(time.monotonic() + settings.environment_build_timeout_seconds)
+    def after(cls, settings: Settings, cancel: threading.Event | None = None) -> Deadline:
+        at = time.monotonic() + settings.environment_build_timeout_seconds
+        return cls(at, cancel or threading.Event())
 
     def remaining(self) -> float:
         left = self.at - time.monotonic()
@@ -106,10 +108,11 @@ def run(
 ) -> tuple[int, list[str]]:
     """Run a uv command, passing its output to ``log`` line by line as it comes.
 
-    Returns the exit code and the lines; past the deadline the command's process group is
-    killed and :func:`timed_out` raised.
+    Returns the exit code and the lines; past the deadline (or once it is cancelled) the
+    command's process group is killed and :func:`timed_out` raised.
     """
     killed = threading.Event()
+    finished = threading.Event()
     lines: list[str] = []
     with subprocess.Popen(
         argv,
@@ -126,8 +129,14 @@ def run(
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
 
-        timer = threading.Timer(max(deadline.at - time.monotonic(), 0), kill)
-        timer.start()
+        def watch() -> None:
+            while not finished.wait(min(0.2, max(deadline.at - time.monotonic(), 0))):
+                if deadline.cancel.is_set() or time.monotonic() >= deadline.at:
+                    kill()
+                    return
+
+        watchdog = threading.Thread(target=watch, name="uv-watchdog", daemon=True)
+        watchdog.start()
         try:
             stream: IO[bytes] | None = process.stdout if keep_stdout else process.stderr
             assert stream is not None
@@ -137,11 +146,13 @@ def run(
                 log(line)
             code = process.wait()
         finally:
-            timer.cancel()
+            finished.set()
             if process.poll() is None:
                 kill()
                 process.wait()
     if killed.is_set():
+        if deadline.cancel.is_set():
+            raise errors.EnvironmentFailed("The server stopped while the environment was built.")
         raise timed_out()
     return code, lines
 
