@@ -97,3 +97,30 @@ async def test_named_environment_mistakes_answer_in_the_envelope(
     assert python.status_code == 400
     assert python.json()["error"]["code"] == "environment_failed"
     assert (await http.get("/api/v1/environments")).json() == {"environments": []}
+
+
+async def test_anyone_may_create_an_environment_but_only_its_creator_or_an_admin_revise_it(
+    http: httpx.AsyncClient,
+) -> None:
+    keys: dict[str, dict[str, str]] = {}
+    for name in ("ana", "bo"):
+        created = await http.post("/api/v1/users", json={"username": name, "password": "pw-" * 4})
+        assert created.status_code == 201, created.text
+        signed_in = await http.post("/api/v1/login", json={"username": name, "password": "pw-" * 4})
+        keys[name] = {"Authorization": f"Bearer {signed_in.json()['api_key']}"}
+    body = {"name": "anas", "requirements": ""}
+    first = await http.post("/api/v1/environments", json=body, headers=keys["ana"])
+    assert (first.status_code, first.json()["revision"], first.json()["created"]) == (201, 1, True)
+    same = await http.post("/api/v1/environments", json=body, headers=keys["ana"])
+    assert (same.status_code, same.json()["created"]) == (200, False)
+    revised = {**body, "requirements": "# nothing yet\n"}
+    refused = await http.post("/api/v1/environments", json=revised, headers=keys["bo"])
+    assert refused.status_code == 403
+    assert "only they or a server admin can revise it" in refused.json()["error"]["message"]
+    by_admin = await http.post("/api/v1/environments", json=revised)
+    assert (by_admin.status_code, by_admin.json()["revision"]) == (201, 2)
+    assert by_admin.json()["created_by"] == "admin"
+    shown = (await http.get("/api/v1/environments/anas", params={"revision": 1})).json()
+    assert (shown["created_by"], [r["revision"] for r in shown["revisions"]]) == ("ana", [1, 2])
+    pruned = await http.post("/api/v1/environments/prune", headers=keys["ana"])
+    assert pruned.status_code == 403
