@@ -25,8 +25,8 @@ import orjson
 
 from modelhost import __version__
 from modelhost.backends.base import Backend, Instance, InstanceSpec, InstanceState
-from modelhost.builder import environments
 from modelhost.builder.bundles import BundleStore
+from modelhost.building import EnvironmentBuilds
 from modelhost.crypto import ServerKey
 from modelhost.db.repo import EnvVar, Label, Model, Repo, Version, new_id
 from modelhost.errors import ModelhostError
@@ -92,6 +92,9 @@ class Reconciler:
         self._seen_ready: set[str] = set()  # instances already counted as ready
         self._denial_window: dict[str, tuple[float, int, int]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self.builds = EnvironmentBuilds(
+            settings=settings, repo=repo, store=store, workdir=self.workdir, wake=self.wake
+        )
         backend.set_listener(self.wake)
 
     # ------------------------------------------------------------------ driving
@@ -150,6 +153,7 @@ class Reconciler:
     async def close(self) -> None:
         for task in list(self._tasks):
             task.cancel()
+        await self.builds.close()
         await self.backend.close()
 
     # ------------------------------------------------------------------ one tick
@@ -422,10 +426,17 @@ class Reconciler:
             )
 
     async def _start(self, model: Model, version: Version) -> None:
+        interpreter = await self.builds.interpreter(version)
+        if interpreter is None:  # its environment is being built; a later tick starts it
+            return
         workdir = self.workdir(version)
         if not workdir.is_dir():
             await asyncio.to_thread(self.store.extract, version.bundle_sha256, workdir)
         env_vars = await asyncio.to_thread(self.repo.list_env, model.id)
+        env = self._instance_env(model, version, workdir, env_vars)
+        if version.isolated:  # its own environment comes first, as if it were activated
+            env["VIRTUAL_ENV"] = str(Path(interpreter).parent.parent)
+            env["PATH"] = f"{Path(interpreter).parent}{os.pathsep}{env['PATH']}"
         instance_id = new_id()[:12]
         spec = InstanceSpec(
             instance_id=instance_id,
@@ -435,9 +446,9 @@ class Reconciler:
             workdir=workdir,
             file=version.file,
             function=version.function,
-            interpreter=environments.interpreter(self.settings, version.environment_runtime),
+            interpreter=interpreter,
             log_path=self.log_dir(model.id) / f"v{version.number}-{instance_id}.log",
-            env=self._instance_env(model, version, workdir, env_vars),
+            env=env,
             concurrency=version.concurrency,
             log_requests=model.log_requests,
             runtime=version.environment_runtime,
