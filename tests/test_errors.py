@@ -38,6 +38,8 @@ def test_unexpected_errors_never_show_their_message_to_clients() -> None:
         errors.InvalidArguments,
         errors.BundleTooLarge,
         errors.ModelTimeout,
+        errors.EnvironmentFailed,
+        errors.EnvironmentNotFound,
     ],
 )
 def test_an_envelope_turns_back_into_the_same_exception_class(

@@ -17,6 +17,7 @@ from starlette.staticfiles import StaticFiles
 
 from modelhost import __version__, urls
 from modelhost.api import access as access_api
+from modelhost.api import environments as environments_api
 from modelhost.api import errors as api_errors
 from modelhost.api import lifecycle as lifecycle_api
 from modelhost.api import models as models_api
@@ -48,6 +49,7 @@ ROUTERS: list[tuple[str, APIRouter]] = [
     (urls.API, lifecycle_api.router),
     (urls.API, access_api.router),
     (urls.API, access_api.public_router),
+    (urls.API, environments_api.router),
 ]
 
 #: The web UI's routers (under /ui, with a session cookie instead of an API key); the UI's

@@ -7,13 +7,15 @@ The tree::
     │   ├── InvalidArguments        400 invalid_arguments
     │   ├── InvalidBundle           400 invalid_bundle
     │   ├── EntryPointNotFound      400 entry_point_not_found
-    │   └── InvalidSetting          400 invalid_setting
+    │   ├── InvalidSetting          400 invalid_setting
+    │   └── EnvironmentFailed       400 environment_failed  (requirements or Python)
     ├── Unauthenticated             401 unauthenticated
     ├── Forbidden                   403 forbidden
     ├── NotFound                    404 not_found
     │   ├── ModelNotFound           404 model_not_found
     │   ├── VersionNotFound         404 version_not_found
-    │   └── RouteNotFound           404 route_not_found
+    │   ├── RouteNotFound           404 route_not_found
+    │   └── EnvironmentNotFound     404 environment_not_found
     ├── MethodNotAllowed            405 method_not_allowed
     ├── Conflict                    409 conflict
     ├── TooManyRequests             429 too_many_requests
@@ -75,6 +77,12 @@ class InvalidSetting(BadRequest):
     code = "invalid_setting"
 
 
+class EnvironmentFailed(BadRequest):
+    """Requirements that cannot be resolved or installed, or a Python that is not there."""
+
+    code = "environment_failed"
+
+
 class Unauthenticated(ModelhostError):
     status = 401
     code = "unauthenticated"
@@ -100,6 +108,10 @@ class VersionNotFound(NotFound):
 
 class RouteNotFound(NotFound):
     code = "route_not_found"
+
+
+class EnvironmentNotFound(NotFound):
+    code = "environment_not_found"
 
 
 class MethodNotAllowed(ModelhostError):

@@ -31,6 +31,36 @@ PERMISSIONS: dict[str, str] = {
 }
 
 
+#: Server-level actions on named environments -> who may do them: any signed-in ``user``, the
+#: ``creator`` of the environment (its first revision) or an admin, or ``admin`` only. Named
+#: environments are shared by every model, and a version keeps the lock it was published with,
+#: so a new revision changes only later publishes; pruning deletes files for the whole server.
+ENVIRONMENT_PERMISSIONS: dict[str, str] = {
+    "view-environments": "user",
+    "create-environment": "user",
+    "revise-environment": "creator",
+    "prune-environments": "admin",
+}
+
+
+def ensure_environment_permission(
+    user: User, action: str, name: str | None = None, creator_id: str | None = None
+) -> None:
+    """Raise unless ``user`` may do ``action`` (on the environment ``name`` made by
+    ``creator_id``)."""
+    required = ENVIRONMENT_PERMISSIONS[action]
+    if user.is_admin or required == "user":
+        return
+    if required == "creator" and user.id == creator_id:
+        return
+    if required == "creator":
+        raise errors.Forbidden(
+            f"The environment '{name}' was created by another user; only they or a server "
+            "admin can revise it. Create your own under another name."
+        )
+    raise errors.Forbidden(f"Only server admins can {action.replace('-', ' ')}.")
+
+
 def role_of(user: User, model: Model, collaborators: dict[str, str]) -> str | None:
     if model.owner_id == user.id:
         return "owner"

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Coroutine
@@ -24,8 +25,8 @@ import orjson
 
 from modelhost import __version__
 from modelhost.backends.base import Backend, Instance, InstanceSpec, InstanceState
-from modelhost.builder import environments
 from modelhost.builder.bundles import BundleStore
+from modelhost.building import EnvironmentBuilds
 from modelhost.crypto import ServerKey
 from modelhost.db.repo import EnvVar, Label, Model, Repo, Version, new_id
 from modelhost.errors import ModelhostError
@@ -75,6 +76,10 @@ class Reconciler:
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock = asyncio.Lock()
+        #: ticks begun and ended, for ``sync``: a thread waits on it for a tick to end
+        self._ticks = threading.Condition()
+        self._begun = 0
+        self._ended = 0
         self._pools: dict[str, VersionPool] = {}
         self._routes: dict[str, dict[str, Targets]] = defaultdict(dict)  # model id -> routes
         self._switches: dict[tuple[str, str], _Switch] = {}  # (model id, route) -> switch
@@ -87,6 +92,9 @@ class Reconciler:
         self._seen_ready: set[str] = set()  # instances already counted as ready
         self._denial_window: dict[str, tuple[float, int, int]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self.builds = EnvironmentBuilds(
+            settings=settings, repo=repo, store=store, workdir=self.workdir, wake=self.wake
+        )
         backend.set_listener(self.wake)
 
     # ------------------------------------------------------------------ driving
@@ -113,13 +121,39 @@ class Reconciler:
                 await asyncio.wait_for(self._wake.wait(), self.settings.reconcile_interval_seconds)
             self._wake.clear()
 
+    def sync(self, timeout: float = 5.0) -> bool:
+        """Wake the reconciler and wait (up to ``timeout``) for a tick that began after this
+        call to end, so that a change just committed is in the route table when an API call
+        returns: a token works, a revoked one stops working, a stopped model answers 503.
+
+        Called from a worker thread (API routes run in a thread pool). On the event loop's own
+        thread, or before the loop runs, it only wakes: waiting there would block the tick.
+        """
+        loop = self._loop
+        if loop is None or _running_loop() is loop:
+            self.wake()
+            return False
+        with self._ticks:
+            target = self._begun + 1
+        self.wake()
+        with self._ticks:
+            return self._ticks.wait_for(lambda: self._ended >= target, timeout)
+
     async def reconcile_once(self) -> None:
         async with self._lock:
-            await self._reconcile()
+            with self._ticks:
+                self._begun += 1
+            try:
+                await self._reconcile()
+            finally:
+                with self._ticks:
+                    self._ended += 1
+                    self._ticks.notify_all()
 
     async def close(self) -> None:
         for task in list(self._tasks):
             task.cancel()
+        await self.builds.close()
         await self.backend.close()
 
     # ------------------------------------------------------------------ one tick
@@ -392,10 +426,17 @@ class Reconciler:
             )
 
     async def _start(self, model: Model, version: Version) -> None:
+        interpreter = await self.builds.interpreter(version)
+        if interpreter is None:  # its environment is being built; a later tick starts it
+            return
         workdir = self.workdir(version)
         if not workdir.is_dir():
             await asyncio.to_thread(self.store.extract, version.bundle_sha256, workdir)
         env_vars = await asyncio.to_thread(self.repo.list_env, model.id)
+        env = self._instance_env(model, version, workdir, env_vars)
+        if version.isolated:  # its own environment comes first, as if it were activated
+            env["VIRTUAL_ENV"] = str(Path(interpreter).parent.parent)
+            env["PATH"] = f"{Path(interpreter).parent}{os.pathsep}{env['PATH']}"
         instance_id = new_id()[:12]
         spec = InstanceSpec(
             instance_id=instance_id,
@@ -405,9 +446,9 @@ class Reconciler:
             workdir=workdir,
             file=version.file,
             function=version.function,
-            interpreter=environments.interpreter(self.settings, version.environment_runtime),
+            interpreter=interpreter,
             log_path=self.log_dir(model.id) / f"v{version.number}-{instance_id}.log",
-            env=self._instance_env(model, version, workdir, env_vars),
+            env=env,
             concurrency=version.concurrency,
             log_requests=model.log_requests,
             runtime=version.environment_runtime,

@@ -242,6 +242,20 @@ SETTINGS: tuple[Setting, ...] = (
         "server's own.",
     ),
     Setting(
+        "environment_build_timeout_seconds",
+        _positive_float,
+        600.0,
+        "Time resolving, locking and installing one isolated environment may take before the "
+        "version's build fails.",
+    ),
+    Setting(
+        "uv_cache_dir",
+        str,
+        None,
+        "uv's download and wheel cache, shared by every environment build. Default: uv-cache "
+        "in the data directory.",
+    ),
+    Setting(
         "rscript",
         str,
         None,
@@ -296,6 +310,15 @@ class Settings:
     @property
     def home_path(self) -> Path:
         return Path(self.home)
+
+    @property
+    def envs_path(self) -> Path:
+        """Where isolated environments live, one directory per lock and interpreter."""
+        return self.home_path / "envs"
+
+    @property
+    def uv_cache_path(self) -> Path:
+        return Path(self.uv_cache_dir) if self.uv_cache_dir else self.home_path / "uv-cache"
 
     @property
     def url(self) -> str:

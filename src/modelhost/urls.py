@@ -65,3 +65,8 @@ def api_label(model: str, label: str) -> str:
 def api_env(model: str, name: str | None = None) -> str:
     base = f"{api_model(model)}/env"
     return base if name is None else f"{base}/{quote(name, safe='')}"
+
+
+def api_environments(name: str | None = None) -> str:
+    base = f"{API}/environments"
+    return base if name is None else f"{base}/{quote(name, safe='')}"

@@ -19,8 +19,9 @@ from fastapi.routing import APIRoute
 from modelhost import urls
 from modelhost.app import ROUTERS, create_app
 from modelhost.operations import access
+from modelhost.operations import environments as environment_ops
 from modelhost.operations.accounts import bootstrap_admin
-from modelhost.permissions import PERMISSIONS, ROLES
+from modelhost.permissions import ENVIRONMENT_PERMISSIONS, PERMISSIONS, ROLES
 from modelhost.settings import load_settings
 from tests.fakes import FakeBackend
 from tests.helpers import PROJECTS
@@ -75,7 +76,14 @@ ROUTE_NEEDS: dict[tuple[str, str], str] = {
     ("POST", "/api/v1/models/{model}/transfer"): "transfer",
     ("GET", "/api/v1/models/{model}/audit"): "view-audit",
     ("GET", "/api/v1/audit"): ADMIN,
+    ("GET", "/api/v1/environments"): "view-environments",
+    ("POST", "/api/v1/environments"): "create-environment",
+    ("GET", "/api/v1/environments/{name}"): "view-environments",
+    ("POST", "/api/v1/environments/prune"): "prune-environments",
 }
+
+#: Server-level needs of the named-environment actions (permissions.ENVIRONMENT_PERMISSIONS).
+_ENVIRONMENT_NEEDS = {"user": AUTHENTICATED, "admin": ADMIN}
 
 BODIES: dict[tuple[str, str], dict[str, object]] = {
     ("POST", "/api/v1/models"): {"name": "fresh-model"},
@@ -90,6 +98,8 @@ BODIES: dict[tuple[str, str], dict[str, object]] = {
     ("PATCH", "/api/v1/models/{model}/access"): {"visibility": "private"},
     ("POST", "/api/v1/models/{model}/transfer"): {"user": "target"},
     ("POST", "/api/v1/login"): {"username": "owner", "password": "owner-password"},
+    # The same requirements as the prepared environment: nothing to resolve, so no network.
+    ("POST", "/api/v1/environments"): {"name": "shared", "requirements": ""},
 }
 
 
@@ -106,7 +116,8 @@ def _routes() -> set[tuple[str, str]]:
 def test_every_route_is_classified_and_every_action_is_in_the_table() -> None:
     assert _routes() - {("GET", urls.OPENAPI)} == set(ROUTE_NEEDS)
     actions = {need for need in ROUTE_NEEDS.values()} - {PUBLIC, AUTHENTICATED, ADMIN}
-    assert actions == set(PERMISSIONS)
+    # Revising is creating a name that exists: the POST route, checked against its creator.
+    assert actions | {"revise-environment"} == set(PERMISSIONS) | set(ENVIRONMENT_PERMISSIONS)
 
 
 def _archive() -> bytes:
@@ -156,6 +167,10 @@ async def _prepare(home: Path) -> State:
         ]:
             assert (await http.put(path, json=body)).status_code == 200
         token = (await http.post("/api/v1/models/m/tokens", json={"name": "t"})).json()["id"]
+    # Named environments are server-wide: created by an admin, so only admins may revise it.
+    admin = services.repo.find_user("admin")
+    assert admin is not None
+    environment_ops.create(services, admin, name="shared", requirements="")
     ids = {"token_id": token}
     for user in services.repo.list_users():  # each actor revokes a key of their own
         ids[f"key_id:{user.username}"] = services.repo.list_api_keys(user.id)[0].id
@@ -171,6 +186,10 @@ def prepared(tmp_path_factory: pytest.TempPathFactory) -> State:
 
 def _expected(need: str, actor: str) -> set[int] | str:
     """Allowed ("ok"), or the exact status a refusal must have."""
+    if need in ENVIRONMENT_PERMISSIONS:
+        if need == "create-environment" and actor not in ("admin", "anonymous"):
+            return {403}  # revising the admin's "shared" environment: only its creator may
+        need = _ENVIRONMENT_NEEDS[ENVIRONMENT_PERMISSIONS[need]]
     if need == PUBLIC:
         return "ok"
     if actor == "anonymous":
@@ -196,6 +215,8 @@ def _concrete(path: str, state: State, actor: str) -> str:
         "token_id": state.ids["token_id"],
         "key_id": state.ids.get(f"key_id:{actor}", "no-such-key"),
     }
+    if path == "/api/v1/environments/{name}":
+        values["name"] = "shared"
     if path == "/api/v1/users/{username}/disable":
         values["username"] = "victim"
     for key, value in values.items():

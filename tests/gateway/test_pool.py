@@ -32,6 +32,25 @@ async def test_each_instance_serves_one_call_and_the_next_call_waits_for_it() ->
     assert await waiting is instance
 
 
+async def test_one_call_at_a_time_keeps_going_to_the_instance_that_answered_last() -> None:
+    pool = VersionPool("v", 1, max_queued=5)
+    first, second = Stub(), Stub()
+    pool.add(first)  # type: ignore[arg-type]
+    pool.add(second)  # type: ignore[arg-type]
+    used = []
+    for _ in range(4):
+        instance = await pool.acquire(1)
+        used.append(instance)
+        pool.release(instance)
+    assert used == [second] * 4
+    # Calls at once spread over the idle instances, and the last one back is next.
+    a, b = await pool.acquire(1), await pool.acquire(1)
+    assert {a, b} == {first, second}
+    pool.release(b)
+    pool.release(a)
+    assert await pool.acquire(1) is a
+
+
 async def test_a_full_queue_is_refused_immediately_with_retry_after() -> None:
     pool = VersionPool("v", 1, max_queued=1)
     pool.add(Stub())  # type: ignore[arg-type]

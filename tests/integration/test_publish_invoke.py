@@ -82,7 +82,7 @@ def test_module_level_code_runs_once_per_instance_and_calls_reuse_it(server: Ser
 
     client.update_model("once", instance_count=2)
     wait_until(lambda: [i["state"] for i in client.instances("once")] == ["ready", "ready"])
-    pids = {client.predict("once", parameters=[]).result["pid"] for _ in range(6)}
+    pids = {i["pid"] for i in client.instances("once")}
     imports = client.predict("once", parameters=[]).result["imports"]
     assert len(pids) == 2
     assert sorted(imports) == sorted(str(p) for p in pids)

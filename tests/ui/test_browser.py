@@ -146,6 +146,7 @@ def test_the_owner_publishes_through_the_wizard_and_watches_the_build(
     page.get_by_label("File").fill("calc.py")
     page.get_by_label("Function").fill("add")
     page.get_by_label("What changed (optional)").fill("first working version")
+    page.get_by_label("Environment", exact=True).fill("server")
     page.get_by_role("button", name="Publish").click()
     expect(page.locator(".flash").first).to_contain_text("Version 2 of calc is building.")
     expect(page.locator("#version")).to_have_attribute("data-status", "running", timeout=60_000)

@@ -120,6 +120,18 @@ async def publish_version(
     function: Annotated[str, Query(description="Function in the script, e.g. predict")],
     description: Annotated[str, Query()] = "",
     concurrency: Annotated[int, Query(description="Calls one instance runs at once")] = 1,
+    environment: Annotated[
+        str | None,
+        Query(
+            description="server, isolated, or a named environment; default: isolated when the "
+            "project has requirements.txt or pyproject.toml dependencies, else server"
+        ),
+    ] = None,
+    python: Annotated[
+        str | None, Query(description="Python of an isolated environment, e.g. 3.11")
+    ] = None,
+    source: Annotated[str | None, Query(description="Where the project came from")] = None,
+    git_commit: Annotated[str | None, Query(description="The commit it was at")] = None,
 ) -> dict[str, Any]:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type not in _ARCHIVE_TYPES:
@@ -134,6 +146,8 @@ async def publish_version(
         authorize(services, user, model, "publish", audit_as="publish")
     publishing.validate_entry_point(file, function)
     publishing.validate_concurrency(concurrency)
+    publishing.validate_environment(environment)
+    publishing.validate_source(source, git_commit)
     # The archive is compressed: allow it some room, so that extraction, which counts the
     # real sizes, can name the largest files when the project is too big.
     limit = int(services.settings.max_bundle_bytes * 1.1) + (64 << 20)
@@ -157,7 +171,11 @@ async def publish_version(
                 user,
                 "publish",
                 model=existing,
-                detail={"entry_point": f"{file}:{function}"},
+                detail={
+                    "entry_point": f"{file}:{function}",
+                    **({"environment": environment} if environment else {}),
+                    **({"git_commit": git_commit} if git_commit else {}),
+                },
             ) as audit:
                 published = publishing.publish(
                     services,
@@ -168,6 +186,10 @@ async def publish_version(
                     description=description,
                     actor=user,
                     concurrency=concurrency,
+                    environment=environment,
+                    python=python,
+                    source=source,
+                    git_commit=git_commit,
                 )
                 audit.model, audit.version = published[0], published[1].number
                 return published

@@ -1,6 +1,8 @@
-"""Which runtime a version needs and which program runs it.
+"""Which runtime and environment a version needs, and which program runs it.
 
-Python scripts run in the server's own interpreter (the ``python`` setting overrides it); R
+Python scripts run in the server's own interpreter (environment ``server``; the ``python``
+setting overrides it), or in an environment of their own made by :mod:`.uvenv`: ``isolated``,
+from the project's ``requirements.txt`` or ``pyproject.toml``, or a named environment. R
 scripts run with ``Rscript`` from the PATH (the ``rscript`` setting overrides it).
 """
 
@@ -8,11 +10,21 @@ from __future__ import annotations
 
 import shutil
 import sys
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 
 from modelhost import errors
 from modelhost.settings import Settings
 
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+SERVER = "server"
+ISOLATED = "isolated"
+R = "r"
+#: Names a named environment cannot have, because they mean something else.
+RESERVED = (SERVER, ISOLATED, R, "auto")
 R_SUFFIXES = (".R", ".r")
 PYTHON_SUFFIXES = (".py",)
 
@@ -54,3 +66,50 @@ def describe(settings: Settings, runtime: str) -> str:
     if settings.python:
         return f"server ({program})"
     return f"server (Python {sys.version.split()[0]} at {program})"
+
+
+def requirements_of(tree: Path) -> tuple[str, str] | None:
+    """``(file, requirements text)`` of a project: its ``requirements.txt``, else the
+    ``[project] dependencies`` of its ``pyproject.toml``; None when it declares none."""
+    requirements = tree / "requirements.txt"
+    if requirements.is_file():
+        return "requirements.txt", requirements.read_text(encoding="utf-8", errors="replace")
+    pyproject = tree / "pyproject.toml"
+    if pyproject.is_file():
+        try:
+            data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise errors.BadRequest(
+                f"The project's pyproject.toml is not valid TOML ({exc}); fix it, or publish "
+                "with --environment server."
+            ) from None
+        dependencies = data.get("project", {}).get("dependencies") or []
+        if not isinstance(dependencies, list) or not all(isinstance(d, str) for d in dependencies):
+            raise errors.BadRequest(
+                "[project] dependencies in pyproject.toml must be a list of requirement strings."
+            )
+        if dependencies:
+            return "pyproject.toml", "\n".join(dependencies) + "\n"
+    return None
+
+
+def choose(requested: str | None, runtime: str, declared: bool) -> str:
+    """The environment kind a version gets: what was asked for, or by default ``isolated``
+    when the project declares dependencies, else ``server``. R versions always get ``r``."""
+    if runtime == R:
+        if requested not in (None, "", "auto", R):
+            raise errors.BadRequest(
+                "R scripts run with the server's R and its installed packages; publish them "
+                "without --environment."
+            )
+        return R
+    if requested in (None, "", "auto"):
+        return ISOLATED if declared else SERVER
+    if requested == R:
+        raise errors.BadRequest("--environment r is only for R scripts (.R).")
+    if requested == ISOLATED and not declared:
+        raise errors.BadRequest(
+            "--environment isolated needs the project's dependencies: add a requirements.txt "
+            "(or [project] dependencies in pyproject.toml), or publish with --environment server."
+        )
+    return requested

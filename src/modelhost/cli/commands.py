@@ -64,6 +64,14 @@ def _json_option(text: str | None, option: str) -> Any:
     default=1,
     help="Calls one instance runs at once (only for thread-safe functions).",
 )
+@click.option(
+    "--environment",
+    metavar="server|isolated|NAME",
+    help="What the version runs in: the server's Python, an isolated environment built from "
+    "the project's requirements.txt or pyproject.toml, or a named environment (modelhost "
+    "envs). Default: isolated when the project declares dependencies, else server.",
+)
+@click.option("--python", help="Python version of an isolated environment, such as 3.11.")
 @click.option("--no-wait", is_flag=True, help="Return once uploaded, without waiting.")
 @pass_connection
 def publish(
@@ -75,20 +83,32 @@ def publish(
     exclude: tuple[str, ...],
     description: str,
     concurrency: int,
+    environment: str | None,
+    python: str | None,
     no_wait: bool,
 ) -> None:
-    """Publish TARGET (a project directory, or PATH/script.py:function) as a model version."""
-    version = conn.client.publish(
-        target,
-        name=name,
-        file=file_,
-        function=function,
-        exclude=exclude,
-        description=description,
-        concurrency=concurrency,
-        wait=not no_wait,
-        on_progress=click.echo,
-    )
+    """Publish TARGET as a model version: a project directory, PATH/script.py:function, or a
+    git repository as git+URL@REF (with --file and --function).
+
+    Waits until the version is running, printing its build log as it grows.
+    """
+    try:
+        version = conn.client.publish(
+            target,
+            name=name,
+            file=file_,
+            function=function,
+            exclude=exclude,
+            description=description,
+            concurrency=concurrency,
+            environment=environment,
+            python=python,
+            wait=not no_wait,
+            on_progress=click.echo,
+            on_log=lambda line: click.echo(f"  {line}"),
+        )
+    except errors.BuildFailed as exc:  # its log is printed already
+        raise errors.BuildFailed(exc.message) from None
     if no_wait:
         return
     click.echo(
@@ -195,6 +215,7 @@ def versions(conn: Connection, model: str, number: int | None, as_json: bool) ->
             "entry_point",
             "signature",
             "environment",
+            "python_version",
             "concurrency",
             "bundle_sha256",
             "author",
@@ -202,6 +223,13 @@ def versions(conn: Connection, model: str, number: int | None, as_json: bool) ->
             "description",
         ):
             click.echo(f"{key + ':':15} {version[key] if version[key] is not None else ''}")
+        if version["environment_revision"] is not None:
+            click.echo(f"{'revision:':15} {version['environment_revision']}")
+        if version["packages"]:
+            click.echo(f"{'packages:':15} {', '.join(version['packages'])}")
+        if version["source"]:
+            click.echo(f"{'source:':15} {version['source']}")
+            click.echo(f"{'git commit:':15} {version['git_commit'] or ''}")
         if version["health_log"]:
             click.echo(f"{'health log:':15} {version['health_log']}")
         click.echo("build log:")
@@ -218,6 +246,7 @@ def versions(conn: Connection, model: str, number: int | None, as_json: bool) ->
                 v["status"],
                 v["health"],
                 v["entry_point"],
+                _environment_column(v),
                 v["bundle_sha256"][:12],
                 v["author"],
                 v["created_at"],
@@ -230,12 +259,21 @@ def versions(conn: Connection, model: str, number: int | None, as_json: bool) ->
             "STATUS",
             "HEALTH",
             "ENTRY POINT",
+            "ENVIRONMENT",
             "BUNDLE",
             "AUTHOR",
             "CREATED",
             "DESCRIPTION",
         ],
     )
+
+
+def _environment_column(version: dict[str, Any]) -> str:
+    """``isolated (3.11.7)``, ``sklearn@2 (3.11.7)``, ``server (3.11.7)`` or ``r``."""
+    name = version["environment"]
+    if version["environment_revision"] is not None:
+        name += f"@{version['environment_revision']}"
+    return f"{name} ({version['python_version']})" if version["python_version"] else name
 
 
 @click.command()

@@ -13,7 +13,7 @@ import orjson
 
 from modelhost import errors, urls
 from modelhost.builder.bundles import collect_files, human_size, pack_project
-from modelhost.client import _config
+from modelhost.client import _config, _git
 
 _UNSET: Any = object()
 
@@ -326,6 +326,30 @@ class Client:
             return response.text
         return self._request("GET", path, params=params)["events"]
 
+    # ------------------------------------------------------------------ environments
+
+    def environments(self) -> list[dict[str, Any]]:
+        """The named environments, each at its newest revision."""
+        return self._request("GET", urls.api_environments())["environments"]
+
+    def environment(self, name: str, *, revision: int | None = None) -> dict[str, Any]:
+        """A named environment with its requirements, lock and revisions."""
+        params = {"revision": revision} if revision is not None else None
+        return self._request("GET", urls.api_environments(name), params=params)
+
+    def create_environment(
+        self, name: str, requirements: str, *, python: str | None = None
+    ) -> dict[str, Any]:
+        """Lock ``requirements`` (a requirements.txt's text) as the next revision of ``name``;
+        ``created`` in the answer is False when nothing changed."""
+        body = {"name": name, "requirements": requirements, "python": python}
+        # Resolving may take a while: up to the server's environment_build_timeout_seconds.
+        return self._request("POST", urls.api_environments(), json=body, timeout=900.0)
+
+    def prune_environments(self) -> dict[str, Any]:
+        """Delete cached environments that no version uses (admins)."""
+        return self._request("POST", urls.api_environments("prune"))
+
     # ------------------------------------------------------------------ publish
 
     def publish(
@@ -338,17 +362,86 @@ class Client:
         exclude: Sequence[str] = (),
         description: str = "",
         concurrency: int = 1,
+        environment: str | None = None,
+        python: str | None = None,
         wait: bool = True,
-        wait_timeout: float = 600.0,
+        wait_timeout: float = 1800.0,
         on_progress: Callable[[str], None] | None = None,
+        on_log: Callable[[str], None] | None = None,
     ) -> dict[str, Any]:
-        """Publish a project directory as the next version of ``name``; returns the version.
+        """Publish a project as the next version of ``name``; returns the version.
 
-        With ``wait`` (the default) it returns once the version is running, and raises
-        :class:`~modelhost.errors.BuildFailed` (with ``build_log``) if it failed to load.
+        ``path`` is a project directory, ``PATH/script.py:function``, or a git repository as
+        ``git+URL@REF`` (cloned at REF, whose commit is recorded with the version; give
+        ``file`` and ``function``). ``environment`` is ``server``, ``isolated`` or the name of
+        a named environment (default: isolated when the project has a requirements.txt or
+        pyproject.toml dependencies); ``python`` picks an isolated environment's Python, such
+        as ``"3.11"``. With ``wait`` (the default) it returns once the version is running,
+        passing each new line of the build log to ``on_log``, and raises
+        :class:`~modelhost.errors.BuildFailed` (with ``build_log``) if it failed.
         """
+        target = str(path)
+        if _git.is_git(target):
+            if not file or not function:
+                raise errors.BadRequest(
+                    "Say which function to publish from the repository: --file predict.py "
+                    "--function predict."
+                )
+            (on_progress or (lambda _m: None))(f"Cloning {target}")
+            with _git.checkout(target) as checkout:
+                return self._publish(
+                    checkout.root,
+                    name=name,
+                    file=file,
+                    function=function,
+                    exclude=exclude,
+                    params={
+                        "description": description,
+                        "concurrency": concurrency,
+                        "environment": environment,
+                        "python": python,
+                        "source": checkout.source,
+                        "git_commit": checkout.commit,
+                    },
+                    wait=wait,
+                    wait_timeout=wait_timeout,
+                    on_progress=on_progress,
+                    on_log=on_log,
+                )
+        root, file, function = parse_target(target, file, function)
+        return self._publish(
+            root,
+            name=name,
+            file=file,
+            function=function,
+            exclude=exclude,
+            params={
+                "description": description,
+                "concurrency": concurrency,
+                "environment": environment,
+                "python": python,
+            },
+            wait=wait,
+            wait_timeout=wait_timeout,
+            on_progress=on_progress,
+            on_log=on_log,
+        )
+
+    def _publish(
+        self,
+        root: Path,
+        *,
+        name: str,
+        file: str,
+        function: str,
+        exclude: Sequence[str],
+        params: dict[str, Any],
+        wait: bool,
+        wait_timeout: float,
+        on_progress: Callable[[str], None] | None,
+        on_log: Callable[[str], None] | None,
+    ) -> dict[str, Any]:
         say = on_progress or (lambda _message: None)
-        root, file, function = parse_target(str(path), file, function)
         if not root.is_dir():
             raise errors.BadRequest(f"The project directory '{root}' does not exist.")
         files = collect_files(root, exclude)
@@ -367,8 +460,7 @@ class Client:
                 params={
                     "file": file,
                     "function": function,
-                    "description": description,
-                    "concurrency": concurrency,
+                    **{k: v for k, v in params.items() if v is not None},
                 },
                 headers={"Content-Type": "application/gzip"},
                 content=iter(lambda: archive.read(1 << 20), b""),
@@ -377,17 +469,32 @@ class Client:
         say(f"Version {version['number']} of {body['model']['name']} is building")
         if not wait:
             return version
-        return self.wait_for_version(name, version["number"], timeout=wait_timeout)
+        return self.wait_for_version(name, version["number"], timeout=wait_timeout, on_log=on_log)
 
     def wait_for_version(
-        self, model: str, number: int, *, timeout: float = 600.0
+        self,
+        model: str,
+        number: int,
+        *,
+        timeout: float = 1800.0,
+        on_log: Callable[[str], None] | None = None,
     ) -> dict[str, Any]:
-        """Poll a version until it is no longer building; raise BuildFailed if it failed."""
+        """Poll a version until it is no longer building; raise BuildFailed if it failed.
+
+        Each new line of the build log goes to ``on_log`` as it appears.
+        """
         deadline = time.monotonic() + timeout
         delay = 0.1
         settled: float | None = None
+        shown = 0
         while True:
             version = self.version(model, number)
+            if on_log is not None:
+                log = version["build_log"]
+                end = log.rfind("\n") + 1  # whole lines only
+                for line in log[shown:end].splitlines():
+                    on_log(line)
+                shown = max(shown, end)
             if version["status"] == "failed":
                 reason = version["build_log"].split("Failed:\n", 1)[-1].strip().splitlines()
                 raise errors.BuildFailed(

@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from modelhost.db import tables as t
 from modelhost.db.access import AccessRepo, ApiKey, AuditEvent, Token, User
 from modelhost.db.base import _row, new_id, utcnow
+from modelhost.db.environments import EnvironmentRepo, NamedEnvironment
 
 __all__ = [
     "ApiKey",
@@ -22,6 +23,7 @@ __all__ = [
     "EnvVar",
     "Label",
     "Model",
+    "NamedEnvironment",
     "Repo",
     "Token",
     "User",
@@ -72,6 +74,23 @@ class Version:
     concurrency: int = 1
     health: str = "ok"
     health_log: str = ""
+    #: the named environment's revision (``environment`` is then its name)
+    environment_revision: int | None = None
+    #: the locked requirements (with hashes) of an isolated or named environment
+    environment_lock: str | None = None
+    #: the cache key of the built environment: sha256 of the lock and the interpreter
+    environment_hash: str | None = None
+    #: the base Python the environment was made from (or that runs a server version)
+    interpreter: str | None = None
+    python_version: str | None = None
+    #: where the project came from, e.g. git+file:///repo@v1, and the commit it was at
+    source: str | None = None
+    git_commit: str | None = None
+
+    @property
+    def isolated(self) -> bool:
+        """Whether instances run in an environment of their own (isolated or named)."""
+        return self.environment not in ("server", "r")
 
     @property
     def environment_runtime(self) -> str:
@@ -98,10 +117,11 @@ class EnvVar:
     updated_at: dt.datetime
 
 
-class Repo(AccessRepo):
+class Repo(AccessRepo, EnvironmentRepo):
     """All reads and writes, over one SQLAlchemy engine (see :class:`Store` for transactions).
 
-    Users, keys, tokens, collaborators and audit events are in :mod:`modelhost.db.access`.
+    Users, keys, tokens, collaborators and audit events are in :mod:`modelhost.db.access`;
+    named environments in :mod:`modelhost.db.environments`.
     """
 
     # ------------------------------------------------------------------ models

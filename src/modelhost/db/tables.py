@@ -86,7 +86,29 @@ versions = Table(
     Column("concurrency", Integer, nullable=False, default=1),
     Column("health", String(16), nullable=False, default="ok"),
     Column("health_log", Text, nullable=False, default=""),
+    Column("environment_revision", Integer, nullable=True),
+    Column("environment_lock", Text, nullable=True),
+    Column("environment_hash", String(64), nullable=True),
+    Column("interpreter", String(1024), nullable=True),
+    Column("python_version", String(32), nullable=True),
+    Column("source", String(1024), nullable=True),
+    Column("git_commit", String(64), nullable=True),
     UniqueConstraint("model_id", "number", name="uq_versions_model_number"),
+)
+
+environments = Table(
+    "environments",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", String(64), nullable=False, index=True),
+    Column("revision", Integer, nullable=False),
+    Column("requirements", Text, nullable=False),
+    Column("lock", Text, nullable=False),
+    Column("interpreter", String(1024), nullable=False),
+    Column("python_version", String(32), nullable=False),
+    Column("created_by", String(32), ForeignKey("users.id"), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("name", "revision", name="uq_environments_name_revision"),
 )
 
 labels = Table(

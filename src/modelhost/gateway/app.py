@@ -6,7 +6,6 @@ wrap the instance's result bytes in the response envelope without parsing them a
 
 from __future__ import annotations
 
-import base64
 import logging
 import random
 import time
@@ -34,10 +33,18 @@ _JSON_TYPES = (b"application/json", b"text/json")
 _RESENDS = 2
 
 
+#: Every pair of base32 characters (A-Z, 2-7), so that 80 random bits become 16 characters in
+#: eight lookups: base64.b32encode is pure Python and costs a few per cent of a fast call.
+_BASE32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
+_PAIRS = [a + b for a in _BASE32 for b in _BASE32]
+_SHIFTS = (70, 60, 50, 40, 30, 20, 10, 0)
+
+
 def new_request_id() -> str:
     """16 characters, A-Z and 2-7, like the hosted product's request ids. They identify, they
     do not protect anything, so a fast non-cryptographic source is enough."""
-    return base64.b32encode(_random.getrandbits(80).to_bytes(10, "big")).decode("ascii")
+    bits = _random.getrandbits(80)
+    return "".join([_PAIRS[(bits >> shift) & 1023] for shift in _SHIFTS])
 
 
 def error_response(
@@ -157,6 +164,7 @@ class Gateway:
     async def _invoke(
         self, scope: Scope, receive: Receive, request_id: str, started: float
     ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        table = self.table
         route, pool, release = self._resolve(scope["path"])
         if route.invocation_mode != "public":
             self.guard.check(route, scope, request_id)
@@ -177,9 +185,10 @@ class Gateway:
                     "(setting max_request_bytes)."
                 )
         body = await self._read_body(receive)
-        # Resolve again after reading the body: the table may have switched meanwhile, and
-        # nothing may await between resolving and joining the pool's queue.
-        route, pool, release = self._resolve(scope["path"])
+        # Resolve again if the table switched while the body was read: nothing may await
+        # between resolving and joining the pool's queue.
+        if self.table is not table:
+            route, pool, release = self._resolve(scope["path"])
         try:
             result = await self._call(scope["path"], route, pool, request_id, body)
         except errors.ModelhostError as exc:

@@ -1,8 +1,9 @@
 """Admission: each running version has a pool of ready instances and a bounded wait queue.
 
-A call goes to the least-busy ready instance with room (an instance takes ``capacity`` calls
-at once: 1 unless the version declares more); when none has room the call waits in a bounded
-queue, and past that it is refused at once with 503 and ``Retry-After``.
+A call goes to the least-busy ready instance with room (an instance takes ``capacity`` calls at
+once: its concurrency plus the calls sent ahead), among equals the one idle most recently; when
+none has room the call waits in a bounded queue, and past that it is refused at once with 503
+and ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ class VersionPool:
         #: instances being started for this version; calls wait for them instead of failing
         self.starting = 0
         self._load: dict[Instance, int] = {}
-        self._cursor = 0
+        #: the keys of ``_load`` as a list, kept in step, so admission never copies them
+        self._ready: list[Instance] = []
         self._waiters: deque[asyncio.Future[Instance]] = deque()
 
     @property
@@ -44,11 +46,13 @@ class VersionPool:
     def add(self, instance: Instance) -> None:
         if instance not in self._load:
             self._load[instance] = 0
+            self._ready.append(instance)
             self._serve_waiters()
 
     def remove(self, instance: Instance) -> None:
         """Take an instance out of rotation; its calls in flight still finish."""
-        self._load.pop(instance, None)
+        if self._load.pop(instance, None) is not None:
+            self._ready.remove(instance)
 
     def expect_replacement(self) -> None:
         """An instance died: calls wait for its replacement rather than fail at once. The
@@ -72,20 +76,18 @@ class VersionPool:
                     waiter.set_exception(self._unavailable())
 
     def _least_busy(self) -> Instance | None:
-        # Scan from a rotating start so equally idle instances take turns.
-        instances = list(self._load)
-        count = len(instances)
+        # ``_ready`` is ordered by when each instance last became idle, latest last. Among the
+        # least busy, the one that finished a call most recently gets the next: its caches
+        # (the model's data, the interpreter's) are warm, where one idle for a while is not.
+        load_of = self._load
         best: Instance | None = None
         best_load = self.capacity
-        best_index = 0
-        for step in range(count):
-            index = (self._cursor + step) % count
-            load = self._load[instances[index]]
+        for instance in reversed(self._ready):
+            load = load_of[instance]
             if load < best_load:
-                best, best_load, best_index = instances[index], load, index
+                best, best_load = instance, load
                 if load == 0:
                     break
-        self._cursor = best_index + 1
         return best
 
     async def acquire(self, timeout: float) -> Instance:
@@ -132,7 +134,11 @@ class VersionPool:
             self.remove(instance)
             self.expect_replacement()
             return
-        self._load[instance] -= 1
+        load = self._load[instance] - 1
+        self._load[instance] = load
+        if load == 0 and self._ready[-1] is not instance:
+            self._ready.remove(instance)
+            self._ready.append(instance)
         self._serve_waiters()
 
     def _serve_waiters(self) -> None:

@@ -33,6 +33,11 @@ class Services:
     def wake(self) -> Callable[[], None]:
         return self.reconciler.wake
 
+    def sync(self) -> None:
+        """Wait until the reconciler has seen the changes committed so far (see
+        :meth:`Reconciler.sync`)."""
+        self.reconciler.sync()
+
 
 def iso(value: dt.datetime | None) -> str | None:
     """How every view writes a time: ISO 8601 in UTC with a ``Z``."""

@@ -114,7 +114,8 @@ def audited(
                 version=audit.version,
                 detail=audit.detail,
             )
-        services.wake()  # after the commit, so the reconciler sees the change at once
+        # After the commit: the route table has the change when the caller gets the answer.
+        services.sync()
     except Exception as exc:
         try:
             record(

@@ -9,6 +9,7 @@ from typing import Any
 
 from modelhost import errors, urls
 from modelhost.backends.base import InstanceState
+from modelhost.builder import uvenv
 from modelhost.db.repo import Model, Version
 from modelhost.operations import Services, iso
 from modelhost.planning import LATEST
@@ -67,6 +68,13 @@ def version_view(
         "entry_point": f"{version.file}:{version.function}",
         "signature": version.signature,
         "environment": version.environment,
+        "environment_revision": version.environment_revision,
+        "environment_hash": version.environment_hash,
+        "python_version": version.python_version,
+        "interpreter": version.interpreter,
+        "packages": uvenv.pins(version.environment_lock or ""),
+        "source": version.source,
+        "git_commit": version.git_commit,
         "bundle_sha256": version.bundle_sha256,
         "bundle_bytes": version.bundle_bytes,
         "bundle_files": version.bundle_files,
@@ -80,6 +88,7 @@ def version_view(
     }
     if log:
         view["build_log"] = version.build_log
+        view["lock"] = version.environment_lock
     return view
 
 

@@ -1,8 +1,10 @@
 """Publish: an uploaded project archive becomes the next version of a model.
 
-Validate the entry point, extract the archive with checks, store the bundle by its sha256,
-then create the version row (status ``building``) and wake the reconciler, whose first instance
-of the version is the import check. Nothing is recorded until the bundle is safely stored.
+Validate the entry point, extract the archive with checks, choose the environment, store the
+bundle by its sha256, then create the version row (status ``building``) and wake the
+reconciler, which builds the version's environment if it has its own (``building.py``) and
+starts its first instance, the import check. Nothing is recorded until the bundle is safely
+stored.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 from modelhost import errors
+from modelhost.builder import environments, uvenv
 from modelhost.builder.bundles import extract_archive, human_size
 from modelhost.builder.environments import describe, runtime_for
 from modelhost.db.repo import Model, User, Version
@@ -22,6 +25,7 @@ from modelhost.operations import Services
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 R_NAME = re.compile(r"^[A-Za-z.][A-Za-z0-9._]*$")
 _ID_LIKE = re.compile(r"^[0-9a-f]{24}$")
+_COMMIT = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
 
 
 def validate_model_name(name: str) -> str:
@@ -48,6 +52,84 @@ def validate_entry_point(file: str, function: str) -> tuple[str, str]:
     return path.as_posix(), function
 
 
+def validate_source(source: str | None, git_commit: str | None) -> None:
+    """Where a project came from is recorded as given, within limits."""
+    if source is not None and not 0 < len(source) <= 1024:
+        raise errors.BadRequest("source must be 1 to 1024 characters, such as git+URL@REF.")
+    if git_commit is not None and not _COMMIT.match(git_commit):
+        raise errors.BadRequest("git_commit must be a full commit hash (40 hex digits).")
+
+
+def validate_environment(requested: str | None) -> None:
+    if requested in (None, "", "auto", *environments.RESERVED):
+        return
+    if not NAME_PATTERN.match(requested):
+        raise errors.BadRequest(
+            f"'{requested}' is not an environment: use server, isolated, or the name of an "
+            "environment from 'modelhost envs list'."
+        )
+
+
+def _environment(
+    services: Services,
+    *,
+    requested: str | None,
+    python: str | None,
+    runtime: str,
+    tree: Path,
+) -> tuple[dict[str, object], str]:
+    """The environment columns of a new version, and its build log line."""
+    settings = services.settings
+    columns: dict[str, object]
+    declared = environments.requirements_of(tree) if runtime == "python" else None
+    kind = environments.choose(requested, runtime, declared is not None)
+    if kind == environments.R:
+        return {"environment": kind}, describe(settings, runtime)
+    if kind == environments.SERVER:
+        if python:
+            raise errors.BadRequest(
+                "The server environment runs in the server's own Python; to choose a Python "
+                "version, publish with --environment isolated (or a named environment)."
+            )
+        server = uvenv.find_python(settings, None)
+        columns = {
+            "environment": kind,
+            "interpreter": server.path,
+            "python_version": server.version,
+        }
+        return columns, describe(settings, runtime)
+    if kind == environments.ISOLATED:
+        assert declared is not None
+        chosen = uvenv.find_python(settings, python)
+        columns = {
+            "environment": kind,
+            "interpreter": chosen.path,
+            "python_version": chosen.version,
+        }
+        line = f"isolated, from {declared[0]}, Python {chosen.version} ({chosen.path})"
+        return columns, line
+    named = services.repo.get_environment(kind)
+    if named is None:
+        raise errors.EnvironmentNotFound(
+            f"There is no environment '{kind}'. 'modelhost envs list' shows them, and "
+            f"'modelhost envs create {kind} --requirements FILE' makes one."
+        )
+    if python and python not in (named.python_version, named.interpreter):
+        raise errors.BadRequest(
+            f"The environment '{kind}' is locked for Python {named.python_version}; leave out "
+            "--python, or create a revision of it for another Python."
+        )
+    columns = {
+        "environment": kind,
+        "environment_revision": named.revision,
+        "environment_lock": named.lock,
+        "interpreter": named.interpreter,
+        "python_version": named.python_version,
+    }
+    line = f"{kind} revision {named.revision}, Python {named.python_version} ({named.interpreter})"
+    return columns, line
+
+
 MAX_CONCURRENCY = 64
 
 
@@ -70,13 +152,25 @@ def publish(
     description: str,
     actor: User,
     concurrency: int = 1,
+    environment: str | None = None,
+    python: str | None = None,
+    source: str | None = None,
+    git_commit: str | None = None,
 ) -> tuple[Model, Version]:
-    """Store the uploaded project and create the next version (status ``building``)."""
+    """Store the uploaded project and create the next version (status ``building``).
+
+    ``environment`` is ``server``, ``isolated``, a named environment, or None for the default:
+    isolated when the project declares dependencies, else server. ``python`` chooses the
+    interpreter of an isolated environment (``3.11``, or a path).
+    """
     settings = services.settings
     file, function = validate_entry_point(file, function)
     validate_concurrency(concurrency)
+    validate_environment(environment)
+    validate_source(source, git_commit)
     runtime = runtime_for(file)
-    environment_line = describe(settings, runtime)  # fails clearly when R is missing
+    if runtime == "r":
+        describe(settings, runtime)  # fails clearly when R is missing
     if runtime == "r" and concurrency != 1:
         raise errors.BadRequest("R instances run one call at a time; publish with concurrency 1.")
     existing = services.repo.find_model(name)
@@ -102,6 +196,9 @@ def publish(
                 f"{', '.join(top) or '(none)'}. Pass --file with a path relative to the "
                 "project directory."
             )
+        columns, environment_line = _environment(
+            services, requested=environment, python=python, runtime=runtime, tree=staging
+        )
         bundle = services.store.put_tree(staging)
         model, _created = services.repo.get_or_create_model(
             name,
@@ -115,6 +212,8 @@ def publish(
             f"Entry point: {file}:{function}\n"
             f"Environment: {environment_line}\n"
         )
+        if source:
+            log += f"Source: {source}" + (f" at commit {git_commit}\n" if git_commit else "\n")
         version = services.repo.create_version(
             model.id,
             bundle_sha256=bundle.sha256,
@@ -122,11 +221,13 @@ def publish(
             bundle_files=files,
             file=file,
             function=function,
-            environment="r" if runtime == "r" else "server",
             build_log=log,
             description=description,
             author_id=actor.id,
             concurrency=concurrency,
+            source=source,
+            git_commit=git_commit,
+            **columns,
         )
         workdir = services.reconciler.workdir(version)
         workdir.parent.mkdir(parents=True, exist_ok=True)

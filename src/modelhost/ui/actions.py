@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -27,7 +28,7 @@ from modelhost.api.deps import ServicesDep
 from modelhost.api.responses import JSONResponse
 from modelhost.builder.bundles import collect_files, pack_project
 from modelhost.db.repo import User
-from modelhost.operations import Services, access
+from modelhost.operations import Services, access, environments
 from modelhost.operations import models as ops
 from modelhost.operations import publish as publishing
 from modelhost.operations.audit import audited
@@ -389,6 +390,8 @@ async def _publish(request: Request, services: Services, user: User, form: FormD
     file, function = _field(form, "file"), _field(form, "function")
     description = _field(form, "description")
     log_requests = _field(form, "log_requests") == "on"
+    environment = _field(form, "environment") or None
+    python = _field(form, "python") or None
     upload = form.get("archive")
     server_path = _field(form, "server_path")
     try:
@@ -404,10 +407,16 @@ async def _publish(request: Request, services: Services, user: User, form: FormD
         else:
             access.authorize(services, user, name, "publish", audit_as="publish")
         publishing.validate_entry_point(file, function)
+        publishing.validate_environment(environment)
         archive = await _archive(services, user, upload, server_path)
         try:
             model, version = await asyncio.to_thread(
-                _publish_audited, services, user, name, archive, file, function, description
+                _publish_audited,
+                services,
+                user,
+                name,
+                archive,
+                Entry(file, function, description, environment, python),
             )
         finally:
             archive.close()
@@ -427,9 +436,18 @@ async def _publish(request: Request, services: Services, user: User, form: FormD
             "target": _field(form, "target"),
             "log_requests": log_requests,
             "error": exc.message,
+            "environments": [e["name"] for e in environments.list_latest(services)],
             "form": {
                 k: _field(form, k)
-                for k in ("model", "file", "function", "description", "server_path")
+                for k in (
+                    "model",
+                    "file",
+                    "function",
+                    "description",
+                    "server_path",
+                    "environment",
+                    "python",
+                )
             },
         }
         return render(request, services, "publish.html", context, status=exc.status)
@@ -475,27 +493,35 @@ async def _archive(
     return spooled  # type: ignore[return-value]
 
 
+@dataclass(frozen=True)
+class Entry:
+    """What the wizard's form says about the version to publish."""
+
+    file: str
+    function: str
+    description: str
+    environment: str | None
+    python: str | None
+
+
 def _publish_audited(
-    services: Services,
-    user: User,
-    name: str,
-    archive: BinaryIO,
-    file: str,
-    function: str,
-    description: str,
+    services: Services, user: User, name: str, archive: BinaryIO, entry: Entry
 ) -> Any:
     existing = services.repo.find_model(name)
-    with audited(
-        services, user, "publish", model=existing, detail={"entry_point": f"{file}:{function}"}
-    ) as audit:
+    detail = {"entry_point": f"{entry.file}:{entry.function}"}
+    if entry.environment:
+        detail["environment"] = entry.environment
+    with audited(services, user, "publish", model=existing, detail=detail) as audit:
         published = publishing.publish(
             services,
             name=name,
             archive=archive,
-            file=file,
-            function=function,
-            description=description,
+            file=entry.file,
+            function=entry.function,
+            description=entry.description,
             actor=user,
+            environment=entry.environment,
+            python=entry.python,
         )
         audit.model, audit.version = published[0], published[1].number
         return published

@@ -1,0 +1,138 @@
+"""Named environments: requirements locked once, shared by any model, revised on change.
+
+``envs create NAME --requirements FILE`` resolves the requirements into a lock at once (so a
+requirement that cannot be resolved is refused there, with uv's reason) and stores it as the
+next revision of NAME; the same requirements and Python again change nothing. A version
+published with ``--environment NAME`` copies the newest revision's lock, so later revisions
+never change it. The environment itself is built, and cached, when a version first needs it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from modelhost import errors
+from modelhost.builder import environments, uvenv
+from modelhost.building import settings_tmp
+from modelhost.db.repo import NamedEnvironment, User, new_id
+from modelhost.operations import Services, iso
+from modelhost.operations.audit import audited, record
+from modelhost.operations.publish import NAME_PATTERN
+from modelhost.permissions import ensure_environment_permission
+
+MAX_REQUIREMENTS_BYTES = 1 << 20
+
+
+def validate_name(name: str) -> str:
+    if not NAME_PATTERN.match(name) or name in environments.RESERVED:
+        raise errors.BadRequest(
+            f"'{name}' is not a valid environment name: use 1 to 63 lowercase letters, digits, "
+            "'-', '_' or '.', starting with a letter or digit, other than "
+            f"{', '.join(environments.RESERVED)} (for example sklearn-1.5)."
+        )
+    return name
+
+
+def get(services: Services, name: str, revision: int | None = None) -> NamedEnvironment:
+    found = services.repo.get_environment(name, revision)
+    if found is None:
+        which = f"'{name}'" if revision is None else f"'{name}' revision {revision}"
+        raise errors.EnvironmentNotFound(
+            f"There is no environment {which}. 'modelhost envs list' shows the environments."
+        )
+    return found
+
+
+def create(
+    services: Services, user: User, *, name: str, requirements: str, python: str | None = None
+) -> tuple[NamedEnvironment, bool]:
+    """Lock ``requirements`` as the next revision of ``name``; (revision, whether it is new)."""
+    validate_name(name)
+    if len(requirements.encode()) > MAX_REQUIREMENTS_BYTES:
+        raise errors.BadRequest("The requirements are over 1 MB; is that the right file?")
+    revisions = services.repo.list_environments(name)
+    if revisions:
+        ensure_environment_permission(user, "revise-environment", name, revisions[0].created_by)
+    settings = services.settings
+    latest = revisions[-1] if revisions else None
+    if python or latest is None:
+        chosen = uvenv.find_python(settings, python)
+    else:
+        chosen = uvenv.Python(latest.interpreter, latest.python_version)
+    if (
+        latest is not None
+        and latest.requirements == requirements
+        and latest.python_version == chosen.version
+    ):
+        return latest, False
+    scratch = settings_tmp(settings) / f"requirements-{new_id()}.txt"
+    scratch.write_text(requirements)
+    try:  # outside the audit's transaction: resolving takes seconds and needs the network
+        lock = uvenv.compile_lock(
+            settings,
+            scratch,
+            chosen,
+            deadline=uvenv.Deadline.after(settings),
+            log=lambda _line: None,
+            cwd=scratch.parent,
+        )
+    except errors.ModelhostError as exc:
+        detail = {"name": name, "error": exc.message}
+        record(services, user, "environment-create", outcome="failed", detail=detail)
+        raise
+    finally:
+        scratch.unlink(missing_ok=True)
+    with audited(services, user, "environment-create", detail={"name": name}) as audit:
+        created = services.repo.add_environment_revision(
+            name,
+            requirements=requirements,
+            lock=lock,
+            interpreter=chosen.path,
+            python_version=chosen.version,
+            created_by=user.id,
+        )
+        audit.detail["revision"] = created.revision
+    return created, True
+
+
+def view(services: Services, env: NamedEnvironment, *, detail: bool = False) -> dict[str, Any]:
+    names = services.repo.usernames([env.created_by])
+    python = uvenv.Python(env.interpreter, env.python_version)
+    key = uvenv.environment_key(env.lock, python)
+    shown: dict[str, Any] = {
+        "name": env.name,
+        "revision": env.revision,
+        "python_version": env.python_version,
+        "interpreter": env.interpreter,
+        "packages": uvenv.pins(env.lock),
+        "environment_hash": key,
+        "built": uvenv.environment_python(services.settings, key) is not None,
+        "created_by": names.get(env.created_by, env.created_by),
+        "created_at": iso(env.created_at),
+    }
+    if detail:
+        shown["requirements"] = env.requirements
+        shown["lock"] = env.lock
+        shown["revisions"] = [
+            {"revision": r.revision, "created_at": iso(r.created_at)}
+            for r in services.repo.list_environments(env.name)
+        ]
+    return shown
+
+
+def list_latest(services: Services) -> list[dict[str, Any]]:
+    """The newest revision of every named environment."""
+    latest: dict[str, NamedEnvironment] = {}
+    for env in services.repo.list_environments():
+        latest[env.name] = env
+    return [view(services, env) for env in latest.values()]
+
+
+def prune(services: Services) -> dict[str, Any]:
+    """Delete the cached environments no version uses; a version that needs one again
+    rebuilds it from its stored lock."""
+    removed = uvenv.prune(services.settings, services.repo.environment_hashes_in_use())
+    return {
+        "removed": [{"environment_hash": key, "bytes": size} for key, size in removed],
+        "freed_bytes": sum(size for _, size in removed),
+    }
