@@ -37,6 +37,7 @@ from modelhost.settings import Settings
 from modelhost.ui import actions as ui_actions
 from modelhost.ui import links as ui_links
 from modelhost.ui import pages as ui_pages
+from modelhost.ui import wizard as ui_wizard
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ ROUTERS: list[tuple[str, APIRouter]] = [
 
 #: The web UI's routers (under /ui, with a session cookie instead of an API key); the UI's
 #: permission test walks this list.
-UI_ROUTERS: list[APIRouter] = [ui_pages.router, ui_actions.router]
+UI_ROUTERS: list[APIRouter] = [ui_pages.router, ui_actions.router, ui_wizard.router]
 
 
 class ModelhostApp:

@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from fastapi import APIRouter, Request
-from starlette.datastructures import FormData, UploadFile
+from starlette.datastructures import FormData
 from starlette.responses import Response
 
 from modelhost import errors
@@ -26,14 +23,9 @@ from modelhost.api import lifecycle as lifecycle_api
 from modelhost.api import models as models_api
 from modelhost.api.deps import ServicesDep
 from modelhost.api.responses import JSONResponse
-from modelhost.builder.bundles import collect_files, pack_project
 from modelhost.db.repo import User
-from modelhost.operations import Services, access, environments
-from modelhost.operations import models as ops
-from modelhost.operations import publish as publishing
-from modelhost.operations.audit import audited
-from modelhost.permissions import ensure_admin
-from modelhost.ui import links, session
+from modelhost.operations import Services, access
+from modelhost.ui import forms, links, session
 from modelhost.ui.pages import settings_context
 from modelhost.ui.render import UIRoute, redirect, render, wants_json
 from modelhost.ui.session import SessionUser
@@ -61,9 +53,9 @@ def _safe_next(target: str) -> str:
 async def sign_in(request: Request, services: ServicesDep) -> Response:
     await session.check_csrf(request)
     form = await request.form()
-    username, password = _field(form, "username"), _field(form, "password")
-    api_key = _field(form, "api_key")
-    target = _safe_next(_field(form, "next"))
+    username, password = forms.field(form, "username"), forms.field(form, "password")
+    api_key = forms.field(form, "api_key")
+    target = _safe_next(forms.field(form, "next"))
     source = request.client.host if request.client else "unknown"
     try:
         if api_key:
@@ -108,46 +100,14 @@ async def sign_out(request: Request, services: ServicesDep) -> Response:
     return response
 
 
-# --------------------------------------------------------------------------- form helpers
-
-
-def _field(form: FormData, name: str) -> str:
-    value = form.get(name)
-    return value.strip() if isinstance(value, str) else ""
-
-
-def _int(form: FormData, name: str, what: str) -> int | None:
-    raw = _field(form, name)
-    if not raw:
-        return None
-    try:
-        return int(raw)
-    except ValueError:
-        raise errors.BadRequest(f"{what} must be a whole number, not '{raw}'.") from None
-
-
-def _required_int(form: FormData, name: str, what: str) -> int:
-    value = _int(form, name, what)
-    if value is None:
-        raise errors.BadRequest(f"Enter {what.lower()}.")
-    return value
-
-
-def _float(form: FormData, name: str, what: str) -> float | None:
-    raw = _field(form, name)
-    if not raw:
-        return None
-    try:
-        return float(raw)
-    except ValueError:
-        raise errors.BadRequest(f"{what} must be a number of seconds, not '{raw}'.") from None
+# --------------------------------------------------------------------------- model actions
 
 
 Handler = Callable[[Services, User, str, FormData], tuple[Any, str]]
 
 
 def _deploy(services: Services, user: User, model: str, form: FormData) -> tuple[Any, str]:
-    number = _required_int(form, "version", "The version")
+    number = forms.required_int(form, "version", "The version")
     body = lifecycle_api.VersionChoice(version=number)
     result = lifecycle_api.deploy(model, services, user, body)
     return result, f"Route '{result['route']}' moves to version {number} once it is ready."
@@ -162,19 +122,19 @@ def _rollback(services: Services, user: User, model: str, form: FormData) -> tup
 
 
 def _promote(services: Services, user: User, model: str, form: FormData) -> tuple[Any, str]:
-    body = lifecycle_api.VersionChoice(version=_int(form, "version", "The version"))
+    body = lifecycle_api.VersionChoice(version=forms.optional_int(form, "version", "The version"))
     result = lifecycle_api.promote(model, services, user, body)
     return result, f"prod now points at version {result['version']}."
 
 
 def _label(services: Services, user: User, model: str, form: FormData) -> tuple[Any, str]:
-    name = _field(form, "label")
+    name = forms.field(form, "label")
     if not name:
         raise errors.BadRequest("Enter a label name, such as prod or staging.")
     body = lifecycle_api.LabelBody(
-        version=_required_int(form, "version", "The version"),
-        canary_version=_int(form, "canary_version", "The canary version"),
-        canary_weight=_int(form, "canary_weight", "The canary weight") or 0,
+        version=forms.required_int(form, "version", "The version"),
+        canary_version=forms.optional_int(form, "canary_version", "The canary version"),
+        canary_weight=forms.optional_int(form, "canary_weight", "The canary weight") or 0,
     )
     result = lifecycle_api.set_label(model, name, body, services, user)
     canary = (
@@ -186,14 +146,14 @@ def _label(services: Services, user: User, model: str, form: FormData) -> tuple[
 
 
 def _label_delete(services: Services, user: User, model: str, form: FormData) -> tuple[Any, str]:
-    name = _field(form, "label")
+    name = forms.field(form, "label")
     lifecycle_api.delete_label(model, name, services, user)
     return None, f"Label {name} removed."
 
 
 def _version_state(what: str) -> Handler:
     def handle(services: Services, user: User, model: str, form: FormData) -> tuple[Any, str]:
-        number = _int(form, "version", "The version")
+        number = forms.optional_int(form, "version", "The version")
         body = lifecycle_api.VersionChoice(version=number)
         call = lifecycle_api.stop if what == "stop" else lifecycle_api.start
         result = call(model, services, user, body)
@@ -211,10 +171,10 @@ def _restart(services: Services, user: User, model: str, form: FormData) -> tupl
 def _settings(services: Services, user: User, model: str, form: FormData) -> tuple[Any, str]:
     body = models_api.ModelUpdate(
         description=form.get("description") if "description" in form else None,  # type: ignore[arg-type]
-        instance_count=_int(form, "instance_count", "The instance count"),
-        timeout_seconds=_float(form, "timeout_seconds", "The timeout"),
-        routing_mode=_field(form, "routing_mode") or None,
-        log_requests=(_field(form, "log_requests") == "on")
+        instance_count=forms.optional_int(form, "instance_count", "The instance count"),
+        timeout_seconds=forms.optional_float(form, "timeout_seconds", "The timeout"),
+        routing_mode=forms.field(form, "routing_mode") or None,
+        log_requests=(forms.field(form, "log_requests") == "on")
         if "log_requests_shown" in form
         else None,
     )
@@ -223,10 +183,10 @@ def _settings(services: Services, user: User, model: str, form: FormData) -> tup
 
 
 def _env_set(services: Services, user: User, model: str, form: FormData) -> tuple[Any, str]:
-    name = _field(form, "name")
+    name = forms.field(form, "name")
     value = form.get("value")
     body = lifecycle_api.EnvBody(
-        value=value if isinstance(value, str) else "", secret=_field(form, "secret") == "on"
+        value=value if isinstance(value, str) else "", secret=forms.field(form, "secret") == "on"
     )
     result = lifecycle_api.set_env(model, name, body, services, user)
     kind = " (secret: it will not be shown again)" if body.secret else ""
@@ -234,15 +194,15 @@ def _env_set(services: Services, user: User, model: str, form: FormData) -> tupl
 
 
 def _env_unset(services: Services, user: User, model: str, form: FormData) -> tuple[Any, str]:
-    name = _field(form, "name")
+    name = forms.field(form, "name")
     lifecycle_api.unset_env(model, name, services, user)
     return None, f"{name} removed; instances restart."
 
 
 def _access(services: Services, user: User, model: str, form: FormData) -> tuple[Any, str]:
     body = access_api.AccessBody(
-        visibility=_field(form, "visibility") or None,
-        invocation=_field(form, "invocation") or None,
+        visibility=forms.field(form, "visibility") or None,
+        invocation=forms.field(form, "invocation") or None,
     )
     result = access_api.set_access(model, body, services, user)
     return result, (
@@ -251,12 +211,12 @@ def _access(services: Services, user: User, model: str, form: FormData) -> tuple
 
 
 def _token_revoke(services: Services, user: User, model: str, form: FormData) -> tuple[Any, str]:
-    access_api.revoke_token(model, _field(form, "token_id"), services, user)
+    access_api.revoke_token(model, forms.field(form, "token_id"), services, user)
     return None, "The token is revoked; calls with it are refused within a second."
 
 
 def _collaborator(services: Services, user: User, model: str, form: FormData) -> tuple[Any, str]:
-    username, role = _field(form, "user"), _field(form, "role")
+    username, role = forms.field(form, "user"), forms.field(form, "role")
     if not username:
         raise errors.BadRequest("Enter the user name of the person to add.")
     body = access_api.Role(role=role)
@@ -267,13 +227,13 @@ def _collaborator(services: Services, user: User, model: str, form: FormData) ->
 def _collaborator_remove(
     services: Services, user: User, model: str, form: FormData
 ) -> tuple[Any, str]:
-    username = _field(form, "user")
+    username = forms.field(form, "user")
     access_api.remove_collaborator(model, username, services, user)
     return None, f"{username} is no longer a collaborator."
 
 
 def _transfer(services: Services, user: User, model: str, form: FormData) -> tuple[Any, str]:
-    to = _field(form, "user")
+    to = forms.field(form, "user")
     if not to:
         raise errors.BadRequest("Enter the user name of the new owner.")
     result = access_api.transfer(model, access_api.Transfer(user=to), services, user)
@@ -324,8 +284,8 @@ async def model_action(
         raise errors.NotFound(f"There is no action '{what}'.")
     handler, page = ACTIONS[what]
     form = await request.form()
-    if _field(form, "back") in _PAGES:  # a form that lives on another page returns there
-        page = _field(form, "back")
+    if forms.field(form, "back") in _PAGES:  # a form that lives on another page returns there
+        page = forms.field(form, "back")
     back = links.model(model, page)
     try:
         result, message = await asyncio.to_thread(handler, services, user, model, form)
@@ -349,13 +309,13 @@ async def _token_secret(
     form = await request.form()
     try:
         if what == "token-create":
-            name = _field(form, "name")
+            name = forms.field(form, "name")
             created = await asyncio.to_thread(
                 access_api.create_token, model, access_api.NewToken(name=name), services, user
             )
         else:
             created = await asyncio.to_thread(
-                access_api.regenerate_token, model, _field(form, "token_id"), services, user
+                access_api.regenerate_token, model, forms.field(form, "token_id"), services, user
             )
     except (errors.ModelNotFound, errors.Unauthenticated):
         raise
@@ -370,158 +330,3 @@ async def _token_secret(
     response = render(request, services, "model/settings.html", context)
     response.headers["Cache-Control"] = "no-store"
     return response
-
-
-# --------------------------------------------------------------------------- publish
-
-
-@router.post("/publish", summary="Publish from the wizard: an archive, or a server path")
-async def publish(request: Request, services: ServicesDep, user: SessionUser) -> Response:
-    await session.check_csrf(request)
-    form = await request.form()
-    try:
-        return await _publish(request, services, user, form)
-    finally:
-        await form.close()  # the uploaded archive's temporary file
-
-
-async def _publish(request: Request, services: Services, user: User, form: FormData) -> Response:
-    name = _field(form, "model")
-    file, function = _field(form, "file"), _field(form, "function")
-    description = _field(form, "description")
-    log_requests = _field(form, "log_requests") == "on"
-    environment = _field(form, "environment") or None
-    python = _field(form, "python") or None
-    upload = form.get("archive")
-    server_path = _field(form, "server_path")
-    try:
-        if not name:
-            raise errors.BadRequest("Enter the model's name, such as wine-quality.")
-        if not file or not function:
-            raise errors.BadRequest(
-                "Enter the script and the function to call, such as predict.py and predict."
-            )
-        existing = services.repo.find_model(name)
-        if existing is None:
-            publishing.validate_model_name(name)
-        else:
-            access.authorize(services, user, name, "publish", audit_as="publish")
-        publishing.validate_entry_point(file, function)
-        publishing.validate_environment(environment)
-        archive = await _archive(services, user, upload, server_path)
-        try:
-            model, version = await asyncio.to_thread(
-                _publish_audited,
-                services,
-                user,
-                name,
-                archive,
-                Entry(file, function, description, environment, python),
-            )
-        finally:
-            archive.close()
-        if log_requests != model.log_requests:
-            await asyncio.to_thread(
-                models_api.update_model,
-                model.name,
-                models_api.ModelUpdate(log_requests=log_requests),
-                services,
-                user,
-            )
-    except errors.ModelhostError as exc:
-        if wants_json(request):
-            raise
-        context = {
-            "user": access.user_view(user),
-            "target": _field(form, "target"),
-            "log_requests": log_requests,
-            "error": exc.message,
-            "environments": [e["name"] for e in environments.list_latest(services)],
-            "form": {
-                k: _field(form, k)
-                for k in (
-                    "model",
-                    "file",
-                    "function",
-                    "description",
-                    "server_path",
-                    "environment",
-                    "python",
-                )
-            },
-        }
-        return render(request, services, "publish.html", context, status=exc.status)
-    services.wake()
-    if wants_json(request):
-        return JSONResponse(
-            {
-                "model": ops.model_view(services, model),
-                "version": ops.show_version(services, model, version.number),
-            },
-            status_code=201,
-        )
-    return redirect(
-        services,
-        links.version(model.name, version.number),
-        notice=f"Version {version.number} of {model.name} is building.",
-    )
-
-
-async def _archive(
-    services: Services, user: User, upload: UploadFile | str | None, server_path: str
-) -> BinaryIO:
-    if server_path:
-        ensure_admin(user, "publish from a path on the server")
-        root = Path(server_path)
-        if not root.is_absolute() or not root.is_dir():
-            raise errors.BadRequest(
-                f"'{server_path}' is not a directory on the server; give an absolute path."
-            )
-        files = await asyncio.to_thread(collect_files, root)
-        return await asyncio.to_thread(
-            pack_project, root, files, max_bytes=services.settings.max_bundle_bytes
-        )
-    if not isinstance(upload, UploadFile) or not upload.filename:
-        raise errors.BadRequest("Choose the project archive (.tar.gz) to upload.")
-    spooled = tempfile.SpooledTemporaryFile(max_size=8 << 20)  # noqa: SIM115 - closed by caller
-    while chunk := await upload.read(1 << 20):
-        spooled.write(chunk)
-    if not spooled.tell():
-        spooled.close()
-        raise errors.InvalidBundle(f"The file '{upload.filename}' is empty.")
-    spooled.seek(0)
-    return spooled  # type: ignore[return-value]
-
-
-@dataclass(frozen=True)
-class Entry:
-    """What the wizard's form says about the version to publish."""
-
-    file: str
-    function: str
-    description: str
-    environment: str | None
-    python: str | None
-
-
-def _publish_audited(
-    services: Services, user: User, name: str, archive: BinaryIO, entry: Entry
-) -> Any:
-    existing = services.repo.find_model(name)
-    detail = {"entry_point": f"{entry.file}:{entry.function}"}
-    if entry.environment:
-        detail["environment"] = entry.environment
-    with audited(services, user, "publish", model=existing, detail=detail) as audit:
-        published = publishing.publish(
-            services,
-            name=name,
-            archive=archive,
-            file=entry.file,
-            function=entry.function,
-            description=entry.description,
-            actor=user,
-            environment=entry.environment,
-            python=entry.python,
-        )
-        audit.model, audit.version = published[0], published[1].number
-        return published

@@ -12,7 +12,7 @@ from modelhost import errors, urls
 from modelhost.api import access as access_api
 from modelhost.api.deps import ServicesDep
 from modelhost.db.repo import Model, User
-from modelhost.operations import Services, access, env, environments, lifecycle
+from modelhost.operations import Services, access, env, lifecycle
 from modelhost.operations import metrics as metrics_ops
 from modelhost.operations import models as ops
 from modelhost.operations.access import authorize, visible_models
@@ -302,20 +302,3 @@ def server_audit_page(
         "filters": {"actor": actor, "action": action, "since": since},
     }
     return _audit_response(request, services, result, context)
-
-
-@router.get("/publish", summary="The publish wizard")
-def publish_page(
-    request: Request, services: ServicesDep, user: SessionUser, model: str = ""
-) -> Response:
-    log_requests = False
-    if model:  # a new version of an existing model needs publish permission on it
-        found = authorize(services, user, model, "publish")
-        model, log_requests = found.name, found.log_requests
-    context = {
-        **user_context(user),
-        "target": model,
-        "log_requests": log_requests,
-        "environments": [e["name"] for e in environments.list_latest(services)],
-    }
-    return render(request, services, "publish.html", context)
