@@ -368,6 +368,9 @@ def test_the_viewer_sees_versions_and_a_live_log_but_no_buttons(
     shot(page, "instances")
     page.goto("/ui/models/calc/audit")
     expect(page.locator("table.audit")).to_contain_text("rollback")
+    shot(page, "model-audit")
+    page.goto("/ui/publish?model=calc")  # the wizard refuses a new version, in words
+    expect(page.locator(".flash.error")).to_contain_text("publish needs editor or higher")
 
 
 def test_the_admin_reads_filters_and_exports_the_server_wide_audit_log(
