@@ -13,7 +13,9 @@ The tree::
     ├── NotFound                    404 not_found
     │   ├── ModelNotFound           404 model_not_found
     │   ├── VersionNotFound         404 version_not_found
-    │   └── RouteNotFound           404 route_not_found
+    │   ├── RouteNotFound           404 route_not_found
+    │   ├── RunNotFound             404 run_not_found
+    │   └── ScheduleNotFound        404 schedule_not_found
     ├── MethodNotAllowed            405 method_not_allowed
     ├── Conflict                    409 conflict
     ├── TooManyRequests             429 too_many_requests
@@ -100,6 +102,14 @@ class VersionNotFound(NotFound):
 
 class RouteNotFound(NotFound):
     code = "route_not_found"
+
+
+class RunNotFound(NotFound):
+    code = "run_not_found"
+
+
+class ScheduleNotFound(NotFound):
+    code = "schedule_not_found"
 
 
 class MethodNotAllowed(ModelhostError):

@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from modelhost.db import tables as t
 from modelhost.db.access import AccessRepo, ApiKey, AuditEvent, Token, User
 from modelhost.db.base import _row, new_id, utcnow
+from modelhost.db.runs import Run, RunsRepo, Schedule
 
 __all__ = [
     "ApiKey",
@@ -23,6 +24,8 @@ __all__ = [
     "Label",
     "Model",
     "Repo",
+    "Run",
+    "Schedule",
     "Token",
     "User",
     "Version",
@@ -98,10 +101,11 @@ class EnvVar:
     updated_at: dt.datetime
 
 
-class Repo(AccessRepo):
+class Repo(RunsRepo, AccessRepo):
     """All reads and writes, over one SQLAlchemy engine (see :class:`Store` for transactions).
 
-    Users, keys, tokens, collaborators and audit events are in :mod:`modelhost.db.access`.
+    Users, keys, tokens, collaborators and audit events are in :mod:`modelhost.db.access`;
+    runs and schedules in :mod:`modelhost.db.runs`.
     """
 
     # ------------------------------------------------------------------ models
@@ -272,7 +276,7 @@ class Repo(AccessRepo):
             conn.execute(_next_generation(model_id))
 
     def delete_model(self, model_id: str) -> list[str]:
-        """Delete a model and its versions, labels and variables; returns the version ids."""
+        """Delete a model, its versions, labels, variables, schedules; returns the version ids."""
         with self._begin() as conn:
             version_ids = list(
                 conn.execute(
@@ -280,7 +284,14 @@ class Repo(AccessRepo):
                 ).scalars()
             )
             # Audit events stay: they keep the model's id and name but have no foreign key.
-            for table in (t.env_vars, t.labels, t.model_tokens, t.collaborators, t.versions):
+            for table in (
+                t.env_vars,
+                t.labels,
+                t.model_tokens,
+                t.collaborators,
+                t.schedules,
+                t.versions,
+            ):
                 conn.execute(delete(table).where(table.c.model_id == model_id))
             conn.execute(delete(t.models).where(t.models.c.id == model_id))
         return version_ids
@@ -288,7 +299,7 @@ class Repo(AccessRepo):
     def bundle_in_use(self, sha256: str) -> bool:
         query = select(func.count()).where(t.versions.c.bundle_sha256 == sha256)
         with self._connect() as conn:
-            return bool(conn.execute(query).scalar_one())
+            return bool(conn.execute(query).scalar_one()) or self.bundle_needed_by_jobs(sha256)
 
     # ------------------------------------------------------------------ labels
 
