@@ -255,6 +255,7 @@ def run_view(services: Services, run: Run) -> dict[str, Any]:
         "status": run.status,
         "message": run.message,
         "exit_code": run.exit_code,
+        "pid": run.pid,
         "command": json.loads(run.command),
         "model": model.name if model else None,
         "model_id": run.model_id,
