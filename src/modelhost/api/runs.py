@@ -40,6 +40,10 @@ async def create_run(
     timeout_seconds: Annotated[float | None, Query(description="Time the run may take")] = None,
     description: Annotated[str, Query()] = "",
 ) -> dict[str, Any]:
+    # Checked before the upload is read, so a mistake costs no upload.
+    await asyncio.to_thread(
+        ops.check_run, services, user, command, model, file, function, timeout_seconds
+    )
     async with received_archive(request, services) as upload:
         run = await asyncio.to_thread(
             ops.create_run,

@@ -40,6 +40,20 @@ async def create_schedule(
     timeout_seconds: Annotated[float | None, Query(description="Time each run may take")] = None,
     description: Annotated[str, Query()] = "",
 ) -> dict[str, Any]:
+    # Checked before the upload is read, so a mistake costs no upload.
+    await asyncio.to_thread(
+        ops.check_schedule,
+        services,
+        user,
+        command,
+        cron,
+        every,
+        timezone,
+        model,
+        file,
+        function,
+        timeout_seconds,
+    )
     async with received_archive(request, services) as upload:
         schedule = await asyncio.to_thread(
             ops.create_schedule,

@@ -122,6 +122,22 @@ def log_path(services: Services, run_id: str) -> Path:
 # --------------------------------------------------------------------------- use cases
 
 
+def check_run(
+    services: Services,
+    user: User,
+    command: list[str],
+    model: str | None,
+    file: str | None,
+    function: str | None,
+    timeout_seconds: float | None,
+) -> tuple[Model | None, str | None, str | None, float]:
+    """Everything about a run that can be checked before its project is uploaded."""
+    validate_command(command)
+    timeout = validate_timeout(services, timeout_seconds)
+    target, file, function = publish_target(services, user, model, file, function, action="run")
+    return target, file, function, timeout
+
+
 def create_run(
     services: Services,
     user: User,
@@ -135,9 +151,9 @@ def create_run(
     description: str = "",
 ) -> Run:
     """Store the project and queue the run; the run loop starts it within a tick."""
-    validate_command(command)
-    timeout = validate_timeout(services, timeout_seconds)
-    target, file, function = publish_target(services, user, model, file, function, action="run")
+    target, file, function, timeout = check_run(
+        services, user, command, model, file, function, timeout_seconds
+    )
     bundle, tree = store_project(services, archive)
     try:
         detail = {"command": command}

@@ -12,7 +12,7 @@ import shutil
 from typing import Any, BinaryIO
 
 from modelhost import errors
-from modelhost.db.repo import Schedule, User
+from modelhost.db.repo import Model, Schedule, User
 from modelhost.jobs.timing import Timing, make_timing, next_run
 from modelhost.operations import Services, iso
 from modelhost.operations import runs as run_ops
@@ -21,6 +21,33 @@ from modelhost.operations.audit import audited
 
 def timing_of(schedule: Schedule) -> Timing:
     return Timing(schedule.cron, schedule.interval_seconds, schedule.timezone)
+
+
+def check_schedule(
+    services: Services,
+    user: User,
+    command: list[str],
+    cron: str | None,
+    every: str | None,
+    timezone: str | None,
+    model: str | None,
+    file: str | None,
+    function: str | None,
+    timeout_seconds: float | None,
+) -> tuple[Timing, Model | None, str | None, str | None, float]:
+    """Everything about a schedule that can be checked before its project is uploaded."""
+    run_ops.validate_command(command)
+    timing = make_timing(
+        cron=cron,
+        every=every,
+        timezone=timezone,
+        min_interval_seconds=services.settings.schedule_min_interval_seconds,
+    )
+    timeout = run_ops.validate_timeout(services, timeout_seconds)
+    target, file, function = run_ops.publish_target(
+        services, user, model, file, function, action="schedule"
+    )
+    return timing, target, file, function, timeout
 
 
 def create_schedule(
@@ -38,16 +65,8 @@ def create_schedule(
     timeout_seconds: float | None = None,
     description: str = "",
 ) -> Schedule:
-    run_ops.validate_command(command)
-    timing = make_timing(
-        cron=cron,
-        every=every,
-        timezone=timezone,
-        min_interval_seconds=services.settings.schedule_min_interval_seconds,
-    )
-    timeout = run_ops.validate_timeout(services, timeout_seconds)
-    target, file, function = run_ops.publish_target(
-        services, user, model, file, function, action="schedule"
+    timing, target, file, function, timeout = check_schedule(
+        services, user, command, cron, every, timezone, model, file, function, timeout_seconds
     )
     bundle, tree = run_ops.store_project(services, archive)
     shutil.rmtree(tree, ignore_errors=True)  # each run extracts its own copy of the bundle
