@@ -72,7 +72,7 @@ def _outcome(conn: Connection, run: dict[str, Any]) -> None:
         )
 
 
-@click.command(context_settings={"ignore_unknown_options": True})
+@click.command()
 @click.argument("path", type=click.Path(file_okay=False))
 @_publish_options
 @click.option("--detach", is_flag=True, help="Return once the run is queued; do not follow it.")
@@ -227,7 +227,7 @@ def schedules() -> None:
     """Run a command on a schedule, optionally publishing each successful run."""
 
 
-@schedules.command("create", context_settings={"ignore_unknown_options": True})
+@schedules.command("create")
 @click.argument("path", type=click.Path(file_okay=False))
 @click.option("--cron", help="Five-field cron expression, such as '0 2 * * *' (02:00 daily).")
 @click.option("--timezone", help="IANA time zone the cron expression is read in (default UTC).")
