@@ -156,8 +156,7 @@ def create_run(
     )
     bundle, tree = store_project(services, archive)
     try:
-        detail = {"command": command}
-        with audited(services, user, "run", model=target, detail=detail) as audit:
+        with audited(services, user, "run", model=target) as audit:
             run = services.repo.create_run(
                 owner_id=user.id,
                 model_id=target.id if target else None,

@@ -71,7 +71,7 @@ def create_schedule(
     bundle, tree = run_ops.store_project(services, archive)
     shutil.rmtree(tree, ignore_errors=True)  # each run extracts its own copy of the bundle
     now = services.clock()
-    detail: dict[str, Any] = {"when": timing.describe(), "command": command}
+    detail: dict[str, Any] = {"when": timing.describe()}
     with audited(services, user, "schedule-create", model=target, detail=detail) as audit:
         schedule = services.repo.create_schedule(
             owner_id=user.id,
