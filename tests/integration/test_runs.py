@@ -172,6 +172,25 @@ def test_cancel_kills_the_run_with_every_process_it_started(runs_server: Server)
     assert "already finished (cancelled)" in again.stderr
 
 
+def test_at_most_max_concurrent_runs_execute_and_the_others_wait_queued(
+    runs_server: Server,
+) -> None:
+    client = runs_server.client()
+    started = [client.start_run(PROJECTS / "calc", ["sleep", "30"]) for _ in range(3)]
+    ids = [run["id"] for run in started]
+
+    def statuses() -> list[str] | None:
+        found = [client.run(run_id)["status"] for run_id in ids]
+        return found if found.count("running") == 2 else None
+
+    assert wait_until(statuses) == ["running", "running", "queued"]  # oldest first
+    client.cancel_run(ids[0])
+    wait_until(lambda: client.run(ids[2])["status"] == "running")
+    for run_id in ids[1:]:
+        client.cancel_run(run_id)
+    wait_until(lambda: all(client.run(i)["status"] == "cancelled" for i in ids))
+
+
 def test_a_run_past_its_timeout_is_killed_and_fails(runs_server: Server) -> None:
     result = runs_server.cli("run", str(PROJECTS / "calc"), "--timeout", "0.5", "--", "sleep", "60")
     assert result.returncode == 1

@@ -51,7 +51,8 @@ class Jobs:
         self.services = services
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._running: dict[str, _Execution] = {}
+        self._running: dict[str, _Execution] = {}  # run id -> its process, once started
+        self._claimed: set[str] = set()  # runs this server took, from claim to outcome
         self._tasks: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------------ driving
@@ -103,12 +104,13 @@ class Jobs:
             if run.cancel_requested and execution is not None and not execution.cancelled:
                 execution.cancelled = True
                 self._kill(execution)
-        free = services.settings.max_concurrent_runs - len(self._running)
+        free = services.settings.max_concurrent_runs - len(self._claimed)
         if free <= 0:
             return
         queued = await asyncio.to_thread(services.repo.list_runs, statuses=("queued",))
         for run in list(reversed(queued))[:free]:  # oldest first
             if await asyncio.to_thread(services.repo.start_run, run.id):
+                self._claimed.add(run.id)
                 self._spawn(self._execute(run))
 
     async def close(self) -> None:
@@ -125,6 +127,12 @@ class Jobs:
     # ------------------------------------------------------------------ one run
 
     async def _execute(self, run: Run) -> None:
+        try:
+            await self._execute_claimed(run)
+        finally:
+            self._claimed.discard(run.id)
+
+    async def _execute_claimed(self, run: Run) -> None:
         path = run_ops.log_path(self.services, run.id)
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("ab") as log:

@@ -216,7 +216,15 @@ def list_runs(
 ) -> list[dict[str, Any]]:
     model_id = authorize(services, user, model, "view").id if model else None
     found = services.repo.list_runs(model_id=model_id, schedule_id=schedule_id, limit=5000)
-    visible = [r for r in found if may_see(services, user, r.owner_id, r.model_id)]
+    seen: dict[tuple[str, str | None], bool] = {}  # one check per creator and model
+
+    def visible_run(run: Run) -> bool:
+        key = (run.owner_id, run.model_id)
+        if key not in seen:
+            seen[key] = may_see(services, user, run.owner_id, run.model_id)
+        return seen[key]
+
+    visible = [r for r in found if visible_run(r)]
     return [run_view(services, r) for r in visible[: max(1, min(limit, 1000))]]
 
 
