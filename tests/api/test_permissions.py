@@ -83,6 +83,7 @@ ROUTE_NEEDS: dict[tuple[str, str], str] = {
     ("POST", "/api/v1/schedules"): "schedule",
     ("GET", "/api/v1/schedules"): AUTHENTICATED,
     ("GET", "/api/v1/schedules/{schedule_id}"): "view",
+    ("PUT", "/api/v1/schedules/{schedule_id}"): "schedule",
     ("POST", "/api/v1/schedules/{schedule_id}/pause"): "schedule",
     ("POST", "/api/v1/schedules/{schedule_id}/resume"): "schedule",
     ("DELETE", "/api/v1/schedules/{schedule_id}"): "schedule",
@@ -100,6 +101,13 @@ UPLOADS: dict[tuple[str, str], dict[str, object]] = {
     ("POST", "/api/v1/schedules"): {
         "command": ["python", "calc.py"],
         "every": "1h",
+        "model": "m",
+        "file": "calc.py",
+        "function": "add",
+    },
+    ("PUT", "/api/v1/schedules/{schedule_id}"): {
+        "command": ["python", "calc.py"],
+        "every": "2h",
         "model": "m",
         "file": "calc.py",
         "function": "add",

@@ -194,3 +194,34 @@ async def test_a_schedule_shows_when_it_runs_next_and_its_audit_trail(api: Api) 
     events = await api.http.get("/api/v1/models/m/audit", headers=api.auth("alice"))
     actions = [e["action"] for e in events.json()["events"]]
     assert {"schedule-create", "schedule-pause", "schedule-delete"} <= set(actions)
+
+
+async def test_replacing_a_schedule_keeps_its_id_and_pause_and_uploads_the_project_again(
+    api: Api,
+) -> None:
+    created = (await api.post("/api/v1/schedules", command=["python", "a.py"], every="1h")).json()
+    path = f"/api/v1/schedules/{created['id']}"
+    await api.http.post(f"{path}/pause", headers=api.auth("alice"))
+    replaced = await api.http.put(
+        path,
+        params={"command": ["python", "b.py"], "cron": "30 3 * * 1", "timezone": "UTC"},
+        content=_archive(),
+        headers={"Content-Type": "application/gzip", **api.auth("alice")},
+    )
+    assert replaced.status_code == 200, replaced.text
+    body = replaced.json()
+    assert (body["id"], body["paused"], body["command"]) == (
+        created["id"],
+        True,
+        ["python", "b.py"],
+    )
+    assert body["when"] == "cron '30 3 * * 1' (UTC)"
+    refused = await api.http.put(
+        path,
+        params={"command": ["x"], "every": "1h"},
+        content=_archive(),
+        headers={"Content-Type": "application/gzip", **api.auth("bob")},
+    )
+    assert refused.json()["error"]["code"] == "schedule_not_found"
+    events = await api.http.get("/api/v1/audit", headers=api.auth("admin"))
+    assert "schedule-update" in [e["action"] for e in events.json()["events"]]

@@ -236,6 +236,22 @@ def test_a_schedule_fires_by_itself_and_publishes_each_successful_run(
 
     run = wait_until(published, timeout=60)
     runs_server.cli("schedules", "pause", schedule_id, check=True)
+    updated = runs_server.cli(
+        "schedules",
+        "update",
+        schedule_id,
+        str(PROJECTS / "calc"),
+        "--cron",
+        "0 2 * * *",
+        "--timezone",
+        "Europe/Berlin",
+        "--",
+        "python",
+        "-c",
+        "print('nightly')",
+        check=True,
+    )
+    assert "cron '0 2 * * *' (Europe/Berlin); paused." in updated.stdout
 
     assert run["status"] == "succeeded"
     assert "retraining" in client.run_logs(str(run["id"]))["text"]
@@ -245,6 +261,7 @@ def test_a_schedule_fires_by_itself_and_publishes_each_successful_run(
     assert events[-1]["detail"]["schedule_id"] == schedule_id
     shown = client.schedule(schedule_id)
     assert shown["paused"] is True
+    assert shown["model"] is None  # the update left out --publish-model
     assert shown["last_run"] is not None
     listed = runs_server.cli("schedules", "list", check=True).stdout
     assert schedule_id in listed

@@ -227,27 +227,53 @@ def schedules() -> None:
     """Run a command on a schedule, optionally publishing each successful run."""
 
 
+def _schedule_options(function: Any) -> Any:
+    function = _publish_options(function)
+    for option in reversed(
+        [
+            click.option(
+                "--cron", help="Five-field cron expression, such as '0 2 * * *' (02:00 daily)."
+            ),
+            click.option(
+                "--timezone", help="IANA time zone the cron expression is read in (default UTC)."
+            ),
+            click.option("--every", help="Instead of --cron: an interval, such as 30m, 6h or 1d."),
+        ]
+    ):
+        function = option(function)
+    return function
+
+
+def _store_schedule(
+    conn: Connection,
+    schedule_id: str | None,
+    path: str,
+    command: tuple[str, ...],
+    **options: Any,
+) -> dict[str, Any]:
+    if (options["cron"] is None) == (options["every"] is None):
+        raise click.UsageError("Give exactly one of --cron or --every.")
+    if options["timezone"] and not options["cron"]:
+        raise click.UsageError("--timezone goes with --cron.")
+    _check_publish(options["model"], options["file"], options["function"])
+
+    def say(message: str) -> None:
+        click.echo(message, err=True)
+
+    if schedule_id is None:
+        return conn.client.create_schedule(path, list(command), on_progress=say, **options)
+    return conn.client.replace_schedule(
+        schedule_id, path, list(command), on_progress=say, **options
+    )
+
+
 @schedules.command("create")
 @click.argument("path", type=click.Path(file_okay=False))
-@click.option("--cron", help="Five-field cron expression, such as '0 2 * * *' (02:00 daily).")
-@click.option("--timezone", help="IANA time zone the cron expression is read in (default UTC).")
-@click.option("--every", help="Instead of --cron: an interval, such as 30m, 6h or 1d.")
-@_publish_options
+@_schedule_options
 @_COMMAND
 @pass_connection
 def schedules_create(
-    conn: Connection,
-    path: str,
-    cron: str | None,
-    timezone: str | None,
-    every: str | None,
-    model: str | None,
-    file_: str | None,
-    function: str | None,
-    exclude: tuple[str, ...],
-    timeout: float | None,
-    description: str,
-    command: tuple[str, ...],
+    conn: Connection, path: str, file_: str | None, command: tuple[str, ...], **options: Any
 ) -> None:
     """Run COMMAND in a fresh copy of the project at PATH (as it is now) on a schedule.
 
@@ -256,26 +282,32 @@ def schedules_create(
         --timezone Europe/Berlin --publish-model wine-quality --file predict.py \\
         --function predict -- python train.py
     """
-    if (cron is None) == (every is None):
-        raise click.UsageError("Give exactly one of --cron or --every.")
-    if timezone and not cron:
-        raise click.UsageError("--timezone goes with --cron.")
-    _check_publish(model, file_, function)
-    found = conn.client.create_schedule(
-        path,
-        list(command),
-        cron=cron,
-        every=every,
-        timezone=timezone,
-        model=model,
-        file=file_,
-        function=function,
-        exclude=exclude,
-        timeout=timeout,
-        description=description,
-        on_progress=lambda message: click.echo(message, err=True),
-    )
+    found = _store_schedule(conn, None, path, command, file=file_, **options)
     click.echo(f"Schedule {found['id']}: {found['when']}; next run at {found['next_run_at']}.")
+
+
+@schedules.command("update")
+@click.argument("schedule_id")
+@click.argument("path", type=click.Path(file_okay=False))
+@_schedule_options
+@_COMMAND
+@pass_connection
+def schedules_update(
+    conn: Connection,
+    schedule_id: str,
+    path: str,
+    file_: str | None,
+    command: tuple[str, ...],
+    **options: Any,
+) -> None:
+    """Replace SCHEDULE_ID's project (PATH, uploaded again), timing, target and COMMAND.
+
+    Takes the options of 'schedules create'; the schedule keeps its id, its runs and whether
+    it is paused.
+    """
+    found = _store_schedule(conn, schedule_id, path, command, file=file_, **options)
+    next_run = "paused" if found["paused"] else f"next run at {found['next_run_at']}"
+    click.echo(f"Schedule {found['id']}: {found['when']}; {next_run}.")
 
 
 @schedules.command("list")

@@ -33,9 +33,11 @@ class RunsMixin:
             say(f"Uploading to {self.url}")
             yield archive
 
-    def _upload(self, path: str, archive: BinaryIO, params: dict[str, Any]) -> Any:
+    def _upload(
+        self, path: str, archive: BinaryIO, params: dict[str, Any], method: str = "POST"
+    ) -> Any:
         return self._request(
-            "POST",
+            method,
             path,
             params={k: v for k, v in params.items() if v is not None},
             headers={"Content-Type": "application/gzip"},
@@ -157,6 +159,41 @@ class RunsMixin:
         }
         with self._packed(path, exclude, on_progress or (lambda _m: None)) as archive:
             return self._upload(urls.api_schedules(), archive, params)
+
+    def replace_schedule(
+        self,
+        schedule_id: str,
+        path: str | Path,
+        command: Sequence[str],
+        *,
+        cron: str | None = None,
+        every: str | None = None,
+        timezone: str | None = None,
+        model: str | None = None,
+        file: str | None = None,
+        function: str | None = None,
+        exclude: Sequence[str] = (),
+        timeout: float | None = None,
+        description: str = "",
+        on_progress: Callable[[str], None] | None = None,
+    ) -> dict[str, Any]:
+        """Replace a schedule's project (uploaded again), command, timing, target and timeout.
+
+        It keeps its id, its runs and whether it is paused; the next run counts from now.
+        """
+        params = {
+            "command": list(command),
+            "cron": cron,
+            "every": every,
+            "timezone": timezone,
+            "model": model,
+            "file": file,
+            "function": function,
+            "timeout_seconds": timeout,
+            "description": description,
+        }
+        with self._packed(path, exclude, on_progress or (lambda _m: None)) as archive:
+            return self._upload(urls.api_schedule(schedule_id), archive, params, method="PUT")
 
     def schedules(self) -> list[dict[str, Any]]:
         return self._request("GET", urls.api_schedules())["schedules"]

@@ -64,32 +64,48 @@ def create_schedule(
     function: str | None = None,
     timeout_seconds: float | None = None,
     description: str = "",
+    replaces: str | None = None,
 ) -> Schedule:
+    """Store the project and create the schedule; with ``replaces`` (a schedule id), replace
+    that schedule's project, command, timing, target and timeout instead, keeping its id, its
+    creator, its runs and whether it is paused."""
+    previous = get_schedule(services, user, replaces, "schedule") if replaces else None
     timing, target, file, function, timeout = check_schedule(
         services, user, command, cron, every, timezone, model, file, function, timeout_seconds
     )
     bundle, tree = run_ops.store_project(services, archive)
     shutil.rmtree(tree, ignore_errors=True)  # each run extracts its own copy of the bundle
     now = services.clock()
+    values: dict[str, Any] = {
+        "model_id": target.id if target else None,
+        "file": file,
+        "function": function,
+        "command": json.dumps(command),
+        "bundle_sha256": bundle.sha256,
+        "cron": timing.cron,
+        "interval_seconds": timing.interval_seconds,
+        "timezone": timing.timezone,
+        "timeout_seconds": timeout,
+        "description": description,
+        "next_run_at": next_run(timing, now, anchor=now),
+    }
     detail: dict[str, Any] = {"when": timing.describe()}
-    with audited(services, user, "schedule-create", model=target, detail=detail) as audit:
-        schedule = services.repo.create_schedule(
-            owner_id=user.id,
-            model_id=target.id if target else None,
-            file=file,
-            function=function,
-            command=json.dumps(command),
-            bundle_sha256=bundle.sha256,
-            cron=timing.cron,
-            interval_seconds=timing.interval_seconds,
-            timezone=timing.timezone,
-            timeout_seconds=timeout,
-            description=description,
-            next_run_at=next_run(timing, now, anchor=now),
-        )
+    action = "schedule-update" if previous else "schedule-create"
+    with audited(services, user, action, model=target, detail=detail) as audit:
+        if previous is None:
+            schedule = services.repo.create_schedule(owner_id=user.id, **values)
+        else:
+            schedule = services.repo.update_schedule(previous.id, **values)
         audit.detail["schedule_id"] = schedule.id
+    if previous is not None and not services.repo.bundle_in_use(previous.bundle_sha256):
+        services.store.path(previous.bundle_sha256).unlink(missing_ok=True)
     services.wake_jobs()
     return schedule
+
+
+def check_update(services: Services, user: User, schedule_id: str) -> None:
+    """May ``user`` replace this schedule? Checked before the new project is uploaded."""
+    get_schedule(services, user, schedule_id, "schedule")
 
 
 def get_schedule(services: Services, user: User, schedule_id: str, action: str) -> Schedule:
