@@ -225,3 +225,25 @@ async def test_replacing_a_schedule_keeps_its_id_and_pause_and_uploads_the_proje
     assert refused.json()["error"]["code"] == "schedule_not_found"
     events = await api.http.get("/api/v1/audit", headers=api.auth("admin"))
     assert "schedule-update" in [e["action"] for e in events.json()["events"]]
+
+
+async def test_a_viewer_may_see_a_run_on_the_model_but_a_cancel_is_refused_and_audited(
+    api: Api,
+) -> None:
+    put = await api.http.put(
+        "/api/v1/models/m/collaborators/bob", json={"role": "viewer"}, headers=api.auth("alice")
+    )
+    assert put.status_code == 200, put.text
+    run = (
+        await api.post(
+            "/api/v1/runs", command=["python"], model="m", file="calc.py", function="add"
+        )
+    ).json()
+    shown = await api.http.get(f"/api/v1/runs/{run['id']}", headers=api.auth("bob"))
+    assert shown.status_code == 200
+    refused = await api.http.post(f"/api/v1/runs/{run['id']}/cancel", headers=api.auth("bob"))
+    assert "run needs editor" in _error(refused, 403)
+    events = await api.http.get("/api/v1/models/m/audit", headers=api.auth("alice"))
+    (denied,) = [e for e in events.json()["events"] if e["action"] == "run-cancel"]
+    assert (denied["actor"], denied["outcome"]) == ("bob", "denied")
+    assert denied["detail"]["run_id"] == run["id"]

@@ -18,7 +18,7 @@ from modelhost.builder.bundles import StoredBundle, collect_files, extract_archi
 from modelhost.db.repo import Model, Run, User, Version
 from modelhost.operations import Services, iso
 from modelhost.operations.access import authorize
-from modelhost.operations.audit import audited
+from modelhost.operations.audit import audited, record
 from modelhost.operations.publish import publish, validate_entry_point
 from modelhost.permissions import can_see, ensure_permission, role_of
 
@@ -177,19 +177,34 @@ def create_run(
     return run
 
 
-def get_run(services: Services, user: User, run_id: str, action: str) -> Run:
+def get_run(
+    services: Services, user: User, run_id: str, action: str, *, audit_as: str | None = None
+) -> Run:
     """The run, if ``user`` may do ``action`` on it; 404 for runs they may not see."""
     run = services.repo.get_run(run_id)
-    if run is None or not may(services, user, run.owner_id, run.model_id, action):
+    detail = {"run_id": run_id}
+    if run is None or not may(
+        services, user, run.owner_id, run.model_id, action, audit_as=audit_as, detail=detail
+    ):
         raise errors.RunNotFound(
             f"There is no run '{run_id}'. 'modelhost runs list' shows the runs you may see."
         )
     return run
 
 
-def may(services: Services, user: User, owner_id: str, model_id: str | None, action: str) -> bool:
+def may(
+    services: Services,
+    user: User,
+    owner_id: str,
+    model_id: str | None,
+    action: str,
+    *,
+    audit_as: str | None = None,
+    detail: dict[str, Any] | None = None,
+) -> bool:
     """Whether ``user`` sees a run or schedule; raises Forbidden if they see it but may not
-    do ``action``. Admins and the creator may do everything; on a model, the role decides."""
+    do ``action`` (recorded under ``audit_as`` when given, like a refused model action).
+    Admins and the creator may do everything; on a model, the role decides."""
     if user.is_admin or owner_id == user.id:
         return True
     model = services.repo.find_model(model_id) if model_id else None
@@ -198,7 +213,13 @@ def may(services: Services, user: User, owner_id: str, model_id: str | None, act
     role = role_of(user, model, services.repo.collaborators(model.id))
     if not can_see(user, model, role):
         return False
-    ensure_permission(user, action, model, role)
+    try:
+        ensure_permission(user, action, model, role)
+    except errors.Forbidden as exc:
+        if audit_as:
+            denied = {**(detail or {}), "error": exc.message, "needs": action}
+            record(services, user, audit_as, model=model, outcome="denied", detail=denied)
+        raise
     return True
 
 
@@ -230,7 +251,7 @@ def list_runs(
 
 def cancel_run(services: Services, user: User, run_id: str) -> Run:
     """Cancel a queued run at once, or ask the run loop to kill a running one."""
-    run = get_run(services, user, run_id, "run")
+    run = get_run(services, user, run_id, "run", audit_as="run-cancel")
     model = services.repo.find_model(run.model_id) if run.model_id else None
     with audited(services, user, "run-cancel", model=model, detail={"run_id": run.id}):
         if not (

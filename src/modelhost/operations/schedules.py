@@ -69,7 +69,11 @@ def create_schedule(
     """Store the project and create the schedule; with ``replaces`` (a schedule id), replace
     that schedule's project, command, timing, target and timeout instead, keeping its id, its
     creator, its runs and whether it is paused."""
-    previous = get_schedule(services, user, replaces, "schedule") if replaces else None
+    previous = (
+        get_schedule(services, user, replaces, "schedule", audit_as="schedule-update")
+        if replaces
+        else None
+    )
     timing, target, file, function, timeout = check_schedule(
         services, user, command, cron, every, timezone, model, file, function, timeout_seconds
     )
@@ -105,13 +109,27 @@ def create_schedule(
 
 def check_update(services: Services, user: User, schedule_id: str) -> None:
     """May ``user`` replace this schedule? Checked before the new project is uploaded."""
-    get_schedule(services, user, schedule_id, "schedule")
+    get_schedule(services, user, schedule_id, "schedule", audit_as="schedule-update")
 
 
-def get_schedule(services: Services, user: User, schedule_id: str, action: str) -> Schedule:
+def get_schedule(
+    services: Services,
+    user: User,
+    schedule_id: str,
+    action: str,
+    *,
+    audit_as: str | None = None,
+) -> Schedule:
     schedule = services.repo.get_schedule(schedule_id)
+    detail = {"schedule_id": schedule_id}
     if schedule is None or not run_ops.may(
-        services, user, schedule.owner_id, schedule.model_id, action
+        services,
+        user,
+        schedule.owner_id,
+        schedule.model_id,
+        action,
+        audit_as=audit_as,
+        detail=detail,
     ):
         raise errors.ScheduleNotFound(
             f"There is no schedule '{schedule_id}'. 'modelhost schedules list' shows them."
@@ -128,7 +146,7 @@ def list_schedules(services: Services, user: User) -> list[dict[str, Any]]:
 
 
 def _change(services: Services, user: User, schedule_id: str, action: str) -> Schedule:
-    schedule = get_schedule(services, user, schedule_id, "schedule")
+    schedule = get_schedule(services, user, schedule_id, "schedule", audit_as=action)
     model = services.repo.find_model(schedule.model_id) if schedule.model_id else None
     detail = {"schedule_id": schedule.id}
     with audited(services, user, action, model=model, detail=detail):
