@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 
 from modelhost.api.deps import ServicesDep, UserDep
-from modelhost.api.uploads import received_archive
+from modelhost.api.uploads import check_archive_type, received_archive
 from modelhost.operations import runs as ops
 
 router = APIRouter(prefix="/runs", tags=["runs"])
@@ -41,6 +41,7 @@ async def create_run(
     description: Annotated[str, Query()] = "",
 ) -> dict[str, Any]:
     # Checked before the upload is read, so a mistake costs no upload.
+    check_archive_type(request)
     await asyncio.to_thread(
         ops.check_run, services, user, command, model, file, function, timeout_seconds
     )

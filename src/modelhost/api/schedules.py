@@ -11,7 +11,7 @@ from fastapi import APIRouter, Query, Request
 
 from modelhost.api.deps import ServicesDep, UserDep
 from modelhost.api.runs import Command
-from modelhost.api.uploads import received_archive
+from modelhost.api.uploads import check_archive_type, received_archive
 from modelhost.operations import schedules as ops
 
 router = APIRouter(prefix="/schedules", tags=["schedules"])
@@ -40,6 +40,7 @@ async def _store(
     replaces: str | None = None,
 ) -> dict[str, Any]:
     # Checked before the upload is read, so a mistake costs no upload.
+    check_archive_type(request)
     if replaces is not None:
         await asyncio.to_thread(ops.check_update, services, user, replaces)
     await asyncio.to_thread(

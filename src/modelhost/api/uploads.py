@@ -20,16 +20,24 @@ ARCHIVE_TYPES = {
 }
 
 
-@asynccontextmanager
-async def received_archive(request: Request, services: Services) -> AsyncIterator[Any]:
-    """The uploaded ``.tar.gz``, spooled to a temporary file and rewound; closed afterwards."""
+def check_archive_type(request: Request) -> None:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type not in ARCHIVE_TYPES:
         raise errors.UnsupportedMediaType(
             "Send the project as a .tar.gz archive with 'Content-Type: application/gzip'; "
             "the modelhost CLI and client pack it for you."
         )
-    # Compressed: allow some room, so extraction, which counts real sizes, names big files.
+
+
+@asynccontextmanager
+async def received_archive(request: Request, services: Services) -> AsyncIterator[Any]:
+    """The uploaded ``.tar.gz``, spooled to a temporary file and rewound; closed afterwards.
+
+    Publish, runs and schedules all receive their project through here.
+    """
+    check_archive_type(request)
+    # The archive is compressed: allow it some room, so that extraction, which counts the
+    # real sizes, can name the largest files when the project is too big.
     limit = int(services.settings.max_bundle_bytes * 1.1) + (64 << 20)
     with tempfile.SpooledTemporaryFile(max_size=8 << 20) as upload:
         received = 0
