@@ -307,3 +307,35 @@ def test_a_restart_fails_the_interrupted_run_kills_its_processes_and_fires_misse
         fired = wait_until(lambda: client.runs(schedule=schedule["id"]), timeout=10)
         assert len(fired) == 1
         assert client.schedule(schedule["id"])["next_run_at"] > "2026"
+
+
+@pytest.mark.postgres
+def test_runs_and_schedules_publish_on_postgresql_too(tmp_path: Path, postgres_url: str) -> None:
+    env = {**RUN_ENV, "MODELHOST_DATABASE_URL": postgres_url}
+    with running_server(tmp_path / "home", env) as server:
+        _calc_model(server, "on-postgres")
+        client = server.client()
+        started = client.start_run(
+            PROJECTS / "calc",
+            ["python", "-c", "print('trained')"],
+            model="on-postgres",
+            file="calc.py",
+            function="add",
+        )
+        run = client.follow_run(started["id"])
+        assert (run["status"], run["published_version"]) == ("succeeded", 2)
+        assert client.wait_for_version("on-postgres", 2)["status"] == "running"
+        schedule = client.create_schedule(
+            PROJECTS / "calc",
+            ["python", "-c", "pass"],
+            every="1s",
+            model="on-postgres",
+            file="calc.py",
+            function="add",
+        )
+        fired = wait_until(
+            lambda: [r for r in client.runs(schedule=schedule["id"]) if r["published_version"]],
+            timeout=60,
+        )
+        client.pause_schedule(schedule["id"])
+        assert fired[0]["published_version"] >= 3
