@@ -54,6 +54,7 @@ class Jobs:
         self._running: dict[str, _Execution] = {}  # run id -> its process, once started
         self._claimed: set[str] = set()  # runs this server took, from claim to outcome
         self._tasks: set[asyncio.Task[None]] = set()
+        self._recovered = False
 
     # ------------------------------------------------------------------ driving
 
@@ -67,10 +68,6 @@ class Jobs:
 
     async def run_forever(self) -> None:
         self._loop = asyncio.get_running_loop()
-        try:
-            await asyncio.to_thread(self.recover)
-        except Exception:
-            logger.exception("could not mark interrupted runs; trying again on the next start")
         while True:
             try:
                 await self.tick()
@@ -97,6 +94,9 @@ class Jobs:
 
     async def tick(self) -> None:
         services = self.services
+        if not self._recovered:  # first, before any run of this server is "running"
+            await asyncio.to_thread(self.recover)
+            self._recovered = True
         await asyncio.to_thread(fire_due, services, services.clock())
         running = await asyncio.to_thread(services.repo.list_runs, statuses=("running",))
         for run in running:
