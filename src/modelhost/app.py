@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import datetime as dt
 import logging
-from collections.abc import AsyncIterator, MutableMapping
+from collections.abc import AsyncIterator, Callable, MutableMapping
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
@@ -21,6 +23,8 @@ from modelhost.api import environments as environments_api
 from modelhost.api import errors as api_errors
 from modelhost.api import lifecycle as lifecycle_api
 from modelhost.api import models as models_api
+from modelhost.api import runs as runs_api
+from modelhost.api import schedules as schedules_api
 from modelhost.api import system as system_api
 from modelhost.api.responses import JSONResponse
 from modelhost.backends.base import Backend
@@ -30,6 +34,7 @@ from modelhost.crypto import ServerKey
 from modelhost.db.engine import make_engine, migrate
 from modelhost.db.repo import Repo
 from modelhost.gateway.app import Gateway, Receive, Scope, Send, new_request_id
+from modelhost.jobs.runner import Jobs
 from modelhost.operations import Services
 from modelhost.operations.audit import RequestInfo, current_request
 from modelhost.reconciler import Reconciler
@@ -51,6 +56,8 @@ ROUTERS: list[tuple[str, APIRouter]] = [
     (urls.API, access_api.router),
     (urls.API, access_api.public_router),
     (urls.API, environments_api.router),
+    (urls.API, runs_api.router),
+    (urls.API, schedules_api.router),
 ]
 
 #: The web UI's routers (under /ui, with a session cookie instead of an API key); the UI's
@@ -61,9 +68,10 @@ UI_ROUTERS: list[APIRouter] = [ui_pages.router, ui_actions.router, ui_wizard.rou
 class ModelhostApp:
     """The whole product as one ASGI app; ``services`` is what it was wired with."""
 
-    def __init__(self, services: Services, api: FastAPI) -> None:
+    def __init__(self, services: Services, api: FastAPI, jobs: Jobs) -> None:
         self.services = services
         self.api = api
+        self.jobs = jobs
         self.gateway = services.gateway
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -93,20 +101,26 @@ class ModelhostApp:
             current_request.reset(token)
 
 
-def create_api(services: Services) -> FastAPI:
+def create_api(services: Services, jobs: Jobs) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         try:  # start instances before serving; a failure here is retried by the loop
             await services.reconciler.reconcile_once()
         except Exception:
             logger.exception("first reconcile failed; the reconciler keeps trying")
-        task = asyncio.get_running_loop().create_task(services.reconciler.run_forever())
+        loop = asyncio.get_running_loop()
+        tasks = [
+            loop.create_task(services.reconciler.run_forever()),
+            loop.create_task(jobs.run_forever()),
+        ]
         try:
             yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await jobs.close()
             await services.reconciler.close()
 
     api = FastAPI(
@@ -136,8 +150,16 @@ def create_api(services: Services) -> FastAPI:
     return api
 
 
-def create_app(settings: Settings, *, backend: Backend | None = None) -> ModelhostApp:
-    """Wire modelhost for ``settings``; the database schema is brought up to date first."""
+def create_app(
+    settings: Settings,
+    *,
+    backend: Backend | None = None,
+    clock: Callable[[], dt.datetime] | None = None,
+) -> ModelhostApp:
+    """Wire modelhost for ``settings``; the database schema is brought up to date first.
+
+    ``clock`` (aware UTC datetimes) is what the scheduler takes for "now"; tests pass a fake.
+    """
     home = settings.home_path
     home.mkdir(parents=True, exist_ok=True)
     engine = make_engine(settings.database_url)
@@ -151,4 +173,8 @@ def create_app(settings: Settings, *, backend: Backend | None = None) -> Modelho
         settings=settings, repo=repo, backend=runner, gateway=gateway, store=store, key=key
     )
     services = Services(settings, repo, store, runner, gateway, reconciler, key)
-    return ModelhostApp(services, create_api(services))
+    if clock is not None:
+        services = dataclasses.replace(services, clock=clock)
+    jobs = Jobs(services)
+    services = dataclasses.replace(services, wake_jobs=jobs.wake)
+    return ModelhostApp(services, create_api(services, jobs), jobs)

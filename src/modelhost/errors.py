@@ -15,7 +15,9 @@ The tree::
     │   ├── ModelNotFound           404 model_not_found
     │   ├── VersionNotFound         404 version_not_found
     │   ├── RouteNotFound           404 route_not_found
-    │   └── EnvironmentNotFound     404 environment_not_found
+    │   ├── EnvironmentNotFound     404 environment_not_found
+    │   ├── RunNotFound             404 run_not_found
+    │   └── ScheduleNotFound        404 schedule_not_found
     ├── MethodNotAllowed            405 method_not_allowed
     ├── Conflict                    409 conflict
     ├── TooManyRequests             429 too_many_requests
@@ -112,6 +114,14 @@ class RouteNotFound(NotFound):
 
 class EnvironmentNotFound(NotFound):
     code = "environment_not_found"
+
+
+class RunNotFound(NotFound):
+    code = "run_not_found"
+
+
+class ScheduleNotFound(NotFound):
+    code = "schedule_not_found"
 
 
 class MethodNotAllowed(ModelhostError):

@@ -19,6 +19,8 @@ PERMISSIONS: dict[str, str] = {
     "view-logs": "viewer",
     "view-audit": "viewer",
     "publish": "editor",
+    "run": "editor",  # start and cancel runs that publish to the model
+    "schedule": "editor",  # create, pause, resume and delete schedules that publish to it
     "deploy": "editor",  # deploy, rollback, promote, labels, stop, start, restart
     "manage-settings": "editor",  # routing, instances, timeout, description, request logging
     "manage-env": "editor",

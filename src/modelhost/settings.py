@@ -235,6 +235,37 @@ SETTINGS: tuple[Setting, ...] = (
         "How often the reconciler compares desired and actual state.",
     ),
     Setting(
+        "scheduler_interval_seconds",
+        _positive_float,
+        1.0,
+        "How often the scheduler looks for due schedules, starts queued runs and checks "
+        "running ones for a cancel.",
+    ),
+    Setting(
+        "schedule_min_interval_seconds",
+        _positive_int,
+        60,
+        "Shortest interval a schedule may have (every N seconds, minutes or hours).",
+    ),
+    Setting(
+        "run_timeout_seconds",
+        _positive_float,
+        3600.0,
+        "Default time a run may take before its processes are killed and it fails.",
+    ),
+    Setting(
+        "max_run_timeout_seconds",
+        _positive_float,
+        86400.0,
+        "Largest timeout a run or schedule may ask for.",
+    ),
+    Setting(
+        "max_concurrent_runs",
+        _positive_int,
+        2,
+        "Runs that execute at once; further runs wait, queued, in the order they were made.",
+    ),
+    Setting(
         "python",
         str,
         None,
@@ -399,6 +430,7 @@ OTHER_VARIABLES = (
     "MODEL_NAME",
     "MODEL_VERSION",
     "INSTANCE_NONCE",
+    "RUN_ID",
 )
 
 

@@ -70,3 +70,21 @@ def api_env(model: str, name: str | None = None) -> str:
 def api_environments(name: str | None = None) -> str:
     base = f"{API}/environments"
     return base if name is None else f"{base}/{quote(name, safe='')}"
+
+
+def api_runs() -> str:
+    return f"{API}/runs"
+
+
+def api_run(run_id: str, action: str | None = None) -> str:
+    base = f"{API}/runs/{quote(run_id, safe='')}"
+    return base if action is None else f"{base}/{action}"
+
+
+def api_schedules() -> str:
+    return f"{API}/schedules"
+
+
+def api_schedule(schedule_id: str, action: str | None = None) -> str:
+    base = f"{API}/schedules/{quote(schedule_id, safe='')}"
+    return base if action is None else f"{base}/{action}"

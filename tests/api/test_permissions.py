@@ -80,6 +80,44 @@ ROUTE_NEEDS: dict[tuple[str, str], str] = {
     ("POST", "/api/v1/environments"): "create-environment",
     ("GET", "/api/v1/environments/{name}"): "view-environments",
     ("POST", "/api/v1/environments/prune"): "prune-environments",
+    # The run and the schedule the cases act on publish to the model, which decides.
+    ("POST", "/api/v1/runs"): "run",
+    ("GET", "/api/v1/runs"): AUTHENTICATED,
+    ("GET", "/api/v1/runs/{run_id}"): "view",
+    ("GET", "/api/v1/runs/{run_id}/logs"): "view-logs",
+    ("POST", "/api/v1/runs/{run_id}/cancel"): "run",
+    ("POST", "/api/v1/schedules"): "schedule",
+    ("GET", "/api/v1/schedules"): AUTHENTICATED,
+    ("GET", "/api/v1/schedules/{schedule_id}"): "view",
+    ("PUT", "/api/v1/schedules/{schedule_id}"): "schedule",
+    ("POST", "/api/v1/schedules/{schedule_id}/pause"): "schedule",
+    ("POST", "/api/v1/schedules/{schedule_id}/resume"): "schedule",
+    ("DELETE", "/api/v1/schedules/{schedule_id}"): "schedule",
+}
+
+#: Routes whose body is the project archive, with their query parameters.
+UPLOADS: dict[tuple[str, str], dict[str, object]] = {
+    ("POST", "/api/v1/models/{model}/versions"): {"file": "calc.py", "function": "add"},
+    ("POST", "/api/v1/runs"): {
+        "command": ["python", "calc.py"],
+        "model": "m",
+        "file": "calc.py",
+        "function": "add",
+    },
+    ("POST", "/api/v1/schedules"): {
+        "command": ["python", "calc.py"],
+        "every": "1h",
+        "model": "m",
+        "file": "calc.py",
+        "function": "add",
+    },
+    ("PUT", "/api/v1/schedules/{schedule_id}"): {
+        "command": ["python", "calc.py"],
+        "every": "2h",
+        "model": "m",
+        "file": "calc.py",
+        "function": "add",
+    },
 }
 
 #: Server-level needs of the named-environment actions (permissions.ENVIRONMENT_PERMISSIONS).
@@ -167,11 +205,20 @@ async def _prepare(home: Path) -> State:
         ]:
             assert (await http.put(path, json=body)).status_code == 200
         token = (await http.post("/api/v1/models/m/tokens", json={"name": "t"})).json()["id"]
+        ids = {"token_id": token}
+        for name, path in (("run_id", "/api/v1/runs"), ("schedule_id", "/api/v1/schedules")):
+            created = await http.post(
+                path,
+                params=UPLOADS[("POST", path)],  # type: ignore[arg-type]
+                content=_archive(),
+                headers={"Content-Type": "application/gzip"},
+            )
+            assert created.status_code == 201, created.text
+            ids[name] = created.json()["id"]  # the run stays queued: no run loop here
     # Named environments are server-wide: created by an admin, so only admins may revise it.
     admin = services.repo.find_user("admin")
     assert admin is not None
     environment_ops.create(services, admin, name="shared", requirements="")
-    ids = {"token_id": token}
     for user in services.repo.list_users():  # each actor revokes a key of their own
         ids[f"key_id:{user.username}"] = services.repo.list_api_keys(user.id)[0].id
     await services.reconciler.close()
@@ -213,6 +260,8 @@ def _concrete(path: str, state: State, actor: str) -> str:
         "name": "VAR",
         "username": "target",
         "token_id": state.ids["token_id"],
+        "run_id": state.ids["run_id"],
+        "schedule_id": state.ids["schedule_id"],
         "key_id": state.ids.get(f"key_id:{actor}", "no-such-key"),
     }
     if path == "/api/v1/environments/{name}":
@@ -245,11 +294,11 @@ def test_the_route_answers_each_actor_as_the_permission_table_says(
         kwargs: dict[str, object] = {"headers": headers}
         if route in BODIES:
             kwargs["json"] = BODIES[route]
-        if route == ("POST", "/api/v1/models/{model}/versions"):
+        if route in UPLOADS:
             kwargs = {
                 "headers": {**headers, "Content-Type": "application/gzip"},
                 "content": _archive(),
-                "params": {"file": "calc.py", "function": "add"},
+                "params": UPLOADS[route],
             }
         if route == ("DELETE", "/api/v1/models/{model}"):
             kwargs["params"] = {"confirm": "m"}
@@ -271,4 +320,6 @@ def test_the_route_answers_each_actor_as_the_permission_table_says(
             "unauthenticated",
             "forbidden",
             "model_not_found",
+            "run_not_found",
+            "schedule_not_found",
         }

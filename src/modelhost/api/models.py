@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import tempfile
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
@@ -11,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from modelhost import errors
 from modelhost.api.deps import ServicesDep, UserDep
+from modelhost.api.uploads import check_archive_type, received_archive
 from modelhost.db.repo import Model, Version
 from modelhost.operations import lifecycle
 from modelhost.operations import metrics as metrics_ops
@@ -20,13 +20,6 @@ from modelhost.operations.access import authorize, visible_models
 from modelhost.operations.audit import audited
 
 router = APIRouter(prefix="/models", tags=["models"])
-
-_ARCHIVE_TYPES = {
-    "application/gzip",
-    "application/x-gzip",
-    "application/x-tar",
-    "application/octet-stream",
-}
 
 
 class ModelCreate(BaseModel):
@@ -133,12 +126,7 @@ async def publish_version(
     source: Annotated[str | None, Query(description="Where the project came from")] = None,
     git_commit: Annotated[str | None, Query(description="The commit it was at")] = None,
 ) -> dict[str, Any]:
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if content_type not in _ARCHIVE_TYPES:
-        raise errors.UnsupportedMediaType(
-            "Send the project as a .tar.gz archive with 'Content-Type: application/gzip'; "
-            "the modelhost CLI and client pack it for you."
-        )
+    check_archive_type(request)
     existing = services.repo.find_model(model)
     if existing is None:
         publishing.validate_model_name(model)
@@ -148,22 +136,7 @@ async def publish_version(
     publishing.validate_concurrency(concurrency)
     publishing.validate_environment(environment)
     publishing.validate_source(source, git_commit)
-    # The archive is compressed: allow it some room, so that extraction, which counts the
-    # real sizes, can name the largest files when the project is too big.
-    limit = int(services.settings.max_bundle_bytes * 1.1) + (64 << 20)
-    with tempfile.SpooledTemporaryFile(max_size=8 << 20) as upload:
-        received = 0
-        async for chunk in request.stream():
-            received += len(chunk)
-            if received > limit:
-                raise errors.BundleTooLarge(
-                    f"The upload is over the limit of {limit} bytes (setting max_bundle_bytes); "
-                    "leave large files out with .modelignore or --exclude."
-                )
-            upload.write(chunk)
-        if not received:
-            raise errors.InvalidBundle("The request body is empty; send the project archive.")
-        upload.seek(0)
+    async with received_archive(request, services) as upload:
 
         def publish_audited() -> tuple[Model, Version]:
             with audited(
@@ -180,7 +153,7 @@ async def publish_version(
                 published = publishing.publish(
                     services,
                     name=model,
-                    archive=upload,  # type: ignore[arg-type]
+                    archive=upload,
                     file=file,
                     function=function,
                     description=description,

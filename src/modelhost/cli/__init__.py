@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from modelhost import __version__
-from modelhost.cli import access, commands, envs, lifecycle, serve
+from modelhost.cli import access, commands, envs, lifecycle, runs, serve
 from modelhost.errors import BuildFailed, ModelhostError
 
 
@@ -44,7 +44,13 @@ def cli(ctx: click.Context, url: str | None, api_key: str | None, debug: bool) -
 
 
 cli.add_command(serve.serve)
-for command in [*commands.COMMANDS, *lifecycle.COMMANDS, *access.COMMANDS, *envs.COMMANDS]:
+for command in [
+    *commands.COMMANDS,
+    *lifecycle.COMMANDS,
+    *access.COMMANDS,
+    *envs.COMMANDS,
+    *runs.COMMANDS,
+]:
     cli.add_command(command)
 
 

@@ -14,6 +14,7 @@ import orjson
 from modelhost import errors, urls
 from modelhost.builder.bundles import collect_files, human_size, pack_project
 from modelhost.client import _config, _git
+from modelhost.client._runs import RunsMixin
 
 _UNSET: Any = object()
 
@@ -50,7 +51,7 @@ def parse_target(target: str, file: str | None, function: str | None) -> tuple[P
     return root, file, function
 
 
-class Client:
+class Client(RunsMixin):
     """Talks to a modelhost server.
 
     >>> client = Client("http://127.0.0.1:8000", api_key="mh_...")  # doctest: +SKIP

@@ -16,6 +16,7 @@ from modelhost.db import tables as t
 from modelhost.db.access import AccessRepo, ApiKey, AuditEvent, Token, User
 from modelhost.db.base import _row, new_id, utcnow
 from modelhost.db.environments import EnvironmentRepo, NamedEnvironment
+from modelhost.db.runs import Run, RunsRepo, Schedule
 
 __all__ = [
     "ApiKey",
@@ -25,6 +26,8 @@ __all__ = [
     "Model",
     "NamedEnvironment",
     "Repo",
+    "Run",
+    "Schedule",
     "Token",
     "User",
     "Version",
@@ -117,11 +120,12 @@ class EnvVar:
     updated_at: dt.datetime
 
 
-class Repo(AccessRepo, EnvironmentRepo):
+class Repo(RunsRepo, AccessRepo, EnvironmentRepo):
     """All reads and writes, over one SQLAlchemy engine (see :class:`Store` for transactions).
 
     Users, keys, tokens, collaborators and audit events are in :mod:`modelhost.db.access`;
-    named environments in :mod:`modelhost.db.environments`.
+    named environments in :mod:`modelhost.db.environments`; runs and schedules in
+    :mod:`modelhost.db.runs`.
     """
 
     # ------------------------------------------------------------------ models
@@ -292,7 +296,7 @@ class Repo(AccessRepo, EnvironmentRepo):
             conn.execute(_next_generation(model_id))
 
     def delete_model(self, model_id: str) -> list[str]:
-        """Delete a model and its versions, labels and variables; returns the version ids."""
+        """Delete a model, its versions, labels, variables, schedules; returns the version ids."""
         with self._begin() as conn:
             version_ids = list(
                 conn.execute(
@@ -300,7 +304,14 @@ class Repo(AccessRepo, EnvironmentRepo):
                 ).scalars()
             )
             # Audit events stay: they keep the model's id and name but have no foreign key.
-            for table in (t.env_vars, t.labels, t.model_tokens, t.collaborators, t.versions):
+            for table in (
+                t.env_vars,
+                t.labels,
+                t.model_tokens,
+                t.collaborators,
+                t.schedules,
+                t.versions,
+            ):
                 conn.execute(delete(table).where(table.c.model_id == model_id))
             conn.execute(delete(t.models).where(t.models.c.id == model_id))
         return version_ids
@@ -308,7 +319,7 @@ class Repo(AccessRepo, EnvironmentRepo):
     def bundle_in_use(self, sha256: str) -> bool:
         query = select(func.count()).where(t.versions.c.bundle_sha256 == sha256)
         with self._connect() as conn:
-            return bool(conn.execute(query).scalar_one())
+            return bool(conn.execute(query).scalar_one()) or self.bundle_needed_by_jobs(sha256)
 
     # ------------------------------------------------------------------ labels
 

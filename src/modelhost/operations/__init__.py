@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from modelhost.backends.base import Backend
 from modelhost.builder.bundles import BundleStore
 from modelhost.crypto import ServerKey
-from modelhost.db.repo import Repo
+from modelhost.db.repo import Repo, utcnow
 from modelhost.gateway.app import Gateway
 from modelhost.reconciler import Reconciler
 from modelhost.settings import Settings
@@ -28,6 +28,10 @@ class Services:
     gateway: Gateway
     reconciler: Reconciler
     key: ServerKey
+    #: What "now" is for schedules; tests pass a fake clock.
+    clock: Callable[[], dt.datetime] = utcnow
+    #: Asks the run and schedule loop (:mod:`modelhost.jobs.runner`) for a tick now.
+    wake_jobs: Callable[[], None] = field(default=lambda: None)
 
     @property
     def wake(self) -> Callable[[], None]:

@@ -1,0 +1,55 @@
+"""Receiving a project archive in a request body, with the size limit and clear errors."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import Request
+
+from modelhost import errors
+from modelhost.operations import Services
+
+ARCHIVE_TYPES = {
+    "application/gzip",
+    "application/x-gzip",
+    "application/x-tar",
+    "application/octet-stream",
+}
+
+
+def check_archive_type(request: Request) -> None:
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type not in ARCHIVE_TYPES:
+        raise errors.UnsupportedMediaType(
+            "Send the project as a .tar.gz archive with 'Content-Type: application/gzip'; "
+            "the modelhost CLI and client pack it for you."
+        )
+
+
+@asynccontextmanager
+async def received_archive(request: Request, services: Services) -> AsyncIterator[Any]:
+    """The uploaded ``.tar.gz``, spooled to a temporary file and rewound; closed afterwards.
+
+    Publish, runs and schedules all receive their project through here.
+    """
+    check_archive_type(request)
+    # The archive is compressed: allow it some room, so that extraction, which counts the
+    # real sizes, can name the largest files when the project is too big.
+    limit = int(services.settings.max_bundle_bytes * 1.1) + (64 << 20)
+    with tempfile.SpooledTemporaryFile(max_size=8 << 20) as upload:
+        received = 0
+        async for chunk in request.stream():
+            received += len(chunk)
+            if received > limit:
+                raise errors.BundleTooLarge(
+                    f"The upload is over the limit of {limit} bytes (setting max_bundle_bytes); "
+                    "leave large files out with .modelignore or --exclude."
+                )
+            upload.write(chunk)
+        if not received:
+            raise errors.InvalidBundle("The request body is empty; send the project archive.")
+        upload.seek(0)
+        yield upload

@@ -1,0 +1,213 @@
+"""The client's runs and schedules methods (mixed into :class:`modelhost.client.Client`)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from modelhost import errors, urls
+from modelhost.builder.bundles import collect_files, human_size, pack_project
+
+FINISHED = ("succeeded", "failed", "cancelled", "skipped")
+
+
+class RunsMixin:
+    url: str
+
+    def _request(self, method: str, path: str, *, api_key: bool = True, **kwargs: Any) -> Any:
+        raise NotImplementedError  # provided by Client
+
+    @contextmanager
+    def _packed(
+        self, path: str | Path, exclude: Sequence[str], say: Callable[[str], None]
+    ) -> Iterator[BinaryIO]:
+        root = Path(path)
+        if not root.is_dir():
+            raise errors.BadRequest(f"The project directory '{root}' does not exist.")
+        files = collect_files(root, exclude)
+        say(f"Packing {len(files)} files ({human_size(sum(f.size for f in files))}) from {root}")
+        with pack_project(root, files) as archive:
+            say(f"Uploading to {self.url}")
+            yield archive
+
+    def _upload(
+        self, path: str, archive: BinaryIO, params: dict[str, Any], method: str = "POST"
+    ) -> Any:
+        return self._request(
+            method,
+            path,
+            params={k: v for k, v in params.items() if v is not None},
+            headers={"Content-Type": "application/gzip"},
+            content=iter(lambda: archive.read(1 << 20), b""),
+        )
+
+    # ------------------------------------------------------------------ runs
+
+    def start_run(
+        self,
+        path: str | Path,
+        command: Sequence[str],
+        *,
+        model: str | None = None,
+        file: str | None = None,
+        function: str | None = None,
+        exclude: Sequence[str] = (),
+        timeout: float | None = None,
+        description: str = "",
+        on_progress: Callable[[str], None] | None = None,
+    ) -> dict[str, Any]:
+        """Run ``command`` on the server in a fresh copy of the project at ``path``.
+
+        With ``model``, ``file`` and ``function``, a run that exits with status 0 publishes
+        its directory as the next version of ``model``. Returns the queued run at once;
+        :meth:`follow_run` waits for it.
+
+        >>> run = client.start_run("examples/wine_quality", ["python", "train.py"],
+        ...     model="wine-quality", file="predict.py", function="predict")  # doctest: +SKIP
+        """
+        params = {
+            "command": list(command),
+            "model": model,
+            "file": file,
+            "function": function,
+            "timeout_seconds": timeout,
+            "description": description,
+        }
+        with self._packed(path, exclude, on_progress or (lambda _m: None)) as archive:
+            return self._upload(urls.api_runs(), archive, params)
+
+    def runs(
+        self, *, model: str | None = None, schedule: str | None = None, limit: int = 50
+    ) -> list[dict[str, Any]]:
+        """The runs you may see, newest first."""
+        params = {"model": model, "schedule": schedule, "limit": limit}
+        params = {k: v for k, v in params.items() if v is not None}
+        return self._request("GET", urls.api_runs(), params=params)["runs"]
+
+    def run(self, run_id: str) -> dict[str, Any]:
+        """One run: its status, message, exit code, duration and published version."""
+        return self._request("GET", urls.api_run(run_id))
+
+    def run_logs(self, run_id: str, offset: int = 0) -> dict[str, Any]:
+        """The run's log from byte ``offset``: ``text``, next ``offset``, ``finished``."""
+        return self._request("GET", urls.api_run(run_id, "logs"), params={"offset": offset})
+
+    def follow_run(
+        self,
+        run_id: str,
+        *,
+        on_output: Callable[[str], None] | None = None,
+        poll: float = 0.5,
+    ) -> dict[str, Any]:
+        """Wait for a run to finish, passing its log text to ``on_output`` as it grows."""
+        offset = 0
+        while True:
+            chunk = self.run_logs(run_id, offset)
+            if chunk["text"] and on_output is not None:
+                on_output(chunk["text"])
+            offset = chunk["offset"]
+            if chunk["finished"] and not chunk["text"]:
+                return self.run(run_id)
+            if not chunk["text"]:
+                time.sleep(poll)
+
+    def cancel_run(self, run_id: str) -> dict[str, Any]:
+        """Cancel a queued run, or kill a running one (its whole process group)."""
+        return self._request("POST", urls.api_run(run_id, "cancel"))
+
+    # ------------------------------------------------------------------ schedules
+
+    def create_schedule(
+        self,
+        path: str | Path,
+        command: Sequence[str],
+        *,
+        cron: str | None = None,
+        every: str | None = None,
+        timezone: str | None = None,
+        model: str | None = None,
+        file: str | None = None,
+        function: str | None = None,
+        exclude: Sequence[str] = (),
+        timeout: float | None = None,
+        description: str = "",
+        on_progress: Callable[[str], None] | None = None,
+    ) -> dict[str, Any]:
+        """Run ``command`` on a schedule in a fresh copy of the project as it is now.
+
+        ``cron`` is five fields read in ``timezone`` (default UTC), or ``every`` an interval
+        such as ``"6h"``. With ``model``, ``file`` and ``function`` each successful run
+        publishes the next version.
+
+        >>> client.create_schedule("examples/wine_quality", ["python", "train.py"],
+        ...     cron="0 2 * * *", timezone="Europe/Berlin", model="wine-quality",
+        ...     file="predict.py", function="predict")  # doctest: +SKIP
+        """
+        params = {
+            "command": list(command),
+            "cron": cron,
+            "every": every,
+            "timezone": timezone,
+            "model": model,
+            "file": file,
+            "function": function,
+            "timeout_seconds": timeout,
+            "description": description,
+        }
+        with self._packed(path, exclude, on_progress or (lambda _m: None)) as archive:
+            return self._upload(urls.api_schedules(), archive, params)
+
+    def replace_schedule(
+        self,
+        schedule_id: str,
+        path: str | Path,
+        command: Sequence[str],
+        *,
+        cron: str | None = None,
+        every: str | None = None,
+        timezone: str | None = None,
+        model: str | None = None,
+        file: str | None = None,
+        function: str | None = None,
+        exclude: Sequence[str] = (),
+        timeout: float | None = None,
+        description: str = "",
+        on_progress: Callable[[str], None] | None = None,
+    ) -> dict[str, Any]:
+        """Replace a schedule's project (uploaded again), command, timing, target and timeout.
+
+        It keeps its id, its runs and whether it is paused; the next run counts from now.
+        """
+        params = {
+            "command": list(command),
+            "cron": cron,
+            "every": every,
+            "timezone": timezone,
+            "model": model,
+            "file": file,
+            "function": function,
+            "timeout_seconds": timeout,
+            "description": description,
+        }
+        with self._packed(path, exclude, on_progress or (lambda _m: None)) as archive:
+            return self._upload(urls.api_schedule(schedule_id), archive, params, method="PUT")
+
+    def schedules(self) -> list[dict[str, Any]]:
+        return self._request("GET", urls.api_schedules())["schedules"]
+
+    def schedule(self, schedule_id: str) -> dict[str, Any]:
+        """One schedule, with its next run time and its last run."""
+        return self._request("GET", urls.api_schedule(schedule_id))
+
+    def pause_schedule(self, schedule_id: str) -> dict[str, Any]:
+        return self._request("POST", urls.api_schedule(schedule_id, "pause"))
+
+    def resume_schedule(self, schedule_id: str) -> dict[str, Any]:
+        """Fire again from the next due time after now (paused ticks are not made up)."""
+        return self._request("POST", urls.api_schedule(schedule_id, "resume"))
+
+    def delete_schedule(self, schedule_id: str) -> None:
+        self._request("DELETE", urls.api_schedule(schedule_id))

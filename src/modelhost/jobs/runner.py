@@ -1,0 +1,274 @@
+"""The run loop inside ``modelhost serve``: fires due schedules, starts queued runs as
+processes, kills the ones cancelled or past their timeout, records outcomes, and publishes
+the result of a successful run that asks for it.
+
+Each run is a process in its own session (so killing its group also kills what it started),
+in the run's own copy of the project, with stdout and stderr appended to its log. Like the
+reconciler, the loop logs an exception and goes on; it never dies of one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from modelhost.builder import environments
+from modelhost.db.repo import Run
+from modelhost.errors import ModelhostError
+from modelhost.jobs.scheduler import fire_due
+from modelhost.operations import Services
+from modelhost.operations import runs as run_ops
+
+logger = logging.getLogger(__name__)
+
+#: Time a cancelled or timed-out run gets between SIGTERM and SIGKILL.
+KILL_GRACE_SECONDS = 5.0
+INTERRUPTED = "Interrupted: the server stopped during the run, so its outcome is unknown."
+
+
+@dataclass
+class _Execution:
+    process: asyncio.subprocess.Process
+    cancelled: bool = False
+    timed_out: bool = False
+    killer: asyncio.Task[None] | None = field(default=None, repr=False)
+
+
+class Jobs:
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._running: dict[str, _Execution] = {}  # run id -> its process, once started
+        self._claimed: set[str] = set()  # runs this server took, from claim to outcome
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._recovered = False
+
+    # ------------------------------------------------------------------ driving
+
+    def wake(self) -> None:
+        """Ask for a tick now; safe from any thread (API routes run in a thread pool)."""
+        loop = self._loop
+        if loop is None:
+            return
+        with contextlib.suppress(RuntimeError):  # the loop has closed
+            loop.call_soon_threadsafe(self._wake.set)
+
+    async def run_forever(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        while True:
+            try:
+                await self.tick()
+            except Exception:
+                logger.exception("run loop tick failed; trying again on the next one")
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(
+                    self._wake.wait(), self.services.settings.scheduler_interval_seconds
+                )
+            self._wake.clear()
+
+    def recover(self) -> list[Run]:
+        """Fail the runs a previous server left running; they never run (or publish) again."""
+        interrupted = []
+        for run in self.services.repo.list_runs(statuses=("running",)):
+            if run.pid is not None and _is_run_process(run.pid, run.id):
+                _signal_group(run.pid, signal.SIGKILL)  # left behind by a server killed hard
+            message = INTERRUPTED
+            if run.published_version is not None:
+                message += f" It had published version {run.published_version}."
+            if self.services.repo.finish_run(run.id, "failed", message):
+                interrupted.append(run)
+        return interrupted
+
+    async def tick(self) -> None:
+        services = self.services
+        if not self._recovered:  # first, before any run of this server is "running"
+            await asyncio.to_thread(self.recover)
+            self._recovered = True
+        await asyncio.to_thread(fire_due, services, services.clock())
+        running = await asyncio.to_thread(services.repo.list_runs, statuses=("running",))
+        for run in running:
+            execution = self._running.get(run.id)
+            if run.cancel_requested and execution is not None and not execution.cancelled:
+                execution.cancelled = True
+                self._kill(execution)
+        free = services.settings.max_concurrent_runs - len(self._claimed)
+        if free <= 0:
+            return
+        queued = await asyncio.to_thread(services.repo.list_runs, statuses=("queued",))
+        for run in list(reversed(queued))[:free]:  # oldest first
+            if await asyncio.to_thread(services.repo.start_run, run.id):
+                self._claimed.add(run.id)
+                self._spawn(self._execute(run))
+
+    async def close(self) -> None:
+        """Kill every run in progress (the server is stopping) and record it as interrupted."""
+        for run_id, execution in list(self._running.items()):
+            _signal_group(execution.process.pid, signal.SIGKILL)
+            self.services.repo.finish_run(run_id, "failed", INTERRUPTED)
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    # ------------------------------------------------------------------ one run
+
+    async def _execute(self, run: Run) -> None:
+        try:
+            await self._execute_claimed(run)
+        finally:
+            self._claimed.discard(run.id)
+
+    async def _execute_claimed(self, run: Run) -> None:
+        path = run_ops.log_path(self.services, run.id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("ab") as log:
+            code: int | None = None
+            try:
+                status, message, code = await self._run(run, log)
+            except Exception as exc:  # never leave a run "running" behind
+                logger.exception("run %s failed in modelhost", run.id)
+                status, message = "failed", f"modelhost could not run it: {type(exc).__name__}."
+            _note(log, message)
+        await asyncio.to_thread(self.services.repo.finish_run, run.id, status, message, code)
+        await asyncio.to_thread(
+            shutil.rmtree, run_ops.workdir(self.services, run.id), ignore_errors=True
+        )
+
+    async def _run(self, run: Run, log: IO[bytes]) -> tuple[str, str, int | None]:
+        services = self.services
+        command = json.loads(run.command)
+        work = run_ops.workdir(services, run.id)
+        try:
+            if not work.is_dir():
+                await asyncio.to_thread(services.store.extract, run.bundle_sha256, work)
+            argv, path_dir = environments.run_command(services.settings, command)
+            env = await asyncio.to_thread(self._environment, run, path_dir)
+        except ModelhostError as exc:
+            return "failed", f"Could not start: {exc.message}", None
+        _note(log, f"run {run.id}: {shlex.join(command)} (as {shlex.join(argv)})")
+        started = time.monotonic()
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *argv,
+                cwd=work,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            message = (
+                f"Could not start '{command[0]}': {exc.strerror or exc}. Give a program that "
+                "exists on the server, such as python."
+            )
+            return "failed", message, None
+        execution = self._running[run.id] = _Execution(process)
+        try:
+            await asyncio.to_thread(services.repo.set_run_pid, run.id, process.pid)
+            try:
+                code = await asyncio.wait_for(process.wait(), run.timeout_seconds)
+            except asyncio.TimeoutError:
+                execution.timed_out = True
+                self._kill(execution)
+                code = await process.wait()
+        finally:
+            _signal_group(process.pid, signal.SIGKILL)  # whatever it left running
+            if execution.killer is not None:
+                execution.killer.cancel()
+            self._running.pop(run.id, None)
+        took = f"after {time.monotonic() - started:.1f} s"
+        if execution.cancelled:
+            return "cancelled", f"Cancelled {took}.", code
+        if execution.timed_out:
+            return "failed", f"Timed out {took} (timeout {run.timeout_seconds:g} s); killed.", code
+        if code < 0:
+            return "failed", f"Killed by signal {-code} {took}.", code
+        if code != 0:
+            return "failed", f"Exited with status {code} {took}.", code
+        if run.model_id is None:
+            return "succeeded", f"Exited with status 0 {took}.", code
+        _note(log, f"exited with status 0 {took}; publishing the run's directory")
+        try:
+            version = await asyncio.to_thread(run_ops.publish_result, services, run)
+        except ModelhostError as exc:
+            return "failed", f"Exited with status 0 {took}, but publishing failed: {exc.message}", 0
+        published = (
+            f"Exited with status 0 {took}; published version {version.number} "
+            f"({run.file}:{run.function}), which goes live once it has loaded."
+        )
+        return "succeeded", published, 0
+
+    def _environment(self, run: Run, path_dir: str | None) -> dict[str, str]:
+        """Like an instance's: passed-through server variables, the model's, then ours."""
+        services = self.services
+        passthrough = services.settings.instance_env_passthrough
+        env = {k: os.environ[k] for k in passthrough if k in os.environ}
+        env.setdefault("PATH", os.defpath)
+        env["HOME"] = str(run_ops.workdir(services, run.id))
+        model = services.repo.find_model(run.model_id) if run.model_id else None
+        if model is not None:
+            for var in services.repo.list_env(model.id):
+                env[var.name] = services.key.decrypt(var.value) if var.secret else var.value
+            env["MODELHOST_MODEL_ID"] = model.id
+            env["MODELHOST_MODEL_NAME"] = model.name
+        if path_dir:
+            env["PATH"] = path_dir + os.pathsep + env["PATH"]
+        env.update(
+            {
+                "PYTHONUNBUFFERED": "1",
+                "PYTHONDONTWRITEBYTECODE": "1",
+                "MODELHOST_RUN_ID": run.id,
+            }
+        )
+        return env
+
+    def _kill(self, execution: _Execution) -> None:
+        """SIGTERM the run's process group, then SIGKILL after a grace period."""
+        pid = execution.process.pid
+
+        async def kill() -> None:
+            _signal_group(pid, signal.SIGTERM)
+            await asyncio.sleep(KILL_GRACE_SECONDS)
+            _signal_group(pid, signal.SIGKILL)
+
+        execution.killer = asyncio.get_running_loop().create_task(kill())
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def _note(log: IO[bytes], text: str) -> None:
+    log.write(f"[modelhost] {text}\n".encode())
+    log.flush()
+
+
+def _is_run_process(pid: int, run_id: str) -> bool:
+    """Whether ``pid`` is still that run's process (its environment names the run), so a
+    recycled pid is never killed by mistake. Linux only; elsewhere, nothing is killed."""
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return False
+    return f"MODELHOST_RUN_ID={run_id}".encode() in environ.split(b"\0")
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)

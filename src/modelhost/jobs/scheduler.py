@@ -1,0 +1,69 @@
+"""Turn due schedules into runs. One call is one tick; ``now`` comes from the caller's clock.
+
+For each schedule whose next run time has come, in one transaction: move its next run time
+on (only if no other tick did: a conditional update), then queue a run, or record a
+``skipped`` run when the schedule's previous run is still queued or running. The next run time
+is the first one after ``now``, so ticks missed while the server was down come out as one
+run at start-up, not one per missed tick.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+from modelhost.db.repo import Run, Schedule
+from modelhost.db.runs import ACTIVE
+from modelhost.jobs.timing import next_run
+from modelhost.operations import Services
+from modelhost.operations.schedules import timing_of
+
+logger = logging.getLogger(__name__)
+
+
+def fire_due(services: Services, now: dt.datetime) -> list[Run]:
+    """Queue (or skip) one run per due schedule; returns the runs recorded."""
+    fired: list[Run] = []
+    for schedule in services.repo.due_schedules(now):
+        try:
+            run = _fire(services, schedule, now)
+        except Exception:  # one broken schedule must not stop the others
+            logger.exception("could not fire schedule %s", schedule.id)
+            continue
+        if run is not None:
+            fired.append(run)
+    return fired
+
+
+def _fire(services: Services, schedule: Schedule, now: dt.datetime) -> Run | None:
+    repo = services.repo
+    assert schedule.next_run_at is not None
+    following = next_run(timing_of(schedule), now, anchor=schedule.next_run_at)
+    with repo.transaction():
+        if not repo.advance_schedule(schedule.id, schedule.next_run_at, following):
+            return None  # another tick fired it
+        active = repo.list_runs(schedule_id=schedule.id, statuses=ACTIVE, limit=1)
+        values = {
+            "owner_id": schedule.owner_id,
+            "model_id": schedule.model_id,
+            "schedule_id": schedule.id,
+            "file": schedule.file,
+            "function": schedule.function,
+            "command": schedule.command,
+            "bundle_sha256": schedule.bundle_sha256,
+            "timeout_seconds": schedule.timeout_seconds,
+            "description": f"Scheduled ({timing_of(schedule).describe()})",
+            "created_at": now,
+        }
+        if active:
+            previous = active[0]
+            return repo.create_run(
+                **values,
+                status="skipped",
+                message=(
+                    f"Skipped: the previous run of this schedule ({previous.id}) was still "
+                    f"{previous.status}."
+                ),
+                finished_at=now,
+            )
+        return repo.create_run(**values)

@@ -1,0 +1,364 @@
+"""Runs: a command executed on the server in a fresh copy of an uploaded project.
+
+A run is created ``queued`` with its project stored as a bundle; the loop in
+:mod:`modelhost.jobs.runner` starts it. A run that publishes to a model needs the ``run``
+action on it (the role that may publish); a run with no model is its creator's, and admins'.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from modelhost import errors
+from modelhost.builder.bundles import StoredBundle, collect_files, extract_archive, pack_project
+from modelhost.db.repo import Model, Run, User, Version
+from modelhost.operations import Services, iso
+from modelhost.operations.access import authorize
+from modelhost.operations.audit import audited, record
+from modelhost.operations.publish import publish, validate_entry_point
+from modelhost.permissions import can_see, ensure_permission, role_of
+
+MAX_COMMAND_BYTES = 16 * 1024
+LOG_CHUNK_BYTES = 1 << 20
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def validate_command(command: list[str]) -> list[str]:
+    if not command or not command[0].strip():
+        raise errors.BadRequest(
+            "Give the command to run after '--', for example: modelhost run . -- python train.py"
+        )
+    if len(json.dumps(command)) > MAX_COMMAND_BYTES or any("\0" in part for part in command):
+        raise errors.BadRequest(f"The command is over {MAX_COMMAND_BYTES} bytes or has NUL bytes.")
+    return command
+
+
+def validate_timeout(services: Services, timeout: float | None) -> float:
+    limit = services.settings.max_run_timeout_seconds
+    if timeout is None:
+        return float(min(services.settings.run_timeout_seconds, limit))
+    if not 0 < timeout <= limit:
+        raise errors.BadRequest(
+            f"A run's timeout is more than 0 and at most {limit:g} s (setting "
+            "max_run_timeout_seconds)."
+        )
+    return float(timeout)
+
+
+def publish_target(
+    services: Services,
+    user: User,
+    model: str | None,
+    file: str | None,
+    function: str | None,
+    *,
+    action: str,
+) -> tuple[Model | None, str | None, str | None]:
+    """The model a run or schedule publishes to (checked for ``action``), and its entry point."""
+    if model is None:
+        if file or function:
+            raise errors.BadRequest(
+                "--file and --function say what to publish; give them with --publish-model."
+            )
+        return None, None, None
+    found = services.repo.find_model(model)
+    if found is None:
+        raise errors.ModelNotFound(
+            f"There is no model '{model}'. Publish the project once with 'modelhost publish "
+            f"PATH --name {model} ...' so a run can publish its next versions."
+        )
+    found = authorize(services, user, found.id, action, audit_as=action)
+    if not file or not function:
+        raise errors.BadRequest(
+            "Say which function a successful run publishes: --file predict.py --function predict."
+        )
+    file, function = validate_entry_point(file, function)
+    return found, file, function
+
+
+def store_project(services: Services, archive: BinaryIO) -> tuple[StoredBundle, Path]:
+    """Extract an upload with the publish checks and store it; returns the bundle and the tree.
+
+    The caller owns the extracted tree and removes it when done.
+    """
+    settings = services.settings
+    scratch = settings.home_path / "tmp"
+    scratch.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=scratch, prefix="run-"))
+    try:
+        extract_archive(
+            archive,
+            staging,
+            max_bytes=settings.max_bundle_bytes,
+            max_files=settings.max_bundle_files,
+        )
+        return services.store.put_tree(staging), staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+# --------------------------------------------------------------------------- paths
+
+
+def run_dir(services: Services, run_id: str) -> Path:
+    return services.settings.home_path / "runs" / run_id
+
+
+def workdir(services: Services, run_id: str) -> Path:
+    return run_dir(services, run_id) / "work"
+
+
+def log_path(services: Services, run_id: str) -> Path:
+    return run_dir(services, run_id) / "run.log"
+
+
+# --------------------------------------------------------------------------- use cases
+
+
+def check_run(
+    services: Services,
+    user: User,
+    command: list[str],
+    model: str | None,
+    file: str | None,
+    function: str | None,
+    timeout_seconds: float | None,
+) -> tuple[Model | None, str | None, str | None, float]:
+    """Everything about a run that can be checked before its project is uploaded."""
+    validate_command(command)
+    timeout = validate_timeout(services, timeout_seconds)
+    target, file, function = publish_target(services, user, model, file, function, action="run")
+    return target, file, function, timeout
+
+
+def create_run(
+    services: Services,
+    user: User,
+    *,
+    archive: BinaryIO,
+    command: list[str],
+    model: str | None = None,
+    file: str | None = None,
+    function: str | None = None,
+    timeout_seconds: float | None = None,
+    description: str = "",
+) -> Run:
+    """Store the project and queue the run; the run loop starts it within a tick."""
+    target, file, function, timeout = check_run(
+        services, user, command, model, file, function, timeout_seconds
+    )
+    bundle, tree = store_project(services, archive)
+    try:
+        with audited(services, user, "run", model=target) as audit:
+            run = services.repo.create_run(
+                owner_id=user.id,
+                model_id=target.id if target else None,
+                file=file,
+                function=function,
+                command=json.dumps(command),
+                bundle_sha256=bundle.sha256,
+                timeout_seconds=timeout,
+                description=description,
+            )
+            audit.detail["run_id"] = run.id
+            destination = workdir(services, run.id)
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            tree.rename(destination)  # before the commit: a queued run always has its copy
+    finally:
+        shutil.rmtree(tree, ignore_errors=True)
+    services.wake_jobs()
+    return run
+
+
+def get_run(
+    services: Services, user: User, run_id: str, action: str, *, audit_as: str | None = None
+) -> Run:
+    """The run, if ``user`` may do ``action`` on it; 404 for runs they may not see."""
+    run = services.repo.get_run(run_id)
+    detail = {"run_id": run_id}
+    if run is None or not may(
+        services, user, run.owner_id, run.model_id, action, audit_as=audit_as, detail=detail
+    ):
+        raise errors.RunNotFound(
+            f"There is no run '{run_id}'. 'modelhost runs list' shows the runs you may see."
+        )
+    return run
+
+
+def may(
+    services: Services,
+    user: User,
+    owner_id: str,
+    model_id: str | None,
+    action: str,
+    *,
+    audit_as: str | None = None,
+    detail: dict[str, Any] | None = None,
+) -> bool:
+    """Whether ``user`` sees a run or schedule; raises Forbidden if they see it but may not
+    do ``action`` (recorded under ``audit_as`` when given, like a refused model action).
+    Admins and the creator may do everything; on a model, the role decides."""
+    if user.is_admin or owner_id == user.id:
+        return True
+    model = services.repo.find_model(model_id) if model_id else None
+    if model is None:
+        return False
+    role = role_of(user, model, services.repo.collaborators(model.id))
+    if not can_see(user, model, role):
+        return False
+    try:
+        ensure_permission(user, action, model, role)
+    except errors.Forbidden as exc:
+        if audit_as:
+            denied = {**(detail or {}), "error": exc.message, "needs": action}
+            record(services, user, audit_as, model=model, outcome="denied", detail=denied)
+        raise
+    return True
+
+
+def may_see(services: Services, user: User, owner_id: str, model_id: str | None) -> bool:
+    return may(services, user, owner_id, model_id, "view")
+
+
+def list_runs(
+    services: Services,
+    user: User,
+    *,
+    model: str | None = None,
+    schedule_id: str | None = None,
+    limit: int = 50,
+) -> list[dict[str, Any]]:
+    model_id = authorize(services, user, model, "view").id if model else None
+    found = services.repo.list_runs(model_id=model_id, schedule_id=schedule_id, limit=5000)
+    seen: dict[tuple[str, str | None], bool] = {}  # one check per creator and model
+
+    def visible_run(run: Run) -> bool:
+        key = (run.owner_id, run.model_id)
+        if key not in seen:
+            seen[key] = may_see(services, user, run.owner_id, run.model_id)
+        return seen[key]
+
+    visible = [r for r in found if visible_run(r)]
+    return [run_view(services, r) for r in visible[: max(1, min(limit, 1000))]]
+
+
+def cancel_run(services: Services, user: User, run_id: str) -> Run:
+    """Cancel a queued run at once, or ask the run loop to kill a running one."""
+    run = get_run(services, user, run_id, "run", audit_as="run-cancel")
+    model = services.repo.find_model(run.model_id) if run.model_id else None
+    with audited(services, user, "run-cancel", model=model, detail={"run_id": run.id}):
+        if not (
+            services.repo.cancel_queued(run.id, "Cancelled before it started.")
+            or services.repo.request_cancel(run.id)
+        ):
+            current = services.repo.get_run(run.id) or run
+            raise errors.Conflict(
+                f"Run {run.id} has already finished ({current.status}); nothing to cancel."
+            )
+    services.wake_jobs()
+    return services.repo.get_run(run.id) or run
+
+
+def read_log(services: Services, run: Run, offset: int = 0) -> dict[str, Any]:
+    """The run's log from byte ``offset``: ``text``, the next ``offset``, and the run's state."""
+    current = services.repo.get_run(run.id) or run  # first: the log is complete once finished
+    path = log_path(services, run.id)
+    data = b""
+    if path.exists() and offset >= 0:
+        with path.open("rb") as handle:
+            handle.seek(offset)
+            data = handle.read(LOG_CHUNK_BYTES)
+        if len(data) == LOG_CHUNK_BYTES and b"\n" in data:
+            data = data[: data.rindex(b"\n") + 1]  # whole lines, whole characters
+    return {
+        "text": data.decode("utf-8", errors="replace"),
+        "offset": offset + len(data),
+        "status": current.status,
+        "finished": current.status not in ("queued", "running") and not data,
+    }
+
+
+# --------------------------------------------------------------------------- views
+
+
+def run_view(services: Services, run: Run) -> dict[str, Any]:
+    model = services.repo.find_model(run.model_id) if run.model_id else None
+    owner = services.repo.get_user(run.owner_id)
+    duration = None
+    if run.started_at and run.finished_at:
+        duration = round((run.finished_at - run.started_at).total_seconds(), 3)
+    return {
+        "id": run.id,
+        "status": run.status,
+        "message": run.message,
+        "exit_code": run.exit_code,
+        "pid": run.pid,
+        "command": json.loads(run.command),
+        "model": model.name if model else None,
+        "model_id": run.model_id,
+        "entry_point": f"{run.file}:{run.function}" if run.file else None,
+        "schedule_id": run.schedule_id,
+        "owner": owner.username if owner else None,
+        "description": run.description,
+        "timeout_seconds": run.timeout_seconds,
+        "cancel_requested": run.cancel_requested,
+        "created_at": iso(run.created_at),
+        "started_at": iso(run.started_at),
+        "finished_at": iso(run.finished_at),
+        "duration_seconds": duration,
+        "published_version": run.published_version,
+        "bundle_sha256": run.bundle_sha256,
+    }
+
+
+# --------------------------------------------------------------------------- publish after run
+
+
+def publish_result(services: Services, run: Run) -> Version:
+    """Publish the run's directory as it stands now as the next version of its model.
+
+    The same publish as any other (same checks, same lifecycle: a version that fails to load
+    never takes traffic), by the run's creator, who must still be allowed to publish. The
+    version is recorded on the run in the publish's own transaction, so a run can publish at
+    most once, whatever happens to the server afterwards.
+    """
+    assert run.model_id is not None
+    assert run.file
+    assert run.function
+    owner = services.repo.get_user(run.owner_id)
+    if owner is None or owner.disabled_at is not None:
+        raise errors.Forbidden("The run's creator no longer has an active account.")
+    model = services.repo.find_model(run.model_id)
+    if model is None:
+        raise errors.ModelNotFound("The model this run publishes to has been deleted.")
+    authorize(services, owner, model.id, "publish", audit_as="publish")
+    tree = workdir(services, run.id)
+    files = collect_files(tree)
+    detail = {"entry_point": f"{run.file}:{run.function}", "run_id": run.id}
+    if run.schedule_id:
+        detail["schedule_id"] = run.schedule_id
+    limit = services.settings.max_bundle_bytes
+    with (
+        pack_project(tree, files, max_bytes=limit) as archive,
+        audited(services, owner, "publish", model=model, detail=detail) as audit,
+    ):
+        _model, version = publish(
+            services,
+            name=model.name,
+            archive=archive,
+            file=run.file,
+            function=run.function,
+            description=f"Published by run {run.id}",
+            actor=owner,
+        )
+        audit.version = version.number
+        if not services.repo.record_publish(run.id, version.id, version.number):
+            raise errors.Conflict(f"Run {run.id} has already published a version.")
+    return version

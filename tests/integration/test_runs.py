@@ -1,0 +1,341 @@
+"""Runs and schedules through a real server: retraining the wine example and publishing the
+result, failing runs, a version that fails to load, cancelling, timeouts, a schedule that fires
+by itself, and what a server restart does to runs and schedules."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from modelhost import errors
+from tests.helpers import PROJECTS, WINE_ROW, Server, running_server, wait_until
+
+pytestmark = pytest.mark.integration
+
+RUN_ENV = {
+    "MODELHOST_SCHEDULER_INTERVAL_SECONDS": "0.2",
+    "MODELHOST_SCHEDULE_MIN_INTERVAL_SECONDS": "1",
+}
+
+
+@pytest.fixture(scope="module")
+def runs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with running_server(tmp_path_factory.mktemp("runs") / "home", RUN_ENV) as running:
+        yield running
+
+
+def _calc_model(server: Server, name: str) -> None:
+    server.client().publish(PROJECTS / "calc", name=name, file="calc.py", function="add")
+
+
+def _run_id(stderr: str) -> str:
+    line = next(line for line in stderr.splitlines() if line.startswith("Run "))
+    return line.split()[1]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_a_run_retrains_the_wine_example_and_publishes_the_next_version_which_answers_calls(
+    runs_server: Server, wine_project: Path, tmp_path: Path
+) -> None:
+    client = runs_server.client()
+    client.publish(wine_project, name="retrained", file="predict.py", function="predict")
+    project = tmp_path / "wine"
+    shutil.copytree(wine_project, project, ignore=shutil.ignore_patterns("results"))
+
+    result = runs_server.cli(
+        "run",
+        str(project),
+        "--publish-model",
+        "retrained",
+        "--file",
+        "predict.py",
+        "--function",
+        "predict",
+        "--",
+        "python",
+        "train.py",
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "test accuracy:" in result.stdout  # the run's output, followed live
+    assert "Version 2 of retrained is running: predict(features)" in result.stdout
+    answer = runs_server.invoke("retrained", {"parameters": [WINE_ROW]})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["release"]["model_version_number"] == 2
+
+    run_id = _run_id(result.stderr)
+    run = client.run(run_id)
+    assert run["status"] == "succeeded"
+    assert run["exit_code"] == 0
+    assert run["published_version"] == 2
+    assert run["duration_seconds"] > 0
+    assert not (runs_server.home / "runs" / run_id / "work").exists()  # the copy is removed
+    assert "saved" in client.run_logs(run_id)["text"]  # the log is kept
+    (event,) = [e for e in client.audit("retrained", action="publish") if e["version"] == 2]
+    assert event["detail"]["run_id"] == run_id
+    assert client.version("retrained", 2)["description"] == f"Published by run {run_id}"
+    listed = runs_server.cli("runs", "list", "--model", "retrained", check=True).stdout
+    assert run_id in listed
+    assert "succeeded" in listed
+
+
+def test_a_failing_run_publishes_nothing_and_the_cli_exits_with_one_error_line(
+    runs_server: Server,
+) -> None:
+    _calc_model(runs_server, "unchanged")
+    fail = "import sys; print('bad data'); sys.exit(3)"
+    result = runs_server.cli(
+        "run",
+        str(PROJECTS / "calc"),
+        "--publish-model",
+        "unchanged",
+        "--file",
+        "calc.py",
+        "--function",
+        "add",
+        "--",
+        "python",
+        "-c",
+        fail,
+    )
+
+    assert result.returncode == 1
+    assert "bad data" in result.stdout
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(error_lines) == 1
+    assert "failed: Exited with status 3" in error_lines[0]
+    assert "Traceback" not in result.stderr
+    assert [v["number"] for v in runs_server.client().versions("unchanged")] == [1]
+    run = runs_server.client().run(_run_id(result.stderr))
+    assert (run["status"], run["exit_code"], run["published_version"]) == ("failed", 3, None)
+
+
+def test_a_run_whose_version_fails_to_load_never_replaces_the_serving_version(
+    runs_server: Server,
+) -> None:
+    _calc_model(runs_server, "guarded")
+    client = runs_server.client()
+    breaks_it = "open('calc.py', 'w').write('raise RuntimeError(\"broken by the run\")')"
+    started = client.start_run(
+        PROJECTS / "calc",
+        ["python", "-c", breaks_it],
+        model="guarded",
+        file="calc.py",
+        function="add",
+    )
+    run = client.follow_run(started["id"])
+
+    assert (run["status"], run["published_version"]) == ("succeeded", 2)
+    with pytest.raises(errors.BuildFailed) as failed:
+        client.wait_for_version("guarded", 2)
+    assert "broken by the run" in failed.value.build_log
+    answer = runs_server.invoke("guarded", {"data": {"x": 1, "y": 2}})
+    assert answer.json()["release"]["model_version_number"] == 1
+
+
+def test_cancel_kills_the_run_with_every_process_it_started(runs_server: Server) -> None:
+    script = (
+        "import subprocess, time; child = subprocess.Popen(['sleep', '120']); "
+        "print('CHILD', child.pid, flush=True); time.sleep(120)"
+    )
+    started = runs_server.cli(
+        "run", str(PROJECTS / "calc"), "--detach", "--", "python", "-c", script, check=True
+    )
+    run_id = started.stdout.strip()
+    client = runs_server.client()
+
+    def child_pid() -> int | None:
+        lines = client.run_logs(run_id)["text"].splitlines()
+        return next((int(line.split()[1]) for line in lines if line.startswith("CHILD ")), None)
+
+    child = wait_until(child_pid)
+    assert _alive(child)
+
+    cancelled = runs_server.cli("runs", "cancel", run_id, check=True)
+
+    assert "cancelled" in cancelled.stdout
+    wait_until(lambda: not _alive(child), timeout=10)
+    assert client.run(run_id)["status"] == "cancelled"
+    again = runs_server.cli("runs", "cancel", run_id)
+    assert again.returncode == 1
+    assert "already finished (cancelled)" in again.stderr
+
+
+def test_at_most_max_concurrent_runs_execute_and_the_others_wait_queued(
+    runs_server: Server,
+) -> None:
+    client = runs_server.client()
+    started = [client.start_run(PROJECTS / "calc", ["sleep", "30"]) for _ in range(3)]
+    ids = [run["id"] for run in started]
+
+    def statuses() -> list[str] | None:
+        found = [client.run(run_id)["status"] for run_id in ids]
+        return found if found.count("running") == 2 else None
+
+    assert wait_until(statuses) == ["running", "running", "queued"]  # oldest first
+    client.cancel_run(ids[0])
+    wait_until(lambda: client.run(ids[2])["status"] == "running")
+    for run_id in ids[1:]:
+        client.cancel_run(run_id)
+    wait_until(lambda: all(client.run(i)["status"] == "cancelled" for i in ids))
+
+
+def test_a_run_past_its_timeout_is_killed_and_fails(runs_server: Server) -> None:
+    result = runs_server.cli("run", str(PROJECTS / "calc"), "--timeout", "0.5", "--", "sleep", "60")
+    assert result.returncode == 1
+    assert "failed: Timed out after" in result.stderr
+
+
+def test_a_command_that_does_not_exist_fails_the_run_with_the_reason(
+    runs_server: Server,
+) -> None:
+    result = runs_server.cli("run", str(PROJECTS / "calc"), "--", "no-such-program-here")
+    assert result.returncode == 1
+    assert "Could not start 'no-such-program-here'" in result.stderr
+
+
+def test_a_schedule_fires_by_itself_and_publishes_each_successful_run(
+    runs_server: Server,
+) -> None:
+    _calc_model(runs_server, "scheduled")
+    client = runs_server.client()
+    created = runs_server.cli(
+        "schedules",
+        "create",
+        str(PROJECTS / "calc"),
+        "--every",
+        "1s",
+        "--publish-model",
+        "scheduled",
+        "--file",
+        "calc.py",
+        "--function",
+        "add",
+        "--",
+        "python",
+        "-c",
+        "print('retraining')",
+        check=True,
+    )
+    schedule_id = created.stdout.split()[1].rstrip(":")
+
+    def published() -> dict[str, object] | None:
+        runs = client.runs(schedule=schedule_id)
+        return next((r for r in runs if r["published_version"]), None)
+
+    run = wait_until(published, timeout=60)
+    runs_server.cli("schedules", "pause", schedule_id, check=True)
+    updated = runs_server.cli(
+        "schedules",
+        "update",
+        schedule_id,
+        str(PROJECTS / "calc"),
+        "--cron",
+        "0 2 * * *",
+        "--timezone",
+        "Europe/Berlin",
+        "--",
+        "python",
+        "-c",
+        "print('nightly')",
+        check=True,
+    )
+    assert "cron '0 2 * * *' (Europe/Berlin); paused." in updated.stdout
+
+    assert run["status"] == "succeeded"
+    assert "retraining" in client.run_logs(str(run["id"]))["text"]
+    version = client.wait_for_version("scheduled", int(run["published_version"]))  # type: ignore[call-overload]
+    assert version["status"] in ("running", "ready")
+    events = [e for e in client.audit("scheduled", action="publish") if e["detail"].get("run_id")]
+    assert events[-1]["detail"]["schedule_id"] == schedule_id
+    shown = client.schedule(schedule_id)
+    assert shown["paused"] is True
+    assert shown["model"] is None  # the update left out --publish-model
+    assert shown["last_run"] is not None
+    listed = runs_server.cli("schedules", "list", check=True).stdout
+    assert schedule_id in listed
+    runs_server.cli("schedules", "delete", schedule_id, check=True)
+    with pytest.raises(errors.ScheduleNotFound):
+        client.schedule(schedule_id)
+
+
+def test_a_restart_fails_the_interrupted_run_kills_its_processes_and_fires_missed_ticks_once(
+    tmp_path: Path,
+) -> None:
+    home = tmp_path / "home"
+    server = Server(home, RUN_ENV).start()
+    try:
+        client = server.client()
+        started = client.start_run(PROJECTS / "calc", ["sleep", "120"])
+        wait_until(lambda: client.run(started["id"])["pid"])
+        schedule = client.create_schedule(PROJECTS / "calc", ["python", "-c", "pass"], every="1h")
+        assert server.process is not None
+        server.process.kill()  # no clean shutdown: the run is left behind
+        server.process.wait()
+    finally:
+        server.stop()
+    engine = sa.create_engine(f"sqlite:///{home / 'modelhost.db'}")
+    with engine.begin() as conn:
+        orphan = conn.execute(
+            sa.text("SELECT pid FROM runs WHERE id = :id"), {"id": started["id"]}
+        ).scalar_one()
+        # Five hourly ticks passed while the server was down.
+        conn.execute(
+            sa.text("UPDATE schedules SET next_run_at = :t WHERE id = :id"),
+            {"t": "2020-01-01 00:00:00.000000", "id": schedule["id"]},
+        )
+    engine.dispose()
+    assert _alive(orphan)
+
+    with running_server(home, RUN_ENV) as restarted:
+        client = restarted.client()
+        run = client.run(started["id"])
+        assert run["status"] == "failed"
+        assert "Interrupted" in run["message"]
+        wait_until(lambda: not _alive(orphan), timeout=10)
+        fired = wait_until(lambda: client.runs(schedule=schedule["id"]), timeout=10)
+        assert len(fired) == 1
+        assert client.schedule(schedule["id"])["next_run_at"] > "2026"
+
+
+@pytest.mark.postgres
+def test_runs_and_schedules_publish_on_postgresql_too(tmp_path: Path, postgres_url: str) -> None:
+    env = {**RUN_ENV, "MODELHOST_DATABASE_URL": postgres_url}
+    with running_server(tmp_path / "home", env) as server:
+        _calc_model(server, "on-postgres")
+        client = server.client()
+        started = client.start_run(
+            PROJECTS / "calc",
+            ["python", "-c", "print('trained')"],
+            model="on-postgres",
+            file="calc.py",
+            function="add",
+        )
+        run = client.follow_run(started["id"])
+        assert (run["status"], run["published_version"]) == ("succeeded", 2)
+        assert client.wait_for_version("on-postgres", 2)["status"] == "running"
+        schedule = client.create_schedule(
+            PROJECTS / "calc",
+            ["python", "-c", "pass"],
+            every="1s",
+            model="on-postgres",
+            file="calc.py",
+            function="add",
+        )
+        fired = wait_until(
+            lambda: [r for r in client.runs(schedule=schedule["id"]) if r["published_version"]],
+            timeout=60,
+        )
+        client.pause_schedule(schedule["id"])
+        assert fired[0]["published_version"] >= 3
