@@ -339,3 +339,71 @@ def test_runs_and_schedules_publish_on_postgresql_too(tmp_path: Path, postgres_u
         )
         client.pause_schedule(schedule["id"])
         assert fired[0]["published_version"] >= 3
+
+
+TRAIN_WITH_SIX = """\
+import pathlib
+import sys
+
+import six
+
+pathlib.Path("results").mkdir(exist_ok=True)
+pathlib.Path("results/trained.txt").write_text(f"{six.__version__} {sys.prefix}")
+print("trained with six", six.__version__)
+"""
+
+SERVE_WITH_SIX = """\
+import pathlib
+import sys
+
+import six
+
+TRAINED = (
+    pathlib.Path("results/trained.txt").read_text().split()
+    if pathlib.Path("results/trained.txt").exists()
+    else ["untrained", "nowhere"]
+)
+
+
+def info():
+    return {"trained_with": TRAINED[0], "trained_in": TRAINED[1], "six": six.__version__,
+            "prefix": sys.prefix}
+"""
+
+
+def test_a_run_of_a_project_with_requirements_uses_its_isolated_environment_as_the_version_does(
+    runs_server: Server, tmp_path: Path
+) -> None:
+    project = tmp_path / "sixes"
+    project.mkdir()
+    (project / "requirements.txt").write_text("six==1.16.0\n")
+    (project / "train.py").write_text(TRAIN_WITH_SIX)
+    (project / "model.py").write_text(SERVE_WITH_SIX)
+    runs_server.client().publish(project, name="sixes", file="model.py", function="info")
+
+    result = runs_server.cli(
+        "run",
+        str(project),
+        "--publish-model",
+        "sixes",
+        "--file",
+        "model.py",
+        "--function",
+        "info",
+        "--",
+        "python",
+        "train.py",
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "environment: isolated (six==1.16.0)" in result.stdout
+    assert "trained with six 1.16.0" in result.stdout
+    answer = runs_server.invoke("sixes", {"data": {}})
+    assert answer.status_code == 200, answer.text
+    info = answer.json()["result"]
+    assert answer.json()["release"]["model_version_number"] == 2
+    assert info["trained_with"] == info["six"] == "1.16.0"
+    # The run and the version it published ran in the same cached environment.
+    assert info["trained_in"] == info["prefix"]
+    assert f"{runs_server.home}/envs/" in info["prefix"]
+    assert runs_server.client().versions("sixes")[0]["environment"] == "isolated"

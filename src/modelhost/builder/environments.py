@@ -119,18 +119,20 @@ PYTHON_COMMANDS = ("python", "python3")
 R_COMMANDS = ("Rscript",)
 
 
-def run_command(settings: Settings, argv: list[str]) -> tuple[list[str], str | None]:
+def run_command(
+    settings: Settings, argv: list[str], python: str | None = None
+) -> tuple[list[str], str | None]:
     """The program a run starts for ``argv``, and a directory to put first on its PATH.
 
     Runs use the environment versions use: ``python``/``python3`` become the interpreter that
     runs Python instances (whose directory also goes first on the PATH, so ``pip`` and other
-    scripts of that environment are found), and ``Rscript`` becomes the R program. This is the
-    seam where a run will later use the project's own isolated environment.
+    scripts of that environment are found), and ``Rscript`` becomes the R program. ``python``
+    is the interpreter of the project's isolated environment when it has one.
     """
     program, rest = argv[0], argv[1:]
+    python = python or interpreter(settings, "python")
     if program in PYTHON_COMMANDS:
-        python = interpreter(settings, "python")
         return [python, *rest], str(PurePosixPath(python).parent)
     if program in R_COMMANDS:
         return [interpreter(settings, "r"), *rest], None
-    return list(argv), str(PurePosixPath(interpreter(settings, "python")).parent)
+    return list(argv), str(PurePosixPath(python).parent)

@@ -18,13 +18,14 @@ import shlex
 import shutil
 import signal
 import subprocess
+import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from modelhost.builder import environments
+from modelhost.builder import environments, uvenv
 from modelhost.db.repo import Run
 from modelhost.errors import ModelhostError
 from modelhost.jobs.scheduler import fire_due
@@ -55,6 +56,7 @@ class Jobs:
         self._claimed: set[str] = set()  # runs this server took, from claim to outcome
         self._tasks: set[asyncio.Task[None]] = set()
         self._recovered = False
+        self._stopping = threading.Event()  # ends an environment build when the server stops
 
     # ------------------------------------------------------------------ driving
 
@@ -115,6 +117,7 @@ class Jobs:
 
     async def close(self) -> None:
         """Kill every run in progress (the server is stopping) and record it as interrupted."""
+        self._stopping.set()
         for run_id, execution in list(self._running.items()):
             _signal_group(execution.process.pid, signal.SIGKILL)
             self.services.repo.finish_run(run_id, "failed", INTERRUPTED)
@@ -155,7 +158,8 @@ class Jobs:
         try:
             if not work.is_dir():
                 await asyncio.to_thread(services.store.extract, run.bundle_sha256, work)
-            argv, path_dir = environments.run_command(services.settings, command)
+            python = await asyncio.to_thread(self._isolated_python, run, work, log)
+            argv, path_dir = environments.run_command(services.settings, command, python)
             env = await asyncio.to_thread(self._environment, run, path_dir)
         except ModelhostError as exc:
             return "failed", f"Could not start: {exc.message}", None
@@ -213,6 +217,44 @@ class Jobs:
         )
         return "succeeded", published, 0
 
+    def _isolated_python(self, run: Run, work: Path, log: IO[bytes]) -> str | None:
+        """A project that declares its dependencies runs in an isolated environment, as its
+        published version would: locked and built with uv, from the same cache (an unchanged
+        lock costs nothing). None: the server's Python."""
+        settings = self.services.settings
+        declared = environments.requirements_of(work)
+        if declared is None:
+            return None
+        source, text = declared
+        python = uvenv.find_python(settings, None)
+        deadline = uvenv.Deadline.after(settings, self._stopping)
+        requirements = work / "requirements.txt"
+        scratch: Path | None = None
+        if source != "requirements.txt":
+            scratch = settings.home_path / "tmp" / f"requirements-run-{run.id}.txt"
+            scratch.parent.mkdir(parents=True, exist_ok=True)
+            scratch.write_text(text)
+            requirements = scratch
+        started = time.monotonic()
+        _note(log, f"resolving {source} for Python {python.version} with uv")
+        try:
+            lock = uvenv.compile_lock(
+                settings, requirements, python, deadline=deadline, log=_noter(log), cwd=work
+            )
+        finally:
+            if scratch is not None:
+                scratch.unlink(missing_ok=True)
+        found, cached = uvenv.ensure_environment(
+            settings, lock, python, deadline=deadline, log=_noter(log)
+        )
+        how = "from the cache" if cached else "built"
+        _note(
+            log,
+            f"environment: isolated ({', '.join(uvenv.pins(lock)) or 'no packages'}), {how} "
+            f"in {time.monotonic() - started:.1f} s",
+        )
+        return str(found)
+
     def _environment(self, run: Run, path_dir: str | None) -> dict[str, str]:
         """Like an instance's: passed-through server variables, the model's, then ours."""
         services = self.services
@@ -252,6 +294,16 @@ class Jobs:
         task = asyncio.get_running_loop().create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _noter(log: IO[bytes]) -> Callable[[str], None]:
+    """Where uv's own output goes: the run's log, line by line, as it comes."""
+
+    def write(line: str) -> None:
+        log.write(f"{line}\n".encode())
+        log.flush()
+
+    return write
 
 
 def _note(log: IO[bytes], text: str) -> None:
