@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable, MutableMapping
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
+from starlette.staticfiles import StaticFiles
 
 from modelhost import __version__, urls
 from modelhost.api import access as access_api
@@ -38,6 +39,10 @@ from modelhost.operations import Services
 from modelhost.operations.audit import RequestInfo, current_request
 from modelhost.reconciler import Reconciler
 from modelhost.settings import Settings
+from modelhost.ui import actions as ui_actions
+from modelhost.ui import links as ui_links
+from modelhost.ui import pages as ui_pages
+from modelhost.ui import wizard as ui_wizard
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +59,10 @@ ROUTERS: list[tuple[str, APIRouter]] = [
     (urls.API, runs_api.router),
     (urls.API, schedules_api.router),
 ]
+
+#: The web UI's routers (under /ui, with a session cookie instead of an API key); the UI's
+#: permission test walks this list.
+UI_ROUTERS: list[APIRouter] = [ui_pages.router, ui_actions.router, ui_wizard.router]
 
 
 class ModelhostApp:
@@ -131,6 +140,13 @@ def create_api(services: Services, jobs: Jobs) -> FastAPI:
     api_errors.install(api)
     for prefix, router in ROUTERS:
         api.include_router(router, prefix=prefix)
+    for ui_router in UI_ROUTERS:
+        api.include_router(ui_router)
+    api.mount(
+        f"{ui_links.PREFIX}/static",
+        StaticFiles(packages=[("modelhost.ui", "static")]),
+        name="ui-static",
+    )
     return api
 
 

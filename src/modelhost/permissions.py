@@ -99,3 +99,12 @@ def ensure_permission(user: User, action: str, model: Model, role: str | None) -
 def ensure_admin(user: User, what: str) -> None:
     if not user.is_admin:
         raise errors.Forbidden(f"Only server admins can {what}.")
+
+
+def allowed(user: User, action: str, model: Model, role: str | None) -> bool:
+    """Whether :func:`ensure_permission` would let ``user`` do ``action``; for showing buttons."""
+    try:
+        ensure_permission(user, action, model, role)
+    except (errors.Forbidden, errors.ModelNotFound):
+        return False
+    return True

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
+from starlette.responses import RedirectResponse
 
 from modelhost import __version__, urls
 from modelhost.api.deps import UserDep
@@ -18,7 +19,9 @@ def health() -> dict[str, Any]:
 
 
 @router.get("/", summary="What this server is and where its API lives", include_in_schema=False)
-def index() -> dict[str, Any]:
+def index(request: Request) -> Any:
+    if "text/html" in request.headers.get("accept", ""):  # a browser: the web UI
+        return RedirectResponse("/ui/", status_code=303)
     return {
         "name": "modelhost",
         "version": __version__,

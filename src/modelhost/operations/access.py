@@ -156,7 +156,15 @@ class Throttle:
 LOGIN_THROTTLE = Throttle()
 
 
-def login(services: Services, username: str, password: str, source: str, key_name: str) -> str:
+def login(
+    services: Services,
+    username: str,
+    password: str,
+    source: str,
+    key_name: str,
+    *,
+    expires_in_days: int | None = None,
+) -> str:
     """Check a password and return a new API key for the user; failures are throttled."""
     LOGIN_THROTTLE.check(source)
     user = services.repo.find_user(username)
@@ -171,9 +179,35 @@ def login(services: Services, username: str, password: str, source: str, key_nam
         record(services, None, "login", outcome="denied", actor_name=username)
         raise errors.Unauthenticated("The user name or password is wrong.")
     assert user is not None
-    key = create_api_key(services, user, key_name)
+    key = create_api_key(services, user, key_name, expires_in_days)
     record(services, user, "login")
     return key
+
+
+def login_with_key(
+    services: Services, api_key: str, source: str, key_name: str, *, expires_in_days: int
+) -> str:
+    """Exchange a valid API key for a new, expiring one (the web UI's sign-in for accounts
+    without a password, such as the first admin); failures are throttled like passwords."""
+    LOGIN_THROTTLE.check(source)
+    try:
+        user = accounts.authenticate(services.repo, api_key)
+    except errors.Unauthenticated:
+        LOGIN_THROTTLE.failed(source)
+        record(services, None, "login", outcome="denied", actor_name="(API key)")
+        raise
+    key = create_api_key(services, user, key_name, expires_in_days)
+    record(services, user, "login", detail={"with": "api key"})
+    return key
+
+
+def logout(services: Services, user: User, key: str) -> None:
+    """Revoke the API key a session signed in with (the web UI's sign-out)."""
+    digest = accounts.hash_key(key)
+    for item in services.repo.list_api_keys(user.id):
+        if item.key_hash == digest and item.revoked_at is None:
+            services.repo.revoke_api_key(user.id, item.id)
+            record(services, user, "logout")
 
 
 # --------------------------------------------------------------------------- API keys

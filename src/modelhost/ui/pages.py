@@ -1,0 +1,304 @@
+"""The UI's pages. Each builds one context from the operations and renders it (HTML or JSON)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+from starlette.responses import RedirectResponse, Response
+
+from modelhost import errors, urls
+from modelhost.api import access as access_api
+from modelhost.api.deps import ServicesDep
+from modelhost.db.repo import Model, User
+from modelhost.operations import Services, access, env, lifecycle
+from modelhost.operations import metrics as metrics_ops
+from modelhost.operations import models as ops
+from modelhost.operations.access import authorize, visible_models
+from modelhost.permissions import PERMISSIONS, allowed, role_of
+from modelhost.ui import charts as charts_svg
+from modelhost.ui import links, snippets
+from modelhost.ui.render import UIRoute, render, wants_json
+from modelhost.ui.session import SessionUser
+
+router = APIRouter(prefix=links.PREFIX, route_class=UIRoute, include_in_schema=False)
+
+
+def user_context(user: User) -> dict[str, Any]:
+    return {"user": access.user_view(user)}
+
+
+def model_context(services: Services, user: User, key: str, action: str = "view") -> Model:
+    return authorize(services, user, key, action)
+
+
+def _model_page(
+    services: Services, user: User, model: Model, page: str, **extra: Any
+) -> dict[str, Any]:
+    """What every page of a model shows: the model, the user's role, what they may do."""
+    role = role_of(user, model, services.repo.collaborators(model.id))
+    can = {action: allowed(user, action, model, role) for action in PERMISSIONS}
+    return {
+        **user_context(user),
+        "model": ops.model_view(services, model),
+        "role": "admin" if user.is_admin and role is None else role,
+        "can": can,
+        "page": page,
+        **extra,
+    }
+
+
+def _request_rate(services: Services, model: Model) -> float:
+    """Calls per minute to all of the model's versions over the last five minutes."""
+    totals = metrics_ops.model_metrics(services, model, RATE_MINUTES)["versions"]
+    return round(sum(v["totals"]["requests_per_minute"] for v in totals), 2)
+
+
+RATE_MINUTES = 5
+
+
+@router.get("/", summary="The UI's front page")
+def home() -> Response:
+    return RedirectResponse(links.models(), status_code=303)
+
+
+@router.get("/models", summary="The models you may see")
+def models_page(
+    request: Request, services: ServicesDep, user: SessionUser, q: str = ""
+) -> Response:
+    found = [
+        {**ops.model_view(services, m), "requests_per_minute": _request_rate(services, m)}
+        for m in visible_models(services, user)
+    ]
+    needle = q.strip().lower()
+    if needle:
+        found = [
+            m
+            for m in found
+            if needle in m["name"] or needle in m["description"].lower() or needle in m["owner"]
+        ]
+    context = {**user_context(user), "models": found, "q": q}
+    return render(request, services, "models/list.html", context)
+
+
+@router.get("/models/{model}", summary="A model's overview: URLs, tester, snippets")
+def overview(request: Request, model: str, services: ServicesDep, user: SessionUser) -> Response:
+    found = model_context(services, user, model)
+    versions = ops.list_versions(services, found)
+    base = services.settings.url.rstrip("/")
+    context = _model_page(services, user, found, "overview")
+    view = context["model"]
+    serving = next((v for v in versions if v["number"] == view["latest_version"]), None)
+    newest = versions[-1] if versions else None
+    sample = snippets.sample_input((serving or newest or {}).get("signature"))
+    routes = [{"route": "latest", "url": base + urls.invoke_latest(found.name)}]
+    routes += [
+        {"route": f"label {label}", "url": base + urls.invoke_label(found.name, label)}
+        for label in sorted(view["labels"])
+    ]
+    routes += [
+        {
+            "route": f"version {v['number']}",
+            "url": base + urls.invoke_version(found.name, v["number"]),
+        }
+        for v in reversed(versions)
+        if v["status"] == "running"
+    ]
+    token_required = found.invocation_mode == "token"
+    context.update(
+        routes=routes,
+        sample=sample,
+        snippets=snippets.snippets(routes[0]["url"], sample, token_required=token_required),
+        token_required=token_required,
+        serving=serving,
+    )
+    return render(request, services, "model/overview.html", context)
+
+
+@router.get("/models/{model}/versions", summary="A model's versions, with actions")
+def versions_page(
+    request: Request, model: str, services: ServicesDep, user: SessionUser
+) -> Response:
+    found = model_context(services, user, model)
+    context = _model_page(
+        services,
+        user,
+        found,
+        "versions",
+        versions=list(reversed(ops.list_versions(services, found))),
+        labels=lifecycle.list_labels(services, found),
+    )
+    return render(request, services, "model/versions.html", context)
+
+
+@router.get("/models/{model}/versions/{number}", summary="One version with its build log")
+def version_page(
+    request: Request, model: str, number: int, services: ServicesDep, user: SessionUser
+) -> Response:
+    found = model_context(services, user, model)
+    version = ops.show_version(services, found, number)
+    context = _model_page(services, user, found, "versions", version=version)
+    return render(request, services, "model/version.html", context)
+
+
+@router.get("/models/{model}/instances", summary="Instances and the log, with live tail")
+def instances_page(
+    request: Request, model: str, services: ServicesDep, user: SessionUser
+) -> Response:
+    found = model_context(services, user, model)
+    context = _model_page(services, user, found, "instances")
+    context["instances"] = ops.list_instances(services, found)
+    context["lines"] = (
+        ops.read_logs(services, found, tail=200) if context["can"]["view-logs"] else []
+    )
+    return render(request, services, "model/instances.html", context)
+
+
+@router.get("/models/{model}/logs", summary="Log lines (the live tail polls this)")
+def logs(
+    request: Request,
+    model: str,
+    services: ServicesDep,
+    user: SessionUser,
+    after: str | None = None,
+    tail: Annotated[int, Query()] = 200,
+) -> Response:
+    found = model_context(services, user, model, "view-logs")
+    lines = ops.read_logs(services, found, tail=tail, after=after)
+    return render(request, services, "model/logs.html", {"lines": lines, "model_name": found.name})
+
+
+@router.get("/models/{model}/metrics", summary="Calls, errors and latency per version, as charts")
+def metrics_page(
+    request: Request, model: str, services: ServicesDep, user: SessionUser
+) -> Response:
+    found = model_context(services, user, model)
+    data = metrics_ops.model_metrics(services, found)
+    versions = data["versions"]
+    labels = [f"version {v['version_number']}" for v in versions]
+
+    context = _model_page(services, user, found, "metrics", metrics=data)
+    if not wants_json(request):  # the twin has the numbers; the page draws them too
+
+        def series(field: str, scale: float = 1.0) -> list[tuple[str, list[float | None]]]:
+            return [
+                (label, [None if p[field] is None else p[field] * scale for p in v["points"]])
+                for label, v in zip(labels, versions, strict=True)
+            ]
+
+        context["charts"] = [
+            (
+                "Requests per minute",
+                charts_svg.line_chart("Requests per minute", "", series("requests")),
+            ),
+            (
+                "Error rate (5xx)",
+                charts_svg.line_chart("Error rate (5xx)", "%", series("error_rate", 100.0)),
+            ),
+            ("p50 latency", charts_svg.line_chart("p50 latency", " ms", series("p50_ms"))),
+            ("p99 latency", charts_svg.line_chart("p99 latency", " ms", series("p99_ms"))),
+        ]
+        context["legend"] = charts_svg.legend(labels)
+    return render(request, services, "model/metrics.html", context)
+
+
+@router.get("/models/{model}/settings", summary="Settings, each part shown by role")
+def settings_page(
+    request: Request, model: str, services: ServicesDep, user: SessionUser
+) -> Response:
+    return render(request, services, "model/settings.html", settings_context(services, user, model))
+
+
+def settings_context(services: Services, user: User, key: str) -> dict[str, Any]:
+    found = model_context(services, user, key)
+    context = _model_page(services, user, found, "settings")
+    can = context["can"]
+    context.update(
+        variables=env.list_env(services, found) if can["view-config"] else [],
+        tokens=access.list_tokens(services, found) if can["manage-tokens"] else [],
+        collaborators=access.collaborators(services, found),
+        labels=lifecycle.list_labels(services, found),
+        versions=[
+            v["number"] for v in ops.list_versions(services, found) if v["status"] != "failed"
+        ],
+        new_token=None,
+        max_instance_count=services.settings.max_instance_count,
+    )
+    return context
+
+
+def _since(value: str | None) -> dt.datetime | None:
+    if not value:
+        return None
+    try:
+        return dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise errors.BadRequest(
+            f"'{value}' is not a date; use the form 2026-12-01 or 2026-12-01T09:30."
+        ) from None
+
+
+def _audit_response(
+    request: Request,
+    services: Services,
+    result: Any,
+    context: dict[str, Any],
+) -> Response:
+    if isinstance(result, Response):  # the CSV export
+        result.headers["Content-Disposition"] = 'attachment; filename="audit.csv"'
+        return result
+    context["events"] = result["events"]
+    return render(request, services, "audit.html", context)
+
+
+@router.get("/models/{model}/audit", summary="A model's audit log, with filters and export")
+def model_audit_page(
+    request: Request,
+    model: str,
+    services: ServicesDep,
+    user: SessionUser,
+    actor: str = "",
+    action: str = "",
+    since: str = "",
+    format: str = "html",
+) -> Response:
+    found = model_context(services, user, model, "view-audit")
+    result = access_api.model_audit(
+        found.id,
+        services,
+        user,
+        actor=actor or None,
+        action=action or None,
+        since=_since(since),
+        format="csv" if format == "csv" else "json",
+    )
+    context = _model_page(services, user, found, "audit")
+    context.update(filters={"actor": actor, "action": action, "since": since})
+    return _audit_response(request, services, result, context)
+
+
+@router.get("/audit", summary="Every audit event (admins)")
+def server_audit_page(
+    request: Request,
+    services: ServicesDep,
+    user: SessionUser,
+    actor: str = "",
+    action: str = "",
+    since: str = "",
+    format: str = "html",
+) -> Response:
+    result = access_api.server_audit(
+        services,
+        user,
+        actor=actor or None,
+        action=action or None,
+        since=_since(since),
+        format="csv" if format == "csv" else "json",
+    )
+    context = {
+        **user_context(user),
+        "model": None,
+        "filters": {"actor": actor, "action": action, "since": since},
+    }
+    return _audit_response(request, services, result, context)

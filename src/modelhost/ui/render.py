@@ -1,0 +1,152 @@
+"""One context, two answers: HTML from a template, or the same data as JSON.
+
+A page answers JSON (its *JSON twin*) when the request says ``Accept: application/json``;
+anything else gets HTML. Errors follow the same rule: the JSON twin gets the error envelope,
+a page gets the message in plain words on an error page (or, without a session, the sign-in
+form). Flash messages carry the outcome of a form across its redirect.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Coroutine
+from importlib import resources
+from typing import Any
+from urllib.parse import quote, unquote
+
+import jinja2
+from fastapi import Request
+from fastapi.routing import APIRoute
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+
+from modelhost import __version__, errors
+from modelhost.api.errors import envelope, request_id
+from modelhost.api.responses import JSONResponse
+from modelhost.operations import Services
+from modelhost.ui import links, session
+
+logger = logging.getLogger(__name__)
+
+FLASH_COOKIE = "mh_flash"
+
+_env = jinja2.Environment(
+    loader=jinja2.PackageLoader("modelhost.ui", "templates"),
+    autoescape=jinja2.select_autoescape(default=True, default_for_string=True),
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+
+def _static_version() -> str:
+    digest = hashlib.sha256(__version__.encode())
+    for name in ("ui.css", "ui.js"):
+        digest.update(
+            resources.files("modelhost.ui").joinpath("static").joinpath(name).read_bytes()
+        )
+    return digest.hexdigest()[:10]
+
+
+STATIC_VERSION = _static_version()
+_env.globals.update(links=links, static_version=STATIC_VERSION, version=__version__)
+_env.filters["tojson_pretty"] = lambda value: json.dumps(value, indent=2)
+
+
+def wants_json(request: Request) -> bool:
+    return "application/json" in request.headers.get("accept", "")
+
+
+def render(
+    request: Request,
+    services: Services,
+    template: str,
+    context: dict[str, Any],
+    *,
+    status: int = 200,
+) -> Response:
+    """The page: ``context`` as JSON for its twin, else the template with it."""
+    if wants_json(request):
+        return JSONResponse(context, status_code=status)
+    csrf = session.csrf_token(request) or session.new_csrf_token()
+    flash = _read_flash(request)
+    page = _env.get_template(template).render(
+        **context, csrf_token=csrf, flash=flash, request_path=request.url.path
+    )
+    response = HTMLResponse(page, status_code=status)
+    if csrf != session.csrf_token(request):
+        session.set_csrf_cookie(response, services, csrf)
+    if flash is not None:
+        response.delete_cookie(FLASH_COOKIE)
+    return response
+
+
+def redirect(
+    services: Services, to: str, *, notice: str | None = None, error: str | None = None
+) -> Response:
+    """Redirect after a form (303), with a message to show on the next page."""
+    response = RedirectResponse(to, status_code=303)
+    if notice or error:
+        value = json.dumps({"kind": "error" if error else "notice", "text": error or notice})
+        response.set_cookie(
+            FLASH_COOKIE,
+            quote(value),
+            max_age=60,
+            httponly=True,
+            samesite="lax",
+            secure=session.is_secure(services),
+        )
+    return response
+
+
+def _read_flash(request: Request) -> dict[str, str] | None:
+    raw = request.cookies.get(FLASH_COOKIE)
+    if not raw:
+        return None
+    try:
+        value = json.loads(unquote(raw))
+    except ValueError:
+        return None
+    if isinstance(value, dict) and value.get("kind") in ("notice", "error"):
+        return {"kind": str(value["kind"]), "text": str(value.get("text", ""))}
+    return None
+
+
+def error_page(request: Request, error: errors.ModelhostError) -> Response:
+    if wants_json(request):
+        return envelope(request, error)
+    if isinstance(error, errors.Unauthenticated):
+        target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        return RedirectResponse(f"{links.sign_in()}?next={quote(target)}", status_code=303)
+    message = error.message if error.public or error.status < 500 else "Something went wrong."
+    page = _env.get_template("error.html").render(
+        status=error.status,
+        message=message,
+        request_id=request_id(request),
+        user=None,
+        csrf_token="",
+        flash=None,
+        request_path=request.url.path,
+    )
+    return HTMLResponse(page, status_code=error.status)
+
+
+class UIRoute(APIRoute):
+    """Routes of the UI: a modelhost error becomes an error page (or the envelope for JSON)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def handle(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except errors.ModelhostError as exc:
+                if exc.status >= 500:
+                    logger.error("UI request %s failed: %s", request_id(request), exc.message)
+                return error_page(request, exc)
+            except Exception as exc:  # a bug: logged with its traceback, shown as a 500 page
+                logger.exception("UI request %s failed", request_id(request))
+                return error_page(request, errors.InternalError(type(exc).__name__))
+
+        return handle

@@ -1,0 +1,235 @@
+"""Every UI route x (admin, owner, editor, viewer, unrelated user, anonymous), matched against
+the permission table, like tests/api/test_permissions.py for the API. Each case runs on its own
+copy of one prepared server state, so destructive actions cannot change what later cases see.
+Requests ask for the JSON twin, whose statuses are the API's."""
+
+from __future__ import annotations
+
+import io
+import itertools
+import shutil
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import anyio
+import httpx
+import pytest
+from fastapi.routing import APIRoute
+
+from modelhost.app import UI_ROUTERS, create_app
+from modelhost.operations import access
+from modelhost.operations.accounts import bootstrap_admin
+from modelhost.permissions import PERMISSIONS, ROLES
+from modelhost.settings import load_settings
+from modelhost.ui import actions, session
+from tests.fakes import FakeBackend
+from tests.helpers import PROJECTS
+from tests.ui.conftest import CSRF, session_cookies
+
+PUBLIC, AUTHENTICATED, ADMIN = "public", "authenticated", "admin"
+ACTORS = ("admin", "owner", "editor", "viewer", "stranger", "anonymous")
+ACTION_ROUTE = ("POST", "/ui/models/{model}/actions/{what}")
+
+#: Every UI route (and every form action) and what it needs.
+UI_ROUTE_NEEDS: dict[tuple[str, str], str] = {
+    ("GET", "/ui/"): PUBLIC,  # a redirect to the models list
+    ("GET", "/ui/sign-in"): PUBLIC,
+    ("POST", "/ui/sign-in"): PUBLIC,
+    ("POST", "/ui/sign-out"): PUBLIC,
+    ("GET", "/ui/models"): AUTHENTICATED,
+    ("GET", "/ui/models/{model}"): "view",
+    ("GET", "/ui/models/{model}/versions"): "view",
+    ("GET", "/ui/models/{model}/versions/{number}"): "view",
+    ("GET", "/ui/models/{model}/instances"): "view",
+    ("GET", "/ui/models/{model}/logs"): "view-logs",
+    ("GET", "/ui/models/{model}/metrics"): "view",
+    ("GET", "/ui/models/{model}/settings"): "view",
+    ("GET", "/ui/models/{model}/audit"): "view-audit",
+    ("GET", "/ui/audit"): ADMIN,
+    ("GET", "/ui/publish"): AUTHENTICATED,
+    ("POST", "/ui/publish"): AUTHENTICATED,
+}
+ACTION_NEEDS: dict[str, str] = {
+    "deploy": "deploy",
+    "rollback": "deploy",
+    "promote": "deploy",
+    "label": "deploy",
+    "label-delete": "deploy",
+    "stop": "deploy",
+    "start": "deploy",
+    "restart": "deploy",
+    "settings": "manage-settings",
+    "env-set": "manage-env",
+    "env-unset": "manage-env",
+    "access": "change-access",
+    "token-create": "manage-tokens",
+    "token-revoke": "manage-tokens",
+    "token-regenerate": "manage-tokens",
+    "collaborator-set": "manage-collaborators",
+    "collaborator-remove": "manage-collaborators",
+    "transfer": "transfer",
+    "unpublish": "unpublish",
+}
+FORMS: dict[str, dict[str, str]] = {
+    "deploy": {"version": "1"},
+    "label": {"label": "staging", "version": "1"},
+    "label-delete": {"label": "prod"},
+    "settings": {"description": "changed"},
+    "env-set": {"name": "OTHER", "value": "x"},
+    "env-unset": {"name": "VAR"},
+    "access": {"visibility": "private"},
+    "token-create": {"name": "billing"},
+    "collaborator-set": {"user": "target", "role": "editor"},
+    "collaborator-remove": {"user": "target"},
+    "transfer": {"user": "target"},
+}
+
+
+def ui_routes() -> set[tuple[str, str]]:
+    found = set()
+    for router in UI_ROUTERS:
+        for route in router.routes:
+            assert isinstance(route, APIRoute)
+            for method in route.methods - {"HEAD", "OPTIONS"}:
+                found.add((method, route.path))
+    return found
+
+
+def test_every_ui_route_and_form_action_is_classified() -> None:
+    assert ui_routes() == set(UI_ROUTE_NEEDS) | {ACTION_ROUTE}
+    assert set(ACTION_NEEDS) == set(actions.ACTIONS) | set(actions.TOKEN_ACTIONS)
+    used = set(UI_ROUTE_NEEDS.values()) | set(ACTION_NEEDS.values())
+    assert used - {PUBLIC, AUTHENTICATED, ADMIN} <= set(PERMISSIONS)
+
+
+def _archive() -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        tar.add(PROJECTS / "calc" / "calc.py", arcname="calc.py")
+    return buffer.getvalue()
+
+
+@dataclass
+class State:
+    home: Path
+    keys: dict[str, str]
+    token_id: str
+
+
+async def _prepare(home: Path) -> State:
+    settings = load_settings(environ={"MODELHOST_HOME": str(home)})
+    app = create_app(settings, backend=FakeBackend())
+    services = app.services
+    keys = {"admin": bootstrap_admin(services.repo, home, settings.url) or ""}
+    for name in ("owner", "editor", "viewer", "stranger", "target"):
+        user = services.repo.create_user(name, is_admin=False)
+        keys[name] = access.create_api_key(services, user, "test")
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app),
+        base_url="http://t",
+        headers={"Authorization": f"Bearer {keys['owner']}"},
+    ) as http:
+        for _ in range(2):  # two versions, so that rollback has somewhere to go
+            published = await http.post(
+                "/api/v1/models/m/versions",
+                params={"file": "calc.py", "function": "add"},
+                content=_archive(),
+                headers={"Content-Type": "application/gzip"},
+            )
+            assert published.status_code == 201, published.text
+            await services.reconciler.reconcile_once()
+            await services.reconciler.reconcile_once()
+        for path, body in [
+            ("/api/v1/models/m/collaborators/editor", {"role": "editor"}),
+            ("/api/v1/models/m/collaborators/viewer", {"role": "viewer"}),
+            ("/api/v1/models/m/collaborators/target", {"role": "viewer"}),
+            ("/api/v1/models/m/labels/prod", {"version": 1}),
+            ("/api/v1/models/m/env/VAR", {"value": "1"}),
+        ]:
+            assert (await http.put(path, json=body)).status_code == 200
+        token = (await http.post("/api/v1/models/m/tokens", json={"name": "t"})).json()["id"]
+    await services.reconciler.close()
+    services.repo.engine.dispose()
+    return State(home, keys, token)
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory: pytest.TempPathFactory) -> State:
+    return anyio.run(_prepare, tmp_path_factory.mktemp("ui-template") / "home")
+
+
+def _expected(need: str, actor: str) -> set[int] | str:
+    if need == PUBLIC:
+        return "ok"
+    if actor == "anonymous":
+        return {401}
+    if need == AUTHENTICATED or actor == "admin":
+        return "ok"
+    if need == ADMIN:
+        return {403}
+    if actor == "stranger":
+        return {404}
+    return "ok" if ROLES.index(actor) >= ROLES.index(PERMISSIONS[need]) else {403}
+
+
+def _cases() -> list[tuple[str, str, str, str]]:
+    routes = [(m, p, "", need) for (m, p), need in UI_ROUTE_NEEDS.items()]
+    routes += [(*ACTION_ROUTE, what, need) for what, need in ACTION_NEEDS.items()]
+    return [(*r, a) for r, a in itertools.product(sorted(routes), ACTORS)]  # type: ignore[misc]
+
+
+CASES = _cases()
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "what", "need", "actor"),
+    CASES,
+    ids=[f"{c[0]} {c[1]}{' ' + c[2] if c[2] else ''} as {c[4]}" for c in CASES],
+)
+def test_the_ui_route_answers_each_actor_as_the_permission_table_says(
+    prepared: State, tmp_path: Path, method: str, path: str, what: str, need: str, actor: str
+) -> None:
+    home = tmp_path / "home"
+    shutil.copytree(prepared.home, home)
+    expected = _expected(need, actor)
+    concrete = path.replace("{model}", "m").replace("{number}", "1").replace("{what}", what)
+    form = dict(FORMS.get(what, {}))
+    if what in ("token-revoke", "token-regenerate"):
+        form["token_id"] = prepared.token_id
+    if path == "/ui/publish" and method == "POST":
+        form = {"model": "fresh", "file": "calc.py", "function": "add"}
+    if path == "/ui/sign-in":
+        form = {"api_key": prepared.keys["viewer"]}  # anyone may sign in with valid credentials
+
+    async def call() -> httpx.Response:
+        settings = load_settings(environ={"MODELHOST_HOME": str(home)})
+        app = create_app(settings, backend=FakeBackend())
+        cookies = {session.CSRF_COOKIE: CSRF}
+        if actor != "anonymous":
+            cookies = session_cookies(home, prepared.keys[actor])
+        headers = {"Accept": "application/json", "X-CSRF-Token": CSRF}
+        files = {"archive": ("p.tar.gz", _archive(), "application/gzip")}
+        try:
+            async with httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://t", cookies=cookies
+            ) as http:
+                if method == "GET":
+                    return await http.get(concrete, headers=headers)
+                if path == "/ui/publish":
+                    return await http.post(concrete, headers=headers, data=form, files=files)
+                return await http.post(concrete, headers=headers, data=form)
+        finally:
+            await app.services.reconciler.close()
+            app.services.repo.engine.dispose()
+
+    response = anyio.run(call)
+    if expected == "ok":
+        assert response.status_code < 400 or response.status_code == 409, response.text
+    else:
+        assert response.status_code in expected, response.text
+        assert response.json()["error"]["code"] in {
+            "unauthenticated",
+            "forbidden",
+            "model_not_found",
+        }

@@ -1,0 +1,55 @@
+"""The tester's sample input and the code snippets."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from modelhost.ui.snippets import TOKEN_PLACEHOLDER, sample_input, snippets
+
+URL = "http://127.0.0.1:8000/models/calc/latest/model"
+
+
+@pytest.mark.parametrize(
+    ("signature", "sample"),
+    [
+        ("add(x, y)", {"data": {"x": 0, "y": 0}}),
+        ("predict(features)", {"data": {"features": 0}}),
+        ("f(x, y=2, *args, **kwargs)", {"data": {"x": 0, "y": 0}}),
+        ("f(x: int, y: float = 1.0)", {"data": {"x": 0, "y": 0}}),
+        ("predictQuality(features, n.trees)", {"data": {"features": 0, "n.trees": 0}}),
+        ("f(*args)", {"parameters": [0]}),
+        ("f()", {"parameters": [0]}),
+        (None, {"parameters": [0]}),
+    ],
+)
+def test_the_sample_input_fits_the_functions_signature(
+    signature: str | None, sample: dict[str, object]
+) -> None:
+    assert sample_input(signature) == sample
+
+
+def test_the_snippets_of_a_public_model_carry_no_token() -> None:
+    code = snippets(URL, {"data": {"x": 1}}, token_required=False)
+    assert set(code) == {"curl", "python", "javascript", "r"}
+    assert all(URL in text for text in code.values())
+    assert all(TOKEN_PLACEHOLDER not in text for text in code.values())
+    assert """-d '{"data": {"x": 1}}'""" in code["curl"]
+    assert "requests.post(" in code["python"]
+    assert "await fetch(" in code["javascript"]
+    assert "library(httr)" in code["r"]
+
+
+def test_the_snippets_of_a_token_model_show_where_the_token_goes() -> None:
+    code = snippets(URL, {"data": {"x": 1}}, token_required=True)
+    assert f"-u {TOKEN_PLACEHOLDER}:{TOKEN_PLACEHOLDER}" in code["curl"]
+    assert f'auth=("{TOKEN_PLACEHOLDER}", "{TOKEN_PLACEHOLDER}")' in code["python"]
+    assert f'"Authorization": "Bearer {TOKEN_PLACEHOLDER}"' in code["javascript"]
+    assert 'type = "basic"' in code["r"]
+
+
+def test_a_single_quote_in_the_body_cannot_break_out_of_the_shell_string() -> None:
+    code = snippets(URL, {"data": {"name": "O'Brien"}}, token_required=False)
+    assert """'{"data": {"name": "O'\\''Brien"}}'""" in code["curl"]
+    assert json.loads(json.dumps({"data": {"name": "O'Brien"}}))
