@@ -5,6 +5,7 @@ by itself, and what a server restart does to runs and schedules."""
 from __future__ import annotations
 
 import shutil
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -396,7 +397,7 @@ def test_a_run_of_a_project_with_requirements_uses_its_isolated_environment_as_t
     )
 
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "environment: isolated (six==1.16.0)" in result.stdout
+    assert "environment: isolated, from requirements.txt (six==1.16.0)" in result.stdout
     assert "trained with six 1.16.0" in result.stdout
     answer = runs_server.invoke("sixes", {"data": {}})
     assert answer.status_code == 200, answer.text
@@ -407,3 +408,80 @@ def test_a_run_of_a_project_with_requirements_uses_its_isolated_environment_as_t
     assert info["trained_in"] == info["prefix"]
     assert f"{runs_server.home}/envs/" in info["prefix"]
     assert runs_server.client().versions("sixes")[0]["environment"] == "isolated"
+
+
+PRINT_SIX = "import sys\ntry:\n    import six\nexcept ImportError:\n    six = None\n" + (
+    "print('six', six.__version__ if six else None, 'in', sys.prefix)\n"
+)
+
+
+def _sixes_project(root: Path, requirements: str | None) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "show.py").write_text(PRINT_SIX)
+    if requirements is not None:
+        (root / "requirements.txt").write_text(requirements)
+    return root
+
+
+def test_a_run_runs_in_the_environment_it_asks_for_server_isolated_or_named(
+    runs_server: Server, tmp_path: Path
+) -> None:
+    declared = _sixes_project(tmp_path / "declared", "six==1.15.0\n")
+    bare = _sixes_project(tmp_path / "bare", None)
+
+    def run(project: Path, *environment: str) -> str:
+        result = runs_server.cli("run", str(project), *environment, "--", "python", "show.py")
+        assert result.returncode == 0, result.stdout + result.stderr
+        return next(line for line in result.stdout.splitlines() if line.startswith("six "))
+
+    assert run(declared).startswith(f"six 1.15.0 in {runs_server.home}/envs/")  # the default
+    assert run(declared, "--environment", "server") == f"six None in {sys.prefix}"
+    runs_server.client().create_environment("six-for-runs", "six==1.14.0\n")
+    assert run(bare, "--environment", "six-for-runs").startswith(
+        f"six 1.14.0 in {runs_server.home}/envs/"
+    )
+    listed = runs_server.client().runs(limit=3)
+    assert [r["environment"] for r in listed] == ["six-for-runs", "server", "auto"]
+
+
+@pytest.mark.parametrize(
+    ("project_requirements", "environment", "says"),
+    [
+        (None, "isolated", "--environment isolated needs the project's dependencies"),
+        ("six\n", "no-such-environment", "There is no environment 'no-such-environment'"),
+        ("six\n", "r", "--environment chooses a Python environment"),
+        ("six\n", "not valid!", "'not valid!' is not an environment"),
+    ],
+)
+def test_an_environment_a_run_cannot_have_is_refused_with_one_error_line_and_no_run(
+    runs_server: Server,
+    tmp_path: Path,
+    project_requirements: str | None,
+    environment: str,
+    says: str,
+) -> None:
+    before = len(runs_server.client().runs(limit=1000))
+    bundles = sorted((runs_server.home / "bundles").rglob("*"))
+    project = _sixes_project(tmp_path / "p", project_requirements)
+    result = runs_server.cli(
+        "run", str(project), "--environment", environment, "--", "python", "show.py"
+    )
+    assert result.returncode == 1
+    errors_printed = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors_printed) == 1
+    assert says in errors_printed[0]
+    assert len(runs_server.client().runs(limit=1000)) == before
+    assert sorted((runs_server.home / "bundles").rglob("*")) == bundles  # nothing stored
+
+
+def test_a_schedule_keeps_its_environment_and_its_runs_get_it(runs_server: Server) -> None:
+    client = runs_server.client()
+    created = client.create_schedule(
+        PROJECTS / "calc", ["python", "-c", "print('hello')"], every="1s", environment="server"
+    )
+    assert created["environment"] == "server"
+    try:
+        fired = wait_until(lambda: client.runs(schedule=created["id"]), timeout=60)
+        assert fired[0]["environment"] == "server"
+    finally:
+        client.delete_schedule(created["id"])

@@ -86,7 +86,11 @@ def _switch_under_load(
         done_at = time.monotonic()
         time.sleep(1.5)
     assert load.failures() == []
-    assert len(load.calls) > 20
+    # Traffic all through: calls before the switch was done and after it (a loaded machine
+    # makes fewer calls in the same time, a fifth of them 0.4 s long, so no fixed count).
+    assert len(load.calls) > 8
+    assert any(c.started < done_at for c in load.calls)
+    assert any(c.started > done_at for c in load.calls)
     load.done_at = done_at  # type: ignore[attr-defined]
     return load
 

@@ -11,6 +11,15 @@ from modelhost.api.deps import ServicesDep, UserDep
 from modelhost.api.uploads import check_archive_type, received_archive
 from modelhost.operations import runs as ops
 
+#: What a run runs in; as for a publish, left out: the project decides.
+Environment = Annotated[
+    str | None,
+    Query(
+        description="server, isolated, or a named environment; default: isolated when the "
+        "project has requirements.txt or pyproject.toml dependencies, else server"
+    ),
+]
+
 router = APIRouter(prefix="/runs", tags=["runs"])
 
 Command = Annotated[
@@ -39,11 +48,12 @@ async def create_run(
     function: Annotated[str | None, Query(description="Function to publish")] = None,
     timeout_seconds: Annotated[float | None, Query(description="Time the run may take")] = None,
     description: Annotated[str, Query()] = "",
+    environment: Environment = None,
 ) -> dict[str, Any]:
     # Checked before the upload is read, so a mistake costs no upload.
     check_archive_type(request)
     await asyncio.to_thread(
-        ops.check_run, services, user, command, model, file, function, timeout_seconds
+        ops.check_run, services, user, command, model, file, function, timeout_seconds, environment
     )
     async with received_archive(request, services) as upload:
         run = await asyncio.to_thread(
@@ -57,6 +67,7 @@ async def create_run(
             function=function,
             timeout_seconds=timeout_seconds,
             description=description,
+            environment=environment,
         )
     return ops.run_view(services, run)
 

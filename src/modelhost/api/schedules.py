@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 
 from modelhost.api.deps import ServicesDep, UserDep
-from modelhost.api.runs import Command
+from modelhost.api.runs import Command, Environment
 from modelhost.api.uploads import check_archive_type, received_archive
 from modelhost.operations import schedules as ops
 
@@ -55,6 +55,7 @@ async def _store(
         params["file"],
         params["function"],
         params["timeout_seconds"],
+        params["environment"],
     )
     async with received_archive(request, services) as upload:
         schedule = await asyncio.to_thread(
@@ -79,6 +80,7 @@ async def create_schedule(
     function: Function = None,
     timeout_seconds: Timeout = None,
     description: Annotated[str, Query()] = "",
+    environment: Environment = None,
 ) -> dict[str, Any]:
     params = {
         "command": command,
@@ -90,6 +92,7 @@ async def create_schedule(
         "function": function,
         "timeout_seconds": timeout_seconds,
         "description": description,
+        "environment": environment,
     }
     return await _store(request, services, user, params)
 
@@ -113,6 +116,7 @@ async def replace_schedule(
     function: Function = None,
     timeout_seconds: Timeout = None,
     description: Annotated[str, Query()] = "",
+    environment: Environment = None,
 ) -> dict[str, Any]:
     params = {
         "command": command,
@@ -124,6 +128,7 @@ async def replace_schedule(
         "function": function,
         "timeout_seconds": timeout_seconds,
         "description": description,
+        "environment": environment,
     }
     return await _store(request, services, user, params, replaces=schedule_id)
 

@@ -32,6 +32,11 @@ def _publish_options(function: Any) -> Any:
                 help="Seconds a run may take before it is killed (server default: 1 hour).",
             ),
             click.option("--description", default="", help="What this is for."),
+            click.option(
+                "--environment",
+                help="server, isolated or a named environment to run in (default: isolated "
+                "when the project has requirements.txt or pyproject dependencies, else server).",
+            ),
         ]
     ):
         function = option(function)
@@ -87,6 +92,7 @@ def run(
     exclude: tuple[str, ...],
     timeout: float | None,
     description: str,
+    environment: str | None,
     detach: bool,
     command: tuple[str, ...],
 ) -> None:
@@ -109,6 +115,7 @@ def run(
         exclude=exclude,
         timeout=timeout,
         description=description,
+        environment=environment,
         on_progress=lambda message: click.echo(message, err=True),
     )
     click.echo(f"Run {started['id']} is queued: {shlex.join(started['command'])}", err=True)

@@ -58,6 +58,7 @@ class RunsMixin:
         timeout: float | None = None,
         description: str = "",
         on_progress: Callable[[str], None] | None = None,
+        environment: str | None = None,
     ) -> dict[str, Any]:
         """Run ``command`` on the server in a fresh copy of the project at ``path``.
 
@@ -75,6 +76,7 @@ class RunsMixin:
             "function": function,
             "timeout_seconds": timeout,
             "description": description,
+            "environment": environment,
         }
         with self._packed(path, exclude, on_progress or (lambda _m: None)) as archive:
             return self._upload(urls.api_runs(), archive, params)
@@ -135,6 +137,7 @@ class RunsMixin:
         timeout: float | None = None,
         description: str = "",
         on_progress: Callable[[str], None] | None = None,
+        environment: str | None = None,
     ) -> dict[str, Any]:
         """Run ``command`` on a schedule in a fresh copy of the project as it is now.
 
@@ -156,6 +159,7 @@ class RunsMixin:
             "function": function,
             "timeout_seconds": timeout,
             "description": description,
+            "environment": environment,
         }
         with self._packed(path, exclude, on_progress or (lambda _m: None)) as archive:
             return self._upload(urls.api_schedules(), archive, params)
@@ -176,6 +180,7 @@ class RunsMixin:
         timeout: float | None = None,
         description: str = "",
         on_progress: Callable[[str], None] | None = None,
+        environment: str | None = None,
     ) -> dict[str, Any]:
         """Replace a schedule's project (uploaded again), command, timing, target and timeout.
 
@@ -191,6 +196,7 @@ class RunsMixin:
             "function": function,
             "timeout_seconds": timeout,
             "description": description,
+            "environment": environment,
         }
         with self._packed(path, exclude, on_progress or (lambda _m: None)) as archive:
             return self._upload(urls.api_schedule(schedule_id), archive, params, method="PUT")

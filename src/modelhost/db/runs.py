@@ -39,6 +39,7 @@ class Run:
     finished_at: dt.datetime | None
     published_version_id: str | None
     published_version: int | None
+    environment: str | None = None  # as asked for; None: the project decides
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,7 @@ class Schedule:
     next_run_at: dt.datetime | None
     created_at: dt.datetime
     updated_at: dt.datetime
+    environment: str | None = None
 
 
 class RunsRepo(Store):
@@ -79,6 +81,7 @@ class RunsRepo(Store):
             "finished_at": None,
             "published_version_id": None,
             "published_version": None,
+            "environment": None,
             **values,
         }
         with self._begin() as conn:

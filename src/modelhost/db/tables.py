@@ -195,6 +195,8 @@ runs = Table(
     Column("finished_at", DateTime(timezone=True), nullable=True),
     Column("published_version_id", String(32), nullable=True, unique=True),
     Column("published_version", Integer, nullable=True),
+    #: server, isolated, a named environment, or None: the project decides (as for publish)
+    Column("environment", String(128), nullable=True),
 )
 
 schedules = Table(
@@ -216,4 +218,5 @@ schedules = Table(
     Column("next_run_at", DateTime(timezone=True), nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("environment", String(128), nullable=True),
 )

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from modelhost import errors
 from modelhost.builder import environments, uvenv
 from modelhost.db.repo import Run
 from modelhost.errors import ModelhostError
@@ -218,16 +219,55 @@ class Jobs:
         return "succeeded", published, 0
 
     def _isolated_python(self, run: Run, work: Path, log: IO[bytes]) -> str | None:
-        """A project that declares its dependencies runs in an isolated environment, as its
-        published version would: locked and built with uv, from the same cache (an unchanged
-        lock costs nothing). None: the server's Python."""
+        """The interpreter of the environment the run asked for (``run.environment``), built
+        or taken from the cache versions share; None for the server's Python. By default, as
+        for a publish, a project that declares its dependencies gets its isolated environment,
+        so the version a run publishes starts in the environment it was trained in."""
         settings = self.services.settings
         declared = environments.requirements_of(work)
-        if declared is None:
+        kind = environments.choose(run.environment, "python", declared is not None)
+        if kind == environments.SERVER:
             return None
-        source, text = declared
-        python = uvenv.find_python(settings, None)
         deadline = uvenv.Deadline.after(settings, self._stopping)
+        started = time.monotonic()
+        if kind == environments.ISOLATED:
+            assert declared is not None
+            python = uvenv.find_python(settings, None)
+            lock = self._lock(run, work, declared, python, deadline, log)
+            what = f"isolated, from {declared[0]}"
+        else:
+            named = self.services.repo.get_environment(kind)
+            if named is None:
+                raise errors.EnvironmentNotFound(
+                    f"There is no environment '{kind}' any more; 'modelhost envs list' shows "
+                    "the ones there are."
+                )
+            python = uvenv.find_python(settings, named.interpreter)
+            lock = named.lock
+            what = f"{kind} revision {named.revision}"
+        found, cached = uvenv.ensure_environment(
+            settings, lock, python, deadline=deadline, log=_noter(log)
+        )
+        how = "from the cache" if cached else "built"
+        _note(
+            log,
+            f"environment: {what} ({', '.join(uvenv.pins(lock)) or 'no packages'}), {how} "
+            f"in {time.monotonic() - started:.1f} s",
+        )
+        return str(found)
+
+    def _lock(
+        self,
+        run: Run,
+        work: Path,
+        declared: tuple[str, str],
+        python: uvenv.Python,
+        deadline: uvenv.Deadline,
+        log: IO[bytes],
+    ) -> str:
+        """The project's requirements resolved into a lock with hashes."""
+        settings = self.services.settings
+        source, text = declared
         requirements = work / "requirements.txt"
         scratch: Path | None = None
         if source != "requirements.txt":
@@ -235,25 +275,14 @@ class Jobs:
             scratch.parent.mkdir(parents=True, exist_ok=True)
             scratch.write_text(text)
             requirements = scratch
-        started = time.monotonic()
         _note(log, f"resolving {source} for Python {python.version} with uv")
         try:
-            lock = uvenv.compile_lock(
+            return uvenv.compile_lock(
                 settings, requirements, python, deadline=deadline, log=_noter(log), cwd=work
             )
         finally:
             if scratch is not None:
                 scratch.unlink(missing_ok=True)
-        found, cached = uvenv.ensure_environment(
-            settings, lock, python, deadline=deadline, log=_noter(log)
-        )
-        how = "from the cache" if cached else "built"
-        _note(
-            log,
-            f"environment: isolated ({', '.join(uvenv.pins(lock)) or 'no packages'}), {how} "
-            f"in {time.monotonic() - started:.1f} s",
-        )
-        return str(found)
 
     def _environment(self, run: Run, path_dir: str | None) -> dict[str, str]:
         """Like an instance's: passed-through server variables, the model's, then ours."""

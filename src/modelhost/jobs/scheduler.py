@@ -52,6 +52,7 @@ def _fire(services: Services, schedule: Schedule, now: dt.datetime) -> Run | Non
             "command": schedule.command,
             "bundle_sha256": schedule.bundle_sha256,
             "timeout_seconds": schedule.timeout_seconds,
+            "environment": schedule.environment,
             "description": f"Scheduled ({timing_of(schedule).describe()})",
             "created_at": now,
         }

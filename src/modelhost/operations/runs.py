@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from modelhost import errors
+from modelhost.builder import environments
 from modelhost.builder.bundles import StoredBundle, collect_files, extract_archive, pack_project
 from modelhost.db.repo import Model, Run, User, Version
 from modelhost.operations import Services, iso
 from modelhost.operations.access import authorize
 from modelhost.operations.audit import audited, record
-from modelhost.operations.publish import publish, validate_entry_point
+from modelhost.operations.publish import publish, validate_entry_point, validate_environment
 from modelhost.permissions import can_see, ensure_permission, role_of
 
 MAX_COMMAND_BYTES = 16 * 1024
@@ -82,8 +83,11 @@ def publish_target(
     return found, file, function
 
 
-def store_project(services: Services, archive: BinaryIO) -> tuple[StoredBundle, Path]:
+def store_project(
+    services: Services, archive: BinaryIO, environment: str | None = None
+) -> tuple[StoredBundle, Path]:
     """Extract an upload with the publish checks and store it; returns the bundle and the tree.
+    A project that cannot have ``environment`` is refused before anything is stored.
 
     The caller owns the extracted tree and removes it when done.
     """
@@ -98,6 +102,7 @@ def store_project(services: Services, archive: BinaryIO) -> tuple[StoredBundle, 
             max_bytes=settings.max_bundle_bytes,
             max_files=settings.max_bundle_files,
         )
+        check_project_environment(environment, staging)
         return services.store.put_tree(staging), staging
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -122,6 +127,38 @@ def log_path(services: Services, run_id: str) -> Path:
 # --------------------------------------------------------------------------- use cases
 
 
+def run_environment(services: Services, environment: str | None) -> str | None:
+    """The environment a run or schedule asks for: ``server``, ``isolated``, a named
+    environment that exists, or None, when the project decides as it does for a publish (its
+    own isolated environment when it declares dependencies, else the server's Python)."""
+    if environment in (None, "", "auto"):
+        return None
+    if environment == environments.R:
+        raise errors.BadRequest(
+            "Runs start R with their command ('-- Rscript train.R'); --environment chooses a "
+            "Python environment: server, isolated or a named one."
+        )
+    validate_environment(environment)
+    if (
+        environment not in environments.RESERVED
+        and services.repo.get_environment(environment) is None
+    ):
+        raise errors.EnvironmentNotFound(
+            f"There is no environment '{environment}'. 'modelhost envs list' shows them, and "
+            f"'modelhost envs create {environment} --requirements FILE' makes one."
+        )
+    return environment
+
+
+def check_project_environment(environment: str | None, tree: Path) -> None:
+    """``isolated`` needs dependencies to isolate (checked once the project is here)."""
+    if environment == environments.ISOLATED and environments.requirements_of(tree) is None:
+        raise errors.BadRequest(
+            "--environment isolated needs the project's dependencies: add a requirements.txt "
+            "(or [project] dependencies in pyproject.toml), or leave --environment out."
+        )
+
+
 def check_run(
     services: Services,
     user: User,
@@ -130,9 +167,11 @@ def check_run(
     file: str | None,
     function: str | None,
     timeout_seconds: float | None,
+    environment: str | None = None,
 ) -> tuple[Model | None, str | None, str | None, float]:
     """Everything about a run that can be checked before its project is uploaded."""
     validate_command(command)
+    run_environment(services, environment)
     timeout = validate_timeout(services, timeout_seconds)
     target, file, function = publish_target(services, user, model, file, function, action="run")
     return target, file, function, timeout
@@ -149,12 +188,14 @@ def create_run(
     function: str | None = None,
     timeout_seconds: float | None = None,
     description: str = "",
+    environment: str | None = None,
 ) -> Run:
     """Store the project and queue the run; the run loop starts it within a tick."""
     target, file, function, timeout = check_run(
-        services, user, command, model, file, function, timeout_seconds
+        services, user, command, model, file, function, timeout_seconds, environment
     )
-    bundle, tree = store_project(services, archive)
+    environment = run_environment(services, environment)
+    bundle, tree = store_project(services, archive, environment)
     try:
         with audited(services, user, "run", model=target) as audit:
             run = services.repo.create_run(
@@ -166,6 +207,7 @@ def create_run(
                 bundle_sha256=bundle.sha256,
                 timeout_seconds=timeout,
                 description=description,
+                environment=environment,
             )
             audit.detail["run_id"] = run.id
             destination = workdir(services, run.id)
@@ -308,6 +350,7 @@ def run_view(services: Services, run: Run) -> dict[str, Any]:
         "owner": owner.username if owner else None,
         "description": run.description,
         "timeout_seconds": run.timeout_seconds,
+        "environment": run.environment or "auto",
         "cancel_requested": run.cancel_requested,
         "created_at": iso(run.created_at),
         "started_at": iso(run.started_at),

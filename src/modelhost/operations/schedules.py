@@ -34,9 +34,11 @@ def check_schedule(
     file: str | None,
     function: str | None,
     timeout_seconds: float | None,
+    environment: str | None = None,
 ) -> tuple[Timing, Model | None, str | None, str | None, float]:
     """Everything about a schedule that can be checked before its project is uploaded."""
     run_ops.validate_command(command)
+    run_ops.run_environment(services, environment)
     timing = make_timing(
         cron=cron,
         every=every,
@@ -65,6 +67,7 @@ def create_schedule(
     timeout_seconds: float | None = None,
     description: str = "",
     replaces: str | None = None,
+    environment: str | None = None,
 ) -> Schedule:
     """Store the project and create the schedule; with ``replaces`` (a schedule id), replace
     that schedule's project, command, timing, target and timeout instead, keeping its id, its
@@ -75,9 +78,20 @@ def create_schedule(
         else None
     )
     timing, target, file, function, timeout = check_schedule(
-        services, user, command, cron, every, timezone, model, file, function, timeout_seconds
+        services,
+        user,
+        command,
+        cron,
+        every,
+        timezone,
+        model,
+        file,
+        function,
+        timeout_seconds,
+        environment,
     )
-    bundle, tree = run_ops.store_project(services, archive)
+    environment = run_ops.run_environment(services, environment)
+    bundle, tree = run_ops.store_project(services, archive, environment)
     shutil.rmtree(tree, ignore_errors=True)  # each run extracts its own copy of the bundle
     now = services.clock()
     values: dict[str, Any] = {
@@ -91,6 +105,7 @@ def create_schedule(
         "timezone": timing.timezone,
         "timeout_seconds": timeout,
         "description": description,
+        "environment": environment,
         "next_run_at": next_run(timing, now, anchor=now),
     }
     detail: dict[str, Any] = {"when": timing.describe()}
@@ -198,6 +213,7 @@ def schedule_view(services: Services, schedule: Schedule) -> dict[str, Any]:
         "model_id": schedule.model_id,
         "entry_point": f"{schedule.file}:{schedule.function}" if schedule.file else None,
         "timeout_seconds": schedule.timeout_seconds,
+        "environment": schedule.environment or "auto",
         "paused": schedule.paused,
         "next_run_at": None if schedule.paused else iso(schedule.next_run_at),
         "last_run": run_ops.run_view(services, last[0]) if last else None,
