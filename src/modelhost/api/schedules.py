@@ -7,7 +7,7 @@ import asyncio
 import functools
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 
 from modelhost.api.deps import ServicesDep, UserDep
 from modelhost.api.runs import Command, Environment
@@ -66,11 +66,7 @@ async def _store(
     return ops.schedule_view(services, schedule)
 
 
-@router.post("", status_code=201, summary="Create a schedule", description=_CREATE_DESCRIPTION)
-async def create_schedule(
-    request: Request,
-    services: ServicesDep,
-    user: UserDep,
+def schedule_params(
     command: Command,
     cron: Cron = None,
     every: Every = None,
@@ -82,7 +78,8 @@ async def create_schedule(
     description: Annotated[str, Query()] = "",
     environment: Environment = None,
 ) -> dict[str, Any]:
-    params = {
+    """The query parameters that create a schedule or replace one, read once for both."""
+    return {
         "command": command,
         "cron": cron,
         "every": every,
@@ -94,6 +91,15 @@ async def create_schedule(
         "description": description,
         "environment": environment,
     }
+
+
+ScheduleParams = Annotated[dict[str, Any], Depends(schedule_params)]
+
+
+@router.post("", status_code=201, summary="Create a schedule", description=_CREATE_DESCRIPTION)
+async def create_schedule(
+    request: Request, services: ServicesDep, user: UserDep, params: ScheduleParams
+) -> dict[str, Any]:
     return await _store(request, services, user, params)
 
 
@@ -103,33 +109,8 @@ async def create_schedule(
     description=_CREATE_DESCRIPTION + " The schedule keeps its id, creator, runs and pause.",
 )
 async def replace_schedule(
-    schedule_id: str,
-    request: Request,
-    services: ServicesDep,
-    user: UserDep,
-    command: Command,
-    cron: Cron = None,
-    every: Every = None,
-    timezone: TimeZone = None,
-    model: Target = None,
-    file: File = None,
-    function: Function = None,
-    timeout_seconds: Timeout = None,
-    description: Annotated[str, Query()] = "",
-    environment: Environment = None,
+    schedule_id: str, request: Request, services: ServicesDep, user: UserDep, params: ScheduleParams
 ) -> dict[str, Any]:
-    params = {
-        "command": command,
-        "cron": cron,
-        "every": every,
-        "timezone": timezone,
-        "model": model,
-        "file": file,
-        "function": function,
-        "timeout_seconds": timeout_seconds,
-        "description": description,
-        "environment": environment,
-    }
     return await _store(request, services, user, params, replaces=schedule_id)
 
 
