@@ -347,8 +347,7 @@ class LocalInstance:
         finally:
             self.inflight -= 1
         if kind == protocol.RESULT:
-            _, model_time_ms, result = protocol.decode_result(payload)
-            return CallResult(model_time_ms, result)
+            return CallResult(*protocol.decode_result_body(payload))
         error = json.loads(protocol.decode_error(payload)[1])
         cls = errors.ERRORS_BY_CODE.get(error.get("code"), errors.ModelError)
         raise cls(error.get("message", "The call failed."))

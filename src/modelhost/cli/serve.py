@@ -73,6 +73,7 @@ def serve(host: str | None, port: int | None, home: str | None, log_level: str |
     import uvicorn
 
     from modelhost.app import create_app
+    from modelhost.gateway.transport import GatheringHttpToolsProtocol
     from modelhost.operations.accounts import (
         CREDENTIALS_FILE,
         bootstrap_admin,
@@ -106,7 +107,9 @@ def serve(host: str | None, port: int | None, home: str | None, log_level: str |
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
+        http=GatheringHttpToolsProtocol,
+        interface="asgi3",
+        server_header=False,
         lifespan="on",
         access_log=False,
         log_level=settings.log_level,

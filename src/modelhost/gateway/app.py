@@ -47,6 +47,13 @@ def new_request_id() -> str:
     return "".join([_PAIRS[(bits >> shift) & 1023] for shift in _SHIFTS])
 
 
+def _timed_out(route: ModelRoute) -> errors.ModelTimeout:
+    return errors.ModelTimeout(
+        f"The call did not finish within {route.timeout:g} s (the model's timeout); the "
+        "instance is being replaced. Make the function faster or raise the timeout."
+    )
+
+
 def error_response(
     error: errors.ModelhostError, request_id: str
 ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
@@ -70,17 +77,101 @@ class Gateway:
         self.metrics = CallMetrics()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # One coroutine from the request to the instance's answer, on purpose: every await
+        # layer is resumed again when the answer arrives, and at tens of thousands of calls
+        # a second those layers cost more than the rest of the gateway's own work.
         started = time.perf_counter()
         request_id = new_request_id()
+        release: Release | None = None
         try:
-            status, headers, body = await self._invoke(scope, receive, request_id, started)
+            table = self.table
+            route, pool, admitted = self._admit(scope, request_id)
+            message = await receive()
+            if message.get("more_body", False) or message["type"] != "http.request":
+                body = await self._read_rest(receive, message)
+            else:
+                body = message.get("body", b"")
+                if len(body) > self.max_request_bytes:
+                    raise self._too_large()
+            # Resolve again if the table switched while the body was read: nothing may await
+            # between resolving and joining the pool's queue.
+            if self.table is not table:
+                route, pool, admitted = self._admit(scope, request_id)
+            release = admitted
+            instance = pool.take()
+            if instance is None:
+                result = await self._call(scope["path"], route, pool, request_id, body)
+            else:
+                try:
+                    result = await instance.call(request_id, body, route.timeout)
+                except errors.CallNotStarted:
+                    # Its instance went away before running it: another one may.
+                    pool.release(instance)
+                    instance = None
+                    route, pool, _ = self._resolve(scope["path"])
+                    result = await self._call(
+                        scope["path"], route, pool, request_id, body, _RESENDS - 1
+                    )
+                except errors.ModelTimeout:
+                    raise _timed_out(route) from None
+                finally:
+                    if instance is not None:
+                        pool.release(instance)
+            timing = (time.perf_counter() - started) * 1000
+            self.metrics.record(
+                admitted.model_id, admitted.version_id, admitted.number, 200, timing
+            )
+            status = 200
+            body = b"".join(
+                (
+                    b'{"result":',
+                    result.result_json,
+                    b',"request_id":"',
+                    request_id.encode(),
+                    b'","timing":',
+                    f"{timing:.2f}".encode(),
+                    b',"model_time_in_ms":',
+                    str(round(result.model_time_ms)).encode(),
+                    b',"release":',
+                    admitted.json,
+                    b"}",
+                )
+            )
+            headers = [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"x-request-id", request_id.encode()),
+                (b"x-model-version", admitted.number_header),
+            ]
         except errors.ModelhostError as exc:
+            if release is not None:
+                self._record(release, exc.status, started)
             status, headers, body = error_response(exc, request_id)
         except Exception as exc:
             logger.exception("request %s failed", request_id)
             status, headers, body = error_response(errors.InternalError(str(exc)), request_id)
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+    def _admit(self, scope: Scope, request_id: str) -> tuple[ModelRoute, VersionPool, Release]:
+        """Everything about a call that needs no body: route, token, method and headers."""
+        route, pool, release = self._resolve(scope["path"])
+        if route.invocation_mode != "public":
+            self.guard.check(route, scope, request_id)
+        if scope["method"] != "POST":
+            raise errors.MethodNotAllowed(
+                "Call a model with POST and a JSON body.", headers={"Allow": "POST"}
+            )
+        for name, value in scope["headers"]:
+            if name == b"content-type":
+                if value.split(b";", 1)[0].strip().lower() not in _JSON_TYPES:
+                    raise errors.UnsupportedMediaType(
+                        f"Content-Type '{value.decode('latin-1')}' is not supported; send "
+                        "the body as JSON with 'Content-Type: application/json'."
+                    )
+            elif name == b"content-length" and int(value) > self.max_request_bytes:
+                raise self._too_large()
+        return route, pool, release
 
     def _resolve(self, path: str) -> tuple[ModelRoute, VersionPool, Release]:
         parts = path.strip("/").split("/")
@@ -141,88 +232,41 @@ class Gateway:
             )
         return route, pool, route.releases[number]
 
-    async def _read_body(self, receive: Receive) -> bytes:
+    def _too_large(self) -> errors.PayloadTooLarge:
+        return errors.PayloadTooLarge(
+            f"The request body is over the limit of {self.max_request_bytes} bytes (setting "
+            "max_request_bytes)."
+        )
+
+    async def _read_rest(self, receive: Receive, first: MutableMapping[str, Any]) -> bytes:
+        """The body of a request that came in several messages, ``first`` being the first."""
         limit = self.max_request_bytes
         chunks: list[bytes] = []
         size = 0
-        more = True
-        while more:
-            message = await receive()
+        message = first
+        while True:
             if message["type"] == "http.disconnect":
                 raise errors.BadRequest("The client disconnected before sending the body.")
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
-                raise errors.PayloadTooLarge(
-                    f"The request body is over the limit of {limit} bytes (setting "
-                    "max_request_bytes)."
-                )
+                raise self._too_large()
             chunks.append(chunk)
-            more = message.get("more_body", False)
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-    async def _invoke(
-        self, scope: Scope, receive: Receive, request_id: str, started: float
-    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-        table = self.table
-        route, pool, release = self._resolve(scope["path"])
-        if route.invocation_mode != "public":
-            self.guard.check(route, scope, request_id)
-        if scope["method"] != "POST":
-            raise errors.MethodNotAllowed(
-                "Call a model with POST and a JSON body.", headers={"Allow": "POST"}
-            )
-        for name, value in scope["headers"]:
-            if name == b"content-type":
-                if value.split(b";", 1)[0].strip().lower() not in _JSON_TYPES:
-                    raise errors.UnsupportedMediaType(
-                        f"Content-Type '{value.decode('latin-1')}' is not supported; send "
-                        "the body as JSON with 'Content-Type: application/json'."
-                    )
-            elif name == b"content-length" and int(value) > self.max_request_bytes:
-                raise errors.PayloadTooLarge(
-                    f"The request body is over the limit of {self.max_request_bytes} bytes "
-                    "(setting max_request_bytes)."
-                )
-        body = await self._read_body(receive)
-        # Resolve again if the table switched while the body was read: nothing may await
-        # between resolving and joining the pool's queue.
-        if self.table is not table:
-            route, pool, release = self._resolve(scope["path"])
-        try:
-            result = await self._call(scope["path"], route, pool, request_id, body)
-        except errors.ModelhostError as exc:
-            self._record(release, exc.status, started)
-            raise
-        timing = (time.perf_counter() - started) * 1000
-        self.metrics.record(release.model_id, release.version_id, release.number, 200, timing)
-        payload = b"".join(
-            (
-                b'{"result":',
-                result.result_json,
-                b',"request_id":"',
-                request_id.encode(),
-                b'","timing":',
-                f"{timing:.2f}".encode(),
-                b',"model_time_in_ms":',
-                str(round(result.model_time_ms)).encode(),
-                b',"release":',
-                release.json,
-                b"}",
-            )
-        )
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(payload)).encode()),
-            (b"x-request-id", request_id.encode()),
-            (b"x-model-version", str(release.number).encode()),
-        ]
-        return 200, headers, payload
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+            message = await receive()
 
     async def _call(
-        self, path: str, route: ModelRoute, pool: VersionPool, request_id: str, body: bytes
+        self,
+        path: str,
+        route: ModelRoute,
+        pool: VersionPool,
+        request_id: str,
+        body: bytes,
+        resends: int = _RESENDS,
     ) -> CallResult:
-        for attempt in range(_RESENDS + 1):
+        """A call that waits for a free instance, or is sent again after a lost instance."""
+        for attempt in range(resends + 1):
             instance = await pool.acquire(route.timeout)
             try:
                 # The function gets the whole timeout once it runs (waiting has its own bound),
@@ -230,14 +274,10 @@ class Gateway:
                 return await instance.call(request_id, body, route.timeout)
             except errors.CallNotStarted as exc:
                 # Its instance went away before running it: another one may.
-                if attempt == _RESENDS:
+                if attempt == resends:
                     raise errors.InstanceCrashed(str(exc)) from None
             except errors.ModelTimeout:
-                raise errors.ModelTimeout(
-                    f"The call did not finish within {route.timeout:g} s (the model's timeout); "
-                    "the instance is being replaced. Make the function faster or raise the "
-                    "timeout."
-                ) from None
+                raise _timed_out(route) from None
             finally:
                 pool.release(instance)
             route, pool, _ = self._resolve(path)

@@ -90,10 +90,16 @@ class VersionPool:
                     break
         return best
 
-    async def acquire(self, timeout: float) -> Instance:
+    def take(self) -> Instance | None:
+        """An instance with room for one more call, or None when the call has to wait."""
         instance = self._least_busy()
         if instance is not None:
             self._load[instance] += 1
+        return instance
+
+    async def acquire(self, timeout: float) -> Instance:
+        instance = self.take()
+        if instance is not None:
             return instance
         if not self._load and not self.starting:
             raise self._unavailable()

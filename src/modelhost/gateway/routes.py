@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import random
 from dataclasses import dataclass, field
 
@@ -16,6 +17,11 @@ class Release:
     version_id: str
     number: int
     json: bytes
+
+    @functools.cached_property
+    def number_header(self) -> bytes:
+        """The version number as the ``X-Model-Version`` header's value."""
+        return str(self.number).encode()
 
 
 @dataclass(frozen=True)

@@ -66,6 +66,14 @@ def decode_result(payload: bytes) -> tuple[str, float, bytes]:
     return payload[:REQUEST_ID_LENGTH].decode("ascii"), model_time_ms, payload[start:]
 
 
+_RESULT_START = REQUEST_ID_LENGTH + MODEL_TIME.size
+
+
+def decode_result_body(payload: bytes) -> tuple[float, bytes]:
+    """The model time and the result of a RESULT payload whose request id is already known."""
+    return MODEL_TIME.unpack_from(payload, REQUEST_ID_LENGTH)[0], payload[_RESULT_START:]
+
+
 def encode_error(request_id: str, error_json: bytes) -> bytes:
     return encode(ERROR, request_id.encode("ascii") + error_json)
 
