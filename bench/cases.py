@@ -55,7 +55,7 @@ CASES: dict[str, Case] = {
         file="add.py",
         function="add",
         body=b'{"data": {"x": 1, "y": 2}}',
-        instances=1,
+        instances=2,
         floor_calls=200_000,
     ),
     "rf": Case(

@@ -70,6 +70,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--cases", type=_csv(_case_name), default=["add", "rf"])
     parser.add_argument("--connections", type=_csv(_positive), default=[1, 32])
     parser.add_argument("--output", type=Path, default=RESULTS, help="Where the JSON goes.")
+    parser.add_argument(
+        "--gateway-processes",
+        type=_positive,
+        default=CEILING_WORKERS,
+        help="modelhost's gateway_processes setting (default: as many as the ceiling's workers).",
+    )
     return parser.parse_args(argv)
 
 
@@ -102,10 +108,12 @@ def url_for(target: str, case: Case, server: servers.Server) -> str:
 
 
 @contextlib.contextmanager
-def started_servers(workdir: Path) -> Iterator[dict[str, servers.Server]]:
+def started_servers(workdir: Path, gateway_processes: int) -> Iterator[dict[str, servers.Server]]:
     """modelhost (fresh MODELHOST_HOME) and the ceiling, both ready; both stopped on exit."""
     with contextlib.ExitStack() as stack:
-        modelhost_server = servers.start_modelhost(workdir / "home", workdir / "modelhost.log")
+        modelhost_server = servers.start_modelhost(
+            workdir / "home", workdir / "modelhost.log", gateway_processes=gateway_processes
+        )
         stack.callback(servers.stop, modelhost_server)
         ceiling = servers.start_ceiling(workdir / "ceiling.log", workers=CEILING_WORKERS)
         stack.callback(servers.stop, ceiling)
@@ -244,6 +252,7 @@ def environment(options: argparse.Namespace) -> dict[str, Any]:
         "duration_s": options.duration,
         "warmup_s": options.warmup,
         "ceiling_workers": CEILING_WORKERS,
+        "modelhost_gateway_processes": options.gateway_processes,
     }
 
 
@@ -256,7 +265,7 @@ def run_suite(options: argparse.Namespace) -> Report:
         report.floors[case.name] = measure_floor(case)
     with (
         tempfile.TemporaryDirectory(prefix="modelhost-bench-") as tmp,
-        started_servers(Path(tmp)) as running,
+        started_servers(Path(tmp), options.gateway_processes) as running,
     ):
         headers = deploy_cases(running["modelhost"], Path(tmp) / "home", cases)
         report.environment["modelhost_auth"] = {

@@ -164,14 +164,17 @@ def _clean_env(extra: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
-def start_modelhost(home: Path, log_path: Path) -> Server:
-    """``modelhost serve`` with a fresh MODELHOST_HOME (not yet ready: see ``wait_modelhost``)."""
+def start_modelhost(home: Path, log_path: Path, *, gateway_processes: int = 1) -> Server:
+    """``modelhost serve`` with a fresh MODELHOST_HOME and default settings but for
+    ``gateway_processes`` (not yet ready: see ``wait_modelhost``)."""
     port = free_port()
     modelhost = Path(sys.executable).with_name("modelhost")
     server = start(
         "modelhost",
         [str(modelhost), "serve", "--host", HOST, "--port", str(port)],
-        env=_clean_env({"MODELHOST_HOME": str(home)}),
+        env=_clean_env(
+            {"MODELHOST_HOME": str(home), "MODELHOST_GATEWAY_PROCESSES": str(gateway_processes)}
+        ),
         log_path=log_path,
     )
     server.url = f"http://{HOST}:{port}"

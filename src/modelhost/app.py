@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
+import hmac
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from typing import Any
@@ -33,7 +34,9 @@ from modelhost.builder.bundles import BundleStore
 from modelhost.crypto import ServerKey
 from modelhost.db.engine import make_engine, migrate
 from modelhost.db.repo import Repo
+from modelhost.gateway import control
 from modelhost.gateway.app import Gateway, Receive, Scope, Send, new_request_id
+from modelhost.gateway.processes import GatewayProcesses
 from modelhost.jobs.runner import Jobs
 from modelhost.operations import Services
 from modelhost.operations.audit import RequestInfo, current_request
@@ -73,15 +76,33 @@ class ModelhostApp:
         self.api = api
         self.jobs = jobs
         self.gateway = services.gateway
+        #: what gateway processes prove themselves with (``gateway_processes`` above 1)
+        self.gateway_secret: bytes | None = None
 
     def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         # Not a coroutine itself: it hands back the handler's, so an invocation's coroutine
         # chain is one layer shorter (the server must then be told this is ASGI 3).
+        if scope.get("client") is None and self.gateway_secret is not None:
+            self._from_gateway_process(scope)  # on the private Unix socket: no client address
         if scope["type"] == "http" and scope["path"].startswith(_INVOKE_PREFIX):
             return self.gateway(scope, receive, send)
         if scope["type"] == "http":
             return self._api_request(scope, receive, send)
         return self.api(scope, receive, send)
+
+    def _from_gateway_process(self, scope: Scope) -> None:
+        """A request a gateway process passed on keeps its caller's address."""
+        secret = forwarded = None
+        for name, value in scope.get("headers", ()):
+            if name == control.GATEWAY_SECRET:
+                secret = value
+            elif name == control.FORWARDED_FOR:
+                forwarded = value
+        if secret is None or forwarded is None or self.gateway_secret is None:
+            return
+        if hmac.compare_digest(secret, self.gateway_secret):
+            host, _, port = forwarded.decode("latin-1").rpartition(":")
+            scope["client"] = (host, int(port) if port.isdigit() else 0)
 
     async def _api_request(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Give each API request an id and its source address, for errors and audit events."""
@@ -105,6 +126,9 @@ class ModelhostApp:
 def create_api(services: Services, jobs: Jobs) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        gateways = services.reconciler.gateways
+        if gateways is not None:  # first, so that the first instances are spread over them
+            await gateways.start(services.gateway.metrics, services.reconciler.end_instance)
         try:  # start instances before serving; a failure here is retried by the loop
             await services.reconciler.reconcile_once()
         except Exception:
@@ -122,6 +146,8 @@ def create_api(services: Services, jobs: Jobs) -> FastAPI:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await jobs.close()
+            if gateways is not None:
+                await gateways.close()
             await services.reconciler.close()
 
     api = FastAPI(
@@ -156,6 +182,8 @@ def create_app(
     *,
     backend: Backend | None = None,
     clock: Callable[[], dt.datetime] | None = None,
+    gateways: GatewayProcesses | None = None,
+    gateway_secret: str | None = None,
 ) -> ModelhostApp:
     """Wire modelhost for ``settings``; the database schema is brought up to date first.
 
@@ -173,9 +201,12 @@ def create_app(
     reconciler = Reconciler(
         settings=settings, repo=repo, backend=runner, gateway=gateway, store=store, key=key
     )
+    reconciler.gateways = gateways
     services = Services(settings, repo, store, runner, gateway, reconciler, key)
     if clock is not None:
         services = dataclasses.replace(services, clock=clock)
     jobs = Jobs(services)
     services = dataclasses.replace(services, wake_jobs=jobs.wake)
-    return ModelhostApp(services, create_api(services, jobs), jobs)
+    app = ModelhostApp(services, create_api(services, jobs), jobs)
+    app.gateway_secret = gateway_secret.encode() if gateway_secret else None
+    return app

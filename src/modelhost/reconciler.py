@@ -33,6 +33,7 @@ from modelhost.errors import ModelhostError
 from modelhost.gateway.app import Gateway
 from modelhost.gateway.auth import Denial
 from modelhost.gateway.pool import VersionPool
+from modelhost.gateway.processes import GatewayProcesses
 from modelhost.gateway.routes import ModelRoute, Release, RouteTable
 from modelhost.planning import LABEL_PREFIX, Plan, Targets, plan
 from modelhost.settings import Settings
@@ -73,6 +74,8 @@ class Reconciler:
         self.gateway = gateway
         self.store = store
         self.key = key
+        #: the other gateway processes, when ``gateway_processes`` is above 1 (set by the app)
+        self.gateways: GatewayProcesses | None = None
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lock = asyncio.Lock()
@@ -150,6 +153,13 @@ class Reconciler:
                     self._ended += 1
                     self._ticks.notify_all()
 
+    def end_instance(self, instance_id: str, reason: str, message: str) -> None:
+        """End an instance by id (a gateway process saw one of its calls time out)."""
+        for instance in self.backend.instances():
+            if instance.spec.instance_id == instance_id:
+                instance.end(reason, message)
+                return
+
     async def close(self) -> None:
         for task in list(self._tasks):
             task.cancel()
@@ -188,6 +198,8 @@ class Reconciler:
             route = self._route(model, model_versions, model_plan, keep, tokens.get(model.id, ()))
             table[model.id] = table[model.name] = route
         self.gateway.table = RouteTable(table)
+        if self.gateways is not None:
+            await self.gateways.publish(self.gateway.table)
         self._retire_unwanted(table, converged)
         self._crashes.clear()
         if self.gateway.guard.denials:
@@ -245,6 +257,8 @@ class Reconciler:
                 self._built.add(version_id)
             elif instance.state in (InstanceState.FAILED, InstanceState.EXITED):
                 self._forget(instance)
+                if self.gateways is not None:
+                    self.gateways.forget(instance)
                 version = await asyncio.to_thread(self.repo.get_version_by_id, version_id)
                 if version is not None and version.status == "building":
                     if instance.state is InstanceState.FAILED:
@@ -392,8 +406,12 @@ class Reconciler:
                 )
             live = self._live(version.id)  # again: instances were started and stopped above
             for instance in live:
-                if instance.state is InstanceState.READY:
+                if instance.state is not InstanceState.READY:
+                    continue
+                if self.gateways is None or self.gateways.keeps(instance):
                     pool.add(instance)
+                else:  # a gateway process sends it calls
+                    pool.remove(instance)
             pool.set_starting(sum(i.state is InstanceState.STARTING for i in live))
 
     def _live(self, version_id: str) -> list[Instance]:
@@ -488,6 +506,8 @@ class Reconciler:
 
     async def _stop_later(self, instance: Instance) -> None:
         try:
+            if self.gateways is not None:  # its gateway process finishes its calls first
+                await self.gateways.release(instance, self.settings.drain_timeout_seconds)
             await self.backend.stop(instance, self.settings.drain_timeout_seconds)
         finally:
             self._stopping.discard(instance)

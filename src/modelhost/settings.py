@@ -193,6 +193,16 @@ SETTINGS: tuple[Setting, ...] = (
         "Whether new models need an access token to be called: token (the default) or public.",
     ),
     Setting(
+        "gateway_processes",
+        _positive_int,
+        1,
+        "Processes that accept invocation connections on the server's port. Above 1, the server "
+        "starts that many minus one gateway processes beside itself and hands each of them some "
+        "instances of every version; a process passes calls for a version it holds no instance "
+        "of, and all API and web UI requests, to the main process. Up to the number of CPU "
+        "cores; give a model at least as many instances as gateway processes.",
+    ),
+    Setting(
         "pipeline_depth",
         _positive_int,
         16,

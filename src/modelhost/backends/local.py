@@ -18,7 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from modelhost import errors
-from modelhost.backends.base import CallResult, Instance, InstanceSpec, InstanceState
+from modelhost.backends.base import Instance, InstanceSpec, InstanceState
+from modelhost.backends.channel import CallChannel, Connection
 from modelhost.runtime import protocol
 
 logger = logging.getLogger(__name__)
@@ -42,58 +43,23 @@ def tail_lines(path: Path, count: int = 30) -> list[str]:
     return data.decode("utf-8", "replace").splitlines()[-count:]
 
 
-class _Call:
-    """A call sent to the instance. Its clock starts when the instance can run it (when fewer
-    calls than the version's concurrency are ahead of it), not when it was sent ahead."""
-
-    __slots__ = ("future", "started", "timeout")
-
-    def __init__(self, future: asyncio.Future[tuple[int, bytes]], timeout: float) -> None:
-        self.future = future
-        self.timeout = timeout
-        self.started: float | None = None
-
-
-class _Connection(asyncio.Protocol):
-    def __init__(self, instance: LocalInstance) -> None:
-        self.instance = instance
-        self.decoder = protocol.FrameDecoder()
-
-    def data_received(self, data: bytes) -> None:
-        try:
-            frames = self.decoder.feed(data)
-        except protocol.ProtocolError as exc:
-            logger.error("instance %s sent garbage: %s", self.instance.spec.instance_id, exc)
-            self.instance.kill()
-            return
-        for kind, payload in frames:
-            self.instance._on_frame(kind, payload)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.instance._on_connection_lost()
-
-
-class LocalInstance:
+class LocalInstance(CallChannel):
     """A worker process and the connection to it; calls are matched to answers by id."""
 
     def __init__(self, spec: InstanceSpec, on_change: Callable[[], None]) -> None:
+        super().__init__()
         self.spec = spec
         self.state = InstanceState.STARTING
+        self.concurrency = spec.concurrency
+        self.version_number = spec.version_number
         self.failure: str | None = None
         self.signature: str | None = None
-        self.inflight = 0
         self.exit_code: int | None = None
         self.ended_by: str | None = None
         self._stop_requested = False
         self._announced = False
         self._nonce = secrets.token_hex(8)
         self._on_change = on_change
-        self._loop = asyncio.get_running_loop()
-        #: calls sent and not yet answered, in the order they were sent
-        self._pending: dict[str, _Call] = {}
-        #: one timer for the earliest deadline of the calls running, re-armed lazily
-        self._watchdog: asyncio.TimerHandle | None = None
-        self._transport: asyncio.Transport | None = None
         self._process: asyncio.subprocess.Process | None = None
         self._load_timer: asyncio.TimerHandle | None = None
         self._exited = asyncio.Event()
@@ -155,7 +121,7 @@ class LocalInstance:
         else:
             child.close()
             self._transport, _ = await self._loop.create_unix_connection(
-                lambda: _Connection(self), sock=parent
+                lambda: Connection(self), sock=parent
             )
 
     async def _accept(self, listener: socket.socket) -> None:
@@ -166,7 +132,7 @@ class LocalInstance:
             if accept.done() and not accept.cancelled() and accept.exception() is None:
                 connection, _ = accept.result()
                 self._transport, _ = await self._loop.create_connection(
-                    lambda: _Connection(self), sock=connection
+                    lambda: Connection(self), sock=connection
                 )
         finally:
             accept.cancel()
@@ -211,32 +177,6 @@ class LocalInstance:
             self._on_change()
         self._fail_pending()
 
-    def _fail_pending(self) -> None:
-        """No answer will come. A call that never started (it waited behind others, and the
-        worker runs one at a time) is safe to send elsewhere; the ones that ran are not."""
-        pending, self._pending = self._pending, {}
-        if self._watchdog is not None:
-            self._watchdog.cancel()
-            self._watchdog = None
-        resend = self.spec.concurrency == 1
-        for call in pending.values():
-            if call.future.done():
-                continue
-            if resend and call.started is None:
-                call.future.set_exception(
-                    errors.CallNotStarted(
-                        f"The instance running version {self.spec.version_number} went away "
-                        "before this call started; it was not run."
-                    )
-                )
-            else:
-                call.future.set_exception(
-                    errors.InstanceCrashed(
-                        f"The instance running version {self.spec.version_number} died during "
-                        "the call; it is being replaced. The instance log may say why."
-                    )
-                )
-
     def _on_connection_lost(self) -> None:
         if self.state is InstanceState.STARTING:
             return  # the exit watcher reports it, with the exit code and the whole log
@@ -245,16 +185,13 @@ class LocalInstance:
             self.kill()
         self._on_gone()
 
+    @property
+    def instance_name(self) -> str:
+        return self.spec.instance_id
+
     def _on_frame(self, kind: int, payload: bytes) -> None:
         if kind in (protocol.RESULT, protocol.ERROR):
-            request_id = payload[: protocol.REQUEST_ID_LENGTH].decode("ascii")
-            call = self._pending.pop(request_id, None)
-            if call is None:
-                return
-            if not call.future.done():
-                call.future.set_result((kind, payload))
-            if self._pending:
-                self._start_clocks(self._loop.time())
+            self._answer(kind, payload)
         elif kind == protocol.READY:
             if self._load_timer:
                 self._load_timer.cancel()
@@ -304,6 +241,26 @@ class LocalInstance:
         self.kill()
         self._on_change()
 
+    def hand_over(self) -> socket.socket | None:
+        """A duplicate of the connection to a ready Python instance, for a gateway process to
+        send calls on; this process stops reading it (it still writes SHUTDOWN when stopping
+        the instance). None if the instance cannot be handed over."""
+        transport = self._transport
+        if (
+            self.state is not InstanceState.READY
+            or transport is None
+            or self.spec.runtime != "python"
+        ):
+            return None
+        transport.pause_reading()
+        original = transport.get_extra_info("socket")
+        return socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, fileno=os.dup(original.fileno()))
+
+    def take_back(self) -> None:
+        """Read the connection again (a hand-over that did not go through)."""
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.resume_reading()
+
     def kill(self) -> None:
         if self._process is not None and self._process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
@@ -327,80 +284,6 @@ class LocalInstance:
             await self._exited.wait()
         if self._transport is not None:
             self._transport.close()
-
-    # ------------------------------------------------------------------ calls
-
-    async def call(self, request_id: str, body: bytes, timeout: float) -> CallResult:
-        if self.state is not InstanceState.READY or self._transport is None:
-            raise errors.NoReadyInstance(
-                "The instance is not ready; retry shortly.", headers={"Retry-After": "1"}
-            )
-        call = _Call(self._loop.create_future(), timeout)
-        self._pending[request_id] = call
-        if len(self._pending) <= self.spec.concurrency:
-            call.started = self._loop.time()
-            self._arm(call.started + timeout)
-        self.inflight += 1
-        try:
-            self._transport.write(protocol.encode_call(request_id, body))
-            kind, payload = await call.future
-        finally:
-            self.inflight -= 1
-        if kind == protocol.RESULT:
-            return CallResult(*protocol.decode_result_body(payload))
-        error = json.loads(protocol.decode_error(payload)[1])
-        cls = errors.ERRORS_BY_CODE.get(error.get("code"), errors.ModelError)
-        raise cls(error.get("message", "The call failed."))
-
-    def _arm(self, deadline: float) -> None:
-        watchdog = self._watchdog
-        if watchdog is None or watchdog.when() > deadline:
-            if watchdog is not None:
-                watchdog.cancel()
-            self._watchdog = self._loop.call_at(deadline, self._check_clocks)
-
-    def _start_clocks(self, now: float) -> None:
-        """An answer came: the calls now among the first ``concurrency`` have begun."""
-        for index, call in enumerate(self._pending.values()):
-            if index >= self.spec.concurrency:
-                break
-            if call.started is None:
-                call.started = now
-                self._arm(now + call.timeout)
-
-    def _check_clocks(self) -> None:
-        """Fail the first running call past its timeout, else wait for the next deadline.
-        Answers do not touch the timer: it is re-armed here, once per deadline at most."""
-        self._watchdog = None
-        now = self._loop.time()
-        earliest: float | None = None
-        for index, (request_id, call) in enumerate(self._pending.items()):
-            if index >= self.spec.concurrency:
-                break
-            if call.started is None:
-                continue
-            deadline = call.started + call.timeout
-            if deadline <= now:
-                self._call_timed_out(request_id, call)
-                return
-            earliest = deadline if earliest is None else min(earliest, deadline)
-        if earliest is not None:
-            self._watchdog = self._loop.call_at(earliest, self._check_clocks)
-
-    def _call_timed_out(self, request_id: str, call: _Call) -> None:
-        del self._pending[request_id]
-        call.future.set_exception(
-            errors.ModelTimeout(
-                f"The call did not finish within {call.timeout:g} s; the instance is being "
-                "replaced. Make the function faster or raise the model's timeout."
-            )
-        )
-        self.end(
-            "timeout", f"a call passed the timeout of {call.timeout:g} s; replacing the instance"
-        )
-        # The calls waiting behind it never started: they go to another instance now rather
-        # than when this process is gone.
-        self._fail_pending()
 
 
 class LocalBackend:

@@ -5,15 +5,19 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import secrets
+import shutil
 import socket
 import sys
+import tempfile
 from pathlib import Path
 from typing import TextIO
 
 import click
 
 from modelhost import __version__, errors
-from modelhost.settings import load_settings, settings_help, unknown_variables
+from modelhost.gateway.processes import GatewayProcesses
+from modelhost.settings import Settings, load_settings, settings_help, unknown_variables
 
 
 def _lock_home(home: Path) -> TextIO:
@@ -92,7 +96,10 @@ def serve(host: str | None, port: int | None, home: str | None, log_level: str |
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    app = create_app(settings)
+    sockets, gateways, private = _gateway_processes(settings)
+    app = create_app(
+        settings, gateways=gateways, gateway_secret=gateways.secret if gateways else None
+    )
     key = bootstrap_admin(app.services.repo, settings.home_path, settings.url)
     refresh_credentials_url(settings.home_path, settings.url)
     click.echo(f"modelhost {__version__} serving at {settings.url}  (data: {settings.home})")
@@ -102,7 +109,7 @@ def serve(host: str | None, port: int | None, home: str | None, log_level: str |
             f"{settings.home_path / CREDENTIALS_FILE}:\n\n    {key}\n"
         )
     sys.stdout.flush()
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
@@ -117,3 +124,46 @@ def serve(host: str | None, port: int | None, home: str | None, log_level: str |
         proxy_headers=bool(settings.trusted_proxies),
         forwarded_allow_ips=settings.trusted_proxies or None,
     )
+    try:
+        uvicorn.Server(config).run(sockets=sockets)
+    finally:
+        if private is not None:
+            shutil.rmtree(private, ignore_errors=True)
+
+
+def _gateway_processes(
+    settings: Settings,
+) -> tuple[list[socket.socket] | None, GatewayProcesses | None, str | None]:
+    """With ``gateway_processes`` above 1: the listening socket the gateway processes share,
+    and a private Unix socket on which this process takes what they pass on."""
+    if settings.gateway_processes == 1:
+        return None, None, None
+    # One listening socket per process on the same port (SO_REUSEPORT): the kernel spreads
+    # new connections evenly over them, where one shared socket lets whichever process wakes
+    # first take most of them.
+    listeners = [
+        _listening(settings.host, settings.port) for _ in range(settings.gateway_processes)
+    ]
+    private = tempfile.mkdtemp(prefix="modelhost-")  # mode 0700: this user only
+    main_socket = os.path.join(private, "main.sock")
+    unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    unix.bind(main_socket)
+    unix.listen(2048)
+    gateways = GatewayProcesses(
+        listeners=listeners[1:],
+        main_socket=main_socket,
+        secret=secrets.token_urlsafe(32),
+        max_request_bytes=settings.max_request_bytes,
+        log_level=settings.log_level,
+        trusted_proxies=settings.trusted_proxies,
+    )
+    return [listeners[0], unix], gateways, private
+
+
+def _listening(host: str, port: int) -> socket.socket:
+    listener = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    listener.bind((host, port))
+    listener.listen(2048)
+    return listener

@@ -24,6 +24,8 @@ from modelhost.gateway.routes import ModelRoute, Release, RouteTable
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+#: (scope, receive, send, the body if already read): answers the request elsewhere
+Forward = Callable[[Scope, Receive, Send, "bytes | None"], Awaitable[None]]
 
 logger = logging.getLogger(__name__)
 _random = random.Random()
@@ -31,6 +33,14 @@ _random = random.Random()
 _JSON_TYPES = (b"application/json", b"text/json")
 #: how many times a call that never started (its instance went away first) is sent again
 _RESENDS = 2
+#: a call that failed with one of these did not run: a gateway process passes it on to the main
+#: process, which has the whole route table, every instance, and the say on refused tokens
+_NOT_RUN_HERE = (
+    errors.CallNotStarted,
+    errors.NotFound,
+    errors.NoReadyInstance,
+    errors.Unauthenticated,
+)
 
 
 #: Every pair of base32 characters (A-Z, 2-7), so that 80 random bits become 16 characters in
@@ -75,6 +85,8 @@ class Gateway:
         self.max_request_bytes = max_request_bytes
         self.guard = TokenGuard()
         self.metrics = CallMetrics()
+        #: in a gateway process: passes a call it cannot answer to the main server process
+        self.forward: Forward | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # One coroutine from the request to the instance's answer, on purpose: every await
@@ -85,7 +97,13 @@ class Gateway:
         release: Release | None = None
         try:
             table = self.table
-            route, pool, admitted = self._admit(scope, request_id)
+            try:
+                route, pool, admitted = self._admit(scope, request_id)
+            except errors.ModelhostError:
+                if self.forward is None:
+                    raise
+                await self.forward(scope, receive, send, None)
+                return
             message = await receive()
             if message.get("more_body", False) or message["type"] != "http.request":
                 body = await self._read_rest(receive, message)
@@ -93,30 +111,38 @@ class Gateway:
                 body = message.get("body", b"")
                 if len(body) > self.max_request_bytes:
                     raise self._too_large()
-            # Resolve again if the table switched while the body was read: nothing may await
-            # between resolving and joining the pool's queue.
-            if self.table is not table:
-                route, pool, admitted = self._admit(scope, request_id)
-            release = admitted
-            instance = pool.take()
-            if instance is None:
-                result = await self._call(scope["path"], route, pool, request_id, body)
-            else:
-                try:
-                    result = await instance.call(request_id, body, route.timeout)
-                except errors.CallNotStarted:
-                    # Its instance went away before running it: another one may.
-                    pool.release(instance)
-                    instance = None
-                    route, pool, _ = self._resolve(scope["path"])
-                    result = await self._call(
-                        scope["path"], route, pool, request_id, body, _RESENDS - 1
-                    )
-                except errors.ModelTimeout:
-                    raise _timed_out(route) from None
-                finally:
-                    if instance is not None:
+            try:
+                # Resolve again if the table switched while the body was read: nothing may
+                # await between resolving and joining the pool's queue.
+                if self.table is not table:
+                    route, pool, admitted = self._admit(scope, request_id)
+                release = admitted
+                instance = pool.take()
+                if instance is None:
+                    result = await self._call(scope["path"], route, pool, request_id, body)
+                else:
+                    try:
+                        result = await instance.call(request_id, body, route.timeout)
+                    except errors.CallNotStarted:
+                        # Its instance went away before running it: another one may.
                         pool.release(instance)
+                        instance = None
+                        route, pool, _ = self._resolve(scope["path"])
+                        result = await self._call(
+                            scope["path"], route, pool, request_id, body, _RESENDS - 1
+                        )
+                    except errors.ModelTimeout:
+                        raise _timed_out(route) from None
+                    finally:
+                        if instance is not None:
+                            pool.release(instance)
+            except _NOT_RUN_HERE as exc:
+                if self.forward is not None:  # the main process may have what this one lacks
+                    await self.forward(scope, receive, send, body)
+                    return
+                if isinstance(exc, errors.CallNotStarted):
+                    raise errors.InstanceCrashed(str(exc)) from None
+                raise
             timing = (time.perf_counter() - started) * 1000
             self.metrics.record(
                 admitted.model_id, admitted.version_id, admitted.number, 200, timing
@@ -272,10 +298,10 @@ class Gateway:
                 # The function gets the whole timeout once it runs (waiting has its own bound),
                 # so a call admitted late never kills a healthy instance for time it waited.
                 return await instance.call(request_id, body, route.timeout)
-            except errors.CallNotStarted as exc:
+            except errors.CallNotStarted:
                 # Its instance went away before running it: another one may.
                 if attempt == resends:
-                    raise errors.InstanceCrashed(str(exc)) from None
+                    raise
             except errors.ModelTimeout:
                 raise _timed_out(route) from None
             finally:

@@ -15,6 +15,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 #: Upper edges of the latency buckets in milliseconds: 0.05 ms up to about 2 hours; the last
 #: bucket takes anything slower.
@@ -92,6 +93,42 @@ class CallMetrics:
         elif status >= 400:
             stats.client_errors += 1
         stats.buckets[bisect.bisect_left(BOUNDS_MS, elapsed_ms)] += 1
+
+    def export(self) -> list[list[Any]]:
+        """Every minute recorded, as rows a gateway process sends to the main one."""
+        return [
+            [
+                series.model_id,
+                series.version_id,
+                series.number,
+                stats.minute,
+                stats.requests,
+                stats.errors,
+                stats.client_errors,
+                stats.buckets,
+            ]
+            for series in self._series.values()
+            for stats in series.minutes
+        ]
+
+    def merge(self, rows: Iterable[list[Any]]) -> None:
+        """Add rows from :meth:`export` (another process's calls) to these metrics."""
+        current = self.now_minute()
+        for model_id, version_id, number, minute, requests, errs, client_errs, buckets in rows:
+            if minute <= current - KEPT_MINUTES or len(buckets) != len(BOUNDS_MS) + 1:
+                continue
+            series = self._series.get(version_id)
+            if series is None:
+                series = self._series[version_id] = VersionSeries(model_id, version_id, number)
+            stats = next((m for m in series.minutes if m.minute == minute), None)
+            if stats is None:
+                stats = MinuteStats(minute)
+                series.minutes.append(stats)
+                series.minutes = deque(sorted(series.minutes, key=lambda m: m.minute))
+            stats.requests += requests
+            stats.errors += errs
+            stats.client_errors += client_errs
+            stats.buckets = [a + b for a, b in zip(stats.buckets, buckets, strict=True)]
 
     def forget(self, version_ids: Iterable[str]) -> None:
         """Drop versions that no longer exist (a deleted model)."""

@@ -187,6 +187,7 @@ def update_model(
 
 
 def list_instances(services: Services, model: Model) -> list[dict[str, Any]]:
+    gateways = services.reconciler.gateways
     return [
         {
             "id": i.spec.instance_id,
@@ -195,6 +196,8 @@ def list_instances(services: Services, model: Model) -> list[dict[str, Any]]:
             "busy": bool(i.inflight),
             "pid": i.pid,
             "failure": i.failure if i.state is InstanceState.FAILED else None,
+            # which server process sends it calls: 0 the main one, 1… a gateway process
+            "gateway": gateways.holder(i.spec.instance_id) if gateways is not None else 0,
         }
         for i in services.backend.instances()
         if i.spec.model_id == model.id

@@ -1,0 +1,191 @@
+"""Calls to one instance over one connection, shared by the process that started the instance
+(``local.LocalInstance``) and a gateway process it was handed to (``local.AttachedInstance``).
+
+Calls are matched to answers by request id. A call's clock starts when the instance can run it
+(fewer than ``concurrency`` calls ahead of it on this connection), not when it was sent ahead;
+the first running call past its timeout ends the instance, and the calls that never started get
+:class:`errors.CallNotStarted`, so the gateway sends them to another instance.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+from modelhost import errors
+from modelhost.backends.base import CallResult, InstanceState
+from modelhost.runtime import protocol
+
+logger = logging.getLogger(__name__)
+
+
+class _Call:
+    """A call sent to the instance. Its clock starts when the instance can run it (when fewer
+    calls than the version's concurrency are ahead of it), not when it was sent ahead."""
+
+    __slots__ = ("future", "started", "timeout")
+
+    def __init__(self, future: asyncio.Future[tuple[int, bytes]], timeout: float) -> None:
+        self.future = future
+        self.timeout = timeout
+        self.started: float | None = None
+
+
+class Connection(asyncio.Protocol):
+    def __init__(self, instance: CallChannel) -> None:
+        self.instance = instance
+        self.decoder = protocol.FrameDecoder()
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            frames = self.decoder.feed(data)
+        except protocol.ProtocolError as exc:
+            logger.error("instance %s sent garbage: %s", self.instance.instance_name, exc)
+            self.instance.end("protocol", "the instance sent bytes that are not a frame")
+            return
+        for kind, payload in frames:
+            self.instance._on_frame(kind, payload)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.instance._on_connection_lost()
+
+
+class CallChannel:
+    """The calling side of an instance. Subclasses set ``state``, ``concurrency`` and
+    ``version_number``, connect ``_transport`` and say what ending the instance means."""
+
+    state: InstanceState
+    concurrency: int
+    version_number: int
+
+    def __init__(self) -> None:
+        self.inflight = 0
+        self._loop = asyncio.get_running_loop()
+        #: calls sent and not yet answered, in the order they were sent
+        self._pending: dict[str, _Call] = {}
+        #: one timer for the earliest deadline of the calls running, re-armed lazily
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._transport: asyncio.Transport | None = None
+
+    @property
+    def instance_name(self) -> str:
+        raise NotImplementedError
+
+    def _on_frame(self, kind: int, payload: bytes) -> None:
+        if kind in (protocol.RESULT, protocol.ERROR):
+            self._answer(kind, payload)
+
+    def _on_connection_lost(self) -> None:
+        raise NotImplementedError
+
+    def end(self, reason: str, message: str) -> None:
+        raise NotImplementedError
+
+    def _answer(self, kind: int, payload: bytes) -> None:
+        request_id = payload[: protocol.REQUEST_ID_LENGTH].decode("ascii")
+        call = self._pending.pop(request_id, None)
+        if call is None:
+            return
+        if not call.future.done():
+            call.future.set_result((kind, payload))
+        if self._pending:
+            self._start_clocks(self._loop.time())
+
+    def _fail_pending(self) -> None:
+        """No answer will come. A call that never started (it waited behind others, and the
+        worker runs one at a time) is safe to send elsewhere; the ones that ran are not."""
+        pending, self._pending = self._pending, {}
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+        resend = self.concurrency == 1
+        for call in pending.values():
+            if call.future.done():
+                continue
+            if resend and call.started is None:
+                call.future.set_exception(
+                    errors.CallNotStarted(
+                        f"The instance running version {self.version_number} went away "
+                        "before this call started; it was not run."
+                    )
+                )
+            else:
+                call.future.set_exception(
+                    errors.InstanceCrashed(
+                        f"The instance running version {self.version_number} died during "
+                        "the call; it is being replaced. The instance log may say why."
+                    )
+                )
+
+    async def call(self, request_id: str, body: bytes, timeout: float) -> CallResult:
+        if self.state is not InstanceState.READY or self._transport is None:
+            raise errors.NoReadyInstance(
+                "The instance is not ready; retry shortly.", headers={"Retry-After": "1"}
+            )
+        call = _Call(self._loop.create_future(), timeout)
+        self._pending[request_id] = call
+        if len(self._pending) <= self.concurrency:
+            call.started = self._loop.time()
+            self._arm(call.started + timeout)
+        self.inflight += 1
+        try:
+            self._transport.write(protocol.encode_call(request_id, body))
+            kind, payload = await call.future
+        finally:
+            self.inflight -= 1
+        if kind == protocol.RESULT:
+            return CallResult(*protocol.decode_result_body(payload))
+        error = json.loads(protocol.decode_error(payload)[1])
+        cls = errors.ERRORS_BY_CODE.get(error.get("code"), errors.ModelError)
+        raise cls(error.get("message", "The call failed."))
+
+    def _arm(self, deadline: float) -> None:
+        watchdog = self._watchdog
+        if watchdog is None or watchdog.when() > deadline:
+            if watchdog is not None:
+                watchdog.cancel()
+            self._watchdog = self._loop.call_at(deadline, self._check_clocks)
+
+    def _start_clocks(self, now: float) -> None:
+        """An answer came: the calls now among the first ``concurrency`` have begun."""
+        for index, call in enumerate(self._pending.values()):
+            if index >= self.concurrency:
+                break
+            if call.started is None:
+                call.started = now
+                self._arm(now + call.timeout)
+
+    def _check_clocks(self) -> None:
+        """Fail the first running call past its timeout, else wait for the next deadline.
+        Answers do not touch the timer: it is re-armed here, once per deadline at most."""
+        self._watchdog = None
+        now = self._loop.time()
+        earliest: float | None = None
+        for index, (request_id, call) in enumerate(self._pending.items()):
+            if index >= self.concurrency:
+                break
+            if call.started is None:
+                continue
+            deadline = call.started + call.timeout
+            if deadline <= now:
+                self._call_timed_out(request_id, call)
+                return
+            earliest = deadline if earliest is None else min(earliest, deadline)
+        if earliest is not None:
+            self._watchdog = self._loop.call_at(earliest, self._check_clocks)
+
+    def _call_timed_out(self, request_id: str, call: _Call) -> None:
+        del self._pending[request_id]
+        call.future.set_exception(
+            errors.ModelTimeout(
+                f"The call did not finish within {call.timeout:g} s; the instance is being "
+                "replaced. Make the function faster or raise the model's timeout."
+            )
+        )
+        self.end(
+            "timeout", f"a call passed the timeout of {call.timeout:g} s; replacing the instance"
+        )
+        # The calls waiting behind it never started: they go to another instance now rather
+        # than when this process is gone.
+        self._fail_pending()

@@ -1,0 +1,137 @@
+"""What the main server process and its gateway processes say to each other.
+
+Two connections per gateway process, both socketpairs made when it is spawned:
+
+- the **control** stream: one JSON object per line, each way;
+- the **hand-over** socket (``SOCK_SEQPACKET``): the main process sends one message per instance
+  it hands over, the instance's spec as JSON with the connection to the instance attached
+  (``SCM_RIGHTS``).
+
+Main → gateway: ``routes`` (the route table as this gateway serves it; answered with
+``applied``), ``release`` (stop using an instance, answered with ``released`` once its calls
+are done). Gateway → main: ``metrics`` (the calls it served, each second), ``ended`` (a call
+passed its timeout: end that instance).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+
+from modelhost.gateway.pool import VersionPool
+from modelhost.gateway.routes import ModelRoute, Release, RouteTable
+
+#: the largest hand-over message: an instance's spec
+HANDOVER_BYTES = 64 * 1024
+#: request headers between a gateway process and the main one: the caller's address, and the
+#: secret that proves the request came from a gateway process
+FORWARDED_FOR = b"x-modelhost-forwarded-for"
+GATEWAY_SECRET = b"x-modelhost-gateway"
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    return orjson.dumps(message) + b"\n"
+
+
+def decode(line: bytes) -> dict[str, Any]:
+    message = orjson.loads(line)
+    if not isinstance(message, dict) or "type" not in message:
+        raise ValueError(f"not a control message: {line[:80]!r}")
+    return message
+
+
+def routes_for(table: RouteTable, instances: dict[str, str]) -> dict[str, Any]:
+    """The route table for a gateway process that holds ``instances`` (instance id → version
+    id): each model once, with the versions it has instances of."""
+    by_version: dict[str, list[str]] = {}
+    for instance_id, version_id in instances.items():
+        by_version.setdefault(version_id, []).append(instance_id)
+    models = []
+    for route in _unique(table.by_key.values()):
+        versions = [
+            {
+                "number": number,
+                "version_id": pool.version_id,
+                "release": route.releases[number].json.decode(),
+                "max_queued": pool.max_queued,
+                "capacity": pool.capacity,
+                "instances": sorted(by_version[pool.version_id]),
+            }
+            for number, pool in route.pools.items()
+            if pool.version_id in by_version and number in route.releases
+        ]
+        models.append(
+            {
+                "model_id": route.model_id,
+                "name": route.name,
+                "timeout": route.timeout,
+                "routes": {key: [list(t) for t in ts] for key, ts in route.routes.items()},
+                "state": route.state,
+                "invocation_mode": route.invocation_mode,
+                "tokens": [token.hex() for token in route.tokens],
+                "versions": versions,
+            }
+        )
+    return {"models": models}
+
+
+def table_from(
+    data: dict[str, Any], pools: dict[str, VersionPool], instances: dict[str, Any]
+) -> RouteTable:
+    """The gateway process's route table from :func:`routes_for`. ``pools`` (version id →
+    pool) is kept between tables, so calls waiting in a pool stay there; ``instances`` are the
+    instances this process holds, by id. Pools of versions no longer listed are dropped."""
+    by_key: dict[str, ModelRoute] = {}
+    wanted: set[str] = set()
+    for model in data["models"]:
+        route_pools: dict[int, VersionPool] = {}
+        releases: dict[int, Release] = {}
+        for version in model["versions"]:
+            version_id = version["version_id"]
+            pool = pools.get(version_id)
+            if pool is None or pool.capacity != version["capacity"]:
+                pool = pools[version_id] = VersionPool(
+                    version_id, version["number"], version["max_queued"], version["capacity"]
+                )
+            listed = {instances[i] for i in version["instances"] if i in instances}
+            for instance in pool.instances():
+                if instance not in listed:
+                    pool.remove(instance)
+            for instance in listed:
+                pool.add(instance)
+            if not pool.ready_count:
+                pool.set_starting(0)  # calls waiting here go to the main process instead
+                continue
+            wanted.add(version_id)
+            route_pools[version["number"]] = pool
+            releases[version["number"]] = Release(
+                model["model_id"], version_id, version["number"], version["release"].encode()
+            )
+        route = ModelRoute(
+            model_id=model["model_id"],
+            name=model["name"],
+            timeout=model["timeout"],
+            routes={k: tuple((n, w) for n, w in v) for k, v in model["routes"].items()},
+            pools=route_pools,
+            releases=releases,
+            state=model["state"],
+            invocation_mode=model["invocation_mode"],
+            tokens=tuple(bytes.fromhex(t) for t in model["tokens"]),
+        )
+        by_key[route.model_id] = by_key[route.name] = route
+    for version_id in list(pools):
+        if version_id not in wanted:
+            pools.pop(version_id).set_starting(0)
+    return RouteTable(by_key)
+
+
+def _unique(routes: Iterable[ModelRoute]) -> list[ModelRoute]:
+    seen: set[str] = set()
+    unique = []
+    for route in routes:
+        if route.model_id not in seen:
+            seen.add(route.model_id)
+            unique.append(route)
+    return unique

@@ -1,0 +1,306 @@
+"""Gateway processes (setting ``gateway_processes`` above 1), seen from the main server process.
+
+One Python process can parse HTTP and relay calls for only so many requests a second; on a
+machine with more cores, more processes accept connections on the same listening socket. The
+main process still runs everything else (API, UI, reconciler, instances) and hands each ready
+Python instance to exactly one process, which is then the only one that sends it calls: an
+instance never has two callers, so admission, sending ahead and call timeouts work as in one
+process. A version gets its instances spread over the processes, the main one first.
+
+A gateway process answers the calls it holds an instance for and passes everything else to the
+main process (:mod:`modelhost.gateway.proxy`). The main process sends it the route table after
+each reconcile tick and waits (briefly) until it is applied, so that a change an API call made
+is in every process's table when the call returns; it asks for an instance back before stopping
+it, and merges the call metrics the process sends each second. If a gateway process dies, the
+instances it held are ended (the reconciler replaces them) and it is started again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import socket
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import orjson
+
+from modelhost.backends.attached import spec_to_json
+from modelhost.backends.base import Instance
+from modelhost.gateway import control
+from modelhost.gateway.metrics import CallMetrics
+from modelhost.gateway.routes import RouteTable
+
+logger = logging.getLogger(__name__)
+
+_APPLY_TIMEOUT_SECONDS = 2.0
+_RESTART_DELAY_SECONDS = 1.0
+_STOP_GRACE_SECONDS = 5.0
+
+
+@dataclass
+class _Peer:
+    index: int
+    process: asyncio.subprocess.Process
+    writer: asyncio.StreamWriter
+    handover: socket.socket
+    #: instances this process holds, by id
+    held: dict[str, Instance] = field(default_factory=dict)
+    last_routes: bytes = b""
+    waiting: dict[str, asyncio.Future[None]] = field(default_factory=dict)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    alive: bool = True
+
+
+class GatewayProcesses:
+    def __init__(
+        self,
+        *,
+        listeners: list[socket.socket],
+        main_socket: str,
+        secret: str,
+        max_request_bytes: int,
+        log_level: str,
+        trusted_proxies: str,
+    ) -> None:
+        #: a listening socket on the server's port for each extra process
+        self.listeners = listeners
+        self.main_socket = main_socket
+        self.secret = secret
+        self.max_request_bytes = max_request_bytes
+        self.log_level = log_level
+        self.trusted_proxies = trusted_proxies
+        self._peers: dict[int, _Peer] = {}
+        #: instance id -> (holder: 0 for this process, else the peer's index; version id)
+        self._holders: dict[str, tuple[int, str]] = {}
+        self._seq = itertools.count(1)
+        self._closing = False
+        self._table = RouteTable()
+        self._metrics: CallMetrics | None = None
+        self._end: Callable[[str, str, str], None] = lambda *_: None
+
+    async def start(self, metrics: CallMetrics, end: Callable[[str, str, str], None]) -> None:
+        """Spawn the processes. ``end(instance id, reason, message)`` ends an instance."""
+        self._metrics = metrics
+        self._end = end
+        for index in range(1, len(self.listeners) + 1):
+            await self._spawn(index)
+
+    async def _spawn(self, index: int) -> None:
+        control_main, control_child = socket.socketpair()
+        handover_main, handover_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        listener = self.listeners[index - 1]
+        keep = (listener.fileno(), control_child.fileno(), handover_child.fileno())
+        try:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "modelhost.gateway.secondary",
+                "--index",
+                str(index),
+                "--listen-fd",
+                str(listener.fileno()),
+                "--control-fd",
+                str(control_child.fileno()),
+                "--handover-fd",
+                str(handover_child.fileno()),
+                "--main-socket",
+                self.main_socket,
+                "--max-request-bytes",
+                str(self.max_request_bytes),
+                "--log-level",
+                self.log_level,
+                "--trusted-proxies",
+                self.trusted_proxies,
+                pass_fds=keep,
+                env={**os.environ, "MODELHOST_GATEWAY_SECRET": self.secret},
+            )
+        finally:
+            control_child.close()
+            handover_child.close()
+        reader, writer = await asyncio.open_unix_connection(sock=control_main)
+        handover_main.settimeout(_APPLY_TIMEOUT_SECONDS)
+        peer = _Peer(index, process, writer, handover_main)
+        self._peers[index] = peer
+        loop = asyncio.get_running_loop()
+        peer.tasks = [
+            loop.create_task(self._read(peer, reader)),
+            loop.create_task(self._watch(peer)),
+        ]
+        logger.info("gateway process %d started (pid %d)", index, process.pid)
+
+    # ------------------------------------------------------------------ instances
+
+    def keeps(self, instance: Instance) -> bool:
+        """Whether this process sends ``instance`` its calls; if not, it was handed to a
+        gateway process (on first sight: a version's instances are spread evenly)."""
+        instance_id = instance.spec.instance_id
+        version_id = instance.spec.version_id
+        holder = self._holders.get(instance_id)
+        counts = self._counts(version_id)
+        if holder is None:
+            index = min(counts, key=lambda i: (counts[i], i))
+        elif holder[0] != 0:
+            return False
+        else:
+            # Held here while a gateway process holds two fewer of its version (it was
+            # restarted, or had died when the instance became ready): hand one over, between
+            # calls, since this process stops reading the connection.
+            index = min(counts, key=lambda i: (counts[i], i != 0))
+            if counts[0] - counts[index] < 2 or instance.inflight:
+                return True
+        if index != 0 and not self._hand_over(self._peers[index], instance):
+            index = 0
+        self._holders[instance_id] = (index, version_id)
+        return index == 0
+
+    def _counts(self, version_id: str) -> dict[int, int]:
+        """Instances of the version each live process holds (0: this one)."""
+        counts = {0: 0} | {index: 0 for index, peer in self._peers.items() if peer.alive}
+        for held_by, held_version in self._holders.values():
+            if held_version == version_id and held_by in counts:
+                counts[held_by] += 1
+        return counts
+
+    def holder(self, instance_id: str) -> int:
+        """The process that sends the instance calls: 0 for this one, else a gateway process."""
+        holder = self._holders.get(instance_id)
+        return holder[0] if holder is not None else 0
+
+    def _hand_over(self, peer: _Peer, instance: Instance) -> bool:
+        hand_over = getattr(instance, "hand_over", None)
+        connection = hand_over() if hand_over is not None else None
+        if connection is None:
+            return False
+        try:
+            with connection:
+                spec = orjson.dumps(spec_to_json(instance.spec))
+                socket.send_fds(peer.handover, [spec], [connection.fileno()])
+        except OSError as exc:
+            logger.error("could not hand an instance to gateway process %d: %s", peer.index, exc)
+            instance.take_back()  # type: ignore[attr-defined]
+            return False
+        peer.held[instance.spec.instance_id] = instance
+        return True
+
+    async def release(self, instance: Instance, drain_timeout: float) -> None:
+        """Before ``instance`` stops: its gateway process lets its calls finish and lets go."""
+        holder = self._holders.pop(instance.spec.instance_id, None)
+        if holder is None or holder[0] == 0:
+            return
+        peer = self._peers.get(holder[0])
+        if peer is None or not peer.alive:
+            return
+        peer.held.pop(instance.spec.instance_id, None)
+        key = f"release:{instance.spec.instance_id}"
+        await self._ask(
+            peer,
+            key,
+            {"type": "release", "instance": instance.spec.instance_id, "drain": drain_timeout},
+            drain_timeout + _APPLY_TIMEOUT_SECONDS,
+        )
+
+    def forget(self, instance: Instance) -> None:
+        """``instance`` is gone (it exited): nothing to release."""
+        holder = self._holders.pop(instance.spec.instance_id, None)
+        if holder is not None and holder[0] in self._peers:
+            self._peers[holder[0]].held.pop(instance.spec.instance_id, None)
+
+    # ------------------------------------------------------------------ routes
+
+    async def publish(self, table: RouteTable) -> None:
+        """Send each gateway process the table as it serves it, and wait until it applied it."""
+        self._table = table
+        asks = []
+        for peer in self._peers.values():
+            if not peer.alive:
+                continue
+            held = {i: inst.spec.version_id for i, inst in peer.held.items()}
+            routes = orjson.dumps(control.routes_for(table, held))
+            if routes == peer.last_routes:
+                continue
+            peer.last_routes = routes
+            seq = next(self._seq)
+            message = {"type": "routes", "seq": seq, "table": orjson.Fragment(routes)}
+            asks.append(self._ask(peer, f"routes:{seq}", message, _APPLY_TIMEOUT_SECONDS))
+        if asks:
+            await asyncio.gather(*asks)
+
+    async def _ask(self, peer: _Peer, key: str, message: dict[str, object], timeout: float) -> None:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        peer.waiting[key] = future
+        try:
+            peer.writer.write(control.encode(message))
+            await asyncio.wait_for(future, timeout)
+        except (asyncio.TimeoutError, ConnectionError) as exc:
+            logger.warning("gateway process %d did not answer %s: %r", peer.index, key, exc)
+        finally:
+            peer.waiting.pop(key, None)
+
+    # ------------------------------------------------------------------ from the processes
+
+    async def _read(self, peer: _Peer, reader: asyncio.StreamReader) -> None:
+        while True:
+            line = await reader.readline()
+            if not line:
+                return
+            try:
+                message = control.decode(line)
+                kind = message["type"]
+                if kind == "applied":
+                    self._answered(peer, f"routes:{message['seq']}")
+                elif kind == "released":
+                    self._answered(peer, f"release:{message['instance']}")
+                elif kind == "metrics" and self._metrics is not None:
+                    self._metrics.merge(message["rows"])
+                elif kind == "ended":
+                    self._end(message["instance"], message["reason"], message["message"])
+            except Exception:
+                logger.exception("bad message from gateway process %d", peer.index)
+
+    def _answered(self, peer: _Peer, key: str) -> None:
+        future = peer.waiting.get(key)
+        if future is not None and not future.done():
+            future.set_result(None)
+
+    async def _watch(self, peer: _Peer) -> None:
+        code = await peer.process.wait()
+        peer.alive = False
+        for future in peer.waiting.values():
+            if not future.done():
+                future.set_result(None)
+        held, peer.held = peer.held, {}
+        for instance_id, instance in held.items():
+            self._holders.pop(instance_id, None)
+            if not self._closing:
+                instance.end("gateway", "the gateway process that held it exited; replacing it")
+        peer.writer.close()
+        peer.handover.close()
+        if self._closing:
+            return
+        logger.error("gateway process %d exited with code %s; starting it again", peer.index, code)
+        await asyncio.sleep(_RESTART_DELAY_SECONDS)
+        if not self._closing:
+            await self._spawn(peer.index)
+
+    async def close(self) -> None:
+        """Stop the gateway processes (before the instances stop)."""
+        self._closing = True
+        peers = list(self._peers.values())
+        for peer in peers:
+            if peer.process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    peer.process.terminate()
+        for peer in peers:
+            try:
+                await asyncio.wait_for(peer.process.wait(), _STOP_GRACE_SECONDS)
+            except asyncio.TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    peer.process.kill()
+                await peer.process.wait()
+            for task in peer.tasks:
+                task.cancel()

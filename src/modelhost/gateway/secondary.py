@@ -1,0 +1,229 @@
+"""A gateway process: ``python -m modelhost.gateway.secondary``, started by the main server
+process when ``gateway_processes`` is above 1 (see :mod:`modelhost.gateway.processes`).
+
+It accepts connections on the server's listening socket, which it inherits, answers the calls it
+holds instances for with the same :class:`Gateway` as the main process, and passes every other
+request to the main process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import sys
+from typing import Any
+
+import orjson
+
+from modelhost.backends.attached import AttachedInstance, spec_from_json, wait_idle
+from modelhost.gateway import control
+from modelhost.gateway.app import Gateway, Receive, Scope, Send
+from modelhost.gateway.pool import VersionPool
+from modelhost.gateway.proxy import Proxy
+
+logger = logging.getLogger("modelhost.gateway.secondary")
+
+_INVOKE_PREFIX = "/models/"
+_METRICS_INTERVAL_SECONDS = 1.0
+
+
+class GatewayProcess:
+    """The ASGI app of a gateway process, and its side of the talk with the main process."""
+
+    def __init__(
+        self, *, index: int, control_fd: int, handover_fd: int, proxy: Proxy, max_request_bytes: int
+    ) -> None:
+        self.index = index
+        self.gateway = Gateway(max_request_bytes=max_request_bytes)
+        self.gateway.forward = proxy
+        self.proxy = proxy
+        self._control = socket.socket(fileno=control_fd)
+        self._handover = socket.socket(fileno=handover_fd)
+        self._writer: asyncio.StreamWriter | None = None
+        self._instances: dict[str, AttachedInstance] = {}
+        self._pools: dict[str, VersionPool] = {}
+        self._routes: dict[str, Any] = {"models": []}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Any:
+        if scope["type"] == "http" and scope["path"].startswith(_INVOKE_PREFIX):
+            return self.gateway(scope, receive, send)
+        if scope["type"] == "http":
+            return self.proxy(scope, receive, send)
+        if scope["type"] == "lifespan":
+            return self._lifespan(receive, send)
+        return self._refuse(send)
+
+    async def _refuse(self, send: Send) -> None:
+        await send({"type": "websocket.close", "code": 1003})
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await self._start()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self._stop()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _start(self) -> None:
+        loop = asyncio.get_running_loop()
+        reader, self._writer = await asyncio.open_unix_connection(sock=self._control)
+        self._handover.setblocking(False)
+        loop.add_reader(self._handover.fileno(), self._receive_instance)
+        self._tasks = [
+            loop.create_task(self._read(reader)),
+            loop.create_task(self._send_metrics()),
+        ]
+
+    async def _stop(self) -> None:
+        asyncio.get_running_loop().remove_reader(self._handover.fileno())
+        for task in self._tasks:
+            task.cancel()
+        await self._flush_metrics()
+        await self.proxy.close()
+
+    # ------------------------------------------------------------------ from the main process
+
+    async def _read(self, reader: asyncio.StreamReader) -> None:
+        while True:
+            line = await reader.readline()
+            if not line:
+                logger.error("the main server process went away; stopping")
+                os._exit(0)  # its instances are gone with it: nothing left to serve
+            message = control.decode(line)
+            if message["type"] == "routes":
+                self._routes = message["table"]
+                self._apply()
+                self._say({"type": "applied", "seq": message["seq"]})
+            elif message["type"] == "release":
+                asyncio.get_running_loop().create_task(
+                    self._release(message["instance"], float(message["drain"]))
+                )
+
+    def _apply(self) -> None:
+        self.gateway.table = control.table_from(self._routes, self._pools, self._instances)
+
+    def _receive_instance(self) -> None:
+        try:
+            data, fds, _flags, _address = socket.recv_fds(self._handover, control.HANDOVER_BYTES, 1)
+        except BlockingIOError:
+            return
+        if not data:
+            asyncio.get_running_loop().remove_reader(self._handover.fileno())
+            return
+        if not fds:
+            logger.error("an instance was handed over without its connection")
+            return
+        spec = spec_from_json(orjson.loads(data))
+        instance = AttachedInstance(spec, on_end=self._ended, on_gone=self._gone)
+        self._instances[spec.instance_id] = instance
+        asyncio.get_running_loop().create_task(self._attach(instance, fds[0]))
+
+    async def _attach(self, instance: AttachedInstance, fd: int) -> None:
+        await instance.attach(socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, fileno=fd))
+        self._apply()  # the routes may already name it
+
+    async def _release(self, instance_id: str, drain: float) -> None:
+        instance = self._instances.pop(instance_id, None)
+        if instance is not None:
+            self._take_out(instance)
+            await wait_idle(instance, drain)
+            instance.detach()
+        self._say({"type": "released", "instance": instance_id})
+
+    # ------------------------------------------------------------------ instances
+
+    def _ended(self, instance: AttachedInstance, reason: str, message: str) -> None:
+        self._say(
+            {
+                "type": "ended",
+                "instance": instance.spec.instance_id,
+                "reason": reason,
+                "message": message,
+            }
+        )
+
+    def _gone(self, instance: AttachedInstance) -> None:
+        self._instances.pop(instance.spec.instance_id, None)
+        self._take_out(instance)
+
+    def _take_out(self, instance: AttachedInstance) -> None:
+        pool = self._pools.get(instance.spec.version_id)
+        if pool is not None:
+            pool.remove(instance)
+            if not pool.ready_count:
+                self._apply()
+
+    # ------------------------------------------------------------------ to the main process
+
+    def _say(self, message: dict[str, Any]) -> None:
+        if self._writer is not None and not self._writer.is_closing():
+            self._writer.write(control.encode(message))
+
+    async def _send_metrics(self) -> None:
+        while True:
+            await asyncio.sleep(_METRICS_INTERVAL_SECONDS)
+            await self._flush_metrics()
+
+    async def _flush_metrics(self) -> None:
+        rows = self.gateway.metrics.export()
+        if rows:
+            self.gateway.metrics = type(self.gateway.metrics)()
+            self._say({"type": "metrics", "rows": rows})
+
+
+def main(argv: list[str] | None = None) -> int:
+    import uvicorn
+
+    from modelhost.gateway.transport import GatheringHttpToolsProtocol
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--index", type=int, required=True)
+    parser.add_argument("--listen-fd", type=int, required=True)
+    parser.add_argument("--control-fd", type=int, required=True)
+    parser.add_argument("--handover-fd", type=int, required=True)
+    parser.add_argument("--main-socket", required=True)
+    parser.add_argument("--max-request-bytes", type=int, required=True)
+    parser.add_argument("--log-level", default="info")
+    parser.add_argument("--trusted-proxies", default="")
+    options = parser.parse_args(argv)
+    logging.basicConfig(
+        level=options.log_level.upper(),
+        format=f"%(asctime)s %(levelname)s [gateway {options.index}] %(name)s: %(message)s",
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per passed-on request
+    secret = os.environ.pop("MODELHOST_GATEWAY_SECRET", "")
+    app = GatewayProcess(
+        index=options.index,
+        control_fd=options.control_fd,
+        handover_fd=options.handover_fd,
+        proxy=Proxy(options.main_socket, secret),
+        max_request_bytes=options.max_request_bytes,
+    )
+    listener = socket.socket(fileno=options.listen_fd)
+    config = uvicorn.Config(
+        app,
+        loop="uvloop",
+        http=GatheringHttpToolsProtocol,
+        interface="asgi3",
+        lifespan="on",
+        access_log=False,
+        server_header=False,
+        log_level=options.log_level,
+        proxy_headers=bool(options.trusted_proxies),
+        forwarded_allow_ips=options.trusted_proxies or None,
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        uvicorn.Server(config).run(sockets=[listener])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
