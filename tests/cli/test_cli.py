@@ -45,3 +45,12 @@ def test_help_lists_every_command() -> None:
     output = CliRunner().invoke(cli, ["--help"]).output
     for command in ("serve", "publish", "models", "versions", "call", "logs"):
         assert command in output
+
+
+def test_nan_in_data_or_parameters_is_misuse_not_silently_null() -> None:
+    code, output = _run("call", "m", "--parameters", "[1, NaN]")
+    assert code == 2
+    assert "NaN is not a JSON value; use null" in output
+    code, output = _run("call", "m", "--data", '{"x": Infinity}')
+    assert code == 2
+    assert "Infinity is not a JSON value" in output

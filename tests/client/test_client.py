@@ -118,3 +118,72 @@ def test_credentials_come_from_the_file_only_for_the_server_they_were_saved_for(
 def test_a_url_without_its_scheme_is_refused_with_the_fix() -> None:
     with pytest.raises(errors.BadRequest, match=r"such as http://127\.0\.0\.1:8600"):
         Client("127.0.0.1:8600", "mh_x")
+
+
+def _echo_handler(seen: list[bytes]):  # type: ignore[no-untyped-def]
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.content)
+        return httpx.Response(
+            200,
+            content=b'{"result": 123456789012345678901234567890, "request_id": "R", "timing": 1,'
+            b' "model_time_in_ms": 1, "release": {"model_version_number": 1}}',
+        )
+
+    return handler
+
+
+def test_predict_converts_numpy_pandas_decimal_dates_and_sets_in_the_arguments() -> None:
+    np = pytest.importorskip("numpy")
+    pd = pytest.importorskip("pandas")
+    import datetime
+    import decimal
+
+    seen: list[bytes] = []
+    with _client(_echo_handler(seen)) as client:
+        client.predict(
+            "m",
+            parameters=[
+                np.array([[1.5, 2.0]]),
+                np.int64(3),
+                pd.DataFrame({"a": [1, 2]}),
+                decimal.Decimal("2.5"),
+                datetime.date(2020, 1, 2),
+                {3, 1},
+                2**70,
+            ],
+        )
+    assert json.loads(seen[0]) == {
+        "parameters": [[[1.5, 2.0]], 3, [{"a": 1}, {"a": 2}], 2.5, "2020-01-02", [1, 3], 2**70]
+    }
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ([float("nan")], "NaN or Infinity"),
+        ({"x": float("inf")}, "NaN or Infinity"),
+        ([object()], "values of type 'object' cannot be sent as JSON"),
+        ({"x": {(1, 2): "a"}}, "cannot be sent as JSON"),
+    ],
+)
+def test_arguments_json_cannot_hold_are_a_bad_request_not_a_type_error(
+    arguments: object, message: str
+) -> None:
+    seen: list[bytes] = []
+    key = "parameters" if isinstance(arguments, list) else "data"
+    with _client(_echo_handler(seen)) as client, pytest.raises(errors.BadRequest, match=message):
+        client.predict("m", **{key: arguments})  # type: ignore[arg-type]
+    assert seen == []  # nothing was sent
+
+
+def test_a_result_keeps_integers_over_64_bits_exact() -> None:
+    with _client(_echo_handler([])) as client:
+        assert client.predict("m", data={}).result == 123456789012345678901234567890
+
+
+def test_an_answer_that_is_not_json_says_the_url_may_not_be_a_modelhost_server() -> None:
+    with (
+        _client(lambda r: httpx.Response(200, content=b"<html>hello</html>")) as client,
+        pytest.raises(errors.ConnectionFailed, match="is it a modelhost server"),
+    ):
+        client.models()

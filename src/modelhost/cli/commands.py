@@ -46,9 +46,14 @@ def _json_option(text: str | None, option: str) -> Any:
     if text is None:
         return None
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=_no_constant)
     except ValueError as exc:
         raise click.BadParameter(f"not valid JSON ({exc})", param_hint=option) from None
+
+
+def _no_constant(name: str) -> Any:
+    # Python's json reads NaN and Infinity, but they are not JSON and no model receives them.
+    raise ValueError(f"{name} is not a JSON value; use null for a missing number")
 
 
 @click.command()

@@ -9,11 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import orjson
 
 from modelhost import errors, urls
 from modelhost.builder.bundles import collect_files, human_size, pack_project
-from modelhost.client import _config, _git
+from modelhost.client import _config, _git, _json
 from modelhost.client._runs import RunsMixin
 
 _UNSET: Any = object()
@@ -103,8 +102,14 @@ class Client(RunsMixin):
                 "running there? Set the address with --url or MODELHOST_URL."
             ) from None
         try:
-            body = orjson.loads(response.content) if response.content else None
-        except orjson.JSONDecodeError:
+            body = _json.decode_answer(response.content) if response.content else None
+        except ValueError:
+            if not response.is_error:
+                raise errors.ConnectionFailed(
+                    f"The server at {self.url} answered {method} {path} with something other "
+                    "than JSON; is it a modelhost server? Set the address with --url or "
+                    "MODELHOST_URL."
+                ) from None
             body = None
         if response.is_error:
             raise errors.error_from_body(response.status_code, body)
@@ -549,7 +554,7 @@ class Client(RunsMixin):
         if token:
             headers["Authorization"] = f"Bearer {token}"
         answer = self._request(
-            "POST", path, content=orjson.dumps(body), headers=headers, api_key=False
+            "POST", path, content=_json.encode_arguments(body), headers=headers, api_key=False
         )
         return Prediction(
             result=answer["result"],
