@@ -187,3 +187,70 @@ def test_an_answer_that_is_not_json_says_the_url_may_not_be_a_modelhost_server()
         pytest.raises(errors.ConnectionFailed, match="is it a modelhost server"),
     ):
         client.models()
+
+
+def _refusing_client(seen: list[httpx.Request]) -> Client:
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(500)
+
+    return _client(handler)
+
+
+def test_publishing_a_file_as_the_project_says_it_is_a_file_and_what_to_give(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "predict.py").write_text("def predict(x):\n    return x\n")
+    seen: list[httpx.Request] = []
+    with _refusing_client(seen) as client:
+        with pytest.raises(errors.BadRequest, match="is a file, not a project directory") as info:
+            client.publish(tmp_path / "predict.py", name="m", file="predict.py", function="predict")
+        assert f"such as {tmp_path} with --file predict.py" in info.value.message
+        assert f"{tmp_path}/predict.py:predict" in info.value.message
+        with pytest.raises(errors.BadRequest, match="does not exist"):
+            client.publish(tmp_path / "nope", name="m", file="predict.py", function="predict")
+    assert seen == []
+
+
+def test_an_absolute_file_inside_the_project_is_taken_relative_to_it(tmp_path: Path) -> None:
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "predict.py").write_text("def predict(x):\n    return x\n")
+    seen: list[httpx.Request] = []
+    with _refusing_client(seen) as client, pytest.raises(errors.ModelhostError):
+        client.publish(
+            tmp_path, name="m", file=str(tmp_path / "models" / "predict.py"), function="predict"
+        )
+    assert seen[0].url.params["file"] == "models/predict.py"
+
+
+def test_an_absolute_file_outside_the_project_is_refused_before_upload(tmp_path: Path) -> None:
+    (tmp_path / "project").mkdir()
+    (tmp_path / "elsewhere.py").write_text("def predict(x):\n    return x\n")
+    seen: list[httpx.Request] = []
+    with (
+        _refusing_client(seen) as client,
+        pytest.raises(errors.EntryPointNotFound, match="is not inside the project directory"),
+    ):
+        client.publish(
+            tmp_path / "project",
+            name="m",
+            file=str(tmp_path / "elsewhere.py"),
+            function="predict",
+        )
+    assert seen == []
+
+
+@pytest.mark.parametrize("name", ["", "a/b", "Upper", "with space", "café"])
+def test_an_invalid_model_name_is_refused_before_packing_and_uploading(
+    tmp_path: Path, name: str
+) -> None:
+    (tmp_path / "predict.py").write_text("def predict(x):\n    return x\n")
+    seen: list[httpx.Request] = []
+    progress: list[str] = []
+    with (
+        _refusing_client(seen) as client,
+        pytest.raises(errors.BadRequest, match="is not a valid model name"),
+    ):
+        client.publish(f"{tmp_path}/predict.py:predict", name=name, on_progress=progress.append)
+    assert seen == []
+    assert progress == []

@@ -23,7 +23,7 @@ from typing import BinaryIO
 
 import pathspec
 
-from modelhost.errors import BundleTooLarge, InvalidBundle
+from modelhost.errors import BadRequest, BundleTooLarge, InvalidBundle
 
 IGNORE_FILE = ".modelignore"
 #: Always left out of a snapshot: version-control data, caches and local environments.
@@ -80,6 +80,18 @@ def too_large(files: Sequence[tuple[str, int]], total: int, limit: int) -> Bundl
 
 
 # --------------------------------------------------------------------------- client side
+
+
+def check_project_directory(root: Path, *, file_hint: str = "") -> None:
+    """BadRequest unless ``root`` is a directory, saying what it is instead."""
+    if root.is_dir():
+        return
+    if root.exists():
+        raise BadRequest(
+            f"'{root}' is a file, not a project directory; give the directory that holds the "
+            f"project, such as {root.parent}{file_hint}."
+        )
+    raise BadRequest(f"The project directory '{root}' does not exist.")
 
 
 def ignore_spec(root: Path, excludes: Sequence[str] = ()) -> pathspec.PathSpec:

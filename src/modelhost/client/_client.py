@@ -10,8 +10,13 @@ from typing import Any
 
 import httpx
 
-from modelhost import errors, urls
-from modelhost.builder.bundles import collect_files, human_size, pack_project
+from modelhost import errors, names, urls
+from modelhost.builder.bundles import (
+    check_project_directory,
+    collect_files,
+    human_size,
+    pack_project,
+)
 from modelhost.client import _config, _git, _json
 from modelhost.client._runs import RunsMixin
 
@@ -48,6 +53,20 @@ def parse_target(target: str, file: str | None, function: str | None) -> tuple[P
             "PATH/predict.py:predict."
         )
     return root, file, function
+
+
+def _project_relative(root: Path, file: str) -> str:
+    """``--file`` as a path inside the project; an absolute path inside it is made relative."""
+    path = Path(file)
+    if not path.is_absolute():
+        return file
+    try:
+        return path.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        raise errors.EntryPointNotFound(
+            f"The file '{file}' is not inside the project directory {root}. Pass --file with a "
+            "path relative to the project directory, such as predict.py."
+        ) from None
 
 
 class Client(RunsMixin):
@@ -448,8 +467,11 @@ class Client(RunsMixin):
         on_log: Callable[[str], None] | None,
     ) -> dict[str, Any]:
         say = on_progress or (lambda _message: None)
-        if not root.is_dir():
-            raise errors.BadRequest(f"The project directory '{root}' does not exist.")
+        names.check_model_reference(name)
+        check_project_directory(
+            root, file_hint=f" with --file {root.name}, or write {root}:{function}"
+        )
+        file = _project_relative(root, file)
         files = collect_files(root, exclude)
         if not any(f.path == Path(file).as_posix() for f in files):
             raise errors.EntryPointNotFound(
