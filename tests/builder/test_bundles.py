@@ -153,3 +153,33 @@ def test_identical_trees_share_one_bundle_and_extraction_checks_the_hash(
     with pytest.raises(errors.InvalidBundle, match="damaged"):
         store.extract(first.sha256, tmp_path / "copy2")
     assert not (tmp_path / "copy2").exists()
+
+
+def test_an_oversized_archive_names_the_largest_files_of_the_whole_archive(
+    tmp_path: Path,
+) -> None:
+    archive = _tar(
+        ("predict.py", b"x", tarfile.REGTYPE),
+        ("zeros.bin", b"0" * 70, tarfile.REGTYPE),
+        ("data/small.bin", b"s" * 40, tarfile.REGTYPE),
+        ("data/weights.bin", b"w" * 80, tarfile.REGTYPE),
+    )
+    with pytest.raises(errors.BundleTooLarge) as failure:
+        bundles.extract_archive(archive, tmp_path, max_bytes=100, max_files=10)
+    assert failure.value.message.startswith("The project is 191 B, over the limit of 100 B.")
+    assert (
+        "Largest files: data/weights.bin (80 B), zeros.bin (70 B), data/small.bin (40 B), "
+        "predict.py (1 B)." in failure.value.message
+    )
+
+
+def test_an_oversized_archive_is_read_on_only_so_far_and_then_says_at_least(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bundles, "_SCAN_BUDGET", 0)  # twice the limit, then
+    archive = _tar(*((f"f{i}.bin", b"0" * 60, tarfile.REGTYPE) for i in range(10)))
+    with pytest.raises(errors.BundleTooLarge, match=r"The project is at least 240 B, over"):
+        bundles.extract_archive(archive, tmp_path, max_bytes=100, max_files=50)
+    archive = _tar(*((f"f{i}.bin", b"0" * 60, tarfile.REGTYPE) for i in range(10)))
+    with pytest.raises(errors.BundleTooLarge, match=r"The project is at least 180 B, over"):
+        bundles.extract_archive(archive, tmp_path, max_bytes=100, max_files=3)

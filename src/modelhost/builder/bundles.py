@@ -41,6 +41,8 @@ DEFAULT_IGNORES = (
     ".ruff_cache/",
 )
 _CHUNK = 1 << 20
+#: Bytes an oversized archive is read on for its error message (at least twice the limit).
+_SCAN_BUDGET = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -71,9 +73,12 @@ def _largest(files: Iterable[tuple[str, int]], count: int = 5) -> str:
     return ", ".join(f"{name} ({human_size(size)})" for name, size in top)
 
 
-def too_large(files: Sequence[tuple[str, int]], total: int, limit: int) -> BundleTooLarge:
+def too_large(
+    files: Sequence[tuple[str, int]], total: int, limit: int, *, complete: bool = True
+) -> BundleTooLarge:
+    size = human_size(total) if complete else f"at least {human_size(total)}"
     return BundleTooLarge(
-        f"The project is {human_size(total)}, over the limit of {human_size(limit)}. "
+        f"The project is {size}, over the limit of {human_size(limit)}. "
         f"Largest files: {_largest(files)}. Leave files out with a {IGNORE_FILE} file or "
         "--exclude GLOB, or raise the server setting max_bundle_bytes."
     )
@@ -190,7 +195,7 @@ def extract_archive(
                 sizes.append((str(path), member.size))
                 total += member.size
                 if total > max_bytes:
-                    raise too_large(sizes, total, max_bytes)
+                    raise _too_large_archive(tar, sizes, total, max_bytes, max_files)
                 if len(sizes) > max_files:
                     raise InvalidBundle(
                         f"The archive holds more than {max_files} files; leave some out with "
@@ -209,6 +214,27 @@ def extract_archive(
             "CLI or client, which packs the project for you."
         ) from None
     return len(sizes), total
+
+
+def _too_large_archive(
+    tar: tarfile.TarFile, sizes: list[tuple[str, int]], total: int, limit: int, max_files: int
+) -> BundleTooLarge:
+    """The error for an archive past the limit, naming the largest files of the whole archive,
+    not only of the part read so far. The rest is read header by header without extracting,
+    within a budget (a compressed upload may expand without end) and ``max_files``."""
+    budget = max(2 * limit, _SCAN_BUDGET)
+    complete = True
+    try:
+        while (member := tar.next()) is not None:  # iter(tar) would start again at the top
+            if total > budget or len(sizes) >= max_files:
+                complete = False
+                break
+            if member.isreg():
+                sizes.append((member.name, member.size))
+                total += member.size
+    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile):
+        complete = False
+    return too_large(sizes, total, limit, complete=complete)
 
 
 def _canonical_tar(root: Path, out: BinaryIO) -> tuple[int, int]:
