@@ -54,3 +54,10 @@ def test_nan_in_data_or_parameters_is_misuse_not_silently_null() -> None:
     code, output = _run("call", "m", "--data", '{"x": Infinity}')
     assert code == 2
     assert "Infinity is not a JSON value" in output
+
+
+def test_a_tail_out_of_range_is_misuse() -> None:
+    for tail in ("0", "-5", "100000"):
+        code, output = _run("logs", "m", "--tail", tail)
+        assert code == 2, output
+        assert "Invalid value for '--tail'" in output

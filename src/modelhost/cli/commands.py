@@ -330,7 +330,9 @@ def call(
 
 @click.command()
 @click.argument("model")
-@click.option("--tail", default=200, show_default=True, help="Lines to show.")
+@click.option(
+    "--tail", type=click.IntRange(1, 10_000), default=200, show_default=True, help="Lines to show."
+)
 @click.option("--version", "number", type=int, help="Only this version's instances.")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new lines (Ctrl-C stops).")
 @pass_connection
