@@ -254,3 +254,10 @@ def test_an_invalid_model_name_is_refused_before_packing_and_uploading(
         client.publish(f"{tmp_path}/predict.py:predict", name=name, on_progress=progress.append)
     assert seen == []
     assert progress == []
+
+
+def test_a_url_with_another_scheme_is_not_told_to_prepend_http() -> None:
+    with pytest.raises(errors.BadRequest) as refused:
+        Client("ftp://models.example", "mh_x")
+    assert "http://ftp://" not in refused.value.message
+    assert "http:// or https://" in refused.value.message

@@ -116,6 +116,8 @@ def publish(
         raise errors.BuildFailed(exc.message) from None
     if no_wait:
         return
+    model = conn.client.model(name)
+    name = model["name"]  # --name may have been the model's id
     click.echo(
         f"Version {version['number']} of {name} is {version['status']}: "
         f"{version.get('signature') or version['entry_point']}"
@@ -124,7 +126,7 @@ def publish(
         f"Call it: POST {conn.client.url}/models/{name}/latest/model with a JSON body "
         '{"data": {...}} (keyword arguments) or {"parameters": [...]} (positional).'
     )
-    if conn.client.model(name).get("invocation_mode") == "token":
+    if model.get("invocation_mode") == "token":
         click.echo(
             f"Callers need an access token: modelhost tokens create {name} --name WHO, then "
             "curl -u TOKEN:TOKEN ..."
