@@ -183,3 +183,26 @@ def test_an_oversized_archive_is_read_on_only_so_far_and_then_says_at_least(
     archive = _tar(*((f"f{i}.bin", b"0" * 60, tarfile.REGTYPE) for i in range(10)))
     with pytest.raises(errors.BundleTooLarge, match=r"The project is at least 180 B, over"):
         bundles.extract_archive(archive, tmp_path, max_bytes=100, max_files=3)
+
+
+@pytest.mark.parametrize(
+    ("ignore_text", "excludes", "fragment"),
+    [
+        ("*.csv\n**/\\\n", (), "The pattern '**/\\' (line 2 of "),
+        ("[z-a]\n", (), "The pattern '[z-a]' (line 1 of "),
+        ("", ("!",), "The pattern '!' (--exclude) is not valid gitignore syntax"),
+    ],
+)
+def test_an_invalid_ignore_pattern_is_named_with_where_it_came_from(
+    project: Path, ignore_text: str, excludes: tuple[str, ...], fragment: str
+) -> None:
+    (project / ".modelignore").write_text(ignore_text)
+    with pytest.raises(errors.BadRequest) as refused:
+        bundles.collect_files(project, excludes)
+    assert fragment in refused.value.message
+
+
+def test_a_modelignore_that_is_not_utf8_is_named(project: Path) -> None:
+    (project / ".modelignore").write_bytes(b"\xff\xfe*.csv\n")
+    with pytest.raises(errors.BadRequest, match=r"\.modelignore .*it must be UTF-8 text"):
+        bundles.collect_files(project)

@@ -11,12 +11,13 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import re
 import shutil
 import stat
 import tarfile
 import tempfile
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
@@ -99,11 +100,32 @@ def check_project_directory(root: Path, *, file_hint: str = "") -> None:
     raise BadRequest(f"The project directory '{root}' does not exist.")
 
 
+def _check_patterns(patterns: Sequence[str], where: Callable[[int], str]) -> None:
+    """BadRequest naming the pattern and where it came from, for one gitignore cannot read."""
+    for index, pattern in enumerate(patterns):
+        try:
+            pathspec.GitIgnoreSpec.from_lines([pattern])
+        except (ValueError, re.error) as exc:
+            raise BadRequest(
+                f"The pattern '{pattern}' ({where(index)}) is not valid gitignore syntax "
+                f"({exc}); fix or remove it."
+            ) from None
+
+
 def ignore_spec(root: Path, excludes: Sequence[str] = ()) -> pathspec.PathSpec:
     patterns = list(DEFAULT_IGNORES)
     ignore_file = root / IGNORE_FILE
     if ignore_file.is_file():
-        patterns += ignore_file.read_text().splitlines()
+        try:
+            lines = ignore_file.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise BadRequest(
+                f"Cannot read {ignore_file} ({exc}); it must be UTF-8 text with one gitignore "
+                "pattern per line."
+            ) from None
+        _check_patterns(lines, lambda i: f"line {i + 1} of {ignore_file}")
+        patterns += lines
+    _check_patterns(excludes, lambda _i: "--exclude")
     patterns += list(excludes)
     return pathspec.GitIgnoreSpec.from_lines(patterns)
 
