@@ -261,3 +261,43 @@ def test_a_url_with_another_scheme_is_not_told_to_prepend_http() -> None:
         Client("ftp://models.example", "mh_x")
     assert "http://ftp://" not in refused.value.message
     assert "http:// or https://" in refused.value.message
+
+
+def test_predict_waits_for_the_server_which_bounds_every_call_by_the_model_timeout() -> None:
+    seen: list[httpx.Request] = []
+    with _client(_echo_handler_recording(seen)) as client:
+        client.predict("m", data={})
+        client.predict("m", data={}, timeout=7.5)
+        client.models()
+    assert seen[0].extensions["timeout"]["read"] is None  # the client's 120 s never cut it
+    assert seen[1].extensions["timeout"]["read"] == 7.5
+    assert seen[2].extensions["timeout"]["read"] == 120.0  # management calls keep it
+
+
+def test_a_call_past_its_own_timeout_says_it_may_still_be_running() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("slow", request=request)
+
+    with (
+        _client(handler) as client,
+        pytest.raises(errors.ConnectionFailed, match=r"No answer from model 'm' within 2 s"),
+    ):
+        client.predict("m", data={}, timeout=2)
+
+
+def _echo_handler_recording(seen: list[httpx.Request]):  # type: ignore[no-untyped-def]
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(
+            200,
+            json={
+                "models": [],
+                "result": 1,
+                "request_id": "R",
+                "timing": 1,
+                "model_time_in_ms": 1,
+                "release": {"model_version_number": 1},
+            },
+        )
+
+    return handler

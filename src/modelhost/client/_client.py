@@ -89,6 +89,7 @@ class Client(RunsMixin):
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.url, self.api_key = _config.resolve(url, api_key)
+        self._timeout = timeout
         headers = {"User-Agent": "modelhost-client"}
         self._http = httpx.Client(
             base_url=self.url, headers=headers, timeout=timeout, transport=transport
@@ -105,12 +106,24 @@ class Client(RunsMixin):
 
     # ------------------------------------------------------------------ plumbing
 
-    def _request(self, method: str, path: str, *, api_key: bool = True, **kwargs: Any) -> Any:
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        api_key: bool = True,
+        read_timeout_message: str | None = None,
+        **kwargs: Any,
+    ) -> Any:
         headers = kwargs.pop("headers", None) or {}
         if api_key and self.api_key:
             headers.setdefault("Authorization", f"Bearer {self.api_key}")
         try:
             response = self._http.request(method, path, headers=headers, **kwargs)
+        except httpx.ReadTimeout:
+            raise errors.ConnectionFailed(
+                read_timeout_message or f"The server at {self.url} did not answer in time."
+            ) from None
         except httpx.TimeoutException:
             raise errors.ConnectionFailed(
                 f"The server at {self.url} did not answer in time."
@@ -557,11 +570,14 @@ class Client(RunsMixin):
         version: int | None = None,
         label: str | None = None,
         token: str | None = None,
+        timeout: float | None = None,
     ) -> Prediction:
         """Call a model with keyword arguments (``data``) or positional ones (``parameters``).
 
         ``token`` is the model's access token, needed unless the model is public; the API key
-        is never sent on this path.
+        is never sent on this path. By default the client waits for the answer however long it
+        takes: the server ends every call within the model's timeout (in the queue, then on an
+        instance) and answers 504 past it. ``timeout`` (seconds) gives up sooner.
         """
         if (data is _UNSET) == (parameters is _UNSET):
             raise errors.BadRequest("Pass exactly one of data= (a dict) or parameters= (a list).")
@@ -576,7 +592,17 @@ class Client(RunsMixin):
         if token:
             headers["Authorization"] = f"Bearer {token}"
         answer = self._request(
-            "POST", path, content=_json.encode_arguments(body), headers=headers, api_key=False
+            "POST",
+            path,
+            content=_json.encode_arguments(body),
+            headers=headers,
+            api_key=False,
+            timeout=httpx.Timeout(self._timeout, read=timeout),
+            read_timeout_message=(
+                f"No answer from model '{model}' within {timeout or 0:g} s (timeout); the call "
+                "may still be running on the server. Allow more time, or none to wait for the "
+                "server, which ends every call at the model's own timeout."
+            ),
         )
         return Prediction(
             result=answer["result"],
