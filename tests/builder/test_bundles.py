@@ -206,3 +206,14 @@ def test_a_modelignore_that_is_not_utf8_is_named(project: Path) -> None:
     (project / ".modelignore").write_bytes(b"\xff\xfe*.csv\n")
     with pytest.raises(errors.BadRequest, match=r"\.modelignore .*it must be UTF-8 text"):
         bundles.collect_files(project)
+
+
+def test_one_exclude_given_as_a_string_is_one_pattern_not_one_per_character(
+    project: Path,
+) -> None:
+    # Client.publish(..., exclude="results/") must not become "r", "e", ..., "/" (and "*.pkl"
+    # must not become "*", which left nothing to publish).
+    assert _paths(bundles.collect_files(project, "results/")) == _paths(
+        bundles.collect_files(project, ["results/"])
+    )
+    assert "predict.py" in _paths(bundles.collect_files(project, "*.pkl"))

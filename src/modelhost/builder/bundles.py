@@ -113,6 +113,8 @@ def _check_patterns(patterns: Sequence[str], where: Callable[[int], str]) -> Non
 
 
 def ignore_spec(root: Path, excludes: Sequence[str] = ()) -> pathspec.PathSpec:
+    if isinstance(excludes, str):  # exclude="data/" from the Python client: one pattern
+        excludes = (excludes,)
     patterns = list(DEFAULT_IGNORES)
     ignore_file = root / IGNORE_FILE
     if ignore_file.is_file():
