@@ -301,3 +301,19 @@ def _echo_handler_recording(seen: list[httpx.Request]):  # type: ignore[no-untyp
         )
 
     return handler
+
+
+def test_a_script_named_without_its_suffix_or_a_directory_as_the_file_gets_a_hint(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "predict.py").write_text("def predict(x):\n    return x\n")
+    seen: list[httpx.Request] = []
+    with _refusing_client(seen) as client:
+        with pytest.raises(
+            errors.EntryPointNotFound, match=r"did you mean --file models/predict\.py"
+        ):
+            client.publish(tmp_path, name="m", file="models/predict", function="predict")
+        with pytest.raises(errors.EntryPointNotFound, match="'models' is a directory in"):
+            client.publish(tmp_path, name="m", file="models", function="predict")
+    assert seen == []

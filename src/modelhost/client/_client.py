@@ -55,6 +55,22 @@ def parse_target(target: str, file: str | None, function: str | None) -> tuple[P
     return root, file, function
 
 
+def _missing_script(root: Path, file: str, paths: set[str]) -> str:
+    wanted = Path(file).as_posix()
+    for suffix in (".py", ".R"):
+        if wanted + suffix in paths:
+            return f"The file '{file}' is not in {root}; did you mean --file {wanted}{suffix}?"
+    if (root / file).is_dir():
+        return (
+            f"'{file}' is a directory in {root}; pass --file with the script in it, such as "
+            f"{wanted}/predict.py."
+        )
+    return (
+        f"The file '{file}' is not in {root} (or it is excluded by .modelignore or --exclude). "
+        "Pass --file with a path relative to the project directory."
+    )
+
+
 def _project_relative(root: Path, file: str) -> str:
     """``--file`` as a path inside the project; an absolute path inside it is made relative."""
     path = Path(file)
@@ -486,11 +502,9 @@ class Client(RunsMixin):
         )
         file = _project_relative(root, file)
         files = collect_files(root, exclude)
-        if not any(f.path == Path(file).as_posix() for f in files):
-            raise errors.EntryPointNotFound(
-                f"The file '{file}' is not in {root} (or it is excluded by .modelignore or "
-                "--exclude). Pass --file with a path relative to the project directory."
-            )
+        paths = {f.path for f in files}
+        if Path(file).as_posix() not in paths:
+            raise errors.EntryPointNotFound(_missing_script(root, file, paths))
         total = sum(f.size for f in files)
         say(f"Packing {len(files)} files ({human_size(total)}) from {root}")
         with pack_project(root, files) as archive:
