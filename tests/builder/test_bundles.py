@@ -217,3 +217,7 @@ def test_one_exclude_given_as_a_string_is_one_pattern_not_one_per_character(
         bundles.collect_files(project, ["results/"])
     )
     assert "predict.py" in _paths(bundles.collect_files(project, "*.pkl"))
+
+
+def test_file_counts_read_as_english() -> None:
+    assert [bundles.count_files(n) for n in (0, 1, 2)] == ["0 files", "1 file", "2 files"]

@@ -69,6 +69,11 @@ def human_size(size: float) -> str:
     raise AssertionError("unreachable")
 
 
+def count_files(count: int) -> str:
+    """``1 file``, ``7 files``."""
+    return f"{count} file" if count == 1 else f"{count} files"
+
+
 def _largest(files: Iterable[tuple[str, int]], count: int = 5) -> str:
     top = sorted(files, key=lambda item: item[1], reverse=True)[:count]
     return ", ".join(f"{name} ({human_size(size)})" for name, size in top)

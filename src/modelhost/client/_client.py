@@ -14,6 +14,7 @@ from modelhost import errors, names, urls
 from modelhost.builder.bundles import (
     check_project_directory,
     collect_files,
+    count_files,
     human_size,
     pack_project,
 )
@@ -506,7 +507,7 @@ class Client(RunsMixin):
         if Path(file).as_posix() not in paths:
             raise errors.EntryPointNotFound(_missing_script(root, file, paths))
         total = sum(f.size for f in files)
-        say(f"Packing {len(files)} files ({human_size(total)}) from {root}")
+        say(f"Packing {count_files(len(files))} ({human_size(total)}) from {root}")
         with pack_project(root, files) as archive:
             say(f"Uploading to {self.url}")
             body = self._request(

@@ -12,6 +12,7 @@ from modelhost import urls
 from modelhost.builder.bundles import (
     check_project_directory,
     collect_files,
+    count_files,
     human_size,
     pack_project,
 )
@@ -32,7 +33,8 @@ class RunsMixin:
         root = Path(path)
         check_project_directory(root)
         files = collect_files(root, exclude)
-        say(f"Packing {len(files)} files ({human_size(sum(f.size for f in files))}) from {root}")
+        size = human_size(sum(f.size for f in files))
+        say(f"Packing {count_files(len(files))} ({size}) from {root}")
         with pack_project(root, files) as archive:
             say(f"Uploading to {self.url}")
             yield archive

@@ -17,7 +17,7 @@ from typing import BinaryIO
 
 from modelhost import errors
 from modelhost.builder import environments, uvenv
-from modelhost.builder.bundles import extract_archive, human_size
+from modelhost.builder.bundles import count_files, extract_archive, human_size
 from modelhost.builder.environments import describe, runtime_for
 from modelhost.db.repo import Model, User, Version
 from modelhost.names import ID_LIKE, NAME_PATTERN, invalid_model_name
@@ -204,7 +204,7 @@ def publish(
             invocation_mode=settings.default_invocation_mode,
         )
         log = (
-            f"Bundle sha256:{bundle.sha256} ({files} files, {human_size(size)})\n"
+            f"Bundle sha256:{bundle.sha256} ({count_files(files)}, {human_size(size)})\n"
             f"Entry point: {file}:{function}\n"
             f"Environment: {environment_line}\n"
         )
