@@ -317,3 +317,12 @@ def test_a_script_named_without_its_suffix_or_a_directory_as_the_file_gets_a_hin
         with pytest.raises(errors.EntryPointNotFound, match="'models' is a directory in"):
             client.publish(tmp_path, name="m", file="models", function="predict")
     assert seen == []
+
+
+def test_an_answer_nested_past_the_recursion_limit_is_an_error_not_a_traceback() -> None:
+    deep = b"[" * 100_000 + b"]" * 100_000
+    with (
+        _client(lambda r: httpx.Response(200, content=deep)) as client,
+        pytest.raises(errors.ConnectionFailed, match="something other than JSON"),
+    ):
+        client.models()

@@ -76,5 +76,9 @@ def encode_arguments(body: dict[str, Any]) -> bytes:
 
 
 def decode_answer(content: bytes) -> Any:
-    """The JSON body of a response; ValueError if it is not JSON."""
-    return json.loads(content)
+    """The JSON body of a response; ValueError if it is not JSON (or nested past Python's
+    recursion limit)."""
+    try:
+        return json.loads(content)
+    except RecursionError:
+        raise ValueError("the answer is nested too deeply to read") from None
