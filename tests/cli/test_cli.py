@@ -61,3 +61,9 @@ def test_a_tail_out_of_range_is_misuse() -> None:
         code, output = _run("logs", "m", "--tail", tail)
         assert code == 2, output
         assert "Invalid value for '--tail'" in output
+
+
+def test_json_nested_past_the_recursion_limit_is_misuse_not_a_traceback() -> None:
+    code, output = _run("call", "m", "--parameters", "[" * 5000 + "]" * 5000)
+    assert code == 2, output
+    assert "nested too deeply" in output

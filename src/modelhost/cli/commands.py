@@ -49,6 +49,8 @@ def _json_option(text: str | None, option: str) -> Any:
         return json.loads(text, parse_constant=_no_constant)
     except ValueError as exc:
         raise click.BadParameter(f"not valid JSON ({exc})", param_hint=option) from None
+    except RecursionError:
+        raise click.BadParameter("nested too deeply to read", param_hint=option) from None
 
 
 def _no_constant(name: str) -> Any:
