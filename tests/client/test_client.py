@@ -326,3 +326,26 @@ def test_an_answer_nested_past_the_recursion_limit_is_an_error_not_a_traceback()
         pytest.raises(errors.ConnectionFailed, match="something other than JSON"),
     ):
         client.models()
+
+
+def test_a_management_call_without_any_api_key_says_how_to_get_one(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("MODELHOST_HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    monkeypatch.delenv("MODELHOST_API_KEY", raising=False)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert "authorization" not in request.headers
+        return httpx.Response(
+            401,
+            json={"error": {"code": "unauthenticated", "message": "needs a key"}},
+        )
+
+    client = Client("http://server", transport=httpx.MockTransport(handler))
+    with client, pytest.raises(errors.Unauthenticated) as refused:
+        client.models()
+    message = refused.value.message
+    assert "no API key was given" in message
+    assert "modelhost login http://server" in message
+    assert "MODELHOST_API_KEY" in message

@@ -160,6 +160,13 @@ class Client(RunsMixin):
                     "MODELHOST_URL."
                 ) from None
             body = None
+        if response.status_code == 401 and api_key and not self.api_key:
+            raise errors.Unauthenticated(
+                f"The server at {self.url} needs an API key and no API key was given: sign in "
+                f"with 'modelhost login {self.url}', or give a key with --api-key or "
+                "MODELHOST_API_KEY (api_key= in Python). The first admin's key is in "
+                "$MODELHOST_HOME/credentials on the server."
+            )
         if response.is_error:
             raise errors.error_from_body(response.status_code, body)
         return body
