@@ -62,6 +62,12 @@ def test_unknown_keys_in_the_settings_file_are_refused(tmp_path: Path) -> None:
         load_settings(environ={"MODELHOST_HOME": str(tmp_path)})
 
 
+def test_a_settings_file_that_is_not_utf8_is_refused_with_its_path(tmp_path: Path) -> None:
+    (tmp_path / "modelhost.toml").write_bytes(b"\xff\xfeport = 1\n")
+    with pytest.raises(errors.InvalidSetting, match=r"Cannot read settings file .*modelhost\.toml"):
+        load_settings(environ={"MODELHOST_HOME": str(tmp_path)})
+
+
 def test_secret_settings_are_masked_in_repr(tmp_path: Path) -> None:
     url = "postgresql+psycopg://user:s3cret@db/modelhost"
     settings = load_settings(

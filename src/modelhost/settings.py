@@ -417,8 +417,8 @@ def _read_settings_file(path: Path) -> dict[str, Any]:
     if not path.exists():
         return {}
     try:
-        data = tomllib.loads(path.read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise InvalidSetting(f"Cannot read settings file {path}: {exc}.") from None
     unknown = sorted(set(data) - set(SETTINGS_BY_NAME))
     if unknown:

@@ -153,3 +153,71 @@ def test_identical_trees_share_one_bundle_and_extraction_checks_the_hash(
     with pytest.raises(errors.InvalidBundle, match="damaged"):
         store.extract(first.sha256, tmp_path / "copy2")
     assert not (tmp_path / "copy2").exists()
+
+
+def test_an_oversized_archive_names_the_largest_files_of_the_whole_archive(
+    tmp_path: Path,
+) -> None:
+    archive = _tar(
+        ("predict.py", b"x", tarfile.REGTYPE),
+        ("zeros.bin", b"0" * 70, tarfile.REGTYPE),
+        ("data/small.bin", b"s" * 40, tarfile.REGTYPE),
+        ("data/weights.bin", b"w" * 80, tarfile.REGTYPE),
+    )
+    with pytest.raises(errors.BundleTooLarge) as failure:
+        bundles.extract_archive(archive, tmp_path, max_bytes=100, max_files=10)
+    assert failure.value.message.startswith("The project is 191 B, over the limit of 100 B.")
+    assert (
+        "Largest files: data/weights.bin (80 B), zeros.bin (70 B), data/small.bin (40 B), "
+        "predict.py (1 B)." in failure.value.message
+    )
+
+
+def test_an_oversized_archive_is_read_on_only_so_far_and_then_says_at_least(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bundles, "_SCAN_BUDGET", 0)  # twice the limit, then
+    archive = _tar(*((f"f{i}.bin", b"0" * 60, tarfile.REGTYPE) for i in range(10)))
+    with pytest.raises(errors.BundleTooLarge, match=r"The project is at least 240 B, over"):
+        bundles.extract_archive(archive, tmp_path, max_bytes=100, max_files=50)
+    archive = _tar(*((f"f{i}.bin", b"0" * 60, tarfile.REGTYPE) for i in range(10)))
+    with pytest.raises(errors.BundleTooLarge, match=r"The project is at least 180 B, over"):
+        bundles.extract_archive(archive, tmp_path, max_bytes=100, max_files=3)
+
+
+@pytest.mark.parametrize(
+    ("ignore_text", "excludes", "fragment"),
+    [
+        ("*.csv\n**/\\\n", (), "The pattern '**/\\' (line 2 of "),
+        ("[z-a]\n", (), "The pattern '[z-a]' (line 1 of "),
+        ("", ("!",), "The pattern '!' (--exclude) is not valid gitignore syntax"),
+    ],
+)
+def test_an_invalid_ignore_pattern_is_named_with_where_it_came_from(
+    project: Path, ignore_text: str, excludes: tuple[str, ...], fragment: str
+) -> None:
+    (project / ".modelignore").write_text(ignore_text)
+    with pytest.raises(errors.BadRequest) as refused:
+        bundles.collect_files(project, excludes)
+    assert fragment in refused.value.message
+
+
+def test_a_modelignore_that_is_not_utf8_is_named(project: Path) -> None:
+    (project / ".modelignore").write_bytes(b"\xff\xfe*.csv\n")
+    with pytest.raises(errors.BadRequest, match=r"\.modelignore .*it must be UTF-8 text"):
+        bundles.collect_files(project)
+
+
+def test_one_exclude_given_as_a_string_is_one_pattern_not_one_per_character(
+    project: Path,
+) -> None:
+    # Client.publish(..., exclude="results/") must not become "r", "e", ..., "/" (and "*.pkl"
+    # must not become "*", which left nothing to publish).
+    assert _paths(bundles.collect_files(project, "results/")) == _paths(
+        bundles.collect_files(project, ["results/"])
+    )
+    assert "predict.py" in _paths(bundles.collect_files(project, "*.pkl"))
+
+
+def test_file_counts_read_as_english() -> None:
+    assert [bundles.count_files(n) for n in (0, 1, 2)] == ["0 files", "1 file", "2 files"]

@@ -197,3 +197,17 @@ def test_prune_keeps_environments_in_use_and_removes_the_others(
     assert removed[0][1] > 0
     assert kept.exists()
     assert not doomed.parent.parent.exists()
+
+
+def test_a_requirement_uv_cannot_parse_is_explained_not_reduced_to_its_caret_line() -> None:
+    lines = [
+        "error: Couldn't parse requirement in `requirements.txt` at position 0",
+        "  Caused by: Expected one of `@`, `(`, `<`, `=`, `>`, `~`, `!`, `;`, found `i`",
+        "this is not a requirement line !!",
+        "^",
+    ]
+    assert uvenv.reason(lines) == (
+        "Couldn't parse requirement in `requirements.txt` at position 0: Expected one of `@`, "
+        "`(`, `<`, `=`, `>`, `~`, `!`, `;`, found `i`"
+    )
+    assert uvenv.reason(["error: x", "  cause: y", "   ^^^^ "]) == "x: y"

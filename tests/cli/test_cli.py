@@ -45,3 +45,25 @@ def test_help_lists_every_command() -> None:
     output = CliRunner().invoke(cli, ["--help"]).output
     for command in ("serve", "publish", "models", "versions", "call", "logs"):
         assert command in output
+
+
+def test_nan_in_data_or_parameters_is_misuse_not_silently_null() -> None:
+    code, output = _run("call", "m", "--parameters", "[1, NaN]")
+    assert code == 2
+    assert "NaN is not a JSON value; use null" in output
+    code, output = _run("call", "m", "--data", '{"x": Infinity}')
+    assert code == 2
+    assert "Infinity is not a JSON value" in output
+
+
+def test_a_tail_out_of_range_is_misuse() -> None:
+    for tail in ("0", "-5", "100000"):
+        code, output = _run("logs", "m", "--tail", tail)
+        assert code == 2, output
+        assert "Invalid value for '--tail'" in output
+
+
+def test_json_nested_past_the_recursion_limit_is_misuse_not_a_traceback() -> None:
+    code, output = _run("call", "m", "--parameters", "[" * 5000 + "]" * 5000)
+    assert code == 2, output
+    assert "nested too deeply" in output

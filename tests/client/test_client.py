@@ -118,3 +118,234 @@ def test_credentials_come_from_the_file_only_for_the_server_they_were_saved_for(
 def test_a_url_without_its_scheme_is_refused_with_the_fix() -> None:
     with pytest.raises(errors.BadRequest, match=r"such as http://127\.0\.0\.1:8600"):
         Client("127.0.0.1:8600", "mh_x")
+
+
+def _echo_handler(seen: list[bytes]):  # type: ignore[no-untyped-def]
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.content)
+        return httpx.Response(
+            200,
+            content=b'{"result": 123456789012345678901234567890, "request_id": "R", "timing": 1,'
+            b' "model_time_in_ms": 1, "release": {"model_version_number": 1}}',
+        )
+
+    return handler
+
+
+def test_predict_converts_numpy_pandas_decimal_dates_and_sets_in_the_arguments() -> None:
+    np = pytest.importorskip("numpy")
+    pd = pytest.importorskip("pandas")
+    import datetime
+    import decimal
+
+    seen: list[bytes] = []
+    with _client(_echo_handler(seen)) as client:
+        client.predict(
+            "m",
+            parameters=[
+                np.array([[1.5, 2.0]]),
+                np.int64(3),
+                pd.DataFrame({"a": [1, 2]}),
+                decimal.Decimal("2.5"),
+                datetime.date(2020, 1, 2),
+                {3, 1},
+                2**70,
+            ],
+        )
+    assert json.loads(seen[0]) == {
+        "parameters": [[[1.5, 2.0]], 3, [{"a": 1}, {"a": 2}], 2.5, "2020-01-02", [1, 3], 2**70]
+    }
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ([float("nan")], "NaN or Infinity"),
+        ({"x": float("inf")}, "NaN or Infinity"),
+        ([object()], "values of type 'object' cannot be sent as JSON"),
+        ({"x": {(1, 2): "a"}}, "cannot be sent as JSON"),
+    ],
+)
+def test_arguments_json_cannot_hold_are_a_bad_request_not_a_type_error(
+    arguments: object, message: str
+) -> None:
+    seen: list[bytes] = []
+    key = "parameters" if isinstance(arguments, list) else "data"
+    with _client(_echo_handler(seen)) as client, pytest.raises(errors.BadRequest, match=message):
+        client.predict("m", **{key: arguments})  # type: ignore[arg-type]
+    assert seen == []  # nothing was sent
+
+
+def test_a_result_keeps_integers_over_64_bits_exact() -> None:
+    with _client(_echo_handler([])) as client:
+        assert client.predict("m", data={}).result == 123456789012345678901234567890
+
+
+def test_an_answer_that_is_not_json_says_the_url_may_not_be_a_modelhost_server() -> None:
+    with (
+        _client(lambda r: httpx.Response(200, content=b"<html>hello</html>")) as client,
+        pytest.raises(errors.ConnectionFailed, match="is it a modelhost server"),
+    ):
+        client.models()
+
+
+def _refusing_client(seen: list[httpx.Request]) -> Client:
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(500)
+
+    return _client(handler)
+
+
+def test_publishing_a_file_as_the_project_says_it_is_a_file_and_what_to_give(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "predict.py").write_text("def predict(x):\n    return x\n")
+    seen: list[httpx.Request] = []
+    with _refusing_client(seen) as client:
+        with pytest.raises(errors.BadRequest, match="is a file, not a project directory") as info:
+            client.publish(tmp_path / "predict.py", name="m", file="predict.py", function="predict")
+        assert f"such as {tmp_path} with --file predict.py" in info.value.message
+        assert f"{tmp_path}/predict.py:predict" in info.value.message
+        with pytest.raises(errors.BadRequest, match="does not exist"):
+            client.publish(tmp_path / "nope", name="m", file="predict.py", function="predict")
+    assert seen == []
+
+
+def test_an_absolute_file_inside_the_project_is_taken_relative_to_it(tmp_path: Path) -> None:
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "predict.py").write_text("def predict(x):\n    return x\n")
+    seen: list[httpx.Request] = []
+    with _refusing_client(seen) as client, pytest.raises(errors.ModelhostError):
+        client.publish(
+            tmp_path, name="m", file=str(tmp_path / "models" / "predict.py"), function="predict"
+        )
+    assert seen[0].url.params["file"] == "models/predict.py"
+
+
+def test_an_absolute_file_outside_the_project_is_refused_before_upload(tmp_path: Path) -> None:
+    (tmp_path / "project").mkdir()
+    (tmp_path / "elsewhere.py").write_text("def predict(x):\n    return x\n")
+    seen: list[httpx.Request] = []
+    with (
+        _refusing_client(seen) as client,
+        pytest.raises(errors.EntryPointNotFound, match="is not inside the project directory"),
+    ):
+        client.publish(
+            tmp_path / "project",
+            name="m",
+            file=str(tmp_path / "elsewhere.py"),
+            function="predict",
+        )
+    assert seen == []
+
+
+@pytest.mark.parametrize("name", ["", "a/b", "Upper", "with space", "café"])
+def test_an_invalid_model_name_is_refused_before_packing_and_uploading(
+    tmp_path: Path, name: str
+) -> None:
+    (tmp_path / "predict.py").write_text("def predict(x):\n    return x\n")
+    seen: list[httpx.Request] = []
+    progress: list[str] = []
+    with (
+        _refusing_client(seen) as client,
+        pytest.raises(errors.BadRequest, match="is not a valid model name"),
+    ):
+        client.publish(f"{tmp_path}/predict.py:predict", name=name, on_progress=progress.append)
+    assert seen == []
+    assert progress == []
+
+
+def test_a_url_with_another_scheme_is_not_told_to_prepend_http() -> None:
+    with pytest.raises(errors.BadRequest) as refused:
+        Client("ftp://models.example", "mh_x")
+    assert "http://ftp://" not in refused.value.message
+    assert "http:// or https://" in refused.value.message
+
+
+def test_predict_waits_for_the_server_which_bounds_every_call_by_the_model_timeout() -> None:
+    seen: list[httpx.Request] = []
+    with _client(_echo_handler_recording(seen)) as client:
+        client.predict("m", data={})
+        client.predict("m", data={}, timeout=7.5)
+        client.models()
+    assert seen[0].extensions["timeout"]["read"] is None  # the client's 120 s never cut it
+    assert seen[1].extensions["timeout"]["read"] == 7.5
+    assert seen[2].extensions["timeout"]["read"] == 120.0  # management calls keep it
+
+
+def test_a_call_past_its_own_timeout_says_it_may_still_be_running() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("slow", request=request)
+
+    with (
+        _client(handler) as client,
+        pytest.raises(errors.ConnectionFailed, match=r"No answer from model 'm' within 2 s"),
+    ):
+        client.predict("m", data={}, timeout=2)
+
+
+def _echo_handler_recording(seen: list[httpx.Request]):  # type: ignore[no-untyped-def]
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(
+            200,
+            json={
+                "models": [],
+                "result": 1,
+                "request_id": "R",
+                "timing": 1,
+                "model_time_in_ms": 1,
+                "release": {"model_version_number": 1},
+            },
+        )
+
+    return handler
+
+
+def test_a_script_named_without_its_suffix_or_a_directory_as_the_file_gets_a_hint(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "predict.py").write_text("def predict(x):\n    return x\n")
+    seen: list[httpx.Request] = []
+    with _refusing_client(seen) as client:
+        with pytest.raises(
+            errors.EntryPointNotFound, match=r"did you mean --file models/predict\.py"
+        ):
+            client.publish(tmp_path, name="m", file="models/predict", function="predict")
+        with pytest.raises(errors.EntryPointNotFound, match="'models' is a directory in"):
+            client.publish(tmp_path, name="m", file="models", function="predict")
+    assert seen == []
+
+
+def test_an_answer_nested_past_the_recursion_limit_is_an_error_not_a_traceback() -> None:
+    deep = b"[" * 100_000 + b"]" * 100_000
+    with (
+        _client(lambda r: httpx.Response(200, content=deep)) as client,
+        pytest.raises(errors.ConnectionFailed, match="something other than JSON"),
+    ):
+        client.models()
+
+
+def test_a_management_call_without_any_api_key_says_how_to_get_one(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("MODELHOST_HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    monkeypatch.delenv("MODELHOST_API_KEY", raising=False)
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert "authorization" not in request.headers
+        return httpx.Response(
+            401,
+            json={"error": {"code": "unauthenticated", "message": "needs a key"}},
+        )
+
+    client = Client("http://server", transport=httpx.MockTransport(handler))
+    with client, pytest.raises(errors.Unauthenticated) as refused:
+        client.models()
+    message = refused.value.message
+    assert "no API key was given" in message
+    assert "modelhost login http://server" in message
+    assert "MODELHOST_API_KEY" in message

@@ -87,3 +87,13 @@ def test_other_headers_are_ignored() -> None:
 def test_query_parameters_that_merely_end_in_key_are_not_mistaken_for_tokens() -> None:
     scope = _scope([(b"authorization", b"Bearer " + TOKEN.encode())], query=b"monkey=1&x=2")
     TokenGuard().check(ROUTE, scope, "R" * 16)
+
+
+@pytest.mark.parametrize("header", [b"Bearer mh_an-api-key", _basic("mh_an-api-key", "x")])
+def test_an_api_key_sent_to_a_model_is_told_apart_from_a_wrong_token(header: bytes) -> None:
+    guard = TokenGuard()
+    with pytest.raises(errors.Unauthenticated) as refused:
+        guard.check(ROUTE, _scope([(b"authorization", header)]), "R" * 16)
+    assert "is an API key" in refused.value.message
+    assert "modelhost tokens create m --name WHO" in refused.value.message
+    assert [d.reason for d in guard.denials] == ["wrong token"]

@@ -74,6 +74,16 @@ def test_the_shorthand_path_script_function_publishes_too(server: Server) -> Non
     assert json.loads(called.stdout) == 42
 
 
+def test_publishing_by_model_id_reports_the_model_by_its_name(server: Server) -> None:
+    target = f"{PROJECTS / 'calc'}/calc.py:add"
+    server.cli("publish", target, "--name", "cli-by-id", check=True)
+    model_id = server.client().model("cli-by-id")["id"]
+    result = server.cli("publish", target, "--name", model_id, check=True)
+    assert "Version 2 of cli-by-id is running: add(x, y)" in result.stdout
+    assert "/models/cli-by-id/latest/model" in result.stdout
+    assert model_id not in result.stdout
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -70,6 +70,19 @@ def install(app: FastAPI) -> None:
         error = cls(message, headers=dict(exc.headers or {}))
         return envelope(request, error)
 
+    @app.exception_handler(UnicodeEncodeError)
+    async def _not_unicode(request: Request, exc: UnicodeEncodeError) -> JSONResponse:
+        if exc.reason != "surrogates not allowed":
+            return await _unexpected(request, exc)
+        # JSON can spell a lone UTF-16 surrogate (\ud800), which no database or file can store.
+        return envelope(
+            request,
+            errors.BadRequest(
+                "The request holds text that is not valid Unicode (a lone surrogate such as "
+                "\\ud800); send valid UTF-8 text."
+            ),
+        )
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         logger.exception("request %s failed", request_id(request))

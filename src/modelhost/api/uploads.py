@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import Request
+from starlette.requests import ClientDisconnect
 
 from modelhost import errors
 from modelhost.operations import Services
@@ -41,14 +42,21 @@ async def received_archive(request: Request, services: Services) -> AsyncIterato
     limit = int(services.settings.max_bundle_bytes * 1.1) + (64 << 20)
     with tempfile.SpooledTemporaryFile(max_size=8 << 20) as upload:
         received = 0
-        async for chunk in request.stream():
-            received += len(chunk)
-            if received > limit:
-                raise errors.BundleTooLarge(
-                    f"The upload is over the limit of {limit} bytes (setting max_bundle_bytes); "
-                    "leave large files out with .modelignore or --exclude."
-                )
-            upload.write(chunk)
+        try:
+            async for chunk in request.stream():
+                received += len(chunk)
+                if received > limit:
+                    raise errors.BundleTooLarge(
+                        f"The upload is over the limit of {limit} bytes (setting "
+                        "max_bundle_bytes); leave large files out with .modelignore or --exclude."
+                    )
+                upload.write(chunk)
+        except ClientDisconnect:
+            # Nobody is left to read the answer; it keeps the log to one line, not a traceback.
+            raise errors.InvalidBundle(
+                f"The upload was cut off after {received} bytes, before the archive ended; "
+                "nothing was stored. Publish again."
+            ) from None
         if not received:
             raise errors.InvalidBundle("The request body is empty; send the project archive.")
         upload.seek(0)

@@ -11,19 +11,20 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import re
 import shutil
 import stat
 import tarfile
 import tempfile
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 import pathspec
 
-from modelhost.errors import BundleTooLarge, InvalidBundle
+from modelhost.errors import BadRequest, BundleTooLarge, InvalidBundle
 
 IGNORE_FILE = ".modelignore"
 #: Always left out of a snapshot: version-control data, caches and local environments.
@@ -41,6 +42,8 @@ DEFAULT_IGNORES = (
     ".ruff_cache/",
 )
 _CHUNK = 1 << 20
+#: Bytes an oversized archive is read on for its error message (at least twice the limit).
+_SCAN_BUDGET = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -66,14 +69,22 @@ def human_size(size: float) -> str:
     raise AssertionError("unreachable")
 
 
+def count_files(count: int) -> str:
+    """``1 file``, ``7 files``."""
+    return f"{count} file" if count == 1 else f"{count} files"
+
+
 def _largest(files: Iterable[tuple[str, int]], count: int = 5) -> str:
     top = sorted(files, key=lambda item: item[1], reverse=True)[:count]
     return ", ".join(f"{name} ({human_size(size)})" for name, size in top)
 
 
-def too_large(files: Sequence[tuple[str, int]], total: int, limit: int) -> BundleTooLarge:
+def too_large(
+    files: Sequence[tuple[str, int]], total: int, limit: int, *, complete: bool = True
+) -> BundleTooLarge:
+    size = human_size(total) if complete else f"at least {human_size(total)}"
     return BundleTooLarge(
-        f"The project is {human_size(total)}, over the limit of {human_size(limit)}. "
+        f"The project is {size}, over the limit of {human_size(limit)}. "
         f"Largest files: {_largest(files)}. Leave files out with a {IGNORE_FILE} file or "
         "--exclude GLOB, or raise the server setting max_bundle_bytes."
     )
@@ -82,11 +93,46 @@ def too_large(files: Sequence[tuple[str, int]], total: int, limit: int) -> Bundl
 # --------------------------------------------------------------------------- client side
 
 
+def check_project_directory(root: Path, *, file_hint: str = "") -> None:
+    """BadRequest unless ``root`` is a directory, saying what it is instead."""
+    if root.is_dir():
+        return
+    if root.exists():
+        raise BadRequest(
+            f"'{root}' is a file, not a project directory; give the directory that holds the "
+            f"project, such as {root.parent}{file_hint}."
+        )
+    raise BadRequest(f"The project directory '{root}' does not exist.")
+
+
+def _check_patterns(patterns: Sequence[str], where: Callable[[int], str]) -> None:
+    """BadRequest naming the pattern and where it came from, for one gitignore cannot read."""
+    for index, pattern in enumerate(patterns):
+        try:
+            pathspec.GitIgnoreSpec.from_lines([pattern])
+        except (ValueError, re.error) as exc:
+            raise BadRequest(
+                f"The pattern '{pattern}' ({where(index)}) is not valid gitignore syntax "
+                f"({exc}); fix or remove it."
+            ) from None
+
+
 def ignore_spec(root: Path, excludes: Sequence[str] = ()) -> pathspec.PathSpec:
+    if isinstance(excludes, str):  # exclude="data/" from the Python client: one pattern
+        excludes = (excludes,)
     patterns = list(DEFAULT_IGNORES)
     ignore_file = root / IGNORE_FILE
     if ignore_file.is_file():
-        patterns += ignore_file.read_text().splitlines()
+        try:
+            lines = ignore_file.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise BadRequest(
+                f"Cannot read {ignore_file} ({exc}); it must be UTF-8 text with one gitignore "
+                "pattern per line."
+            ) from None
+        _check_patterns(lines, lambda i: f"line {i + 1} of {ignore_file}")
+        patterns += lines
+    _check_patterns(excludes, lambda _i: "--exclude")
     patterns += list(excludes)
     return pathspec.GitIgnoreSpec.from_lines(patterns)
 
@@ -178,7 +224,7 @@ def extract_archive(
                 sizes.append((str(path), member.size))
                 total += member.size
                 if total > max_bytes:
-                    raise too_large(sizes, total, max_bytes)
+                    raise _too_large_archive(tar, sizes, total, max_bytes, max_files)
                 if len(sizes) > max_files:
                     raise InvalidBundle(
                         f"The archive holds more than {max_files} files; leave some out with "
@@ -197,6 +243,27 @@ def extract_archive(
             "CLI or client, which packs the project for you."
         ) from None
     return len(sizes), total
+
+
+def _too_large_archive(
+    tar: tarfile.TarFile, sizes: list[tuple[str, int]], total: int, limit: int, max_files: int
+) -> BundleTooLarge:
+    """The error for an archive past the limit, naming the largest files of the whole archive,
+    not only of the part read so far. The rest is read header by header without extracting,
+    within a budget (a compressed upload may expand without end) and ``max_files``."""
+    budget = max(2 * limit, _SCAN_BUDGET)
+    complete = True
+    try:
+        while (member := tar.next()) is not None:  # iter(tar) would start again at the top
+            if total > budget or len(sizes) >= max_files:
+                complete = False
+                break
+            if member.isreg():
+                sizes.append((member.name, member.size))
+                total += member.size
+    except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile):
+        complete = False
+    return too_large(sizes, total, limit, complete=complete)
 
 
 def _canonical_tar(root: Path, out: BinaryIO) -> tuple[int, int]:

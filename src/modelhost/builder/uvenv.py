@@ -157,17 +157,25 @@ def run(
     return code, lines
 
 
+_CAUSES = ("cause:", "Caused by:")
+
+
 def reason(lines: list[str]) -> str:
-    """The line of uv's output that says what went wrong, without its decorations."""
-    cleaned = [
-        line.strip().lstrip(_DECORATIONS).removeprefix("error:").removeprefix("cause:").strip()
-        for line in lines
-    ]
-    cleaned = [line for line in cleaned if line]
-    for line in reversed(cleaned):
+    """The line of uv's output that says what went wrong, without its decorations: a
+    resolver's "Because ..." line, else uv's last ``error:`` with its causes."""
+    stripped = [line.strip().lstrip(_DECORATIONS).strip() for line in lines]
+    stripped = [line for line in stripped if line.strip("^~ ")]  # not a caret under a line
+    for line in reversed(stripped):
         if "Because" in line or "not found" in line or "No interpreter" in line:
-            return line
-    return cleaned[-1] if cleaned else "uv failed without saying why"
+            return line.removeprefix("error:").removeprefix("cause:").strip()
+    starts = [i for i, line in enumerate(stripped) if line.startswith("error:")]
+    if starts:
+        parts = [stripped[starts[-1]].removeprefix("error:").strip()]
+        for line in stripped[starts[-1] + 1 :]:
+            if line.startswith(_CAUSES):
+                parts.append(line.split(":", 1)[1].strip())
+        return ": ".join(part for part in parts if part)
+    return stripped[-1] if stripped else "uv failed without saying why"
 
 
 @functools.lru_cache(maxsize=64)

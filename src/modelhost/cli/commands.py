@@ -46,9 +46,16 @@ def _json_option(text: str | None, option: str) -> Any:
     if text is None:
         return None
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=_no_constant)
     except ValueError as exc:
         raise click.BadParameter(f"not valid JSON ({exc})", param_hint=option) from None
+    except RecursionError:
+        raise click.BadParameter("nested too deeply to read", param_hint=option) from None
+
+
+def _no_constant(name: str) -> Any:
+    # Python's json reads NaN and Infinity, but they are not JSON and no model receives them.
+    raise ValueError(f"{name} is not a JSON value; use null for a missing number")
 
 
 @click.command()
@@ -111,6 +118,8 @@ def publish(
         raise errors.BuildFailed(exc.message) from None
     if no_wait:
         return
+    model = conn.client.model(name)
+    name = model["name"]  # --name may have been the model's id
     click.echo(
         f"Version {version['number']} of {name} is {version['status']}: "
         f"{version.get('signature') or version['entry_point']}"
@@ -119,7 +128,7 @@ def publish(
         f"Call it: POST {conn.client.url}/models/{name}/latest/model with a JSON body "
         '{"data": {...}} (keyword arguments) or {"parameters": [...]} (positional).'
     )
-    if conn.client.model(name).get("invocation_mode") == "token":
+    if model.get("invocation_mode") == "token":
         click.echo(
             f"Callers need an access token: modelhost tokens create {name} --name WHO, then "
             "curl -u TOKEN:TOKEN ..."
@@ -325,7 +334,9 @@ def call(
 
 @click.command()
 @click.argument("model")
-@click.option("--tail", default=200, show_default=True, help="Lines to show.")
+@click.option(
+    "--tail", type=click.IntRange(1, 10_000), default=200, show_default=True, help="Lines to show."
+)
 @click.option("--version", "number", type=int, help="Only this version's instances.")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new lines (Ctrl-C stops).")
 @pass_connection

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import logging
 import os
@@ -22,8 +23,14 @@ from modelhost.settings import Settings, load_settings, settings_help, unknown_v
 
 def _lock_home(home: Path) -> TextIO:
     """One server per data directory: a second one would run every instance twice."""
-    home.mkdir(parents=True, exist_ok=True)
-    handle = (home / "server.lock").open("a+")
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+        handle = (home / "server.lock").open("a+")
+    except OSError as exc:
+        raise errors.BadRequest(
+            f"Cannot use {home} as the data directory ({exc.strerror}); give a directory this "
+            "user can write to with --home or MODELHOST_HOME."
+        ) from None
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
@@ -46,7 +53,23 @@ def _check_port(host: str, port: int) -> None:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
+        except socket.gaierror as exc:
+            raise errors.BadRequest(
+                f"Cannot find the address of {host} ({exc.strerror}); pass --host (or set "
+                "MODELHOST_HOST) to 127.0.0.1, 0.0.0.0 (every address) or one of this "
+                "machine's addresses."
+            ) from None
         except OSError as exc:
+            if exc.errno == errno.EADDRNOTAVAIL:
+                raise errors.BadRequest(
+                    f"This machine has no address {host}; pass --host (or set MODELHOST_HOST) "
+                    "to 127.0.0.1, 0.0.0.0 (every address) or one of its own addresses."
+                ) from None
+            if exc.errno == errno.EACCES:
+                raise errors.BadRequest(
+                    f"Cannot listen on {host}:{port} ({exc.strerror}): ports below 1024 need "
+                    "privileges. Pass --port (or set MODELHOST_PORT) to 1024 or above."
+                ) from None
             raise errors.Conflict(
                 f"Cannot listen on {host}:{port} ({exc.strerror}); another program uses it. "
                 "Stop it or pass --port (or set MODELHOST_PORT)."
@@ -92,7 +115,11 @@ def serve(host: str | None, port: int | None, home: str | None, log_level: str |
             err=True,
         )
     _lock = _lock_home(settings.home_path)  # held as long as this process runs
-    _check_port(settings.host, settings.port)
+    try:
+        _check_port(settings.host, settings.port)
+    except errors.ModelhostError:
+        _lock.close()
+        raise
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

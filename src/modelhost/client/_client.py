@@ -9,11 +9,16 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import orjson
 
-from modelhost import errors, urls
-from modelhost.builder.bundles import collect_files, human_size, pack_project
-from modelhost.client import _config, _git
+from modelhost import errors, names, urls
+from modelhost.builder.bundles import (
+    check_project_directory,
+    collect_files,
+    count_files,
+    human_size,
+    pack_project,
+)
+from modelhost.client import _config, _git, _json
 from modelhost.client._runs import RunsMixin
 
 _UNSET: Any = object()
@@ -51,6 +56,36 @@ def parse_target(target: str, file: str | None, function: str | None) -> tuple[P
     return root, file, function
 
 
+def _missing_script(root: Path, file: str, paths: set[str]) -> str:
+    wanted = Path(file).as_posix()
+    for suffix in (".py", ".R"):
+        if wanted + suffix in paths:
+            return f"The file '{file}' is not in {root}; did you mean --file {wanted}{suffix}?"
+    if (root / file).is_dir():
+        return (
+            f"'{file}' is a directory in {root}; pass --file with the script in it, such as "
+            f"{wanted}/predict.py."
+        )
+    return (
+        f"The file '{file}' is not in {root} (or it is excluded by .modelignore or --exclude). "
+        "Pass --file with a path relative to the project directory."
+    )
+
+
+def _project_relative(root: Path, file: str) -> str:
+    """``--file`` as a path inside the project; an absolute path inside it is made relative."""
+    path = Path(file)
+    if not path.is_absolute():
+        return file
+    try:
+        return path.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        raise errors.EntryPointNotFound(
+            f"The file '{file}' is not inside the project directory {root}. Pass --file with a "
+            "path relative to the project directory, such as predict.py."
+        ) from None
+
+
 class Client(RunsMixin):
     """Talks to a modelhost server.
 
@@ -71,6 +106,7 @@ class Client(RunsMixin):
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.url, self.api_key = _config.resolve(url, api_key)
+        self._timeout = timeout
         headers = {"User-Agent": "modelhost-client"}
         self._http = httpx.Client(
             base_url=self.url, headers=headers, timeout=timeout, transport=transport
@@ -87,12 +123,24 @@ class Client(RunsMixin):
 
     # ------------------------------------------------------------------ plumbing
 
-    def _request(self, method: str, path: str, *, api_key: bool = True, **kwargs: Any) -> Any:
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        api_key: bool = True,
+        read_timeout_message: str | None = None,
+        **kwargs: Any,
+    ) -> Any:
         headers = kwargs.pop("headers", None) or {}
         if api_key and self.api_key:
             headers.setdefault("Authorization", f"Bearer {self.api_key}")
         try:
             response = self._http.request(method, path, headers=headers, **kwargs)
+        except httpx.ReadTimeout:
+            raise errors.ConnectionFailed(
+                read_timeout_message or f"The server at {self.url} did not answer in time."
+            ) from None
         except httpx.TimeoutException:
             raise errors.ConnectionFailed(
                 f"The server at {self.url} did not answer in time."
@@ -103,9 +151,22 @@ class Client(RunsMixin):
                 "running there? Set the address with --url or MODELHOST_URL."
             ) from None
         try:
-            body = orjson.loads(response.content) if response.content else None
-        except orjson.JSONDecodeError:
+            body = _json.decode_answer(response.content) if response.content else None
+        except ValueError:
+            if not response.is_error:
+                raise errors.ConnectionFailed(
+                    f"The server at {self.url} answered {method} {path} with something other "
+                    "than JSON; is it a modelhost server? Set the address with --url or "
+                    "MODELHOST_URL."
+                ) from None
             body = None
+        if response.status_code == 401 and api_key and not self.api_key:
+            raise errors.Unauthenticated(
+                f"The server at {self.url} needs an API key and no API key was given: sign in "
+                f"with 'modelhost login {self.url}', or give a key with --api-key or "
+                "MODELHOST_API_KEY (api_key= in Python). The first admin's key is in "
+                "$MODELHOST_HOME/credentials on the server."
+            )
         if response.is_error:
             raise errors.error_from_body(response.status_code, body)
         return body
@@ -443,16 +504,17 @@ class Client(RunsMixin):
         on_log: Callable[[str], None] | None,
     ) -> dict[str, Any]:
         say = on_progress or (lambda _message: None)
-        if not root.is_dir():
-            raise errors.BadRequest(f"The project directory '{root}' does not exist.")
+        names.check_model_reference(name)
+        check_project_directory(
+            root, file_hint=f" with --file {root.name}, or write {root}:{function}"
+        )
+        file = _project_relative(root, file)
         files = collect_files(root, exclude)
-        if not any(f.path == Path(file).as_posix() for f in files):
-            raise errors.EntryPointNotFound(
-                f"The file '{file}' is not in {root} (or it is excluded by .modelignore or "
-                "--exclude). Pass --file with a path relative to the project directory."
-            )
+        paths = {f.path for f in files}
+        if Path(file).as_posix() not in paths:
+            raise errors.EntryPointNotFound(_missing_script(root, file, paths))
         total = sum(f.size for f in files)
-        say(f"Packing {len(files)} files ({human_size(total)}) from {root}")
+        say(f"Packing {count_files(len(files))} ({human_size(total)}) from {root}")
         with pack_project(root, files) as archive:
             say(f"Uploading to {self.url}")
             body = self._request(
@@ -530,11 +592,14 @@ class Client(RunsMixin):
         version: int | None = None,
         label: str | None = None,
         token: str | None = None,
+        timeout: float | None = None,
     ) -> Prediction:
         """Call a model with keyword arguments (``data``) or positional ones (``parameters``).
 
         ``token`` is the model's access token, needed unless the model is public; the API key
-        is never sent on this path.
+        is never sent on this path. By default the client waits for the answer however long it
+        takes: the server ends every call within the model's timeout (in the queue, then on an
+        instance) and answers 504 past it. ``timeout`` (seconds) gives up sooner.
         """
         if (data is _UNSET) == (parameters is _UNSET):
             raise errors.BadRequest("Pass exactly one of data= (a dict) or parameters= (a list).")
@@ -549,7 +614,17 @@ class Client(RunsMixin):
         if token:
             headers["Authorization"] = f"Bearer {token}"
         answer = self._request(
-            "POST", path, content=orjson.dumps(body), headers=headers, api_key=False
+            "POST",
+            path,
+            content=_json.encode_arguments(body),
+            headers=headers,
+            api_key=False,
+            timeout=httpx.Timeout(self._timeout, read=timeout),
+            read_timeout_message=(
+                f"No answer from model '{model}' within {timeout or 0:g} s (timeout); the call "
+                "may still be running on the server. Allow more time, or none to wait for the "
+                "server, which ends every call at the model's own timeout."
+            ),
         )
         return Prediction(
             result=answer["result"],

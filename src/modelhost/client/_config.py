@@ -60,6 +60,11 @@ def resolve(url: str | None, api_key: str | None) -> tuple[str, str | None]:
             api_key = api_key or saved.get("api_key")
     url = (url or DEFAULT_URL).rstrip("/")
     if not url.startswith(("http://", "https://")):
+        if "://" in url:
+            raise errors.BadRequest(
+                f"'{url}' is not a server URL; modelhost servers answer on http:// or "
+                "https://, such as http://127.0.0.1:8000."
+            )
         raise errors.BadRequest(
             f"'{url}' is not a server URL; give it with its scheme, such as http://{url}."
         )

@@ -8,8 +8,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from modelhost import errors, urls
-from modelhost.builder.bundles import collect_files, human_size, pack_project
+from modelhost import urls
+from modelhost.builder.bundles import (
+    check_project_directory,
+    collect_files,
+    count_files,
+    human_size,
+    pack_project,
+)
 
 FINISHED = ("succeeded", "failed", "cancelled", "skipped")
 
@@ -25,10 +31,10 @@ class RunsMixin:
         self, path: str | Path, exclude: Sequence[str], say: Callable[[str], None]
     ) -> Iterator[BinaryIO]:
         root = Path(path)
-        if not root.is_dir():
-            raise errors.BadRequest(f"The project directory '{root}' does not exist.")
+        check_project_directory(root)
         files = collect_files(root, exclude)
-        say(f"Packing {len(files)} files ({human_size(sum(f.size for f in files))}) from {root}")
+        size = human_size(sum(f.size for f in files))
+        say(f"Packing {count_files(len(files))} ({size}) from {root}")
         with pack_project(root, files) as archive:
             say(f"Uploading to {self.url}")
             yield archive

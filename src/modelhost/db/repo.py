@@ -262,6 +262,8 @@ class Repo(RunsRepo, AccessRepo, EnvironmentRepo):
             return [_row(Version, r) for r in conn.execute(query)]
 
     def get_version(self, model_id: str, number: int) -> Version | None:
+        if not 0 < number < 1 << 31:  # no such version, and past what the database can compare
+            return None
         query = select(t.versions).where(
             t.versions.c.model_id == model_id, t.versions.c.number == number
         )

@@ -24,6 +24,8 @@ from modelhost.gateway.routes import ModelRoute
 
 _CHALLENGE = {"WWW-Authenticate": 'Basic realm="modelhost", Bearer realm="modelhost"'}
 _URL_TOKEN_NAMES = {"token", "access_token", "api_key", "key"}
+#: API keys (``operations/accounts.py``) start so; access tokens start ``mht_``.
+_API_KEY_PREFIX = "mh_"
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,13 @@ class TokenGuard:
                 headers=_CHALLENGE,
             )
         self._deny(route, source, request_id, "wrong token")
+        if token.startswith(_API_KEY_PREFIX):
+            raise errors.Unauthenticated(
+                f"That is an API key, which manages models but never calls them; model "
+                f"'{route.name}' needs one of its access tokens (mht_...): create one with "
+                f"'modelhost tokens create {route.name} --name WHO'.",
+                headers=_CHALLENGE,
+            )
         raise errors.Unauthenticated(
             f"The access token is not valid for model '{route.name}' (wrong, revoked or "
             "regenerated); ask the model's owner for a current one.",

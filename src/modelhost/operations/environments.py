@@ -15,9 +15,9 @@ from modelhost import errors
 from modelhost.builder import environments, uvenv
 from modelhost.building import settings_tmp
 from modelhost.db.repo import NamedEnvironment, User, new_id
+from modelhost.names import NAME_PATTERN
 from modelhost.operations import Services, iso
 from modelhost.operations.audit import audited, record
-from modelhost.operations.publish import NAME_PATTERN
 from modelhost.permissions import ensure_environment_permission
 
 MAX_REQUIREMENTS_BYTES = 1 << 20

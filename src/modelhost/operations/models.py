@@ -235,6 +235,8 @@ def read_logs(
     with ``after`` (a line's time), only lines written later, for following a log."""
     if not 1 <= tail <= 10_000:
         raise errors.BadRequest("tail must be between 1 and 10000 lines.")
+    if version is not None:
+        get_version(services, model, version)  # a 404 for a number that does not exist
     directory = services.reconciler.log_dir(model.id)
     lines: list[dict[str, Any]] = []
     if directory.is_dir():

@@ -17,23 +17,19 @@ from typing import BinaryIO
 
 from modelhost import errors
 from modelhost.builder import environments, uvenv
-from modelhost.builder.bundles import extract_archive, human_size
+from modelhost.builder.bundles import count_files, extract_archive, human_size
 from modelhost.builder.environments import describe, runtime_for
 from modelhost.db.repo import Model, User, Version
+from modelhost.names import ID_LIKE, NAME_PATTERN, invalid_model_name
 from modelhost.operations import Services
 
-NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 R_NAME = re.compile(r"^[A-Za-z.][A-Za-z0-9._]*$")
-_ID_LIKE = re.compile(r"^[0-9a-f]{24}$")
 _COMMIT = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
 
 
 def validate_model_name(name: str) -> str:
-    if not NAME_PATTERN.match(name) or _ID_LIKE.match(name):
-        raise errors.BadRequest(
-            f"'{name}' is not a valid model name: use 1 to 63 lowercase letters, digits, '-', "
-            "'_' or '.', starting with a letter or digit (for example wine-quality)."
-        )
+    if not NAME_PATTERN.match(name) or ID_LIKE.match(name):
+        raise invalid_model_name(name)
     return name
 
 
@@ -208,7 +204,7 @@ def publish(
             invocation_mode=settings.default_invocation_mode,
         )
         log = (
-            f"Bundle sha256:{bundle.sha256} ({files} files, {human_size(size)})\n"
+            f"Bundle sha256:{bundle.sha256} ({count_files(files)}, {human_size(size)})\n"
             f"Entry point: {file}:{function}\n"
             f"Environment: {environment_line}\n"
         )
