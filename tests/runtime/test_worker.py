@@ -153,3 +153,51 @@ def test_the_log_stream_stamps_each_line(tmp_path: Path) -> None:
         ["stdout", "partial"],
     ]
     assert all(line[:4].isdigit() and line[23] == "Z" for line in lines)
+
+
+def echo(*args: object) -> object:
+    return list(args)
+
+
+def test_integers_over_64_bits_reach_the_function_exactly() -> None:
+    body = b'{"parameters": [18446744073709551617, 1234567890123456789012345]}'
+    assert _call(worker.Handler(echo, "echo"), body) == (
+        200,
+        [18446744073709551617, 1234567890123456789012345],
+    )
+
+
+def test_a_body_nested_too_deeply_is_a_bad_request_not_a_dead_instance() -> None:
+    body = b'{"parameters": [' + b"[" * 5000 + b"]" * 5000 + b"]}"
+    status, error = _call(worker.Handler(echo, "echo"), body)
+    assert status == 400
+    assert error["code"] == "bad_request"  # type: ignore[index]
+    assert "nested too deeply" in error["message"]  # type: ignore[index]
+
+
+def test_a_result_with_a_lone_surrogate_is_refused_with_a_message() -> None:
+    status, error = _call(worker.Handler(lambda: "\ud800", "broken"), b'{"parameters": []}')
+    assert status == 500
+    assert error["code"] == "result_not_serializable"  # type: ignore[index]
+    assert "surrogate" in error["message"]  # type: ignore[index]
+
+
+class Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no")
+
+
+def _raise(exc: BaseException) -> None:
+    raise exc
+
+
+def test_an_exception_that_cannot_be_printed_is_still_reported() -> None:
+    status, error = _call(worker.Handler(lambda: _raise(Unprintable()), "f"), b'{"parameters": []}')
+    assert status == 500
+    assert error["message"] == "f raised Unprintable: (its message could not be shown)"  # type: ignore[index]
+
+
+def test_an_exception_without_a_message_is_named_without_a_dangling_colon() -> None:
+    status, error = _call(worker.Handler(lambda: _raise(ValueError()), "f"), b'{"parameters": []}')
+    assert status == 500
+    assert error["message"] == "f raised ValueError"  # type: ignore[index]

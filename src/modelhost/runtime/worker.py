@@ -21,6 +21,7 @@ import inspect
 import io
 import json
 import os
+import re
 import socket
 import sys
 import threading
@@ -58,13 +59,26 @@ except ImportError:  # pragma: no cover - environments without orjson
     _fast_loads = None  # type: ignore[assignment]
 
 
+#: 19 digits in a row: possibly an integer over 64 bits, which orjson would turn into a float
+_LONG_NUMBER = re.compile(rb"[0-9]{19}")
+
+
 def _loads(data: bytes) -> Any:
-    if _fast_loads is not None:
+    if _fast_loads is not None and not _LONG_NUMBER.search(data):
         try:
             return _fast_loads(data)
         except ValueError:
-            pass  # orjson refuses some JSON that Python reads (integers over 64 bits)
+            pass  # orjson refuses some JSON that Python reads; json says what is wrong
     return json.loads(data)
+
+
+def _describe(exc: BaseException) -> str:
+    """``Type: message`` of an exception, even one whose message is empty or cannot be made."""
+    try:
+        message = str(exc)
+    except Exception:
+        message = "(its message could not be shown)"
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 
 BAD_SHAPE = (
@@ -245,7 +259,13 @@ def encode_result(name: str, result: Any) -> bytes:
             f"{name} returned a value that cannot be converted to JSON: {exc}; return "
             "numbers, strings, lists and dicts."
         ) from None
-    return text.encode("utf-8")
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ResultError(
+            f"{name} returned a string with a lone surrogate ('\\ud800' to '\\udfff'), which "
+            "is not valid Unicode; return text that is."
+        ) from None
 
 
 class ResultError(Exception):
@@ -332,6 +352,13 @@ class Handler:
             raise CallFailed(
                 400, "bad_request", f"Request body is not valid JSON ({exc}). " + BAD_SHAPE
             ) from None
+        except RecursionError:
+            raise CallFailed(
+                400,
+                "bad_request",
+                "Request body is nested too deeply (more than about 1,000 levels of arrays "
+                "and objects); send flatter JSON.",
+            ) from None
         if not isinstance(request, dict) or ("data" in request) == ("parameters" in request):
             raise CallFailed(400, "bad_request", BAD_SHAPE)
         args: list[Any] = []
@@ -376,14 +403,10 @@ class Handler:
             # Python refuses arguments that do not fit before the body runs: say which fit.
             self._check_binding(args, kwargs)
             self._failed(request_id, start)
-            raise CallFailed(
-                500, "model_error", f"{self.name} raised {type(exc).__name__}: {exc}"
-            ) from None
+            raise CallFailed(500, "model_error", f"{self.name} raised {_describe(exc)}") from None
         except Exception as exc:
             self._failed(request_id, start)
-            raise CallFailed(
-                500, "model_error", f"{self.name} raised {type(exc).__name__}: {exc}"
-            ) from None
+            raise CallFailed(500, "model_error", f"{self.name} raised {_describe(exc)}") from None
         return result, (time.perf_counter() - start) * 1000
 
     @staticmethod
