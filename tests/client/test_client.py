@@ -162,7 +162,7 @@ def test_predict_converts_numpy_pandas_decimal_dates_and_sets_in_the_arguments()
     [
         ([float("nan")], "NaN or Infinity"),
         ({"x": float("inf")}, "NaN or Infinity"),
-        ([object()], "values of type 'object' cannot be sent as JSON"),
+        ([object()], "values of type 'object' cannot be converted to JSON"),
         ({"x": {(1, 2): "a"}}, "cannot be sent as JSON"),
     ],
 )
