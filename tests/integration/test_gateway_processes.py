@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from modelhost import Client
 from tests.helpers import PROJECTS, Server, running_server, wait_until
 
 
@@ -117,6 +118,11 @@ def test_api_calls_through_any_process_work_and_keep_the_callers_address(server:
     events = [e for e in client.audit("audited") if e["action"] == "token-create"]
     assert len(events) == 12
     assert {e["source_ip"] for e in events} == {"127.0.0.1"}
+    # Uploads too: each client is a new connection, taken by either process.
+    for _ in range(6):
+        with Client(server.url, server.api_key) as fresh:
+            fresh.publish(PROJECTS / "calc", file="calc.py", function="add", name="audited")
+    assert [v["number"] for v in client.versions("audited")][-1] == 7
 
 
 def test_refused_tokens_are_refused_and_audited_whichever_process_took_the_call(

@@ -41,8 +41,8 @@ class Proxy:
         self._client = httpx.AsyncClient(
             transport=httpx.AsyncHTTPTransport(uds=socket_path),
             base_url="http://modelhost",
-            # No timeout of its own: the main process bounds every request (a call by the
-            # model's timeout), and a followed log stays open as long as the caller wants.
+            # No timeout of its own: the main process bounds every request itself (a call by
+            # the model's timeout), and an upload takes as long as the caller's connection.
             timeout=None,  # noqa: S113
             follow_redirects=False,
         )
