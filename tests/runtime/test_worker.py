@@ -201,3 +201,18 @@ def test_an_exception_without_a_message_is_named_without_a_dangling_colon() -> N
     status, error = _call(worker.Handler(lambda: _raise(ValueError()), "f"), b'{"parameters": []}')
     assert status == 500
     assert error["message"] == "f raised ValueError"  # type: ignore[index]
+
+
+def test_the_instance_output_streams_take_bytes_and_give_their_descriptor(tmp_path: Path) -> None:
+    target = tmp_path / "log"
+    with target.open("wb") as handle:
+        stream = worker._StampedLines(handle.fileno(), "stdout")
+        stream.buffer.write(b"bytes \xc3\xa9 out\n")
+        stream.write("text out\n")
+        assert stream.fileno() == handle.fileno()
+        assert stream.encoding == "utf-8"
+    lines = target.read_text().splitlines()
+    assert [line.split(" ", 2)[1:] for line in lines] == [
+        ["stdout", "bytes é out"],
+        ["stdout", "text out"],
+    ]

@@ -99,6 +99,20 @@ class _StampedLines(io.TextIOBase):
     def writable(self) -> bool:
         return True
 
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return "utf-8"
+
+    @property
+    def buffer(self) -> _StampedBytes:
+        """For code that writes bytes (``sys.stdout.buffer.write``): decoded, then stamped."""
+        return _StampedBytes(self)
+
+    def fileno(self) -> int:
+        """The real descriptor, for code that hands it on (a subprocess writes to the log
+        directly, without stamps)."""
+        return self._fd
+
     def write(self, text: str) -> int:
         with self._lock:
             self._pending += text
@@ -121,6 +135,22 @@ class _StampedLines(io.TextIOBase):
         while data:
             written = os.write(self._fd, data)
             data = data[written:]
+
+
+class _StampedBytes(io.RawIOBase):
+    def __init__(self, text: _StampedLines) -> None:
+        self._text = text
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        chunk = bytes(data)
+        self._text.write(chunk.decode("utf-8", "replace"))
+        return len(chunk)
+
+    def flush(self) -> None:
+        self._text.flush()
 
 
 def log(message: str) -> None:
