@@ -166,6 +166,23 @@ def test_an_instance_that_dies_mid_call_is_a_502_and_is_replaced(models: Server)
     )
 
 
+def test_a_function_that_calls_sys_exit_ends_its_instance_and_the_log_says_with_what_code(
+    models: Server,
+) -> None:
+    response = _post(
+        models, "/models/err-kit/latest/model", json={"data": {"case": "exit", "arg": 3}}
+    )
+    assert _error(response, 502, "instance_crashed")
+    wait_until(
+        lambda: any(
+            "exited with code 3; it will be replaced" in line["text"]
+            for line in models.client().logs("err-kit", tail=1000)
+        )
+    )
+    lines = [line["text"] for line in models.client().logs("err-kit", tail=1000)]
+    assert not any("killed by signal" in line for line in lines)
+
+
 def test_a_call_past_the_timeout_is_a_504_and_the_instance_is_replaced(server: Server) -> None:
     client = server.client()
     client.publish(PROJECTS / "kitchen", file="kitchen.py", function="kitchen", name="err-slow")

@@ -27,6 +27,8 @@ logger = logging.getLogger(__name__)
 WORKER = Path(__file__).resolve().parent.parent / "runtime" / "worker.py"
 WORKER_R = WORKER.with_name("worker.R")
 _EXIT_GRACE_SECONDS = 5.0
+#: how long an instance that closed its connection has to exit before it is killed
+_EXIT_ON_CLOSE_SECONDS = 1.0
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 
@@ -180,9 +182,11 @@ class LocalInstance(CallChannel):
     def _on_connection_lost(self) -> None:
         if self.state is InstanceState.STARTING:
             return  # the exit watcher reports it, with the exit code and the whole log
-        # The process is gone or closed its end; either way no answer will come.
+        # The process is gone or closed its end; either way no answer will come. One that is
+        # exiting by itself gets a moment to, so its log tells its own exit code (a kill at
+        # once would report signal 9 for a function that called sys.exit).
         if self.state is InstanceState.READY:
-            self.kill()
+            self._loop.call_later(_EXIT_ON_CLOSE_SECONDS, self.kill)
         self._on_gone()
 
     @property
