@@ -128,6 +128,7 @@ def test_a_raising_function_is_a_500_with_type_and_message_and_the_traceback_in_
     )
     message = _error(response, 500, "model_error")
     assert message == "kitchen raised ValueError: bad input: boom-7"
+    assert response.headers["x-model-version"] == "1"  # which version failed
     request_id = response.json()["request_id"]
     log = wait_until(
         lambda: "\n".join(

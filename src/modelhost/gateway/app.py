@@ -170,9 +170,10 @@ class Gateway:
                 (b"x-model-version", admitted.number_header),
             ]
         except errors.ModelhostError as exc:
-            if release is not None:
-                self._record(release, exc.status, started)
             status, headers, body = error_response(exc, request_id)
+            if release is not None:  # the version that was to answer, or that failed
+                self._record(release, exc.status, started)
+                headers.append((b"x-model-version", release.number_header))
         except Exception as exc:
             logger.exception("request %s failed", request_id)
             status, headers, body = error_response(errors.InternalError(str(exc)), request_id)
