@@ -125,6 +125,27 @@ def test_api_calls_through_any_process_work_and_keep_the_callers_address(server:
     assert [v["number"] for v in client.versions("audited")][-1] == 7
 
 
+def test_a_web_session_stays_with_its_own_browser_whichever_process_passes_it_on(
+    server: Server,
+) -> None:
+    # Sign in from several browsers (each a new connection, so some go through the gateway
+    # process), then ask for a page from browsers that never signed in: none may be let in.
+    for _ in range(6):
+        with httpx.Client(base_url=server.url) as browser:
+            browser.get("/ui/sign-in")
+            signed_in = browser.post(
+                "/ui/sign-in",
+                data={"api_key": server.api_key, "csrf_token": browser.cookies["mh_csrf"]},
+            )
+            assert signed_in.status_code == 303
+            assert browser.get("/ui/models").status_code == 200
+    for _ in range(12):
+        with httpx.Client(base_url=server.url) as stranger:
+            page = stranger.get("/ui/models")
+            assert page.status_code == 303
+            assert page.headers["location"].startswith("/ui/sign-in")
+
+
 def test_refused_tokens_are_refused_and_audited_whichever_process_took_the_call(
     server: Server,
 ) -> None:

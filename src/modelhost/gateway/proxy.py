@@ -7,6 +7,7 @@ process trusts only with the gateway secret, on its private Unix socket.
 
 from __future__ import annotations
 
+import http.cookiejar
 import logging
 from collections.abc import AsyncIterator, MutableMapping
 from typing import Any
@@ -35,11 +36,24 @@ _HOP_BY_HOP = frozenset(
 )
 
 
+class _NoCookies(http.cookiejar.DefaultCookiePolicy):
+    """Keeps no cookie: the proxy passes each caller's own Cookie and Set-Cookie headers
+    through, and a cookie jar shared by every caller would hand one user's session to the
+    next."""
+
+    def set_ok(self, cookie: http.cookiejar.Cookie, request: Any) -> bool:
+        return False
+
+    def return_ok(self, cookie: http.cookiejar.Cookie, request: Any) -> bool:
+        return False
+
+
 class Proxy:
     def __init__(self, socket_path: str, secret: str) -> None:
         self._secret = secret.encode()
         self._client = httpx.AsyncClient(
             transport=httpx.AsyncHTTPTransport(uds=socket_path),
+            cookies=http.cookiejar.CookieJar(policy=_NoCookies()),
             base_url="http://modelhost",
             # No timeout of its own: the main process bounds every request itself (a call by
             # the model's timeout), and an upload takes as long as the caller's connection.
