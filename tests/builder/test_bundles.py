@@ -155,6 +155,29 @@ def test_identical_trees_share_one_bundle_and_extraction_checks_the_hash(
     assert not (tmp_path / "copy2").exists()
 
 
+def test_two_extractions_of_one_bundle_to_the_same_place_at_once_both_succeed(
+    tmp_path: Path, project: Path
+) -> None:
+    # An environment build and an instance start may extract a version at the same moment.
+    store = bundles.BundleStore(tmp_path / "bundles")
+    stored = store.put_tree(project)
+    dest = tmp_path / "work"
+    extract_archive = bundles.extract_archive
+    raced: list[bool] = []
+
+    def racing(*args: object, **kwargs: object) -> None:
+        extract_archive(*args, **kwargs)  # type: ignore[arg-type]
+        if not raced:  # the other one finishes first, between extracting and renaming
+            raced.append(True)
+            store.extract(stored.sha256, dest)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(bundles, "extract_archive", racing)
+        store.extract(stored.sha256, dest)
+    assert (dest / "predict.py").read_text().startswith("def predict")
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".work-")] == []
+
+
 def test_an_oversized_archive_names_the_largest_files_of_the_whole_archive(
     tmp_path: Path,
 ) -> None:

@@ -8,6 +8,7 @@ instances run in a working copy extracted from that stored bundle.
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
 import os
@@ -332,7 +333,14 @@ class BundleStore:
         try:
             with source.open("rb") as handle:
                 extract_archive(handle, staging, max_bytes=1 << 62, max_files=1 << 31)
-            os.replace(staging, dest)
+            try:
+                os.replace(staging, dest)
+            except OSError as exc:
+                if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST) or not dest.is_dir():
+                    raise
+                # Extracted by someone else meanwhile (an environment build and an instance
+                # start of the same version): the same verified bundle, so theirs will do.
+                shutil.rmtree(staging, ignore_errors=True)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
