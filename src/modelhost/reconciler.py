@@ -391,7 +391,10 @@ class Reconciler:
             if instance.state is InstanceState.STARTING or len(current_ready) >= wanted:
                 self._stop(instance)
         if len(current) > wanted:  # scaled down: stop the extras, starting ones first
-            extras = sorted(current, key=lambda i: i.state is InstanceState.READY)
+            # then those a gateway process holds, so this process keeps one while it can
+            extras = sorted(
+                current, key=lambda i: (i.state is InstanceState.READY, self._held_here(i))
+            )
             for instance in extras[: len(current) - wanted]:
                 self._stop(instance)
         if version.status == "ready":
@@ -413,6 +416,10 @@ class Reconciler:
                 else:  # a gateway process sends it calls
                     pool.remove(instance)
             pool.set_starting(sum(i.state is InstanceState.STARTING for i in live))
+
+    def _held_here(self, instance: Instance) -> bool:
+        """Whether this process sends the instance its calls (not a gateway process)."""
+        return self.gateways is None or self.gateways.holder(instance.spec.instance_id) == 0
 
     def _live(self, version_id: str) -> list[Instance]:
         """A version's starting and ready instances that are not being stopped."""
@@ -502,6 +509,8 @@ class Reconciler:
             return
         self._stopping.add(instance)
         self._forget(instance)
+        if self.gateways is not None:
+            self.gateways.leaving(instance)
         self._spawn(self._stop_later(instance))
 
     async def _stop_later(self, instance: Instance) -> None:

@@ -77,6 +77,8 @@ class GatewayProcesses:
         self._peers: dict[int, _Peer] = {}
         #: instance id -> (holder: 0 for this process, else the peer's index; version id)
         self._holders: dict[str, tuple[int, str]] = {}
+        #: instances being stopped: they no longer count when instances are shared out
+        self._leaving: set[str] = set()
         self._seq = itertools.count(1)
         self._closing = False
         self._table = RouteTable()
@@ -161,10 +163,20 @@ class GatewayProcesses:
     def _counts(self, version_id: str) -> dict[int, int]:
         """Instances of the version each live process holds (0: this one)."""
         counts = {0: 0} | {index: 0 for index, peer in self._peers.items() if peer.alive}
-        for held_by, held_version in self._holders.values():
-            if held_version == version_id and held_by in counts:
+        for instance_id, (held_by, held_version) in self._holders.items():
+            if (
+                held_version == version_id
+                and held_by in counts
+                and instance_id not in self._leaving
+            ):
                 counts[held_by] += 1
         return counts
+
+    def leaving(self, instance: Instance) -> None:
+        """``instance`` is about to stop: the next one of its version is shared out without
+        it, so that this process is not left without an instance of a version (a restart
+        replaces each instance with a new one while the old still runs)."""
+        self._leaving.add(instance.spec.instance_id)
 
     def holder(self, instance_id: str) -> int:
         """The process that sends the instance calls: 0 for this one, else a gateway process."""
@@ -189,6 +201,7 @@ class GatewayProcesses:
 
     async def release(self, instance: Instance, drain_timeout: float) -> None:
         """Before ``instance`` stops: its gateway process lets its calls finish and lets go."""
+        self._leaving.discard(instance.spec.instance_id)
         holder = self._holders.pop(instance.spec.instance_id, None)
         if holder is None or holder[0] == 0:
             return
@@ -206,6 +219,7 @@ class GatewayProcesses:
 
     def forget(self, instance: Instance) -> None:
         """``instance`` is gone (it exited): nothing to release."""
+        self._leaving.discard(instance.spec.instance_id)
         holder = self._holders.pop(instance.spec.instance_id, None)
         if holder is not None and holder[0] in self._peers:
             self._peers[holder[0]].held.pop(instance.spec.instance_id, None)
