@@ -349,3 +349,12 @@ def test_a_management_call_without_any_api_key_says_how_to_get_one(
     assert "no API key was given" in message
     assert "modelhost login http://server" in message
     assert "MODELHOST_API_KEY" in message
+
+
+def test_a_redirect_from_the_api_is_an_error_not_an_empty_answer() -> None:
+    # FastAPI redirects /models/ to /models: what an empty model name makes of a path.
+    client = _client(
+        lambda request: httpx.Response(307, headers={"location": "http://server/api/v1/models"})
+    )
+    with pytest.raises(errors.RouteNotFound, match="cannot be empty"):
+        client.model("")

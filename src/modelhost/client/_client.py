@@ -169,6 +169,11 @@ class Client(RunsMixin):
             )
         if response.is_error:
             raise errors.error_from_body(response.status_code, body)
+        if response.is_redirect:  # the API never redirects a right path: an empty name, say
+            raise errors.RouteNotFound(
+                f"There is no route {method} {path}; check the names in it (a model or user "
+                "name cannot be empty)."
+            )
         return body
 
     # ------------------------------------------------------------------ models
