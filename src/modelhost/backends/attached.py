@@ -8,7 +8,6 @@ end it (through ``on_end``), and a lost connection only takes it out of rotation
 
 from __future__ import annotations
 
-import asyncio
 import socket
 from collections.abc import Callable
 from pathlib import Path
@@ -106,11 +105,3 @@ class AttachedInstance(CallChannel):
             self.state = InstanceState.EXITED
             self._fail_pending()
             self._on_gone(self)
-
-
-async def wait_idle(instance: AttachedInstance, timeout: float) -> None:
-    """Wait (up to ``timeout``) until no call is in flight on ``instance``."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while instance.inflight and loop.time() < deadline:
-        await asyncio.sleep(0.02)

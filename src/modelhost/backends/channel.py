@@ -82,6 +82,12 @@ class CallChannel:
     def end(self, reason: str, message: str) -> None:
         raise NotImplementedError
 
+    async def drained(self, timeout: float) -> None:
+        """Wait (up to ``timeout``) until no call is in flight."""
+        deadline = self._loop.time() + timeout
+        while self.inflight and self._loop.time() < deadline:
+            await asyncio.sleep(0.02)
+
     def _answer(self, kind: int, payload: bytes) -> None:
         request_id = payload[: protocol.REQUEST_ID_LENGTH].decode("ascii")
         call = self._pending.pop(request_id, None)

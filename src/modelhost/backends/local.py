@@ -276,9 +276,7 @@ class LocalInstance(CallChannel):
             self._stop_requested = True  # a stop on purpose, not a death to report
         if self.state in (InstanceState.READY, InstanceState.STARTING):
             self.state = InstanceState.STOPPING
-        deadline = self._loop.time() + drain_timeout
-        while self.inflight and self._loop.time() < deadline:
-            await asyncio.sleep(0.02)
+        await self.drained(drain_timeout)
         if self._transport is not None and not self._transport.is_closing():
             self._transport.write(protocol.encode(protocol.SHUTDOWN))
         try:

@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from modelhost.backends.attached import AttachedInstance, spec_from_json, wait_idle
+from modelhost.backends.attached import AttachedInstance, spec_from_json
 from modelhost.gateway import control
 from modelhost.gateway.app import Gateway, Receive, Scope, Send
 from modelhost.gateway.pool import VersionPool
@@ -134,7 +134,7 @@ class GatewayProcess:
         instance = self._instances.pop(instance_id, None)
         if instance is not None:
             self._take_out(instance)
-            await wait_idle(instance, drain)
+            await instance.drained(drain)
             instance.detach()
         self._say({"type": "released", "instance": instance_id})
 
