@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from modelhost.cli import cli
@@ -67,3 +68,10 @@ def test_json_nested_past_the_recursion_limit_is_misuse_not_a_traceback() -> Non
     code, output = _run("call", "m", "--parameters", "[" * 5000 + "]" * 5000)
     assert code == 2, output
     assert "nested too deeply" in output
+
+
+def test_json_output_keeps_non_ascii_text_readable(capsys: pytest.CaptureFixture[str]) -> None:
+    from modelhost.cli import commands
+
+    commands._json({"result": "Café 東京"})
+    assert '"result": "Café 東京"' in capsys.readouterr().out

@@ -253,7 +253,7 @@ def audit(
         return
     events = conn.client.audit(model, actor=actor, action=action, since=since)
     if output == "json":
-        click.echo(json.dumps(events, indent=2))
+        click.echo(json.dumps(events, indent=2, ensure_ascii=False))
         return
     table(
         [

@@ -39,7 +39,7 @@ def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> None:
 
 
 def _json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2))
+    click.echo(json.dumps(value, indent=2, ensure_ascii=False))
 
 
 def _json_option(text: str | None, option: str) -> Any:
