@@ -49,7 +49,6 @@ from modelhost.ui import wizard as ui_wizard
 
 logger = logging.getLogger(__name__)
 
-_INVOKE_PREFIX = "/models/"
 
 #: Every API router with its prefix; the authentication test walks this same list.
 ROUTERS: list[tuple[str, APIRouter]] = [
@@ -84,7 +83,7 @@ class ModelhostApp:
         # chain is one layer shorter (the server must then be told this is ASGI 3).
         if scope.get("client") is None and self.gateway_secret is not None:
             self._from_gateway_process(scope)  # on the private Unix socket: no client address
-        if scope["type"] == "http" and scope["path"].startswith(_INVOKE_PREFIX):
+        if scope["type"] == "http" and scope["path"].startswith(urls.INVOKE_PREFIX):
             return self.gateway(scope, receive, send)
         if scope["type"] == "http":
             return self._api_request(scope, receive, send)
@@ -183,7 +182,6 @@ def create_app(
     backend: Backend | None = None,
     clock: Callable[[], dt.datetime] | None = None,
     gateways: GatewayProcesses | None = None,
-    gateway_secret: str | None = None,
 ) -> ModelhostApp:
     """Wire modelhost for ``settings``; the database schema is brought up to date first.
 
@@ -208,5 +206,5 @@ def create_app(
     jobs = Jobs(services)
     services = dataclasses.replace(services, wake_jobs=jobs.wake)
     app = ModelhostApp(services, create_api(services, jobs), jobs)
-    app.gateway_secret = gateway_secret.encode() if gateway_secret else None
+    app.gateway_secret = gateways.secret.encode() if gateways is not None else None
     return app

@@ -7,6 +7,8 @@ from urllib.parse import quote
 API = "/api/v1"
 OPENAPI = f"{API}/openapi.json"
 HEALTH = "/health"
+#: every invocation URL starts with this; everything else is the control plane or the UI
+INVOKE_PREFIX = "/models/"
 
 
 def invoke_latest(model: str) -> str:

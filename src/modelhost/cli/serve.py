@@ -124,9 +124,7 @@ def serve(host: str | None, port: int | None, home: str | None, log_level: str |
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     sockets, gateways, private = _gateway_processes(settings)
-    app = create_app(
-        settings, gateways=gateways, gateway_secret=gateways.secret if gateways else None
-    )
+    app = create_app(settings, gateways=gateways)
     key = bootstrap_admin(app.services.repo, settings.home_path, settings.url)
     refresh_credentials_url(settings.home_path, settings.url)
     click.echo(f"modelhost {__version__} serving at {settings.url}  (data: {settings.home})")
@@ -161,8 +159,8 @@ def serve(host: str | None, port: int | None, home: str | None, log_level: str |
 def _gateway_processes(
     settings: Settings,
 ) -> tuple[list[socket.socket] | None, GatewayProcesses | None, str | None]:
-    """With ``gateway_processes`` above 1: the listening socket the gateway processes share,
-    and a private Unix socket on which this process takes what they pass on."""
+    """With ``gateway_processes`` above 1: a listening socket on the port for each process,
+    and a private Unix socket on which this process takes what the others pass on."""
     if settings.gateway_processes == 1:
         return None, None, None
     # One listening socket per process on the same port (SO_REUSEPORT): the kernel spreads

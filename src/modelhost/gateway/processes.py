@@ -48,8 +48,6 @@ class _Peer:
     process: asyncio.subprocess.Process
     writer: asyncio.StreamWriter
     handover: socket.socket
-    #: instances this process holds, by id
-    held: dict[str, Instance] = field(default_factory=dict)
     last_routes: bytes = b""
     waiting: dict[str, asyncio.Future[None]] = field(default_factory=dict)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -75,13 +73,13 @@ class GatewayProcesses:
         self.log_level = log_level
         self.trusted_proxies = trusted_proxies
         self._peers: dict[int, _Peer] = {}
-        #: instance id -> (holder: 0 for this process, else the peer's index; version id)
-        self._holders: dict[str, tuple[int, str]] = {}
+        #: instance id -> (the process that sends it calls: 0 this one, else a peer's index;
+        #: the instance)
+        self._holders: dict[str, tuple[int, Instance]] = {}
         #: instances being stopped: they no longer count when instances are shared out
         self._leaving: set[str] = set()
         self._seq = itertools.count(1)
         self._closing = False
-        self._table = RouteTable()
         self._metrics: CallMetrics | None = None
         self._end: Callable[[str, str, str], None] = lambda *_: None
 
@@ -157,15 +155,15 @@ class GatewayProcesses:
                 return True
         if index != 0 and not self._hand_over(self._peers[index], instance):
             index = 0
-        self._holders[instance_id] = (index, version_id)
+        self._holders[instance_id] = (index, instance)
         return index == 0
 
     def _counts(self, version_id: str) -> dict[int, int]:
         """Instances of the version each live process holds (0: this one)."""
         counts = {0: 0} | {index: 0 for index, peer in self._peers.items() if peer.alive}
-        for instance_id, (held_by, held_version) in self._holders.items():
+        for instance_id, (held_by, held) in self._holders.items():
             if (
-                held_version == version_id
+                held.spec.version_id == version_id
                 and held_by in counts
                 and instance_id not in self._leaving
             ):
@@ -196,7 +194,6 @@ class GatewayProcesses:
             logger.error("could not hand an instance to gateway process %d: %s", peer.index, exc)
             instance.take_back()  # type: ignore[attr-defined]
             return False
-        peer.held[instance.spec.instance_id] = instance
         return True
 
     async def release(self, instance: Instance, drain_timeout: float) -> None:
@@ -208,7 +205,6 @@ class GatewayProcesses:
         peer = self._peers.get(holder[0])
         if peer is None or not peer.alive:
             return
-        peer.held.pop(instance.spec.instance_id, None)
         key = f"release:{instance.spec.instance_id}"
         await self._ask(
             peer,
@@ -220,20 +216,21 @@ class GatewayProcesses:
     def forget(self, instance: Instance) -> None:
         """``instance`` is gone (it exited): nothing to release."""
         self._leaving.discard(instance.spec.instance_id)
-        holder = self._holders.pop(instance.spec.instance_id, None)
-        if holder is not None and holder[0] in self._peers:
-            self._peers[holder[0]].held.pop(instance.spec.instance_id, None)
+        self._holders.pop(instance.spec.instance_id, None)
 
     # ------------------------------------------------------------------ routes
 
     async def publish(self, table: RouteTable) -> None:
         """Send each gateway process the table as it serves it, and wait until it applied it."""
-        self._table = table
         asks = []
         for peer in self._peers.values():
             if not peer.alive:
                 continue
-            held = {i: inst.spec.version_id for i, inst in peer.held.items()}
+            held = {
+                i: inst.spec.version_id
+                for i, (by, inst) in self._holders.items()
+                if by == peer.index
+            }
             routes = orjson.dumps(control.routes_for(table, held))
             if routes == peer.last_routes:
                 continue
@@ -287,9 +284,9 @@ class GatewayProcesses:
         for future in peer.waiting.values():
             if not future.done():
                 future.set_result(None)
-        held, peer.held = peer.held, {}
-        for instance_id, instance in held.items():
-            self._holders.pop(instance_id, None)
+        held = [(i, inst) for i, (by, inst) in self._holders.items() if by == peer.index]
+        for instance_id, instance in held:
+            del self._holders[instance_id]
             if not self._closing:
                 instance.end("gateway", "the gateway process that held it exited; replacing it")
         peer.writer.close()

@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from modelhost import urls
 from modelhost.backends.attached import AttachedInstance, spec_from_json
 from modelhost.gateway import control
 from modelhost.gateway.app import Gateway, Receive, Scope, Send
@@ -27,7 +28,6 @@ from modelhost.gateway.proxy import Proxy
 
 logger = logging.getLogger("modelhost.gateway.secondary")
 
-_INVOKE_PREFIX = "/models/"
 _METRICS_INTERVAL_SECONDS = 1.0
 
 
@@ -35,9 +35,8 @@ class GatewayProcess:
     """The ASGI app of a gateway process, and its side of the talk with the main process."""
 
     def __init__(
-        self, *, index: int, control_fd: int, handover_fd: int, proxy: Proxy, max_request_bytes: int
+        self, *, control_fd: int, handover_fd: int, proxy: Proxy, max_request_bytes: int
     ) -> None:
-        self.index = index
         self.gateway = Gateway(max_request_bytes=max_request_bytes)
         self.gateway.forward = proxy
         self.proxy = proxy
@@ -50,7 +49,7 @@ class GatewayProcess:
         self._tasks: list[asyncio.Task[None]] = []
 
     def __call__(self, scope: Scope, receive: Receive, send: Send) -> Any:
-        if scope["type"] == "http" and scope["path"].startswith(_INVOKE_PREFIX):
+        if scope["type"] == "http" and scope["path"].startswith(urls.INVOKE_PREFIX):
             return self.gateway(scope, receive, send)
         if scope["type"] == "http":
             return self.proxy(scope, receive, send)
@@ -201,7 +200,6 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per passed-on request
     secret = os.environ.pop("MODELHOST_GATEWAY_SECRET", "")
     app = GatewayProcess(
-        index=options.index,
         control_fd=options.control_fd,
         handover_fd=options.handover_fd,
         proxy=Proxy(options.main_socket, secret),
