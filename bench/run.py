@@ -76,6 +76,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=CEILING_WORKERS,
         help="modelhost's gateway_processes setting (default: as many as the ceiling's workers).",
     )
+    parser.add_argument(
+        "--isolation",
+        choices=("auto", "sandbox", "none"),
+        default=None,
+        help="modelhost's isolation setting (default: the server's, auto: sandboxed where "
+        "bubblewrap works); the run records what /health says.",
+    )
     return parser.parse_args(argv)
 
 
@@ -108,11 +115,16 @@ def url_for(target: str, case: Case, server: servers.Server) -> str:
 
 
 @contextlib.contextmanager
-def started_servers(workdir: Path, gateway_processes: int) -> Iterator[dict[str, servers.Server]]:
+def started_servers(
+    workdir: Path, gateway_processes: int, isolation: str | None
+) -> Iterator[dict[str, servers.Server]]:
     """modelhost (fresh MODELHOST_HOME) and the ceiling, both ready; both stopped on exit."""
     with contextlib.ExitStack() as stack:
         modelhost_server = servers.start_modelhost(
-            workdir / "home", workdir / "modelhost.log", gateway_processes=gateway_processes
+            workdir / "home",
+            workdir / "modelhost.log",
+            gateway_processes=gateway_processes,
+            isolation=isolation,
         )
         stack.callback(servers.stop, modelhost_server)
         ceiling = servers.start_ceiling(workdir / "ceiling.log", workers=CEILING_WORKERS)
@@ -265,8 +277,11 @@ def run_suite(options: argparse.Namespace) -> Report:
         report.floors[case.name] = measure_floor(case)
     with (
         tempfile.TemporaryDirectory(prefix="modelhost-bench-") as tmp,
-        started_servers(Path(tmp), options.gateway_processes) as running,
+        started_servers(Path(tmp), options.gateway_processes, options.isolation) as running,
     ):
+        isolation = servers.isolation_of(running["modelhost"])
+        report.environment["modelhost_isolation"] = isolation
+        print(f"modelhost isolation: {isolation.get('sandbox', 'unknown')}", flush=True)
         headers = deploy_cases(running["modelhost"], Path(tmp) / "home", cases)
         report.environment["modelhost_auth"] = {
             name: "bearer token" if sent else "none (public)" for name, sent in headers.items()

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -164,17 +165,26 @@ def _clean_env(extra: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
-def start_modelhost(home: Path, log_path: Path, *, gateway_processes: int = 1) -> Server:
+def start_modelhost(
+    home: Path,
+    log_path: Path,
+    *,
+    gateway_processes: int = 1,
+    isolation: str | None = None,
+    name: str = "modelhost",
+) -> Server:
     """``modelhost serve`` with a fresh MODELHOST_HOME and default settings but for
-    ``gateway_processes`` (not yet ready: see ``wait_modelhost``)."""
+    ``gateway_processes`` and, when given, ``isolation`` (not yet ready: see
+    ``wait_modelhost``)."""
     port = free_port()
     modelhost = Path(sys.executable).with_name("modelhost")
+    settings = {"MODELHOST_HOME": str(home), "MODELHOST_GATEWAY_PROCESSES": str(gateway_processes)}
+    if isolation is not None:
+        settings["MODELHOST_ISOLATION"] = isolation
     server = start(
-        "modelhost",
+        name,
         [str(modelhost), "serve", "--host", HOST, "--port", str(port)],
-        env=_clean_env(
-            {"MODELHOST_HOME": str(home), "MODELHOST_GATEWAY_PROCESSES": str(gateway_processes)}
-        ),
+        env=_clean_env(settings),
         log_path=log_path,
     )
     server.url = f"http://{HOST}:{port}"
@@ -186,6 +196,18 @@ def wait_modelhost(server: Server, *, timeout: float = 60.0) -> None:
     wait_until(
         lambda: _answers(f"{server.url}/health"), timeout=timeout, what="/health", server=server
     )
+
+
+def isolation_of(server: Server) -> dict[str, Any]:
+    """What a running modelhost says in ``/health`` about how it confines models' code."""
+    try:
+        response = httpx.get(f"{server.url}/health", timeout=10.0)
+    except httpx.HTTPError as exc:
+        raise ServerError(f"{server.name}: GET /health failed: {exc}") from exc
+    if response.status_code != 200:
+        raise ServerError(f"{server.name}: GET /health answered {response.status_code}")
+    isolation: dict[str, Any] = response.json().get("isolation") or {}
+    return isolation
 
 
 def start_ceiling(log_path: Path, *, workers: int) -> Server:

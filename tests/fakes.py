@@ -16,6 +16,7 @@ class FakeInstance:
         self.spec = spec
         self.state = InstanceState.STARTING
         self.failure: str | None = None
+        self.failure_traceback: str | None = None
         self.signature: str | None = None
         self.inflight = 0
         self.calls = 0
@@ -29,6 +30,7 @@ class FakeInstance:
             function = worker.load_function(self.spec.workdir, self.spec.file, self.spec.function)
         except worker.LoadFailed as exc:
             self.state, self.failure = InstanceState.FAILED, exc.message
+            self.failure_traceback = exc.user_traceback or None
             return
         finally:
             sys.path.remove(str(self.spec.workdir))

@@ -46,6 +46,8 @@ class Server:
             "MODELHOST_SWITCH_HOLD_SECONDS": "3",
             # Most tests call models without tokens; tests of tokens switch it back per model.
             "MODELHOST_DEFAULT_INVOCATION_MODE": "public",
+            # The suite runs sandboxed, as production should: no bwrap is a failure, not a skip.
+            "MODELHOST_ISOLATION": "sandbox",
             **(env or {}),
         }
         self.env.pop("MODELHOST_URL", None)
@@ -84,6 +86,11 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+
+    @property
+    def serving_pid(self) -> int:
+        """The serving process (the arbiter, ``process``, starts it and starts it again)."""
+        return int((self.home / "serving.pid").read_text())
 
     @property
     def api_key(self) -> str:

@@ -8,7 +8,31 @@
 
 __version__ = "0.1.0"
 
-from modelhost.client import Client, Prediction
+from modelhost.client import (
+    Client,
+    Instance,
+    Model,
+    Prediction,
+    Record,
+    Run,
+    Schedule,
+    Token,
+    User,
+    Version,
+)
 from modelhost.errors import ModelhostError
 
-__all__ = ["Client", "ModelhostError", "Prediction", "__version__"]
+__all__ = [
+    "Client",
+    "Instance",
+    "Model",
+    "ModelhostError",
+    "Prediction",
+    "Record",
+    "Run",
+    "Schedule",
+    "Token",
+    "User",
+    "Version",
+    "__version__",
+]

@@ -13,21 +13,20 @@ import datetime as dt
 import hmac
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
 from starlette.staticfiles import StaticFiles
 
-from modelhost import __version__, urls
+from modelhost import __version__, housekeeping, pidfiles, urls
 from modelhost.api import access as access_api
 from modelhost.api import environments as environments_api
-from modelhost.api import errors as api_errors
 from modelhost.api import lifecycle as lifecycle_api
 from modelhost.api import models as models_api
 from modelhost.api import runs as runs_api
 from modelhost.api import schedules as schedules_api
 from modelhost.api import system as system_api
-from modelhost.api.responses import JSONResponse
 from modelhost.backends.base import Backend
 from modelhost.backends.local import LocalBackend
 from modelhost.builder.bundles import BundleStore
@@ -36,13 +35,19 @@ from modelhost.db.engine import make_engine, migrate
 from modelhost.db.repo import Repo
 from modelhost.gateway import control
 from modelhost.gateway.app import Gateway, Receive, Scope, Send, new_request_id
-from modelhost.gateway.processes import GatewayProcesses
+from modelhost.gateway.process_parent import GatewayProcesses
+from modelhost.httpkit import bodies
+from modelhost.httpkit import errors as http_errors
+from modelhost.httpkit.responses import JSONResponse
 from modelhost.jobs.runner import Jobs
 from modelhost.operations import Services
 from modelhost.operations.audit import RequestInfo, current_request
 from modelhost.reconciler import Reconciler
+from modelhost.sandbox import Sandbox, open_sandbox
+from modelhost.serving.children import Children
 from modelhost.settings import Settings
 from modelhost.ui import actions as ui_actions
+from modelhost.ui import guard as ui_guard
 from modelhost.ui import links as ui_links
 from modelhost.ui import pages as ui_pages
 from modelhost.ui import wizard as ui_wizard
@@ -70,11 +75,11 @@ UI_ROUTERS: list[APIRouter] = [ui_pages.router, ui_actions.router, ui_wizard.rou
 class ModelhostApp:
     """The whole product as one ASGI app; ``services`` is what it was wired with."""
 
-    def __init__(self, services: Services, api: FastAPI, jobs: Jobs) -> None:
+    def __init__(self, services: Services, gateway: Gateway, api: FastAPI, jobs: Jobs) -> None:
         self.services = services
         self.api = api
         self.jobs = jobs
-        self.gateway = services.gateway
+        self.gateway = gateway
         #: what gateway processes prove themselves with (``gateway_processes`` above 1)
         self.gateway_secret: bytes | None = None
 
@@ -104,7 +109,8 @@ class ModelhostApp:
             scope["client"] = (host, int(port) if port.isdigit() else 0)
 
     async def _api_request(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Give each API request an id and its source address, for errors and audit events."""
+        """Give each API request an id and its source address, for errors and audit events,
+        and a limit on its body."""
         request_id = new_request_id()
         scope.setdefault("state", {})["request_id"] = request_id
         client = scope.get("client")
@@ -116,26 +122,46 @@ class ModelhostApp:
                 message["headers"] = [*headers, (b"x-request-id", request_id.encode())]
             await send(message)
 
+        limited_receive, limited_send = bodies.limited(
+            scope, receive, send_with_id, self.services.settings.max_api_body_bytes
+        )
         try:
-            await self.api(scope, receive, send_with_id)
+            if scope["path"].startswith(ui_links.PREFIX):
+                public_url = self.services.settings.public_url
+                await ui_guard.guarded(
+                    self.api, scope, limited_receive, limited_send, public_url=public_url
+                )
+            else:
+                await self.api(scope, limited_receive, limited_send)
         finally:
             current_request.reset(token)
 
 
-def create_api(services: Services, jobs: Jobs) -> FastAPI:
+async def _keep_house(home: Path) -> None:
+    """Remove leftovers of interrupted work older than an hour, every ten minutes."""
+    while True:
+        await asyncio.sleep(housekeeping.INTERVAL_SECONDS)
+        try:
+            await asyncio.to_thread(housekeeping.sweep, home, older_than=housekeeping.STALE_SECONDS)
+        except Exception:
+            logger.exception("housekeeping failed; trying again later")
+
+
+def create_api(services: Services, reconciler: Reconciler, jobs: Jobs) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        gateways = services.reconciler.gateways
-        if gateways is not None:  # first, so that the first instances are spread over them
-            await gateways.start(services.gateway.metrics, services.reconciler.end_instance)
+        home = services.settings.home_path
+        await asyncio.to_thread(housekeeping.sweep, home)  # nothing of ours is running yet
+        await reconciler.start()  # gateway processes first: instances are spread over them
         try:  # start instances before serving; a failure here is retried by the loop
-            await services.reconciler.reconcile_once()
+            await reconciler.reconcile_once()
         except Exception:
             logger.exception("first reconcile failed; the reconciler keeps trying")
         loop = asyncio.get_running_loop()
         tasks = [
-            loop.create_task(services.reconciler.run_forever()),
+            loop.create_task(reconciler.run_forever()),
             loop.create_task(jobs.run_forever()),
+            loop.create_task(_keep_house(home)),
         ]
         try:
             yield
@@ -145,9 +171,7 @@ def create_api(services: Services, jobs: Jobs) -> FastAPI:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await jobs.close()
-            if gateways is not None:
-                await gateways.close()
-            await services.reconciler.close()
+            await reconciler.close()
 
     api = FastAPI(
         title="modelhost",
@@ -163,7 +187,7 @@ def create_api(services: Services, jobs: Jobs) -> FastAPI:
         lifespan=lifespan,
     )
     api.state.services = services
-    api_errors.install(api)
+    http_errors.install(api)
     for prefix, router in ROUTERS:
         api.include_router(router, prefix=prefix)
     for ui_router in UI_ROUTERS:
@@ -182,29 +206,52 @@ def create_app(
     backend: Backend | None = None,
     clock: Callable[[], dt.datetime] | None = None,
     gateways: GatewayProcesses | None = None,
+    sandbox: Sandbox | None = None,
 ) -> ModelhostApp:
     """Wire modelhost for ``settings``; the database schema is brought up to date first.
 
     ``clock`` (aware UTC datetimes) is what the scheduler takes for "now"; tests pass a fake.
     """
     home = settings.home_path
-    home.mkdir(parents=True, exist_ok=True)
-    engine = make_engine(settings.database_url)
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    engine = make_engine(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
     migrate(engine)
     repo = Repo(engine)
     store = BundleStore(home / "bundles")
-    runner: Backend = backend if backend is not None else LocalBackend()
+    sandbox = sandbox if sandbox is not None else open_sandbox(settings)
+    runner: Backend = (
+        backend
+        if backend is not None
+        else LocalBackend(sandbox, pids=home / pidfiles.RUN_DIRECTORY)
+    )
     gateway = Gateway(max_request_bytes=settings.max_request_bytes)
     key = ServerKey(home)
+    children = Children(settings, key)
     reconciler = Reconciler(
-        settings=settings, repo=repo, backend=runner, gateway=gateway, store=store, key=key
+        settings=settings,
+        repo=repo,
+        backend=runner,
+        gateway=gateway,
+        store=store,
+        children=children,
+        gateways=gateways,
     )
-    reconciler.gateways = gateways
-    services = Services(settings, repo, store, runner, gateway, reconciler, key)
+    services = Services(
+        settings=settings,
+        repo=repo,
+        store=store,
+        key=key,
+        sandbox=sandbox,
+        children=children,
+        reconciler=reconciler,
+        routes=reconciler.router,
+        metrics=gateway.metrics,
+        supervisor=reconciler.supervisor,
+    )
     if clock is not None:
         services = dataclasses.replace(services, clock=clock)
     jobs = Jobs(services)
     services = dataclasses.replace(services, wake_jobs=jobs.wake)
-    app = ModelhostApp(services, create_api(services, jobs), jobs)
+    app = ModelhostApp(services, gateway, create_api(services, reconciler, jobs), jobs)
     app.gateway_secret = gateways.secret.encode() if gateways is not None else None
     return app

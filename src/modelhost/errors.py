@@ -23,6 +23,7 @@ The tree::
     ├── TooManyRequests             429 too_many_requests
     ├── PayloadTooLarge             413 payload_too_large
     │   └── BundleTooLarge          413 bundle_too_large
+    ├── HeadersTooLarge             431 headers_too_large
     ├── UnsupportedMediaType        415 unsupported_media_type
     ├── ModelError                  500 model_error         (the user's function raised)
     │   └── ResultNotSerializable   500 result_not_serializable
@@ -51,11 +52,16 @@ class ModelhostError(Exception):
     code: ClassVar[str] = "internal_error"
     #: 5xx messages are replaced by a generic one before they reach a client, unless public.
     public: ClassVar[bool] = True
+    #: seconds a client should wait before it tries again, for errors worth retrying (sent as
+    #: ``Retry-After`` unless the raiser gives its own)
+    retry_after: ClassVar[int | None] = None
 
     def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.message = message
-        self.headers = headers or {}
+        self.headers = dict(headers or {})
+        if self.retry_after is not None:
+            self.headers.setdefault("Retry-After", str(self.retry_after))
 
 
 class BadRequest(ModelhostError):
@@ -148,6 +154,13 @@ class BundleTooLarge(PayloadTooLarge):
     code = "bundle_too_large"
 
 
+class HeadersTooLarge(ModelhostError):
+    """The request line and headers are over ``max_header_bytes``."""
+
+    status = 431
+    code = "headers_too_large"
+
+
 class UnsupportedMediaType(ModelhostError):
     status = 415
     code = "unsupported_media_type"
@@ -165,8 +178,11 @@ class ResultNotSerializable(ModelError):
 
 
 class InstanceCrashed(ModelhostError):
+    """The instance died during the call: the same call may well succeed on its replacement."""
+
     status = 502
     code = "instance_crashed"
+    retry_after = 1
 
 
 class CallNotStarted(Exception):
@@ -177,6 +193,7 @@ class CallNotStarted(Exception):
 class Unavailable(ModelhostError):
     status = 503
     code = "unavailable"
+    retry_after = 1
 
 
 class NoReadyInstance(Unavailable):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from modelhost import errors
 from modelhost.db.repo import Model, User
+from modelhost.settings import Settings
 
 ROLES = ("viewer", "editor", "owner")
 _RANK = {role: rank for rank, role in enumerate(ROLES, start=1)}
@@ -21,6 +22,7 @@ PERMISSIONS: dict[str, str] = {
     "publish": "editor",
     "run": "editor",  # start and cancel runs that publish to the model
     "schedule": "editor",  # create, pause, resume and delete schedules that publish to it
+    "take-over-schedule": "owner",  # make a collaborator's schedule act as oneself
     "deploy": "editor",  # deploy, rollback, promote, labels, stop, start, restart
     "manage-settings": "editor",  # routing, instances, timeout, description, request logging
     "manage-env": "editor",
@@ -43,6 +45,35 @@ ENVIRONMENT_PERMISSIONS: dict[str, str] = {
     "revise-environment": "creator",
     "prune-environments": "admin",
 }
+
+
+#: Server-level actions that put code on the server without a model's roles to check them ->
+#: the setting that says who may do them: ``admins`` or ``users`` (every signed-in user).
+SERVER_PERMISSIONS: dict[str, str] = {
+    # runs and schedules that publish to no model: any command, as nobody's model
+    "run-unattached": "code_runners",
+    # a new model, which its creator owns (and so may publish code to)
+    "create-model": "model_creators",
+}
+
+_SERVER_REFUSALS = {
+    "run-unattached": (
+        "Runs and schedules that publish to no model may run any command on the server, so "
+        "only server admins may start them here (setting code_runners). Give --publish-model "
+        "MODEL for a model you are an editor of, or ask an admin."
+    ),
+    "create-model": (
+        "Only server admins may create models on this server (setting model_creators). Ask an "
+        "admin to create it and add you as an editor, then publish to it."
+    ),
+}
+
+
+def ensure_server_permission(user: User, action: str, settings: Settings) -> None:
+    """Raise unless ``user`` may do the server-level ``action`` under ``settings``."""
+    if user.is_admin or getattr(settings, SERVER_PERMISSIONS[action]) == "users":
+        return
+    raise errors.Forbidden(_SERVER_REFUSALS[action])
 
 
 def ensure_environment_permission(

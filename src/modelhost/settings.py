@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from modelhost.errors import InvalidSetting
 
@@ -99,6 +100,41 @@ def _invocation_mode(value: Any) -> str:
     return mode
 
 
+def _isolation(value: Any) -> str:
+    mode = str(value).lower()
+    if mode not in {"auto", "sandbox", "none"}:
+        raise ValueError("expected auto, sandbox or none")
+    return mode
+
+
+def _fraction(value: Any) -> float:
+    number = float(value)
+    if not 0 < number <= 1:
+        raise ValueError("expected a number above 0 and at most 1")
+    return number
+
+
+def _synchronous(value: Any) -> str:
+    mode = str(value).lower()
+    if mode not in {"full", "normal"}:
+        raise ValueError("expected full or normal")
+    return mode
+
+
+def _code_runners(value: Any) -> str:
+    who = str(value).lower()
+    if who not in {"admins", "users"}:
+        raise ValueError("expected admins or users")
+    return who
+
+
+def _uid(value: Any) -> int:
+    number = _int(value)
+    if not 1000 <= number <= 2**32 - 2 - (1 << 20):
+        raise ValueError("expected a uid of at least 1000 that leaves room for 1048576 more")
+    return number
+
+
 def _log_level(value: Any) -> str:
     level = str(value).lower()
     if level not in {"debug", "info", "warning", "error"}:
@@ -154,17 +190,64 @@ SETTINGS: tuple[Setting, ...] = (
         "choose the address recorded in the audit log or used for throttling.",
     ),
     Setting(
+        "allowed_hosts",
+        _str_list,
+        (),
+        "Host names this server answers to (comma-separated, any port; * for any). A request "
+        "with another Host header gets HTTP 400, which stops DNS rebinding. Empty (the "
+        "default): localhost, 127.0.0.1, [::1], the host setting and the host of public_url.",
+    ),
+    Setting(
         "max_bundle_bytes",
         _positive_int,
         500_000_000,
         "Largest project snapshot (uncompressed bytes) accepted by publish.",
     ),
-    Setting("max_bundle_files", _positive_int, 100_000, "Most files a project snapshot may hold."),
+    Setting(
+        "max_bundle_files",
+        _positive_int,
+        100_000,
+        "Most files and directories a project snapshot may hold.",
+    ),
     Setting(
         "max_request_bytes",
         _positive_int,
         10 * 1024 * 1024,
         "Largest invocation request body; larger ones get HTTP 413.",
+    ),
+    Setting(
+        "max_api_body_bytes",
+        _positive_int,
+        1024 * 1024,
+        "Largest request body of an API call or a web UI form other than an upload; larger ones "
+        "get HTTP 413. Uploads (publish, runs, schedules, the publish wizard) are bounded by "
+        "max_bundle_bytes instead and go to disk as they arrive.",
+    ),
+    Setting(
+        "max_header_bytes",
+        _positive_int,
+        16 * 1024,
+        "Largest request line and headers of a request, together; larger ones get HTTP 431.",
+    ),
+    Setting(
+        "header_timeout_seconds",
+        _positive_float,
+        10.0,
+        "Time a client has to send a request's line and headers, counted from when it connected "
+        "or got its previous answer; a slower one is disconnected.",
+    ),
+    Setting(
+        "body_timeout_seconds",
+        _positive_float,
+        30.0,
+        "Longest pause while a request body arrives; a client that sends nothing for longer "
+        "is disconnected.",
+    ),
+    Setting(
+        "max_connections",
+        _positive_int,
+        1000,
+        "Open connections each server process serves; a request on one more gets HTTP 503.",
     ),
     Setting(
         "timeout_seconds",
@@ -321,6 +404,68 @@ SETTINGS: tuple[Setting, ...] = (
         "Server environment variables an instance inherits (comma-separated); nothing else "
         "of the server's environment reaches user code.",
     ),
+    Setting(
+        "isolation",
+        _isolation,
+        "auto",
+        "How models' and runs' code is confined: auto (a bubblewrap sandbox wherever bwrap "
+        "works, otherwise none, said loudly), sandbox (refuse to start without one) or none.",
+    ),
+    Setting(
+        "sandbox_max_processes",
+        _positive_int,
+        512,
+        "Processes and threads the code of one sandboxed instance or run may have at once.",
+    ),
+    Setting(
+        "sandbox_max_open_files",
+        _positive_int,
+        4096,
+        "Files and sockets one sandboxed process may have open at once.",
+    ),
+    Setting(
+        "sandbox_first_uid",
+        _uid,
+        1_000_000_000,
+        "When the server runs as root, sandboxed code runs as an unprivileged uid of its "
+        "model's own, from this one to this one plus 1048575; no account may use that range.",
+    ),
+    Setting(
+        "code_runners",
+        _code_runners,
+        "admins",
+        "Who may start runs and schedules that publish to no model, which run any command on "
+        "the server: admins (the default) or users (every signed-in user).",
+    ),
+    Setting(
+        "model_creators",
+        _code_runners,
+        "users",
+        "Who may create new models: users (every signed-in user, the default) or admins.",
+    ),
+    Setting(
+        "rollback_error_rate",
+        _fraction,
+        0.5,
+        "During the switch hold, a version whose calls fail (5xx: raising, crashing, timing "
+        "out) at more than this share, of at least rollback_min_calls, loses the route it "
+        "took, which goes back; 1 turns the watch off.",
+    ),
+    Setting(
+        "rollback_min_calls",
+        _positive_int,
+        20,
+        "How many calls a version must have answered in the switch hold before its failure "
+        "share can send the route back.",
+    ),
+    Setting(
+        "sqlite_synchronous",
+        _synchronous,
+        "full",
+        "How SQLite writes its commits: full (each commit is on disk before it is answered, "
+        "the default) or normal (faster; the last commits can be lost on a power failure or "
+        "an operating system crash, never on a crash of modelhost alone).",
+    ),
 )
 
 SETTINGS_BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
@@ -364,6 +509,17 @@ class Settings:
     @property
     def url(self) -> str:
         return self.public_url or f"http://{self.host}:{self.port}"
+
+    @property
+    def allowed_host_names(self) -> tuple[str, ...]:
+        """``allowed_hosts``, or when it is empty the served host and the local names."""
+        if self.allowed_hosts:
+            return tuple(self.allowed_hosts)
+        names = ["localhost", "127.0.0.1", "[::1]", self.host]
+        public = urlsplit(self.public_url).hostname if self.public_url else None
+        if public:
+            names.append(f"[{public}]" if ":" in public else public)
+        return tuple(names)
 
 
 def _parse(setting: Setting, value: Any, source: str) -> Any:
@@ -440,7 +596,9 @@ OTHER_VARIABLES = (
     "MODEL_NAME",
     "MODEL_VERSION",
     "INSTANCE_NONCE",
+    "INSTANCE_ID",
     "RUN_ID",
+    "WORKING_DIR",
 )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from urllib.parse import quote
 
 API = "/api/v1"
@@ -9,6 +10,17 @@ OPENAPI = f"{API}/openapi.json"
 HEALTH = "/health"
 #: every invocation URL starts with this; everything else is the control plane or the UI
 INVOKE_PREFIX = "/models/"
+#: the user name and password of a URL (greedy up to the host's last '@': "p@ss" is common)
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/?#\s]*@")
+
+
+def without_credentials(text: str) -> str:
+    """``text`` with the user name and password taken out of every URL in it.
+
+    ``git+https://TOKEN@host/repo@v1`` -> ``git+https://host/repo@v1``; used wherever a git
+    source is recorded or shown (the client, the publish API, build logs, git's own errors).
+    """
+    return _USERINFO.sub(r"\1", text)
 
 
 def invoke_latest(model: str) -> str:

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from modelhost.app import create_app
-from modelhost.operations.accounts import bootstrap_admin
+from modelhost.operations.credentials import bootstrap_admin
 from modelhost.settings import load_settings
 from tests.fakes import FakeBackend
 from tests.helpers import PROJECTS

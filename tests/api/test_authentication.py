@@ -12,7 +12,7 @@ from fastapi.routing import APIRoute
 
 from modelhost import urls
 from modelhost.app import ROUTERS, ModelhostApp, create_app
-from modelhost.operations.accounts import bootstrap_admin
+from modelhost.operations.credentials import bootstrap_admin
 from modelhost.settings import load_settings
 from tests.fakes import FakeBackend
 

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from modelhost.app import create_app
-from modelhost.operations.accounts import bootstrap_admin
+from modelhost.operations.credentials import bootstrap_admin
 from modelhost.settings import load_settings
 from tests.fakes import FakeBackend
 from tests.helpers import PROJECTS
@@ -124,3 +124,23 @@ async def test_anyone_may_create_an_environment_but_only_its_creator_or_an_admin
     assert (shown["created_by"], [r["revision"] for r in shown["revisions"]]) == ("ana", [1, 2])
     pruned = await http.post("/api/v1/environments/prune", headers=keys["ana"])
     assert pruned.status_code == 403
+
+
+async def test_a_git_source_with_credentials_is_recorded_without_them(
+    http: httpx.AsyncClient,
+) -> None:
+    response = await http.post(
+        "/api/v1/models/calc/versions",
+        params={
+            "file": "calc.py",
+            "function": "add",
+            "source": "git+https://alice:hunter2@git.example/o/r.git@v1",
+        },
+        content=_archive(),
+        headers={"Content-Type": "application/gzip"},
+    )
+    assert response.status_code == 201, response.text
+    shown = (await http.get("/api/v1/models/calc/versions/1")).text
+    assert "git+https://git.example/o/r.git@v1" in shown
+    assert "hunter2" not in shown
+    assert "alice" not in shown

@@ -18,9 +18,9 @@ from fastapi.routing import APIRoute
 
 from modelhost import urls
 from modelhost.app import ROUTERS, create_app
-from modelhost.operations import access
+from modelhost.operations import access_control
 from modelhost.operations import environments as environment_ops
-from modelhost.operations.accounts import bootstrap_admin
+from modelhost.operations.credentials import bootstrap_admin
 from modelhost.permissions import ENVIRONMENT_PERMISSIONS, PERMISSIONS, ROLES
 from modelhost.settings import load_settings
 from tests.fakes import FakeBackend
@@ -92,6 +92,7 @@ ROUTE_NEEDS: dict[tuple[str, str], str] = {
     ("PUT", "/api/v1/schedules/{schedule_id}"): "schedule",
     ("POST", "/api/v1/schedules/{schedule_id}/pause"): "schedule",
     ("POST", "/api/v1/schedules/{schedule_id}/resume"): "schedule",
+    ("POST", "/api/v1/schedules/{schedule_id}/take-over"): "take-over-schedule",
     ("DELETE", "/api/v1/schedules/{schedule_id}"): "schedule",
 }
 
@@ -179,9 +180,9 @@ async def _prepare(home: Path) -> State:
     keys = {"admin": bootstrap_admin(services.repo, home, settings.url) or ""}
     for name in ("owner", "editor", "viewer", "stranger", "target", "victim"):
         user = services.repo.create_user(
-            name, is_admin=False, password_hash=access._hasher.hash(f"{name}-password")
+            name, is_admin=False, password_hash=access_control._hasher.hash(f"{name}-password")
         )
-        keys[name] = access.create_api_key(services, user, "test")
+        keys[name] = access_control.create_api_key(services, user, "test")
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app),
         base_url="http://t",

@@ -14,8 +14,8 @@ import httpx
 import pytest
 
 from modelhost.app import ModelhostApp, create_app
-from modelhost.operations import access
-from modelhost.operations.accounts import bootstrap_admin
+from modelhost.operations import access_control
+from modelhost.operations.credentials import bootstrap_admin
 from modelhost.settings import load_settings
 from tests.fakes import FakeBackend
 from tests.helpers import PROJECTS
@@ -50,13 +50,15 @@ class Api:
 
 @pytest.fixture
 async def api(tmp_path: Path) -> AsyncIterator[Api]:
-    settings = load_settings(environ={"MODELHOST_HOME": str(tmp_path / "home")})
+    # alice, no admin, starts runs with no model here; the default refusal is tested on its own
+    environ = {"MODELHOST_HOME": str(tmp_path / "home"), "MODELHOST_CODE_RUNNERS": "users"}
+    settings = load_settings(environ=environ)
     app = create_app(settings, backend=FakeBackend())
     services = app.services
     keys = {"admin": bootstrap_admin(services.repo, settings.home_path, settings.url) or ""}
     for name in ("alice", "bob"):
         user = services.repo.create_user(name, is_admin=False)
-        keys[name] = access.create_api_key(services, user, "test")
+        keys[name] = access_control.create_api_key(services, user, "test")
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://t"
     ) as http:

@@ -1,4 +1,4 @@
-"""Snapshots: what goes in, what is refused, and how bundles are stored."""
+"""Bundles on the server: what is refused on extraction, and how bundles are stored."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from modelhost import errors
-from modelhost.builder import bundles
+from modelhost.builder import bundles, packing
 
 
 @pytest.fixture
@@ -31,21 +31,8 @@ def project(tmp_path: Path) -> Path:
     return root
 
 
-def _paths(files: list[bundles.ProjectFile]) -> list[str]:
+def _paths(files: list[packing.ProjectFile]) -> list[str]:
     return [f.path for f in files]
-
-
-def test_modelignore_defaults_and_excludes_leave_files_out(project: Path) -> None:
-    assert _paths(bundles.collect_files(project)) == [
-        ".modelignore",
-        "predict.py",
-        "results/model.pkl",
-        "sub/keep.txt",
-    ]
-    assert _paths(bundles.collect_files(project, ["sub/", "*.pkl"])) == [
-        ".modelignore",
-        "predict.py",
-    ]
 
 
 def test_a_symlinked_file_is_snapshotted_by_content(project: Path, tmp_path: Path) -> None:
@@ -53,10 +40,10 @@ def test_a_symlinked_file_is_snapshotted_by_content(project: Path, tmp_path: Pat
     outside.write_text("shared")
     (project / "linked.txt").symlink_to(outside)
     (project / "dangling").symlink_to(tmp_path / "missing")
-    files = bundles.collect_files(project)
+    files = packing.collect_files(project)
     assert "linked.txt" in _paths(files)
     assert "dangling" not in _paths(files)
-    with bundles.pack_project(project, files) as archive:
+    with packing.pack_project(project, files) as archive:
         out = project.parent / "out"
         bundles.extract_archive(archive, out, max_bytes=10**6, max_files=100)
     assert (out / "linked.txt").read_text() == "shared"
@@ -66,8 +53,8 @@ def test_a_symlinked_file_is_snapshotted_by_content(project: Path, tmp_path: Pat
 def test_packing_then_extracting_gives_back_the_same_files(project: Path, tmp_path: Path) -> None:
     (project / "run.sh").write_text("#!/bin/sh\n")
     (project / "run.sh").chmod(0o755)
-    files = bundles.collect_files(project)
-    with bundles.pack_project(project, files) as archive:
+    files = packing.collect_files(project)
+    with packing.pack_project(project, files) as archive:
         count, size = bundles.extract_archive(
             archive, tmp_path / "out", max_bytes=10**6, max_files=100
         )
@@ -75,17 +62,6 @@ def test_packing_then_extracting_gives_back_the_same_files(project: Path, tmp_pa
     assert size == sum(f.size for f in files)
     assert (tmp_path / "out" / "results" / "model.pkl").read_text() == "weights"
     assert (tmp_path / "out" / "run.sh").stat().st_mode & 0o111
-
-
-def test_an_oversized_project_names_its_largest_files(tmp_path: Path) -> None:
-    root = tmp_path / "big"
-    root.mkdir()
-    (root / "a.bin").write_bytes(b"0" * 3000)
-    (root / "b.bin").write_bytes(b"0" * 2000)
-    (root / "c.py").write_text("x")
-    with pytest.raises(errors.BundleTooLarge) as failure:
-        bundles.pack_project(root, bundles.collect_files(root), max_bytes=4000)
-    assert "Largest files: a.bin (3.0 KB), b.bin (2.0 KB), c.py (1 B)" in failure.value.message
 
 
 def _tar(*entries: tuple[str, bytes, int]) -> io.BytesIO:
@@ -122,6 +98,52 @@ def test_hostile_members_are_refused_and_nothing_escapes(
         bundles.extract_archive(_tar((name, b"x", kind)), dest, max_bytes=100, max_files=10)
     assert not (tmp_path / "up.py").exists()
     assert not (tmp_path / "dest" / "up.py").exists()
+
+
+@pytest.mark.parametrize(
+    ("entries", "fragment"),
+    [
+        ([("a" * 300, b"x", tarfile.REGTYPE)], "longer than 255 bytes"),
+        ([("a", b"x", tarfile.REGTYPE), ("a/b", b"x", tarfile.REGTYPE)], "inside 'a'"),
+        ([("d", b"", tarfile.DIRTYPE), ("d", b"x", tarfile.REGTYPE)], "also holds 'd' as a"),
+        ([("d/f", b"x", tarfile.REGTYPE), ("d", b"x", tarfile.REGTYPE)], "also holds 'd' as a"),
+        ([("./", b"x", tarfile.REGTYPE)], "named like the project directory"),
+        ([("/".join(["d"] * 1500) + "/f", b"x", tarfile.REGTYPE)], "nested 1501 directories"),
+        ([("/".join(["d" * 200] * 10), b"x", tarfile.REGTYPE)], "longer than 1024 characters"),
+    ],
+    ids=[
+        "long-name",
+        "file-then-inside",
+        "dir-then-file",
+        "inside-then-file",
+        "dot-file",
+        "deep",
+        "long-path",
+    ],
+)
+def test_malformed_archives_are_refused_with_what_is_wrong(
+    tmp_path: Path, entries: list[tuple[str, bytes, bytes]], fragment: str
+) -> None:
+    with pytest.raises(errors.InvalidBundle, match=fragment):
+        bundles.extract_archive(_tar(*entries), tmp_path, max_bytes=10**6, max_files=100)
+
+
+def test_a_dot_slash_directory_is_the_project_itself_and_is_skipped(tmp_path: Path) -> None:
+    archive = _tar(("./", b"", tarfile.DIRTYPE), ("./a.py", b"x", tarfile.REGTYPE))
+    assert bundles.extract_archive(archive, tmp_path, max_bytes=100, max_files=1) == (1, 1)
+    assert (tmp_path / "a.py").read_bytes() == b"x"
+
+
+def test_directories_count_toward_the_file_limit(tmp_path: Path) -> None:
+    archive = _tar(*((f"d{i}", b"", tarfile.DIRTYPE) for i in range(5)))
+    with pytest.raises(errors.InvalidBundle, match="more than 3 files and directories"):
+        bundles.extract_archive(archive, tmp_path, max_bytes=100, max_files=3)
+
+
+def test_directories_a_file_is_in_count_toward_the_file_limit(tmp_path: Path) -> None:
+    archive = _tar(("a/b/c/f.py", b"x", tarfile.REGTYPE))
+    with pytest.raises(errors.InvalidBundle, match="more than 3 files and directories"):
+        bundles.extract_archive(archive, tmp_path, max_bytes=100, max_files=3)
 
 
 def test_too_many_files_are_refused(tmp_path: Path) -> None:
@@ -206,41 +228,3 @@ def test_an_oversized_archive_is_read_on_only_so_far_and_then_says_at_least(
     archive = _tar(*((f"f{i}.bin", b"0" * 60, tarfile.REGTYPE) for i in range(10)))
     with pytest.raises(errors.BundleTooLarge, match=r"The project is at least 180 B, over"):
         bundles.extract_archive(archive, tmp_path, max_bytes=100, max_files=3)
-
-
-@pytest.mark.parametrize(
-    ("ignore_text", "excludes", "fragment"),
-    [
-        ("*.csv\n**/\\\n", (), "The pattern '**/\\' (line 2 of "),
-        ("[z-a]\n", (), "The pattern '[z-a]' (line 1 of "),
-        ("", ("!",), "The pattern '!' (--exclude) is not valid gitignore syntax"),
-    ],
-)
-def test_an_invalid_ignore_pattern_is_named_with_where_it_came_from(
-    project: Path, ignore_text: str, excludes: tuple[str, ...], fragment: str
-) -> None:
-    (project / ".modelignore").write_text(ignore_text)
-    with pytest.raises(errors.BadRequest) as refused:
-        bundles.collect_files(project, excludes)
-    assert fragment in refused.value.message
-
-
-def test_a_modelignore_that_is_not_utf8_is_named(project: Path) -> None:
-    (project / ".modelignore").write_bytes(b"\xff\xfe*.csv\n")
-    with pytest.raises(errors.BadRequest, match=r"\.modelignore .*it must be UTF-8 text"):
-        bundles.collect_files(project)
-
-
-def test_one_exclude_given_as_a_string_is_one_pattern_not_one_per_character(
-    project: Path,
-) -> None:
-    # Client.publish(..., exclude="results/") must not become "r", "e", ..., "/" (and "*.pkl"
-    # must not become "*", which left nothing to publish).
-    assert _paths(bundles.collect_files(project, "results/")) == _paths(
-        bundles.collect_files(project, ["results/"])
-    )
-    assert "predict.py" in _paths(bundles.collect_files(project, "*.pkl"))
-
-
-def test_file_counts_read_as_english() -> None:
-    assert [bundles.count_files(n) for n in (0, 1, 2)] == ["0 files", "1 file", "2 files"]

@@ -71,7 +71,50 @@ def test_json_nested_past_the_recursion_limit_is_misuse_not_a_traceback() -> Non
 
 
 def test_json_output_keeps_non_ascii_text_readable(capsys: pytest.CaptureFixture[str]) -> None:
-    from modelhost.cli import commands
+    from modelhost.cli.output import print_json
 
-    commands._json({"result": "Café 東京"})
+    print_json({"result": "Café 東京"})
     assert '"result": "Café 東京"' in capsys.readouterr().out
+
+
+class _RecordingClient:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, str, bool]] = []
+
+    def set_env(self, model: str, name: str, value: str, *, secret: bool = False) -> None:
+        self.calls.append((model, name, value, secret))
+
+
+@pytest.fixture
+def recording(monkeypatch: pytest.MonkeyPatch) -> _RecordingClient:
+    from modelhost.cli.connection import Connection
+
+    client = _RecordingClient()
+    monkeypatch.setattr(Connection, "client", property(lambda _self: client))
+    return client
+
+
+def test_a_secret_without_a_value_is_read_from_stdin_and_not_from_the_arguments(
+    recording: _RecordingClient,
+) -> None:
+    result = CliRunner().invoke(
+        cli, ["env", "set", "m", "API_TOKEN", "--secret"], input="s3cr3t=value\n"
+    )
+    assert result.exit_code == 0, result.output
+    assert recording.calls == [("m", "API_TOKEN", "s3cr3t=value", True)]
+    assert "s3cr3t" not in result.output
+
+
+def test_a_value_given_on_the_command_line_is_still_taken(recording: _RecordingClient) -> None:
+    result = CliRunner().invoke(cli, ["env", "set", "m", "URL=a=b"])
+    assert result.exit_code == 0, result.output
+    assert recording.calls == [("m", "URL", "a=b", False)]
+
+
+def test_a_name_without_a_value_or_secret_is_misuse_that_says_what_to_write(
+    recording: _RecordingClient,
+) -> None:
+    result = CliRunner().invoke(cli, ["env", "set", "m", "URL"])
+    assert result.exit_code == 2
+    assert "NAME=VALUE, or as NAME with --secret" in result.output
+    assert recording.calls == []

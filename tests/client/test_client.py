@@ -358,3 +358,27 @@ def test_a_redirect_from_the_api_is_an_error_not_an_empty_answer() -> None:
     )
     with pytest.raises(errors.RouteNotFound, match="cannot be empty"):
         client.model("")
+
+
+@pytest.mark.parametrize(
+    ("version", "reason"),
+    [
+        (
+            {"failure": {"kind": "load", "message": "No function 'f'.", "traceback": None}},
+            "No function 'f'.",
+        ),
+        ({}, "Old server's reason."),  # a server without ``failure``: the log says why
+    ],
+    ids=["structured", "older-server"],
+)
+def test_a_failed_build_raises_with_the_failures_message(
+    version: dict[str, object], reason: str
+) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        log = "Bundle sha256:…\nFailed:\nOld server's reason.\n"
+        return httpx.Response(200, json={"status": "failed", "build_log": log, **version})
+
+    with _client(handler) as client, pytest.raises(errors.BuildFailed) as failed:
+        client.wait_for_version("m", 1)
+    assert failed.value.message == f"Version 1 of m failed to load: {reason}"
+    assert "Failed:" in failed.value.build_log

@@ -1,36 +1,51 @@
-"""A database the server cannot use stops it with one message that names the setting."""
+"""The engine's connection settings: SQLite's durability (PRAGMA synchronous: 2 is FULL and
+1 is NORMAL, in SQLite's documentation) and PostgreSQL's connect timeout."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+import sqlalchemy as sa
 
 from modelhost import errors
-from modelhost.db.engine import make_engine, migrate
-from tests.helpers import POSTGRES_URL
+from modelhost.db.engine import make_engine
+from modelhost.settings import load_settings
 
 
-def test_a_database_url_with_an_unknown_driver_names_the_setting() -> None:
-    with pytest.raises(errors.InvalidSetting) as refused:
-        make_engine("bogus://x")
-    assert "database_url" in refused.value.message
-    assert "postgresql+psycopg://" in refused.value.message
+def _synchronous(url: str, **kwargs: str) -> int:
+    engine = make_engine(url, **kwargs)
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(sa.text("PRAGMA synchronous")).scalar_one())
+    finally:
+        engine.dispose()
 
 
-def test_a_database_url_that_is_not_a_url_names_the_setting() -> None:
-    with pytest.raises(errors.InvalidSetting, match="database_url"):
-        make_engine("not a url")
+def test_sqlite_writes_each_commit_to_disk_before_answering_by_default(tmp_path: Path) -> None:
+    assert load_settings({}, environ={}).sqlite_synchronous == "full"
+    assert _synchronous(f"sqlite:///{tmp_path}/a.db") == 2
 
 
-def test_a_database_that_cannot_be_reached_says_so_without_the_password() -> None:
-    url = POSTGRES_URL.format(database="modelhost_no_such_db").replace(
-        "postgres@", "postgres:s3cret@"
-    )
-    engine = make_engine(url)
-    with pytest.raises(errors.Unavailable) as refused:
-        migrate(engine)
+def test_sqlite_synchronous_normal_is_the_faster_opt_in(tmp_path: Path) -> None:
+    settings = load_settings({}, environ={"MODELHOST_SQLITE_SYNCHRONOUS": "normal"})
+    url = f"sqlite:///{tmp_path}/a.db"
+    assert _synchronous(url, sqlite_synchronous=settings.sqlite_synchronous) == 1
+
+
+def test_an_unknown_synchronous_mode_is_refused_naming_the_choices() -> None:
+    with pytest.raises(errors.InvalidSetting, match="full or normal"):
+        load_settings({}, environ={"MODELHOST_SQLITE_SYNCHRONOUS": "off"})
+
+
+def test_postgresql_connections_time_out_unless_the_url_says_otherwise() -> None:
+    engine = make_engine("postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+    with engine.connect() as conn:
+        timeout = conn.connection.dbapi_connection.info.get_parameters().get("connect_timeout")  # type: ignore[union-attr]
     engine.dispose()
-    message = refused.value.message
-    assert message.startswith("Cannot use the database at postgresql+psycopg://postgres:***@")
-    assert "modelhost_no_such_db" in message
-    assert "s3cret" not in message
-    assert "database_url" in message
+    assert timeout == "2"  # a management call answers 503 within 2 s (issue 15)
+    own = make_engine("postgresql+psycopg://postgres@127.0.0.1:5432/postgres?connect_timeout=9")
+    with own.connect() as conn:
+        timeout = conn.connection.dbapi_connection.info.get_parameters().get("connect_timeout")  # type: ignore[union-attr]
+    own.dispose()
+    assert timeout == "9"

@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 
 from modelhost.db.engine import make_engine, migrate
-from modelhost.db.repo import Repo, utcnow
+from modelhost.db.repo import BuildFailure, Repo, utcnow
 
 
 @pytest.fixture
@@ -84,6 +84,20 @@ def test_a_build_outcome_is_recorded_once(repo: Repo) -> None:
     assert (stored.status, stored.build_log, stored.signature) == ("ready", "ok", "f(x)")
     assert stored.finished_at is not None
     assert stored.finished_at.tzinfo is not None
+
+
+def test_a_failed_build_keeps_its_failure_as_data(repo: Repo) -> None:
+    user = repo.create_user("ana", is_admin=False)
+    model = repo.create_model("m", owner_id=user.id, description="", instance_count=1)
+    ok = repo.create_version(model.id, **_version(repo, model.id, user.id))
+    failed = repo.create_version(model.id, **_version(repo, model.id, user.id))
+    failure = BuildFailure("load", "Importing 'p.py' raised ImportError: no", "Traceback …")
+    assert repo.finish_build(ok.id, status="ready", log="ok")
+    assert repo.finish_build(failed.id, status="failed", log="Failed:\n…", failure=failure)
+    assert repo.get_version(model.id, 1).failure is None  # type: ignore[union-attr]
+    assert repo.get_version(model.id, 2).failure == failure  # type: ignore[union-attr]
+    columns = {c["name"] for c in sa.inspect(repo.engine).get_columns("versions")}
+    assert {"failure_kind", "failure_message", "failure_traceback"} <= columns
 
 
 def test_models_are_found_by_id_or_name_and_created_once(repo: Repo) -> None:

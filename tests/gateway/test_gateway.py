@@ -87,3 +87,42 @@ def test_request_ids_are_sixteen_upper_case_characters_and_unique() -> None:
     ids = {new_request_id() for _ in range(1000)}
     assert len(ids) == 1000
     assert all(re.fullmatch("[A-Z2-7]{16}", i) for i in ids)
+
+
+async def test_a_call_waiting_on_a_version_that_loses_the_route_is_answered_by_the_new_one() -> (
+    None
+):
+    import asyncio
+
+    gateway = Gateway(max_request_bytes=1000)
+    old_pool = VersionPool("v2", 2, max_queued=4)
+    old_pool.expect_replacement()  # its instance crashed: calls wait for a replacement
+    new_pool = VersionPool("v1", 1, max_queued=4)
+    answering = Instance(b'"from 1"')
+    new_pool.add(answering)  # type: ignore[arg-type]
+    releases = {
+        n: Release("mid", f"v{n}", n, orjson.dumps({"model_version_number": n})) for n in (1, 2)
+    }
+
+    def table(latest: int) -> RouteTable:
+        route = ModelRoute(
+            "mid",
+            "m",
+            30.0,
+            {"latest": ((latest, 100),)},
+            {1: new_pool, 2: old_pool},
+            releases,
+            invocation_mode="public",
+        )
+        return RouteTable({"mid": route, "m": route})
+
+    gateway.table = table(latest=2)
+    call = asyncio.ensure_future(_post(gateway, "/models/m/latest/model", b"{}"))
+    while not old_pool.queued:
+        await asyncio.sleep(0.001)
+    gateway.table = table(latest=1)  # the route went back to version 1
+    old_pool.close()
+    response = await asyncio.wait_for(call, timeout=5)
+    assert response.status_code == 200
+    assert response.json()["result"] == "from 1"
+    assert response.headers["x-model-version"] == "1"

@@ -95,3 +95,17 @@ async def test_waiting_longer_than_the_timeout_is_a_504() -> None:
     with pytest.raises(errors.ModelTimeout):
         await pool.acquire(0.01)
     assert pool.queued == 0
+
+
+async def test_a_closed_pool_sends_its_waiting_and_later_calls_back_to_be_routed() -> None:
+    pool = VersionPool("v", 3, max_queued=5)
+    pool.expect_replacement()  # a crashed instance's replacement is awaited
+    waiting = asyncio.ensure_future(pool.acquire(30))
+    await asyncio.sleep(0)
+    assert pool.queued == 1
+    pool.close()
+    with pytest.raises(errors.CallNotStarted, match="Version 3 stopped taking calls"):
+        await waiting
+    with pytest.raises(errors.CallNotStarted):
+        await pool.acquire(30)
+    assert pool.queued == 0

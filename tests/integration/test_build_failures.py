@@ -41,6 +41,11 @@ def test_publish_fails_with_the_reason_and_the_users_traceback(
     version = client.version(name, 1)
     assert version["status"] == "failed"
     assert version["build_log"] == log
+    assert version["failure"]["kind"] == "load"
+    assert reason in version["failure"]["message"]
+    assert "Traceback" not in version["failure"]["message"]
+    for line in traceback_lines:  # the user's traceback, apart (a syntax error has none)
+        assert line in version["failure"]["message"] + (version["failure"]["traceback"] or "")
     assert client.model(name)["status"] == "failed"
     response = server.invoke(name, {"parameters": [1]})
     assert response.status_code == 503
@@ -55,6 +60,7 @@ def test_a_good_project_becomes_running_with_its_signature_in_the_build_log(
     )
     assert version["status"] == "running"
     assert version["signature"] == "predict(x)"
+    assert version["failure"] is None
     assert "Ready." in server.client().version("builds-fine", 1)["build_log"]
 
 

@@ -131,7 +131,10 @@ def test_a_package_that_cannot_be_resolved_fails_only_the_new_version_naming_it(
         )
     assert "nosuchpackage-modelhost-zz" in failure.value.message
     assert "Failed:\nThe requirements cannot be resolved" in failure.value.build_log
-    assert client.version("unres", 2)["status"] == "failed"
+    failed = client.version("unres", 2)
+    assert failed["status"] == "failed"
+    assert failed["failure"]["kind"] == "environment"
+    assert failed["failure"]["message"].startswith("The requirements cannot be resolved")
     assert six_of(envs_server, "unres") == "1.16.0"  # version 1 still serves
     assert list((envs_server.home / "envs" / ".tmp").iterdir()) == []
 

@@ -40,13 +40,14 @@ def _ready(server: Server, name: str, count: int) -> list[dict[str, object]]:
     return server.client().instances(name)
 
 
-def _publish(server: Server, name: str, *, instances: int, timeout: float = 30) -> list[int]:
-    """Publish the ``fussy`` fixture (it answers with its pid); the pids of its instances."""
+def _publish(server: Server, name: str, *, instances: int, timeout: float = 30) -> list[str]:
+    """Publish the ``fussy`` fixture (it answers with its instance id); the ids of its
+    instances."""
     client = server.client()
     client.publish(PROJECTS / "fussy", file="model.py", function="work", name=name)
     client.update_model(name, instance_count=instances, timeout_seconds=timeout)
     wait_until(lambda: _post(server, name, {}).status_code == 200, timeout=60)
-    return [int(i["pid"]) for i in _ready(server, name, instances)]  # type: ignore[call-overload]
+    return [str(i["id"]) for i in _ready(server, name, instances)]
 
 
 def _gateway_pids(server: Server) -> set[int]:
@@ -61,7 +62,7 @@ def _gateway_pids(server: Server) -> set[int]:
         except OSError:
             continue
         parent = int(stat.rsplit(")", 1)[1].split()[1])
-        if parent == server.process.pid and b"modelhost.gateway.secondary" in cmdline:
+        if parent == server.serving_pid and b"modelhost.gateway.process_child" in cmdline:
             found.add(int(entry))
     return found
 
@@ -69,15 +70,15 @@ def _gateway_pids(server: Server) -> set[int]:
 def test_a_version_s_instances_are_spread_over_the_processes_and_each_answers_calls(
     server: Server,
 ) -> None:
-    pids = _publish(server, "spread", instances=2)
+    ids = _publish(server, "spread", instances=2)
     holders = {i["gateway"] for i in server.client().instances("spread")}
     assert holders == {0, 1}
     with ThreadPoolExecutor(8) as pool:
         answers = list(pool.map(lambda _: _post(server, "spread", {}), range(64)))
     assert [a.status_code for a in answers] == [200] * 64
-    # The main process no longer reads the instance it handed over: answers from both pids
+    # The main process no longer reads the instance it handed over: answers from both instances
     # mean the gateway process sent calls to its instance itself.
-    assert {a.json()["result"]["pid"] for a in answers} == set(pids)
+    assert {a.json()["result"]["instance"] for a in answers} == set(ids)
 
 
 def test_calls_answered_by_every_process_are_counted_in_the_metrics(server: Server) -> None:
@@ -97,11 +98,11 @@ def test_calls_answered_by_every_process_are_counted_in_the_metrics(server: Serv
 
 
 def test_a_model_with_one_instance_answers_through_every_process(server: Server) -> None:
-    [pid] = _publish(server, "single", instances=1)
+    [only] = _publish(server, "single", instances=1)
     with ThreadPoolExecutor(8) as pool:
         answers = list(pool.map(lambda _: _post(server, "single", {}), range(32)))
     assert [a.status_code for a in answers] == [200] * 32
-    assert {a.json()["result"]["pid"] for a in answers} == {pid}
+    assert {a.json()["result"]["instance"] for a in answers} == {only}
 
 
 def test_api_calls_through_any_process_work_and_keep_the_callers_address(server: Server) -> None:
@@ -169,12 +170,12 @@ def test_refused_tokens_are_refused_and_audited_whichever_process_took_the_call(
     )
 
 
-def _connection_to_gateway_process(server: Server, name: str, pid: int) -> httpx.Client:
-    """A keep-alive connection that the gateway process holding instance ``pid`` took."""
+def _connection_to_gateway_process(server: Server, name: str, instance: str) -> httpx.Client:
+    """A keep-alive connection that the gateway process holding ``instance`` took."""
     for _ in range(60):
         connection = httpx.Client(base_url=server.url, timeout=60)
         answer = connection.post(f"/models/{name}/latest/model", json={"data": {}})
-        if answer.json()["result"]["pid"] == pid:
+        if answer.json()["result"]["instance"] == instance:
             return connection
         connection.close()
     raise AssertionError("no connection reached the gateway process")
@@ -185,7 +186,7 @@ def test_a_call_that_times_out_in_a_gateway_process_answers_504_and_its_instance
 ) -> None:
     _publish(server, "stuck", instances=2, timeout=1.5)
     [held] = [i for i in server.client().instances("stuck") if i["gateway"] == 1]
-    connection = _connection_to_gateway_process(server, "stuck", int(held["pid"]))
+    connection = _connection_to_gateway_process(server, "stuck", held["id"])
     try:
         stuck = connection.post("/models/stuck/latest/model", json={"data": {"delay": 30}})
     finally:

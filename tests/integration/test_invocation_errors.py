@@ -155,6 +155,7 @@ def test_a_result_json_cannot_hold_is_a_500_that_says_so(
 def test_an_instance_that_dies_mid_call_is_a_502_and_is_replaced(models: Server) -> None:
     response = _post(models, "/models/err-kit/latest/model", json={"data": {"case": "crash"}})
     assert "died during the call" in _error(response, 502, "instance_crashed")
+    assert response.headers["Retry-After"] == "1"  # worth retrying: a replacement is on its way
 
     # The next call waits for the replacement instead of failing.
     reply = _post(models, "/models/err-kit/latest/model", json={"data": {"case": "echo", "arg": 1}})
@@ -174,6 +175,7 @@ def test_a_function_that_calls_sys_exit_ends_its_instance_and_the_log_says_with_
         models, "/models/err-kit/latest/model", json={"data": {"case": "exit", "arg": 3}}
     )
     assert _error(response, 502, "instance_crashed")
+    assert response.headers["Retry-After"] == "1"
     wait_until(
         lambda: any(
             "exited with code 3; it will be replaced" in line["text"]

@@ -260,10 +260,15 @@ def test_a_version_that_crashes_on_its_first_calls_loses_the_route_again(
         )
         wait_until(lambda: _version(server, "fragile") == "2")
         crashed = server.invoke("fragile", {"data": {"crash": True}})
+        # This input crashes every version: version 1, which answers what version 2 crashed
+        # on during the hold, crashes on it too, and the caller gets the 502.
         assert crashed.status_code == 502
         wait_until(lambda: client.versions("fragile")[1]["status"] == "failed", timeout=30)
         assert _version(server, "fragile") == "1"
-        assert "Crashed on its first calls" in client.version("fragile", 2)["build_log"]
+        fragile = client.version("fragile", 2)
+        assert "Crashed on its first calls" in fragile["build_log"]
+        assert fragile["failure"]["kind"] == "crash"
+        assert fragile["failure"]["message"].startswith("Crashed on its first calls")
 
 
 def test_a_failed_build_under_load_never_takes_a_call(server: Server, tmp_path: Path) -> None:
@@ -287,12 +292,12 @@ def test_a_bad_configuration_change_never_takes_down_the_serving_instances(
 ) -> None:
     client = server.client()
     client.publish(PROJECTS / "fussy", file="model.py", function="work", name="fussy")
-    [pid] = [i["pid"] for i in client.instances("fussy")]
+    [instance] = [i["id"] for i in client.instances("fussy")]
     with Load(f"{server.url}/models/fussy/latest/model", threads=2) as load:
         client.set_env("fussy", "FUSSY_FAIL", "1")
         wait_until(lambda: client.versions("fussy")[0]["health"] == "unhealthy", timeout=60)
     assert load.failures() == []
-    assert {c.pid for c in load.calls} == {pid}
+    assert {c.instance for c in load.calls} == {instance}
     version = client.versions("fussy")[0]
     assert "FUSSY_FAIL is set" in version["health_log"]
     assert version["status"] == "running"
@@ -313,7 +318,7 @@ def test_a_version_that_declares_concurrency_runs_calls_side_by_side(server: Ser
                 range(4),
             )
         )
-    assert len({a["pid"] for a in answers}) == 1
+    assert len({a["instance"] for a in answers}) == 1
     assert max(a["peak"] for a in answers) == 4
 
 

@@ -77,15 +77,17 @@ def test_module_level_code_runs_once_per_instance_and_calls_reuse_it(server: Ser
     client.publish(PROJECTS / "once", file="once.py", function="count", name="once")
     answers = [client.predict("once", parameters=[]).result for _ in range(5)]
     assert [a["calls"] for a in answers] == [1, 2, 3, 4, 5]
-    assert {a["pid"] for a in answers} == {answers[0]["pid"]}
-    assert answers[-1]["imports"] == [str(answers[0]["pid"])]
+    assert {a["instance"] for a in answers} == {answers[0]["instance"]}
+    assert answers[-1]["imports"] == [answers[0]["instance"]]
 
     client.update_model("once", instance_count=2)
     wait_until(lambda: [i["state"] for i in client.instances("once")] == ["ready", "ready"])
-    pids = {i["pid"] for i in client.instances("once")}
-    imports = client.predict("once", parameters=[]).result["imports"]
-    assert len(pids) == 2
-    assert sorted(imports) == sorted(str(p) for p in pids)
+    instances = {i["id"] for i in client.instances("once")}
+    assert len(instances) == 2
+    imported = [
+        line["instance"] for line in client.logs("once") if line["text"] == "module imported"
+    ]
+    assert sorted(imported) == sorted(instances)  # once in each instance, no more
 
 
 def test_the_working_directory_is_the_projects_copy_so_relative_paths_work(

@@ -237,3 +237,18 @@ def test_without_r_publishing_an_r_model_says_how_to_install_it(tmp_path: Path) 
             server.client().publish(PROJECTS / "r_kitchen" / "kitchen.R:kitchen", name="no-r")
         with pytest.raises(errors.ModelNotFound):
             server.client().model("no-r")
+
+
+def test_an_r_models_network_cannot_be_turned_off_and_says_why(r_kitchen: Server) -> None:
+    with pytest.raises(errors.BadRequest, match="R versions"):
+        r_kitchen.client().update_model("r-kitchen", network=False)
+    assert r_kitchen.client().model("r-kitchen")["network"] is True
+
+
+def test_an_r_version_is_refused_on_a_model_whose_network_is_off(server: Server) -> None:
+    client = server.client()
+    client.publish(PROJECTS / "calc", name="offline-py", file="calc.py", function="add")
+    client.update_model("offline-py", network=False)
+    with pytest.raises(errors.BadRequest, match="--network"):
+        client.publish(PROJECTS / "r_kitchen" / "kitchen.R:kitchen", name="offline-py")
+    assert [v["number"] for v in client.versions("offline-py")] == [1]

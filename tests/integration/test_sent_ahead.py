@@ -23,13 +23,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         yield running
 
 
-def _publish(server: Server, name: str, timeout_seconds: float) -> int:
+def _publish(server: Server, name: str, timeout_seconds: float) -> str:
     client = server.client()
     client.publish(PROJECTS / "fussy", file="model.py", function="work", name=name)
     client.update_model(name, timeout_seconds=timeout_seconds)
     wait_until(lambda: server.invoke(name, {"data": {}}).status_code == 200, timeout=60)
-    pid: int = server.invoke(name, {"data": {}}).json()["result"]["pid"]
-    return pid
+    instance: str = server.invoke(name, {"data": {}}).json()["result"]["instance"]
+    return instance
 
 
 def _post(server: Server, name: str, data: dict[str, object]) -> httpx.Response:
@@ -50,22 +50,22 @@ def _first_then_three(
 def test_calls_sent_behind_a_stuck_call_are_answered_by_the_replacement_instance(
     server: Server,
 ) -> None:
-    pid = _publish(server, "stuck", timeout_seconds=1.5)
+    first = _publish(server, "stuck", timeout_seconds=1.5)
     head, behind = _first_then_three(server, "stuck", {"delay": 30}, {"delay": 0})
     assert head.status_code == 504
     assert [r.status_code for r in behind] == [200, 200, 200]
-    assert {r.json()["result"]["pid"] for r in behind} != {pid}
+    assert {r.json()["result"]["instance"] for r in behind} != {first}
 
 
 def test_calls_sent_behind_a_crashing_call_are_answered_and_only_the_crashing_one_fails(
     server: Server,
 ) -> None:
-    pid = _publish(server, "crashy", timeout_seconds=30)
+    first = _publish(server, "crashy", timeout_seconds=30)
     head, behind = _first_then_three(server, "crashy", {"delay": 0.5, "crash": True}, {})
     assert head.status_code == 502
     assert head.json()["error"]["code"] == "instance_crashed"
     assert [r.status_code for r in behind] == [200, 200, 200]
-    assert pid not in {r.json()["result"]["pid"] for r in behind}
+    assert first not in {r.json()["result"]["instance"] for r in behind}
 
 
 def test_time_spent_waiting_behind_other_calls_does_not_count_against_the_timeout(
@@ -73,11 +73,11 @@ def test_time_spent_waiting_behind_other_calls_does_not_count_against_the_timeou
 ) -> None:
     # Four calls of 0.8 s on one instance take 3.2 s in all, over twice the 1.5 s timeout;
     # each runs well within it, so none may time out and the instance is never replaced.
-    pid = _publish(server, "patient", timeout_seconds=1.5)
+    first = _publish(server, "patient", timeout_seconds=1.5)
     with ThreadPoolExecutor(4) as pool:
         responses = list(pool.map(lambda _: _post(server, "patient", {"delay": 0.8}), range(4)))
     assert [r.status_code for r in responses] == [200] * 4
-    assert {r.json()["result"]["pid"] for r in responses} == {pid}
+    assert {r.json()["result"]["instance"] for r in responses} == {first}
 
 
 def test_a_version_that_runs_several_calls_at_once_still_fails_calls_sent_ahead_on_a_crash(

@@ -33,7 +33,7 @@ class Call:
     started: float
     status: int
     version: str | None
-    pid: int | None
+    instance: str | None
 
 
 class Load:
@@ -54,9 +54,8 @@ class Load:
                 response = http.post(self.url, json={"data": {"delay": delay}})
                 body = response.json()
                 result = body.get("result") or {}
-                self.calls.append(
-                    Call(started, response.status_code, result.get("version"), result.get("pid"))
-                )
+                version, instance = result.get("version"), result.get("instance")
+                self.calls.append(Call(started, response.status_code, version, instance))
 
     def __enter__(self) -> Load:
         for thread in self._threads:

@@ -3,6 +3,8 @@ fire, overlap, missed ticks, pausing, time zones, and runs a crashed server left
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import datetime as dt
 import io
 import tarfile
@@ -11,6 +13,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from modelhost import errors
 from modelhost.app import create_app
 from modelhost.db.repo import User
 from modelhost.jobs.runner import Jobs
@@ -47,7 +50,12 @@ class World:
 def world(database_url: str, tmp_path: object) -> Iterator[World]:
     settings = load_settings(
         {"database_url": database_url},
-        environ={"MODELHOST_HOME": str(tmp_path), "MODELHOST_SCHEDULE_MIN_INTERVAL_SECONDS": "1"},
+        environ={
+            "MODELHOST_HOME": str(tmp_path),
+            "MODELHOST_SCHEDULE_MIN_INTERVAL_SECONDS": "1",
+            # alice (no admin) schedules commands with no model in most of these tests
+            "MODELHOST_CODE_RUNNERS": "users",
+        },
     )
     clock = Clock(at("2026-12-02T12:00"))
     app = create_app(settings, backend=FakeBackend(), clock=clock)
@@ -177,3 +185,129 @@ def test_runs_a_crashed_server_left_running_fail_and_never_publish_again(world: 
     assert "published version 7" in after.message
     assert not repo.record_publish(published.id, "w" * 24, 8)  # a second publish is refused
     assert not repo.finish_run(published.id, "succeeded", "late")  # the outcome stays
+
+
+# --------------------------------------------------------------------------- acting as creator
+
+
+def _model_schedule(world: World, role: str) -> tuple[str, str]:
+    """A model owned by ``bob`` where alice has ``role``, and alice's schedule publishing to it;
+    returns (schedule id, model id)."""
+    repo = world.services.repo
+    bob = repo.create_user("bob", is_admin=False)
+    model = repo.create_model("nightly", owner_id=bob.id, description="", instance_count=1)
+    repo.set_collaborator(model.id, world.user.id, role)
+    schedule = ops.create_schedule(
+        world.services,
+        world.user,
+        archive=_archive(),
+        command=["python", "calc.py"],
+        every="10m",
+        model="nightly",
+        file="calc.py",
+        function="add",
+    )
+    return schedule.id, model.id
+
+
+def _denied_tick(world: World, schedule_id: str, when: str) -> str:
+    """Fire at ``when``; the tick must be recorded denied, the schedule paused and audited.
+    Returns the denied run's message."""
+    (fired,) = fire_due(world.services, at(when))
+    assert fired.status == "denied"
+    schedule = world.services.repo.get_schedule(schedule_id)
+    assert schedule is not None
+    assert schedule.paused
+    events = [e for e in world.services.repo.audit_events() if e.action == "schedule-denied"]
+    assert [(e.outcome, e.actor) for e in events] == [("denied", "modelhost")]
+    assert fire_due(world.services, at("2026-12-02T18:00")) == []  # paused: no more ticks
+    return fired.message
+
+
+def test_a_schedule_whose_creator_lost_the_editor_role_is_denied_paused_and_audited(
+    world: World,
+) -> None:
+    schedule_id, model_id = _model_schedule(world, "editor")
+    (first,) = fire_due(world.services, at("2026-12-02T12:10"))
+    assert first.status == "queued"
+    world.services.repo.finish_run(first.id, "succeeded", "done", 0)
+    world.services.repo.set_collaborator(model_id, world.user.id, "viewer")
+    message = _denied_tick(world, schedule_id, "2026-12-02T12:20")
+    assert "alice" in message
+    assert "take-over" in message
+
+
+def test_a_schedule_whose_creator_was_removed_from_the_model_is_denied(world: World) -> None:
+    schedule_id, model_id = _model_schedule(world, "editor")
+    assert world.services.repo.remove_collaborator(model_id, world.user.id)
+    _denied_tick(world, schedule_id, "2026-12-02T12:10")
+
+
+def test_a_schedule_whose_creator_was_disabled_is_denied(world: World) -> None:
+    schedule_id = _schedule(world, every="10m")
+    world.services.repo.update_user(world.user.id, disabled_at=at("2026-12-02T12:05"))
+    assert "disabled" in _denied_tick(world, schedule_id, "2026-12-02T12:10")
+
+
+def test_a_model_less_schedule_is_denied_once_only_admins_may_run_code_with_no_model(
+    world: World,
+) -> None:
+    _schedule(world, every="10m")
+    strict = world.services.settings.replace(code_runners="admins")
+    services = dataclasses.replace(world.services, settings=strict)
+    (fired,) = fire_due(services, at("2026-12-02T12:10"))
+    assert fired.status == "denied"
+    assert "code_runners" in fired.message
+
+
+def test_a_queued_run_whose_creator_lost_the_role_before_it_started_is_denied_unrun(
+    world: World, tmp_path: object
+) -> None:
+    schedule_id, model_id = _model_schedule(world, "editor")
+    (queued,) = fire_due(world.services, at("2026-12-02T12:10"))
+    world.services.repo.set_collaborator(model_id, world.user.id, "viewer")
+
+    with open(f"{tmp_path}/run.log", "w+b") as log:
+        status, message, code = asyncio.run(Jobs(world.services)._run(queued, log))
+        log.seek(0)
+        assert log.read() == b""  # nothing ran, nothing was prepared for it
+
+    assert (status, code) == ("denied", None)
+    assert "alice" in message
+    assert "take-over" in message
+    schedule = world.services.repo.get_schedule(schedule_id)
+    assert schedule is not None
+    assert schedule.paused
+    events = [e for e in world.services.repo.audit_events() if e.action == "schedule-denied"]
+    assert [(e.outcome, e.actor) for e in events] == [("denied", "modelhost")]
+
+
+def test_the_models_owner_takes_a_denied_schedule_over_and_it_runs_as_them(
+    world: World,
+) -> None:
+    schedule_id, model_id = _model_schedule(world, "editor")
+    world.services.repo.remove_collaborator(model_id, world.user.id)
+    _denied_tick(world, schedule_id, "2026-12-02T12:10")
+    bob = world.services.repo.find_user("bob")
+    assert bob is not None
+    taken = ops.take_over(world.services, bob, schedule_id)
+    assert taken.owner_id == bob.id
+    assert taken.paused
+    world.clock.now = at("2026-12-02T19:00")
+    ops.resume(world.services, bob, schedule_id)
+    (fired,) = fire_due(world.services, at("2026-12-02T19:10"))
+    assert (fired.status, fired.owner_id) == ("queued", bob.id)
+    actions = [e.action for e in world.services.repo.audit_events()]
+    assert "schedule-take-over" in actions
+
+
+def test_an_editor_may_not_take_over_a_schedule_but_only_the_owner_or_an_admin(
+    world: World,
+) -> None:
+    schedule_id, model_id = _model_schedule(world, "editor")
+    carol = world.services.repo.create_user("carol", is_admin=False)
+    world.services.repo.set_collaborator(model_id, carol.id, "editor")
+    with pytest.raises(errors.Forbidden):
+        ops.take_over(world.services, carol, schedule_id)
+    admin = world.services.repo.create_user("root", is_admin=True)
+    assert ops.take_over(world.services, admin, schedule_id).owner_id == admin.id

@@ -18,8 +18,8 @@ import pytest
 from fastapi.routing import APIRoute
 
 from modelhost.app import UI_ROUTERS, create_app
-from modelhost.operations import access
-from modelhost.operations.accounts import bootstrap_admin
+from modelhost.operations import access_control
+from modelhost.operations.credentials import bootstrap_admin
 from modelhost.permissions import PERMISSIONS, ROLES
 from modelhost.settings import load_settings
 from modelhost.ui import actions, session
@@ -124,7 +124,7 @@ async def _prepare(home: Path) -> State:
     keys = {"admin": bootstrap_admin(services.repo, home, settings.url) or ""}
     for name in ("owner", "editor", "viewer", "stranger", "target"):
         user = services.repo.create_user(name, is_admin=False)
-        keys[name] = access.create_api_key(services, user, "test")
+        keys[name] = access_control.create_api_key(services, user, "test")
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app),
         base_url="http://t",

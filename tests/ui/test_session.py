@@ -11,8 +11,8 @@ import httpx
 import pytest
 
 from modelhost.app import ModelhostApp, create_app
-from modelhost.operations import access
-from modelhost.operations.accounts import bootstrap_admin
+from modelhost.operations import access_control
+from modelhost.operations.credentials import bootstrap_admin
 from modelhost.settings import load_settings
 from modelhost.ui import session
 from tests.fakes import FakeBackend
@@ -27,7 +27,7 @@ async def _app(home: Path, **environ: str) -> ModelhostApp:
     settings = load_settings(environ={"MODELHOST_HOME": str(home), **environ})
     app = create_app(settings, backend=FakeBackend())
     app.admin_key = bootstrap_admin(app.services.repo, home, settings.url)  # type: ignore[attr-defined]
-    access.add_user(
+    access_control.add_user(
         app.services,
         app.services.repo.find_user("admin"),  # type: ignore[arg-type]
         "alice",
@@ -94,7 +94,7 @@ async def test_the_session_cookie_is_secure_when_the_public_url_is_https(tmp_pat
 
 
 async def test_a_wrong_password_is_said_in_plain_words_and_throttled(app: ModelhostApp) -> None:
-    access.LOGIN_THROTTLE._failures.clear()
+    access_control.LOGIN_THROTTLE._failures.clear()
     async with _browser(app) as http:
         for _ in range(5):
             wrong = await _sign_in(http, "not-the-password")
@@ -103,7 +103,7 @@ async def test_a_wrong_password_is_said_in_plain_words_and_throttled(app: Modelh
         throttled = await _sign_in(http)
         assert throttled.status_code == 429
         assert "Too many failed attempts" in throttled.text
-    access.LOGIN_THROTTLE._failures.clear()
+    access_control.LOGIN_THROTTLE._failures.clear()
 
 
 async def test_the_first_admin_signs_in_with_the_api_key_and_gets_a_key_of_its_own(
@@ -227,3 +227,94 @@ async def test_an_unknown_model_is_a_plain_words_error_page_or_the_envelope(
         audit = await http.get("/ui/audit", params={"since": "yesterday"})
         assert audit.status_code == 400
         assert "is not a date" in audit.text
+
+
+async def test_every_ui_page_forbids_framing_and_loads_only_from_this_server(
+    app: ModelhostApp,
+) -> None:
+    async with _browser(app) as http:
+        for path in ("/ui/sign-in", "/ui/models", "/ui/static/ui.css"):
+            response = await http.get(path)
+            policy = response.headers["content-security-policy"]
+            assert "default-src 'self'" in policy, path
+            assert "frame-ancestors 'none'" in policy, path
+            assert response.headers["x-frame-options"] == "DENY", path
+
+
+async def test_ui_templates_have_no_inline_script_style_or_third_party_url() -> None:
+    templates = Path(session.__file__).parent / "templates"
+    for template in templates.rglob("*.html"):
+        text = template.read_text()
+        assert not re.search(r"<script(?![^>]*\bsrc=)", text), template
+        assert "<style" not in text, template
+        assert not re.search(r"\sstyle=", text), template
+        assert not re.search(r"\son[a-z]+=", text), template
+        assert not re.search(r"(src|href)=\"(https?:)?//", text), template
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Origin": "https://attacker.example"},
+        {"Origin": "null"},
+        {"Origin": "http://t.attacker.example"},
+        {"Referer": "https://attacker.example/page"},
+    ],
+)
+async def test_a_form_sent_from_another_site_is_refused_even_with_a_valid_csrf_token(
+    app: ModelhostApp, headers: dict[str, str]
+) -> None:
+    cookies = session_cookies(Path(app.services.settings.home), app.admin_key)  # type: ignore[attr-defined]
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://t", cookies=cookies
+    ) as http:
+        response = await http.post(
+            "/ui/models/m/actions/rollback", data={"csrf_token": CSRF}, headers=headers
+        )
+        assert response.status_code == 403, response.text
+        assert response.json()["error"]["code"] == "forbidden"
+        assert "another site" in response.json()["error"]["message"]
+        assert response.headers["x-frame-options"] == "DENY"
+        signed_in = await _sign_in_from(http, headers)
+        assert signed_in.status_code == 403
+
+
+async def _sign_in_from(http: httpx.AsyncClient, headers: dict[str, str]) -> httpx.Response:
+    await http.get("/ui/sign-in")
+    return await http.post(
+        "/ui/sign-in",
+        data={
+            "username": "alice",
+            "password": PASSWORD,
+            "next": "/ui/models",
+            "csrf_token": http.cookies[session.CSRF_COOKIE],
+        },
+        headers=headers,
+    )
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{"Origin": "http://t"}, {"Referer": "http://t/ui/models/m/versions"}, {}],
+    ids=["same-origin", "same-referer", "neither"],
+)
+async def test_a_form_sent_from_this_server_or_without_origin_goes_on(
+    app: ModelhostApp, headers: dict[str, str]
+) -> None:
+    async with _browser(app) as http:
+        response = await _sign_in_from(http, headers)
+        assert response.status_code == 303, response.text
+
+
+async def test_a_form_from_the_public_url_passes_when_a_proxy_sends_another_host(
+    tmp_path: Path,
+) -> None:
+    application = await _app(tmp_path, MODELHOST_PUBLIC_URL="https://models.example.com")
+    try:
+        async with httpx.AsyncClient(  # the proxy's own address; the cookies are Secure
+            transport=httpx.ASGITransport(app=application), base_url="https://127.0.0.1:8000"
+        ) as http:
+            response = await _sign_in_from(http, {"Origin": "https://models.example.com"})
+            assert response.status_code == 303, response.text
+    finally:
+        application.services.repo.engine.dispose()

@@ -7,9 +7,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
 
-from modelhost.api.deps import ServicesDep, UserDep
+from modelhost.httpkit.deps import ServicesDep, UserDep
 from modelhost.operations import environments as ops
-from modelhost.operations.audit import audited
 from modelhost.permissions import ensure_environment_permission
 
 router = APIRouter(prefix="/environments", tags=["environments"])
@@ -39,7 +38,6 @@ def list_environments(services: ServicesDep, user: UserDep) -> dict[str, Any]:
 def create_environment(
     body: NewEnvironment, response: Response, services: ServicesDep, user: UserDep
 ) -> dict[str, Any]:
-    ensure_environment_permission(user, "create-environment")
     env, created = ops.create(
         services, user, name=body.name, requirements=body.requirements, python=body.python
     )
@@ -61,8 +59,4 @@ def show_environment(
 
 @router.post("/prune", summary="Delete cached environments that no version uses")
 def prune_environments(services: ServicesDep, user: UserDep) -> dict[str, Any]:
-    ensure_environment_permission(user, "prune-environments")
-    with audited(services, user, "environments-prune") as audit:
-        pruned = ops.prune(services)
-        audit.detail["removed"] = len(pruned["removed"])
-    return pruned
+    return ops.prune(services, user)

@@ -5,19 +5,16 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Header, Query, Request
 from pydantic import BaseModel, Field
 
-from modelhost import errors
-from modelhost.api.deps import ServicesDep, UserDep
-from modelhost.api.uploads import check_archive_type, received_archive
-from modelhost.db.repo import Model, Version
-from modelhost.operations import lifecycle
+from modelhost.httpkit.deps import ServicesDep, UserDep
+from modelhost.httpkit.uploads import check_archive_type, received_archive
 from modelhost.operations import metrics as metrics_ops
+from modelhost.operations import model_actions as actions
 from modelhost.operations import models as ops
 from modelhost.operations import publish as publishing
-from modelhost.operations.access import authorize, visible_models
-from modelhost.operations.audit import audited
+from modelhost.operations.access_control import authorize, visible_models
 
 router = APIRouter(prefix="/models", tags=["models"])
 
@@ -35,6 +32,9 @@ class ModelUpdate(BaseModel):
     log_requests: bool | None = Field(
         default=None, description="Write each call's input and output to the instance log"
     )
+    network: bool | None = Field(
+        default=None, description="Whether the model's code may reach the network"
+    )
 
 
 @router.get("", summary="List the models you may see")
@@ -44,19 +44,7 @@ def list_models(services: ServicesDep, user: UserDep) -> dict[str, Any]:
 
 @router.post("", status_code=201, summary="Create a model with no version yet")
 def create_model(body: ModelCreate, services: ServicesDep, user: UserDep) -> dict[str, Any]:
-    publishing.validate_model_name(body.name)
-    if services.repo.find_model(body.name):
-        raise errors.Conflict(f"A model named '{body.name}' already exists.")
-    with audited(services, user, "model-create") as audit:
-        model = audit.model = services.repo.create_model(
-            body.name,
-            owner_id=user.id,
-            description=body.description,
-            instance_count=services.settings.default_instance_count,
-            invocation_mode=services.settings.default_invocation_mode,
-        )
-    services.wake()
-    return ops.model_view(services, model)
+    return actions.create_model(services, user, actions.NewModel(**body.model_dump()))
 
 
 @router.get("/{model}", summary="Show a model")
@@ -68,20 +56,8 @@ def show_model(model: str, services: ServicesDep, user: UserDep) -> dict[str, An
 def update_model(
     model: str, body: ModelUpdate, services: ServicesDep, user: UserDep
 ) -> dict[str, Any]:
-    found = authorize(services, user, model, "manage-settings", audit_as="settings-change")
-    changes = body.model_dump(exclude_none=True)
-    with audited(services, user, "settings-change", model=found, detail=changes):
-        if body.routing_mode is not None:
-            found = lifecycle.set_routing(services, found, body.routing_mode)
-        updated = ops.update_model(
-            services,
-            found,
-            description=body.description,
-            instance_count=body.instance_count,
-            timeout_seconds=body.timeout_seconds,
-            log_requests=body.log_requests,
-        )
-    return ops.model_view(services, updated)
+    request = actions.SettingsChange(model, **body.model_dump())
+    return actions.change_settings(services, user, request)
 
 
 @router.get("/{model}/versions", summary="List a model's versions")
@@ -125,50 +101,33 @@ async def publish_version(
     ] = None,
     source: Annotated[str | None, Query(description="Where the project came from")] = None,
     git_commit: Annotated[str | None, Query(description="The commit it was at")] = None,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            description="A key of the client's for this publish (a UUID): sent again with a "
+            "retry, it returns the version the first attempt made instead of a second one",
+        ),
+    ] = None,
 ) -> dict[str, Any]:
+    wanted = publishing.PublishRequest(
+        model,
+        file,
+        function,
+        description=description,
+        concurrency=concurrency,
+        environment=environment,
+        python=python,
+        source=source,
+        git_commit=git_commit,
+        idempotency_key=idempotency_key,
+    )
     check_archive_type(request)
-    existing = services.repo.find_model(model)
-    if existing is None:
-        publishing.validate_model_name(model)
-    else:
-        authorize(services, user, model, "publish", audit_as="publish")
-    publishing.validate_entry_point(file, function)
-    publishing.validate_concurrency(concurrency)
-    publishing.validate_environment(environment)
-    publishing.validate_source(source, git_commit)
+    publishing.check_publish(services, user, wanted)
     async with received_archive(request, services) as upload:
-
-        def publish_audited() -> tuple[Model, Version]:
-            with audited(
-                services,
-                user,
-                "publish",
-                model=existing,
-                detail={
-                    "entry_point": f"{file}:{function}",
-                    **({"environment": environment} if environment else {}),
-                    **({"git_commit": git_commit} if git_commit else {}),
-                },
-            ) as audit:
-                published = publishing.publish(
-                    services,
-                    name=model,
-                    archive=upload,
-                    file=file,
-                    function=function,
-                    description=description,
-                    actor=user,
-                    concurrency=concurrency,
-                    environment=environment,
-                    python=python,
-                    source=source,
-                    git_commit=git_commit,
-                )
-                audit.model, audit.version = published[0], published[1].number
-                return published
-
-        found, version = await asyncio.to_thread(publish_audited)
-    services.wake()
+        found, version = await asyncio.to_thread(
+            publishing.publish_version, services, user, wanted, upload
+        )
     return {
         "model": ops.model_view(services, found),
         "version": ops.show_version(services, found, version.number),

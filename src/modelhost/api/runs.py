@@ -7,8 +7,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 
-from modelhost.api.deps import ServicesDep, UserDep
-from modelhost.api.uploads import check_archive_type, received_archive
+from modelhost.httpkit.deps import ServicesDep, UserDep
+from modelhost.httpkit.uploads import check_archive_type, received_archive
 from modelhost.operations import runs as ops
 
 #: What a run runs in; as for a publish, left out: the project decides.

@@ -9,9 +9,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 
-from modelhost.api.deps import ServicesDep, UserDep
 from modelhost.api.runs import Command, Environment
-from modelhost.api.uploads import check_archive_type, received_archive
+from modelhost.httpkit.deps import ServicesDep, UserDep
+from modelhost.httpkit.uploads import check_archive_type, received_archive
 from modelhost.operations import schedules as ops
 
 router = APIRouter(prefix="/schedules", tags=["schedules"])
@@ -127,6 +127,14 @@ def show_schedule(schedule_id: str, services: ServicesDep, user: UserDep) -> dic
 @router.post("/{schedule_id}/pause", summary="Stop firing until resumed")
 def pause(schedule_id: str, services: ServicesDep, user: UserDep) -> dict[str, Any]:
     return ops.schedule_view(services, ops.pause(services, user, schedule_id))
+
+
+@router.post(
+    "/{schedule_id}/take-over",
+    summary="Make the schedule act as you (the model's owner, or an admin)",
+)
+def take_over(schedule_id: str, services: ServicesDep, user: UserDep) -> dict[str, Any]:
+    return ops.schedule_view(services, ops.take_over(services, user, schedule_id))
 
 
 @router.post("/{schedule_id}/resume", summary="Fire again, from the next due time after now")

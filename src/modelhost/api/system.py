@@ -8,14 +8,19 @@ from fastapi import APIRouter, Request
 from starlette.responses import RedirectResponse
 
 from modelhost import __version__, urls
-from modelhost.api.deps import UserDep
+from modelhost.httpkit.deps import ServicesDep, UserDep
 
 router = APIRouter(tags=["system"])
 
 
 @router.get(urls.HEALTH, summary="Liveness: the server answers")
-def health() -> dict[str, Any]:
-    return {"status": "ok", "version": __version__}
+def health(services: ServicesDep) -> dict[str, Any]:
+    """``isolation`` says whether user code runs sandboxed (see docs/security.md)."""
+    return {
+        "status": "ok",
+        "version": __version__,
+        "isolation": services.sandbox.status.as_dict(),
+    }
 
 
 @router.get("/", summary="What this server is and where its API lives", include_in_schema=False)

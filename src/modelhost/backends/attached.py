@@ -63,6 +63,7 @@ class AttachedInstance(CallChannel):
         self.concurrency = spec.concurrency
         self.version_number = spec.version_number
         self.failure: str | None = None
+        self.failure_traceback: str | None = None
         self.signature: str | None = None
         self.ended_by: str | None = None
         self._on_end = on_end

@@ -43,6 +43,8 @@ class InstanceSpec:
     log_requests: bool = False
     #: "python" or "r"
     runtime: str = "python"
+    #: whether the code may reach the network (the model's ``network`` setting)
+    network: bool = True
 
 
 class CallResult(NamedTuple):  # a tuple: one is made per call, on the hot path
@@ -55,7 +57,10 @@ class Instance(Protocol):
 
     spec: InstanceSpec
     state: InstanceState
+    #: why it never became ready (its log's end, or the user's error and traceback)
     failure: str | None
+    #: the user's traceback when the script raised on import (also at the end of ``failure``)
+    failure_traceback: str | None
     signature: str | None
     inflight: int
     #: why modelhost ended the instance ("timeout", "memory"), or None if it ended by itself

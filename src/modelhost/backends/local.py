@@ -17,15 +17,18 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from modelhost import errors
+from modelhost import errors, json_conversions, pidfiles
 from modelhost.backends.base import Instance, InstanceSpec, InstanceState
 from modelhost.backends.channel import CallChannel, Connection
 from modelhost.runtime import protocol
+from modelhost.sandbox import RUNTIME_DIR, Confinement, Sandbox, innermost_pid
 
 logger = logging.getLogger(__name__)
 
-WORKER = Path(__file__).resolve().parent.parent / "runtime" / "worker.py"
+WORKER = RUNTIME_DIR / "worker.py"
 WORKER_R = WORKER.with_name("worker.R")
+#: The worker loads it from next to the runtime directory (the client uses it too).
+JSON_CONVERSIONS = Path(json_conversions.__file__)
 _EXIT_GRACE_SECONDS = 5.0
 #: how long an instance that closed its connection has to exit before it is killed
 _EXIT_ON_CLOSE_SECONDS = 1.0
@@ -45,16 +48,38 @@ def tail_lines(path: Path, count: int = 30) -> list[str]:
     return data.decode("utf-8", "replace").splitlines()[-count:]
 
 
+def confinement_of(spec: InstanceSpec) -> Confinement:
+    """An instance's sandbox: its working copy read-only, its interpreter and the worker."""
+    return Confinement(
+        workdir=spec.workdir,
+        owner=spec.model_id,
+        programs=(spec.interpreter,),
+        read_only=(RUNTIME_DIR, JSON_CONVERSIONS),
+        network=spec.network,
+    )
+
+
 class LocalInstance(CallChannel):
     """A worker process and the connection to it; calls are matched to answers by id."""
 
-    def __init__(self, spec: InstanceSpec, on_change: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        spec: InstanceSpec,
+        on_change: Callable[[], None],
+        sandbox: Sandbox,
+        pids: Path | None = None,
+    ) -> None:
         super().__init__()
         self.spec = spec
+        self._sandbox = sandbox
+        #: where the process is recorded while it runs (see :mod:`modelhost.pidfiles`)
+        self._pids = pids
+        self._worker_pid: int | None = None
         self.state = InstanceState.STARTING
         self.concurrency = spec.concurrency
         self.version_number = spec.version_number
         self.failure: str | None = None
+        self.failure_traceback: str | None = None
         self.signature: str | None = None
         self.exit_code: int | None = None
         self.ended_by: str | None = None
@@ -94,12 +119,13 @@ class LocalInstance(CallChannel):
             argv = [spec.interpreter, "-u", str(WORKER), "--fd", str(child.fileno())]
             keep = (child.fileno(),)
         self.log(f"starting instance {spec.instance_id} of version {spec.version_number}")
+        argv = self._sandbox.command(
+            [*argv, "--spec", json.dumps(worker_spec)], confinement_of(spec)
+        )
         try:
             with spec.log_path.open("ab") as log:
                 self._process = await asyncio.create_subprocess_exec(
                     *argv,
-                    "--spec",
-                    json.dumps(worker_spec),
                     pass_fds=keep,
                     stdin=subprocess.DEVNULL,
                     stdout=log,
@@ -116,6 +142,8 @@ class LocalInstance(CallChannel):
             self._fail(f"Could not start the instance with {spec.interpreter}: {exc}.")
             self._exited.set()
             return
+        if self._pids is not None:
+            pidfiles.record(self._pids, f"instance-{spec.instance_id}", self._process.pid)
         self._load_timer = self._loop.call_later(load_timeout, self._load_timed_out, load_timeout)
         self._loop.create_task(self._watch_exit())
         if spec.runtime == "r":
@@ -143,7 +171,9 @@ class LocalInstance(CallChannel):
 
     async def _watch_exit(self) -> None:
         assert self._process is not None
-        self.exit_code = await self._process.wait()
+        self.exit_code = self._sandbox.exit_code(await self._process.wait())
+        if self._pids is not None:
+            pidfiles.forget(self._pids, f"instance-{self.spec.instance_id}")
         self._on_gone()
         self._exited.set()
 
@@ -215,11 +245,17 @@ class LocalInstance(CallChannel):
                 self.kill()
                 return
             detail = info.get("traceback") or ""
+            self.failure_traceback = detail or None
             self._fail(info["message"] + ("\n" + detail if detail else ""))
 
     @property
     def pid(self) -> int | None:
-        return self._process.pid if self._process is not None else None
+        """The worker's process id on this machine (inside a sandbox, the code sees another)."""
+        if self._process is None:
+            return None
+        if self._worker_pid is None and self._process.returncode is None:
+            self._worker_pid = innermost_pid(self._process.pid)
+        return self._worker_pid or self._process.pid
 
     def log(self, message: str) -> None:
         """A line from the server about this instance, in the instance's own log."""
@@ -232,7 +268,7 @@ class LocalInstance(CallChannel):
         if self._process is None or self._process.returncode is not None:
             return None
         try:
-            fields = Path(f"/proc/{self._process.pid}/statm").read_text().split()
+            fields = Path(f"/proc/{self.pid}/statm").read_text().split()
         except OSError:
             return None
         return int(fields[1]) * _PAGE_SIZE / 1e6
@@ -291,7 +327,10 @@ class LocalInstance(CallChannel):
 class LocalBackend:
     """Supervises worker processes on this machine."""
 
-    def __init__(self) -> None:
+    def __init__(self, sandbox: Sandbox, pids: Path | None = None) -> None:
+        self._sandbox = sandbox
+        #: where instance processes are recorded, so a start after a crash ends leftovers
+        self._pids = pids
         self._instances: dict[str, LocalInstance] = {}
         self._listener: Callable[[], None] = lambda: None
 
@@ -304,7 +343,8 @@ class LocalBackend:
     async def start(self, spec: InstanceSpec, load_timeout: float) -> LocalInstance:
         if not spec.workdir.is_dir():
             raise errors.InternalError(f"working copy {spec.workdir} is missing")
-        instance = LocalInstance(spec, self._changed)
+        await asyncio.to_thread(self._sandbox.prepare, confinement_of(spec))
+        instance = LocalInstance(spec, self._changed, self._sandbox, self._pids)
         self._instances[spec.instance_id] = instance
         await instance.launch(load_timeout)
         return instance

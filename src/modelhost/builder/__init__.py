@@ -1,1 +1,2 @@
-"""The builder: bundles (snapshot, safe extract, store) and the check that a version loads."""
+"""The builder: packing a project (client side), bundles (safe extract, store), the
+environments a version runs in and their builds (:mod:`modelhost.builder.builds`)."""

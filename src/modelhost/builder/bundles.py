@@ -1,9 +1,9 @@
-"""Bundles: immutable, content-addressed snapshots of a project's files.
+"""Bundles: immutable, content-addressed snapshots of a project's files, on the server.
 
-The client packs a project directory into a ``.tar.gz`` (minus ``.modelignore`` patterns and
-``--exclude`` globs) and uploads it. The server extracts it member by member with checks, then
-stores a canonical tar (sorted, no timestamps or owners) named by its sha256. A version's
-instances run in a working copy extracted from that stored bundle.
+The client packs a project (:mod:`modelhost.builder.packing`) and uploads it. The server
+extracts it member by member with checks, then stores a canonical tar (sorted, no timestamps or
+owners) named by its sha256. A version's instances run in a working copy extracted from that
+stored bundle.
 """
 
 from __future__ import annotations
@@ -12,46 +12,27 @@ import errno
 import gzip
 import hashlib
 import os
-import re
 import shutil
-import stat
 import tarfile
 import tempfile
 import zlib
-from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
-import pathspec
+from modelhost.builder import manifests
+from modelhost.builder.packing import IGNORE_FILE, too_large
+from modelhost.errors import BundleTooLarge, InvalidBundle
 
-from modelhost.errors import BadRequest, BundleTooLarge, InvalidBundle
-
-IGNORE_FILE = ".modelignore"
-#: Always left out of a snapshot: version-control data, caches and local environments.
-DEFAULT_IGNORES = (
-    ".git/",
-    ".hg/",
-    ".svn/",
-    "__pycache__/",
-    "*.pyc",
-    ".ipynb_checkpoints/",
-    ".venv/",
-    ".DS_Store",
-    ".mypy_cache/",
-    ".pytest_cache/",
-    ".ruff_cache/",
-)
 _CHUNK = 1 << 20
+#: Longest name of one file or directory (bytes; the usual file system limit).
+MAX_NAME_BYTES = 255
+#: Longest path of an archive member, and deepest nesting (far past any real project, well
+#: within what the file system and Python's recursive helpers manage).
+MAX_PATH_CHARS = 1024
+MAX_DEPTH = 128
 #: Bytes an oversized archive is read on for its error message (at least twice the limit).
 _SCAN_BUDGET = 1 << 30
-
-
-@dataclass(frozen=True)
-class ProjectFile:
-    path: str  # POSIX path relative to the project root
-    source: Path
-    size: int
 
 
 @dataclass(frozen=True)
@@ -62,175 +43,115 @@ class StoredBundle:
     bytes: int
 
 
-def human_size(size: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1000 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    raise AssertionError("unreachable")
-
-
-def count_files(count: int) -> str:
-    """``1 file``, ``7 files``."""
-    return f"{count} file" if count == 1 else f"{count} files"
-
-
-def _largest(files: Iterable[tuple[str, int]], count: int = 5) -> str:
-    top = sorted(files, key=lambda item: item[1], reverse=True)[:count]
-    return ", ".join(f"{name} ({human_size(size)})" for name, size in top)
-
-
-def too_large(
-    files: Sequence[tuple[str, int]], total: int, limit: int, *, complete: bool = True
-) -> BundleTooLarge:
-    size = human_size(total) if complete else f"at least {human_size(total)}"
-    return BundleTooLarge(
-        f"The project is {size}, over the limit of {human_size(limit)}. "
-        f"Largest files: {_largest(files)}. Leave files out with a {IGNORE_FILE} file or "
-        "--exclude GLOB, or raise the server setting max_bundle_bytes."
-    )
-
-
-# --------------------------------------------------------------------------- client side
-
-
-def check_project_directory(root: Path, *, file_hint: str = "") -> None:
-    """BadRequest unless ``root`` is a directory, saying what it is instead."""
-    if root.is_dir():
-        return
-    if root.exists():
-        raise BadRequest(
-            f"'{root}' is a file, not a project directory; give the directory that holds the "
-            f"project, such as {root.parent}{file_hint}."
-        )
-    raise BadRequest(f"The project directory '{root}' does not exist.")
-
-
-def _check_patterns(patterns: Sequence[str], where: Callable[[int], str]) -> None:
-    """BadRequest naming the pattern and where it came from, for one gitignore cannot read."""
-    for index, pattern in enumerate(patterns):
-        try:
-            pathspec.GitIgnoreSpec.from_lines([pattern])
-        except (ValueError, re.error) as exc:
-            raise BadRequest(
-                f"The pattern '{pattern}' ({where(index)}) is not valid gitignore syntax "
-                f"({exc}); fix or remove it."
-            ) from None
-
-
-def ignore_spec(root: Path, excludes: Sequence[str] = ()) -> pathspec.PathSpec:
-    if isinstance(excludes, str):  # exclude="data/" from the Python client: one pattern
-        excludes = (excludes,)
-    patterns = list(DEFAULT_IGNORES)
-    ignore_file = root / IGNORE_FILE
-    if ignore_file.is_file():
-        try:
-            lines = ignore_file.read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise BadRequest(
-                f"Cannot read {ignore_file} ({exc}); it must be UTF-8 text with one gitignore "
-                "pattern per line."
-            ) from None
-        _check_patterns(lines, lambda i: f"line {i + 1} of {ignore_file}")
-        patterns += lines
-    _check_patterns(excludes, lambda _i: "--exclude")
-    patterns += list(excludes)
-    return pathspec.GitIgnoreSpec.from_lines(patterns)
-
-
-def collect_files(root: Path, excludes: Sequence[str] = ()) -> list[ProjectFile]:
-    """Every file of the project that goes into the bundle, sorted by path."""
-    spec = ignore_spec(root, excludes)
-    found: list[ProjectFile] = []
-    for directory, dirnames, filenames in os.walk(root):
-        rel_dir = Path(directory).relative_to(root)
-        dirnames[:] = sorted(
-            d
-            for d in dirnames
-            if not spec.match_file((rel_dir / d).as_posix() + "/")
-            and not (Path(directory) / d).is_symlink()
-        )
-        for name in sorted(filenames):
-            rel = (rel_dir / name).as_posix()
-            source = Path(directory) / name
-            if spec.match_file(rel):
-                continue
-            try:
-                info = source.stat()  # follows a symlink to a file: its content is snapshotted
-            except OSError:
-                continue  # a dangling link
-            if stat.S_ISREG(info.st_mode):
-                found.append(ProjectFile(rel, source, info.st_size))
-    return found
-
-
-def pack_project(
-    root: Path, files: Sequence[ProjectFile], *, max_bytes: int | None = None
-) -> BinaryIO:
-    """A temporary ``.tar.gz`` of ``files``; the caller closes it."""
-    total = sum(f.size for f in files)
-    if max_bytes is not None and total > max_bytes:
-        raise too_large([(f.path, f.size) for f in files], total, max_bytes)
-    archive = tempfile.TemporaryFile()  # noqa: SIM115 - returned to the caller, who closes it
-    with tarfile.open(fileobj=archive, mode="w:gz", compresslevel=6) as tar:
-        for f in files:
-            info = tar.gettarinfo(str(f.source), arcname=f.path)
-            info.type = tarfile.REGTYPE
-            info.size = f.size
-            info.uid = info.gid = 0
-            info.uname = info.gname = ""
-            with f.source.open("rb") as handle:
-                tar.addfile(info, handle)
-    archive.seek(0)
-    return archive
-
-
-# --------------------------------------------------------------------------- server side
+def _shown(name: str) -> str:
+    """A member name for a message: a very long one is cut."""
+    return name if len(name) <= 80 else f"{name[:60]}…({len(name)} characters)"
 
 
 def _safe_member_path(name: str) -> PurePosixPath:
     path = PurePosixPath(name)
     first = path.parts[0] if path.parts else ""
     if not name or path.is_absolute() or name.startswith(("/", "\\")) or ":" in first:
-        raise InvalidBundle(f"The archive member '{name}' has an absolute path; not allowed.")
+        raise InvalidBundle(
+            f"The archive member '{_shown(name)}' has an absolute path; not allowed."
+        )
     if any(part == ".." for part in path.parts):
-        raise InvalidBundle(f"The archive member '{name}' points outside the project ('..').")
+        raise InvalidBundle(
+            f"The archive member '{_shown(name)}' points outside the project ('..')."
+        )
     parts = [p for p in path.parts if p not in ("", ".")]
+    if len(parts) > MAX_DEPTH:
+        raise InvalidBundle(
+            f"The archive member '{_shown(name)}' is nested {len(parts)} directories deep, "
+            f"more than {MAX_DEPTH}; flatten the project or leave it out."
+        )
+    if len(name) > MAX_PATH_CHARS:
+        raise InvalidBundle(
+            f"The archive member '{_shown(name)}' has a path longer than {MAX_PATH_CHARS} "
+            "characters; shorten it or leave it out."
+        )
+    for part in parts:
+        if len(part.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
+            raise InvalidBundle(
+                f"The archive member '{_shown(name)}' has a name longer than {MAX_NAME_BYTES} "
+                "bytes, more than a file system allows; shorten it or leave it out."
+            )
     return PurePosixPath(*parts) if parts else PurePosixPath(".")
+
+
+class _Tree:
+    """What the archive has made so far at each path, so a member that clashes with an
+    earlier one (a file where a directory is, or inside a file) is refused by name."""
+
+    def __init__(self) -> None:
+        self._kinds: dict[PurePosixPath, str] = {}
+
+    def add(self, name: str, path: PurePosixPath, kind: str) -> None:
+        for parent in reversed(path.parents[:-1]):  # outermost first, without "."
+            if self._kinds.get(parent) == "file":
+                raise InvalidBundle(
+                    f"The archive member '{_shown(name)}' is inside '{parent}', which the "
+                    "archive also holds as a file; a path cannot be both. Pack the project "
+                    "again with the modelhost CLI or client."
+                )
+            self._kinds[parent] = "directory"
+        earlier = self._kinds.get(path)
+        if earlier is not None and earlier != kind:
+            raise InvalidBundle(
+                f"The archive member '{_shown(name)}' is a {kind}, but the archive also holds "
+                f"'{path}' as a {earlier}; a path cannot be both. Pack the project again with "
+                "the modelhost CLI or client."
+            )
+        self._kinds[path] = kind
+
+    def __len__(self) -> int:
+        return len(self._kinds)
 
 
 def extract_archive(
     archive: BinaryIO, dest: Path, *, max_bytes: int, max_files: int
 ) -> tuple[int, int]:
-    """Extract an uploaded tar(.gz) into ``dest`` with checks; returns (files, bytes)."""
+    """Extract an uploaded tar(.gz) into ``dest`` with checks; returns (files, bytes).
+
+    Files and directories both count toward ``max_files`` (each is an inode on disk)."""
     sizes: list[tuple[str, int]] = []
     total = 0
+    tree = _Tree()
     try:
         with tarfile.open(fileobj=archive, mode="r:*") as tar:
             for member in tar:
                 path = _safe_member_path(member.name)
                 if member.issym() or member.islnk():
                     raise InvalidBundle(
-                        f"The archive member '{member.name}' is a link; links are not allowed. "
-                        "Copy the file into the project instead."
+                        f"The archive member '{_shown(member.name)}' is a link; links are not "
+                        "allowed. Copy the file into the project instead."
+                    )
+                if not member.isdir() and not member.isreg():
+                    raise InvalidBundle(
+                        f"The archive member '{_shown(member.name)}' is a device, pipe or other "
+                        "special file; only regular files and directories are allowed."
+                    )
+                if path == PurePosixPath("."):
+                    if member.isdir():
+                        continue  # "./": the project directory itself
+                    raise InvalidBundle(
+                        f"The archive member '{_shown(member.name)}' is a file named like the "
+                        "project directory itself; not allowed."
+                    )
+                tree.add(member.name, path, "directory" if member.isdir() else "file")
+                if len(tree) > max_files:
+                    raise InvalidBundle(
+                        f"The archive holds more than {max_files} files and directories; leave "
+                        f"some out with {IGNORE_FILE} or raise the server setting "
+                        "max_bundle_files."
                     )
                 if member.isdir():
                     (dest / path).mkdir(parents=True, exist_ok=True)
                     continue
-                if not member.isreg():
-                    raise InvalidBundle(
-                        f"The archive member '{member.name}' is a device, pipe or other special "
-                        "file; only regular files and directories are allowed."
-                    )
                 sizes.append((str(path), member.size))
                 total += member.size
                 if total > max_bytes:
                     raise _too_large_archive(tar, sizes, total, max_bytes, max_files)
-                if len(sizes) > max_files:
-                    raise InvalidBundle(
-                        f"The archive holds more than {max_files} files; leave some out with "
-                        f"{IGNORE_FILE} or raise the server setting max_bundle_files."
-                    )
                 target = dest / path
                 target.parent.mkdir(parents=True, exist_ok=True)
                 source = tar.extractfile(member)
@@ -296,7 +217,7 @@ class BundleStore:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
 
     def path(self, sha256: str) -> Path:
         return self.root / f"{sha256}.tar"
@@ -319,7 +240,8 @@ class BundleStore:
         return StoredBundle(sha, final, files, total)
 
     def extract(self, sha256: str, dest: Path) -> None:
-        """Extract a verified bundle to ``dest`` (created by rename once complete)."""
+        """Extract a verified bundle to ``dest`` (created by rename once complete), with its
+        manifest beside it (:mod:`modelhost.builder.manifests`)."""
         source = self.path(sha256)
         if not source.exists():
             raise InvalidBundle(f"Bundle {sha256[:12]} is missing from {self.root}.")
@@ -333,6 +255,7 @@ class BundleStore:
         try:
             with source.open("rb") as handle:
                 extract_archive(handle, staging, max_bytes=1 << 62, max_files=1 << 31)
+            manifests.record(staging, manifests.manifest_path(dest))
             try:
                 os.replace(staging, dest)
             except OSError as exc:

@@ -9,6 +9,12 @@ lock and the interpreter (:func:`environment_key`), so versions and models with 
 share one. A build runs under a file lock for its key, into ``envs/.tmp/``, and is renamed into
 place when complete: concurrent builds of one environment do not collide, and a failed or timed
 out build leaves nothing behind.
+
+Resolving and installing run the project's code too (a source package's build script, a local
+path or a git URL in the requirements), so every uv command runs in the sandbox, as one
+unprivileged uid for all builds (:data:`BUILDER`): it sees the project (read-only), uv's cache
+and what it writes to, and nothing else of the data directory, with none of the server's
+variables but uv's own, the proxy and the certificate ones.
 """
 
 from __future__ import annotations
@@ -33,12 +39,17 @@ from typing import IO
 from uv import find_uv_bin
 
 from modelhost import errors
+from modelhost.sandbox import Confinement, open_sandbox
 from modelhost.settings import Settings
 
 #: Written inside a finished environment, before it is renamed into place.
 READY_MARKER = ".modelhost-ready"
 LOCK_FILE = "modelhost-lock.txt"
 _KEY_SCHEME = "modelhost-environment-1"
+#: whose code a build is, for the sandbox: every build runs as the uid this names
+BUILDER = "modelhost-environment-builder"
+#: the server's variables a build still sees: uv's settings, proxies, certificates, locale
+_PASSED = ("UV_", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY", "SSL_CERT_", "LANG", "LC_")
 
 Log = Callable[[str], None]
 #: What uv draws around its messages on a terminal: a cross, a corner, an arrow, a bar.
@@ -84,10 +95,13 @@ def uv_bin() -> str:
 
 
 def uv_environ(settings: Settings) -> dict[str, str]:
-    """The server's environment for uv, with modelhost's cache and no Python downloads."""
-    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "CONDA_PREFIX")}
+    """What uv sees of the server's environment (its own settings, proxies, certificates and
+    locale, never the server's secrets), with modelhost's cache and no Python downloads."""
+    env = {k: v for k, v in os.environ.items() if k.upper().startswith(_PASSED)}
     env.update(
         {
+            "PATH": os.environ.get("PATH", os.defpath),
+            "HOME": "/tmp",  # noqa: S108 (the sandbox's own; uv's cache is set below)
             "UV_CACHE_DIR": str(settings.uv_cache_path),
             "UV_PYTHON_DOWNLOADS": "never",
             "UV_NO_PROGRESS": "1",
@@ -95,6 +109,31 @@ def uv_environ(settings: Settings) -> dict[str, str]:
         }
     )
     return env
+
+
+def sandboxed(
+    argv: list[str],
+    settings: Settings,
+    *,
+    cwd: Path,
+    writable: bool,
+    writes: tuple[Path, ...] = (),
+    programs: tuple[str, ...] = (),
+) -> list[str]:
+    """``argv`` wrapped in the build's sandbox: ``cwd`` (writable or not) and ``writes``
+    besides uv's cache are all it sees of the data directory; the network is on."""
+    cache = settings.uv_cache_path
+    cache.mkdir(parents=True, exist_ok=True)
+    sandbox = open_sandbox(settings)
+    confinement = Confinement(
+        workdir=cwd,
+        owner=BUILDER,
+        writable=writable,
+        programs=(uv_bin(), *programs),
+        read_write=(cache, *writes),
+    )
+    sandbox.prepare(confinement)
+    return sandbox.command(argv, confinement)
 
 
 def run(
@@ -106,7 +145,8 @@ def run(
     cwd: Path,
     keep_stdout: bool = True,
 ) -> tuple[int, list[str]]:
-    """Run a uv command, passing its output to ``log`` line by line as it comes.
+    """Run a uv command (already :func:`sandboxed`), passing its output to ``log`` line by
+    line as it comes.
 
     Returns the exit code and the lines; past the deadline (or once it is cancelled) the
     command's process group is killed and :func:`timed_out` raised.
@@ -234,32 +274,50 @@ def compile_lock(
     log: Log,
     cwd: Path,
 ) -> str:
-    """Resolve ``requirements`` for ``python`` into exact pins with hashes (the lock)."""
+    """Resolve ``requirements`` for ``python`` into exact pins with hashes (the lock).
+
+    In the sandbox the build sees ``cwd`` when the requirements are in it (they may name
+    files beside them: ``-r``, ``-e .``), otherwise a copy of the requirements alone.
+    """
     scratch = settings.home_path / "tmp"
-    scratch.mkdir(parents=True, exist_ok=True)
-    output = scratch / f"lock-{secrets.token_hex(8)}.txt"
-    argv = [
-        uv_bin(),
-        "pip",
-        "compile",
-        str(requirements),
-        "--generate-hashes",
-        "--no-header",
-        "--no-annotate",
-        "--python",
-        python.path,
-        "--output-file",
-        str(output),
-    ]
+    box = scratch / f"lock-{secrets.token_hex(8)}"
+    box.mkdir(parents=True)
     try:
+        if cwd != scratch and cwd in requirements.absolute().parents:
+            workdir, source = cwd, requirements
+        else:
+            workdir, source = box, box / "requirements.txt"
+            shutil.copyfile(requirements, source)
+        output = box / "lock.txt"
+        argv = [
+            uv_bin(),
+            "pip",
+            "compile",
+            str(source),
+            "--generate-hashes",
+            "--no-header",
+            "--no-annotate",
+            "--python",
+            python.path,
+            "--output-file",
+            str(output),
+        ]
+        argv = sandboxed(
+            argv,
+            settings,
+            cwd=workdir,
+            writable=workdir == box,
+            writes=() if workdir == box else (box,),
+            programs=(python.path,),
+        )
         code, lines = run(
-            argv, settings=settings, deadline=deadline, log=log, cwd=cwd, keep_stdout=False
+            argv, settings=settings, deadline=deadline, log=log, cwd=workdir, keep_stdout=False
         )
         if code != 0:
             raise errors.EnvironmentFailed(f"The requirements cannot be resolved: {reason(lines)}")
         return output.read_text()
     finally:
-        output.unlink(missing_ok=True)
+        shutil.rmtree(box, ignore_errors=True)
 
 
 def pins(lock: str) -> list[str]:
@@ -322,31 +380,37 @@ def ensure_environment(
         staging_root = settings.envs_path / ".tmp"
         staging_root.mkdir(parents=True, exist_ok=True)
         staging = staging_root / f"{key}-{secrets.token_hex(4)}"
+        staging.mkdir()
         try:
+            venv = [uv_bin(), "venv", "--relocatable", "--python", python.path, str(staging)]
             code, lines = run(
-                [uv_bin(), "venv", "--relocatable", "--python", python.path, str(staging)],
+                sandboxed(venv, settings, cwd=staging, writable=True, programs=(python.path,)),
                 settings=settings,
                 deadline=deadline,
                 log=log,
-                cwd=staging_root,
+                cwd=staging,
             )
             if code != 0:
                 raise errors.EnvironmentFailed(f"Could not create the environment: {reason(lines)}")
-            (staging / LOCK_FILE).write_text(lock)
+            locked = staging / LOCK_FILE
+            locked.write_text(lock)
+            owner = staging.stat()
+            os.chown(locked, owner.st_uid, owner.st_gid)  # the builder's, like the rest
+            sync = [
+                uv_bin(),
+                "pip",
+                "sync",
+                "--require-hashes",
+                "--python",
+                str(staging / "bin" / "python"),
+                str(locked),
+            ]
             code, lines = run(
-                [
-                    uv_bin(),
-                    "pip",
-                    "sync",
-                    "--require-hashes",
-                    "--python",
-                    str(staging / "bin" / "python"),
-                    str(staging / LOCK_FILE),
-                ],
+                sandboxed(sync, settings, cwd=staging, writable=True, programs=(python.path,)),
                 settings=settings,
                 deadline=deadline,
                 log=log,
-                cwd=staging_root,
+                cwd=staging,
             )
             if code != 0:
                 raise errors.EnvironmentFailed(

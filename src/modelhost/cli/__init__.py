@@ -11,7 +11,8 @@ from typing import Any
 import click
 
 from modelhost import __version__
-from modelhost.cli import access, commands, envs, lifecycle, runs, serve
+from modelhost.cli import access, envs, lifecycle, models, runs, serve
+from modelhost.cli.connection import Connection
 from modelhost.errors import BuildFailed, ModelhostError
 
 
@@ -33,19 +34,23 @@ class _Group(click.Group):
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--url", envvar="MODELHOST_URL", help="Server URL (default: from credentials).")
-@click.option("--api-key", envvar="MODELHOST_API_KEY", help="API key, mh_... .")
+@click.option(
+    "--api-key",
+    envvar="MODELHOST_API_KEY",
+    help="API key, mh_... (or set MODELHOST_API_KEY, which keeps it out of the command line).",
+)
 @click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
 @click.version_option(__version__, prog_name="modelhost")
 @click.pass_context
 def cli(ctx: click.Context, url: str | None, api_key: str | None, debug: bool) -> None:
     """Publish Python and R functions as versioned, access-controlled REST endpoints."""
     ctx.meta["modelhost.debug"] = debug
-    ctx.obj = commands.Connection(url, api_key)
+    ctx.obj = Connection(url, api_key)
 
 
 cli.add_command(serve.serve)
 for command in [
-    *commands.COMMANDS,
+    *models.COMMANDS,
     *lifecycle.COMMANDS,
     *access.COMMANDS,
     *envs.COMMANDS,

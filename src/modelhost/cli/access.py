@@ -6,7 +6,8 @@ import json
 
 import click
 
-from modelhost.cli.commands import Connection, pass_connection, table
+from modelhost.cli.connection import Connection, pass_connection
+from modelhost.cli.output import table
 from modelhost.client import Client
 from modelhost.client._config import save_login
 
@@ -51,8 +52,10 @@ def users_list(conn: Connection) -> None:
 @pass_connection
 def users_add(conn: Connection, username: str, admin: bool, password: str) -> None:
     """Add a user; they sign in with 'modelhost login URL'."""
-    conn.client.add_user(username, password, admin=admin)
+    added = conn.client.add_user(username, password, admin=admin)
     click.echo(f"Added {'admin ' if admin else ''}{username}.")
+    if added.get("warning"):
+        click.secho(f"Warning: {added['warning']}", fg="yellow", err=True)
 
 
 @users.command("disable")

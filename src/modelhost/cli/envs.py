@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import click
 
-from modelhost.builder.bundles import human_size
-from modelhost.cli.commands import Connection, _json, pass_connection, table
+from modelhost.builder.packing import human_size
+from modelhost.cli.connection import Connection, pass_connection
+from modelhost.cli.output import print_json, table
 
 
 @click.group()
@@ -49,7 +50,7 @@ def envs_list(conn: Connection, as_json: bool) -> None:
     """List the named environments at their newest revisions."""
     found = conn.client.environments()
     if as_json:
-        _json(found)
+        print_json(found)
         return
     table(
         [
@@ -77,7 +78,7 @@ def envs_show(conn: Connection, name: str, revision: int | None, as_json: bool) 
     """Show a named environment: its requirements, locked packages and revisions."""
     env = conn.client.environment(name, revision=revision)
     if as_json:
-        _json(env)
+        print_json(env)
         return
     click.echo(f"{'name:':13} {env['name']}")
     click.echo(f"{'revision:':13} {env['revision']} of {len(env['revisions'])}")

@@ -3,9 +3,12 @@ unpublish, delete, env."""
 
 from __future__ import annotations
 
+import sys
+
 import click
 
-from modelhost.cli.commands import Connection, pass_connection, table
+from modelhost.cli.connection import Connection, pass_connection
+from modelhost.cli.output import table
 
 
 def _moved(result: dict[str, object]) -> None:
@@ -175,16 +178,35 @@ def env_list(conn: Connection, model: str) -> None:
 
 @env.command("set")
 @click.argument("model")
-@click.argument("assignment", metavar="NAME=VALUE")
-@click.option("--secret", is_flag=True, help="Encrypt the value; it is never shown again.")
+@click.argument("assignment", metavar="NAME[=VALUE]")
+@click.option(
+    "--secret",
+    is_flag=True,
+    help="Encrypt the value; it is never shown again. Without =VALUE, the value is asked for "
+    "(hidden) or read from stdin, so it stays out of the command line and shell history.",
+)
 @pass_connection
 def env_set(conn: Connection, model: str, assignment: str, secret: bool) -> None:
     """Set a variable; MODEL's instances restart with zero downtime."""
     name, sep, value = assignment.partition("=")
     if not sep:
-        raise click.UsageError("Write the variable as NAME=VALUE.")
+        if not secret:
+            raise click.UsageError(
+                "Write the variable as NAME=VALUE, or as NAME with --secret to be asked for "
+                "the value."
+            )
+        value = _read_secret(name)
     conn.client.set_env(model, name, value, secret=secret)
     click.echo(f"{model}: {name} set{' (secret)' if secret else ''}; instances restart")
+
+
+def _read_secret(name: str) -> str:
+    """A secret value from a hidden prompt, or from stdin when it is not a terminal
+    (``modelhost env set m TOKEN --secret < token.txt``); one final newline is dropped."""
+    if sys.stdin.isatty():
+        return str(click.prompt(f"Value of {name}", hide_input=True))
+    value = sys.stdin.read()
+    return value[:-1] if value.endswith("\n") else value
 
 
 @env.command("unset")

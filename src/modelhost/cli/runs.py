@@ -9,7 +9,9 @@ from typing import Any
 import click
 
 from modelhost import errors
-from modelhost.cli.commands import Connection, _json, pass_connection, table
+from modelhost.cli.connection import Connection, pass_connection
+from modelhost.cli.output import print_json, table
+from modelhost.client import Run, Schedule
 
 _COMMAND = click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 
@@ -50,7 +52,7 @@ def _check_publish(model: str | None, file_: str | None, function: str | None) -
         raise click.UsageError("--file and --function go with --publish-model MODEL.")
 
 
-def _follow(conn: Connection, run: dict[str, Any]) -> None:
+def _follow(conn: Connection, run: Run) -> None:
     """Print the run's log as it grows; exit with the run's outcome."""
     try:
         final = conn.client.follow_run(run["id"], on_output=lambda text: click.echo(text, nl=False))
@@ -65,7 +67,7 @@ def _follow(conn: Connection, run: dict[str, Any]) -> None:
     _outcome(conn, final)
 
 
-def _outcome(conn: Connection, run: dict[str, Any]) -> None:
+def _outcome(conn: Connection, run: Run) -> None:
     if run["status"] != "succeeded":
         raise errors.ModelhostError(f"Run {run['id']} {run['status']}: {run['message']}")
     click.echo(f"Run {run['id']} succeeded: {run['message']}")
@@ -142,7 +144,7 @@ def runs_list(
     """List runs, newest first."""
     found = conn.client.runs(model=model, schedule=schedule, limit=limit)
     if as_json:
-        _json(found)
+        print_json(found)
         return
     table(
         [
@@ -169,7 +171,7 @@ def runs_show(conn: Connection, run_id: str, as_json: bool) -> None:
     """Show one run."""
     found = conn.client.run(run_id)
     if as_json:
-        _json(found)
+        print_json(found)
         return
     for key in (
         "id",
@@ -257,7 +259,7 @@ def _store_schedule(
     path: str,
     command: tuple[str, ...],
     **options: Any,
-) -> dict[str, Any]:
+) -> Schedule:
     if (options["cron"] is None) == (options["every"] is None):
         raise click.UsageError("Give exactly one of --cron or --every.")
     if options["timezone"] and not options["cron"]:
@@ -324,7 +326,7 @@ def schedules_list(conn: Connection, as_json: bool) -> None:
     """List schedules."""
     found = conn.client.schedules()
     if as_json:
-        _json(found)
+        print_json(found)
         return
     table(
         [
@@ -347,7 +349,7 @@ def schedules_list(conn: Connection, as_json: bool) -> None:
 @pass_connection
 def schedules_show(conn: Connection, schedule_id: str) -> None:
     """Show one schedule as JSON, with its last run."""
-    _json(conn.client.schedule(schedule_id))
+    print_json(conn.client.schedule(schedule_id))
 
 
 @schedules.command("pause")
@@ -366,6 +368,16 @@ def schedules_resume(conn: Connection, schedule_id: str) -> None:
     """Fire the schedule again, from its next due time after now."""
     found = conn.client.resume_schedule(schedule_id)
     click.echo(f"Schedule {schedule_id} is resumed; next run at {found['next_run_at']}.")
+
+
+@schedules.command("take-over")
+@click.argument("schedule_id")
+@pass_connection
+def schedules_take_over(conn: Connection, schedule_id: str) -> None:
+    """Make the schedule run as you: for its model's owner, or an admin."""
+    found = conn.client.take_over_schedule(schedule_id)
+    state = "paused; resume it with 'modelhost schedules resume'" if found["paused"] else "active"
+    click.echo(f"Schedule {schedule_id} now runs as {found['owner']} ({state}).")
 
 
 @schedules.command("delete")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Any
 import httpx
 
 from modelhost import errors, names, urls
-from modelhost.builder.bundles import (
+from modelhost.builder.packing import (
     check_project_directory,
     collect_files,
     count_files,
@@ -19,6 +20,7 @@ from modelhost.builder.bundles import (
     pack_project,
 )
 from modelhost.client import _config, _git, _json
+from modelhost.client._results import Instance, Model, Token, User, Version
 from modelhost.client._runs import RunsMixin
 
 _UNSET: Any = object()
@@ -178,30 +180,33 @@ class Client(RunsMixin):
 
     # ------------------------------------------------------------------ models
 
-    def models(self) -> list[dict[str, Any]]:
+    def models(self) -> list[Model]:
         """Every model, with its status and latest version."""
-        return self._request("GET", urls.api_models())["models"]
+        return [Model.from_json(m) for m in self._request("GET", urls.api_models())["models"]]
 
-    def model(self, model: str) -> dict[str, Any]:
-        return self._request("GET", urls.api_model(model))
+    def model(self, model: str) -> Model:
+        return Model.from_json(self._request("GET", urls.api_model(model)))
 
-    def update_model(self, model: str, **changes: Any) -> dict[str, Any]:
-        """Change ``description``, ``instance_count`` or ``timeout_seconds``."""
-        return self._request("PATCH", urls.api_model(model), json=changes)
+    def update_model(self, model: str, **changes: Any) -> Model:
+        """Change ``description``, ``instance_count``, ``timeout_seconds``, ``routing_mode``,
+        ``log_requests`` or ``network`` (whether the model's code may reach the network)."""
+        return Model.from_json(self._request("PATCH", urls.api_model(model), json=changes))
 
-    def versions(self, model: str) -> list[dict[str, Any]]:
-        return self._request("GET", urls.api_versions(model))["versions"]
+    def versions(self, model: str) -> list[Version]:
+        found = self._request("GET", urls.api_versions(model))["versions"]
+        return [Version.from_json(v) for v in found]
 
-    def version(self, model: str, number: int) -> dict[str, Any]:
+    def version(self, model: str, number: int) -> Version:
         """One version, with its build log."""
-        return self._request("GET", urls.api_version(model, number))
+        return Version.from_json(self._request("GET", urls.api_version(model, number)))
 
     def metrics(self, model: str, *, minutes: int = 60) -> dict[str, Any]:
         """Calls, errors and p50/p99 latency per version, per minute, for the last hour."""
         return self._request("GET", urls.api_metrics(model), params={"minutes": minutes})
 
-    def instances(self, model: str) -> list[dict[str, Any]]:
-        return self._request("GET", urls.api_instances(model))["instances"]
+    def instances(self, model: str) -> list[Instance]:
+        found = self._request("GET", urls.api_instances(model))["instances"]
+        return [Instance.from_json(i) for i in found]
 
     def logs(
         self,
@@ -236,11 +241,11 @@ class Client(RunsMixin):
         """Point the prod label at ``version`` (default: the newest ready one)."""
         return self._action(model, "promote", {"version": version})
 
-    def set_routing(self, model: str, mode: str) -> dict[str, Any]:
+    def set_routing(self, model: str, mode: str) -> Model:
         """``basic`` (latest serves the deployed version) or ``advanced`` (prod label)."""
         return self.update_model(model, routing_mode=mode)
 
-    def scale(self, model: str, instances: int) -> dict[str, Any]:
+    def scale(self, model: str, instances: int) -> Model:
         return self.update_model(model, instance_count=instances)
 
     def labels(self, model: str) -> list[dict[str, Any]]:
@@ -266,19 +271,19 @@ class Client(RunsMixin):
     def delete_label(self, model: str, label: str) -> None:
         self._request("DELETE", urls.api_label(model, label))
 
-    def stop(self, model: str, version: int | None = None) -> dict[str, Any]:
-        return self._action(model, "stop", {"version": version})
+    def stop(self, model: str, version: int | None = None) -> Model:
+        return Model.from_json(self._action(model, "stop", {"version": version}))
 
-    def start(self, model: str, version: int | None = None) -> dict[str, Any]:
-        return self._action(model, "start", {"version": version})
+    def start(self, model: str, version: int | None = None) -> Model:
+        return Model.from_json(self._action(model, "start", {"version": version}))
 
-    def restart(self, model: str) -> dict[str, Any]:
+    def restart(self, model: str) -> Model:
         """Replace every instance with a fresh one, with zero downtime."""
-        return self._action(model, "restart")
+        return Model.from_json(self._action(model, "restart"))
 
-    def unpublish(self, model: str) -> dict[str, Any]:
+    def unpublish(self, model: str) -> Model:
         """Stop and archive the model; its URLs answer 404 and its data is kept."""
-        return self._action(model, "unpublish")
+        return Model.from_json(self._action(model, "unpublish"))
 
     def delete(self, model: str, *, confirm: str) -> None:
         """Delete the model and its data; ``confirm`` must repeat the model's name."""
@@ -308,18 +313,19 @@ class Client(RunsMixin):
             )
         return Client(url, answer["api_key"])
 
-    def me(self) -> dict[str, Any]:
-        return self._request("GET", urls.api_me())
+    def me(self) -> User:
+        return User.from_json(self._request("GET", urls.api_me()))
 
-    def users(self) -> list[dict[str, Any]]:
-        return self._request("GET", urls.API + "/users")["users"]
+    def users(self) -> list[User]:
+        return [User.from_json(u) for u in self._request("GET", urls.API + "/users")["users"]]
 
-    def add_user(self, username: str, password: str, *, admin: bool = False) -> dict[str, Any]:
+    def add_user(self, username: str, password: str, *, admin: bool = False) -> User:
+        """A new account; its ``warning`` says when code on the server is not isolated."""
         body = {"username": username, "password": password, "is_admin": admin}
-        return self._request("POST", urls.API + "/users", json=body)
+        return User.from_json(self._request("POST", urls.API + "/users", json=body))
 
-    def disable_user(self, username: str) -> dict[str, Any]:
-        return self._request("POST", f"{urls.API}/users/{username}/disable")
+    def disable_user(self, username: str) -> User:
+        return User.from_json(self._request("POST", f"{urls.API}/users/{username}/disable"))
 
     def api_keys(self) -> list[dict[str, Any]]:
         return self._request("GET", urls.API + "/keys")["keys"]
@@ -332,27 +338,29 @@ class Client(RunsMixin):
     def revoke_key(self, key_id: str) -> None:
         self._request("DELETE", f"{urls.API}/keys/{key_id}")
 
-    def tokens(self, model: str) -> list[dict[str, Any]]:
-        return self._request("GET", urls.api_model_action(model, "tokens"))["tokens"]
+    def tokens(self, model: str) -> list[Token]:
+        found = self._request("GET", urls.api_model_action(model, "tokens"))["tokens"]
+        return [Token.from_json(t) for t in found]
 
-    def create_token(self, model: str, name: str) -> dict[str, Any]:
+    def create_token(self, model: str, name: str) -> Token:
         """A new access token for ``model``; its ``token`` is shown only in this answer."""
         path = urls.api_model_action(model, "tokens")
-        return self._request("POST", path, json={"name": name})
+        return Token.from_json(self._request("POST", path, json={"name": name}))
 
     def revoke_token(self, model: str, token_id: str) -> None:
         self._request("DELETE", f"{urls.api_model_action(model, 'tokens')}/{token_id}")
 
-    def regenerate_token(self, model: str, token_id: str) -> dict[str, Any]:
+    def regenerate_token(self, model: str, token_id: str) -> Token:
         path = f"{urls.api_model_action(model, 'tokens')}/{token_id}/regenerate"
-        return self._request("POST", path)
+        return Token.from_json(self._request("POST", path))
 
     def set_access(
         self, model: str, *, visibility: str | None = None, invocation: str | None = None
-    ) -> dict[str, Any]:
+    ) -> Model:
         """``visibility`` public|private, ``invocation`` public|token."""
         body = {"visibility": visibility, "invocation": invocation}
-        return self._request("PATCH", urls.api_model_action(model, "access"), json=body)
+        path = urls.api_model_action(model, "access")
+        return Model.from_json(self._request("PATCH", path, json=body))
 
     def collaborators(self, model: str) -> list[dict[str, Any]]:
         path = urls.api_model_action(model, "collaborators")
@@ -435,7 +443,7 @@ class Client(RunsMixin):
         wait_timeout: float = 1800.0,
         on_progress: Callable[[str], None] | None = None,
         on_log: Callable[[str], None] | None = None,
-    ) -> dict[str, Any]:
+    ) -> Version:
         """Publish a project as the next version of ``name``; returns the version.
 
         ``path`` is a project directory, ``PATH/script.py:function``, or a git repository as
@@ -507,7 +515,7 @@ class Client(RunsMixin):
         wait_timeout: float,
         on_progress: Callable[[str], None] | None,
         on_log: Callable[[str], None] | None,
-    ) -> dict[str, Any]:
+    ) -> Version:
         say = on_progress or (lambda _message: None)
         names.check_model_reference(name)
         check_project_directory(
@@ -520,24 +528,37 @@ class Client(RunsMixin):
             raise errors.EntryPointNotFound(_missing_script(root, file, paths))
         total = sum(f.size for f in files)
         say(f"Packing {count_files(len(files))} ({human_size(total)}) from {root}")
-        with pack_project(root, files) as archive:
-            say(f"Uploading to {self.url}")
-            body = self._request(
-                "POST",
-                urls.api_versions(name),
-                params={
-                    "file": file,
-                    "function": function,
-                    **{k: v for k, v in params.items() if v is not None},
-                },
-                headers={"Content-Type": "application/gzip"},
-                content=iter(lambda: archive.read(1 << 20), b""),
-            )
-        version = body["version"]
-        say(f"Version {version['number']} of {body['model']['name']} is building")
+        # One key for this publish: a retry after a lost answer returns the version the first
+        # attempt made, instead of making a second one.
+        key = uuid.uuid4().hex
+        for attempt in (1, 2):
+            try:
+                with pack_project(root, files) as archive:
+                    say(f"Uploading to {self.url}")
+                    body = self._request(
+                        "POST",
+                        urls.api_versions(name),
+                        params={
+                            "file": file,
+                            "function": function,
+                            **{k: v for k, v in params.items() if v is not None},
+                        },
+                        headers={"Content-Type": "application/gzip", "Idempotency-Key": key},
+                        content=iter(lambda: archive.read(1 << 20), b""),
+                    )
+                break
+            except errors.ConnectionFailed as exc:
+                if attempt == 2:
+                    raise
+                say(
+                    f"{exc.message} Trying once more with the same Idempotency-Key, so the "
+                    "server makes no second version if the first attempt reached it."
+                )
+        version = Version.from_json(body["version"])
+        say(f"Version {version.number} of {body['model']['name']} is building")
         if not wait:
             return version
-        return self.wait_for_version(name, version["number"], timeout=wait_timeout, on_log=on_log)
+        return self.wait_for_version(name, version.number, timeout=wait_timeout, on_log=on_log)
 
     def wait_for_version(
         self,
@@ -546,7 +567,7 @@ class Client(RunsMixin):
         *,
         timeout: float = 1800.0,
         on_log: Callable[[str], None] | None = None,
-    ) -> dict[str, Any]:
+    ) -> Version:
         """Poll a version until it is no longer building; raise BuildFailed if it failed.
 
         Each new line of the build log goes to ``on_log`` as it appears.
@@ -564,7 +585,10 @@ class Client(RunsMixin):
                     on_log(line)
                 shown = max(shown, end)
             if version["status"] == "failed":
-                reason = version["build_log"].split("Failed:\n", 1)[-1].strip().splitlines()
+                failure = version.get("failure")  # absent from an older server: read the log
+                log = version["build_log"]
+                text = failure["message"] if failure else log.split("Failed:\n", 1)[-1]
+                reason = text.strip().splitlines()
                 raise errors.BuildFailed(
                     f"Version {number} of {model} failed to load: "
                     f"{reason[0] if reason else 'see its build log'}",

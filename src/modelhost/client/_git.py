@@ -15,6 +15,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from modelhost import errors
+from modelhost.urls import without_credentials
 
 PREFIX = "git+"
 
@@ -22,7 +23,7 @@ PREFIX = "git+"
 @dataclass(frozen=True)
 class Checkout:
     root: Path
-    #: the target without any password in it, as recorded with the version
+    #: the target without any user name or password in it, as recorded with the version
     source: str
     commit: str
 
@@ -46,10 +47,7 @@ def split(target: str) -> tuple[str, str | None]:
 
 
 def _public(url: str, ref: str | None) -> str:
-    parts = urlsplit(url)
-    if parts.password:
-        parts = parts._replace(netloc=parts.netloc.rsplit("@", 1)[1])
-    return PREFIX + urlunsplit(parts) + (f"@{ref}" if ref else "")
+    return without_credentials(PREFIX + url) + (f"@{ref}" if ref else "")
 
 
 def _git(*args: str, cwd: Path | None = None, check: bool = True) -> str | None:
@@ -73,7 +71,8 @@ def _git(*args: str, cwd: Path | None = None, check: bool = True) -> str | None:
         if not check:
             return None
         lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
-        raise errors.BadRequest(f"git {args[0]} failed: {lines[-1] if lines else 'no reason'}")
+        reason = without_credentials(lines[-1]) if lines else "no reason"
+        raise errors.BadRequest(f"git {args[0]} failed: {reason}")
     return done.stdout.strip()
 
 
@@ -95,11 +94,13 @@ def checkout(target: str) -> Iterator[Checkout]:
     workdir = Path(tempfile.mkdtemp(prefix="modelhost-git-"))
     try:
         root = workdir / "repo"
-        _git("clone", "--quiet", "--no-checkout", url, str(root))
+        # "--": a URL that starts with "-" is the repository, never an option of git's.
+        _git("clone", "--quiet", "--no-checkout", "--", url, str(root))
         commit = _resolve(root, ref or "HEAD")
         if commit is None:
             raise errors.BadRequest(
-                f"'{ref}' is not a branch, tag or commit of {PREFIX}{url}; check the ref after '@'."
+                f"'{ref}' is not a branch, tag or commit of {_public(url, None)}; check the ref "
+                "after '@'."
             )
         _git("checkout", "--quiet", "--detach", commit, cwd=root)
         yield Checkout(root=root, source=_public(url, ref), commit=commit)

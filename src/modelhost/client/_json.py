@@ -1,10 +1,11 @@
 """JSON both ways for the client: a call's arguments out, the server's answers in.
 
 Arguments get the conversions the worker applies to results (the same function,
-``runtime.worker.to_json_compatible``), so NumPy and pandas values, ``Decimal``, dates and sets
-can be passed as they are. NaN and Infinity are refused: JSON cannot hold them, and sending
-``null`` instead would change the data without saying so. Answers are read with the standard
-library, which keeps integers of any size exact (orjson turns integers over 64 bits into floats).
+:func:`modelhost.json_conversions.to_json_compatible`), so NumPy and pandas values,
+``Decimal``, dates and sets can be passed as they are. NaN and Infinity are refused: JSON
+cannot hold them, and sending ``null`` instead would change the data without saying so.
+Answers are read with the standard library, which keeps integers of any size exact (orjson
+turns integers over 64 bits into floats).
 """
 
 from __future__ import annotations
@@ -13,9 +14,7 @@ import json
 from typing import Any
 
 from modelhost import errors
-
-# The worker's own conversions (it is a standard-library module, importable anywhere).
-from modelhost.runtime.worker import to_json_compatible
+from modelhost.json_conversions import to_json_compatible
 
 
 def encode_arguments(body: dict[str, Any]) -> bytes:

@@ -9,15 +9,16 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from modelhost import urls
-from modelhost.builder.bundles import (
+from modelhost.builder.packing import (
     check_project_directory,
     collect_files,
     count_files,
     human_size,
     pack_project,
 )
+from modelhost.client._results import Run, Schedule
 
-FINISHED = ("succeeded", "failed", "cancelled", "skipped")
+FINISHED = ("succeeded", "failed", "cancelled", "skipped", "denied")
 
 
 class RunsMixin:
@@ -65,7 +66,7 @@ class RunsMixin:
         description: str = "",
         on_progress: Callable[[str], None] | None = None,
         environment: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> Run:
         """Run ``command`` on the server in a fresh copy of the project at ``path``.
 
         With ``model``, ``file`` and ``function``, a run that exits with status 0 publishes
@@ -85,19 +86,20 @@ class RunsMixin:
             "environment": environment,
         }
         with self._packed(path, exclude, on_progress or (lambda _m: None)) as archive:
-            return self._upload(urls.api_runs(), archive, params)
+            return Run.from_json(self._upload(urls.api_runs(), archive, params))
 
     def runs(
         self, *, model: str | None = None, schedule: str | None = None, limit: int = 50
-    ) -> list[dict[str, Any]]:
+    ) -> list[Run]:
         """The runs you may see, newest first."""
         params = {"model": model, "schedule": schedule, "limit": limit}
         params = {k: v for k, v in params.items() if v is not None}
-        return self._request("GET", urls.api_runs(), params=params)["runs"]
+        found = self._request("GET", urls.api_runs(), params=params)["runs"]
+        return [Run.from_json(r) for r in found]
 
-    def run(self, run_id: str) -> dict[str, Any]:
+    def run(self, run_id: str) -> Run:
         """One run: its status, message, exit code, duration and published version."""
-        return self._request("GET", urls.api_run(run_id))
+        return Run.from_json(self._request("GET", urls.api_run(run_id)))
 
     def run_logs(self, run_id: str, offset: int = 0) -> dict[str, Any]:
         """The run's log from byte ``offset``: ``text``, next ``offset``, ``finished``."""
@@ -109,7 +111,7 @@ class RunsMixin:
         *,
         on_output: Callable[[str], None] | None = None,
         poll: float = 0.5,
-    ) -> dict[str, Any]:
+    ) -> Run:
         """Wait for a run to finish, passing its log text to ``on_output`` as it grows."""
         offset = 0
         while True:
@@ -122,9 +124,9 @@ class RunsMixin:
             if not chunk["text"]:
                 time.sleep(poll)
 
-    def cancel_run(self, run_id: str) -> dict[str, Any]:
+    def cancel_run(self, run_id: str) -> Run:
         """Cancel a queued run, or kill a running one (its whole process group)."""
-        return self._request("POST", urls.api_run(run_id, "cancel"))
+        return Run.from_json(self._request("POST", urls.api_run(run_id, "cancel")))
 
     # ------------------------------------------------------------------ schedules
 
@@ -144,7 +146,7 @@ class RunsMixin:
         description: str = "",
         on_progress: Callable[[str], None] | None = None,
         environment: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> Schedule:
         """Run ``command`` on a schedule in a fresh copy of the project as it is now.
 
         ``cron`` is five fields read in ``timezone`` (default UTC), or ``every`` an interval
@@ -168,7 +170,7 @@ class RunsMixin:
             "environment": environment,
         }
         with self._packed(path, exclude, on_progress or (lambda _m: None)) as archive:
-            return self._upload(urls.api_schedules(), archive, params)
+            return Schedule.from_json(self._upload(urls.api_schedules(), archive, params))
 
     def replace_schedule(
         self,
@@ -187,7 +189,7 @@ class RunsMixin:
         description: str = "",
         on_progress: Callable[[str], None] | None = None,
         environment: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> Schedule:
         """Replace a schedule's project (uploaded again), command, timing, target and timeout.
 
         It keeps its id, its runs and whether it is paused; the next run counts from now.
@@ -205,21 +207,31 @@ class RunsMixin:
             "environment": environment,
         }
         with self._packed(path, exclude, on_progress or (lambda _m: None)) as archive:
-            return self._upload(urls.api_schedule(schedule_id), archive, params, method="PUT")
+            path = urls.api_schedule(schedule_id)
+            return Schedule.from_json(self._upload(path, archive, params, method="PUT"))
 
-    def schedules(self) -> list[dict[str, Any]]:
-        return self._request("GET", urls.api_schedules())["schedules"]
+    def schedules(self) -> list[Schedule]:
+        found = self._request("GET", urls.api_schedules())["schedules"]
+        return [Schedule.from_json(s) for s in found]
 
-    def schedule(self, schedule_id: str) -> dict[str, Any]:
+    def schedule(self, schedule_id: str) -> Schedule:
         """One schedule, with its next run time and its last run."""
-        return self._request("GET", urls.api_schedule(schedule_id))
+        return Schedule.from_json(self._request("GET", urls.api_schedule(schedule_id)))
 
-    def pause_schedule(self, schedule_id: str) -> dict[str, Any]:
-        return self._request("POST", urls.api_schedule(schedule_id, "pause"))
+    def pause_schedule(self, schedule_id: str) -> Schedule:
+        path = urls.api_schedule(schedule_id, "pause")
+        return Schedule.from_json(self._request("POST", path))
 
-    def resume_schedule(self, schedule_id: str) -> dict[str, Any]:
+    def take_over_schedule(self, schedule_id: str) -> Schedule:
+        """Make the schedule act as you (you own its model, or are an admin); it keeps
+        whether it is paused."""
+        path = urls.api_schedule(schedule_id, "take-over")
+        return Schedule.from_json(self._request("POST", path))
+
+    def resume_schedule(self, schedule_id: str) -> Schedule:
         """Fire again from the next due time after now (paused ticks are not made up)."""
-        return self._request("POST", urls.api_schedule(schedule_id, "resume"))
+        path = urls.api_schedule(schedule_id, "resume")
+        return Schedule.from_json(self._request("POST", path))
 
     def delete_schedule(self, schedule_id: str) -> None:
         self._request("DELETE", urls.api_schedule(schedule_id))

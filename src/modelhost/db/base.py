@@ -55,6 +55,12 @@ class Store:
             yield
             return
         with self.engine.begin() as conn:
+            if conn.dialect.name == "sqlite":
+                # pysqlite begins a transaction only before its first write, so a savepoint
+                # taken before that (a version's number) would be released as a commit and
+                # outlive a failure later in the action. Begin now, as the writer: actions
+                # write, and taking the lock first spares them a conflict half-way.
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
             token = _active.set(conn)
             try:
                 yield

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 
 from modelhost import errors
@@ -15,10 +15,14 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 _EXAMPLES = "sqlite:////path/modelhost.db or postgresql+psycopg://USER@HOST/DB"
 
 
-def make_engine(url: str) -> Engine:
+#: how long connecting to PostgreSQL may take before the call answers 503 (not hang)
+CONNECT_TIMEOUT_SECONDS = 2
+
+
+def make_engine(url: str, *, sqlite_synchronous: str = "full") -> Engine:
     """An engine for ``url``; InvalidSetting for a URL SQLAlchemy cannot use."""
     try:
-        return _make_engine(url)
+        return _make_engine(url, sqlite_synchronous)
     except (ArgumentError, NoSuchModuleError) as exc:
         raise errors.InvalidSetting(
             f"Setting 'database_url' is not a database URL modelhost can use ({exc}); give "
@@ -31,8 +35,10 @@ def make_engine(url: str) -> Engine:
         ) from None
 
 
-def _make_engine(url: str) -> Engine:
-    """An engine for ``url``; SQLite gets WAL and foreign keys so it behaves like a server DB."""
+def _make_engine(url: str, synchronous: str) -> Engine:
+    """An engine for ``url``; SQLite gets WAL and foreign keys so it behaves like a server DB,
+    and ``synchronous`` (full: a commit is on disk before it returns); PostgreSQL gets a
+    connect timeout and a liveness check of pooled connections, so it heals after an outage."""
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
@@ -41,11 +47,15 @@ def _make_engine(url: str) -> Engine:
             cursor = connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute(f"PRAGMA synchronous={synchronous.upper()}")
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    parsed = make_url(url)
+    connect_args: dict[str, object] = {}
+    if parsed.get_backend_name() == "postgresql" and "connect_timeout" not in parsed.query:
+        connect_args["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
+    return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
 
 
 def alembic_config(engine: Engine) -> Config:

@@ -21,6 +21,7 @@ from modelhost.db.runs import Run, RunsRepo, Schedule
 __all__ = [
     "ApiKey",
     "AuditEvent",
+    "BuildFailure",
     "EnvVar",
     "Label",
     "Model",
@@ -53,6 +54,19 @@ class Model:
     deployed_version: int | None = None
     visibility: str = "private"
     invocation_mode: str = "token"
+    network: bool = True
+
+
+@dataclass(frozen=True)
+class BuildFailure:
+    """Why a version failed, as data: ``kind`` is ``environment`` (its environment could not
+    be built), ``load`` (its script did not load), ``start`` (no instance could be started)
+    ``crash`` (it crashed on its first calls after taking a route) or ``errors`` (too many of
+    its first calls failed after taking a route)."""
+
+    kind: str
+    message: str
+    traceback: str | None = None
 
 
 @dataclass(frozen=True)
@@ -89,6 +103,18 @@ class Version:
     #: where the project came from, e.g. git+file:///repo@v1, and the commit it was at
     source: str | None = None
     git_commit: str | None = None
+    #: why it failed (see :class:`BuildFailure`); None unless ``status`` is ``failed``
+    failure_kind: str | None = None
+    failure_message: str | None = None
+    failure_traceback: str | None = None
+    #: the Idempotency-Key of the publish that made it, if the client sent one
+    idempotency_key: str | None = None
+
+    @property
+    def failure(self) -> BuildFailure | None:
+        if self.failure_kind is None:
+            return None
+        return BuildFailure(self.failure_kind, self.failure_message or "", self.failure_traceback)
 
     @property
     def isolated(self) -> bool:
@@ -271,19 +297,40 @@ class Repo(RunsRepo, AccessRepo, EnvironmentRepo):
             row = conn.execute(query).first()
         return _row(Version, row) if row else None
 
+    def find_version_by_key(self, model_id: str, key: str) -> Version | None:
+        """The version an earlier publish with Idempotency-Key ``key`` made, if any."""
+        query = select(t.versions).where(
+            t.versions.c.model_id == model_id, t.versions.c.idempotency_key == key
+        )
+        with self._connect() as conn:
+            row = conn.execute(query).first()
+        return _row(Version, row) if row else None
+
     def get_version_by_id(self, version_id: str) -> Version | None:
         with self._connect() as conn:
             row = conn.execute(select(t.versions).where(t.versions.c.id == version_id)).first()
         return _row(Version, row) if row else None
 
     def finish_build(
-        self, version_id: str, *, status: str, log: str, signature: str | None = None
+        self,
+        version_id: str,
+        *,
+        status: str,
+        log: str,
+        signature: str | None = None,
+        failure: BuildFailure | None = None,
     ) -> bool:
         """Record a build outcome once; returns False when it was already recorded."""
         query = (
             update(t.versions)
             .where(t.versions.c.id == version_id, t.versions.c.status == "building")
-            .values(status=status, build_log=log, signature=signature, finished_at=utcnow())
+            .values(
+                status=status,
+                build_log=log,
+                signature=signature,
+                finished_at=utcnow(),
+                **failure_values(failure),
+            )
         )
         with self._begin() as conn:
             return conn.execute(query).rowcount == 1
@@ -393,3 +440,12 @@ def _next_generation(model_id: str) -> Update:
         .where(t.models.c.id == model_id)
         .values(generation=t.models.c.generation + 1, updated_at=utcnow())
     )
+
+
+def failure_values(failure: BuildFailure | None) -> dict[str, str | None]:
+    """The columns of a version that hold ``failure``."""
+    return {
+        "failure_kind": failure.kind if failure else None,
+        "failure_message": failure.message if failure else None,
+        "failure_traceback": failure.traceback if failure else None,
+    }

@@ -14,7 +14,7 @@ from modelhost.db import tables as t
 from modelhost.db.base import Store, _row, new_id, utcnow
 
 ACTIVE = ("queued", "running")
-FINISHED = ("succeeded", "failed", "cancelled", "skipped")
+FINISHED = ("succeeded", "failed", "cancelled", "skipped", "denied")
 
 
 @dataclass(frozen=True)

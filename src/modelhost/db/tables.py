@@ -61,6 +61,8 @@ models = Table(
     Column("deployed_version", Integer, nullable=True),
     Column("visibility", String(16), nullable=False, default="private"),
     Column("invocation_mode", String(16), nullable=False, default="token"),
+    #: whether the model's code may reach the network from its sandbox
+    Column("network", Boolean, nullable=False, default=True),
 )
 
 versions = Table(
@@ -93,7 +95,14 @@ versions = Table(
     Column("python_version", String(32), nullable=True),
     Column("source", String(1024), nullable=True),
     Column("git_commit", String(64), nullable=True),
+    #: why a failed version failed: kind, message and the user's traceback
+    Column("failure_kind", String(16), nullable=True),
+    Column("failure_message", Text, nullable=True),
+    Column("failure_traceback", Text, nullable=True),
+    #: the client's Idempotency-Key of the publish that made it: a retry finds it
+    Column("idempotency_key", String(128), nullable=True),
     UniqueConstraint("model_id", "number", name="uq_versions_model_number"),
+    UniqueConstraint("model_id", "idempotency_key", name="uq_versions_model_idempotency_key"),
 )
 
 environments = Table(
@@ -219,4 +228,18 @@ schedules = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("environment", String(128), nullable=True),
+)
+
+#: which server serves from this database (one row, ``id = "server"``): a second server on the
+#: same database refuses to start while the holder's heartbeat is fresh
+server_leases = Table(
+    "server_leases",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("home", Text, nullable=False),
+    Column("url", Text, nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("heartbeat_at", DateTime(timezone=True), nullable=False),
 )

@@ -10,16 +10,19 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from modelhost import errors
-from modelhost.backends.base import CallResult
+from modelhost.backends.base import CallResult, Instance
 from modelhost.gateway.auth import TokenGuard
 from modelhost.gateway.metrics import CallMetrics
 from modelhost.gateway.pool import VersionPool
 from modelhost.gateway.routes import ModelRoute, Release, RouteTable
+
+if TYPE_CHECKING:
+    from modelhost.gateway.peers import Peers
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -87,6 +90,8 @@ class Gateway:
         self.metrics = CallMetrics()
         #: in a gateway process: passes a call it cannot answer to the main server process
         self.forward: Forward | None = None
+        #: with gateway processes: the others, to pass a call to one with an idle instance
+        self.peers: Peers | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # One coroutine from the request to the instance's answer, on purpose: every await
@@ -117,25 +122,53 @@ class Gateway:
                 if self.table is not table:
                     route, pool, admitted = self._admit(scope, request_id)
                 release = admitted
-                instance = pool.take()
-                if instance is None:
-                    result = await self._call(scope["path"], route, pool, request_id, body)
-                else:
-                    try:
-                        result = await instance.call(request_id, body, route.timeout)
-                    except errors.CallNotStarted:
-                        # Its instance went away before running it: another one may.
-                        pool.release(instance)
-                        instance = None
-                        route, pool, _ = self._resolve(scope["path"])
-                        result = await self._call(
-                            scope["path"], route, pool, request_id, body, _RESENDS - 1
+                peers = self.peers
+                if peers is None:
+                    instance = pool.take()
+                else:  # the least busy instance, here or in another process
+                    other = peers.less_busy(pool, scope)
+                    if other is not None:
+                        await peers.pass_on(other, scope, receive, send, body)
+                        return
+                    instance = pool.take()
+                try:
+                    if instance is None:
+                        result, admitted = await self._call(
+                            scope["path"], route, pool, admitted, request_id, body
                         )
-                    except errors.ModelTimeout:
-                        raise _timed_out(route) from None
-                    finally:
-                        if instance is not None:
+                    else:
+                        try:
+                            result = await instance.call(request_id, body, route.timeout)
+                        except errors.CallNotStarted:
+                            # Its instance went away before running it: another one may.
                             pool.release(instance)
+                            instance = None
+                            route, pool, admitted = self._resolve(scope["path"])
+                            result, admitted = await self._call(
+                                scope["path"],
+                                route,
+                                pool,
+                                admitted,
+                                request_id,
+                                body,
+                                _RESENDS - 1,
+                            )
+                        except errors.ModelTimeout:
+                            raise _timed_out(route) from None
+                        finally:
+                            if instance is not None:
+                                pool.release(instance)
+                except errors.InstanceCrashed:
+                    fallback = route.fallbacks.get(admitted.number)
+                    if fallback is None or fallback not in route.pools:
+                        raise
+                    # A version that just took the route crashed on this call: the version it
+                    # took the route from is still warm, and answers it instead.
+                    self._record(admitted, 502, started)
+                    admitted = release = route.releases[fallback]
+                    result, admitted = await self._call(
+                        scope["path"], route, route.pools[fallback], admitted, request_id, body, 0
+                    )
             except _NOT_RUN_HERE as exc:
                 if self.forward is not None:  # the main process may have what this one lacks
                     await self.forward(scope, receive, send, body)
@@ -288,26 +321,34 @@ class Gateway:
         path: str,
         route: ModelRoute,
         pool: VersionPool,
+        release: Release,
         request_id: str,
         body: bytes,
         resends: int = _RESENDS,
-    ) -> CallResult:
-        """A call that waits for a free instance, or is sent again after a lost instance."""
+    ) -> tuple[CallResult, Release]:
+        """A call that waits for a free instance of ``release``'s version, or is routed again
+        after a lost instance or a version that stopped taking calls; with the result, the
+        version that answered."""
         for attempt in range(resends + 1):
-            instance = await pool.acquire(route.timeout)
+            instance: Instance | None = None
             try:
+                instance = await pool.acquire(route.timeout)
                 # The function gets the whole timeout once it runs (waiting has its own bound),
                 # so a call admitted late never kills a healthy instance for time it waited.
-                return await instance.call(request_id, body, route.timeout)
+                return await instance.call(request_id, body, route.timeout), release
             except errors.CallNotStarted:
-                # Its instance went away before running it: another one may.
+                # Its instance went away before running it, or its version stopped taking
+                # calls while it waited: the route may send it elsewhere now.
                 if attempt == resends:
                     raise
             except errors.ModelTimeout:
+                if instance is None:
+                    raise  # it waited its whole timeout for a free instance
                 raise _timed_out(route) from None
             finally:
-                pool.release(instance)
-            route, pool, _ = self._resolve(path)
+                if instance is not None:
+                    pool.release(instance)
+            route, pool, release = self._resolve(path)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _record(self, release: Release, status: int, started: float) -> None:

@@ -24,7 +24,7 @@ from modelhost.gateway.routes import ModelRoute
 
 _CHALLENGE = {"WWW-Authenticate": 'Basic realm="modelhost", Bearer realm="modelhost"'}
 _URL_TOKEN_NAMES = {"token", "access_token", "api_key", "key"}
-#: API keys (``operations/accounts.py``) start so; access tokens start ``mht_``.
+#: API keys (``operations/credentials.py``) start so; access tokens start ``mht_``.
 _API_KEY_PREFIX = "mh_"
 
 

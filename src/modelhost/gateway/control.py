@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 
+from modelhost.gateway.board import NO_SLOT, LoadBoard
 from modelhost.gateway.pool import VersionPool
 from modelhost.gateway.routes import ModelRoute, Release, RouteTable
 
@@ -57,6 +58,7 @@ def routes_for(table: RouteTable, instances: dict[str, str]) -> dict[str, Any]:
                 "release": route.releases[number].json.decode(),
                 "max_queued": pool.max_queued,
                 "capacity": pool.capacity,
+                "slot": pool.slot,
                 "instances": sorted(by_version[pool.version_id]),
             }
             for number, pool in route.pools.items()
@@ -71,6 +73,7 @@ def routes_for(table: RouteTable, instances: dict[str, str]) -> dict[str, Any]:
                 "state": route.state,
                 "invocation_mode": route.invocation_mode,
                 "tokens": [token.hex() for token in route.tokens],
+                "fallbacks": [[new, old] for new, old in route.fallbacks.items()],
                 "versions": versions,
             }
         )
@@ -78,11 +81,16 @@ def routes_for(table: RouteTable, instances: dict[str, str]) -> dict[str, Any]:
 
 
 def table_from(
-    data: dict[str, Any], pools: dict[str, VersionPool], instances: dict[str, Any]
+    data: dict[str, Any],
+    pools: dict[str, VersionPool],
+    instances: dict[str, Any],
+    board: LoadBoard | None = None,
+    process: int = 0,
 ) -> RouteTable:
     """The gateway process's route table from :func:`routes_for`. ``pools`` (version id →
     pool) is kept between tables, so calls waiting in a pool stay there; ``instances`` are the
-    instances this process holds, by id. Pools of versions no longer listed are dropped."""
+    instances this process holds, by id. Pools of versions no longer listed are dropped. The
+    pools write their idle instances to ``board``, as process number ``process``."""
     by_key: dict[str, ModelRoute] = {}
     wanted: set[str] = set()
     for model in data["models"]:
@@ -91,9 +99,18 @@ def table_from(
         for version in model["versions"]:
             version_id = version["version_id"]
             pool = pools.get(version_id)
-            if pool is None or pool.capacity != version["capacity"]:
+            slot = version.get("slot", NO_SLOT)
+            if pool is None or pool.capacity != version["capacity"] or pool.slot != slot:
+                if pool is not None:
+                    pool.close()
                 pool = pools[version_id] = VersionPool(
-                    version_id, version["number"], version["max_queued"], version["capacity"]
+                    version_id,
+                    version["number"],
+                    version["max_queued"],
+                    version["capacity"],
+                    board=board,
+                    slot=slot,
+                    process=process,
                 )
             listed = {instances[i] for i in version["instances"] if i in instances}
             for instance in pool.instances():
@@ -119,11 +136,12 @@ def table_from(
             state=model["state"],
             invocation_mode=model["invocation_mode"],
             tokens=tuple(bytes.fromhex(t) for t in model["tokens"]),
+            fallbacks={new: old for new, old in model.get("fallbacks", [])},
         )
         by_key[route.model_id] = by_key[route.name] = route
     for version_id in list(pools):
         if version_id not in wanted:
-            pools.pop(version_id).set_starting(0)
+            pools.pop(version_id).close()  # calls waiting here are routed again
     return RouteTable(by_key)
 
 

@@ -130,6 +130,16 @@ class CallMetrics:
             stats.client_errors += client_errs
             stats.buckets = [a + b for a, b in zip(stats.buckets, buckets, strict=True)]
 
+    def count(self, version_id: str) -> tuple[int, int]:
+        """All calls of one version still kept (the last hour), and how many failed (5xx)."""
+        series = self._series.get(version_id)
+        if series is None:
+            return 0, 0
+        return (
+            sum(stats.requests for stats in series.minutes),
+            sum(stats.errors for stats in series.minutes),
+        )
+
     def forget(self, version_ids: Iterable[str]) -> None:
         """Drop versions that no longer exist (a deleted model)."""
         for version_id in version_ids:

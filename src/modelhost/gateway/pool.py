@@ -13,10 +13,21 @@ from collections import deque
 
 from modelhost import errors
 from modelhost.backends.base import Instance, InstanceState
+from modelhost.gateway.board import NO_SLOT, LoadBoard
 
 
 class VersionPool:
-    def __init__(self, version_id: str, number: int, max_queued: int, capacity: int = 1) -> None:
+    def __init__(
+        self,
+        version_id: str,
+        number: int,
+        max_queued: int,
+        capacity: int = 1,
+        *,
+        board: LoadBoard | None = None,
+        slot: int = NO_SLOT,
+        process: int = 0,
+    ) -> None:
         self.version_id = version_id
         self.number = number
         self.max_queued = max_queued
@@ -27,6 +38,13 @@ class VersionPool:
         #: the keys of ``_load`` as a list, kept in step, so admission never copies them
         self._ready: list[Instance] = []
         self._waiters: deque[asyncio.Future[Instance]] = deque()
+        #: no route sends calls here any more (see :meth:`close`)
+        self.closed = False
+        #: with gateway processes: where this process says how busy its least busy instance of
+        #: the version is (its cell of the version's slot), so the others know
+        self.board = board
+        self.slot = slot
+        self.process = process
 
     @property
     def ready_count(self) -> int:
@@ -48,11 +66,21 @@ class VersionPool:
             self._load[instance] = 0
             self._ready.append(instance)
             self._serve_waiters()
+            self._changed()
 
     def remove(self, instance: Instance) -> None:
         """Take an instance out of rotation; its calls in flight still finish."""
         if self._load.pop(instance, None) is not None:
             self._ready.remove(instance)
+            self._changed()
+
+    def lowest(self) -> int | None:
+        """The calls on the least busy instance (None: there is none)."""
+        return min(self._load.values()) if self._load else None
+
+    def _changed(self) -> None:
+        if self.board is not None:
+            self.board.set(self.slot, self.process, self.lowest())
 
     def expect_replacement(self) -> None:
         """An instance died: calls wait for its replacement rather than fail at once. The
@@ -75,6 +103,24 @@ class VersionPool:
                 if not waiter.done():
                     waiter.set_exception(self._unavailable())
 
+    def close(self) -> None:
+        """No route sends calls here any more: the calls waiting go back to be routed again
+        (the gateway resolves them against the new table) instead of waiting for an instance
+        that may never come; calls that come later are sent back the same way."""
+        self.closed = True
+        if self.board is not None:
+            self.board.clear(self.slot, self.process)
+            self.board = None
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(self._rerouted())
+
+    def _rerouted(self) -> errors.CallNotStarted:
+        return errors.CallNotStarted(
+            f"Version {self.number} stopped taking calls before this one ran."
+        )
+
     def _least_busy(self) -> Instance | None:
         # ``_ready`` is ordered by when each instance last became idle, latest last. Among the
         # least busy, the one that finished a call most recently gets the next: its caches
@@ -95,12 +141,16 @@ class VersionPool:
         instance = self._least_busy()
         if instance is not None:
             self._load[instance] += 1
+            if self.board is not None:
+                self._changed()
         return instance
 
     async def acquire(self, timeout: float) -> Instance:
         instance = self.take()
         if instance is not None:
             return instance
+        if self.closed:
+            raise self._rerouted()
         if not self._load and not self.starting:
             raise self._unavailable()
         if len(self._waiters) >= self.max_queued:
@@ -146,6 +196,8 @@ class VersionPool:
             self._ready.remove(instance)
             self._ready.append(instance)
         self._serve_waiters()
+        if self.board is not None:
+            self._changed()
 
     def _serve_waiters(self) -> None:
         while self._waiters:

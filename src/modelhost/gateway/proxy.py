@@ -49,8 +49,13 @@ class _NoCookies(http.cookiejar.DefaultCookiePolicy):
 
 
 class Proxy:
-    def __init__(self, socket_path: str, secret: str) -> None:
+    def __init__(
+        self, socket_path: str, secret: str, extra: tuple[tuple[bytes, bytes], ...] = ()
+    ) -> None:
         self._secret = secret.encode()
+        #: headers added to every request (a call passed between processes says so)
+        self._extra = list(extra)
+        self._path = socket_path
         self._client = httpx.AsyncClient(
             transport=httpx.AsyncHTTPTransport(uds=socket_path),
             cookies=http.cookiejar.CookieJar(policy=_NoCookies()),
@@ -74,6 +79,7 @@ class Proxy:
         if client:
             headers.append((FORWARDED_FOR, f"{client[0]}:{client[1]}".encode()))
         headers.append((GATEWAY_SECRET, self._secret))
+        headers += self._extra
         target = scope.get("raw_path") or scope["path"].encode()
         if scope.get("query_string"):
             target += b"?" + scope["query_string"]
@@ -86,7 +92,7 @@ class Proxy:
         try:
             response = await self._client.send(request, stream=True)
         except httpx.HTTPError as exc:
-            logger.error("the main server process did not answer: %r", exc)
+            logger.error("the server process at %s did not answer: %r", self._path, exc)
             status, response_headers, payload = error_response(
                 errors.Unavailable(
                     "The server is restarting or overloaded; retry in a moment.",

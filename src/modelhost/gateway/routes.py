@@ -42,6 +42,9 @@ class ModelRoute:
     invocation_mode: str = "token"
     #: sha256 digests of the model's active access tokens
     tokens: tuple[bytes, ...] = ()
+    #: during a switch hold: a version that just took a route -> the one it took it from, still
+    #: warm, which answers a call the new version's instance crashed on
+    fallbacks: dict[int, int] = field(default_factory=dict)
 
     def pick(self, key: str) -> int | None:
         """The version number a route sends this call to (weighted for a canary)."""

@@ -1,18 +1,34 @@
-"""HTTP responses in one write: uvicorn's httptools protocol with a transport that gathers the
-writes of one event-loop turn (a response's status line and headers, then its body) and hands
-them to the socket together.
+"""uvicorn's httptools protocol with two additions: responses in one write, and limits on what
+a connection may take from the server.
 
-uvicorn writes a response's head and its body separately, each a ``send`` system call that also
-wakes the client for half a response. On the invocation path, where the rest of a call costs
-a few tens of microseconds, the second system call is a noticeable share.
+**One write.** A transport that gathers the writes of one event-loop turn (a response's status
+line and headers, then its body) and hands them to the socket together. uvicorn writes a
+response's head and its body separately, each a ``send`` system call that also wakes the client
+for half a response. On the invocation path, where the rest of a call costs a few tens of
+microseconds, the second system call is a noticeable share.
+
+**Limits** (:class:`~modelhost.gateway.limits.ConnectionLimits`). httptools has no limit on
+the size of a request's head and uvicorn no timeout for reading one, so a client could hold a
+connection open forever by sending a header a byte at a time (slowloris), or fill memory with
+one endless header. Each connection has one timer that is re-armed, never one per request: it
+fires at the earliest deadline that may apply and, if the connection made progress meanwhile,
+arms itself again for the later one. Per request the hot path only stores a phase and a time.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, ClassVar
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+from modelhost import errors
+from modelhost.gateway.app import Receive, Scope, Send, error_response, new_request_id
+from modelhost.gateway.limits import ConnectionLimits
+
+logger = logging.getLogger(__name__)
 
 
 class GatheringTransport:
@@ -47,7 +63,172 @@ class GatheringTransport:
         return getattr(self._transport, name)
 
 
+# What a connection is waiting for. The phase after a request's body (the app is answering) is
+# not stored: it is the body phase with ``cycle.more_body`` false, which uvicorn keeps anyway.
+_HEAD = 0  # a request line and headers, since connecting or the end of the previous answer
+_BODY = 1  # the rest of a request's body, or the app's answer
+_DONE = 2  # nothing more: the connection was refused or is gone
+
+
+def _refusal(error: errors.ModelhostError) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
+    """An ASGI app that answers ``error`` without reading the body, and closes the connection."""
+
+    async def refuse(_scope: Scope, _receive: Receive, send: Send) -> None:
+        status, headers, body = error_response(error, new_request_id())
+        headers.append((b"connection", b"close"))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    return refuse
+
+
 class GatheringHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with one write per response and the :attr:`limits`."""
+
+    limits: ClassVar[ConnectionLimits] = ConnectionLimits()
+
+    _phase: int
+    _since: float  # when the current phase began, or the body's last bytes came
+    _head_bytes: int  # bytes received in the head phase, perhaps with some of the body
+    _timer: asyncio.TimerHandle | None
+    _timer_at: float
+
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self.transport = GatheringTransport(self.transport, self.loop)  # type: ignore[assignment]
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        self._await_head(self.loop.time())
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._phase = _DONE
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        super().connection_lost(exc)
+
+    # ------------------------------------------------------------------ reading a request
+
+    def data_received(self, data: bytes) -> None:
+        if self._phase == _HEAD:
+            self._head_bytes += len(data)
+        elif self._phase == _BODY:
+            self._since = self.loop.time()  # the body timeout counts from the last bytes
+        super().data_received(data)
+        if self._phase == _HEAD and self._head_bytes > self.limits.max_header_bytes:
+            # Still no end of the headers: answer now rather than let httptools buffer more.
+            self._refuse_head()
+
+    def on_headers_complete(self) -> None:
+        self._phase = _BODY
+        self._since = self.loop.time()
+        limits = self.limits
+        error: errors.ModelhostError | None = None
+        # The bytes counted may include some of the body; only then measure the head itself.
+        if self._head_bytes > limits.max_header_bytes and self._head_size() > (
+            limits.max_header_bytes
+        ):
+            error = self._headers_too_large()
+        elif len(self.connections) > limits.max_connections:  # this one counts among them
+            logger.warning("refused a request: %d connections are open", len(self.connections))
+            error = errors.Unavailable(
+                "The server has too many open connections (setting max_connections); retry "
+                "in a moment.",
+                headers={"Retry-After": "1"},
+            )
+        if error is None:
+            super().on_headers_complete()
+            return
+        # uvicorn refuses a request over its own limit_concurrency the same way: the request
+        # gets another app. That one answers in plain text, this one in the error envelope.
+        app, self.app = self.app, _refusal(error)
+        try:
+            super().on_headers_complete()
+        finally:
+            self.app = app
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        cycle = self.cycle
+        if self.transport.is_closing() or not cycle.response_complete or cycle.more_body:
+            return  # closing, a pipelined request already runs, or this one's body still comes
+        self._await_head(self.loop.time())
+
+    # ------------------------------------------------------------------ the timer
+
+    def _await_head(self, now: float) -> None:
+        self._phase = _HEAD
+        self._since = now
+        self._head_bytes = 0
+        self._arm(now + self.limits.header_timeout_seconds)
+
+    def _arm(self, deadline: float) -> None:
+        # A timer that fires early costs a check and re-arms itself; only one that would fire
+        # too late is replaced. On a busy connection the deadline moves later with each request,
+        # so the timer fires about once per header timeout, whatever the request rate.
+        if self._timer is not None:
+            if self._timer_at <= deadline:
+                return
+            self._timer.cancel()
+        self._timer = self.loop.call_at(deadline, self._expire)
+        self._timer_at = deadline
+
+    def _expire(self) -> None:
+        self._timer = None
+        if self._phase == _DONE or self.transport.is_closing():
+            return
+        now = self.loop.time()
+        if self._phase == _HEAD:
+            timeout, what = self.limits.header_timeout_seconds, "headers"
+        else:
+            cycle = self.cycle
+            if not cycle.more_body:  # the whole request is in
+                if cycle.response_complete:  # answered before its body ended; on to the next
+                    self._await_head(now)
+                return  # the app is answering: no deadline; the answer arms the next one
+            if self.flow.read_paused:  # the app is behind, not the client
+                self._since = now
+            timeout, what = self.limits.body_timeout_seconds, "body"
+        deadline = self._since + timeout
+        if now < deadline:
+            self._arm(deadline)
+            return
+        logger.info(
+            "closed a connection from %s: no complete request %s within %g s",
+            self.client[0] if self.client else "?",
+            what,
+            timeout,
+        )
+        self._phase = _DONE
+        self.transport.close()
+
+    # ------------------------------------------------------------------ refusing
+
+    def _head_size(self) -> int:
+        """The request line and headers as sent, give or take their spaces."""
+        size = len(self.url) + 16  # the method, the version and the line's spaces
+        for name, value in self.headers:
+            size += len(name) + len(value) + 4
+        return size
+
+    def _headers_too_large(self) -> errors.HeadersTooLarge:
+        return errors.HeadersTooLarge(
+            f"The request line and headers are over {self.limits.max_header_bytes} bytes "
+            "(setting max_header_bytes); send fewer or shorter headers."
+        )
+
+    def _refuse_head(self) -> None:
+        """Answer 431 before the headers ended: there is no request to hand an app yet."""
+        self._phase = _DONE
+        status, headers, body = error_response(self._headers_too_large(), new_request_id())
+        lines = [STATUS_LINE[status]]
+        lines += [name + b": " + value + b"\r\n" for name, value in headers]
+        lines += [b"connection: close\r\n\r\n", body]
+        self.transport.write(b"".join(lines))
+        self.transport.close()
+
+
+def protocol_with(limits: ConnectionLimits) -> type[GatheringHttpToolsProtocol]:
+    """The protocol class for uvicorn's ``http`` option, with these limits (uvicorn makes a
+    protocol per connection from the class, and passes it only its own config)."""
+    return type("LimitedHttpToolsProtocol", (GatheringHttpToolsProtocol,), {"limits": limits})

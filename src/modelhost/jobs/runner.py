@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -25,13 +26,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from modelhost import errors
+from modelhost import errors, events
 from modelhost.builder import environments, uvenv
 from modelhost.db.repo import Run
 from modelhost.errors import ModelhostError
-from modelhost.jobs.scheduler import fire_due
+from modelhost.jobs.scheduler import fire_due, pause_denied
 from modelhost.operations import Services
 from modelhost.operations import runs as run_ops
+from modelhost.operations.audit import record
+from modelhost.sandbox import Confinement
 
 logger = logging.getLogger(__name__)
 
@@ -156,19 +159,37 @@ class Jobs:
         services = self.services
         command = json.loads(run.command)
         work = run_ops.workdir(services, run.id)
+        action = "schedule" if run.schedule_id else "run"
+        refusal = await asyncio.to_thread(
+            run_ops.creator_refusal, services, run.owner_id, run.model_id, action
+        )
+        if refusal is not None:  # checked before any secret is decrypted for it
+            message = await asyncio.to_thread(self._denied, run, refusal)
+            return "denied", message, None
         try:
             if not work.is_dir():
                 await asyncio.to_thread(services.store.extract, run.bundle_sha256, work)
             python = await asyncio.to_thread(self._isolated_python, run, work, log)
             argv, path_dir = environments.run_command(services.settings, command, python)
-            env = await asyncio.to_thread(self._environment, run, path_dir)
+            env, network = await asyncio.to_thread(self._environment, run, path_dir)
         except ModelhostError as exc:
             return "failed", f"Could not start: {exc.message}", None
         _note(log, f"run {run.id}: {shlex.join(command)} (as {shlex.join(argv)})")
+        if "/" not in argv[0] and shutil.which(argv[0], path=env.get("PATH")) is None:
+            # said here: inside a sandbox the failure would only be an exit status
+            return "failed", _cannot_start(command[0], os.strerror(errno.ENOENT)), None
+        confinement = Confinement(
+            workdir=work,
+            owner=run.model_id or run.id,
+            writable=True,
+            programs=(argv[0], *((python,) if python else ())),
+            network=network,
+        )
+        await asyncio.to_thread(services.sandbox.prepare, confinement)
         started = time.monotonic()
         try:
             process = await asyncio.create_subprocess_exec(
-                *argv,
+                *services.sandbox.command(argv, confinement),
                 cwd=work,
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -177,11 +198,7 @@ class Jobs:
                 start_new_session=True,
             )
         except OSError as exc:
-            message = (
-                f"Could not start '{command[0]}': {exc.strerror or exc}. Give a program that "
-                "exists on the server, such as python."
-            )
-            return "failed", message, None
+            return "failed", _cannot_start(command[0], exc.strerror or str(exc)), None
         execution = self._running[run.id] = _Execution(process)
         try:
             await asyncio.to_thread(services.repo.set_run_pid, run.id, process.pid)
@@ -191,6 +208,7 @@ class Jobs:
                 execution.timed_out = True
                 self._kill(execution)
                 code = await process.wait()
+            code = services.sandbox.exit_code(code)
         finally:
             _signal_group(process.pid, signal.SIGKILL)  # whatever it left running
             if execution.killer is not None:
@@ -284,29 +302,39 @@ class Jobs:
             if scratch is not None:
                 scratch.unlink(missing_ok=True)
 
-    def _environment(self, run: Run, path_dir: str | None) -> dict[str, str]:
-        """Like an instance's: passed-through server variables, the model's, then ours."""
+    def _denied(self, run: Run, refusal: str) -> str:
+        """A run whose creator may no longer run it: its schedule pauses, as at a denied
+        tick, and the audit log says so either way. Returns the run's message."""
         services = self.services
-        passthrough = services.settings.instance_env_passthrough
-        env = {k: os.environ[k] for k in passthrough if k in os.environ}
-        env.setdefault("PATH", os.defpath)
-        env["HOME"] = str(run_ops.workdir(services, run.id))
+        schedule = services.repo.get_schedule(run.schedule_id) if run.schedule_id else None
+        if schedule is not None:
+            return pause_denied(services, schedule, refusal)
         model = services.repo.find_model(run.model_id) if run.model_id else None
-        if model is not None:
-            for var in services.repo.list_env(model.id):
-                env[var.name] = services.key.decrypt(var.value) if var.secret else var.value
-            env["MODELHOST_MODEL_ID"] = model.id
-            env["MODELHOST_MODEL_NAME"] = model.name
-        if path_dir:
-            env["PATH"] = path_dir + os.pathsep + env["PATH"]
-        env.update(
-            {
-                "PYTHONUNBUFFERED": "1",
-                "PYTHONDONTWRITEBYTECODE": "1",
-                "MODELHOST_RUN_ID": run.id,
-            }
+        record(
+            services,
+            None,
+            events.RUN,
+            model=model,
+            outcome="denied",
+            detail={"run_id": run.id, "reason": refusal},
+            actor_name="modelhost",
         )
-        return env
+        logger.warning("run %s denied: %s", run.id, refusal)
+        return f"Denied: {refusal}."
+
+    def _environment(self, run: Run, path_dir: str | None) -> tuple[dict[str, str], bool]:
+        """Like an instance's (:class:`~modelhost.serving.children.Children`); and whether
+        the run may reach the network (its model's setting)."""
+        services = self.services
+        model = services.repo.find_model(run.model_id) if run.model_id else None
+        env = services.children.env(
+            home=run_ops.workdir(services, run.id),
+            model=model,
+            env_vars=services.repo.list_env(model.id) if model is not None else (),
+            ours={"MODELHOST_RUN_ID": run.id},
+            path_prefix=path_dir,
+        )
+        return env, model.network if model is not None else True
 
     def _kill(self, execution: _Execution) -> None:
         """SIGTERM the run's process group, then SIGKILL after a grace period."""
@@ -323,6 +351,13 @@ class Jobs:
         task = asyncio.get_running_loop().create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _cannot_start(program: str, reason: str) -> str:
+    return (
+        f"Could not start '{program}': {reason}. Give a program that exists on the server, "
+        "such as python."
+    )
 
 
 def _noter(log: IO[bytes]) -> Callable[[str], None]:

@@ -5,16 +5,55 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from modelhost.backends.base import Backend
+from modelhost.backends.base import Instance
 from modelhost.builder.bundles import BundleStore
 from modelhost.crypto import ServerKey
 from modelhost.db.repo import Repo, utcnow
-from modelhost.gateway.app import Gateway
-from modelhost.reconciler import Reconciler
+from modelhost.gateway.metrics import Point, VersionSeries
+from modelhost.gateway.routes import ModelRoute
+from modelhost.sandbox import Sandbox
+from modelhost.serving.children import Children
 from modelhost.settings import Settings
+
+
+class Reconciling(Protocol):
+    """The reconciler as operations see it (:class:`modelhost.reconciler.Reconciler`)."""
+
+    def wake(self) -> None: ...
+
+    def sync(self, timeout: float = 5.0) -> bool: ...
+
+
+class Routes(Protocol):
+    """The route table as the gateway serves it (:class:`modelhost.serving.router.Router`)."""
+
+    def find(self, key: str) -> ModelRoute | None: ...
+
+    def holder(self, instance_id: str) -> int: ...
+
+
+class Metrics(Protocol):
+    """Call metrics per version (:class:`modelhost.gateway.metrics.CallMetrics`)."""
+
+    def series(self, model_id: str) -> Sequence[VersionSeries]: ...
+
+    def totals(self, series: VersionSeries, minutes: int) -> Point: ...
+
+    def points(self, series: VersionSeries, minutes: int) -> list[Point]: ...
+
+    def now_minute(self) -> int: ...
+
+    def forget(self, version_ids: Iterable[str]) -> None: ...
+
+
+class Instances(Protocol):
+    """The running instances (:class:`modelhost.serving.supervisor.Supervisor`)."""
+
+    def instances(self) -> Sequence[Instance]: ...
 
 
 @dataclass(frozen=True)
@@ -24,10 +63,15 @@ class Services:
     settings: Settings
     repo: Repo
     store: BundleStore
-    backend: Backend
-    gateway: Gateway
-    reconciler: Reconciler
     key: ServerKey
+    #: what every instance and run starts in (:mod:`modelhost.sandbox`)
+    sandbox: Sandbox
+    #: the environment and paths of instances and runs
+    children: Children
+    reconciler: Reconciling
+    routes: Routes
+    metrics: Metrics
+    supervisor: Instances
     #: What "now" is for schedules; tests pass a fake clock.
     clock: Callable[[], dt.datetime] = utcnow
     #: Asks the run and schedule loop (:mod:`modelhost.jobs.runner`) for a tick now.
@@ -39,7 +83,7 @@ class Services:
 
     def sync(self) -> None:
         """Wait until the reconciler has seen the changes committed so far (see
-        :meth:`Reconciler.sync`)."""
+        :meth:`modelhost.reconciler.Reconciler.sync`)."""
         self.reconciler.sync()
 
 

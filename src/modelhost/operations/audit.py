@@ -7,6 +7,7 @@ fails too. Failed and denied attempts are recorded as well (outside the failed t
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import json
 import logging
@@ -16,9 +17,11 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
-from modelhost import errors
+from modelhost import errors, events
 from modelhost.db.repo import AuditEvent, Model, User
+from modelhost.events import Action
 from modelhost.operations import Services, iso
+from modelhost.permissions import ensure_admin
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +55,7 @@ current_request: ContextVar[RequestInfo] = ContextVar(
 def record(
     services: Services,
     actor: User | None,
-    action: str,
+    action: Action,
     *,
     model: Model | None = None,
     model_name: str | None = None,
@@ -62,10 +65,11 @@ def record(
     actor_name: str | None = None,
 ) -> None:
     info = current_request.get()
-    services.repo.add_audit(
+    events.write(
+        services.repo,
+        action,
         actor_id=actor.id if actor else None,
         actor=actor.username if actor else (actor_name or "anonymous")[:64],
-        action=action,
         model_id=model.id if model else None,
         model=model.name if model else model_name,
         version=version,
@@ -95,13 +99,16 @@ class Audit:
 def audited(
     services: Services,
     actor: User,
-    action: str,
+    action: Action,
     *,
     model: Model | None = None,
     version: int | None = None,
     detail: dict[str, Any] | None = None,
 ) -> Iterator[Audit]:
-    """Run an action and write its event in one transaction; record failures separately."""
+    """Run an action and write its event in one transaction; record failures separately.
+
+    After the commit, the reconciler has seen the change (the route table has it when the
+    caller gets the answer) and is woken for whatever it starts or stops."""
     audit = Audit(model, version, dict(detail or {}))
     try:
         with services.repo.transaction():
@@ -116,6 +123,7 @@ def audited(
             )
         # After the commit: the route table has the change when the caller gets the answer.
         services.sync()
+        services.wake()
     except Exception as exc:
         try:
             record(
@@ -128,7 +136,7 @@ def audited(
                 detail={**audit.detail, "error": _message(exc)},
             )
         except Exception:  # the log cannot take it either: the action's own error matters
-            logger.exception("could not write the audit event for a failed %s", action)
+            logger.exception("could not write the audit event for a failed %s", action.name)
         raise
 
 
@@ -149,6 +157,39 @@ def event_view(event: AuditEvent) -> dict[str, Any]:
         "request_id": event.request_id,
         "detail": json.loads(event.detail or "{}"),
     }
+
+
+def list_events(
+    services: Services,
+    *,
+    model_id: str | None = None,
+    actor: str | None = None,
+    action: str | None = None,
+    since: dt.datetime | None = None,
+) -> list[dict[str, Any]]:
+    """The events of one model (the caller checked ``view-audit``), or of the server, newest
+    first; ``since`` without a time zone is UTC."""
+    if since is not None:  # naive times are UTC; others are converted to UTC
+        since = (
+            since.replace(tzinfo=dt.timezone.utc)
+            if since.tzinfo is None
+            else since.astimezone(dt.timezone.utc)
+        )
+    found = services.repo.audit_events(model_id=model_id, actor=actor, action=action, since=since)
+    return [event_view(e) for e in found]
+
+
+def list_server_events(
+    services: Services,
+    viewer: User,
+    *,
+    actor: str | None = None,
+    action: str | None = None,
+    since: dt.datetime | None = None,
+) -> list[dict[str, Any]]:
+    """Every event (admins)."""
+    ensure_admin(viewer, "read the server-wide audit log")
+    return list_events(services, actor=actor, action=action, since=since)
 
 
 def to_csv(events: list[dict[str, Any]]) -> str:

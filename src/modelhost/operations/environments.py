@@ -13,8 +13,9 @@ from typing import Any
 
 from modelhost import errors
 from modelhost.builder import environments, uvenv
-from modelhost.building import settings_tmp
+from modelhost.builder.builds import settings_tmp
 from modelhost.db.repo import NamedEnvironment, User, new_id
+from modelhost.events import ENVIRONMENT_CREATE, ENVIRONMENTS_PRUNE
 from modelhost.names import NAME_PATTERN
 from modelhost.operations import Services, iso
 from modelhost.operations.audit import audited, record
@@ -47,6 +48,7 @@ def create(
     services: Services, user: User, *, name: str, requirements: str, python: str | None = None
 ) -> tuple[NamedEnvironment, bool]:
     """Lock ``requirements`` as the next revision of ``name``; (revision, whether it is new)."""
+    ensure_environment_permission(user, "create-environment")
     validate_name(name)
     if len(requirements.encode()) > MAX_REQUIREMENTS_BYTES:
         raise errors.BadRequest("The requirements are over 1 MB; is that the right file?")
@@ -78,11 +80,11 @@ def create(
         )
     except errors.ModelhostError as exc:
         detail = {"name": name, "error": exc.message}
-        record(services, user, "environment-create", outcome="failed", detail=detail)
+        record(services, user, ENVIRONMENT_CREATE, outcome="failed", detail=detail)
         raise
     finally:
         scratch.unlink(missing_ok=True)
-    with audited(services, user, "environment-create", detail={"name": name}) as audit:
+    with audited(services, user, ENVIRONMENT_CREATE, detail={"name": name}) as audit:
         created = services.repo.add_environment_revision(
             name,
             requirements=requirements,
@@ -128,10 +130,13 @@ def list_latest(services: Services) -> list[dict[str, Any]]:
     return [view(services, env) for env in latest.values()]
 
 
-def prune(services: Services) -> dict[str, Any]:
-    """Delete the cached environments no version uses; a version that needs one again
-    rebuilds it from its stored lock."""
-    removed = uvenv.prune(services.settings, services.repo.environment_hashes_in_use())
+def prune(services: Services, actor: User) -> dict[str, Any]:
+    """Delete the cached environments no version uses (admins); a version that needs one
+    again rebuilds it from its stored lock."""
+    ensure_environment_permission(actor, "prune-environments")
+    with audited(services, actor, ENVIRONMENTS_PRUNE) as audit:
+        removed = uvenv.prune(services.settings, services.repo.environment_hashes_in_use())
+        audit.detail["removed"] = len(removed)
     return {
         "removed": [{"environment_hash": key, "bytes": size} for key, size in removed],
         "freed_bytes": sum(size for _, size in removed),

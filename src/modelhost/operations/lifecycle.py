@@ -207,11 +207,11 @@ def delete(services: Services, key: str, confirm: str | None) -> Callable[[], No
 
     def remove_files() -> None:
         services.wake()
-        services.gateway.metrics.forget(version.id for version in versions)
+        services.metrics.forget(version.id for version in versions)
         for version in versions:
-            shutil.rmtree(services.reconciler.workdir(version), ignore_errors=True)
+            shutil.rmtree(services.children.instance_workdir(version.id), ignore_errors=True)
             if not services.repo.bundle_in_use(version.bundle_sha256):
                 services.store.path(version.bundle_sha256).unlink(missing_ok=True)
-        shutil.rmtree(services.reconciler.log_dir(model.id), ignore_errors=True)
+        shutil.rmtree(services.children.log_dir(model.id), ignore_errors=True)
 
     return remove_files

@@ -35,7 +35,7 @@ def model_metrics(services: Services, model: Model, minutes: int = KEPT_MINUTES)
         raise errors.BadRequest(
             f"minutes must be between 1 and {KEPT_MINUTES}: the server keeps the last hour."
         )
-    metrics = services.gateway.metrics
+    metrics = services.metrics
     versions = []
     for series in metrics.series(model.id):
         versions.append(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,7 +39,7 @@ def get_version(services: Services, model: Model, number: int) -> Version:
 
 
 def _serving(services: Services, model: Model) -> tuple[int | None, set[int]]:
-    route = services.gateway.table.find(model.id)
+    route = services.routes.find(model.id)
     if route is None:
         return None, set()
     latest = route.routes.get(LATEST)
@@ -82,6 +83,8 @@ def version_view(
         "concurrency": version.concurrency,
         "health": version.health if version.status != "failed" else "-",
         "health_log": version.health_log,
+        # why it failed, as data: {"kind", "message", "traceback"}, or null
+        "failure": dataclasses.asdict(version.failure) if version.failure else None,
         "description": version.description,
         "created_at": iso(version.created_at),
         "finished_at": iso(version.finished_at),
@@ -121,6 +124,7 @@ def model_view(services: Services, model: Model) -> dict[str, Any]:
         "state": model.state,
         "deployed_version": model.deployed_version,
         "log_requests": model.log_requests,
+        "network": model.network,
         "visibility": model.visibility,
         "invocation_mode": model.invocation_mode,
         "labels": {label.name: label.version for label in services.repo.list_labels(model.id)},
@@ -155,6 +159,7 @@ def update_model(
     instance_count: int | None = None,
     timeout_seconds: float | None = None,
     log_requests: bool | None = None,
+    network: bool | None = None,
 ) -> Model:
     changes: dict[str, Any] = {}
     if description is not None:
@@ -174,9 +179,18 @@ def update_model(
                 "max_timeout_seconds)."
             )
         changes["timeout_seconds"] = timeout_seconds
-    restart = log_requests is not None and log_requests != model.log_requests
-    if restart:
+    restart = False
+    if log_requests is not None and log_requests != model.log_requests:
         changes["log_requests"] = log_requests
+        restart = True
+    if network is not None and network != model.network:
+        if not network and _has_r_versions(services, model):
+            raise errors.BadRequest(
+                f"'{model.name}' has R versions, whose worker talks to the server over "
+                "loopback, so their network cannot be turned off yet; keep it on."
+            )
+        changes["network"] = network
+        restart = True
     if not changes:
         return model
     if restart:  # instances restart, with zero downtime, to pick it up
@@ -186,8 +200,11 @@ def update_model(
     return updated
 
 
+def _has_r_versions(services: Services, model: Model) -> bool:
+    return any(v.environment_runtime == "r" for v in services.repo.list_versions(model.id))
+
+
 def list_instances(services: Services, model: Model) -> list[dict[str, Any]]:
-    gateways = services.reconciler.gateways
     return [
         {
             "id": i.spec.instance_id,
@@ -197,9 +214,9 @@ def list_instances(services: Services, model: Model) -> list[dict[str, Any]]:
             "pid": i.pid,
             "failure": i.failure if i.state is InstanceState.FAILED else None,
             # which server process sends it calls: 0 the main one, 1… a gateway process
-            "gateway": gateways.holder(i.spec.instance_id) if gateways is not None else 0,
+            "gateway": services.routes.holder(i.spec.instance_id),
         }
-        for i in services.backend.instances()
+        for i in services.supervisor.instances()
         if i.spec.model_id == model.id
     ]
 
@@ -237,7 +254,7 @@ def read_logs(
         raise errors.BadRequest("tail must be between 1 and 10000 lines.")
     if version is not None:
         get_version(services, model, version)  # a 404 for a number that does not exist
-    directory = services.reconciler.log_dir(model.id)
+    directory = services.children.log_dir(model.id)
     lines: list[dict[str, Any]] = []
     if directory.is_dir():
         for path in directory.glob("v*-*.log"):

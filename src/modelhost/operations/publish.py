@@ -1,8 +1,12 @@
 """Publish: an uploaded project archive becomes the next version of a model.
 
+:func:`publish_version` is the one publish, as a user: the API, the UI's wizard and runs that
+publish on success all call it (:func:`check_publish` first when the project is still to
+arrive, so that a mistake costs no upload). :func:`publish` below it does the work.
+
 Validate the entry point, extract the archive with checks, choose the environment, store the
 bundle by its sha256, then create the version row (status ``building``) and wake the
-reconciler, which builds the version's environment if it has its own (``building.py``) and
+reconciler, which builds the version's environment if it has its own (``builder/builds.py``) and
 starts its first instance, the import check. Nothing is recorded until the bundle is safely
 stored.
 """
@@ -12,16 +16,24 @@ from __future__ import annotations
 import re
 import shutil
 import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from modelhost import errors
-from modelhost.builder import environments, uvenv
-from modelhost.builder.bundles import count_files, extract_archive, human_size
+from modelhost.builder import environments, manifests, uvenv
+from modelhost.builder.bundles import extract_archive
 from modelhost.builder.environments import describe, runtime_for
+from modelhost.builder.packing import count_files, human_size
 from modelhost.db.repo import Model, User, Version
+from modelhost.events import PUBLISH
 from modelhost.names import ID_LIKE, NAME_PATTERN, invalid_model_name
 from modelhost.operations import Services
+from modelhost.operations.access_control import authorize, authorize_action
+from modelhost.operations.audit import audited
+from modelhost.permissions import ensure_server_permission
+from modelhost.urls import without_credentials
 
 R_NAME = re.compile(r"^[A-Za-z.][A-Za-z0-9._]*$")
 _COMMIT = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")
@@ -48,12 +60,14 @@ def validate_entry_point(file: str, function: str) -> tuple[str, str]:
     return path.as_posix(), function
 
 
-def validate_source(source: str | None, git_commit: str | None) -> None:
-    """Where a project came from is recorded as given, within limits."""
+def validate_source(source: str | None, git_commit: str | None) -> str | None:
+    """Where a project came from, as recorded: as given, within limits, but never with a user
+    name or password (``https://TOKEN@host/...``) in it."""
     if source is not None and not 0 < len(source) <= 1024:
         raise errors.BadRequest("source must be 1 to 1024 characters, such as git+URL@REF.")
     if git_commit is not None and not _COMMIT.match(git_commit):
         raise errors.BadRequest("git_commit must be a full commit hash (40 hex digits).")
+    return None if source is None else without_credentials(source)
 
 
 def validate_environment(requested: str | None) -> None:
@@ -138,6 +152,110 @@ def validate_concurrency(concurrency: int) -> int:
     return concurrency
 
 
+def check_new_model(services: Services, actor: User, name: str) -> None:
+    """A model may be created with ``name`` by ``actor`` (setting ``model_creators``)."""
+    validate_model_name(name)
+    ensure_server_permission(actor, "create-model", services.settings)
+
+
+@dataclass(frozen=True)
+class PublishRequest:
+    """A new version of ``model`` (its id or name; a new name creates the model)."""
+
+    model: str
+    file: str
+    function: str
+    description: str = ""
+    concurrency: int = 1
+    environment: str | None = None
+    python: str | None = None
+    source: str | None = None
+    git_commit: str | None = None
+    #: the client's Idempotency-Key: a publish retried with it returns the version it made
+    idempotency_key: str | None = None
+
+
+#: what an Idempotency-Key may be: printable ASCII without spaces, as a header can carry it
+_KEY_CHARACTERS = frozenset(chr(c) for c in range(0x21, 0x7F))
+MAX_KEY_LENGTH = 128
+
+
+def validate_idempotency_key(key: str | None) -> str | None:
+    if key is None:
+        return None
+    if not 0 < len(key) <= MAX_KEY_LENGTH or not set(key) <= _KEY_CHARACTERS:
+        raise errors.BadRequest(
+            f"The Idempotency-Key header must be 1 to {MAX_KEY_LENGTH} printable ASCII "
+            "characters without spaces, such as a UUID; send a new one for each publish."
+        )
+    return key
+
+
+def publishable(services: Services, actor: User, key: str) -> Model:
+    """The existing model ``key`` names, if ``actor`` may publish to it (the wizard's form)."""
+    return authorize(services, actor, key, "publish")
+
+
+def check_publish(services: Services, actor: User, request: PublishRequest) -> Model | None:
+    """Everything about a publish that can be checked before the project arrives: who may
+    (a refusal is audited), and what. Returns the model, or None when it is new."""
+    existing = services.repo.find_model(request.model)
+    if existing is None:
+        check_new_model(services, actor, request.model)
+    else:
+        authorize_action(services, actor, request.model, PUBLISH)
+    validate_entry_point(request.file, request.function)
+    validate_concurrency(request.concurrency)
+    validate_environment(request.environment)
+    validate_source(request.source, request.git_commit)
+    return existing
+
+
+def publish_version(
+    services: Services,
+    actor: User,
+    request: PublishRequest,
+    archive: BinaryIO,
+    *,
+    detail: dict[str, Any] | None = None,
+    then: Callable[[Version], None] | None = None,
+) -> tuple[Model, Version]:
+    """Publish ``archive`` (a .tar.gz project) as the next version, as ``actor``: checked,
+    stored, and audited in one transaction with ``detail`` added to the event; ``then`` runs
+    in that transaction with the new version (a run records that it published)."""
+    existing = check_publish(services, actor, request)
+    key = validate_idempotency_key(request.idempotency_key)
+    if existing is not None and key is not None:
+        earlier = services.repo.find_version_by_key(existing.id, key)
+        if earlier is not None:  # a retry of a publish whose answer was lost
+            return existing, earlier
+    event = {"entry_point": f"{request.file}:{request.function}", **(detail or {})}
+    if request.environment:
+        event["environment"] = request.environment
+    if request.git_commit:
+        event["git_commit"] = request.git_commit
+    with audited(services, actor, PUBLISH, model=existing, detail=event) as audit:
+        model, version = publish(
+            services,
+            name=request.model,
+            archive=archive,
+            file=request.file,
+            function=request.function,
+            description=request.description,
+            actor=actor,
+            concurrency=request.concurrency,
+            environment=request.environment,
+            python=request.python,
+            source=request.source,
+            git_commit=request.git_commit,
+            idempotency_key=key,
+        )
+        audit.model, audit.version = model, version.number
+        if then is not None:
+            then(version)
+    return model, version
+
+
 def publish(
     services: Services,
     *,
@@ -152,6 +270,7 @@ def publish(
     python: str | None = None,
     source: str | None = None,
     git_commit: str | None = None,
+    idempotency_key: str | None = None,
 ) -> tuple[Model, Version]:
     """Store the uploaded project and create the next version (status ``building``).
 
@@ -163,7 +282,7 @@ def publish(
     file, function = validate_entry_point(file, function)
     validate_concurrency(concurrency)
     validate_environment(environment)
-    validate_source(source, git_commit)
+    source = validate_source(source, git_commit)
     runtime = runtime_for(file)
     if runtime == "r":
         describe(settings, runtime)  # fails clearly when R is missing
@@ -171,9 +290,15 @@ def publish(
         raise errors.BadRequest("R instances run one call at a time; publish with concurrency 1.")
     existing = services.repo.find_model(name)
     if existing is None:
-        validate_model_name(name)
+        check_new_model(services, actor, name)
     else:
         name = existing.name  # published by id or by name
+        if runtime == "r" and not existing.network:
+            raise errors.BadRequest(
+                f"'{name}' has its network turned off, and R versions need it: their worker "
+                "talks to the server over loopback. Turn it on first (modelhost models update "
+                f"{name} --network), or publish Python."
+            )
 
     scratch = settings.home_path / "tmp"
     scratch.mkdir(parents=True, exist_ok=True)
@@ -223,10 +348,12 @@ def publish(
             concurrency=concurrency,
             source=source,
             git_commit=git_commit,
+            idempotency_key=idempotency_key,
             **columns,
         )
-        workdir = services.reconciler.workdir(version)
+        workdir = services.children.instance_workdir(version.id)
         workdir.parent.mkdir(parents=True, exist_ok=True)
+        manifests.record(staging, manifests.manifest_path(workdir))
         staging.rename(workdir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

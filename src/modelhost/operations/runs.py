@@ -15,13 +15,21 @@ from typing import Any, BinaryIO
 
 from modelhost import errors
 from modelhost.builder import environments
-from modelhost.builder.bundles import StoredBundle, collect_files, extract_archive, pack_project
+from modelhost.builder.bundles import StoredBundle, extract_archive
+from modelhost.builder.packing import collect_files, pack_project
 from modelhost.db.repo import Model, Run, User, Version
+from modelhost.events import RUN, RUN_CANCEL, Action
 from modelhost.operations import Services, iso
-from modelhost.operations.access import authorize
+from modelhost.operations.access_control import authorize, authorize_action
 from modelhost.operations.audit import audited, record
-from modelhost.operations.publish import publish, validate_entry_point, validate_environment
-from modelhost.permissions import can_see, ensure_permission, role_of
+from modelhost.operations.publish import (
+    PublishRequest,
+    check_publish,
+    publish_version,
+    validate_entry_point,
+    validate_environment,
+)
+from modelhost.permissions import can_see, ensure_permission, ensure_server_permission, role_of
 
 MAX_COMMAND_BYTES = 16 * 1024
 LOG_CHUNK_BYTES = 1 << 20
@@ -59,7 +67,7 @@ def publish_target(
     file: str | None,
     function: str | None,
     *,
-    action: str,
+    action: Action,
 ) -> tuple[Model | None, str | None, str | None]:
     """The model a run or schedule publishes to (checked for ``action``), and its entry point."""
     if model is None:
@@ -67,6 +75,11 @@ def publish_target(
             raise errors.BadRequest(
                 "--file and --function say what to publish; give them with --publish-model."
             )
+        try:
+            ensure_server_permission(user, "run-unattached", services.settings)
+        except errors.Forbidden as exc:
+            record(services, user, action, outcome="denied", detail={"error": exc.message})
+            raise
         return None, None, None
     found = services.repo.find_model(model)
     if found is None:
@@ -74,7 +87,7 @@ def publish_target(
             f"There is no model '{model}'. Publish the project once with 'modelhost publish "
             f"PATH --name {model} ...' so a run can publish its next versions."
         )
-    found = authorize(services, user, found.id, action, audit_as=action)
+    found = authorize_action(services, user, found.id, action)
     if not file or not function:
         raise errors.BadRequest(
             "Say which function a successful run publishes: --file predict.py --function predict."
@@ -113,7 +126,7 @@ def store_project(
 
 
 def run_dir(services: Services, run_id: str) -> Path:
-    return services.settings.home_path / "runs" / run_id
+    return services.children.run_dir(run_id)
 
 
 def workdir(services: Services, run_id: str) -> Path:
@@ -173,7 +186,7 @@ def check_run(
     validate_command(command)
     run_environment(services, environment)
     timeout = validate_timeout(services, timeout_seconds)
-    target, file, function = publish_target(services, user, model, file, function, action="run")
+    target, file, function = publish_target(services, user, model, file, function, action=RUN)
     return target, file, function, timeout
 
 
@@ -197,7 +210,7 @@ def create_run(
     environment = run_environment(services, environment)
     bundle, tree = store_project(services, archive, environment)
     try:
-        with audited(services, user, "run", model=target) as audit:
+        with audited(services, user, RUN, model=target) as audit:
             run = services.repo.create_run(
                 owner_id=user.id,
                 model_id=target.id if target else None,
@@ -220,7 +233,7 @@ def create_run(
 
 
 def get_run(
-    services: Services, user: User, run_id: str, action: str, *, audit_as: str | None = None
+    services: Services, user: User, run_id: str, action: str, *, audit_as: Action | None = None
 ) -> Run:
     """The run, if ``user`` may do ``action`` on it; 404 for runs they may not see."""
     run = services.repo.get_run(run_id)
@@ -241,7 +254,7 @@ def may(
     model_id: str | None,
     action: str,
     *,
-    audit_as: str | None = None,
+    audit_as: Action | None = None,
     detail: dict[str, Any] | None = None,
 ) -> bool:
     """Whether ``user`` sees a run or schedule; raises Forbidden if they see it but may not
@@ -263,6 +276,39 @@ def may(
             record(services, user, audit_as, model=model, outcome="denied", detail=denied)
         raise
     return True
+
+
+def creator_refusal(
+    services: Services, owner_id: str, model_id: str | None, action: str
+) -> str | None:
+    """Why the creator of a run or schedule may no longer start it, or None if they may.
+
+    Schedules act as their creator, checked at every tick and again when each run starts:
+    a creator who was disabled, lost their role on the model (``action``: ``run`` or
+    ``schedule``) or, for a run with no model, the right to start those, runs nothing more.
+    """
+    owner = services.repo.get_user(owner_id)
+    if owner is None or owner.disabled_at is not None:
+        name = owner.username if owner is not None else owner_id
+        return f"its creator {name} is disabled"
+    if model_id is None:
+        try:
+            ensure_server_permission(owner, "run-unattached", services.settings)
+        except errors.Forbidden:
+            return (
+                f"its creator {owner.username} may no longer start runs that publish to no "
+                "model (setting code_runners)"
+            )
+        return None
+    model = services.repo.find_model(model_id)
+    if model is None:
+        return "its model was deleted"
+    role = role_of(owner, model, services.repo.collaborators(model.id))
+    try:
+        ensure_permission(owner, action, model, role)
+    except (errors.Forbidden, errors.ModelNotFound):
+        return f"its creator {owner.username} may no longer {action} on '{model.name}'"
+    return None
 
 
 def may_see(services: Services, user: User, owner_id: str, model_id: str | None) -> bool:
@@ -293,9 +339,9 @@ def list_runs(
 
 def cancel_run(services: Services, user: User, run_id: str) -> Run:
     """Cancel a queued run at once, or ask the run loop to kill a running one."""
-    run = get_run(services, user, run_id, "run", audit_as="run-cancel")
+    run = get_run(services, user, run_id, "run", audit_as=RUN_CANCEL)
     model = services.repo.find_model(run.model_id) if run.model_id else None
-    with audited(services, user, "run-cancel", model=model, detail={"run_id": run.id}):
+    with audited(services, user, RUN_CANCEL, model=model, detail={"run_id": run.id}):
         if not (
             services.repo.cancel_queued(run.id, "Cancelled before it started.")
             or services.repo.request_cancel(run.id)
@@ -381,27 +427,23 @@ def publish_result(services: Services, run: Run) -> Version:
     model = services.repo.find_model(run.model_id)
     if model is None:
         raise errors.ModelNotFound("The model this run publishes to has been deleted.")
-    authorize(services, owner, model.id, "publish", audit_as="publish")
+    request = PublishRequest(
+        model.id, run.file, run.function, description=f"Published by run {run.id}"
+    )
+    check_publish(services, owner, request)
     tree = workdir(services, run.id)
     files = collect_files(tree)
-    detail = {"entry_point": f"{run.file}:{run.function}", "run_id": run.id}
+    detail = {"run_id": run.id}
     if run.schedule_id:
         detail["schedule_id"] = run.schedule_id
-    limit = services.settings.max_bundle_bytes
-    with (
-        pack_project(tree, files, max_bytes=limit) as archive,
-        audited(services, owner, "publish", model=model, detail=detail) as audit,
-    ):
-        _model, version = publish(
-            services,
-            name=model.name,
-            archive=archive,
-            file=run.file,
-            function=run.function,
-            description=f"Published by run {run.id}",
-            actor=owner,
-        )
-        audit.version = version.number
+
+    def record_on_run(version: Version) -> None:
         if not services.repo.record_publish(run.id, version.id, version.number):
             raise errors.Conflict(f"Run {run.id} has already published a version.")
+
+    limit = services.settings.max_bundle_bytes
+    with pack_project(tree, files, max_bytes=limit) as archive:
+        _model, version = publish_version(
+            services, owner, request, archive, detail=detail, then=record_on_run
+        )
     return version

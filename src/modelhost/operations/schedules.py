@@ -13,10 +13,21 @@ from typing import Any, BinaryIO
 
 from modelhost import errors
 from modelhost.db.repo import Model, Schedule, User
+from modelhost.events import (
+    SCHEDULE,
+    SCHEDULE_CREATE,
+    SCHEDULE_DELETE,
+    SCHEDULE_PAUSE,
+    SCHEDULE_RESUME,
+    SCHEDULE_TAKE_OVER,
+    SCHEDULE_UPDATE,
+    Action,
+)
 from modelhost.jobs.timing import Timing, make_timing, next_run
 from modelhost.operations import Services, iso
 from modelhost.operations import runs as run_ops
 from modelhost.operations.audit import audited
+from modelhost.permissions import ensure_permission, role_of
 
 
 def timing_of(schedule: Schedule) -> Timing:
@@ -47,7 +58,7 @@ def check_schedule(
     )
     timeout = run_ops.validate_timeout(services, timeout_seconds)
     target, file, function = run_ops.publish_target(
-        services, user, model, file, function, action="schedule"
+        services, user, model, file, function, action=SCHEDULE
     )
     return timing, target, file, function, timeout
 
@@ -73,7 +84,7 @@ def create_schedule(
     that schedule's project, command, timing, target and timeout instead, keeping its id, its
     creator, its runs and whether it is paused."""
     previous = (
-        get_schedule(services, user, replaces, "schedule", audit_as="schedule-update")
+        get_schedule(services, user, replaces, "schedule", audit_as=SCHEDULE_UPDATE)
         if replaces
         else None
     )
@@ -109,7 +120,7 @@ def create_schedule(
         "next_run_at": next_run(timing, now, anchor=now),
     }
     detail: dict[str, Any] = {"when": timing.describe()}
-    action = "schedule-update" if previous else "schedule-create"
+    action = SCHEDULE_UPDATE if previous else SCHEDULE_CREATE
     with audited(services, user, action, model=target, detail=detail) as audit:
         if previous is None:
             schedule = services.repo.create_schedule(owner_id=user.id, **values)
@@ -124,7 +135,7 @@ def create_schedule(
 
 def check_update(services: Services, user: User, schedule_id: str) -> None:
     """May ``user`` replace this schedule? Checked before the new project is uploaded."""
-    get_schedule(services, user, schedule_id, "schedule", audit_as="schedule-update")
+    get_schedule(services, user, schedule_id, "schedule", audit_as=SCHEDULE_UPDATE)
 
 
 def get_schedule(
@@ -133,7 +144,7 @@ def get_schedule(
     schedule_id: str,
     action: str,
     *,
-    audit_as: str | None = None,
+    audit_as: Action | None = None,
 ) -> Schedule:
     schedule = services.repo.get_schedule(schedule_id)
     detail = {"schedule_id": schedule_id}
@@ -160,14 +171,14 @@ def list_schedules(services: Services, user: User) -> list[dict[str, Any]]:
     ]
 
 
-def _change(services: Services, user: User, schedule_id: str, action: str) -> Schedule:
+def _change(services: Services, user: User, schedule_id: str, action: Action) -> Schedule:
     schedule = get_schedule(services, user, schedule_id, "schedule", audit_as=action)
     model = services.repo.find_model(schedule.model_id) if schedule.model_id else None
     detail = {"schedule_id": schedule.id}
     with audited(services, user, action, model=model, detail=detail):
-        if action == "schedule-pause":
+        if action == SCHEDULE_PAUSE:
             changed = services.repo.update_schedule(schedule.id, paused=True)
-        elif action == "schedule-resume":
+        elif action == SCHEDULE_RESUME:
             # Ticks that passed while paused are not made up: the next one counts from now.
             now = services.clock()
             changed = services.repo.update_schedule(
@@ -183,16 +194,38 @@ def _change(services: Services, user: User, schedule_id: str, action: str) -> Sc
 
 
 def pause(services: Services, user: User, schedule_id: str) -> Schedule:
-    return _change(services, user, schedule_id, "schedule-pause")
+    return _change(services, user, schedule_id, SCHEDULE_PAUSE)
 
 
 def resume(services: Services, user: User, schedule_id: str) -> Schedule:
-    return _change(services, user, schedule_id, "schedule-resume")
+    return _change(services, user, schedule_id, SCHEDULE_RESUME)
+
+
+def take_over(services: Services, user: User, schedule_id: str) -> Schedule:
+    """Make a schedule act as ``user`` from its next tick on: the model's owner (action
+    ``take-over-schedule``) or an admin; for a schedule with no model, an admin only. It
+    stays paused if it was: resume it once it should run as its new creator."""
+    action = SCHEDULE_TAKE_OVER
+    schedule = get_schedule(services, user, schedule_id, "schedule", audit_as=action)
+    model = services.repo.find_model(schedule.model_id) if schedule.model_id else None
+    if not user.is_admin:
+        if model is None:
+            raise errors.Forbidden(
+                "Only server admins can take over a schedule that publishes to no model."
+            )
+        role = role_of(user, model, services.repo.collaborators(model.id))
+        ensure_permission(user, "take-over-schedule", model, role)
+    previous = services.repo.get_user(schedule.owner_id)
+    detail = {"schedule_id": schedule.id, "from": previous.username if previous else None}
+    with audited(services, user, action, model=model, detail=detail):
+        changed = services.repo.update_schedule(schedule.id, owner_id=user.id)
+    services.wake_jobs()
+    return changed
 
 
 def delete(services: Services, user: User, schedule_id: str) -> None:
     """Delete a schedule; its runs, and a run of it still going, are kept."""
-    schedule = _change(services, user, schedule_id, "schedule-delete")
+    schedule = _change(services, user, schedule_id, SCHEDULE_DELETE)
     if not services.repo.bundle_in_use(schedule.bundle_sha256):
         services.store.path(schedule.bundle_sha256).unlink(missing_ok=True)
 

@@ -12,10 +12,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import datetime
-import decimal
-import enum
 import importlib.util
 import inspect
 import io
@@ -27,28 +24,35 @@ import sys
 import threading
 import time
 import traceback
-import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path, PurePath
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 _HERE = Path(__file__).resolve().parent
 
 
-def _load_protocol() -> ModuleType:
-    # Loaded under a private name so a user module called "protocol" cannot clash with it.
-    spec = importlib.util.spec_from_file_location("_modelhost_protocol", _HERE / "protocol.py")
+def _load_by_path(name: str, path: Path) -> ModuleType:
+    # Loaded under a private name so a user module of the same name cannot clash with it.
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    sys.modules["_modelhost_protocol"] = module
+    sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
 
 
-protocol = _load_protocol()
+if TYPE_CHECKING:  # for the type checker only: at run time the worker imports no modelhost
+    from modelhost.json_conversions import to_json_compatible
+    from modelhost.runtime import protocol
+else:
+    protocol = _load_by_path("_modelhost_protocol", _HERE / "protocol.py")
+    # Shared with the client; it sits next to this directory, and the sandbox binds it read-only.
+    to_json_compatible = _load_by_path(
+        "_modelhost_json_conversions", _HERE.parent / "json_conversions.py"
+    ).to_json_compatible
 
 _RECV_BYTES = 1 << 16
 
@@ -216,7 +220,7 @@ def load_function(workdir: Path, file: str, function: str) -> Callable[..., Any]
         )
         hint = f" Callables defined there: {', '.join(defined)}." if defined else ""
         raise LoadFailed(f"'{file}' has no function named '{function}'.{hint}")
-    value = getattr(module, function)
+    value: object = getattr(module, function)
     if not callable(value):
         raise LoadFailed(
             f"'{function}' in '{file}' is a {type(value).__name__}, not a function; "
@@ -226,44 +230,6 @@ def load_function(workdir: Path, file: str, function: str) -> Callable[..., Any]
 
 
 # --------------------------------------------------------------------------- results
-
-
-def to_json_compatible(value: Any) -> Any:
-    """Convert what plain JSON cannot hold (NumPy, pandas, Decimal, dates, sets, dataclasses)."""
-    kind = type(value)
-    module = kind.__module__ or ""
-    if module.startswith("pandas"):
-        if kind.__name__ == "DataFrame":
-            return value.to_dict(orient="records")
-        if kind.__name__ in {"Timestamp", "Timedelta", "Period"}:
-            return value.isoformat()
-        if kind.__name__ == "NaTType":
-            return None
-    if hasattr(value, "tolist") and (module.startswith(("numpy", "pandas"))):
-        return value.tolist()
-    if isinstance(value, decimal.Decimal):
-        exponent = value.as_tuple().exponent
-        if value.is_finite() and isinstance(exponent, int) and exponent >= 0:
-            return int(value)
-        return float(value)
-    if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
-        return value.isoformat()
-    if isinstance(value, datetime.timedelta):
-        return value.total_seconds()
-    if isinstance(value, (set, frozenset)):
-        try:
-            return sorted(value)
-        except TypeError:
-            return list(value)
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return dataclasses.asdict(value)
-    if isinstance(value, enum.Enum):
-        return value.value
-    if isinstance(value, (uuid.UUID, PurePath)):
-        return str(value)
-    if hasattr(value, "tolist"):  # other array libraries
-        return value.tolist()
-    raise TypeError(f"values of type '{kind.__name__}' cannot be converted to JSON")
 
 
 def encode_result(name: str, result: Any) -> bytes:

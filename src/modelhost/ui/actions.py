@@ -1,9 +1,9 @@
 """What the UI's forms do: sign in and out, publish, and every model action.
 
-Each model action calls the API's own route function, so it has the same permission check,
-the same audit event and the same result as the API; the UI only turns the form into the API's
-body and the outcome into a message. With ``Accept: application/json`` an action answers the
-API's JSON instead of redirecting.
+Each model action calls the same operation as the API (:mod:`modelhost.operations`), so it has
+the same permission check, validation, audit event and result; the UI only turns the form into
+the operation's request and the outcome into a message. With ``Accept: application/json`` an
+action answers the API's JSON instead of redirecting.
 """
 
 from __future__ import annotations
@@ -18,13 +18,30 @@ from starlette.datastructures import FormData
 from starlette.responses import Response
 
 from modelhost import errors
-from modelhost.api import access as access_api
-from modelhost.api import lifecycle as lifecycle_api
-from modelhost.api import models as models_api
-from modelhost.api.deps import ServicesDep
-from modelhost.api.responses import JSONResponse
 from modelhost.db.repo import User
-from modelhost.operations import Services, access
+from modelhost.events import (
+    COLLABORATOR_REMOVE,
+    COLLABORATOR_SET,
+    DEPLOY,
+    ENV_SET,
+    ENV_UNSET,
+    LABEL_DELETE,
+    PROMOTE,
+    RESTART,
+    ROLLBACK,
+    START,
+    STOP,
+    TOKEN_CREATE,
+    TOKEN_REGENERATE,
+    TOKEN_REVOKE,
+    TRANSFER,
+    UNPUBLISH,
+)
+from modelhost.httpkit.bodies import allow_body
+from modelhost.httpkit.deps import ServicesDep
+from modelhost.httpkit.responses import JSONResponse
+from modelhost.operations import Services, access_control, sharing
+from modelhost.operations import model_actions as actions
 from modelhost.ui import forms, links, session
 from modelhost.ui.pages import settings_context
 from modelhost.ui.render import UIRoute, redirect, render, wants_json
@@ -49,10 +66,19 @@ def _safe_next(target: str) -> str:
     return links.models()
 
 
+#: The sign-in form holds a user name and password (or an API key), a CSRF token and a path:
+#: far less than any other body, and anyone may send it.
+SIGN_IN_MAX_BYTES = 16 * 1024
+_SIGN_IN_TOO_LARGE = errors.PayloadTooLarge(
+    f"The sign-in form is over {SIGN_IN_MAX_BYTES} bytes; send only its own fields."
+)
+
+
 @router.post("/sign-in", summary="Sign in with a user name and password")
 async def sign_in(request: Request, services: ServicesDep) -> Response:
+    allow_body(request, SIGN_IN_MAX_BYTES, _SIGN_IN_TOO_LARGE)  # before anyone is known
     await session.check_csrf(request)
-    form = await request.form()
+    form = await forms.read(request)
     username, password = forms.field(form, "username"), forms.field(form, "password")
     api_key = forms.field(form, "api_key")
     target = _safe_next(forms.field(form, "next"))
@@ -60,7 +86,7 @@ async def sign_in(request: Request, services: ServicesDep) -> Response:
     try:
         if api_key:
             key = await asyncio.to_thread(
-                access.login_with_key,
+                access_control.login_with_key,
                 services,
                 api_key,
                 source,
@@ -71,7 +97,7 @@ async def sign_in(request: Request, services: ServicesDep) -> Response:
             raise errors.BadRequest("Enter your user name and password.")
         else:
             key = await asyncio.to_thread(
-                access.login,
+                access_control.login,
                 services,
                 username,
                 password,
@@ -94,7 +120,7 @@ async def sign_out(request: Request, services: ServicesDep) -> Response:
     if key:
         with contextlib.suppress(errors.Unauthenticated):
             user = session.session_user(request, services)
-            await asyncio.to_thread(access.logout, services, user, key)
+            await asyncio.to_thread(access_control.logout, services, user, key)
     response = redirect(services, links.sign_in(), notice="You are signed out.")
     session.end_session(response)
     return response
@@ -108,13 +134,12 @@ Handler = Callable[[Services, User, str, FormData], tuple[Any, str]]
 
 def _deploy(services: Services, user: User, model: str, form: FormData) -> tuple[Any, str]:
     number = forms.required_int(form, "version", "The version")
-    body = lifecycle_api.VersionChoice(version=number)
-    result = lifecycle_api.deploy(model, services, user, body)
+    result = actions.deploy(services, user, actions.VersionChoice(model, number))
     return result, f"Route '{result['route']}' moves to version {number} once it is ready."
 
 
 def _rollback(services: Services, user: User, model: str, form: FormData) -> tuple[Any, str]:
-    result = lifecycle_api.rollback(model, services, user)
+    result = actions.rollback(services, user, actions.VersionChoice(model))
     return result, (
         f"Rolling back: route '{result['route']}' moves from version {result['from']} to "
         f"version {result['to']} once it is ready."
@@ -122,8 +147,8 @@ def _rollback(services: Services, user: User, model: str, form: FormData) -> tup
 
 
 def _promote(services: Services, user: User, model: str, form: FormData) -> tuple[Any, str]:
-    body = lifecycle_api.VersionChoice(version=forms.optional_int(form, "version", "The version"))
-    result = lifecycle_api.promote(model, services, user, body)
+    number = forms.optional_int(form, "version", "The version")
+    result = actions.promote(services, user, actions.VersionChoice(model, number))
     return result, f"prod now points at version {result['version']}."
 
 
@@ -131,12 +156,14 @@ def _label(services: Services, user: User, model: str, form: FormData) -> tuple[
     name = forms.field(form, "label")
     if not name:
         raise errors.BadRequest("Enter a label name, such as prod or staging.")
-    body = lifecycle_api.LabelBody(
+    request = actions.LabelChange(
+        model,
+        name,
         version=forms.required_int(form, "version", "The version"),
         canary_version=forms.optional_int(form, "canary_version", "The canary version"),
         canary_weight=forms.optional_int(form, "canary_weight", "The canary weight") or 0,
     )
-    result = lifecycle_api.set_label(model, name, body, services, user)
+    result = actions.set_label(services, user, request)
     canary = (
         f", {result['canary_weight']}% to version {result['canary_version']}"
         if result["canary_version"]
@@ -147,71 +174,76 @@ def _label(services: Services, user: User, model: str, form: FormData) -> tuple[
 
 def _label_delete(services: Services, user: User, model: str, form: FormData) -> tuple[Any, str]:
     name = forms.field(form, "label")
-    lifecycle_api.delete_label(model, name, services, user)
+    actions.delete_label(services, user, model, name)
     return None, f"Label {name} removed."
 
 
-def _version_state(what: str) -> Handler:
+def _version_state(stop: bool) -> Handler:
     def handle(services: Services, user: User, model: str, form: FormData) -> tuple[Any, str]:
         number = forms.optional_int(form, "version", "The version")
-        body = lifecycle_api.VersionChoice(version=number)
-        call = lifecycle_api.stop if what == "stop" else lifecycle_api.start
-        result = call(model, services, user, body)
+        call = actions.stop if stop else actions.start
+        result = call(services, user, actions.VersionChoice(model, number))
         subject = f"Version {number}" if number is not None else "The model"
-        return result, f"{subject} {'stops' if what == 'stop' else 'starts'}."
+        return result, f"{subject} {'stops' if stop else 'starts'}."
 
     return handle
 
 
 def _restart(services: Services, user: User, model: str, form: FormData) -> tuple[Any, str]:
-    result = lifecycle_api.restart(model, services, user)
+    result = actions.restart(services, user, model)
     return result, "Every instance is being replaced, with zero downtime."
 
 
 def _settings(services: Services, user: User, model: str, form: FormData) -> tuple[Any, str]:
-    body = models_api.ModelUpdate(
-        description=form.get("description") if "description" in form else None,  # type: ignore[arg-type]
+    shown = "log_requests_shown" in form  # the checkboxes are on this form
+    description = form.get("description")
+    request = actions.SettingsChange(
+        model,
+        description=description if isinstance(description, str) else None,
         instance_count=forms.optional_int(form, "instance_count", "The instance count"),
         timeout_seconds=forms.optional_float(form, "timeout_seconds", "The timeout"),
         routing_mode=forms.field(form, "routing_mode") or None,
-        log_requests=(forms.field(form, "log_requests") == "on")
-        if "log_requests_shown" in form
-        else None,
+        log_requests=(forms.field(form, "log_requests") == "on") if shown else None,
+        network=(forms.field(form, "network") == "on") if shown else None,
     )
-    result = models_api.update_model(model, body, services, user)
+    result = actions.change_settings(services, user, request)
     return result, "Settings saved."
 
 
 def _env_set(services: Services, user: User, model: str, form: FormData) -> tuple[Any, str]:
     name = forms.field(form, "name")
     value = form.get("value")
-    body = lifecycle_api.EnvBody(
-        value=value if isinstance(value, str) else "", secret=forms.field(form, "secret") == "on"
+    request = actions.EnvChange(
+        model,
+        name,
+        value=value if isinstance(value, str) else "",
+        secret=forms.field(form, "secret") == "on",
     )
-    result = lifecycle_api.set_env(model, name, body, services, user)
-    kind = " (secret: it will not be shown again)" if body.secret else ""
+    result = actions.set_env(services, user, request)
+    kind = " (secret: it will not be shown again)" if request.secret else ""
     return result, f"{name} set{kind}; instances restart to pick it up."
 
 
 def _env_unset(services: Services, user: User, model: str, form: FormData) -> tuple[Any, str]:
     name = forms.field(form, "name")
-    lifecycle_api.unset_env(model, name, services, user)
+    actions.unset_env(services, user, model, name)
     return None, f"{name} removed; instances restart."
 
 
 def _access(services: Services, user: User, model: str, form: FormData) -> tuple[Any, str]:
-    body = access_api.AccessBody(
+    request = sharing.AccessChange(
+        model,
         visibility=forms.field(form, "visibility") or None,
         invocation=forms.field(form, "invocation") or None,
     )
-    result = access_api.set_access(model, body, services, user)
+    result = sharing.change_access(services, user, request)
     return result, (
         f"Visibility is {result['visibility']}; invocation is {result['invocation_mode']}."
     )
 
 
 def _token_revoke(services: Services, user: User, model: str, form: FormData) -> tuple[Any, str]:
-    access_api.revoke_token(model, forms.field(form, "token_id"), services, user)
+    sharing.revoke_token(services, user, model, forms.field(form, "token_id"))
     return None, "The token is revoked; calls with it are refused within a second."
 
 
@@ -219,8 +251,7 @@ def _collaborator(services: Services, user: User, model: str, form: FormData) ->
     username, role = forms.field(form, "user"), forms.field(form, "role")
     if not username:
         raise errors.BadRequest("Enter the user name of the person to add.")
-    body = access_api.Role(role=role)
-    result = access_api.set_collaborator(model, username, body, services, user)
+    result = sharing.set_collaborator(services, user, model, username, role)
     return result, f"{username} is now {role}."
 
 
@@ -228,7 +259,7 @@ def _collaborator_remove(
     services: Services, user: User, model: str, form: FormData
 ) -> tuple[Any, str]:
     username = forms.field(form, "user")
-    access_api.remove_collaborator(model, username, services, user)
+    sharing.remove_collaborator(services, user, model, username)
     return None, f"{username} is no longer a collaborator."
 
 
@@ -236,41 +267,42 @@ def _transfer(services: Services, user: User, model: str, form: FormData) -> tup
     to = forms.field(form, "user")
     if not to:
         raise errors.BadRequest("Enter the user name of the new owner.")
-    result = access_api.transfer(model, access_api.Transfer(user=to), services, user)
+    result = sharing.transfer(services, user, model, to)
     return result, f"{to} owns the model now; you stay on as editor."
 
 
 def _unpublish(services: Services, user: User, model: str, form: FormData) -> tuple[Any, str]:
-    result = lifecycle_api.unpublish(model, services, user)
+    result = actions.unpublish(services, user, model)
     return result, "The model is unpublished: its URLs answer 404; its data is kept."
 
 
-#: form action -> (handler, the page to go back to)
+#: form action -> (handler, the page to go back to); a form that does one management action
+#: is named as the action is in the audit log
 ACTIONS: dict[str, tuple[Handler, str]] = {
-    "deploy": (_deploy, "versions"),
-    "rollback": (_rollback, "versions"),
-    "promote": (_promote, "versions"),
+    DEPLOY.name: (_deploy, "versions"),
+    ROLLBACK.name: (_rollback, "versions"),
+    PROMOTE.name: (_promote, "versions"),
     "label": (_label, "versions"),
-    "label-delete": (_label_delete, "versions"),
-    "stop": (_version_state("stop"), "versions"),
-    "start": (_version_state("start"), "versions"),
-    "restart": (_restart, "instances"),
+    LABEL_DELETE.name: (_label_delete, "versions"),
+    STOP.name: (_version_state(stop=True), "versions"),
+    START.name: (_version_state(stop=False), "versions"),
+    RESTART.name: (_restart, "instances"),
     "settings": (_settings, "settings"),
-    "env-set": (_env_set, "settings"),
-    "env-unset": (_env_unset, "settings"),
+    ENV_SET.name: (_env_set, "settings"),
+    ENV_UNSET.name: (_env_unset, "settings"),
     "access": (_access, "settings"),
-    "token-revoke": (_token_revoke, "settings"),
-    "collaborator-set": (_collaborator, "settings"),
-    "collaborator-remove": (_collaborator_remove, "settings"),
-    "transfer": (_transfer, "settings"),
-    "unpublish": (_unpublish, "settings"),
+    TOKEN_REVOKE.name: (_token_revoke, "settings"),
+    COLLABORATOR_SET.name: (_collaborator, "settings"),
+    COLLABORATOR_REMOVE.name: (_collaborator_remove, "settings"),
+    TRANSFER.name: (_transfer, "settings"),
+    UNPUBLISH.name: (_unpublish, "settings"),
 }
 
 
 _PAGES = ("versions", "instances", "settings")
 
 #: the actions that answer with a token's secret, on the settings page, instead of redirecting
-TOKEN_ACTIONS = ("token-create", "token-regenerate")
+TOKEN_ACTIONS = (TOKEN_CREATE.name, TOKEN_REGENERATE.name)
 
 
 @router.post("/models/{model}/actions/{what}", summary="A model action from a form")
@@ -283,7 +315,7 @@ async def model_action(
     if what not in ACTIONS:
         raise errors.NotFound(f"There is no action '{what}'.")
     handler, page = ACTIONS[what]
-    form = await request.form()
+    form = await forms.read(request)
     if forms.field(form, "back") in _PAGES:  # a form that lives on another page returns there
         page = forms.field(form, "back")
     back = links.model(model, page)
@@ -297,7 +329,7 @@ async def model_action(
         return redirect(services, back, error=exc.message)
     if wants_json(request):
         return JSONResponse({"result": result, "message": message})
-    if what == "transfer" and not user.is_admin:
+    if what == TRANSFER.name and not user.is_admin:
         back = links.model(model)  # the previous owner may no longer see the settings
     return redirect(services, back, notice=message)
 
@@ -306,16 +338,15 @@ async def _token_secret(
     request: Request, model: str, what: str, services: Services, user: User
 ) -> Response:
     """Create or regenerate a token: the secret is on this one page and never again."""
-    form = await request.form()
+    form = await forms.read(request)
     try:
-        if what == "token-create":
+        if what == TOKEN_CREATE.name:
             name = forms.field(form, "name")
-            created = await asyncio.to_thread(
-                access_api.create_token, model, access_api.NewToken(name=name), services, user
-            )
+            created = await asyncio.to_thread(sharing.create_token, services, user, model, name)
         else:
+            token_id = forms.field(form, "token_id")
             created = await asyncio.to_thread(
-                access_api.regenerate_token, model, forms.field(form, "token_id"), services, user
+                sharing.regenerate_token, services, user, model, token_id
             )
     except (errors.ModelNotFound, errors.Unauthenticated):
         raise

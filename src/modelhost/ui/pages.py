@@ -9,13 +9,13 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import RedirectResponse, Response
 
 from modelhost import errors, urls
-from modelhost.api import access as access_api
-from modelhost.api.deps import ServicesDep
 from modelhost.db.repo import Model, User
-from modelhost.operations import Services, access, env, lifecycle
+from modelhost.httpkit.deps import ServicesDep
+from modelhost.operations import Services, access_control, lifecycle, variables
+from modelhost.operations import audit as audit_ops
 from modelhost.operations import metrics as metrics_ops
 from modelhost.operations import models as ops
-from modelhost.operations.access import authorize, visible_models
+from modelhost.operations.access_control import authorize, visible_models
 from modelhost.permissions import PERMISSIONS, allowed, role_of
 from modelhost.ui import charts as charts_svg
 from modelhost.ui import links, snippets
@@ -26,7 +26,7 @@ router = APIRouter(prefix=links.PREFIX, route_class=UIRoute, include_in_schema=F
 
 
 def user_context(user: User) -> dict[str, Any]:
-    return {"user": access.user_view(user)}
+    return {"user": access_control.user_view(user)}
 
 
 def model_context(services: Services, user: User, key: str, action: str = "view") -> Model:
@@ -215,9 +215,9 @@ def settings_context(services: Services, user: User, key: str) -> dict[str, Any]
     context = _model_page(services, user, found, "settings")
     can = context["can"]
     context.update(
-        variables=env.list_env(services, found) if can["view-config"] else [],
-        tokens=access.list_tokens(services, found) if can["manage-tokens"] else [],
-        collaborators=access.collaborators(services, found),
+        variables=variables.list_env(services, found) if can["view-config"] else [],
+        tokens=access_control.list_tokens(services, found) if can["manage-tokens"] else [],
+        collaborators=access_control.collaborators(services, found),
         labels=lifecycle.list_labels(services, found),
         versions=[
             v["number"] for v in ops.list_versions(services, found) if v["status"] != "failed"
@@ -242,13 +242,14 @@ def _since(value: str | None) -> dt.datetime | None:
 def _audit_response(
     request: Request,
     services: Services,
-    result: Any,
+    events: list[dict[str, Any]],
+    output: str,
     context: dict[str, Any],
 ) -> Response:
-    if isinstance(result, Response):  # the CSV export
-        result.headers["Content-Disposition"] = 'attachment; filename="audit.csv"'
-        return result
-    context["events"] = result["events"]
+    if output == "csv":  # the export
+        headers = {"Content-Disposition": 'attachment; filename="audit.csv"'}
+        return Response(audit_ops.to_csv(events), media_type="text/csv", headers=headers)
+    context["events"] = events
     return render(request, services, "audit.html", context)
 
 
@@ -264,18 +265,12 @@ def model_audit_page(
     format: str = "html",
 ) -> Response:
     found = model_context(services, user, model, "view-audit")
-    result = access_api.model_audit(
-        found.id,
-        services,
-        user,
-        actor=actor or None,
-        action=action or None,
-        since=_since(since),
-        format="csv" if format == "csv" else "json",
+    events = audit_ops.list_events(
+        services, model_id=found.id, actor=actor or None, action=action or None, since=_since(since)
     )
     context = _model_page(services, user, found, "audit")
     context.update(filters={"actor": actor, "action": action, "since": since})
-    return _audit_response(request, services, result, context)
+    return _audit_response(request, services, events, format, context)
 
 
 @router.get("/audit", summary="Every audit event (admins)")
@@ -288,17 +283,12 @@ def server_audit_page(
     since: str = "",
     format: str = "html",
 ) -> Response:
-    result = access_api.server_audit(
-        services,
-        user,
-        actor=actor or None,
-        action=action or None,
-        since=_since(since),
-        format="csv" if format == "csv" else "json",
+    events = audit_ops.list_server_events(
+        services, user, actor=actor or None, action=action or None, since=_since(since)
     )
     context = {
         **user_context(user),
         "model": None,
         "filters": {"actor": actor, "action": action, "since": since},
     }
-    return _audit_response(request, services, result, context)
+    return _audit_response(request, services, events, format, context)

@@ -22,8 +22,8 @@ from fastapi.routing import APIRoute
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from modelhost import __version__, errors
-from modelhost.api.errors import envelope, request_id
-from modelhost.api.responses import JSONResponse
+from modelhost.httpkit.errors import envelope, request_id
+from modelhost.httpkit.responses import JSONResponse
 from modelhost.operations import Services
 from modelhost.ui import links, session
 
@@ -71,8 +71,13 @@ def render(
         return JSONResponse(context, status_code=status)
     csrf = session.csrf_token(request) or session.new_csrf_token()
     flash = _read_flash(request)
+    isolation = services.sandbox.status
     page = _env.get_template(template).render(
-        **context, csrf_token=csrf, flash=flash, request_path=request.url.path
+        **context,
+        csrf_token=csrf,
+        flash=flash,
+        request_path=request.url.path,
+        isolation_warning=None if isolation.isolated else isolation.reason,
     )
     response = HTMLResponse(page, status_code=status)
     if csrf != session.csrf_token(request):

@@ -1,6 +1,6 @@
 """Sessions and CSRF for the UI.
 
-Signing in goes through :func:`modelhost.operations.access.login` (password check, throttle,
+Signing in goes through :func:`modelhost.operations.access_control.login` (password check, throttle,
 audit) and gets a fresh API key that expires with the session. The key travels only inside the
 session cookie, encrypted with the server key, so every page authenticates the user exactly as
 the API does, and signing out revokes the key on the server.
@@ -21,10 +21,11 @@ from fastapi import Depends, Request
 from starlette.responses import Response
 
 from modelhost import errors
-from modelhost.api.deps import ServicesDep
 from modelhost.db.repo import User
+from modelhost.httpkit.deps import ServicesDep
 from modelhost.operations import Services
-from modelhost.operations.accounts import authenticate
+from modelhost.operations.credentials import authenticate
+from modelhost.ui import forms
 
 SESSION_COOKIE = "mh_session"
 CSRF_COOKIE = "mh_csrf"
@@ -97,7 +98,7 @@ async def check_csrf(request: Request) -> None:
     if given is None and request.headers.get("content-type", "").startswith(
         ("application/x-www-form-urlencoded", "multipart/form-data")
     ):
-        form = await request.form()
+        form = await forms.read(request)
         value = form.get(CSRF_FIELD)
         given = value if isinstance(value, str) else None
     if not expected or not given or not secrets.compare_digest(expected, given):

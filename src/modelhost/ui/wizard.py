@@ -5,25 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 from fastapi import APIRouter, Request
 from starlette.datastructures import FormData, UploadFile
 from starlette.responses import Response
 
 from modelhost import errors
-from modelhost.api import models as models_api
-from modelhost.api.deps import ServicesDep
-from modelhost.api.responses import JSONResponse
-from modelhost.builder.bundles import collect_files, pack_project
+from modelhost.builder.packing import collect_files, pack_project
 from modelhost.db.repo import User
-from modelhost.operations import Services, access, environments
+from modelhost.httpkit.deps import ServicesDep
+from modelhost.httpkit.responses import JSONResponse
+from modelhost.httpkit.uploads import allow_upload
+from modelhost.operations import Services, access_control, environments, model_actions
 from modelhost.operations import models as ops
 from modelhost.operations import publish as publishing
-from modelhost.operations.access import authorize
-from modelhost.operations.audit import audited
 from modelhost.permissions import ensure_admin
 from modelhost.ui import forms, links, session
 from modelhost.ui.render import UIRoute, redirect, render, wants_json
@@ -38,10 +35,10 @@ def publish_page(
 ) -> Response:
     log_requests = False
     if model:  # a new version of an existing model needs publish permission on it
-        found = authorize(services, user, model, "publish")
+        found = publishing.publishable(services, user, model)
         model, log_requests = found.name, found.log_requests
     context = {
-        "user": access.user_view(user),
+        "user": access_control.user_view(user),
         "target": model,
         "log_requests": log_requests,
         "environments": [e["name"] for e in environments.list_latest(services)],
@@ -51,8 +48,9 @@ def publish_page(
 
 @router.post("/publish", summary="Publish from the wizard: an archive, or a server path")
 async def publish(request: Request, services: ServicesDep, user: SessionUser) -> Response:
+    allow_upload(request, services)  # Starlette spools the archive to disk as it arrives
     await session.check_csrf(request)
-    form = await request.form()
+    form = await forms.read(request)
     try:
         return await _publish(request, services, user, form)
     finally:
@@ -75,38 +73,29 @@ async def _publish(request: Request, services: Services, user: User, form: FormD
             raise errors.BadRequest(
                 "Enter the script and the function to call, such as predict.py and predict."
             )
-        existing = services.repo.find_model(name)
-        if existing is None:
-            publishing.validate_model_name(name)
-        else:
-            access.authorize(services, user, name, "publish", audit_as="publish")
-        publishing.validate_entry_point(file, function)
-        publishing.validate_environment(environment)
+        wanted = publishing.PublishRequest(
+            name, file, function, description=description, environment=environment, python=python
+        )
+        publishing.check_publish(services, user, wanted)
         archive = await _archive(services, user, upload, server_path)
         try:
             model, version = await asyncio.to_thread(
-                _publish_audited,
-                services,
-                user,
-                name,
-                archive,
-                Entry(file, function, description, environment, python),
+                publishing.publish_version, services, user, wanted, archive
             )
         finally:
             archive.close()
         if log_requests != model.log_requests:
             await asyncio.to_thread(
-                models_api.update_model,
-                model.name,
-                models_api.ModelUpdate(log_requests=log_requests),
+                model_actions.change_settings,
                 services,
                 user,
+                model_actions.SettingsChange(model.name, log_requests=log_requests),
             )
     except errors.ModelhostError as exc:
         if wants_json(request):
             raise
         context = {
-            "user": access.user_view(user),
+            "user": access_control.user_view(user),
             "target": forms.field(form, "target"),
             "log_requests": log_requests,
             "error": exc.message,
@@ -125,7 +114,6 @@ async def _publish(request: Request, services: Services, user: User, form: FormD
             },
         }
         return render(request, services, "publish.html", context, status=exc.status)
-    services.wake()
     if wants_json(request):
         return JSONResponse(
             {
@@ -165,37 +153,3 @@ async def _archive(
         raise errors.InvalidBundle(f"The file '{upload.filename}' is empty.")
     spooled.seek(0)
     return spooled  # type: ignore[return-value]
-
-
-@dataclass(frozen=True)
-class Entry:
-    """What the wizard's form says about the version to publish."""
-
-    file: str
-    function: str
-    description: str
-    environment: str | None
-    python: str | None
-
-
-def _publish_audited(
-    services: Services, user: User, name: str, archive: BinaryIO, entry: Entry
-) -> Any:
-    existing = services.repo.find_model(name)
-    detail = {"entry_point": f"{entry.file}:{entry.function}"}
-    if entry.environment:
-        detail["environment"] = entry.environment
-    with audited(services, user, "publish", model=existing, detail=detail) as audit:
-        published = publishing.publish(
-            services,
-            name=name,
-            archive=archive,
-            file=entry.file,
-            function=entry.function,
-            description=entry.description,
-            actor=user,
-            environment=entry.environment,
-            python=entry.python,
-        )
-        audit.model, audit.version = published[0], published[1].number
-        return published

@@ -23,7 +23,7 @@ from pathlib import Path
 from modelhost import errors
 from modelhost.builder import environments, uvenv
 from modelhost.builder.bundles import BundleStore
-from modelhost.db.repo import Repo, Version
+from modelhost.db.repo import BuildFailure, Repo, Version
 from modelhost.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -152,7 +152,10 @@ class EnvironmentBuilds:
             return
         if current.status == "building":
             self.repo.finish_build(
-                version.id, status="failed", log=current.build_log + f"Failed:\n{error.message}\n"
+                version.id,
+                status="failed",
+                log=current.build_log + f"Failed:\n{error.message}\n",
+                failure=BuildFailure("environment", error.message),
             )
         else:
             self.repo.append_build_log(version.id, f"Rebuild failed: {error.message}\n")

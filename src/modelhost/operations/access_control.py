@@ -1,13 +1,16 @@
-"""Users, API keys, sign-in, model access tokens, collaborators, visibility and ownership."""
+"""Access control: the authorize checks, users and passwords, sign-in and its throttle, API keys,
+model access tokens, collaborators, visibility and ownership."""
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import re
 import secrets
 import threading
 import time
+from collections.abc import Callable, Hashable
 from typing import Any
 
 from argon2 import PasswordHasher
@@ -15,7 +18,8 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from modelhost import errors
 from modelhost.db.repo import Model, Token, User, utcnow
-from modelhost.operations import Services, accounts, iso
+from modelhost.events import LOGIN, LOGOUT, Action
+from modelhost.operations import Services, credentials, iso
 from modelhost.operations.audit import record
 from modelhost.permissions import ROLES, can_see, ensure_admin, ensure_permission, role_of
 
@@ -29,12 +33,13 @@ _hasher = PasswordHasher()
 
 
 def authorize(
-    services: Services, user: User, key: str, action: str, *, audit_as: str | None = None
+    services: Services, user: User, key: str, action: str, *, audit_as: Action | None = None
 ) -> Model:
-    """The model ``key`` names, if ``user`` may do ``action`` on it; the one check.
+    """The model ``key`` names, if ``user`` may do ``action`` (a permission) on it; the one
+    check.
 
-    ``audit_as`` names the management action being attempted: a refusal is then recorded in
-    the audit log under that name, as its success would be.
+    ``audit_as`` is the management action being attempted: a refusal is then recorded in the
+    audit log under its name, as its success would be.
     """
     model = services.repo.find_model(key)
     if model is None:
@@ -65,6 +70,13 @@ def authorize(
             )
         raise
     return model
+
+
+def authorize_action(services: Services, user: User, key: str, action: Action) -> Model:
+    """The model ``key`` names, if ``user`` may do the management ``action`` on it (the
+    permission the action table gives it); a refusal is recorded in the audit log."""
+    assert action.permission is not None, f"{action.name} is not an action on a model"
+    return authorize(services, user, key, action.permission, audit_as=action)
 
 
 def visible_models(services: Services, user: User) -> list[Model]:
@@ -128,32 +140,60 @@ def disable_user(services: Services, actor: User, username: str) -> User:
 
 
 class Throttle:
-    """Counts failures per source address; past ``limit`` in ``window`` seconds, refuses."""
+    """Counts failures per key; past ``limit`` in ``window`` seconds, refuses that key.
 
-    def __init__(self, limit: int = 5, window: float = 60.0) -> None:
+    Sign-in keys it by source address and user name together, so an attacker who fails for
+    one account (or many) locks out only their own attempts at it, never its owner elsewhere.
+    ``clock`` (seconds, monotonic) is for tests."""
+
+    def __init__(
+        self,
+        limit: int = 5,
+        window: float = 60.0,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.limit = limit
         self.window = window
-        self._failures: dict[str, list[float]] = {}
+        self.clock = clock
+        self._failures: dict[Hashable, list[float]] = {}
         self._lock = threading.Lock()
 
-    def check(self, source: str) -> None:
+    def check(self, key: Hashable, who: str) -> None:
+        """TooManyRequests, naming ``who`` (what ``key`` stands for), past the limit."""
         with self._lock:
-            recent = [
-                t for t in self._failures.get(source, []) if t > time.monotonic() - self.window
-            ]
-            self._failures[source] = recent
+            since = self.clock() - self.window
+            recent = [t for t in self._failures.get(key, []) if t > since]
+            if recent:
+                self._failures[key] = recent
+            else:
+                self._failures.pop(key, None)
         if len(recent) >= self.limit:
             raise errors.TooManyRequests(
-                f"Too many failed attempts from {source}; wait {self.window:g} s and try again.",
+                f"Too many failed attempts {who}; wait {self.window:g} s and try again.",
                 headers={"Retry-After": str(int(self.window))},
             )
 
-    def failed(self, source: str) -> None:
+    def failed(self, key: Hashable) -> None:
         with self._lock:
-            self._failures.setdefault(source, []).append(time.monotonic())
+            self._failures.setdefault(key, []).append(self.clock())
 
 
 LOGIN_THROTTLE = Throttle()
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """A hash of a random password, checked when the user is unknown, disabled or has no
+    password, so that a wrong user name takes as long as a wrong password."""
+    return _hasher.hash(secrets.token_urlsafe(32))
+
+
+def _verify(password_hash: str | None, password: str) -> bool:
+    try:
+        return _hasher.verify(password_hash or _dummy_hash(), password) and bool(password_hash)
+    except (VerificationError, InvalidHashError):
+        return False
 
 
 def login(
@@ -165,22 +205,22 @@ def login(
     *,
     expires_in_days: int | None = None,
 ) -> str:
-    """Check a password and return a new API key for the user; failures are throttled."""
-    LOGIN_THROTTLE.check(source)
+    """Check a password and return a new API key for the user; failures are throttled.
+
+    The password is checked against an argon2 hash whether or not the user exists, so the
+    answer takes as long for an unknown user as for a wrong password."""
+    throttle_key = ("password", source, username.strip().lower())
+    LOGIN_THROTTLE.check(throttle_key, f"to sign in as {username} from {source}")
     user = services.repo.find_user(username)
-    valid = False
-    if user is not None and user.password_hash and user.disabled_at is None:
-        try:
-            valid = _hasher.verify(user.password_hash, password)
-        except (VerificationError, InvalidHashError):
-            valid = False
+    usable = user is not None and user.disabled_at is None
+    valid = _verify(user.password_hash if usable and user is not None else None, password)
     if not valid:
-        LOGIN_THROTTLE.failed(source)
-        record(services, None, "login", outcome="denied", actor_name=username)
+        LOGIN_THROTTLE.failed(throttle_key)
+        record(services, None, LOGIN, outcome="denied", actor_name=username)
         raise errors.Unauthenticated("The user name or password is wrong.")
     assert user is not None
     key = create_api_key(services, user, key_name, expires_in_days)
-    record(services, user, "login")
+    record(services, user, LOGIN)
     return key
 
 
@@ -189,25 +229,26 @@ def login_with_key(
 ) -> str:
     """Exchange a valid API key for a new, expiring one (the web UI's sign-in for accounts
     without a password, such as the first admin); failures are throttled like passwords."""
-    LOGIN_THROTTLE.check(source)
+    throttle_key = ("api key", source)
+    LOGIN_THROTTLE.check(throttle_key, f"to sign in with an API key from {source}")
     try:
-        user = accounts.authenticate(services.repo, api_key)
+        user = credentials.authenticate(services.repo, api_key)
     except errors.Unauthenticated:
-        LOGIN_THROTTLE.failed(source)
-        record(services, None, "login", outcome="denied", actor_name="(API key)")
+        LOGIN_THROTTLE.failed(throttle_key)
+        record(services, None, LOGIN, outcome="denied", actor_name="(API key)")
         raise
     key = create_api_key(services, user, key_name, expires_in_days)
-    record(services, user, "login", detail={"with": "api key"})
+    record(services, user, LOGIN, detail={"with": "api key"})
     return key
 
 
 def logout(services: Services, user: User, key: str) -> None:
     """Revoke the API key a session signed in with (the web UI's sign-out)."""
-    digest = accounts.hash_key(key)
+    digest = credentials.hash_key(key)
     for item in services.repo.list_api_keys(user.id):
         if item.key_hash == digest and item.revoked_at is None:
             services.repo.revoke_api_key(user.id, item.id)
-            record(services, user, "logout")
+            record(services, user, LOGOUT)
 
 
 # --------------------------------------------------------------------------- API keys
@@ -217,7 +258,7 @@ def create_api_key(
     services: Services, user: User, name: str, expires_in_days: int | None = None
 ) -> str:
     expires = utcnow() + dt.timedelta(days=expires_in_days) if expires_in_days else None
-    return accounts.create_api_key(services.repo, user, name, expires)
+    return credentials.create_api_key(services.repo, user, name, expires)
 
 
 def list_api_keys(services: Services, user: User) -> list[dict[str, Any]]:

@@ -1,4 +1,6 @@
-"""Gateway processes (setting ``gateway_processes`` above 1), seen from the main server process.
+"""The parent side of gateway processes (setting ``gateway_processes`` above 1): the main
+server process starts, feeds and restarts them (the child side is
+:mod:`modelhost.gateway.process_child`).
 
 One Python process can parse HTTP and relay calls for only so many requests a second; on a
 machine with more cores, more processes accept connections on the same listening socket. The
@@ -25,14 +27,17 @@ import os
 import socket
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import orjson
 
 from modelhost.backends.attached import spec_to_json
 from modelhost.backends.base import Instance
 from modelhost.gateway import control
+from modelhost.gateway.board import LoadBoard
+from modelhost.gateway.limits import ConnectionLimits
 from modelhost.gateway.metrics import CallMetrics
+from modelhost.gateway.peers import Peers
 from modelhost.gateway.routes import RouteTable
 
 logger = logging.getLogger(__name__)
@@ -60,18 +65,26 @@ class GatewayProcesses:
         *,
         listeners: list[socket.socket],
         main_socket: str,
+        board: LoadBoard,
         secret: str,
         max_request_bytes: int,
         log_level: str,
         trusted_proxies: str,
+        allowed_hosts: tuple[str, ...],
+        limits: ConnectionLimits | None = None,
     ) -> None:
         #: a listening socket on the server's port for each extra process
         self.listeners = listeners
         self.main_socket = main_socket
+        #: every process's idle instances of each version, in memory they all share
+        self.board = board
         self.secret = secret
         self.max_request_bytes = max_request_bytes
         self.log_level = log_level
         self.trusted_proxies = trusted_proxies
+        self.allowed_hosts = allowed_hosts
+        #: every process takes connections on the port, so each one applies the same limits
+        self.limits = limits or ConnectionLimits()
         self._peers: dict[int, _Peer] = {}
         #: instance id -> (the process that sends it calls: 0 this one, else a peer's index;
         #: the instance)
@@ -94,12 +107,17 @@ class GatewayProcesses:
         control_main, control_child = socket.socketpair()
         handover_main, handover_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         listener = self.listeners[index - 1]
-        keep = (listener.fileno(), control_child.fileno(), handover_child.fileno())
+        keep = (
+            listener.fileno(),
+            control_child.fileno(),
+            handover_child.fileno(),
+            self.board.fd,
+        )
         try:
             process = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
-                "modelhost.gateway.secondary",
+                "modelhost.gateway.process_child",
                 "--index",
                 str(index),
                 "--listen-fd",
@@ -116,6 +134,16 @@ class GatewayProcesses:
                 self.log_level,
                 "--trusted-proxies",
                 self.trusted_proxies,
+                "--allowed-hosts",
+                ",".join(self.allowed_hosts),
+                "--limits",
+                orjson.dumps(asdict(self.limits)).decode(),
+                "--parent",
+                str(os.getpid()),
+                "--board-fd",
+                str(self.board.fd),
+                "--processes",
+                str(self.board.processes),
                 pass_fds=keep,
                 env={**os.environ, "MODELHOST_GATEWAY_SECRET": self.secret},
             )
@@ -132,6 +160,10 @@ class GatewayProcesses:
             loop.create_task(self._watch(peer)),
         ]
         logger.info("gateway process %d started (pid %d)", index, process.pid)
+
+    def peers(self) -> Peers:
+        """The gateway processes as the main process passes calls to them."""
+        return Peers(self.board, 0, os.path.dirname(self.main_socket), self.secret)
 
     # ------------------------------------------------------------------ instances
 

@@ -1,4 +1,5 @@
-"""Accounts and API keys for the management API."""
+"""API-key credentials: minting, hashing and checking a key, and what ``modelhost serve`` needs
+before the API runs: the first admin account and the server's credentials file."""
 
 from __future__ import annotations
 

@@ -1,45 +1,17 @@
-"""Client-side commands: publish, models, versions, call, logs."""
+"""Commands on models and their versions: publish, models, versions, call, logs, metrics."""
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
 from typing import Any
 
 import click
 
 from modelhost import errors
-from modelhost.client import Client
-
-
-class Connection:
-    """Creates the client lazily, so --help and usage errors need no server."""
-
-    def __init__(self, url: str | None, api_key: str | None) -> None:
-        self.url = url
-        self.api_key = api_key
-        self._client: Client | None = None
-
-    @property
-    def client(self) -> Client:
-        if self._client is None:
-            self._client = Client(self.url, self.api_key)
-        return self._client
-
-
-pass_connection = click.make_pass_decorator(Connection)
-
-
-def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> None:
-    cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    for row in cells:
-        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
-
-
-def _json(value: Any) -> None:
-    click.echo(json.dumps(value, indent=2, ensure_ascii=False))
+from modelhost.cli.connection import Connection, pass_connection
+from modelhost.cli.output import print_json, table
+from modelhost.client import Version
 
 
 def _json_option(text: str | None, option: str) -> Any:
@@ -147,7 +119,7 @@ def models_list(conn: Connection, as_json: bool) -> None:
     """List the models."""
     found = conn.client.models()
     if as_json:
-        _json(found)
+        print_json(found)
         return
     table(
         [
@@ -163,7 +135,7 @@ def models_list(conn: Connection, as_json: bool) -> None:
 @pass_connection
 def models_show(conn: Connection, model: str) -> None:
     """Show one model as JSON."""
-    _json(conn.client.model(model))
+    print_json(conn.client.model(model))
 
 
 @models.command("update")
@@ -176,6 +148,11 @@ def models_show(conn: Connection, model: str) -> None:
     default=None,
     help="Write each call's input and output to the instance log.",
 )
+@click.option(
+    "--network/--no-network",
+    default=None,
+    help="Let the model's code reach the network (the default), or cut it off in its sandbox.",
+)
 @pass_connection
 def models_update(
     conn: Connection,
@@ -184,24 +161,27 @@ def models_update(
     timeout: float | None,
     description: str | None,
     log_requests: bool | None,
+    network: bool | None,
 ) -> None:
-    """Change a model's instance count, timeout, description or request logging."""
+    """Change a model's instance count, timeout, description, request logging or network."""
     changes = {
         "instance_count": instances,
         "timeout_seconds": timeout,
         "description": description,
         "log_requests": log_requests,
+        "network": network,
     }
     changes = {k: v for k, v in changes.items() if v is not None}
     if not changes:
         raise click.UsageError(
-            "Give at least one of --instances, --timeout, --description, --log-requests."
+            "Give at least one of --instances, --timeout, --description, --log-requests, --network."
         )
     updated = conn.client.update_model(model, **changes)
     click.echo(
         f"{updated['name']}: {updated['instance_count']} instance(s), timeout "
         f"{updated['timeout_seconds']:g} s, request logging "
-        f"{'on' if updated['log_requests'] else 'off'}"
+        f"{'on' if updated['log_requests'] else 'off'}, network "
+        f"{'on' if updated['network'] else 'off'}"
     )
 
 
@@ -215,7 +195,7 @@ def versions(conn: Connection, model: str, number: int | None, as_json: bool) ->
     if number is not None:
         version = conn.client.version(model, number)
         if as_json:
-            _json(version)
+            print_json(version)
             return
         for key in (
             "number",
@@ -246,7 +226,7 @@ def versions(conn: Connection, model: str, number: int | None, as_json: bool) ->
         return
     found = conn.client.versions(model)
     if as_json:
-        _json(found)
+        print_json(found)
         return
     table(
         [
@@ -277,7 +257,7 @@ def versions(conn: Connection, model: str, number: int | None, as_json: bool) ->
     )
 
 
-def _environment_column(version: dict[str, Any]) -> str:
+def _environment_column(version: Version) -> str:
     """``isolated (3.11.7)``, ``sklearn@2 (3.11.7)``, ``server (3.11.7)`` or ``r``."""
     name = version["environment"]
     if version["environment_revision"] is not None:
@@ -291,7 +271,12 @@ def _environment_column(version: dict[str, Any]) -> str:
 @click.option("--parameters", help="Positional arguments as a JSON array: '[1, 2]'.")
 @click.option("--version", "number", type=int, help="Call this version instead of latest.")
 @click.option("--label", help="Call the version this label points at, such as prod.")
-@click.option("--token", envvar="MODELHOST_TOKEN", help="The model's access token.")
+@click.option(
+    "--token",
+    envvar="MODELHOST_TOKEN",
+    help="The model's access token (or set MODELHOST_TOKEN, which keeps it out of the "
+    "command line).",
+)
 @click.option("--full", is_flag=True, help="Print the whole response, not just the result.")
 @pass_connection
 def call(
@@ -319,7 +304,7 @@ def call(
             f"{exc.message} With the CLI: --token TOKEN, or set MODELHOST_TOKEN."
         ) from None
     if full:
-        _json(
+        print_json(
             {
                 "result": prediction.result,
                 "request_id": prediction.request_id,
@@ -329,7 +314,7 @@ def call(
             }
         )
     else:
-        _json(prediction.result)
+        print_json(prediction.result)
 
 
 @click.command()
@@ -375,7 +360,7 @@ def metrics(conn: Connection, model: str, minutes: int, as_json: bool) -> None:
     """Calls per minute, errors and latency of MODEL's versions, as the gateway counted them."""
     found = conn.client.metrics(model, minutes=minutes)
     if as_json:
-        _json(found)
+        print_json(found)
         return
     if not found["versions"]:
         click.echo(f"No calls to {found['model']} since the server started.")

@@ -9,7 +9,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from modelhost.db.repo import User
 from modelhost.operations import Services
-from modelhost.operations.accounts import authenticate
+from modelhost.operations.credentials import authenticate
 
 _bearer = HTTPBearer(auto_error=False, description="An API key: mh_...")
 

@@ -6,11 +6,12 @@ import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException
 
 from modelhost import errors
-from modelhost.api.responses import JSONResponse
 from modelhost.gateway.app import new_request_id
+from modelhost.httpkit.responses import JSONResponse
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +39,22 @@ def envelope(request: Request, error: errors.ModelhostError) -> JSONResponse:
     if isinstance(error, errors.Unauthenticated):
         headers.setdefault("WWW-Authenticate", 'Bearer realm="modelhost"')
     return JSONResponse(errors.error_body(error, rid), status_code=error.status, headers=headers)
+
+
+#: how long a client should wait before it asks again while the database is unreachable
+DATABASE_RETRY_SECONDS = 5
+
+
+def database_unavailable(request: Request, exc: DBAPIError) -> errors.Unavailable:
+    """What a management call answers while the database cannot be reached (or, for SQLite,
+    stays locked): a 503 to retry, not a 500. Calls to models need no database and go on."""
+    why = " ".join(str(exc.orig).split()) if exc.orig is not None else type(exc).__name__
+    logger.warning("request %s: the database is unavailable: %s", request_id(request), why)
+    return errors.Unavailable(
+        "The database is unavailable right now, so the management API cannot answer; calls "
+        f"to models go on. Retry in {DATABASE_RETRY_SECONDS} s.",
+        headers={"Retry-After": str(DATABASE_RETRY_SECONDS)},
+    )
 
 
 def _describe_validation(exc: RequestValidationError) -> str:
@@ -69,6 +86,12 @@ def install(app: FastAPI) -> None:
             message = f"{request.method} is not allowed on {request.url.path}."
         error = cls(message, headers=dict(exc.headers or {}))
         return envelope(request, error)
+
+    @app.exception_handler(DBAPIError)
+    async def _database(request: Request, exc: DBAPIError) -> JSONResponse:
+        if not (isinstance(exc, OperationalError) or exc.connection_invalidated):
+            return await _unexpected(request, exc)
+        return envelope(request, database_unavailable(request, exc))
 
     @app.exception_handler(UnicodeEncodeError)
     async def _not_unicode(request: Request, exc: UnicodeEncodeError) -> JSONResponse:

@@ -1,5 +1,6 @@
-"""A gateway process: ``python -m modelhost.gateway.secondary``, started by the main server
-process when ``gateway_processes`` is above 1 (see :mod:`modelhost.gateway.processes`).
+"""The child side: a gateway process, ``python -m modelhost.gateway.process_child``, started by
+the main server process when ``gateway_processes`` is above 1 (the parent side is
+:mod:`modelhost.gateway.process_parent`).
 
 It accepts connections on the server's listening socket, which it inherits, answers the calls it
 holds instances for with the same :class:`Gateway` as the main process, and passes every other
@@ -23,10 +24,15 @@ from modelhost import urls
 from modelhost.backends.attached import AttachedInstance, spec_from_json
 from modelhost.gateway import control
 from modelhost.gateway.app import Gateway, Receive, Scope, Send
+from modelhost.gateway.board import LoadBoard
+from modelhost.gateway.hosts import HostGuard
+from modelhost.gateway.limits import ConnectionLimits
+from modelhost.gateway.peers import Peers, socket_path
 from modelhost.gateway.pool import VersionPool
 from modelhost.gateway.proxy import Proxy
+from modelhost.lifetime import die_with_parent
 
-logger = logging.getLogger("modelhost.gateway.secondary")
+logger = logging.getLogger("modelhost.gateway.process_child")
 
 _METRICS_INTERVAL_SECONDS = 1.0
 
@@ -35,11 +41,19 @@ class GatewayProcess:
     """The ASGI app of a gateway process, and its side of the talk with the main process."""
 
     def __init__(
-        self, *, control_fd: int, handover_fd: int, proxy: Proxy, max_request_bytes: int
+        self,
+        *,
+        control_fd: int,
+        handover_fd: int,
+        proxy: Proxy,
+        max_request_bytes: int,
+        peers: Peers | None = None,
     ) -> None:
         self.gateway = Gateway(max_request_bytes=max_request_bytes)
         self.gateway.forward = proxy
+        self.gateway.peers = peers
         self.proxy = proxy
+        self.peers = peers
         self._control = socket.socket(fileno=control_fd)
         self._handover = socket.socket(fileno=handover_fd)
         self._writer: asyncio.StreamWriter | None = None
@@ -87,6 +101,8 @@ class GatewayProcess:
             task.cancel()
         await self._flush_metrics()
         await self.proxy.close()
+        if self.peers is not None:
+            await self.peers.close()
 
     # ------------------------------------------------------------------ from the main process
 
@@ -107,7 +123,14 @@ class GatewayProcess:
                 )
 
     def _apply(self) -> None:
-        self.gateway.table = control.table_from(self._routes, self._pools, self._instances)
+        peers = self.peers
+        self.gateway.table = control.table_from(
+            self._routes,
+            self._pools,
+            self._instances,
+            peers.board if peers is not None else None,
+            peers.process if peers is not None else 0,
+        )
 
     def _receive_instance(self) -> None:
         try:
@@ -181,7 +204,7 @@ class GatewayProcess:
 def main(argv: list[str] | None = None) -> int:
     import uvicorn
 
-    from modelhost.gateway.transport import GatheringHttpToolsProtocol
+    from modelhost.gateway.transport import protocol_with
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--index", type=int, required=True)
@@ -192,24 +215,41 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-request-bytes", type=int, required=True)
     parser.add_argument("--log-level", default="info")
     parser.add_argument("--trusted-proxies", default="")
+    parser.add_argument("--allowed-hosts", default="*")
+    parser.add_argument("--limits", default="{}", help="ConnectionLimits as JSON")
+    parser.add_argument("--parent", type=int, required=True, help="the main process's id")
+    parser.add_argument("--board-fd", type=int, required=True, help="the idle board's memory")
+    parser.add_argument("--processes", type=int, required=True, help="processes on the port")
     options = parser.parse_args(argv)
+    # Killed with the main process: a call this process took then would find no instance and
+    # nobody to pass it on to, where the listening socket keeps it until a new one is up.
+    die_with_parent(options.parent)
     logging.basicConfig(
         level=options.log_level.upper(),
         format=f"%(asctime)s %(levelname)s [gateway {options.index}] %(name)s: %(message)s",
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per passed-on request
     secret = os.environ.pop("MODELHOST_GATEWAY_SECRET", "")
+    private = os.path.dirname(options.main_socket)
+    peers = Peers(LoadBoard(options.processes, options.board_fd), options.index, private, secret)
     app = GatewayProcess(
         control_fd=options.control_fd,
         handover_fd=options.handover_fd,
         proxy=Proxy(options.main_socket, secret),
         max_request_bytes=options.max_request_bytes,
+        peers=peers,
     )
     listener = socket.socket(fileno=options.listen_fd)
+    # Calls the other processes pass here, for an idle instance this process holds.
+    from_peers = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    with contextlib.suppress(FileNotFoundError):  # left by this process's predecessor
+        os.unlink(socket_path(private, options.index))
+    from_peers.bind(socket_path(private, options.index))
+    from_peers.listen(2048)
     config = uvicorn.Config(
-        app,
+        HostGuard(app, options.allowed_hosts.split(",")),
         loop="uvloop",
-        http=GatheringHttpToolsProtocol,
+        http=protocol_with(ConnectionLimits(**orjson.loads(options.limits))),
         interface="asgi3",
         lifespan="on",
         access_log=False,
@@ -219,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
         forwarded_allow_ips=options.trusted_proxies or None,
     )
     with contextlib.suppress(KeyboardInterrupt):
-        uvicorn.Server(config).run(sockets=[listener])
+        uvicorn.Server(config).run(sockets=[listener, from_peers])
     return 0
 
 

@@ -1,0 +1,75 @@
+"""The load board: how busy the least busy instance of each version is in every process, in
+memory that the main server process and its gateway processes share (setting
+``gateway_processes``).
+
+Each instance has one caller, the process it was handed to. A process whose own instances of a
+version are all busy reads the board, and when another process has a less busy one (an idle
+one, first of all), passes the call there (``gateway/peers.py``) instead of sending it ahead to
+a busy instance of its own: dispatch is least-busy across the processes, as within one.
+
+Each version that runs has a slot (a row), given by the main process with the route table;
+each process writes only its own cell of each row: 0 when it holds no instance of the version,
+else one more than the calls on its least busy one. Reads race with writes, and a call passed
+to a process whose instance became busy meanwhile just waits there: the board steers, it never
+admits.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+
+#: versions running at once, across every model (more share the last slot, which is never read)
+SLOTS = 4096
+#: a slot for versions past :data:`SLOTS`: never read, so never steers
+NO_SLOT = SLOTS - 1
+
+
+class LoadBoard:
+    def __init__(self, processes: int, fd: int | None = None) -> None:
+        """A board for ``processes`` processes; ``fd`` is the shared memory another process
+        made (a gateway process gets it from the main one), else it is made here."""
+        self.processes = processes
+        size = SLOTS * processes
+        if fd is None:
+            fd = os.memfd_create("modelhost-load-board", 0)  # close-on-exec: passed explicitly
+            os.ftruncate(fd, size)
+        self.fd = fd
+        self._cells = mmap.mmap(fd, size)
+        self._free = list(range(NO_SLOT - 1, -1, -1))  # the main process hands slots out
+
+    def slot(self) -> int:
+        """A free slot for a version that starts running (main process), its row cleared."""
+        if not self._free:
+            return NO_SLOT
+        slot = self._free.pop()
+        start = slot * self.processes
+        self._cells[start : start + self.processes] = bytes(self.processes)
+        return slot
+
+    def free(self, slot: int) -> None:
+        """The version no longer runs (main process): its slot goes to the next one."""
+        if slot != NO_SLOT:
+            self._free.append(slot)
+
+    def set(self, slot: int, process: int, lowest: int | None) -> None:
+        """This process's least busy instance of the slot's version has ``lowest`` calls (None:
+        it holds none)."""
+        cell = 0 if lowest is None else lowest + 1
+        self._cells[slot * self.processes + process] = cell if cell < 255 else 255
+
+    def clear(self, slot: int, process: int) -> None:
+        self._cells[slot * self.processes + process] = 0
+
+    def less_busy(self, slot: int, process: int, lowest: int) -> int | None:
+        """Another process whose least busy instance of the slot's version has fewer calls
+        than ``lowest`` (the fewest of all), or None."""
+        if slot == NO_SLOT:
+            return None
+        start = slot * self.processes
+        row = self._cells[start : start + self.processes]
+        best, fewest = None, lowest + 1
+        for index, cell in enumerate(row):
+            if 0 < cell < fewest and index != process:
+                best, fewest = index, cell
+        return best

@@ -1,0 +1,63 @@
+"""Passing a call to the process that has the least busy instance for it (setting
+``gateway_processes`` above 1; see :mod:`modelhost.gateway.board`).
+
+Every process that takes calls on the port (the main one, index 0, and each gateway process)
+also listens on a Unix socket in the server's private directory. A process whose instances of
+the called version are all busy, while the board says another process has a less busy one (an
+idle one first), sends the call there, marked so that it is never passed on a second time: the
+receiving process runs it, or sends it ahead to its own instance if that became busy
+meanwhile.
+"""
+
+from __future__ import annotations
+
+import os
+
+from modelhost.gateway.app import Receive, Scope, Send
+from modelhost.gateway.board import LoadBoard
+from modelhost.gateway.pool import VersionPool
+from modelhost.gateway.proxy import Proxy
+
+#: on a call one process passed to another: never pass it on again
+PASSED = b"x-modelhost-passed"
+
+
+def socket_path(directory: str, process: int) -> str:
+    """Where process ``process`` (0 the main one) takes calls from the others."""
+    return os.path.join(directory, "main.sock" if process == 0 else f"gateway-{process}.sock")
+
+
+class Peers:
+    """The other processes, as one process sees them."""
+
+    def __init__(self, board: LoadBoard, process: int, directory: str, secret: str) -> None:
+        self.board = board
+        self.process = process
+        self._proxies = {
+            index: Proxy(socket_path(directory, index), secret, extra=((PASSED, b"1"),))
+            for index in range(board.processes)
+            if index != process
+        }
+
+    def less_busy(self, pool: VersionPool, scope: Scope) -> int | None:
+        """The process to pass the call to, or None: this one has an idle instance of the
+        version, none has a less busy one, or the call was passed here already."""
+        lowest = pool.lowest()
+        if lowest == 0:
+            return None
+        other = self.board.less_busy(pool.slot, self.process, 255 if lowest is None else lowest)
+        if other is None:
+            return None
+        for name, _ in scope["headers"]:
+            if name == PASSED:
+                return None
+        return other
+
+    async def pass_on(
+        self, process: int, scope: Scope, receive: Receive, send: Send, body: bytes
+    ) -> None:
+        await self._proxies[process](scope, receive, send, body)
+
+    async def close(self) -> None:
+        for proxy in self._proxies.values():
+            await proxy.close()

@@ -1,0 +1,184 @@
+"""The serving process of ``modelhost serve`` and what it sets up around the app: the gateway
+processes, the sandbox and the first admin account. The arbiter (:mod:`modelhost.arbiter`)
+starts it with the data directory's lock and the listening sockets, and starts it again if it
+dies.
+
+The CLI (:mod:`modelhost.cli.serve`) parses the options, calls :meth:`Server.open`, prints what
+the user needs to know and calls :meth:`Server.run`; the process topology lives here.
+
+>>> server = Server.open(settings, Inherited.from_json(text), warn=print)  # doctest: +SKIP
+>>> server.run()  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+import shutil
+import signal
+import socket
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from modelhost import datadir
+from modelhost.app import ModelhostApp, create_app
+from modelhost.arbiter import READY, Inherited
+from modelhost.db import leases
+from modelhost.gateway.board import LoadBoard
+from modelhost.gateway.limits import ConnectionLimits
+from modelhost.gateway.process_parent import GatewayProcesses
+from modelhost.lifetime import die_with_parent
+from modelhost.operations.credentials import (
+    CREDENTIALS_FILE,
+    bootstrap_admin,
+    refresh_credentials_url,
+)
+from modelhost.sandbox import open_sandbox
+from modelhost.settings import Settings
+
+logger = logging.getLogger("modelhost.serve")
+
+
+@dataclass
+class Server:
+    """A server ready to run: its app wired, its sockets open, its data directory locked (by
+    the arbiter, :mod:`modelhost.arbiter`, whose child this process is)."""
+
+    settings: Settings
+    app: ModelhostApp
+    #: the first admin's API key when this start created the account, else None
+    admin_key: str | None
+    _sockets: list[socket.socket]
+    _private: str | None  # the directory of the private Unix socket, removed at the end
+    #: renews this server's lease on the database (one server per database)
+    _heartbeat: leases.Heartbeat
+    #: the pipe on which the arbiter hears that this process serves
+    _ready: int
+
+    @classmethod
+    def open(
+        cls, settings: Settings, inherited: Inherited, *, warn: Callable[[str], None]
+    ) -> Server:
+        """Open the sandbox (``warn`` hears that code is not isolated), start the gateway
+        processes' sockets, wire the app and make the first admin account on first start.
+        The data directory's lock and the listening sockets come from the arbiter."""
+        die_with_parent(inherited.arbiter)
+        # Ours alone: uvloop's subprocesses (instances, runs) would inherit them otherwise, and
+        # a model could take connections off the port. Gateway processes get theirs passed.
+        for fd in inherited.fds():
+            os.set_inheritable(fd, False)
+        os.umask(datadir.UMASK)
+        logging.basicConfig(
+            level=settings.log_level.upper(),
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
+        tightened = datadir.make_private(settings.home_path)
+        if tightened:
+            logger.warning(
+                "Made the data directory %s private (other users could read it): took group "
+                "and other permissions off %s",
+                settings.home,
+                ", ".join(tightened),
+            )
+        sandbox = open_sandbox(settings)  # isolation = sandbox refuses to start without one
+        if sandbox.status.isolated:
+            logger.info("Code runs sandboxed (bubblewrap) as %s.", sandbox.status.user)
+        else:
+            logger.warning("%s", sandbox.status.reason)
+            warn(sandbox.status.reason)
+        listeners = [socket.socket(fileno=fd) for fd in inherited.listeners]
+        sockets, gateways, private = _gateway_processes(settings, listeners)
+        app = create_app(settings, gateways=gateways, sandbox=sandbox)
+        # One server per database: a second one refuses here, before it touches runs or
+        # instances.
+        holder = leases.Holder.this_process(settings.home_path, settings.url, inherited.arbiter)
+        leases.claim(app.services.repo.engine, holder)
+        heartbeat = leases.Heartbeat(app.services.repo.engine, holder).start()
+        key = bootstrap_admin(app.services.repo, settings.home_path, settings.url)
+        refresh_credentials_url(settings.home_path, settings.url)
+        return cls(settings, app, key, sockets, private, heartbeat, inherited.ready)
+
+    @property
+    def credentials_path(self) -> Path:
+        """Where the first admin's API key is saved."""
+        return self.settings.home_path / CREDENTIALS_FILE
+
+    def run(self) -> None:
+        """Serve until stopped (SIGINT or SIGTERM), then drain and clean up."""
+        import uvicorn
+
+        from modelhost.gateway.hosts import HostGuard
+        from modelhost.gateway.transport import protocol_with
+
+        settings = self.settings
+        config = uvicorn.Config(
+            HostGuard(self.app, settings.allowed_host_names),
+            host=settings.host,
+            port=settings.port,
+            loop="uvloop",
+            # Not uvicorn's limit_concurrency: protocol_with counts connections itself, so that
+            # the 503 comes in the error envelope and max_connections means connections served.
+            http=protocol_with(ConnectionLimits.from_settings(settings)),
+            interface="asgi3",
+            server_header=False,
+            lifespan="on",
+            access_log=False,
+            log_level=settings.log_level,
+            timeout_graceful_shutdown=int(settings.drain_timeout_seconds),
+            proxy_headers=bool(settings.trusted_proxies),
+            forwarded_allow_ips=settings.trusted_proxies or None,
+        )
+        ready = self._ready
+
+        class _Serving(uvicorn.Server):
+            async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+                await super().startup(sockets)
+                if self.started:  # accepting connections: the arbiter may count it up
+                    with contextlib.suppress(OSError):
+                        os.write(ready, READY)
+                        os.close(ready)
+
+        # uvicorn shuts down gracefully on SIGTERM and then raises it again: this handler turns
+        # that into a clean exit, so what follows runs (the lease is released, files removed).
+        signal.signal(signal.SIGTERM, _exit_cleanly)
+        try:
+            _Serving(config).run(sockets=self._sockets)
+        finally:
+            self._heartbeat.stop()
+            if self._private is not None:
+                shutil.rmtree(self._private, ignore_errors=True)
+
+
+def _exit_cleanly(_signum: int, _frame: object) -> None:
+    raise SystemExit(0)
+
+
+def _gateway_processes(
+    settings: Settings, listeners: list[socket.socket]
+) -> tuple[list[socket.socket], GatewayProcesses | None, str | None]:
+    """With ``gateway_processes`` above 1: the listening sockets past the first go to the
+    gateway processes, and this process also takes what they pass on, on a private Unix
+    socket."""
+    if settings.gateway_processes == 1:
+        return listeners, None, None
+    private = tempfile.mkdtemp(prefix="modelhost-")  # mode 0700: this user only
+    main_socket = os.path.join(private, "main.sock")
+    unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    unix.bind(main_socket)
+    unix.listen(2048)
+    gateways = GatewayProcesses(
+        listeners=listeners[1:],
+        main_socket=main_socket,
+        board=LoadBoard(settings.gateway_processes),
+        secret=secrets.token_urlsafe(32),
+        max_request_bytes=settings.max_request_bytes,
+        log_level=settings.log_level,
+        trusted_proxies=settings.trusted_proxies,
+        allowed_hosts=settings.allowed_host_names,
+        limits=ConnectionLimits.from_settings(settings),
+    )
+    return [listeners[0], unix], gateways, private
