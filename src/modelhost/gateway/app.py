@@ -128,7 +128,7 @@ class Gateway:
                 else:  # the least busy instance, here or in another process
                     other = peers.less_busy(pool, scope)
                     if other is not None:
-                        await peers.pass_on(other, scope, receive, send, body)
+                        await peers.pass_on(pool, other, scope, receive, send, body)
                         return
                     instance = pool.take()
                 try:

@@ -61,15 +61,24 @@ class LoadBoard:
     def clear(self, slot: int, process: int) -> None:
         self._cells[slot * self.processes + process] = 0
 
-    def less_busy(self, slot: int, process: int, lowest: int) -> int | None:
+    def less_busy(
+        self, slot: int, process: int, lowest: int | None, sent: dict[int, int] | None = None
+    ) -> int | None:
         """Another process whose least busy instance of the slot's version has fewer calls
-        than ``lowest`` (the fewest of all), or None."""
+        than ``lowest`` (None: this process holds none), the fewest of all, or None.
+
+        ``sent`` counts the calls this process passed to each other one and is still waiting
+        for: a passed call reaches the other process's cell only when that process takes it,
+        and calls at once must not all follow the same idle cell meanwhile."""
         if slot == NO_SLOT:
             return None
         start = slot * self.processes
         row = self._cells[start : start + self.processes]
-        best, fewest = None, lowest + 1
+        # a full cell (255) says "that many or more": it never beats as many calls here
+        best, fewest = None, 256 if lowest is None else min(lowest + 1, 255)
         for index, cell in enumerate(row):
+            if cell and sent:
+                cell = max(cell, sent.get(index, 0) + 1)
             if 0 < cell < fewest and index != process:
                 best, fewest = index, cell
         return best

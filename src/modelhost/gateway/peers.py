@@ -38,6 +38,8 @@ class Peers:
             for index in range(board.processes)
             if index != process
         }
+        #: per slot, the calls passed to each other process and not answered yet
+        self._sent: dict[int, dict[int, int]] = {}
 
     def less_busy(self, pool: VersionPool, scope: Scope) -> int | None:
         """The process to pass the call to, or None: this one has an idle instance of the
@@ -45,7 +47,7 @@ class Peers:
         lowest = pool.lowest()
         if lowest == 0:
             return None
-        other = self.board.less_busy(pool.slot, self.process, 255 if lowest is None else lowest)
+        other = self.board.less_busy(pool.slot, self.process, lowest, self._sent.get(pool.slot))
         if other is None:
             return None
         for name, _ in scope["headers"]:
@@ -54,9 +56,25 @@ class Peers:
         return other
 
     async def pass_on(
-        self, process: int, scope: Scope, receive: Receive, send: Send, body: bytes
+        self,
+        pool: VersionPool,
+        process: int,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        body: bytes,
     ) -> None:
-        await self._proxies[process](scope, receive, send, body)
+        sent = self._sent.setdefault(pool.slot, {})
+        sent[process] = sent.get(process, 0) + 1
+        try:
+            await self._proxies[process](scope, receive, send, body)
+        finally:
+            if sent[process] == 1:
+                del sent[process]
+                if not sent and self._sent.get(pool.slot) is sent:
+                    del self._sent[pool.slot]
+            else:
+                sent[process] -= 1
 
     async def close(self) -> None:
         for proxy in self._proxies.values():

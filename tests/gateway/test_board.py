@@ -1,0 +1,164 @@
+"""The load board: every process says how busy its least busy instance of each version is, and a
+process whose own instances are all busy finds one that has an idle (or less busy) one."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from modelhost.backends.base import InstanceState
+from modelhost.gateway.board import NO_SLOT, SLOTS, LoadBoard
+from modelhost.gateway.peers import PASSED, Peers
+from modelhost.gateway.pool import VersionPool
+
+pytestmark = pytest.mark.anyio
+
+
+class Stub:
+    def __init__(self) -> None:
+        self.state = InstanceState.READY
+        self.inflight = 0
+
+
+def _shared(processes: int) -> tuple[LoadBoard, LoadBoard]:
+    """The main process's board and a gateway process's view of the same memory."""
+    main = LoadBoard(processes)
+    other = LoadBoard(processes, fd=os.dup(main.fd))
+    return main, other
+
+
+def test_a_process_sees_another_process_s_idle_instance_through_the_shared_memory() -> None:
+    main, gateway = _shared(2)
+    slot = main.slot()
+    main.set(slot, 0, 1)  # the main process's only instance has one call
+    gateway.set(slot, 1, 0)  # the gateway process's instance is idle
+    assert main.less_busy(slot, 0, 1) == 1
+    # The gateway process's own instance is the least busy: nowhere better to go.
+    assert gateway.less_busy(slot, 1, 0) is None
+
+
+def test_a_process_holding_no_instance_of_the_version_is_never_chosen() -> None:
+    main, gateway = _shared(3)
+    slot = main.slot()
+    main.set(slot, 0, 2)
+    gateway.set(slot, 1, None)
+    assert main.less_busy(slot, 0, 2) is None
+    gateway.set(slot, 2, 1)
+    assert main.less_busy(slot, 0, 2) == 2
+
+
+def test_the_least_busy_of_several_processes_is_chosen_and_equals_are_not_worth_a_pass() -> None:
+    board = LoadBoard(4)
+    slot = board.slot()
+    board.set(slot, 0, 3)
+    board.set(slot, 1, 2)
+    board.set(slot, 2, 1)
+    board.set(slot, 3, 2)
+    assert board.less_busy(slot, 0, 3) == 2
+    # A process whose instance is as busy as the others' keeps the call.
+    assert board.less_busy(slot, 1, 1) is None
+
+
+def test_calls_already_passed_to_a_process_count_before_it_takes_them() -> None:
+    board = LoadBoard(3)
+    slot = board.slot()
+    board.set(slot, 0, 1)
+    board.set(slot, 1, 0)  # idle, as far as its cell says
+    board.set(slot, 2, 1)
+    # One call is on its way to process 1: it is as busy as this one, so the next call stays.
+    assert board.less_busy(slot, 0, 1, {1: 1}) is None
+    # With two calls here, process 1 (one on its way) is still the less busy.
+    assert board.less_busy(slot, 0, 2, {1: 1}) == 1
+    # Once process 1 took the call its cell says so; the call is not counted twice.
+    board.set(slot, 1, 1)
+    assert board.less_busy(slot, 0, 2, {1: 1}) == 1
+
+
+def test_a_freed_slot_is_handed_out_again_cleared() -> None:
+    board = LoadBoard(2)
+    slot = board.slot()
+    board.set(slot, 1, 0)
+    board.free(slot)
+    again = board.slot()
+    assert again == slot
+    assert board.less_busy(again, 0, 5) is None
+
+
+def test_versions_past_the_board_s_slots_share_one_that_never_steers() -> None:
+    board = LoadBoard(2)
+    slots = {board.slot() for _ in range(SLOTS + 3)}
+    assert NO_SLOT in slots
+    assert len(slots) == SLOTS
+    board.set(NO_SLOT, 1, 0)
+    assert board.less_busy(NO_SLOT, 0, 9) is None
+
+
+def test_a_very_busy_instance_saturates_its_cell_rather_than_wrapping_to_idle() -> None:
+    board = LoadBoard(2)
+    slot = board.slot()
+    board.set(slot, 1, 1000)
+    assert board.less_busy(slot, 0, 1000) is None
+    assert board.less_busy(slot, 0, 2000) is None  # 255 is the most a cell says
+    assert board.less_busy(slot, 0, None) == 1  # but even that beats holding no instance
+
+
+async def test_a_pool_keeps_its_cell_in_step_with_its_instances_calls() -> None:
+    main, gateway = _shared(2)
+    slot = main.slot()
+    pool = VersionPool("v", 1, max_queued=5, board=gateway, slot=slot, process=1)
+    # The main process's instance is busy with one call.
+    main.set(slot, 0, 1)
+    assert main.less_busy(slot, 0, 1) is None  # the gateway process holds nothing yet
+    first, second = Stub(), Stub()
+    pool.add(first)  # type: ignore[arg-type]
+    assert main.less_busy(slot, 0, 1) == 1
+    taken = await pool.acquire(1)
+    assert main.less_busy(slot, 0, 1) is None  # now as busy as the main process's
+    pool.add(second)  # type: ignore[arg-type]
+    assert main.less_busy(slot, 0, 1) == 1
+    pool.release(taken)
+    pool.remove(first)  # type: ignore[arg-type]
+    pool.remove(second)  # type: ignore[arg-type]
+    assert main.less_busy(slot, 0, 1) is None
+    pool.add(first)  # type: ignore[arg-type]
+    pool.close()  # its route moved away: it steers no call any more
+    assert main.less_busy(slot, 0, 1) is None
+
+
+def _scope(*headers: tuple[bytes, bytes]) -> dict[str, object]:
+    return {"headers": list(headers)}
+
+
+async def test_a_call_is_passed_only_when_this_process_has_no_idle_instance(
+    tmp_path: object,
+) -> None:
+    board = LoadBoard(2)
+    slot = board.slot()
+    peers = Peers(board, 0, str(tmp_path), "secret")
+    pool = VersionPool("v", 1, max_queued=5, board=board, slot=slot, process=0)
+    board.set(slot, 1, 0)  # the other process has an idle instance
+    try:
+        instance = Stub()
+        pool.add(instance)  # type: ignore[arg-type]
+        assert peers.less_busy(pool, _scope()) is None  # an idle one here: keep the call
+        await pool.acquire(1)
+        assert peers.less_busy(pool, _scope()) == 1
+        # A call another process passed here is never passed on again.
+        assert peers.less_busy(pool, _scope((PASSED, b"1"))) is None
+    finally:
+        await peers.close()
+
+
+async def test_a_process_holding_no_instance_passes_the_call_to_one_that_does(
+    tmp_path: object,
+) -> None:
+    board = LoadBoard(2)
+    slot = board.slot()
+    peers = Peers(board, 1, str(tmp_path), "secret")
+    pool = VersionPool("v", 1, max_queued=5, board=board, slot=slot, process=1)
+    board.set(slot, 0, 4)  # even a busy instance beats none
+    try:
+        assert peers.less_busy(pool, _scope()) == 0
+    finally:
+        await peers.close()
