@@ -89,3 +89,35 @@ def test_a_stopped_version_does_not_run_and_a_started_one_runs_off_route() -> No
     result = plan(_model(deployed_version=2), versions, [], {}, lambda n: True)
     assert result.run == {1}
     assert result.routes["latest"] == ((2, 100),)
+
+
+def test_a_canary_moves_a_label_only_once_both_of_its_versions_are_ready() -> None:
+    # prod served version 1 alone; now 2 takes 25 %. Version 1 is ready, 2 is still starting.
+    label = Label("m", "prod", 1, 2, 25, NOW)
+    before = {"label/prod": ((1, 100),)}
+    versions = [_version(1), _version(2)]
+    pending = plan(_model(), versions, [label], before, fully_ready=lambda n: n == 1)
+    assert pending.routes["label/prod"] == ((1, 100),)
+    assert pending.run == {1, 2}
+    done = plan(_model(), versions, [label], before, fully_ready=lambda n: True)
+    assert done.routes["label/prod"] == ((1, 75), (2, 25))
+
+
+def test_a_switch_moves_at_once_when_the_previous_target_can_no_longer_serve() -> None:
+    # latest pointed at version 1, which was stopped: waiting for version 2 to be ready would
+    # keep a route that answers nothing, so the route moves (and answers 503 until 2 is up).
+    versions = [_version(1, desired="stopped"), _version(2)]
+    before = {"latest": ((1, 100),)}
+    result = plan(
+        _model(routing_mode="advanced"), versions, [], before, fully_ready=lambda n: False
+    )
+    assert result.routes["latest"] == ((2, 100),)
+    assert result.run == {2}
+
+
+def test_a_failed_version_never_replaces_a_route_that_still_serves() -> None:
+    versions = [_version(1), _version(2, "failed")]
+    label = Label("m", "prod", 2, None, 0, NOW)
+    before = {"label/prod": ((1, 100),)}
+    result = plan(_model(), versions, [label], before, fully_ready=lambda n: n == 1)
+    assert result.routes["label/prod"] == ((1, 100),)

@@ -228,3 +228,14 @@ def test_an_oversized_archive_is_read_on_only_so_far_and_then_says_at_least(
     archive = _tar(*((f"f{i}.bin", b"0" * 60, tarfile.REGTYPE) for i in range(10)))
     with pytest.raises(errors.BundleTooLarge, match=r"The project is at least 180 B, over"):
         bundles.extract_archive(archive, tmp_path, max_bytes=100, max_files=3)
+
+
+def test_exactly_as_many_files_as_the_limit_are_accepted_and_one_more_is_refused(
+    tmp_path: Path,
+) -> None:
+    at_limit = _tar(*((f"f{i}", b"", tarfile.REGTYPE) for i in range(3)))
+    bundles.extract_archive(at_limit, tmp_path / "at", max_bytes=100, max_files=3)
+    assert sorted(p.name for p in (tmp_path / "at").iterdir()) == ["f0", "f1", "f2"]
+    over = _tar(*((f"f{i}", b"", tarfile.REGTYPE) for i in range(4)))
+    with pytest.raises(errors.InvalidBundle, match="more than 3 files"):
+        bundles.extract_archive(over, tmp_path / "over", max_bytes=100, max_files=3)

@@ -93,3 +93,42 @@ def test_one_exclude_given_as_a_string_is_one_pattern_not_one_per_character(
 
 def test_file_counts_read_as_english() -> None:
     assert [packing.count_files(n) for n in (0, 1, 2)] == ["0 files", "1 file", "2 files"]
+
+
+# The default ignores as docs/cli.md lists them, each with files it must leave out, at the top of
+# the project and deeper in it.
+DOCUMENTED_DEFAULT_IGNORES = {
+    ".git/": ["objects/ab/cdef"],
+    ".hg/": ["store/data"],
+    ".svn/": ["entries"],
+    "__pycache__/": ["predict.cpython-311.pyc"],
+    ".ipynb_checkpoints/": ["notes-checkpoint.ipynb"],
+    ".venv/": ["bin/python", "lib/python3.11/site-packages/six.py"],
+    ".mypy_cache/": ["3.11/predict.meta.json"],
+    ".pytest_cache/": ["v/cache/nodeids"],
+    ".ruff_cache/": ["0.6.0/123"],
+}
+
+
+@pytest.mark.parametrize("directory", sorted(DOCUMENTED_DEFAULT_IGNORES))
+def test_every_documented_default_ignore_leaves_its_directory_out_anywhere(
+    tmp_path: Path, directory: str
+) -> None:
+    root = tmp_path / "project"
+    (root / "pkg").mkdir(parents=True)
+    (root / "predict.py").write_text("def predict(x):\n    return x\n")
+    for base in (root, root / "pkg"):
+        for inner in DOCUMENTED_DEFAULT_IGNORES[directory]:
+            path = base / directory / inner
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text("left out")
+    assert _paths(packing.collect_files(root)) == ["predict.py"]
+
+
+@pytest.mark.parametrize("name", ["stale.pyc", "pkg/old.pyc", ".DS_Store", "pkg/.DS_Store"])
+def test_compiled_python_and_finder_files_are_left_out_anywhere(tmp_path: Path, name: str) -> None:
+    root = tmp_path / "project"
+    (root / "pkg").mkdir(parents=True)
+    (root / "predict.py").write_text("def predict(x):\n    return x\n")
+    (root / name).write_text("left out")
+    assert _paths(packing.collect_files(root)) == ["predict.py"]

@@ -71,6 +71,41 @@ def test_repeated_failures_from_one_address_are_throttled_but_valid_tokens_pass(
     )
 
 
+def test_the_throttle_lets_an_address_guess_again_once_its_window_has_passed() -> None:
+    now = [1000.0]
+    guard = TokenGuard(failure_limit=3, window=60.0, clock=lambda: now[0])
+    for _ in range(3):
+        with pytest.raises(errors.Unauthenticated):
+            guard.check(ROUTE, _scope([]), "R" * 16)
+    now[0] += 59.0
+    with pytest.raises(errors.TooManyRequests) as throttled:
+        guard.check(ROUTE, _scope([]), "R" * 16)
+    assert throttled.value.headers["Retry-After"] == "60"
+    now[0] += 2.0  # the three failures are now more than a minute old
+    with pytest.raises(errors.Unauthenticated):
+        guard.check(ROUTE, _scope([]), "R" * 16)
+
+
+def test_every_live_token_of_a_model_is_accepted_not_only_the_newest() -> None:
+    tokens = ["mht_first-caller", "mht_second-caller", "mht_third-caller"]
+    route = dataclasses.replace(
+        ROUTE, tokens=tuple(hashlib.sha256(t.encode()).digest() for t in tokens)
+    )
+    for token in tokens:
+        TokenGuard().check(
+            route, _scope([(b"authorization", b"Bearer " + token.encode())]), "R" * 16
+        )
+        TokenGuard().check(route, _scope([(b"authorization", _basic(token, token))]), "R" * 16)
+
+
+@pytest.mark.parametrize("scheme", [b"bearer", b"BEARER", b"bEaReR", b"basic", b"BASIC"])
+def test_the_authorization_scheme_is_read_in_any_case(scheme: bytes) -> None:
+    credentials = (
+        TOKEN.encode() if scheme.lower() == b"bearer" else _basic(TOKEN, TOKEN).split(b" ")[1]
+    )
+    TokenGuard().check(ROUTE, _scope([(b"authorization", scheme + b" " + credentials)]), "R" * 16)
+
+
 def test_a_model_without_tokens_accepts_none() -> None:
     with pytest.raises(errors.Unauthenticated):
         TokenGuard().check(

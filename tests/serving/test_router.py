@@ -8,7 +8,9 @@ from pathlib import Path
 
 from modelhost.backends.base import Instance, InstanceState
 from modelhost.gateway.app import Gateway
+from modelhost.gateway.board import LoadBoard
 from modelhost.gateway.metrics import CallMetrics
+from modelhost.gateway.peers import Peers
 from modelhost.gateway.routes import RouteTable
 from modelhost.serving.router import GatewayFleet, MainProcessOnly, Router
 from modelhost.settings import Settings, load_settings
@@ -18,7 +20,15 @@ from tests.serving.conftest import make_instance, make_model, make_version
 class FakeFleet:
     """Gateway processes that hold the instances named in ``elsewhere``."""
 
-    def __init__(self, elsewhere: frozenset[str] = frozenset()) -> None:
+    board: LoadBoard | None = None
+
+    def peers(self) -> Peers | None:
+        return None
+
+    def __init__(
+        self, elsewhere: frozenset[str] = frozenset(), board: LoadBoard | None = None
+    ) -> None:
+        self.board = board
         self.elsewhere = set(elsewhere)
         self.published: list[RouteTable] = []
         self.events: list[tuple[str, str]] = []
@@ -101,6 +111,36 @@ def test_instances_a_gateway_process_holds_leave_the_main_processs_pool(tmp_path
     assert pool.instances() == [a]
     assert router.holder("b") == 1
     assert not router.held_here(b)
+
+
+def test_each_running_version_has_its_own_slot_on_the_load_board_until_it_is_retired(
+    tmp_path: Path,
+) -> None:
+    board = LoadBoard(2)
+    router = _router(tmp_path, FakeFleet(board=board))
+    one, two = make_version(1), make_version(2)
+    router.rotate(one, [make_instance("a", one)])
+    router.rotate(two, [make_instance("b", two)])
+    first, second = router.pool(one.id), router.pool(two.id)
+    assert first is not None
+    assert second is not None
+    assert first.slot != second.slot
+    # The main process's idle instance of version 1 is on the board for the other process.
+    assert board.less_busy(first.slot, 1, None) == 0
+    # A new pool for the same version (its capacity changed) keeps the version's slot.
+    router.rotate(make_version(1, concurrency=2), [make_instance("a", one)])
+    replaced = router.pool(one.id)
+    assert replaced is not None
+    assert replaced is not first
+    assert replaced.slot == first.slot
+    # Retired, version 1 no longer steers calls and its slot goes to the next version.
+    router.retire({}, lambda instance: None)
+    assert board.less_busy(first.slot, 1, None) is None
+    three = make_version(3)
+    router.rotate(three, [])
+    third = router.pool(three.id)
+    assert third is not None
+    assert third.slot in {first.slot, second.slot}
 
 
 def test_an_instance_that_died_is_taken_out_and_calls_wait_for_its_replacement(

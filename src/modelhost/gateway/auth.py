@@ -14,7 +14,7 @@ import hashlib
 import hmac
 import time
 from collections import deque
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
@@ -56,9 +56,16 @@ def token_from_headers(headers: list[tuple[bytes, bytes]]) -> str | None:
 
 
 class TokenGuard:
-    def __init__(self, *, failure_limit: int = 20, window: float = 60.0) -> None:
+    def __init__(
+        self,
+        *,
+        failure_limit: int = 20,
+        window: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.failure_limit = failure_limit
         self.window = window
+        self._clock = clock
         self._failures: dict[str, deque[float]] = {}
         #: denied calls waiting to be written to the audit log
         self.denials: deque[Denial] = deque(maxlen=10_000)
@@ -108,7 +115,7 @@ class TokenGuard:
         failures = self._failures.get(source)
         if not failures:
             return
-        now = time.monotonic()
+        now = self._clock()
         while failures and failures[0] < now - self.window:
             failures.popleft()
         if len(failures) >= self.failure_limit:
@@ -119,5 +126,5 @@ class TokenGuard:
             )
 
     def _deny(self, route: ModelRoute, source: str, request_id: str, reason: str) -> None:
-        self._failures.setdefault(source, deque()).append(time.monotonic())
+        self._failures.setdefault(source, deque()).append(self._clock())
         self.denials.append(Denial(route.model_id, route.name, source, request_id, reason))
