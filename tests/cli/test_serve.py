@@ -40,7 +40,9 @@ def test_a_data_directory_that_cannot_be_made_is_one_error_line(tmp_path: Path) 
 def test_an_address_this_machine_does_not_have_is_not_blamed_on_another_program(
     tmp_path: Path,
 ) -> None:
+    open_before = len(os.listdir("/proc/self/fd"))
     code, output = _serve("--home", str(tmp_path / "home"), "--host", "192.0.2.1")
+    assert len(os.listdir("/proc/self/fd")) == open_before  # the socket that failed is closed
     assert code == 1
     assert "another program" not in output
     assert "This machine has no address 192.0.2.1" in output

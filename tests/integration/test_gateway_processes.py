@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import signal
 import threading
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -221,7 +220,9 @@ def test_publishing_a_new_version_under_traffic_fails_no_call(server: Server) ->
             lambda: _post(server, "switching", {}).json()["release"]["model_version_number"] == 2,
             timeout=60,
         )
-        time.sleep(4)  # past the switch hold: version 1's instances are released and stopped
+        # Past the switch hold: version 1's instances are released by the gateway process
+        # and stopped, while the calls go on.
+        wait_until(lambda: {i["version"] for i in client.instances("switching")} == {2}, timeout=60)
     finally:
         stop.set()
         for thread in threads:

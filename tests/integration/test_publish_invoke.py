@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
+import threading
 from pathlib import Path
 
 import pytest
@@ -181,7 +181,6 @@ def test_following_a_log_returns_only_lines_written_after_the_last_one_seen(
     client.predict("follow", data={"case": "print", "arg": "first"})
     seen = wait_until(lambda: [x for x in client.logs("follow") if "first" in x["text"]])
     last = max(line["time"] for line in client.logs("follow"))
-    time.sleep(0.01)
     client.predict("follow", data={"case": "print", "arg": "second"})
     later = wait_until(lambda: client.logs("follow", after=last))
     assert all(line["time"] > last for line in later)
@@ -199,12 +198,18 @@ def test_logs_follow_on_the_command_line_prints_new_lines(server: Server) -> Non
         stdout=subprocess.PIPE,
         text=True,
     )
+    lines: list[str] = []
+    assert follower.stdout is not None
+    reader = threading.Thread(target=lambda: lines.extend(follower.stdout or ()), daemon=True)
+    reader.start()
     try:
-        time.sleep(2)
+        # It prints what the log holds so far, then follows it.
+        wait_until(lambda: any("kitchen loaded" in line for line in lines), timeout=30)
         client.predict("tail-f", data={"case": "print", "arg": "live-line"})
-        time.sleep(2.5)
+        wait_until(lambda: any("kitchen says live-line" in line for line in lines), timeout=30)
     finally:
         follower.terminate()
-        output, _ = follower.communicate(timeout=10)
-    assert "kitchen says live-line" in output
-    assert output.count("kitchen loaded") == 1
+        follower.wait(timeout=10)
+        reader.join(timeout=10)
+        follower.stdout.close()
+    assert sum("kitchen loaded" in line for line in lines) == 1

@@ -3,7 +3,6 @@ running, and when the instance goes away before running them, another instance r
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -36,13 +35,18 @@ def _post(server: Server, name: str, data: dict[str, object]) -> httpx.Response:
     return httpx.post(f"{server.url}/models/{name}/latest/model", json={"data": data}, timeout=60)
 
 
+def _busy(server: Server, name: str) -> bool:
+    """Whether the model's instance is running a call (it took the first one)."""
+    return any(i["busy"] for i in server.client().instances(name))
+
+
 def _first_then_three(
     server: Server, name: str, first: dict[str, object], then: dict[str, object]
 ) -> tuple[httpx.Response, list[httpx.Response]]:
     """Send ``first``, and while it runs three more calls, which go to the same instance."""
     with ThreadPoolExecutor(4) as pool:
         head = pool.submit(_post, server, name, first)
-        time.sleep(0.3)
+        wait_until(lambda: _busy(server, name), timeout=30, interval=0.02)
         behind = [pool.submit(_post, server, name, then) for _ in range(3)]
         return head.result(), [future.result() for future in behind]
 
@@ -93,7 +97,7 @@ def test_a_version_that_runs_several_calls_at_once_still_fails_calls_sent_ahead_
         wait_until(lambda: running.invoke("wide", {"data": {}}).status_code == 200, timeout=60)
         with ThreadPoolExecutor(4) as pool:
             head = pool.submit(_post, running, "wide", {"delay": 0.5, "crash": True})
-            time.sleep(0.2)
+            wait_until(lambda: _busy(running, "wide"), timeout=30, interval=0.02)
             behind = [pool.submit(_post, running, "wide", {"delay": 1.0}) for _ in range(3)]
             statuses = [head.result().status_code] + [f.result().status_code for f in behind]
     assert statuses == [502, 502, 502, 502]

@@ -60,11 +60,14 @@ class Load:
     def __enter__(self) -> Load:
         for thread in self._threads:
             thread.start()
-        time.sleep(0.5)
+        # Traffic is flowing before anything switches: every thread has had an answer.
+        wait_until(lambda: len(self.calls) >= 2 * len(self._threads), timeout=60, interval=0.02)
         return self
 
+    def calls_since(self, moment: float) -> int:
+        return sum(1 for c in self.calls if c.started > moment)
+
     def __exit__(self, *_: object) -> None:
-        time.sleep(0.5)
         self._stop.set()
         for thread in self._threads:
             thread.join()
@@ -83,7 +86,9 @@ def _switch_under_load(
         switch()
         wait_until(done, timeout=60, interval=0.05)
         done_at = time.monotonic()
-        time.sleep(1.5)
+        # Traffic goes on after the switch: calls started afterwards have all been answered,
+        # slow ones too (the old version's instances are leaving meanwhile).
+        wait_until(lambda: load.calls_since(done_at) >= 20, timeout=60, interval=0.05)
     assert load.failures() == []
     # Traffic all through: calls before the switch was done and after it (a loaded machine
     # makes fewer calls in the same time, a fifth of them 0.4 s long, so no fixed count).

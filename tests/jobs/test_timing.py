@@ -42,6 +42,15 @@ def test_a_nightly_run_at_a_time_skipped_by_spring_forward_runs_once_an_hour_lat
     assert next_run(timing, first) == at("2026-03-30T00:00")  # 02:00 CEST the next night
 
 
+def test_a_run_skipped_by_spring_forward_still_fires_when_asked_just_after_the_jump() -> None:
+    # Found by tests/properties: on 2026-03-29 Berlin jumps from 02:00 to 03:00 (01:00 UTC);
+    # 02:30 fires at 03:30 CEST, also when the scheduler looks at 03:00 or 03:10.
+    nightly = Timing("30 2 * * *", None, "Europe/Berlin")
+    for asked in (dt.datetime(2026, 3, 29, 1, 0), dt.datetime(2026, 3, 29, 1, 10)):
+        fired = next_run(nightly, asked.replace(tzinfo=UTC))
+        assert fired == dt.datetime(2026, 3, 29, 1, 30, tzinfo=UTC)
+
+
 def test_a_nightly_run_at_a_time_repeated_by_fall_back_runs_only_once() -> None:
     # 2026-10-25: Berlin's clocks go back from 03:00 to 02:00, so 02:00 happens twice.
     timing = nightly_in_berlin()

@@ -22,6 +22,8 @@ from modelhost import errors
 UTC = dt.timezone.utc
 _EVERY = re.compile(r"^\s*(\d+)\s*(s|sec|secs|seconds?|m|min|mins|minutes?|h|hours?|d|days?)\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+#: longer than any clock change of a time zone (an hour, half an hour, two hours in wartime)
+_LONGEST_JUMP = dt.timedelta(hours=3)
 
 
 @dataclass(frozen=True)
@@ -114,7 +116,9 @@ def next_run(timing: Timing, after: dt.datetime, anchor: dt.datetime | None = No
         return (start + periods * step).astimezone(UTC)
     assert timing.cron is not None
     tz = zone(timing.timezone)
-    local = after.astimezone(tz).replace(tzinfo=None)
+    # Wall-clock times from a little before ``after``: one that fell into a clock jump just
+    # before it (02:30 on the night of 02:00 -> 03:00, asked at 03:10) still fires, later.
+    local = (after - _LONGEST_JUMP).astimezone(tz).replace(tzinfo=None)
     candidates = croniter(timing.cron, local)
     while True:
         wall = candidates.get_next(dt.datetime)
