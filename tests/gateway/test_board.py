@@ -162,3 +162,43 @@ async def test_a_process_holding_no_instance_passes_the_call_to_one_that_does(
         assert peers.less_busy(pool, _scope()) == 0
     finally:
         await peers.close()
+
+
+def test_a_process_that_died_is_forgotten_in_every_slot() -> None:
+    main, gateway = _shared(2)
+    first, second = main.slot(), main.slot()
+    gateway.set(first, 1, 0)
+    gateway.set(second, 1, 0)
+    main.forget(1)
+    assert main.less_busy(first, 0, 3) is None
+    assert main.less_busy(second, 0, 3) is None
+
+
+async def test_a_call_for_a_process_that_is_not_there_comes_back_unanswered(
+    tmp_path: object,
+) -> None:
+    # Process 1 died, or its successor has not bound its socket yet: nobody listens there.
+    board = LoadBoard(2)
+    slot = board.slot()
+    peers = Peers(board, 0, str(tmp_path), "secret")
+    pool = VersionPool("v", 1, max_queued=5, board=board, slot=slot, process=0)
+    sent: list[object] = []
+
+    async def send(message: object) -> None:
+        sent.append(message)
+
+    async def receive() -> dict[str, object]:
+        raise AssertionError("the body was read already")
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/models/m/latest/model",
+        "headers": [],
+        "client": ("127.0.0.1", 5000),
+    }
+    try:
+        assert await peers.pass_on(pool, 1, scope, receive, send, b"{}") is False
+    finally:
+        await peers.close()
+    assert sent == []  # nothing answered: this process serves the call itself

@@ -127,8 +127,9 @@ class Gateway:
                     instance = pool.take()
                 else:  # the least busy instance, here or in another process
                     other = peers.less_busy(pool, scope)
-                    if other is not None:
-                        await peers.pass_on(pool, other, scope, receive, send, body)
+                    if other is not None and await peers.pass_on(
+                        pool, other, scope, receive, send, body
+                    ):
                         return
                     instance = pool.take()
                 try:

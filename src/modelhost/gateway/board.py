@@ -61,6 +61,11 @@ class LoadBoard:
     def clear(self, slot: int, process: int) -> None:
         self._cells[slot * self.processes + process] = 0
 
+    def forget(self, process: int) -> None:
+        """The process died (main process): it holds nothing any more, in any slot."""
+        for slot in range(SLOTS):
+            self._cells[slot * self.processes + process] = 0
+
     def less_busy(
         self, slot: int, process: int, lowest: int | None, sent: dict[int, int] | None = None
     ) -> int | None:

@@ -63,11 +63,15 @@ class Peers:
         receive: Receive,
         send: Send,
         body: bytes,
-    ) -> None:
+    ) -> bool:
+        """Pass the call to ``process``, which answers it; False when that process is not there
+        (it died, or its successor is starting): nothing was sent, and this one serves it."""
         sent = self._sent.setdefault(pool.slot, {})
         sent[process] = sent.get(process, 0) + 1
         try:
-            await self._proxies[process](scope, receive, send, body)
+            return await self._proxies[process].pass_on(
+                scope, receive, send, body, unreachable_ok=True
+            )
         finally:
             if sent[process] == 1:
                 del sent[process]

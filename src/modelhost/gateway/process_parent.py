@@ -313,6 +313,7 @@ class GatewayProcesses:
     async def _watch(self, peer: _Peer) -> None:
         code = await peer.process.wait()
         peer.alive = False
+        self.board.forget(peer.index)  # no call is passed to it until its successor says so
         for future in peer.waiting.values():
             if not future.done():
                 future.set_result(None)

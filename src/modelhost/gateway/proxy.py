@@ -74,6 +74,19 @@ class Proxy:
     ) -> None:
         """Send the request to the main process and its answer back; ``body`` when the caller's
         body was already read."""
+        await self.pass_on(scope, receive, send, body)
+
+    async def pass_on(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        body: bytes | None = None,
+        *,
+        unreachable_ok: bool = False,
+    ) -> bool:
+        """As a call: with ``unreachable_ok``, a process that cannot be connected to (nothing
+        was sent) answers nothing, and False says the caller is to serve the request itself."""
         headers = [(k, v) for k, v in scope["headers"] if k.lower() not in _HOP_BY_HOP]
         client = scope.get("client")
         if client:
@@ -91,19 +104,15 @@ class Proxy:
         )
         try:
             response = await self._client.send(request, stream=True)
+        except httpx.ConnectError as exc:
+            if unreachable_ok:
+                logger.warning("the server process at %s is not there: %r", self._path, exc)
+                return False
+            await self._unavailable(send, exc)
+            return True
         except httpx.HTTPError as exc:
-            logger.error("the server process at %s did not answer: %r", self._path, exc)
-            status, response_headers, payload = error_response(
-                errors.Unavailable(
-                    "The server is restarting or overloaded; retry in a moment.",
-                    headers={"Retry-After": "1"},
-                ),
-                new_request_id(),
-            )
-            start = {"type": "http.response.start", "status": status, "headers": response_headers}
-            await send(start)
-            await send({"type": "http.response.body", "body": payload})
-            return
+            await self._unavailable(send, exc)
+            return True
         try:
             await send(
                 {
@@ -119,6 +128,20 @@ class Proxy:
             await send({"type": "http.response.body", "body": b""})
         finally:
             await response.aclose()
+        return True
+
+    async def _unavailable(self, send: Send, exc: httpx.HTTPError) -> None:
+        logger.error("the server process at %s did not answer: %r", self._path, exc)
+        status, response_headers, payload = error_response(
+            errors.Unavailable(
+                "The server is restarting or overloaded; retry in a moment.",
+                headers={"Retry-After": "1"},
+            ),
+            new_request_id(),
+        )
+        start = {"type": "http.response.start", "status": status, "headers": response_headers}
+        await send(start)
+        await send({"type": "http.response.body", "body": payload})
 
 
 async def _body(receive: Receive) -> AsyncIterator[bytes]:
