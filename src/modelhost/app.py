@@ -247,6 +247,7 @@ def create_app(
         routes=reconciler.router,
         metrics=gateway.metrics,
         supervisor=reconciler.supervisor,
+        invoke=gateway.call_in_process,
     )
     if clock is not None:
         services = dataclasses.replace(services, clock=clock)

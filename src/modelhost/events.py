@@ -67,6 +67,7 @@ ENVIRONMENTS_PRUNE = Action("environments-prune", None)  # admins
 LOGIN = Action("login", None)
 LOGOUT = Action("logout", None)
 INVOKE = Action("invoke", None)  # a call the gateway refused
+TEST_CALL = Action("test-call", "test")  # a call from the tester, through a session or key
 
 #: name -> action, for every action above
 ACTIONS: dict[str, Action] = {

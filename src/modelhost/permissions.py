@@ -19,6 +19,7 @@ PERMISSIONS: dict[str, str] = {
     "view-config": "viewer",  # its environment variables (secret values are never shown)
     "view-logs": "viewer",
     "view-audit": "viewer",
+    "test": "viewer",  # call it from the tester, without an access token
     "publish": "editor",
     "run": "editor",  # start and cancel runs that publish to the model
     "schedule": "editor",  # create, pause, resume and delete schedules that publish to it
@@ -104,6 +105,10 @@ def can_see(user: User, model: Model, role: str | None) -> bool:
     return user.is_admin or role is not None or model.visibility == "public"
 
 
+#: what a signed-in user who is no collaborator may do on a public model
+_PUBLIC_ACTIONS = frozenset({"view", "test"})
+
+
 def ensure_permission(user: User, action: str, model: Model, role: str | None) -> None:
     """Raise unless ``user`` (with ``role`` on ``model``) may do ``action``."""
     required = PERMISSIONS[action]
@@ -114,7 +119,7 @@ def ensure_permission(user: User, action: str, model: Model, role: str | None) -
             f"There is no model '{model.name}'. 'modelhost models list' shows the models."
         )
     if role is None:  # a public model seen by a signed-in user who is not a collaborator
-        if action == "view":
+        if action in _PUBLIC_ACTIONS:
             return
         raise errors.Forbidden(
             f"You can view the public model '{model.name}' but not {action} it; ask its owner "

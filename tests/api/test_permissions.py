@@ -33,6 +33,7 @@ ACTORS = ("admin", "owner", "editor", "viewer", "stranger", "anonymous")
 ROUTE_NEEDS: dict[tuple[str, str], str] = {
     ("GET", "/health"): PUBLIC,
     ("GET", "/"): PUBLIC,
+    ("GET", "/favicon.ico"): PUBLIC,
     ("POST", "/api/v1/login"): PUBLIC,
     ("GET", "/api/v1/me"): AUTHENTICATED,
     ("GET", "/api/v1/models"): AUTHENTICATED,
@@ -75,6 +76,7 @@ ROUTE_NEEDS: dict[tuple[str, str], str] = {
     ("PATCH", "/api/v1/models/{model}/access"): "change-access",
     ("POST", "/api/v1/models/{model}/transfer"): "transfer",
     ("GET", "/api/v1/models/{model}/audit"): "view-audit",
+    ("POST", "/api/v1/models/{model}/test"): "test",
     ("GET", "/api/v1/audit"): ADMIN,
     ("GET", "/api/v1/environments"): "view-environments",
     ("POST", "/api/v1/environments"): "create-environment",
@@ -139,6 +141,7 @@ BODIES: dict[tuple[str, str], dict[str, object]] = {
     ("POST", "/api/v1/login"): {"username": "owner", "password": "owner-password"},
     # The same requirements as the prepared environment: nothing to resolve, so no network.
     ("POST", "/api/v1/environments"): {"name": "shared", "requirements": ""},
+    ("POST", "/api/v1/models/{model}/test"): {"data": {"x": 1, "y": 2}},
 }
 
 
@@ -303,6 +306,9 @@ def test_the_route_answers_each_actor_as_the_permission_table_says(
             }
         if route == ("DELETE", "/api/v1/models/{model}"):
             kwargs["params"] = {"confirm": "m"}
+        if route == ("POST", "/api/v1/models/{model}/test"):  # the call needs a running version
+            await app.services.reconciler.reconcile_once()
+            await app.services.reconciler.reconcile_once()
         try:
             async with httpx.AsyncClient(
                 transport=httpx.ASGITransport(app=app), base_url="http://t"

@@ -49,6 +49,7 @@ UI_ROUTE_NEEDS: dict[tuple[str, str], str] = {
     ("GET", "/ui/audit"): ADMIN,
     ("GET", "/ui/publish"): AUTHENTICATED,
     ("POST", "/ui/publish"): AUTHENTICATED,
+    ("POST", "/ui/models/{model}/test"): "test",
 }
 ACTION_NEEDS: dict[str, str] = {
     "deploy": "deploy",
@@ -218,6 +219,11 @@ def test_the_ui_route_answers_each_actor_as_the_permission_table_says(
                     return await http.get(concrete, headers=headers)
                 if path == "/ui/publish":
                     return await http.post(concrete, headers=headers, data=form, files=files)
+                if path == "/ui/models/{model}/test":  # the call needs a running version
+                    await app.services.reconciler.reconcile_once()
+                    await app.services.reconciler.reconcile_once()
+                    body = {"data": {"x": 1, "y": 2}}
+                    return await http.post(concrete, headers=headers, json=body)
                 return await http.post(concrete, headers=headers, data=form)
         finally:
             await app.services.reconciler.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import click
@@ -51,6 +52,12 @@ def _no_constant(name: str) -> Any:
     "envs). Default: isolated when the project declares dependencies, else server.",
 )
 @click.option("--python", help="Python version of an isolated environment, such as 3.11.")
+@click.option(
+    "--example",
+    metavar="FILE|JSON",
+    help="An example input for the tester and the code snippets: a JSON file, or JSON text such "
+    'as \'{"data": {"x": 1}}\'. Default: the project\'s example.json, if it has one.',
+)
 @click.option("--no-wait", is_flag=True, help="Return once uploaded, without waiting.")
 @pass_connection
 def publish(
@@ -64,6 +71,7 @@ def publish(
     concurrency: int,
     environment: str | None,
     python: str | None,
+    example: str | None,
     no_wait: bool,
 ) -> None:
     """Publish TARGET as a model version: a project directory, PATH/script.py:function, or a
@@ -82,6 +90,7 @@ def publish(
             concurrency=concurrency,
             environment=environment,
             python=python,
+            example=_example(example),
             wait=not no_wait,
             on_progress=click.echo,
             on_log=lambda line: click.echo(f"  {line}"),
@@ -105,6 +114,19 @@ def publish(
             f"Callers need an access token: modelhost tokens create {name} --name WHO, then "
             "curl -u TOKEN:TOKEN ..."
         )
+
+
+def _example(value: str | None) -> str | Path | None:
+    """--example: JSON text when it looks like a JSON object, else the path of a file."""
+    if value is None or value.lstrip().startswith("{"):
+        return value
+    path = Path(value)
+    if not path.is_file():
+        raise errors.BadRequest(
+            f"--example: there is no file '{value}'. Give a JSON file, or JSON text such as "
+            '\'{"data": {"x": 1}}\'.'
+        )
+    return path
 
 
 @click.group()

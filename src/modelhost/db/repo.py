@@ -109,6 +109,8 @@ class Version:
     failure_traceback: str | None = None
     #: the Idempotency-Key of the publish that made it, if the client sent one
     idempotency_key: str | None = None
+    #: an example request body as JSON text (``{"data": …}`` or ``{"parameters": […]}``)
+    example: str | None = None
 
     @property
     def failure(self) -> BuildFailure | None:

@@ -101,6 +101,8 @@ versions = Table(
     Column("failure_traceback", Text, nullable=True),
     #: the client's Idempotency-Key of the publish that made it: a retry finds it
     Column("idempotency_key", String(128), nullable=True),
+    #: an example request body (JSON text with "data" or "parameters"), or None
+    Column("example", Text, nullable=True),
     UniqueConstraint("model_id", "number", name="uq_versions_model_number"),
     UniqueConstraint("model_id", "idempotency_key", name="uq_versions_model_idempotency_key"),
 )

@@ -40,6 +40,7 @@ from modelhost.events import (
 from modelhost.httpkit.bodies import allow_body
 from modelhost.httpkit.deps import ServicesDep
 from modelhost.httpkit.responses import JSONResponse
+from modelhost.httpkit.tester import tester_call
 from modelhost.operations import Services, access_control, sharing
 from modelhost.operations import model_actions as actions
 from modelhost.ui import forms, links, session
@@ -303,6 +304,14 @@ _PAGES = ("versions", "instances", "settings")
 
 #: the actions that answer with a token's secret, on the settings page, instead of redirecting
 TOKEN_ACTIONS = (TOKEN_CREATE.name, TOKEN_REGENERATE.name)
+
+
+@router.post("/models/{model}/test", summary="The tester's call, through the session")
+async def call_from_tester(
+    request: Request, model: str, services: ServicesDep, user: SessionUser, route: str = "latest"
+) -> Response:
+    await session.check_csrf(request)
+    return await tester_call(request, services, user, model, route)
 
 
 @router.post("/models/{model}/actions/{what}", summary="A model action from a form")
