@@ -313,10 +313,14 @@ def listen(host: str, port: int, processes: int) -> list[socket.socket]:
 def _listening(host: str, port: int, *, shared: bool) -> socket.socket:
     listener = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if shared:
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    listener.bind((host, port))
-    listener.listen(2048)
+    try:
+        if shared:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        listener.bind((host, port))
+        listener.listen(2048)
+    except OSError:
+        listener.close()  # not yet in the caller's list, which it closes on a failure
+        raise
     listener.set_inheritable(True)
     return listener
 
