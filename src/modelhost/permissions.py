@@ -95,7 +95,16 @@ def ensure_environment_permission(
     raise errors.Forbidden(f"Only server admins can {action.replace('-', ' ')}.")
 
 
+def highest(*roles: str | None) -> str | None:
+    """The highest of ``roles`` (None for none): a user's role on a model is the highest of
+    their own and their groups' roles."""
+    held = [role for role in roles if role is not None]
+    return max(held, key=_RANK.__getitem__) if held else None
+
+
 def role_of(user: User, model: Model, collaborators: dict[str, str]) -> str | None:
+    """``user``'s role on ``model``, given every user's role on it (``collaborators``: user id
+    -> role, with the roles held through groups, see ``access_control.roles_on``)."""
     if model.owner_id == user.id:
         return "owner"
     return collaborators.get(user.id)

@@ -68,6 +68,10 @@ def api_test(model: str) -> str:
     return f"{API}/models/{quote(model, safe='')}/test"
 
 
+def api_groups(name: str | None = None) -> str:
+    return f"{API}/groups" + (f"/{quote(name, safe='')}" if name else "")
+
+
 def api_me() -> str:
     return f"{API}/me"
 

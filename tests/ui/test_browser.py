@@ -268,6 +268,52 @@ def test_the_curl_snippet_copied_from_the_page_runs(pages: Pages) -> None:
     assert answer["release"]["model_version_number"] == 2  # type: ignore[index]
 
 
+def test_the_admin_makes_a_group_and_the_owner_gives_it_a_role(pages: Pages) -> None:
+    admin = pages["admin"]
+    admin.get_by_role("link", name="Groups").click()
+    admin.get_by_label("New group").fill("ui-team")
+    admin.get_by_role("button", name="Create group").click()
+    expect(admin.locator(".flash")).to_have_text("Group ui-team created.")
+    admin.get_by_label("Add user to ui-team").fill("ui-guest")
+    admin.get_by_role("button", name="Add", exact=True).click()
+    expect(admin.locator(".flash")).to_have_text("ui-guest is in ui-team.")
+    expect(admin.locator("tr[data-group='ui-team']")).to_contain_text("ui-guest")
+    shot(admin, "groups")
+
+    guest = pages["guest"]
+    guest.goto("/ui/models/calc")
+    expect(guest.locator(".flash.error")).to_contain_text("There is no model 'calc'")
+
+    owner = pages["owner"]
+    owner.goto("/ui/models/calc/settings")
+    form = owner.locator("#group-role-form")
+    form.get_by_label("Group").fill("ui-team")
+    form.get_by_label("Role").select_option("viewer")
+    form.get_by_role("button", name="Give the group this role").click()
+    expect(owner.locator(".flash")).to_have_text("The group ui-team is now viewer.")
+    expect(owner.locator("table.group-roles")).to_contain_text("ui-team")
+
+    # A member sees the model through the group, and may use the tester.
+    guest.goto("/ui/models/calc")
+    expect(guest.get_by_text("your role: viewer")).to_be_visible()
+    guest.get_by_role("button", name="Send").click()
+    expect(guest.locator("#tester-status")).to_contain_text("200")
+
+    owner.locator("table.group-roles tr", has_text="ui-team").get_by_role("button").click()
+    expect(owner.locator(".flash")).to_have_text(
+        "The group ui-team no longer has a role on the model."
+    )
+    guest.goto("/ui/models/calc")
+    expect(guest.locator(".flash.error")).to_contain_text("There is no model 'calc'")
+
+    admin.goto("/ui/groups")
+    admin.get_by_role("button", name="Remove ui-guest from ui-team").click()
+    expect(admin.locator(".flash")).to_have_text("ui-guest is no longer in ui-team.")
+    admin.locator("tr[data-group='ui-team']").get_by_role("button", name="Delete").click()
+    expect(admin.locator(".flash")).to_contain_text("Group ui-team deleted")
+    expect(admin.get_by_text("No groups yet.")).to_be_visible()
+
+
 def test_the_owner_requires_a_token_then_creates_and_revokes_one(
     pages: Pages, ui_server: Server
 ) -> None:

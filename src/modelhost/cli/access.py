@@ -7,7 +7,7 @@ import json
 import click
 
 from modelhost.cli.connection import Connection, pass_connection
-from modelhost.cli.output import table
+from modelhost.cli.output import print_json, table
 from modelhost.client import Client
 from modelhost.client._config import save_login
 
@@ -195,31 +195,107 @@ def collaborators() -> None:
 @click.argument("model")
 @pass_connection
 def collaborators_list(conn: Connection, model: str) -> None:
-    """List MODEL's owner and collaborators."""
-    table([(c["user"], c["role"]) for c in conn.client.collaborators(model)], ["USER", "ROLE"])
+    """List MODEL's owner, collaborators and the groups with a role on it."""
+    rows = [(c["user"], "user", c["role"]) for c in conn.client.collaborators(model)]
+    rows += [(g["group"], "group", g["role"]) for g in conn.client.group_roles(model)]
+    table(rows, ["NAME", "KIND", "ROLE"])
+
+
+_GROUP_OPTION = click.option(
+    "--group", "is_group", is_flag=True, help="NAME is a group (see 'modelhost groups list')."
+)
 
 
 @collaborators.command("add")
 @click.argument("model")
-@click.argument("user")
+@click.argument("name", metavar="USER")
 @click.option(
     "--role", type=click.Choice(["viewer", "editor"]), default="viewer", show_default=True
 )
+@_GROUP_OPTION
 @pass_connection
-def collaborators_add(conn: Connection, model: str, user: str, role: str) -> None:
-    """Add USER to MODEL (or change their role)."""
-    conn.client.set_collaborator(model, user, role)
-    click.echo(f"{user} is {role} on {model}.")
+def collaborators_add(conn: Connection, model: str, name: str, role: str, is_group: bool) -> None:
+    """Add USER (or, with --group, a group) to MODEL, or change their role. A user's role is
+    the highest of their own and their groups' roles."""
+    if is_group:
+        conn.client.set_group_role(model, name, role)
+        click.echo(f"The group {name} is {role} on {model}.")
+        return
+    conn.client.set_collaborator(model, name, role)
+    click.echo(f"{name} is {role} on {model}.")
 
 
 @collaborators.command("remove")
 @click.argument("model")
+@click.argument("name", metavar="USER")
+@_GROUP_OPTION
+@pass_connection
+def collaborators_remove(conn: Connection, model: str, name: str, is_group: bool) -> None:
+    """Remove USER (or, with --group, a group) from MODEL."""
+    if is_group:
+        conn.client.remove_group_role(model, name)
+        click.echo(f"The group {name} removed from {model}.")
+        return
+    conn.client.remove_collaborator(model, name)
+    click.echo(f"{name} removed from {model}.")
+
+
+@click.group()
+def groups() -> None:
+    """Groups of users, which can hold a role on a model (server admins change them)."""
+
+
+@groups.command("list")
+@click.option("--format", "output", type=click.Choice(["text", "json"]), default="text")
+@pass_connection
+def groups_list(conn: Connection, output: str) -> None:
+    """List the groups and their members."""
+    found = conn.client.groups()
+    if output == "json":
+        print_json(found)
+        return
+    table([(g["name"], ", ".join(g["members"]) or "-") for g in found], ["GROUP", "MEMBERS"])
+
+
+@groups.command("create")
+@click.argument("group")
+@pass_connection
+def groups_create(conn: Connection, group: str) -> None:
+    """Create GROUP."""
+    conn.client.create_group(group)
+    click.echo(
+        f"Group {group} created. Add people with 'modelhost groups add {group} USER', and give "
+        f"it a role with 'modelhost collaborators add MODEL {group} --group --role editor'."
+    )
+
+
+@groups.command("delete")
+@click.argument("group")
+@pass_connection
+def groups_delete(conn: Connection, group: str) -> None:
+    """Delete GROUP; its members lose the roles they held through it."""
+    conn.client.delete_group(group)
+    click.echo(f"Group {group} deleted.")
+
+
+@groups.command("add")
+@click.argument("group")
 @click.argument("user")
 @pass_connection
-def collaborators_remove(conn: Connection, model: str, user: str) -> None:
-    """Remove USER from MODEL."""
-    conn.client.remove_collaborator(model, user)
-    click.echo(f"{user} removed from {model}.")
+def groups_add(conn: Connection, group: str, user: str) -> None:
+    """Add USER to GROUP."""
+    conn.client.add_group_member(group, user)
+    click.echo(f"{user} is in {group}.")
+
+
+@groups.command("remove")
+@click.argument("group")
+@click.argument("user")
+@pass_connection
+def groups_remove(conn: Connection, group: str, user: str) -> None:
+    """Take USER out of GROUP."""
+    conn.client.remove_group_member(group, user)
+    click.echo(f"{user} is no longer in {group}.")
 
 
 @click.command()
@@ -275,4 +351,4 @@ def audit(
     )
 
 
-COMMANDS = [login, users, keys, tokens, access, collaborators, transfer, audit]
+COMMANDS = [login, users, keys, tokens, access, collaborators, groups, transfer, audit]

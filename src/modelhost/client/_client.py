@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -388,6 +389,38 @@ class Client(RunsMixin):
 
     def remove_collaborator(self, model: str, user: str) -> None:
         self._request("DELETE", f"{urls.api_model_action(model, 'collaborators')}/{user}")
+
+    def group_roles(self, model: str) -> list[dict[str, Any]]:
+        """The groups with a role on ``model``: ``[{"group": "ds", "role": "editor"}]``."""
+        return self._request("GET", urls.api_model_action(model, "collaborators"))["groups"]
+
+    def set_group_role(self, model: str, group: str, role: str) -> list[dict[str, Any]]:
+        """Give ``group`` the role viewer or editor on ``model``; its members hold it unless
+        they hold a higher one of their own."""
+        path = f"{urls.api_model_action(model, 'groups')}/{quote(group, safe='')}"
+        return self._request("PUT", path, json={"role": role})["groups"]
+
+    def remove_group_role(self, model: str, group: str) -> None:
+        path = f"{urls.api_model_action(model, 'groups')}/{quote(group, safe='')}"
+        self._request("DELETE", path)
+
+    def groups(self) -> list[dict[str, Any]]:
+        """Every group, with its members."""
+        return self._request("GET", urls.api_groups())["groups"]
+
+    def create_group(self, name: str) -> dict[str, Any]:
+        """A new group (server admins)."""
+        return self._request("POST", urls.api_groups(), json={"name": name})
+
+    def delete_group(self, name: str) -> None:
+        self._request("DELETE", urls.api_groups(name))
+
+    def add_group_member(self, group: str, user: str) -> dict[str, Any]:
+        """Add ``user`` to ``group`` (server admins); returns the group."""
+        return self._request("PUT", f"{urls.api_groups(group)}/members/{quote(user, safe='')}")
+
+    def remove_group_member(self, group: str, user: str) -> None:
+        self._request("DELETE", f"{urls.api_groups(group)}/members/{quote(user, safe='')}")
 
     def transfer(self, model: str, user: str) -> dict[str, Any]:
         return self._request("POST", urls.api_model_action(model, "transfer"), json={"user": user})

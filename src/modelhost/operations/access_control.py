@@ -21,7 +21,14 @@ from modelhost.db.repo import Model, Token, User, utcnow
 from modelhost.events import LOGIN, LOGOUT, Action
 from modelhost.operations import Services, credentials, iso
 from modelhost.operations.audit import record
-from modelhost.permissions import ROLES, can_see, ensure_admin, ensure_permission, role_of
+from modelhost.permissions import (
+    ROLES,
+    can_see,
+    ensure_admin,
+    ensure_permission,
+    highest,
+    role_of,
+)
 
 TOKEN_PREFIX = "mht_"  # noqa: S105 - a prefix that lets scanners spot leaked tokens
 USERNAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{1,62}$")
@@ -55,7 +62,7 @@ def authorize(
         raise errors.ModelNotFound(
             f"There is no model '{key}'. 'modelhost models list' shows the models."
         )
-    role = role_of(user, model, services.repo.collaborators(model.id))
+    role = role_of(user, model, roles_on(services, model))
     try:
         ensure_permission(user, action, model, role)
     except (errors.Forbidden, errors.ModelNotFound) as exc:
@@ -79,8 +86,24 @@ def authorize_action(services: Services, user: User, key: str, action: Action) -
     return authorize(services, user, key, action.permission, audit_as=action)
 
 
+def roles_on(services: Services, model: Model) -> dict[str, str]:
+    """user id -> role on ``model``: the highest of the user's own role and their groups'."""
+    roles = dict(services.repo.collaborators(model.id))
+    for user_id, role in services.repo.member_roles(model.id):
+        roles[user_id] = highest(roles.get(user_id), role) or role
+    return roles
+
+
+def roles_of(services: Services, user: User) -> dict[str, str]:
+    """model id -> ``user``'s role on it, their own or through a group (the highest)."""
+    roles = dict(services.repo.roles_of(user.id))
+    for model_id, role in services.repo.member_roles_of(user.id):
+        roles[model_id] = highest(roles.get(model_id), role) or role
+    return roles
+
+
 def visible_models(services: Services, user: User) -> list[Model]:
-    roles = services.repo.roles_of(user.id)
+    roles = roles_of(services, user)
     return [
         m
         for m in services.repo.list_models()

@@ -11,7 +11,7 @@ from starlette.responses import RedirectResponse, Response
 from modelhost import errors, urls
 from modelhost.db.repo import Model, User
 from modelhost.httpkit.deps import ServicesDep
-from modelhost.operations import Services, access_control, lifecycle, variables
+from modelhost.operations import Services, access_control, groups, lifecycle, variables
 from modelhost.operations import audit as audit_ops
 from modelhost.operations import metrics as metrics_ops
 from modelhost.operations import models as ops
@@ -37,7 +37,7 @@ def _model_page(
     services: Services, user: User, model: Model, page: str, **extra: Any
 ) -> dict[str, Any]:
     """What every page of a model shows: the model, the user's role, what they may do."""
-    role = role_of(user, model, services.repo.collaborators(model.id))
+    role = role_of(user, model, access_control.roles_on(services, model))
     can = {action: allowed(user, action, model, role) for action in PERMISSIONS}
     return {
         **user_context(user),
@@ -249,6 +249,8 @@ def settings_context(services: Services, user: User, key: str) -> dict[str, Any]
         variables=variables.list_env(services, found) if can["view-config"] else [],
         tokens=access_control.list_tokens(services, found) if can["manage-tokens"] else [],
         collaborators=access_control.collaborators(services, found),
+        group_roles=groups.group_roles(services, found),
+        group_names=[g.name for g in services.repo.list_groups()],
         labels=lifecycle.list_labels(services, found),
         versions=[
             v["number"] for v in ops.list_versions(services, found) if v["status"] != "failed"
@@ -323,3 +325,9 @@ def server_audit_page(
         "filters": {"actor": actor, "action": action, "since": since},
     }
     return _audit_response(request, services, events, format, context)
+
+
+@router.get("/groups", summary="Groups and their members (admins change them)")
+def groups_page(request: Request, services: ServicesDep, user: SessionUser) -> Response:
+    context = {**user_context(user), "groups": groups.list_groups(services)}
+    return render(request, services, "groups.html", context)
