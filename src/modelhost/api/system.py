@@ -38,7 +38,7 @@ def index(request: Request) -> Any:
 
 
 #: the web UI's icon, which browsers ask for at /favicon.ico: served from the package, no CDN
-_FAVICON = resources.files("modelhost.ui").joinpath("static", "favicon.ico").read_bytes()
+_FAVICON = resources.files("modelhost.ui").joinpath("static").joinpath("favicon.ico").read_bytes()
 
 
 @router.get(urls.FAVICON, summary="The web UI's icon", include_in_schema=False)
