@@ -68,9 +68,11 @@ def _follow(conn: Connection, run: Run) -> None:
 
 
 def _outcome(conn: Connection, run: Run) -> None:
+    """The outcome of a run whose log was just followed: the log's last lines said how it
+    ended, so a success is not told again."""
     if run["status"] != "succeeded":
         raise errors.ModelhostError(f"Run {run['id']} {run['status']}: {run['message']}")
-    click.echo(f"Run {run['id']} succeeded: {run['message']}")
+    click.echo(f"Run {run['id']} succeeded.")
     if run["published_version"] is not None and run["model"]:
         version = conn.client.wait_for_version(run["model"], run["published_version"])
         click.echo(
