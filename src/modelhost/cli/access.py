@@ -7,7 +7,7 @@ import json
 import click
 
 from modelhost.cli.connection import Connection, pass_connection
-from modelhost.cli.output import print_json, table
+from modelhost.cli.output import format_option, print_json, table
 from modelhost.client import Client
 from modelhost.client._config import save_login
 
@@ -29,12 +29,17 @@ def users() -> None:
 
 
 @users.command("list")
+@format_option
 @pass_connection
-def users_list(conn: Connection) -> None:
+def users_list(conn: Connection, as_json: bool) -> None:
     """List users."""
+    found = conn.client.users()
+    if as_json:
+        print_json(found)
+        return
     rows = [
         (u["username"], "admin" if u["is_admin"] else "", "disabled" if u["disabled"] else "")
-        for u in conn.client.users()
+        for u in found
     ]
     table(rows, ["USER", "ADMIN", "STATE"])
 
@@ -73,9 +78,14 @@ def keys() -> None:
 
 
 @keys.command("list")
+@format_option
 @pass_connection
-def keys_list(conn: Connection) -> None:
+def keys_list(conn: Connection, as_json: bool) -> None:
     """List your API keys (never their secrets)."""
+    found = conn.client.api_keys()
+    if as_json:
+        print_json(found)
+        return
     rows = [
         (
             k["id"],
@@ -84,7 +94,7 @@ def keys_list(conn: Connection) -> None:
             k["expires_at"] or "",
             "revoked" if k["revoked"] else "",
         )
-        for k in conn.client.api_keys()
+        for k in found
     ]
     table(rows, ["ID", "NAME", "PREFIX", "EXPIRES", "STATE"])
 
@@ -116,9 +126,14 @@ def tokens() -> None:
 
 @tokens.command("list")
 @click.argument("model")
+@format_option
 @pass_connection
-def tokens_list(conn: Connection, model: str) -> None:
+def tokens_list(conn: Connection, model: str, as_json: bool) -> None:
     """List MODEL's tokens (never their secrets)."""
+    found = conn.client.tokens(model)
+    if as_json:
+        print_json(found)
+        return
     rows = [
         (
             t["id"],
@@ -127,7 +142,7 @@ def tokens_list(conn: Connection, model: str) -> None:
             t["created_at"],
             "revoked" if t["revoked"] else "",
         )
-        for t in conn.client.tokens(model)
+        for t in found
     ]
     table(rows, ["ID", "NAME", "PREFIX", "CREATED", "STATE"])
 
@@ -145,20 +160,22 @@ def tokens_create(conn: Connection, model: str, name: str) -> None:
 
 @tokens.command("revoke")
 @click.argument("model")
-@click.argument("token_id")
+@click.argument("token_id", metavar="TOKEN")
 @pass_connection
 def tokens_revoke(conn: Connection, model: str, token_id: str) -> None:
-    """Revoke a token: calls with it fail within a second."""
+    """Revoke TOKEN (its id, or its name when no other active token of MODEL has it): calls
+    with it fail within a second."""
     conn.client.revoke_token(model, token_id)
     click.echo(f"Revoked {token_id}.")
 
 
 @tokens.command("regenerate")
 @click.argument("model")
-@click.argument("token_id")
+@click.argument("token_id", metavar="TOKEN")
 @pass_connection
 def tokens_regenerate(conn: Connection, model: str, token_id: str) -> None:
-    """Give a token a new secret (the old one stops working); printed once."""
+    """Give TOKEN (its id, or its name when unique on MODEL) a new secret; the old one stops
+    working. The new one is printed once."""
     click.echo(conn.client.regenerate_token(model, token_id)["token"])
 
 
@@ -193,11 +210,16 @@ def collaborators() -> None:
 
 @collaborators.command("list")
 @click.argument("model")
+@format_option
 @pass_connection
-def collaborators_list(conn: Connection, model: str) -> None:
+def collaborators_list(conn: Connection, model: str, as_json: bool) -> None:
     """List MODEL's owner, collaborators and the groups with a role on it."""
-    rows = [(c["user"], "user", c["role"]) for c in conn.client.collaborators(model)]
-    rows += [(g["group"], "group", g["role"]) for g in conn.client.group_roles(model)]
+    people, teams = conn.client.collaborators(model), conn.client.group_roles(model)
+    if as_json:
+        print_json({"collaborators": people, "groups": teams})
+        return
+    rows = [(c["user"], "user", c["role"]) for c in people]
+    rows += [(g["group"], "group", g["role"]) for g in teams]
     table(rows, ["NAME", "KIND", "ROLE"])
 
 
@@ -246,12 +268,12 @@ def groups() -> None:
 
 
 @groups.command("list")
-@click.option("--format", "output", type=click.Choice(["text", "json"]), default="text")
+@format_option
 @pass_connection
-def groups_list(conn: Connection, output: str) -> None:
+def groups_list(conn: Connection, as_json: bool) -> None:
     """List the groups and their members."""
     found = conn.client.groups()
-    if output == "json":
+    if as_json:
         print_json(found)
         return
     table([(g["name"], ", ".join(g["members"]) or "-") for g in found], ["GROUP", "MEMBERS"])

@@ -11,7 +11,7 @@ import click
 
 from modelhost import errors
 from modelhost.cli.connection import Connection, pass_connection
-from modelhost.cli.output import print_json, table
+from modelhost.cli.output import format_option, print_json, show_fields, table
 from modelhost.client import Version
 
 
@@ -135,7 +135,7 @@ def models() -> None:
 
 
 @models.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@format_option
 @pass_connection
 def models_list(conn: Connection, as_json: bool) -> None:
     """List the models."""
@@ -154,10 +154,36 @@ def models_list(conn: Connection, as_json: bool) -> None:
 
 @models.command("show")
 @click.argument("model")
+@format_option
 @pass_connection
-def models_show(conn: Connection, model: str) -> None:
-    """Show one model as JSON."""
-    print_json(conn.client.model(model))
+def models_show(conn: Connection, model: str, as_json: bool) -> None:
+    """Show one model."""
+    found = conn.client.model(model)
+    if as_json:
+        print_json(found)
+        return
+    show_fields(
+        found,
+        [
+            "name",
+            "id",
+            "status",
+            "description",
+            "owner",
+            "latest_version",
+            "newest_version",
+            "routing_mode",
+            "labels",
+            "instance_count",
+            "timeout_seconds",
+            "visibility",
+            "invocation_mode",
+            "log_requests",
+            "network",
+            "created_at",
+            "updated_at",
+        ],
+    )
 
 
 @models.command("update")
@@ -210,7 +236,7 @@ def models_update(
 @click.command()
 @click.argument("model")
 @click.option("--number", type=int, help="Show this version with its build log.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@format_option
 @pass_connection
 def versions(conn: Connection, model: str, number: int | None, as_json: bool) -> None:
     """List a model's versions, or show one with --number."""
@@ -376,7 +402,7 @@ def _ms(value: float | None) -> str:
     show_default=True,
     help="How many recent minutes to sum up.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print JSON, with one point per minute.")
+@format_option  # JSON has one point per minute
 @pass_connection
 def metrics(conn: Connection, model: str, minutes: int, as_json: bool) -> None:
     """Calls per minute, errors and latency of MODEL's versions, as the gateway counted them."""
