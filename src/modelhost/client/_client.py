@@ -365,10 +365,14 @@ class Client(RunsMixin):
         return Token.from_json(self._request("POST", path, json={"name": name}))
 
     def revoke_token(self, model: str, token_id: str) -> None:
-        self._request("DELETE", f"{urls.api_model_action(model, 'tokens')}/{token_id}")
+        """Revoke a token: ``token_id`` is its id, or its name when no other active token of
+        the model has it."""
+        path = f"{urls.api_model_action(model, 'tokens')}/{quote(token_id, safe='')}"
+        self._request("DELETE", path)
 
     def regenerate_token(self, model: str, token_id: str) -> Token:
-        path = f"{urls.api_model_action(model, 'tokens')}/{token_id}/regenerate"
+        """A new secret for a token (its id, or its name when unique on the model)."""
+        path = f"{urls.api_model_action(model, 'tokens')}/{quote(token_id, safe='')}/regenerate"
         return Token.from_json(self._request("POST", path))
 
     def set_access(

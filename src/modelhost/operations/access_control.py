@@ -342,14 +342,41 @@ def list_tokens(services: Services, model: Model) -> list[dict[str, Any]]:
     return [token_view(t) for t in services.repo.list_tokens(model.id)]
 
 
-def revoke_token(services: Services, model: Model, token_id: str) -> None:
-    if not services.repo.update_token(model.id, token_id, revoked_at=utcnow()):
-        raise errors.NotFound(f"Model '{model.name}' has no active token '{token_id}'.")
+def find_token(services: Services, model: Model, key: str) -> Token:
+    """The active token of ``model`` whose id is ``key``, or whose name is, when only one
+    active token has that name."""
+    active = services.repo.list_tokens(model.id, active=True)
+    for token in active:
+        if token.id == key:
+            return token
+    named = [token for token in active if token.name == key]
+    if len(named) == 1:
+        return named[0]
+    if named:
+        ids = ", ".join(token.id for token in named)
+        raise errors.BadRequest(
+            f"Model '{model.name}' has {len(named)} active tokens named '{key}'; give the id of "
+            f"one ({ids}). 'modelhost tokens list {model.name}' shows them."
+        )
+    raise errors.NotFound(
+        f"Model '{model.name}' has no active token with the id or name '{key}'. 'modelhost "
+        f"tokens list {model.name}' shows them."
+    )
+
+
+def revoke_token(services: Services, model: Model, key: str) -> Token:
+    """Revoke the token ``key`` names (its id, or its name when unique); returns it."""
+    token = find_token(services, model, key)
+    if not services.repo.update_token(model.id, token.id, revoked_at=utcnow()):
+        raise errors.NotFound(f"Model '{model.name}' has no active token '{key}'.")
     services.wake()
+    return token
 
 
-def regenerate_token(services: Services, model: Model, token_id: str) -> dict[str, Any]:
-    """A new secret for the same token (same id and name); the old secret stops working."""
+def regenerate_token(services: Services, model: Model, key: str) -> dict[str, Any]:
+    """A new secret for the same token (same id and name); the old secret stops working.
+    ``key`` is the token's id, or its name when no other active token has it."""
+    token_id = find_token(services, model, key).id
     secret = _new_token()
     changed = services.repo.update_token(
         model.id,
