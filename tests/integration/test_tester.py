@@ -14,7 +14,7 @@ import pytest
 
 from modelhost import errors
 from modelhost.client import Client
-from tests.helpers import PROJECTS, Server, running_server, wait_until
+from tests.helpers import PROJECTS, WINE_ROW, Server, running_server, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -100,6 +100,20 @@ def test_the_tester_calls_a_route_by_version_and_refuses_an_unknown_route(
 def test_a_user_who_cannot_see_the_model_cannot_test_it(server: Server, calc: str) -> None:
     with _as(server, "t-stranger") as stranger, pytest.raises(errors.ModelNotFound):
         stranger.predict(calc, data=EXAMPLE["data"], as_tester=True)
+
+
+def test_the_wine_example_starts_the_tester_from_a_body_it_answers(
+    server: Server, wine_project: Path
+) -> None:
+    """The tester's first body used to be {"data": {"features": 0}}, which the wine example
+    answered with a 500; it now starts from the example's own example.json."""
+    version = server.client().publish(
+        wine_project, name="wine", file="predict.py", function="predict"
+    )
+    example = version["example"]
+    assert example == {"parameters": [WINE_ROW]}
+    answer = server.client().predict("wine", parameters=example["parameters"], as_tester=True)
+    assert 3 <= answer.result <= 8
 
 
 def test_an_example_json_in_the_project_is_the_versions_example(
