@@ -23,6 +23,12 @@ class FakeFleet:
         self.published: list[RouteTable] = []
         self.events: list[tuple[str, str]] = []
 
+    #: no load board and no process to pass calls to: these tests are about holding instances
+    board = None
+
+    def peers(self) -> None:
+        return None
+
     async def start(self, metrics: CallMetrics, end: Callable[[str, str, str], None]) -> None:
         self.events.append(("start", ""))
 
