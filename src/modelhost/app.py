@@ -22,6 +22,7 @@ from starlette.staticfiles import StaticFiles
 from modelhost import __version__, housekeeping, pidfiles, urls
 from modelhost.api import access as access_api
 from modelhost.api import environments as environments_api
+from modelhost.api import groups as groups_api
 from modelhost.api import lifecycle as lifecycle_api
 from modelhost.api import models as models_api
 from modelhost.api import runs as runs_api
@@ -62,6 +63,7 @@ ROUTERS: list[tuple[str, APIRouter]] = [
     (urls.API, lifecycle_api.router),
     (urls.API, access_api.router),
     (urls.API, access_api.public_router),
+    (urls.API, groups_api.router),
     (urls.API, environments_api.router),
     (urls.API, runs_api.router),
     (urls.API, schedules_api.router),
@@ -247,6 +249,7 @@ def create_app(
         routes=reconciler.router,
         metrics=gateway.metrics,
         supervisor=reconciler.supervisor,
+        invoke=gateway.call_in_process,
     )
     if clock is not None:
         services = dataclasses.replace(services, clock=clock)

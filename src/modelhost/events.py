@@ -45,6 +45,8 @@ TOKEN_REGENERATE = Action("token-regenerate", "manage-tokens")
 COLLABORATOR_SET = Action("collaborator-set", "manage-collaborators")
 COLLABORATOR_REMOVE = Action("collaborator-remove", "manage-collaborators")
 ACCESS_CHANGE = Action("access-change", "change-access")
+GROUP_ROLE_SET = Action("group-role-set", "manage-collaborators")  # a group's role on a model
+GROUP_ROLE_REMOVE = Action("group-role-remove", "manage-collaborators")
 TRANSFER = Action("transfer", "transfer")
 # runs and schedules
 RUN = Action("run", "run")
@@ -60,6 +62,10 @@ SCHEDULE_DENIED = Action("schedule-denied", None)  # a tick refused to its creat
 # server: users, keys, environments, sign-in, denied calls
 USER_ADD = Action("user-add", None)  # admins
 USER_DISABLE = Action("user-disable", None)  # admins
+GROUP_CREATE = Action("group-create", None)  # admins
+GROUP_DELETE = Action("group-delete", None)  # admins
+GROUP_MEMBER_ADD = Action("group-member-add", None)  # admins
+GROUP_MEMBER_REMOVE = Action("group-member-remove", None)  # admins
 KEY_CREATE = Action("key-create", None)  # one's own
 KEY_REVOKE = Action("key-revoke", None)  # one's own
 ENVIRONMENT_CREATE = Action("environment-create", None)  # any user; revisions: the creator
@@ -67,6 +73,7 @@ ENVIRONMENTS_PRUNE = Action("environments-prune", None)  # admins
 LOGIN = Action("login", None)
 LOGOUT = Action("logout", None)
 INVOKE = Action("invoke", None)  # a call the gateway refused
+TEST_CALL = Action("test-call", "test")  # a call from the tester, through a session or key
 
 #: name -> action, for every action above
 ACTIONS: dict[str, Action] = {

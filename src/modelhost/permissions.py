@@ -19,6 +19,7 @@ PERMISSIONS: dict[str, str] = {
     "view-config": "viewer",  # its environment variables (secret values are never shown)
     "view-logs": "viewer",
     "view-audit": "viewer",
+    "test": "viewer",  # call it from the tester, without an access token
     "publish": "editor",
     "run": "editor",  # start and cancel runs that publish to the model
     "schedule": "editor",  # create, pause, resume and delete schedules that publish to it
@@ -94,7 +95,16 @@ def ensure_environment_permission(
     raise errors.Forbidden(f"Only server admins can {action.replace('-', ' ')}.")
 
 
+def highest(*roles: str | None) -> str | None:
+    """The highest of ``roles`` (None for none): a user's role on a model is the highest of
+    their own and their groups' roles."""
+    held = [role for role in roles if role is not None]
+    return max(held, key=_RANK.__getitem__) if held else None
+
+
 def role_of(user: User, model: Model, collaborators: dict[str, str]) -> str | None:
+    """``user``'s role on ``model``, given every user's role on it (``collaborators``: user id
+    -> role, with the roles held through groups, see ``access_control.roles_on``)."""
     if model.owner_id == user.id:
         return "owner"
     return collaborators.get(user.id)
@@ -102,6 +112,10 @@ def role_of(user: User, model: Model, collaborators: dict[str, str]) -> str | No
 
 def can_see(user: User, model: Model, role: str | None) -> bool:
     return user.is_admin or role is not None or model.visibility == "public"
+
+
+#: what a signed-in user who is no collaborator may do on a public model
+_PUBLIC_ACTIONS = frozenset({"view", "test"})
 
 
 def ensure_permission(user: User, action: str, model: Model, role: str | None) -> None:
@@ -114,7 +128,7 @@ def ensure_permission(user: User, action: str, model: Model, role: str | None) -
             f"There is no model '{model.name}'. 'modelhost models list' shows the models."
         )
     if role is None:  # a public model seen by a signed-in user who is not a collaborator
-        if action == "view":
+        if action in _PUBLIC_ACTIONS:
             return
         raise errors.Forbidden(
             f"You can view the public model '{model.name}' but not {action} it; ask its owner "

@@ -8,6 +8,7 @@ from urllib.parse import quote
 API = "/api/v1"
 OPENAPI = f"{API}/openapi.json"
 HEALTH = "/health"
+FAVICON = "/favicon.ico"
 #: every invocation URL starts with this; everything else is the control plane or the UI
 INVOKE_PREFIX = "/models/"
 #: the user name and password of a URL (greedy up to the host's last '@': "p@ss" is common)
@@ -61,6 +62,14 @@ def api_metrics(model: str) -> str:
 
 def api_instances(model: str) -> str:
     return f"{api_model(model)}/instances"
+
+
+def api_test(model: str) -> str:
+    return f"{API}/models/{quote(model, safe='')}/test"
+
+
+def api_groups(name: str | None = None) -> str:
+    return f"{API}/groups" + (f"/{quote(name, safe='')}" if name else "")
 
 
 def api_me() -> str:

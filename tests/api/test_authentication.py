@@ -24,6 +24,7 @@ ALLOWLIST = {
     ("GET", "/"),
     ("GET", "/api/v1/openapi.json"),
     ("POST", "/api/v1/login"),  # signing in is how one gets a key
+    ("GET", "/favicon.ico"),  # the web UI's icon, which browsers ask for before signing in
 }
 
 

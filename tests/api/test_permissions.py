@@ -1,6 +1,7 @@
-"""Every management route x (admin, owner, editor, viewer, unrelated user, anonymous),
-matched against the permission table. Each case runs on its own copy of one prepared server
-state, so destructive routes cannot change what later cases see."""
+"""Every management route x (admin, owner, editor, viewer, users whose role comes from a
+group, unrelated user, anonymous), matched against the permission table. Each case runs on its
+own copy of one prepared server state, so destructive routes cannot change what later cases
+see."""
 
 from __future__ import annotations
 
@@ -27,12 +28,25 @@ from tests.fakes import FakeBackend
 from tests.helpers import PROJECTS
 
 PUBLIC, AUTHENTICATED, ADMIN = "public", "authenticated", "admin"
-ACTORS = ("admin", "owner", "editor", "viewer", "stranger", "anonymous")
+ACTORS = (
+    "admin",
+    "owner",
+    "editor",
+    "viewer",
+    "gviewer",  # viewer through the group readers only
+    "geditor",  # editor through the group builders only
+    "mixed",  # a viewer of their own, and editor through builders: the highest counts
+    "stranger",
+    "anonymous",
+)
+#: the role each actor holds on the model m, their own or through a group
+ROLE_OF = {"gviewer": "viewer", "geditor": "editor", "mixed": "editor"}
 
 #: Every route and what it needs: an action from the permission table, or a server-level need.
 ROUTE_NEEDS: dict[tuple[str, str], str] = {
     ("GET", "/health"): PUBLIC,
     ("GET", "/"): PUBLIC,
+    ("GET", "/favicon.ico"): PUBLIC,
     ("POST", "/api/v1/login"): PUBLIC,
     ("GET", "/api/v1/me"): AUTHENTICATED,
     ("GET", "/api/v1/models"): AUTHENTICATED,
@@ -75,6 +89,14 @@ ROUTE_NEEDS: dict[tuple[str, str], str] = {
     ("PATCH", "/api/v1/models/{model}/access"): "change-access",
     ("POST", "/api/v1/models/{model}/transfer"): "transfer",
     ("GET", "/api/v1/models/{model}/audit"): "view-audit",
+    ("POST", "/api/v1/models/{model}/test"): "test",
+    ("GET", "/api/v1/groups"): AUTHENTICATED,
+    ("POST", "/api/v1/groups"): ADMIN,
+    ("DELETE", "/api/v1/groups/{group}"): ADMIN,
+    ("PUT", "/api/v1/groups/{group}/members/{username}"): ADMIN,
+    ("DELETE", "/api/v1/groups/{group}/members/{username}"): ADMIN,
+    ("PUT", "/api/v1/models/{model}/groups/{group}"): "manage-collaborators",
+    ("DELETE", "/api/v1/models/{model}/groups/{group}"): "manage-collaborators",
     ("GET", "/api/v1/audit"): ADMIN,
     ("GET", "/api/v1/environments"): "view-environments",
     ("POST", "/api/v1/environments"): "create-environment",
@@ -139,6 +161,9 @@ BODIES: dict[tuple[str, str], dict[str, object]] = {
     ("POST", "/api/v1/login"): {"username": "owner", "password": "owner-password"},
     # The same requirements as the prepared environment: nothing to resolve, so no network.
     ("POST", "/api/v1/environments"): {"name": "shared", "requirements": ""},
+    ("POST", "/api/v1/models/{model}/test"): {"data": {"x": 1, "y": 2}},
+    ("POST", "/api/v1/groups"): {"name": "fresh-group"},
+    ("PUT", "/api/v1/models/{model}/groups/{group}"): {"role": "editor"},
 }
 
 
@@ -178,7 +203,17 @@ async def _prepare(home: Path) -> State:
     app = create_app(settings, backend=FakeBackend())
     services = app.services
     keys = {"admin": bootstrap_admin(services.repo, home, settings.url) or ""}
-    for name in ("owner", "editor", "viewer", "stranger", "target", "victim"):
+    for name in (
+        "owner",
+        "editor",
+        "viewer",
+        "gviewer",
+        "geditor",
+        "mixed",
+        "stranger",
+        "target",
+        "victim",
+    ):
         user = services.repo.create_user(
             name, is_admin=False, password_hash=access_control._hasher.hash(f"{name}-password")
         )
@@ -201,10 +236,24 @@ async def _prepare(home: Path) -> State:
             ("/api/v1/models/m/collaborators/editor", {"role": "editor"}),
             ("/api/v1/models/m/collaborators/viewer", {"role": "viewer"}),
             ("/api/v1/models/m/collaborators/target", {"role": "viewer"}),
+            ("/api/v1/models/m/collaborators/mixed", {"role": "viewer"}),
             ("/api/v1/models/m/labels/prod", {"version": 1}),
             ("/api/v1/models/m/env/VAR", {"value": "1"}),
         ]:
             assert (await http.put(path, json=body)).status_code == 200
+        admin = {"Authorization": f"Bearer {keys['admin']}"}
+        for group, role, members in (
+            ("readers", "viewer", ("gviewer",)),
+            ("builders", "editor", ("geditor", "mixed")),
+            ("team", "viewer", ("victim",)),  # the group the group routes act on
+        ):
+            made = await http.post("/api/v1/groups", json={"name": group}, headers=admin)
+            assert made.status_code == 201, made.text
+            for member in members:
+                added = await http.put(f"/api/v1/groups/{group}/members/{member}", headers=admin)
+                assert added.status_code == 200, added.text
+            granted = await http.put(f"/api/v1/models/m/groups/{group}", json={"role": role})
+            assert granted.status_code == 200, granted.text
         token = (await http.post("/api/v1/models/m/tokens", json={"name": "t"})).json()["id"]
         ids = {"token_id": token}
         for name, path in (("run_id", "/api/v1/runs"), ("schedule_id", "/api/v1/schedules")):
@@ -248,7 +297,7 @@ def _expected(need: str, actor: str) -> set[int] | str:
         return {403}
     if actor == "stranger":
         return {404}  # a private model the caller may not see does not exist for them
-    role = actor  # owner, editor and viewer hold the role of the same name
+    role = ROLE_OF.get(actor, actor)  # owner, editor and viewer hold the role of the same name
     required = PERMISSIONS[need]
     return "ok" if ROLES.index(role) >= ROLES.index(required) else {403}
 
@@ -261,14 +310,15 @@ def _concrete(path: str, state: State, actor: str) -> str:
         "name": "VAR",
         "username": "target",
         "token_id": state.ids["token_id"],
+        "group": "team",
         "run_id": state.ids["run_id"],
         "schedule_id": state.ids["schedule_id"],
         "key_id": state.ids.get(f"key_id:{actor}", "no-such-key"),
     }
     if path == "/api/v1/environments/{name}":
         values["name"] = "shared"
-    if path == "/api/v1/users/{username}/disable":
-        values["username"] = "victim"
+    if path in ("/api/v1/users/{username}/disable", "/api/v1/groups/{group}/members/{username}"):
+        values["username"] = "victim"  # a member of team
     for key, value in values.items():
         path = path.replace("{" + key + "}", value)
     return path
@@ -303,6 +353,9 @@ def test_the_route_answers_each_actor_as_the_permission_table_says(
             }
         if route == ("DELETE", "/api/v1/models/{model}"):
             kwargs["params"] = {"confirm": "m"}
+        if route == ("POST", "/api/v1/models/{model}/test"):  # the call needs a running version
+            await app.services.reconciler.reconcile_once()
+            await app.services.reconciler.reconcile_once()
         try:
             async with httpx.AsyncClient(
                 transport=httpx.ASGITransport(app=app), base_url="http://t"

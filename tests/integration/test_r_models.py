@@ -52,9 +52,11 @@ def test_the_r_wine_example_answers_the_same_curl_with_an_integer_quality(
     assert version["status"] == "running"
     assert version["signature"] == "predictQuality(features)"
     assert version["environment"] == "r"
-    # .modelignore, predict.R and results/classifier.Rda: train.R and README.md are ignored
-    assert version["bundle_files"] == 3
-    answer = _call(server, {"parameters": [WINE_ROW]}, "wine-r").json()
+    # .modelignore, example.json, predict.R and results/classifier.Rda: train.R and README.md
+    # are ignored
+    assert version["bundle_files"] == 4
+    assert version["example"] == {"parameters": [WINE_ROW]}  # from the project's example.json
+    answer = _call(server, version["example"], "wine-r").json()
     assert isinstance(answer["result"], int)
     assert 3 <= answer["result"] <= 8
     assert answer["release"]["model_version_number"] == 1

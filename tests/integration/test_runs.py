@@ -73,6 +73,10 @@ def test_a_run_retrains_the_wine_example_and_publishes_the_next_version_which_an
     assert result.returncode == 0, result.stdout + result.stderr
     assert "test accuracy:" in result.stdout  # the run's output, followed live
     assert "Version 2 of retrained is running: predict(features)" in result.stdout
+    # A success is told once: the exit status, the published version, then the version's state.
+    assert result.stdout.count("Exited with status 0") == 1, result.stdout
+    assert result.stdout.count("ublished version 2") == 1, result.stdout
+    assert f"Run {_run_id(result.stderr)} succeeded.\n" in result.stdout
     answer = runs_server.invoke("retrained", {"parameters": [WINE_ROW]})
     assert answer.status_code == 200, answer.text
     assert answer.json()["release"]["model_version_number"] == 2

@@ -146,6 +146,7 @@ def test_the_owner_publishes_through_the_wizard_and_watches_the_build(
     page.get_by_label("File").fill("calc.py")
     page.get_by_label("Function").fill("add")
     page.get_by_label("What changed (optional)").fill("first working version")
+    page.get_by_label("Example input (optional)").fill('{"data": {"x": 0, "y": 0}}')
     page.get_by_label("Environment", exact=True).fill("server")
     page.get_by_role("button", name="Publish").click()
     expect(page.locator(".flash").first).to_contain_text("Version 2 of calc is building.")
@@ -206,7 +207,9 @@ def test_the_tester_calls_the_model_and_shows_the_answer(pages: Pages) -> None:
     page = pages["editor"]
     page.goto("/ui/models/calc")
     body = page.get_by_label("Request body (JSON)")
-    assert json.loads(body.input_value()) == {"data": {"x": 0, "y": 0}}
+    assert json.loads(body.input_value()) == {"data": {"x": 0, "y": 0}}  # the version's example
+    expect(page.locator("#tester-skeleton")).to_have_count(0)
+    expect(page.get_by_label("Access token")).to_have_count(0)
     body.fill('{"data": {"x": 2, "y": 3}}')
     page.get_by_role("button", name="Send").click()
     expect(page.locator("#tester-status")).to_contain_text("200")
@@ -265,6 +268,52 @@ def test_the_curl_snippet_copied_from_the_page_runs(pages: Pages) -> None:
     assert answer["release"]["model_version_number"] == 2  # type: ignore[index]
 
 
+def test_the_admin_makes_a_group_and_the_owner_gives_it_a_role(pages: Pages) -> None:
+    admin = pages["admin"]
+    admin.get_by_role("link", name="Groups").click()
+    admin.get_by_label("New group").fill("ui-team")
+    admin.get_by_role("button", name="Create group").click()
+    expect(admin.locator(".flash")).to_have_text("Group ui-team created.")
+    admin.get_by_label("Add user to ui-team").fill("ui-guest")
+    admin.get_by_role("button", name="Add", exact=True).click()
+    expect(admin.locator(".flash")).to_have_text("ui-guest is in ui-team.")
+    expect(admin.locator("tr[data-group='ui-team']")).to_contain_text("ui-guest")
+    shot(admin, "groups")
+
+    guest = pages["guest"]
+    guest.goto("/ui/models/calc")
+    expect(guest.locator(".flash.error")).to_contain_text("There is no model 'calc'")
+
+    owner = pages["owner"]
+    owner.goto("/ui/models/calc/settings")
+    form = owner.locator("#group-role-form")
+    form.get_by_label("Group").fill("ui-team")
+    form.get_by_label("Role").select_option("viewer")
+    form.get_by_role("button", name="Give the group this role").click()
+    expect(owner.locator(".flash")).to_have_text("The group ui-team is now viewer.")
+    expect(owner.locator("table.group-roles")).to_contain_text("ui-team")
+
+    # A member sees the model through the group, and may use the tester.
+    guest.goto("/ui/models/calc")
+    expect(guest.get_by_text("your role: viewer")).to_be_visible()
+    guest.get_by_role("button", name="Send").click()
+    expect(guest.locator("#tester-status")).to_contain_text("200")
+
+    owner.locator("table.group-roles tr", has_text="ui-team").get_by_role("button").click()
+    expect(owner.locator(".flash")).to_have_text(
+        "The group ui-team no longer has a role on the model."
+    )
+    guest.goto("/ui/models/calc")
+    expect(guest.locator(".flash.error")).to_contain_text("There is no model 'calc'")
+
+    admin.goto("/ui/groups")
+    admin.get_by_role("button", name="Remove ui-guest from ui-team").click()
+    expect(admin.locator(".flash")).to_have_text("ui-guest is no longer in ui-team.")
+    admin.locator("tr[data-group='ui-team']").get_by_role("button", name="Delete").click()
+    expect(admin.locator(".flash")).to_contain_text("Group ui-team deleted")
+    expect(admin.get_by_text("No groups yet.")).to_be_visible()
+
+
 def test_the_owner_requires_a_token_then_creates_and_revokes_one(
     pages: Pages, ui_server: Server
 ) -> None:
@@ -283,13 +332,15 @@ def test_the_owner_requires_a_token_then_creates_and_revokes_one(
     url = f"{ui_server.url}/models/calc/latest/model"
     wait_until(lambda: httpx.post(url, json={"data": {"x": 1, "y": 1}}).status_code == 401)
 
+    # The tester needs no token: it calls through the session, and the audit log says so.
     page.goto("/ui/models/calc")
     page.get_by_label("Request body (JSON)").fill('{"data": {"x": 1, "y": 1}}')
     page.get_by_role("button", name="Send").click()
-    expect(page.locator("#tester-status")).to_contain_text("401")
-    page.get_by_label("Access token").fill(secret)
-    page.get_by_role("button", name="Send").click()
     expect(page.locator("#tester-status")).to_contain_text("200")
+    assert json.loads(page.locator("#tester-response").inner_text())["result"] == 2
+    events = ui_server.client().audit("calc", action="test-call")
+    assert events[0]["actor"] == "ui-owner"
+    assert events[0]["detail"]["status"] == 200
     assert _run_snippet(page, secret)["result"] == 0
 
     page.goto("/ui/models/calc/settings")
@@ -395,16 +446,31 @@ def test_the_admin_reads_filters_and_exports_the_server_wide_audit_log(
         expect(pages[role].locator(".flash.error")).to_contain_text("Only server admins")
 
 
-def test_the_admin_publishes_from_a_directory_on_the_server(pages: Pages) -> None:
+def test_the_admin_publishes_from_a_directory_on_the_server(pages: Pages, tmp_path: Path) -> None:
+    project = tmp_path / "calc"
+    (project / "notes").mkdir(parents=True)
+    (project / "calc.py").write_text((PROJECTS / "calc" / "calc.py").read_text())
+    (project / "README.md").write_text("calc\n")
+    (project / "notes" / "todo.txt").write_text("more\n")
     page = pages["admin"]
     page.goto("/ui/publish")
     page.get_by_label("Name").fill("calc-path")
-    page.get_by_label("…or a directory on the server (admins)").fill(str(PROJECTS / "calc"))
+    page.get_by_label("…or a directory on the server (admins)").fill(str(project))
     page.get_by_label("File").fill("calc.py")
     page.get_by_label("Function").fill("add")
     page.get_by_label("Log each call's input and output to the instance log").check()
+    page.get_by_label("Exclude patterns (optional)").fill("*.md\nnotes/")
     page.get_by_role("button", name="Publish").click()
     expect(page.locator("#version")).to_have_attribute("data-status", "running", timeout=60_000)
+    twin = page.request.get(
+        "/ui/models/calc-path/versions/1", headers={"Accept": "application/json"}
+    )
+    assert twin.json()["version"]["bundle_files"] == 1  # calc.py, without README.md or notes/
+    # Without an example, the tester starts from a skeleton of the signature, marked as such.
+    page.goto("/ui/models/calc-path")
+    body = json.loads(page.get_by_label("Request body (JSON)").input_value())
+    assert body == {"data": {"x": None, "y": None}}
+    expect(page.locator("#tester-skeleton")).to_contain_text("replace each null")
     page.goto("/ui/models/calc-path/settings")
     expect(page.get_by_label("Log each call's input and output")).to_be_checked()
     page.goto("/ui/publish?model=calc-path")  # a new version keeps the model's choice
@@ -419,6 +485,21 @@ def test_the_owner_uses_every_other_setting_and_version_action(pages: Pages) -> 
     general = page.locator("#general")
     general.get_by_label("Description").fill("adds two numbers")
     general.get_by_label("Routing mode").select_option("advanced")
+    # The select is wide enough for its longest choice (it was cut off: "advanced: latest…").
+    room = general.get_by_label("Routing mode").evaluate(
+        """select => {
+            const probe = document.createElement("span");
+            probe.style.font = getComputedStyle(select).font;
+            probe.style.whiteSpace = "pre";
+            probe.textContent = [...select.options].map(o => o.text)
+                .reduce((a, b) => (b.length > a.length ? b : a));
+            document.body.appendChild(probe);
+            const needed = probe.getBoundingClientRect().width;
+            probe.remove();
+            return select.clientWidth - needed;
+        }"""
+    )
+    assert room > 20, room  # the text, plus padding and the arrow
     general.get_by_label("Timeout per call (seconds)").fill("30")
     general.get_by_role("button", name="Save").click()
     expect(page.locator(".flash")).to_have_text("Settings saved.")
@@ -439,7 +520,7 @@ def test_the_owner_uses_every_other_setting_and_version_action(pages: Pages) -> 
     page.locator("table.env tr", has_text="SECRET_URL").get_by_role("button").click()
     expect(page.locator(".flash")).to_have_text("SECRET_URL removed; instances restart.")
 
-    page.locator("#tokens").get_by_label("Who is it for?").fill("regen")
+    page.locator("#tokens").get_by_label("Who is it for?").fill("Bob's regen")
     page.get_by_role("button", name="Create token").click()
     first = page.locator("#new-token").inner_text()
     page.goto("/ui/models/calc/settings")
@@ -455,6 +536,20 @@ def test_the_owner_uses_every_other_setting_and_version_action(pages: Pages) -> 
     expect(page.locator(".flash")).to_have_text("prod now points at version 3.")
     page.locator("tr[data-version='2']").get_by_role("button", name="Deploy").click()
     expect(page.locator(".flash")).to_contain_text("moves to version 2")
+
+    # In advanced routing the overview shows every route, and the canary's split.
+    def every_route_shown() -> bool:
+        page.goto("/ui/models/calc")
+        text = page.locator("#serving-routes").inner_text()
+        return (  # deploying in advanced routing moved prod; latest is the newest, to test
+            "latest serves version 3" in text
+            and "label prod serves version 2" in text
+            and "label staging serves version 2 (90 %), version 3 (10 %)" in text
+        )
+
+    wait_until(every_route_shown, timeout=30)
+    expect(page.get_by_text("Serving version")).to_have_count(0)
+    page.goto("/ui/models/calc/versions")
     page.locator("table.labels tr", has_text="staging").get_by_role("button").click()
     expect(page.locator(".flash")).to_have_text("Label staging removed.")
     page.locator("tr[data-version='3']").get_by_role("button", name="Stop").click()
@@ -485,6 +580,11 @@ def test_the_owner_uses_every_other_setting_and_version_action(pages: Pages) -> 
     )
     expect(page.get_by_text("your role: editor")).to_be_visible()
 
+    # The audit page shows text as written: an apostrophe, not \u0027.
+    page.goto("/ui/models/calc/audit?action=token-create")
+    expect(page.locator("table.audit")).to_contain_text("Bob's regen")
+    assert "\\u0027" not in page.locator("table.audit").inner_text()
+
     admin = pages["admin"]
     admin.goto("/ui/models/calc-path/settings")
     admin.get_by_role("button", name="Unpublish").click()
@@ -508,6 +608,16 @@ def test_a_phone_gets_the_stacked_layout(browser: Browser, pages: Pages) -> None
     page.goto("/ui/models/calc")
     shot(page, "overview-phone")
     context.close()
+
+
+def test_the_browser_finds_the_servers_icon(pages: Pages) -> None:
+    page = pages["viewer"]
+    page.goto("/ui/models")
+    icon = page.locator("link[rel=icon]").get_attribute("href")
+    answer = page.request.get(icon or "")
+    assert answer.status == 200
+    assert answer.headers["content-type"] == "image/vnd.microsoft.icon"
+    assert answer.body()[:4] == b"\x00\x00\x01\x00"  # an ICO file
 
 
 def test_signing_out_ends_the_session(pages: Pages) -> None:

@@ -30,6 +30,7 @@ from tests.ui.conftest import CSRF, session_cookies
 PUBLIC, AUTHENTICATED, ADMIN = "public", "authenticated", "admin"
 ACTORS = ("admin", "owner", "editor", "viewer", "stranger", "anonymous")
 ACTION_ROUTE = ("POST", "/ui/models/{model}/actions/{what}")
+GROUP_ACTION_ROUTE = ("POST", "/ui/groups/actions/{what}")
 
 #: Every UI route (and every form action) and what it needs.
 UI_ROUTE_NEEDS: dict[tuple[str, str], str] = {
@@ -49,6 +50,8 @@ UI_ROUTE_NEEDS: dict[tuple[str, str], str] = {
     ("GET", "/ui/audit"): ADMIN,
     ("GET", "/ui/publish"): AUTHENTICATED,
     ("POST", "/ui/publish"): AUTHENTICATED,
+    ("POST", "/ui/models/{model}/test"): "test",
+    ("GET", "/ui/groups"): AUTHENTICATED,
 }
 ACTION_NEEDS: dict[str, str] = {
     "deploy": "deploy",
@@ -68,6 +71,8 @@ ACTION_NEEDS: dict[str, str] = {
     "token-regenerate": "manage-tokens",
     "collaborator-set": "manage-collaborators",
     "collaborator-remove": "manage-collaborators",
+    "group-role-set": "manage-collaborators",
+    "group-role-remove": "manage-collaborators",
     "transfer": "transfer",
     "unpublish": "unpublish",
 }
@@ -82,7 +87,18 @@ FORMS: dict[str, dict[str, str]] = {
     "token-create": {"name": "billing"},
     "collaborator-set": {"user": "target", "role": "editor"},
     "collaborator-remove": {"user": "target"},
+    "group-role-set": {"group": "team", "role": "editor"},
+    "group-role-remove": {"group": "team"},
     "transfer": {"user": "target"},
+}
+
+
+#: every group action (admins only), with its form
+GROUP_ACTION_FORMS: dict[str, dict[str, str]] = {
+    "group-create": {"group": "fresh-group"},
+    "group-delete": {"group": "team"},
+    "group-member-add": {"group": "team", "user": "target"},
+    "group-member-remove": {"group": "team", "user": "viewer"},
 }
 
 
@@ -97,8 +113,9 @@ def ui_routes() -> set[tuple[str, str]]:
 
 
 def test_every_ui_route_and_form_action_is_classified() -> None:
-    assert ui_routes() == set(UI_ROUTE_NEEDS) | {ACTION_ROUTE}
+    assert ui_routes() == set(UI_ROUTE_NEEDS) | {ACTION_ROUTE, GROUP_ACTION_ROUTE}
     assert set(ACTION_NEEDS) == set(actions.ACTIONS) | set(actions.TOKEN_ACTIONS)
+    assert set(GROUP_ACTION_FORMS) == set(actions.GROUP_ACTIONS)
     used = set(UI_ROUTE_NEEDS.values()) | set(ACTION_NEEDS.values())
     assert used - {PUBLIC, AUTHENTICATED, ADMIN} <= set(PERMISSIONS)
 
@@ -148,6 +165,11 @@ async def _prepare(home: Path) -> State:
             ("/api/v1/models/m/env/VAR", {"value": "1"}),
         ]:
             assert (await http.put(path, json=body)).status_code == 200
+        admin = {"Authorization": f"Bearer {keys['admin']}"}
+        assert (await http.post("/api/v1/groups", json={"name": "team"}, headers=admin)).is_success
+        assert (await http.put("/api/v1/groups/team/members/viewer", headers=admin)).is_success
+        granted = await http.put("/api/v1/models/m/groups/team", json={"role": "viewer"})
+        assert granted.status_code == 200, granted.text
         token = (await http.post("/api/v1/models/m/tokens", json={"name": "t"})).json()["id"]
     await services.reconciler.close()
     services.repo.engine.dispose()
@@ -176,6 +198,7 @@ def _expected(need: str, actor: str) -> set[int] | str:
 def _cases() -> list[tuple[str, str, str, str]]:
     routes = [(m, p, "", need) for (m, p), need in UI_ROUTE_NEEDS.items()]
     routes += [(*ACTION_ROUTE, what, need) for what, need in ACTION_NEEDS.items()]
+    routes += [(*GROUP_ACTION_ROUTE, what, ADMIN) for what in GROUP_ACTION_FORMS]
     return [(*r, a) for r, a in itertools.product(sorted(routes), ACTORS)]  # type: ignore[misc]
 
 
@@ -194,7 +217,8 @@ def test_the_ui_route_answers_each_actor_as_the_permission_table_says(
     shutil.copytree(prepared.home, home)
     expected = _expected(need, actor)
     concrete = path.replace("{model}", "m").replace("{number}", "1").replace("{what}", what)
-    form = dict(FORMS.get(what, {}))
+    form = dict(GROUP_ACTION_FORMS if path == GROUP_ACTION_ROUTE[1] else FORMS).get(what, {})
+    form = dict(form)
     if what in ("token-revoke", "token-regenerate"):
         form["token_id"] = prepared.token_id
     if path == "/ui/publish" and method == "POST":
@@ -218,6 +242,11 @@ def test_the_ui_route_answers_each_actor_as_the_permission_table_says(
                     return await http.get(concrete, headers=headers)
                 if path == "/ui/publish":
                     return await http.post(concrete, headers=headers, data=form, files=files)
+                if path == "/ui/models/{model}/test":  # the call needs a running version
+                    await app.services.reconciler.reconcile_once()
+                    await app.services.reconciler.reconcile_once()
+                    body = {"data": {"x": 1, "y": 2}}
+                    return await http.post(concrete, headers=headers, json=body)
                 return await http.post(concrete, headers=headers, data=form)
         finally:
             await app.services.reconciler.close()

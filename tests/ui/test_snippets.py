@@ -14,20 +14,34 @@ URL = "http://127.0.0.1:8000/models/calc/latest/model"
 @pytest.mark.parametrize(
     ("signature", "sample"),
     [
-        ("add(x, y)", {"data": {"x": 0, "y": 0}}),
-        ("predict(features)", {"data": {"features": 0}}),
-        ("f(x, y=2, *args, **kwargs)", {"data": {"x": 0, "y": 0}}),
-        ("f(x: int, y: float = 1.0)", {"data": {"x": 0, "y": 0}}),
-        ("predictQuality(features, n.trees)", {"data": {"features": 0, "n.trees": 0}}),
-        ("f(*args)", {"parameters": [0]}),
-        ("f()", {"parameters": [0]}),
-        (None, {"parameters": [0]}),
+        ("add(x, y)", {"data": {"x": None, "y": None}}),
+        ("predict(features)", {"data": {"features": None}}),
+        ("f(x, y=2, *args, **kwargs)", {"data": {"x": None, "y": None}}),
+        ("f(x: int, y: float = 1.0)", {"data": {"x": None, "y": None}}),
+        ("predictQuality(features, n.trees)", {"data": {"features": None, "n.trees": None}}),
+        ("f(*args)", {"parameters": [None]}),
+        (None, {"parameters": [None]}),
     ],
 )
-def test_the_sample_input_fits_the_functions_signature(
+def test_without_an_example_the_sample_is_a_skeleton_of_the_signature_marked_for_edits(
     signature: str | None, sample: dict[str, object]
 ) -> None:
-    assert sample_input(signature) == sample
+    found = sample_input(signature)
+    assert found.body == sample
+    assert found.skeleton is True
+
+
+def test_a_function_without_arguments_gets_an_empty_parameters_array_to_send_as_it_is() -> None:
+    found = sample_input("f()")
+    assert found.body == {"parameters": []}
+    assert found.skeleton is False
+
+
+def test_the_versions_example_is_the_sample_as_it_is() -> None:
+    example = {"parameters": [[5.6, 0.615, 0, 1.6]]}
+    found = sample_input("predict(features)", example)
+    assert found.body == example
+    assert found.skeleton is False
 
 
 def test_the_snippets_of_a_public_model_carry_no_token() -> None:

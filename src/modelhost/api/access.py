@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 from starlette.responses import Response
 
 from modelhost.httpkit.deps import ServicesDep, UserDep
-from modelhost.operations import access_control, sharing
+from modelhost.operations import access_control, groups, sharing
 from modelhost.operations import audit as audit_ops
 from modelhost.operations.access_control import authorize
 from modelhost.permissions import ensure_admin
@@ -120,7 +120,10 @@ def regenerate_token(
 @router.get("/models/{model}/collaborators", summary="List a model's owner and collaborators")
 def list_collaborators(model: str, services: ServicesDep, user: UserDep) -> dict[str, Any]:
     found = authorize(services, user, model, "view")
-    return {"collaborators": access_control.collaborators(services, found)}
+    return {
+        "collaborators": access_control.collaborators(services, found),
+        "groups": groups.group_roles(services, found),
+    }
 
 
 @router.put("/models/{model}/collaborators/{username}", summary="Add or change a collaborator")

@@ -7,8 +7,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
 from pydantic import BaseModel, Field
+from starlette.responses import Response
 
 from modelhost.httpkit.deps import ServicesDep, UserDep
+from modelhost.httpkit.tester import tester_call
 from modelhost.httpkit.uploads import check_archive_type, received_archive
 from modelhost.operations import metrics as metrics_ops
 from modelhost.operations import model_actions as actions
@@ -101,6 +103,13 @@ async def publish_version(
     ] = None,
     source: Annotated[str | None, Query(description="Where the project came from")] = None,
     git_commit: Annotated[str | None, Query(description="The commit it was at")] = None,
+    example: Annotated[
+        str | None,
+        Query(
+            description='An example input, as JSON text: {"data": {...}} or {"parameters": '
+            "[...]}; default: the project's example.json, if it has one"
+        ),
+    ] = None,
     idempotency_key: Annotated[
         str | None,
         Header(
@@ -121,6 +130,7 @@ async def publish_version(
         source=source,
         git_commit=git_commit,
         idempotency_key=idempotency_key,
+        example=example,
     )
     check_archive_type(request)
     publishing.check_publish(services, user, wanted)
@@ -169,3 +179,24 @@ def read_logs(
 ) -> dict[str, Any]:
     found = authorize(services, user, model, "view-logs")
     return {"lines": ops.read_logs(services, found, tail=tail, version=version, after=after)}
+
+
+@router.post(
+    "/{model}/test",
+    summary="Call a model as the tester does: no access token, audited as a test-call",
+    description=(
+        'The body is the model\'s request body ({"data": {...}} or {"parameters": [...]}); '
+        "the answer is the model's own answer, status and body, as a caller of its "
+        "invocation URL would get it. Needs the 'test' permission (viewer and up)."
+    ),
+)
+async def call_as_tester(
+    model: str,
+    request: Request,
+    services: ServicesDep,
+    user: UserDep,
+    route: Annotated[
+        str, Query(description="latest, labels/NAME (such as labels/prod) or versions/N")
+    ] = "latest",
+) -> Response:
+    return await tester_call(request, services, user, model, route)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from importlib import resources
 from typing import Any
 
 from fastapi import APIRouter, Request
-from starlette.responses import RedirectResponse
+from starlette.responses import RedirectResponse, Response
 
 from modelhost import __version__, urls
 from modelhost.httpkit.deps import ServicesDep, UserDep
@@ -34,6 +35,19 @@ def index(request: Request) -> Any:
         "openapi": urls.OPENAPI,
         "invoke": "POST /models/{model}/latest/model",
     }
+
+
+#: the web UI's icon, which browsers ask for at /favicon.ico: served from the package, no CDN
+_FAVICON = resources.files("modelhost.ui").joinpath("static").joinpath("favicon.ico").read_bytes()
+
+
+@router.get(urls.FAVICON, summary="The web UI's icon", include_in_schema=False)
+def favicon() -> Response:
+    return Response(
+        _FAVICON,
+        media_type="image/vnd.microsoft.icon",
+        headers={"Cache-Control": "public, max-age=86400"},
+    )
 
 
 @router.get(f"{urls.API}/me", summary="The user the API key belongs to")

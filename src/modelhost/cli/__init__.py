@@ -46,6 +46,7 @@ def cli(ctx: click.Context, url: str | None, api_key: str | None, debug: bool) -
     """Publish Python and R functions as versioned, access-controlled REST endpoints."""
     ctx.meta["modelhost.debug"] = debug
     ctx.obj = Connection(url, api_key)
+    ctx.call_on_close(ctx.obj.close)
 
 
 cli.add_command(serve.serve)

@@ -7,7 +7,7 @@ import json
 import click
 
 from modelhost.cli.connection import Connection, pass_connection
-from modelhost.cli.output import table
+from modelhost.cli.output import format_option, print_json, table
 from modelhost.client import Client
 from modelhost.client._config import save_login
 
@@ -29,12 +29,17 @@ def users() -> None:
 
 
 @users.command("list")
+@format_option
 @pass_connection
-def users_list(conn: Connection) -> None:
+def users_list(conn: Connection, as_json: bool) -> None:
     """List users."""
+    found = conn.client.users()
+    if as_json:
+        print_json(found)
+        return
     rows = [
         (u["username"], "admin" if u["is_admin"] else "", "disabled" if u["disabled"] else "")
-        for u in conn.client.users()
+        for u in found
     ]
     table(rows, ["USER", "ADMIN", "STATE"])
 
@@ -73,9 +78,14 @@ def keys() -> None:
 
 
 @keys.command("list")
+@format_option
 @pass_connection
-def keys_list(conn: Connection) -> None:
+def keys_list(conn: Connection, as_json: bool) -> None:
     """List your API keys (never their secrets)."""
+    found = conn.client.api_keys()
+    if as_json:
+        print_json(found)
+        return
     rows = [
         (
             k["id"],
@@ -84,7 +94,7 @@ def keys_list(conn: Connection) -> None:
             k["expires_at"] or "",
             "revoked" if k["revoked"] else "",
         )
-        for k in conn.client.api_keys()
+        for k in found
     ]
     table(rows, ["ID", "NAME", "PREFIX", "EXPIRES", "STATE"])
 
@@ -116,9 +126,14 @@ def tokens() -> None:
 
 @tokens.command("list")
 @click.argument("model")
+@format_option
 @pass_connection
-def tokens_list(conn: Connection, model: str) -> None:
+def tokens_list(conn: Connection, model: str, as_json: bool) -> None:
     """List MODEL's tokens (never their secrets)."""
+    found = conn.client.tokens(model)
+    if as_json:
+        print_json(found)
+        return
     rows = [
         (
             t["id"],
@@ -127,7 +142,7 @@ def tokens_list(conn: Connection, model: str) -> None:
             t["created_at"],
             "revoked" if t["revoked"] else "",
         )
-        for t in conn.client.tokens(model)
+        for t in found
     ]
     table(rows, ["ID", "NAME", "PREFIX", "CREATED", "STATE"])
 
@@ -145,20 +160,22 @@ def tokens_create(conn: Connection, model: str, name: str) -> None:
 
 @tokens.command("revoke")
 @click.argument("model")
-@click.argument("token_id")
+@click.argument("token_id", metavar="TOKEN")
 @pass_connection
 def tokens_revoke(conn: Connection, model: str, token_id: str) -> None:
-    """Revoke a token: calls with it fail within a second."""
+    """Revoke TOKEN (its id, or its name when no other active token of MODEL has it): calls
+    with it fail within a second."""
     conn.client.revoke_token(model, token_id)
     click.echo(f"Revoked {token_id}.")
 
 
 @tokens.command("regenerate")
 @click.argument("model")
-@click.argument("token_id")
+@click.argument("token_id", metavar="TOKEN")
 @pass_connection
 def tokens_regenerate(conn: Connection, model: str, token_id: str) -> None:
-    """Give a token a new secret (the old one stops working); printed once."""
+    """Give TOKEN (its id, or its name when unique on MODEL) a new secret; the old one stops
+    working. The new one is printed once."""
     click.echo(conn.client.regenerate_token(model, token_id)["token"])
 
 
@@ -193,33 +210,114 @@ def collaborators() -> None:
 
 @collaborators.command("list")
 @click.argument("model")
+@format_option
 @pass_connection
-def collaborators_list(conn: Connection, model: str) -> None:
-    """List MODEL's owner and collaborators."""
-    table([(c["user"], c["role"]) for c in conn.client.collaborators(model)], ["USER", "ROLE"])
+def collaborators_list(conn: Connection, model: str, as_json: bool) -> None:
+    """List MODEL's owner, collaborators and the groups with a role on it."""
+    people, teams = conn.client.collaborators(model), conn.client.group_roles(model)
+    if as_json:
+        print_json({"collaborators": people, "groups": teams})
+        return
+    rows = [(c["user"], "user", c["role"]) for c in people]
+    rows += [(g["group"], "group", g["role"]) for g in teams]
+    table(rows, ["NAME", "KIND", "ROLE"])
+
+
+_GROUP_OPTION = click.option(
+    "--group", "is_group", is_flag=True, help="NAME is a group (see 'modelhost groups list')."
+)
 
 
 @collaborators.command("add")
 @click.argument("model")
-@click.argument("user")
+@click.argument("name", metavar="USER")
 @click.option(
     "--role", type=click.Choice(["viewer", "editor"]), default="viewer", show_default=True
 )
+@_GROUP_OPTION
 @pass_connection
-def collaborators_add(conn: Connection, model: str, user: str, role: str) -> None:
-    """Add USER to MODEL (or change their role)."""
-    conn.client.set_collaborator(model, user, role)
-    click.echo(f"{user} is {role} on {model}.")
+def collaborators_add(conn: Connection, model: str, name: str, role: str, is_group: bool) -> None:
+    """Add USER (or, with --group, a group) to MODEL, or change their role. A user's role is
+    the highest of their own and their groups' roles."""
+    if is_group:
+        conn.client.set_group_role(model, name, role)
+        click.echo(f"The group {name} is {role} on {model}.")
+        return
+    conn.client.set_collaborator(model, name, role)
+    click.echo(f"{name} is {role} on {model}.")
 
 
 @collaborators.command("remove")
 @click.argument("model")
+@click.argument("name", metavar="USER")
+@_GROUP_OPTION
+@pass_connection
+def collaborators_remove(conn: Connection, model: str, name: str, is_group: bool) -> None:
+    """Remove USER (or, with --group, a group) from MODEL."""
+    if is_group:
+        conn.client.remove_group_role(model, name)
+        click.echo(f"The group {name} removed from {model}.")
+        return
+    conn.client.remove_collaborator(model, name)
+    click.echo(f"{name} removed from {model}.")
+
+
+@click.group()
+def groups() -> None:
+    """Groups of users, which can hold a role on a model (server admins change them)."""
+
+
+@groups.command("list")
+@format_option
+@pass_connection
+def groups_list(conn: Connection, as_json: bool) -> None:
+    """List the groups and their members."""
+    found = conn.client.groups()
+    if as_json:
+        print_json(found)
+        return
+    table([(g["name"], ", ".join(g["members"]) or "-") for g in found], ["GROUP", "MEMBERS"])
+
+
+@groups.command("create")
+@click.argument("group")
+@pass_connection
+def groups_create(conn: Connection, group: str) -> None:
+    """Create GROUP."""
+    conn.client.create_group(group)
+    click.echo(
+        f"Group {group} created. Add people with 'modelhost groups add {group} USER', and give "
+        f"it a role with 'modelhost collaborators add MODEL {group} --group --role editor'."
+    )
+
+
+@groups.command("delete")
+@click.argument("group")
+@pass_connection
+def groups_delete(conn: Connection, group: str) -> None:
+    """Delete GROUP; its members lose the roles they held through it."""
+    conn.client.delete_group(group)
+    click.echo(f"Group {group} deleted.")
+
+
+@groups.command("add")
+@click.argument("group")
 @click.argument("user")
 @pass_connection
-def collaborators_remove(conn: Connection, model: str, user: str) -> None:
-    """Remove USER from MODEL."""
-    conn.client.remove_collaborator(model, user)
-    click.echo(f"{user} removed from {model}.")
+def groups_add(conn: Connection, group: str, user: str) -> None:
+    """Add USER to GROUP."""
+    conn.client.add_group_member(group, user)
+    click.echo(f"{user} is in {group}.")
+
+
+@groups.command("remove")
+@click.argument("group")
+@click.argument("user")
+@pass_connection
+def groups_remove(conn: Connection, group: str, user: str) -> None:
+    """Take USER out of GROUP."""
+    conn.client.remove_group_member(group, user)
+    click.echo(f"{user} is no longer in {group}.")
 
 
 @click.command()
@@ -275,4 +373,4 @@ def audit(
     )
 
 
-COMMANDS = [login, users, keys, tokens, access, collaborators, transfer, audit]
+COMMANDS = [login, users, keys, tokens, access, collaborators, groups, transfer, audit]

@@ -21,5 +21,11 @@ class Connection:
             self._client = Client(self.url, self.api_key)
         return self._client
 
+    def close(self) -> None:
+        """Close the client's connections (when the command is done)."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
 
 pass_connection = click.make_pass_decorator(Connection)

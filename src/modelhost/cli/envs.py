@@ -6,7 +6,7 @@ import click
 
 from modelhost.builder.packing import human_size
 from modelhost.cli.connection import Connection, pass_connection
-from modelhost.cli.output import print_json, table
+from modelhost.cli.output import format_option, print_json, table
 
 
 @click.group()
@@ -44,7 +44,7 @@ def envs_create(
 
 
 @envs.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@format_option
 @pass_connection
 def envs_list(conn: Connection, as_json: bool) -> None:
     """List the named environments at their newest revisions."""
@@ -72,7 +72,7 @@ def envs_list(conn: Connection, as_json: bool) -> None:
 @envs.command("show")
 @click.argument("name")
 @click.option("--revision", type=int, help="This revision (default: the newest).")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@format_option
 @pass_connection
 def envs_show(conn: Connection, name: str, revision: int | None, as_json: bool) -> None:
     """Show a named environment: its requirements, locked packages and revisions."""

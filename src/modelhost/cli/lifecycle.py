@@ -8,7 +8,7 @@ import sys
 import click
 
 from modelhost.cli.connection import Connection, pass_connection
-from modelhost.cli.output import table
+from modelhost.cli.output import format_option, print_json, table
 
 
 def _moved(result: dict[str, object]) -> None:
@@ -169,10 +169,15 @@ def env() -> None:
 
 @env.command("list")
 @click.argument("model")
+@format_option
 @pass_connection
-def env_list(conn: Connection, model: str) -> None:
+def env_list(conn: Connection, model: str, as_json: bool) -> None:
     """List MODEL's variables (secret values are not shown)."""
-    rows = [(v["name"], "(secret)" if v["secret"] else v["value"]) for v in conn.client.env(model)]
+    found = conn.client.env(model)
+    if as_json:
+        print_json(found)
+        return
+    rows = [(v["name"], "(secret)" if v["secret"] else v["value"]) for v in found]
     table(rows, ["NAME", "VALUE"])
 
 

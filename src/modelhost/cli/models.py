@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import click
 
 from modelhost import errors
 from modelhost.cli.connection import Connection, pass_connection
-from modelhost.cli.output import print_json, table
+from modelhost.cli.output import format_option, print_json, show_fields, table
 from modelhost.client import Version
 
 
@@ -51,6 +52,12 @@ def _no_constant(name: str) -> Any:
     "envs). Default: isolated when the project declares dependencies, else server.",
 )
 @click.option("--python", help="Python version of an isolated environment, such as 3.11.")
+@click.option(
+    "--example",
+    metavar="FILE|JSON",
+    help="An example input for the tester and the code snippets: a JSON file, or JSON text such "
+    'as \'{"data": {"x": 1}}\'. Default: the project\'s example.json, if it has one.',
+)
 @click.option("--no-wait", is_flag=True, help="Return once uploaded, without waiting.")
 @pass_connection
 def publish(
@@ -64,6 +71,7 @@ def publish(
     concurrency: int,
     environment: str | None,
     python: str | None,
+    example: str | None,
     no_wait: bool,
 ) -> None:
     """Publish TARGET as a model version: a project directory, PATH/script.py:function, or a
@@ -82,6 +90,7 @@ def publish(
             concurrency=concurrency,
             environment=environment,
             python=python,
+            example=_example(example),
             wait=not no_wait,
             on_progress=click.echo,
             on_log=lambda line: click.echo(f"  {line}"),
@@ -107,13 +116,26 @@ def publish(
         )
 
 
+def _example(value: str | None) -> str | Path | None:
+    """--example: JSON text when it looks like a JSON object, else the path of a file."""
+    if value is None or value.lstrip().startswith("{"):
+        return value
+    path = Path(value)
+    if not path.is_file():
+        raise errors.BadRequest(
+            f"--example: there is no file '{value}'. Give a JSON file, or JSON text such as "
+            '\'{"data": {"x": 1}}\'.'
+        )
+    return path
+
+
 @click.group()
 def models() -> None:
     """List, show and change models."""
 
 
 @models.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@format_option
 @pass_connection
 def models_list(conn: Connection, as_json: bool) -> None:
     """List the models."""
@@ -132,10 +154,36 @@ def models_list(conn: Connection, as_json: bool) -> None:
 
 @models.command("show")
 @click.argument("model")
+@format_option
 @pass_connection
-def models_show(conn: Connection, model: str) -> None:
-    """Show one model as JSON."""
-    print_json(conn.client.model(model))
+def models_show(conn: Connection, model: str, as_json: bool) -> None:
+    """Show one model."""
+    found = conn.client.model(model)
+    if as_json:
+        print_json(found)
+        return
+    show_fields(
+        found,
+        [
+            "name",
+            "id",
+            "status",
+            "description",
+            "owner",
+            "latest_version",
+            "newest_version",
+            "routing_mode",
+            "labels",
+            "instance_count",
+            "timeout_seconds",
+            "visibility",
+            "invocation_mode",
+            "log_requests",
+            "network",
+            "created_at",
+            "updated_at",
+        ],
+    )
 
 
 @models.command("update")
@@ -188,7 +236,7 @@ def models_update(
 @click.command()
 @click.argument("model")
 @click.option("--number", type=int, help="Show this version with its build log.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@format_option
 @pass_connection
 def versions(conn: Connection, model: str, number: int | None, as_json: bool) -> None:
     """List a model's versions, or show one with --number."""
@@ -354,7 +402,7 @@ def _ms(value: float | None) -> str:
     show_default=True,
     help="How many recent minutes to sum up.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print JSON, with one point per minute.")
+@format_option  # JSON has one point per minute
 @pass_connection
 def metrics(conn: Connection, model: str, minutes: int, as_json: bool) -> None:
     """Calls per minute, errors and latency of MODEL's versions, as the gateway counted them."""

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import click
@@ -25,3 +26,36 @@ def _as_json(value: Any) -> Any:
     if isinstance(value, Mapping):  # the client's typed records
         return dict(value)
     raise TypeError(f"values of type '{type(value).__name__}' cannot be printed as JSON")
+
+
+def format_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--format text|json`` (text by default) on a show or list command, which then gets
+    ``as_json``; ``--json`` stays as a hidden short form of ``--format json``."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, output_format: str, json_flag: bool, **kwargs: Any) -> Any:
+        return command(*args, as_json=json_flag or output_format == "json", **kwargs)
+
+    wrapper = click.option("--json", "json_flag", is_flag=True, hidden=True)(wrapper)
+    return click.option(
+        "--format",
+        "output_format",
+        type=click.Choice(["text", "json"]),
+        default="text",
+        show_default=True,
+        help="Print text for people, or JSON for programs.",
+    )(wrapper)
+
+
+def show_fields(value: Mapping[str, Any], keys: Sequence[str]) -> None:
+    """``key: value`` lines, aligned, for a show command's text."""
+    width = max(len(key) for key in keys) + 2
+    for key in keys:
+        field = value.get(key)
+        if isinstance(field, (list, tuple)):
+            field = ", ".join(str(item) for item in field)
+        elif isinstance(field, Mapping):
+            field = json.dumps(dict(field), ensure_ascii=False, sort_keys=True)
+        elif isinstance(field, bool):
+            field = "yes" if field else "no"
+        click.echo(f"{key + ':':{width}} {'' if field is None else field}".rstrip())

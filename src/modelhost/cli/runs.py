@@ -10,7 +10,7 @@ import click
 
 from modelhost import errors
 from modelhost.cli.connection import Connection, pass_connection
-from modelhost.cli.output import print_json, table
+from modelhost.cli.output import format_option, print_json, show_fields, table
 from modelhost.client import Run, Schedule
 
 _COMMAND = click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
@@ -68,9 +68,11 @@ def _follow(conn: Connection, run: Run) -> None:
 
 
 def _outcome(conn: Connection, run: Run) -> None:
+    """The outcome of a run whose log was just followed: the log's last lines said how it
+    ended, so a success is not told again."""
     if run["status"] != "succeeded":
         raise errors.ModelhostError(f"Run {run['id']} {run['status']}: {run['message']}")
-    click.echo(f"Run {run['id']} succeeded: {run['message']}")
+    click.echo(f"Run {run['id']} succeeded.")
     if run["published_version"] is not None and run["model"]:
         version = conn.client.wait_for_version(run["model"], run["published_version"])
         click.echo(
@@ -136,7 +138,7 @@ def runs() -> None:
 @click.option("--model", help="Only runs that publish to this model.")
 @click.option("--schedule", help="Only runs of this schedule.")
 @click.option("--limit", default=50, show_default=True, help="At most this many.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@format_option
 @pass_connection
 def runs_list(
     conn: Connection, model: str | None, schedule: str | None, limit: int, as_json: bool
@@ -165,7 +167,7 @@ def runs_list(
 
 @runs.command("show")
 @click.argument("run_id")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@format_option
 @pass_connection
 def runs_show(conn: Connection, run_id: str, as_json: bool) -> None:
     """Show one run."""
@@ -319,8 +321,27 @@ def schedules_update(
     click.echo(f"Schedule {found['id']}: {found['when']}; {next_run}.")
 
 
+#: what ``schedules show`` prints, in this order (the fields a server sends)
+SCHEDULE_FIELDS = (
+    "id",
+    "when",
+    "timezone",
+    "next_run_at",
+    "last_run",
+    "command",
+    "model",
+    "entry_point",
+    "environment",
+    "timeout_seconds",
+    "owner",
+    "description",
+    "created_at",
+    "updated_at",
+)
+
+
 @schedules.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@format_option
 @pass_connection
 def schedules_list(conn: Connection, as_json: bool) -> None:
     """List schedules."""
@@ -346,10 +367,26 @@ def schedules_list(conn: Connection, as_json: bool) -> None:
 
 @schedules.command("show")
 @click.argument("schedule_id")
+@format_option
 @pass_connection
-def schedules_show(conn: Connection, schedule_id: str) -> None:
-    """Show one schedule as JSON, with its last run."""
-    print_json(conn.client.schedule(schedule_id))
+def schedules_show(conn: Connection, schedule_id: str, as_json: bool) -> None:
+    """Show one schedule, with its last run."""
+    found = conn.client.schedule(schedule_id)
+    if as_json:
+        print_json(found)
+        return
+    shown = {
+        **found,
+        "command": shlex.join(found["command"]),
+        "next_run_at": "paused" if found["paused"] else found["next_run_at"],
+        "last_run": (
+            f"{found['last_run']['id']} {found['last_run']['status']}"
+            if found.get("last_run")
+            else None
+        ),
+    }
+    keys = [k for k in SCHEDULE_FIELDS if k in shown]
+    show_fields(shown, keys)
 
 
 @schedules.command("pause")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -72,6 +74,21 @@ def _missing_script(root: Path, file: str, paths: set[str]) -> str:
         f"The file '{file}' is not in {root} (or it is excluded by .modelignore or --exclude). "
         "Pass --file with a path relative to the project directory."
     )
+
+
+def example_text(example: Mapping[str, Any] | str | Path | None) -> str | None:
+    """An example input as the JSON text a publish sends: a dict is encoded, a Path read, and
+    a string taken as JSON text (the server checks it)."""
+    if example is None or isinstance(example, str):
+        return example
+    if isinstance(example, Path):
+        try:
+            return example.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise errors.BadRequest(
+                f"Cannot read the example file {example}: {exc}. Give a JSON file or JSON text."
+            ) from None
+    return json.dumps(dict(example))
 
 
 def _project_relative(root: Path, file: str) -> str:
@@ -348,10 +365,14 @@ class Client(RunsMixin):
         return Token.from_json(self._request("POST", path, json={"name": name}))
 
     def revoke_token(self, model: str, token_id: str) -> None:
-        self._request("DELETE", f"{urls.api_model_action(model, 'tokens')}/{token_id}")
+        """Revoke a token: ``token_id`` is its id, or its name when no other active token of
+        the model has it."""
+        path = f"{urls.api_model_action(model, 'tokens')}/{quote(token_id, safe='')}"
+        self._request("DELETE", path)
 
     def regenerate_token(self, model: str, token_id: str) -> Token:
-        path = f"{urls.api_model_action(model, 'tokens')}/{token_id}/regenerate"
+        """A new secret for a token (its id, or its name when unique on the model)."""
+        path = f"{urls.api_model_action(model, 'tokens')}/{quote(token_id, safe='')}/regenerate"
         return Token.from_json(self._request("POST", path))
 
     def set_access(
@@ -372,6 +393,38 @@ class Client(RunsMixin):
 
     def remove_collaborator(self, model: str, user: str) -> None:
         self._request("DELETE", f"{urls.api_model_action(model, 'collaborators')}/{user}")
+
+    def group_roles(self, model: str) -> list[dict[str, Any]]:
+        """The groups with a role on ``model``: ``[{"group": "ds", "role": "editor"}]``."""
+        return self._request("GET", urls.api_model_action(model, "collaborators"))["groups"]
+
+    def set_group_role(self, model: str, group: str, role: str) -> list[dict[str, Any]]:
+        """Give ``group`` the role viewer or editor on ``model``; its members hold it unless
+        they hold a higher one of their own."""
+        path = f"{urls.api_model_action(model, 'groups')}/{quote(group, safe='')}"
+        return self._request("PUT", path, json={"role": role})["groups"]
+
+    def remove_group_role(self, model: str, group: str) -> None:
+        path = f"{urls.api_model_action(model, 'groups')}/{quote(group, safe='')}"
+        self._request("DELETE", path)
+
+    def groups(self) -> list[dict[str, Any]]:
+        """Every group, with its members."""
+        return self._request("GET", urls.api_groups())["groups"]
+
+    def create_group(self, name: str) -> dict[str, Any]:
+        """A new group (server admins)."""
+        return self._request("POST", urls.api_groups(), json={"name": name})
+
+    def delete_group(self, name: str) -> None:
+        self._request("DELETE", urls.api_groups(name))
+
+    def add_group_member(self, group: str, user: str) -> dict[str, Any]:
+        """Add ``user`` to ``group`` (server admins); returns the group."""
+        return self._request("PUT", f"{urls.api_groups(group)}/members/{quote(user, safe='')}")
+
+    def remove_group_member(self, group: str, user: str) -> None:
+        self._request("DELETE", f"{urls.api_groups(group)}/members/{quote(user, safe='')}")
 
     def transfer(self, model: str, user: str) -> dict[str, Any]:
         return self._request("POST", urls.api_model_action(model, "transfer"), json={"user": user})
@@ -439,12 +492,17 @@ class Client(RunsMixin):
         concurrency: int = 1,
         environment: str | None = None,
         python: str | None = None,
+        example: Mapping[str, Any] | str | Path | None = None,
         wait: bool = True,
         wait_timeout: float = 1800.0,
         on_progress: Callable[[str], None] | None = None,
         on_log: Callable[[str], None] | None = None,
     ) -> Version:
         """Publish a project as the next version of ``name``; returns the version.
+
+        ``example`` is the version's example input, which the tester and the code snippets
+        start from: a dict (``{"data": {"x": 1}}``), JSON text, or a :class:`~pathlib.Path`
+        to a JSON file; without it, the project's ``example.json`` if it has one.
 
         ``path`` is a project directory, ``PATH/script.py:function``, or a git repository as
         ``git+URL@REF`` (cloned at REF, whose commit is recorded with the version; give
@@ -477,6 +535,7 @@ class Client(RunsMixin):
                         "python": python,
                         "source": checkout.source,
                         "git_commit": checkout.commit,
+                        "example": example_text(example),
                     },
                     wait=wait,
                     wait_timeout=wait_timeout,
@@ -495,6 +554,7 @@ class Client(RunsMixin):
                 "concurrency": concurrency,
                 "environment": environment,
                 "python": python,
+                "example": example_text(example),
             },
             wait=wait,
             wait_timeout=wait_timeout,
@@ -622,8 +682,13 @@ class Client(RunsMixin):
         label: str | None = None,
         token: str | None = None,
         timeout: float | None = None,
+        as_tester: bool = False,
     ) -> Prediction:
         """Call a model with keyword arguments (``data``) or positional ones (``parameters``).
+
+        ``as_tester`` calls it as the UI's tester does, with the client's API key and no
+        access token (``POST /api/v1/models/{model}/test``): anyone who may view the model may,
+        and the call is recorded in its audit log as a ``test-call``.
 
         ``token`` is the model's access token, needed unless the model is public; the API key
         is never sent on this path. By default the client waits for the answer however long it
@@ -634,20 +699,21 @@ class Client(RunsMixin):
             raise errors.BadRequest("Pass exactly one of data= (a dict) or parameters= (a list).")
         body = {"data": data} if data is not _UNSET else {"parameters": parameters}
         if version is not None:
-            path = urls.invoke_version(model, version)
+            path, route = urls.invoke_version(model, version), f"versions/{version}"
         elif label is not None:
-            path = urls.invoke_label(model, label)
+            path, route = urls.invoke_label(model, label), f"labels/{label}"
         else:
-            path = urls.invoke_latest(model)
+            path, route = urls.invoke_latest(model), "latest"
         headers = {"Content-Type": "application/json"}
-        if token:
+        if token and not as_tester:
             headers["Authorization"] = f"Bearer {token}"
         answer = self._request(
             "POST",
-            path,
+            urls.api_test(model) if as_tester else path,
+            params={"route": route} if as_tester else None,
             content=_json.encode_arguments(body),
             headers=headers,
-            api_key=False,
+            api_key=as_tester,
             timeout=httpx.Timeout(self._timeout, read=timeout),
             read_timeout_message=(
                 f"No answer from model '{model}' within {timeout or 0:g} s (timeout); the call "

@@ -63,6 +63,13 @@ class AuditEvent:
     detail: str
 
 
+@dataclass(frozen=True)
+class Group:
+    id: str
+    name: str
+    created_at: dt.datetime
+
+
 class AccessRepo(Store):
     # ------------------------------------------------------------------ users
 
@@ -233,6 +240,115 @@ class AccessRepo(Store):
         query = select(t.collaborators).where(t.collaborators.c.user_id == user_id)
         with self._connect() as conn:
             return {row.model_id: row.role for row in conn.execute(query)}
+
+    # ------------------------------------------------------------------ groups
+
+    def create_group(self, name: str) -> Group:
+        group = Group(new_id(), name, utcnow())
+        with self._begin() as conn:
+            conn.execute(insert(t.groups).values(**group.__dict__))
+        return group
+
+    def find_group(self, name: str) -> Group | None:
+        query = select(t.groups).where(t.groups.c.name == name)
+        with self._connect() as conn:
+            row = conn.execute(query).first()
+        return _row(Group, row) if row else None
+
+    def list_groups(self) -> list[Group]:
+        with self._connect() as conn:
+            return [
+                _row(Group, r) for r in conn.execute(select(t.groups).order_by(t.groups.c.name))
+            ]
+
+    def delete_group(self, group_id: str) -> None:
+        """The group, its members and its roles on models."""
+        with self._begin() as conn:
+            for table in (t.group_roles, t.group_members):
+                conn.execute(delete(table).where(table.c.group_id == group_id))
+            conn.execute(delete(t.groups).where(t.groups.c.id == group_id))
+
+    def add_member(self, group_id: str, user_id: str) -> bool:
+        """False when the user is a member already."""
+        with self._begin() as conn:
+            exists = conn.execute(
+                select(t.group_members.c.user_id).where(
+                    t.group_members.c.group_id == group_id, t.group_members.c.user_id == user_id
+                )
+            ).first()
+            if exists:
+                return False
+            conn.execute(
+                insert(t.group_members).values(
+                    group_id=group_id, user_id=user_id, created_at=utcnow()
+                )
+            )
+        return True
+
+    def remove_member(self, group_id: str, user_id: str) -> bool:
+        with self._begin() as conn:
+            result = conn.execute(
+                delete(t.group_members).where(
+                    t.group_members.c.group_id == group_id, t.group_members.c.user_id == user_id
+                )
+            )
+        return result.rowcount == 1
+
+    def members(self) -> dict[str, list[str]]:
+        """group id -> the user ids of its members."""
+        found: dict[str, list[str]] = {}
+        with self._connect() as conn:
+            for row in conn.execute(select(t.group_members)):
+                found.setdefault(row.group_id, []).append(row.user_id)
+        return found
+
+    def set_group_role(self, model_id: str, group_id: str, role: str) -> None:
+        with self._begin() as conn:
+            conn.execute(
+                delete(t.group_roles).where(
+                    t.group_roles.c.model_id == model_id, t.group_roles.c.group_id == group_id
+                )
+            )
+            conn.execute(
+                insert(t.group_roles).values(
+                    model_id=model_id, group_id=group_id, role=role, created_at=utcnow()
+                )
+            )
+
+    def remove_group_role(self, model_id: str, group_id: str) -> bool:
+        with self._begin() as conn:
+            result = conn.execute(
+                delete(t.group_roles).where(
+                    t.group_roles.c.model_id == model_id, t.group_roles.c.group_id == group_id
+                )
+            )
+        return result.rowcount == 1
+
+    def group_roles(self, model_id: str) -> dict[str, str]:
+        """group id -> role for one model."""
+        query = select(t.group_roles).where(t.group_roles.c.model_id == model_id)
+        with self._connect() as conn:
+            return {row.group_id: row.role for row in conn.execute(query)}
+
+    def member_roles(self, model_id: str) -> list[tuple[str, str]]:
+        """(user id, role) for each member of each group with a role on one model."""
+        query = (
+            select(t.group_members.c.user_id, t.group_roles.c.role)
+            .join(t.group_roles, t.group_roles.c.group_id == t.group_members.c.group_id)
+            .where(t.group_roles.c.model_id == model_id)
+        )
+        with self._connect() as conn:
+            return [(row.user_id, row.role) for row in conn.execute(query)]
+
+    def member_roles_of(self, user_id: str) -> list[tuple[str, str]]:
+        """(model id, role) for each role one user holds through a group."""
+        query = (
+            select(t.group_roles.c.model_id, t.group_roles.c.role)
+            .join(t.group_members, t.group_members.c.group_id == t.group_roles.c.group_id)
+            .where(t.group_members.c.user_id == user_id)
+        )
+        with self._connect() as conn:
+            return [(row.model_id, row.role) for row in conn.execute(query)]
 
     # ------------------------------------------------------------------ audit
 

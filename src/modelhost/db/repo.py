@@ -13,7 +13,7 @@ from sqlalchemy import Update, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from modelhost.db import tables as t
-from modelhost.db.access import AccessRepo, ApiKey, AuditEvent, Token, User
+from modelhost.db.access import AccessRepo, ApiKey, AuditEvent, Group, Token, User
 from modelhost.db.base import _row, new_id, utcnow
 from modelhost.db.environments import EnvironmentRepo, NamedEnvironment
 from modelhost.db.runs import Run, RunsRepo, Schedule
@@ -23,6 +23,7 @@ __all__ = [
     "AuditEvent",
     "BuildFailure",
     "EnvVar",
+    "Group",
     "Label",
     "Model",
     "NamedEnvironment",
@@ -109,6 +110,8 @@ class Version:
     failure_traceback: str | None = None
     #: the Idempotency-Key of the publish that made it, if the client sent one
     idempotency_key: str | None = None
+    #: an example request body as JSON text (``{"data": …}`` or ``{"parameters": […]}``)
+    example: str | None = None
 
     @property
     def failure(self) -> BuildFailure | None:
@@ -358,6 +361,7 @@ class Repo(RunsRepo, AccessRepo, EnvironmentRepo):
                 t.labels,
                 t.model_tokens,
                 t.collaborators,
+                t.group_roles,
                 t.schedules,
                 t.versions,
             ):

@@ -101,6 +101,8 @@ versions = Table(
     Column("failure_traceback", Text, nullable=True),
     #: the client's Idempotency-Key of the publish that made it: a retry finds it
     Column("idempotency_key", String(128), nullable=True),
+    #: an example request body (JSON text with "data" or "parameters"), or None
+    Column("example", Text, nullable=True),
     UniqueConstraint("model_id", "number", name="uq_versions_model_number"),
     UniqueConstraint("model_id", "idempotency_key", name="uq_versions_model_idempotency_key"),
 )
@@ -159,6 +161,33 @@ collaborators = Table(
     metadata,
     Column("model_id", String(32), ForeignKey("models.id"), primary_key=True),
     Column("user_id", String(32), ForeignKey("users.id"), primary_key=True),
+    Column("role", String(16), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+#: named sets of users, which can hold a role on a model like a user can
+groups = Table(
+    "groups",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", String(64), nullable=False, unique=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+group_members = Table(
+    "group_members",
+    metadata,
+    Column("group_id", String(32), ForeignKey("groups.id"), primary_key=True),
+    Column("user_id", String(32), ForeignKey("users.id"), primary_key=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+#: a group's role on a model (its members hold it, unless they hold a higher one)
+group_roles = Table(
+    "group_roles",
+    metadata,
+    Column("model_id", String(32), ForeignKey("models.id"), primary_key=True),
+    Column("group_id", String(32), ForeignKey("groups.id"), primary_key=True),
     Column("role", String(16), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
 )

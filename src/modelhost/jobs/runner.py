@@ -149,7 +149,8 @@ class Jobs:
             except Exception as exc:  # never leave a run "running" behind
                 logger.exception("run %s failed in modelhost", run.id)
                 status, message = "failed", f"modelhost could not run it: {type(exc).__name__}."
-            _note(log, message)
+            if not (status == "succeeded" and run.model_id is not None):  # said as it happened
+                _note(log, message)
         await asyncio.to_thread(self.services.repo.finish_run, run.id, status, message, code)
         await asyncio.to_thread(
             shutil.rmtree, run_ops.workdir(self.services, run.id), ignore_errors=True
@@ -225,16 +226,18 @@ class Jobs:
             return "failed", f"Exited with status {code} {took}.", code
         if run.model_id is None:
             return "succeeded", f"Exited with status 0 {took}.", code
-        _note(log, f"exited with status 0 {took}; publishing the run's directory")
+        _note(log, f"Exited with status 0 {took}; publishing the run's directory.")
         try:
             version = await asyncio.to_thread(run_ops.publish_result, services, run)
         except ModelhostError as exc:
             return "failed", f"Exited with status 0 {took}, but publishing failed: {exc.message}", 0
-        published = (
-            f"Exited with status 0 {took}; published version {version.number} "
-            f"({run.file}:{run.function}), which goes live once it has loaded."
+        live = (
+            f"published version {version.number} ({run.file}:{run.function}), which goes live "
+            "once it has loaded."
         )
-        return "succeeded", published, 0
+        # The log says it once: the exit status above, then this; the run's message says both.
+        _note(log, live[0].upper() + live[1:])
+        return "succeeded", f"Exited with status 0 {took}; {live}", 0
 
     def _isolated_python(self, run: Run, work: Path, log: IO[bytes]) -> str | None:
         """The interpreter of the environment the run asked for (``run.environment``), built

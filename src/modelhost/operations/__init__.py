@@ -56,6 +56,16 @@ class Instances(Protocol):
     def instances(self) -> Sequence[Instance]: ...
 
 
+class Invoker(Protocol):
+    """The gateway's in-process call (:meth:`modelhost.gateway.app.Gateway.call_in_process`)."""
+
+    async def __call__(self, path: str, body: bytes) -> tuple[int, bytes]: ...
+
+
+async def _no_gateway(path: str, body: bytes) -> tuple[int, bytes]:
+    raise RuntimeError("no gateway is wired to these services")
+
+
 @dataclass(frozen=True)
 class Services:
     """What the operations need, wired once by :func:`modelhost.app.create_app`."""
@@ -76,6 +86,8 @@ class Services:
     clock: Callable[[], dt.datetime] = utcnow
     #: Asks the run and schedule loop (:mod:`modelhost.jobs.runner`) for a tick now.
     wake_jobs: Callable[[], None] = field(default=lambda: None)
+    #: Calls a model from inside the server, as a checked caller (the tester).
+    invoke: Invoker = field(default=_no_gateway)
 
     @property
     def wake(self) -> Callable[[], None]:

@@ -21,7 +21,14 @@ from modelhost.db.repo import Model, Token, User, utcnow
 from modelhost.events import LOGIN, LOGOUT, Action
 from modelhost.operations import Services, credentials, iso
 from modelhost.operations.audit import record
-from modelhost.permissions import ROLES, can_see, ensure_admin, ensure_permission, role_of
+from modelhost.permissions import (
+    ROLES,
+    can_see,
+    ensure_admin,
+    ensure_permission,
+    highest,
+    role_of,
+)
 
 TOKEN_PREFIX = "mht_"  # noqa: S105 - a prefix that lets scanners spot leaked tokens
 USERNAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9._-]{1,62}$")
@@ -55,7 +62,7 @@ def authorize(
         raise errors.ModelNotFound(
             f"There is no model '{key}'. 'modelhost models list' shows the models."
         )
-    role = role_of(user, model, services.repo.collaborators(model.id))
+    role = role_of(user, model, roles_on(services, model))
     try:
         ensure_permission(user, action, model, role)
     except (errors.Forbidden, errors.ModelNotFound) as exc:
@@ -79,8 +86,24 @@ def authorize_action(services: Services, user: User, key: str, action: Action) -
     return authorize(services, user, key, action.permission, audit_as=action)
 
 
+def roles_on(services: Services, model: Model) -> dict[str, str]:
+    """user id -> role on ``model``: the highest of the user's own role and their groups'."""
+    roles = dict(services.repo.collaborators(model.id))
+    for user_id, role in services.repo.member_roles(model.id):
+        roles[user_id] = highest(roles.get(user_id), role) or role
+    return roles
+
+
+def roles_of(services: Services, user: User) -> dict[str, str]:
+    """model id -> ``user``'s role on it, their own or through a group (the highest)."""
+    roles = dict(services.repo.roles_of(user.id))
+    for model_id, role in services.repo.member_roles_of(user.id):
+        roles[model_id] = highest(roles.get(model_id), role) or role
+    return roles
+
+
 def visible_models(services: Services, user: User) -> list[Model]:
-    roles = services.repo.roles_of(user.id)
+    roles = roles_of(services, user)
     return [
         m
         for m in services.repo.list_models()
@@ -319,14 +342,41 @@ def list_tokens(services: Services, model: Model) -> list[dict[str, Any]]:
     return [token_view(t) for t in services.repo.list_tokens(model.id)]
 
 
-def revoke_token(services: Services, model: Model, token_id: str) -> None:
-    if not services.repo.update_token(model.id, token_id, revoked_at=utcnow()):
-        raise errors.NotFound(f"Model '{model.name}' has no active token '{token_id}'.")
+def find_token(services: Services, model: Model, key: str) -> Token:
+    """The active token of ``model`` whose id is ``key``, or whose name is, when only one
+    active token has that name."""
+    active = services.repo.list_tokens(model.id, active=True)
+    for token in active:
+        if token.id == key:
+            return token
+    named = [token for token in active if token.name == key]
+    if len(named) == 1:
+        return named[0]
+    if named:
+        ids = ", ".join(token.id for token in named)
+        raise errors.BadRequest(
+            f"Model '{model.name}' has {len(named)} active tokens named '{key}'; give the id of "
+            f"one ({ids}). 'modelhost tokens list {model.name}' shows them."
+        )
+    raise errors.NotFound(
+        f"Model '{model.name}' has no active token with the id or name '{key}'. 'modelhost "
+        f"tokens list {model.name}' shows them."
+    )
+
+
+def revoke_token(services: Services, model: Model, key: str) -> Token:
+    """Revoke the token ``key`` names (its id, or its name when unique); returns it."""
+    token = find_token(services, model, key)
+    if not services.repo.update_token(model.id, token.id, revoked_at=utcnow()):
+        raise errors.NotFound(f"Model '{model.name}' has no active token '{key}'.")
     services.wake()
+    return token
 
 
-def regenerate_token(services: Services, model: Model, token_id: str) -> dict[str, Any]:
-    """A new secret for the same token (same id and name); the old secret stops working."""
+def regenerate_token(services: Services, model: Model, key: str) -> dict[str, Any]:
+    """A new secret for the same token (same id and name); the old secret stops working.
+    ``key`` is the token's id, or its name when no other active token has it."""
+    token_id = find_token(services, model, key).id
     secret = _new_token()
     changed = services.repo.update_token(
         model.id,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -86,6 +87,8 @@ def version_view(
         # why it failed, as data: {"kind", "message", "traceback"}, or null
         "failure": dataclasses.asdict(version.failure) if version.failure else None,
         "description": version.description,
+        # the example input published with it (a request body), or null
+        "example": json.loads(version.example) if version.example else None,
         "created_at": iso(version.created_at),
         "finished_at": iso(version.finished_at),
     }

@@ -13,6 +13,7 @@ stored.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import tempfile
@@ -141,6 +142,58 @@ def _environment(
 
 
 MAX_CONCURRENCY = 64
+#: an example input is a request body to show and send, not data: it stays small
+MAX_EXAMPLE_BYTES = 64 * 1024
+#: the file in a project that holds its example input, when the publish gives none
+EXAMPLE_FILE = "example.json"
+
+
+def validate_example(text: str | None, where: str = "The example") -> str | None:
+    """``text`` as the example input of a version, or None: a JSON object with a ``data``
+    object or a ``parameters`` array (not both), stored as compact JSON text."""
+    if text is None:
+        return None
+    if len(text.encode()) > MAX_EXAMPLE_BYTES:
+        raise errors.BadRequest(
+            f"{where} is over {MAX_EXAMPLE_BYTES // 1024} KiB; an example input is one small "
+            "request body."
+        )
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise errors.BadRequest(
+            f"{where} is not valid JSON ({exc}); give a request body such as "
+            '{"data": {"x": 1}} or {"parameters": [1]}.'
+        ) from None
+    has_data = isinstance(value, dict) and "data" in value
+    has_parameters = isinstance(value, dict) and "parameters" in value
+    if not isinstance(value, dict) or has_data == has_parameters or len(value) != 1:
+        raise errors.BadRequest(
+            f"{where} must be a JSON object with exactly one key, 'data' (an object of keyword "
+            "arguments) or 'parameters' (an array of positional arguments), such as "
+            '{"data": {"x": 1}}.'
+        )
+    if has_data and not isinstance(value["data"], dict):
+        raise errors.BadRequest(
+            where + """ has 'data' that is not an object; use {"data": {"x": 1}}."""
+        )
+    if has_parameters and not isinstance(value["parameters"], list):
+        raise errors.BadRequest(
+            where + """ has 'parameters' that is not an array; use {"parameters": [1, 2]}."""
+        )
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _project_example(tree: Path) -> str | None:
+    """The example input in the project's ``example.json``, if it has one."""
+    path = tree / EXAMPLE_FILE
+    if not path.is_file():
+        return None
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise errors.BadRequest(f"The project's {EXAMPLE_FILE} is not UTF-8 text.") from None
+    return validate_example(text, f"The project's {EXAMPLE_FILE}")
 
 
 def validate_concurrency(concurrency: int) -> int:
@@ -173,6 +226,8 @@ class PublishRequest:
     git_commit: str | None = None
     #: the client's Idempotency-Key: a publish retried with it returns the version it made
     idempotency_key: str | None = None
+    #: an example input (JSON text); None takes the project's example.json, if any
+    example: str | None = None
 
 
 #: what an Idempotency-Key may be: printable ASCII without spaces, as a header can carry it
@@ -208,6 +263,7 @@ def check_publish(services: Services, actor: User, request: PublishRequest) -> M
     validate_concurrency(request.concurrency)
     validate_environment(request.environment)
     validate_source(request.source, request.git_commit)
+    validate_example(request.example)
     return existing
 
 
@@ -249,6 +305,7 @@ def publish_version(
             source=request.source,
             git_commit=request.git_commit,
             idempotency_key=key,
+            example=request.example,
         )
         audit.model, audit.version = model, version.number
         if then is not None:
@@ -271,18 +328,21 @@ def publish(
     source: str | None = None,
     git_commit: str | None = None,
     idempotency_key: str | None = None,
+    example: str | None = None,
 ) -> tuple[Model, Version]:
     """Store the uploaded project and create the next version (status ``building``).
 
     ``environment`` is ``server``, ``isolated``, a named environment, or None for the default:
     isolated when the project declares dependencies, else server. ``python`` chooses the
-    interpreter of an isolated environment (``3.11``, or a path).
+    interpreter of an isolated environment (``3.11``, or a path). ``example`` is the
+    version's example input; without one, the project's ``example.json`` if it has one.
     """
     settings = services.settings
     file, function = validate_entry_point(file, function)
     validate_concurrency(concurrency)
     validate_environment(environment)
     source = validate_source(source, git_commit)
+    example = validate_example(example)
     runtime = runtime_for(file)
     if runtime == "r":
         describe(settings, runtime)  # fails clearly when R is missing
@@ -317,6 +377,8 @@ def publish(
                 f"{', '.join(top) or '(none)'}. Pass --file with a path relative to the "
                 "project directory."
             )
+        if example is None:
+            example = _project_example(staging)
         columns, environment_line = _environment(
             services, requested=environment, python=python, runtime=runtime, tree=staging
         )
@@ -349,6 +411,7 @@ def publish(
             source=source,
             git_commit=git_commit,
             idempotency_key=idempotency_key,
+            example=example,
             **columns,
         )
         workdir = services.children.instance_workdir(version.id)

@@ -19,7 +19,7 @@ from modelhost.builder.bundles import StoredBundle, extract_archive
 from modelhost.builder.packing import collect_files, pack_project
 from modelhost.db.repo import Model, Run, User, Version
 from modelhost.events import RUN, RUN_CANCEL, Action
-from modelhost.operations import Services, iso
+from modelhost.operations import Services, access_control, iso
 from modelhost.operations.access_control import authorize, authorize_action
 from modelhost.operations.audit import audited, record
 from modelhost.operations.publish import (
@@ -265,7 +265,7 @@ def may(
     model = services.repo.find_model(model_id) if model_id else None
     if model is None:
         return False
-    role = role_of(user, model, services.repo.collaborators(model.id))
+    role = role_of(user, model, access_control.roles_on(services, model))
     if not can_see(user, model, role):
         return False
     try:
@@ -303,7 +303,7 @@ def creator_refusal(
     model = services.repo.find_model(model_id)
     if model is None:
         return "its model was deleted"
-    role = role_of(owner, model, services.repo.collaborators(model.id))
+    role = role_of(owner, model, access_control.roles_on(services, model))
     try:
         ensure_permission(owner, action, model, role)
     except (errors.Forbidden, errors.ModelNotFound):

@@ -24,7 +24,7 @@ from modelhost.events import (
     Action,
 )
 from modelhost.jobs.timing import Timing, make_timing, next_run
-from modelhost.operations import Services, iso
+from modelhost.operations import Services, access_control, iso
 from modelhost.operations import runs as run_ops
 from modelhost.operations.audit import audited
 from modelhost.permissions import ensure_permission, role_of
@@ -213,7 +213,7 @@ def take_over(services: Services, user: User, schedule_id: str) -> Schedule:
             raise errors.Forbidden(
                 "Only server admins can take over a schedule that publishes to no model."
             )
-        role = role_of(user, model, services.repo.collaborators(model.id))
+        role = role_of(user, model, access_control.roles_on(services, model))
         ensure_permission(user, "take-over-schedule", model, role)
     previous = services.repo.get_user(schedule.owner_id)
     detail = {"schedule_id": schedule.id, "from": previous.username if previous else None}

@@ -43,16 +43,22 @@ def create_token(services: Services, actor: User, model: str, name: str) -> dict
 
 
 def revoke_token(services: Services, actor: User, model: str, token_id: str) -> None:
+    """Revoke a token, named by its id or, when no other active token has it, its name."""
     found = authorize_action(services, actor, model, TOKEN_REVOKE)
-    with audited(services, actor, TOKEN_REVOKE, model=found, detail={"token": token_id}):
-        access_control.revoke_token(services, found, token_id)
+    with audited(services, actor, TOKEN_REVOKE, model=found, detail={"token": token_id}) as audit:
+        token = access_control.revoke_token(services, found, token_id)
+        audit.detail.update(token=token.id, name=token.name)
 
 
 def regenerate_token(services: Services, actor: User, model: str, token_id: str) -> dict[str, Any]:
-    """A new secret for the same token; the old one stops working."""
+    """A new secret for the same token (its id, or its name when unique); the old one stops
+    working."""
     found = authorize_action(services, actor, model, TOKEN_REGENERATE)
-    with audited(services, actor, TOKEN_REGENERATE, model=found, detail={"token": token_id}):
-        return access_control.regenerate_token(services, found, token_id)
+    detail = {"token": token_id}
+    with audited(services, actor, TOKEN_REGENERATE, model=found, detail=detail) as audit:
+        regenerated = access_control.regenerate_token(services, found, token_id)
+        audit.detail.update(token=regenerated["id"], name=regenerated["name"])
+        return regenerated
 
 
 # --------------------------------------------------------------------------- sharing

@@ -25,6 +25,12 @@ from modelhost.events import (
     DEPLOY,
     ENV_SET,
     ENV_UNSET,
+    GROUP_CREATE,
+    GROUP_DELETE,
+    GROUP_MEMBER_ADD,
+    GROUP_MEMBER_REMOVE,
+    GROUP_ROLE_REMOVE,
+    GROUP_ROLE_SET,
     LABEL_DELETE,
     PROMOTE,
     RESTART,
@@ -40,7 +46,8 @@ from modelhost.events import (
 from modelhost.httpkit.bodies import allow_body
 from modelhost.httpkit.deps import ServicesDep
 from modelhost.httpkit.responses import JSONResponse
-from modelhost.operations import Services, access_control, sharing
+from modelhost.httpkit.tester import tester_call
+from modelhost.operations import Services, access_control, groups, sharing
 from modelhost.operations import model_actions as actions
 from modelhost.ui import forms, links, session
 from modelhost.ui.pages import settings_context
@@ -263,6 +270,22 @@ def _collaborator_remove(
     return None, f"{username} is no longer a collaborator."
 
 
+def _group_role(services: Services, user: User, model: str, form: FormData) -> tuple[Any, str]:
+    name, role = forms.field(form, "group"), forms.field(form, "role")
+    if not name:
+        raise errors.BadRequest("Enter the name of the group, from the Groups page.")
+    result = groups.set_group_role(services, user, model, name, role)
+    return {"groups": result}, f"The group {name} is now {role}."
+
+
+def _group_role_remove(
+    services: Services, user: User, model: str, form: FormData
+) -> tuple[Any, str]:
+    name = forms.field(form, "group")
+    groups.remove_group_role(services, user, model, name)
+    return None, f"The group {name} no longer has a role on the model."
+
+
 def _transfer(services: Services, user: User, model: str, form: FormData) -> tuple[Any, str]:
     to = forms.field(form, "user")
     if not to:
@@ -294,6 +317,8 @@ ACTIONS: dict[str, tuple[Handler, str]] = {
     TOKEN_REVOKE.name: (_token_revoke, "settings"),
     COLLABORATOR_SET.name: (_collaborator, "settings"),
     COLLABORATOR_REMOVE.name: (_collaborator_remove, "settings"),
+    GROUP_ROLE_SET.name: (_group_role, "settings"),
+    GROUP_ROLE_REMOVE.name: (_group_role_remove, "settings"),
     TRANSFER.name: (_transfer, "settings"),
     UNPUBLISH.name: (_unpublish, "settings"),
 }
@@ -303,6 +328,14 @@ _PAGES = ("versions", "instances", "settings")
 
 #: the actions that answer with a token's secret, on the settings page, instead of redirecting
 TOKEN_ACTIONS = (TOKEN_CREATE.name, TOKEN_REGENERATE.name)
+
+
+@router.post("/models/{model}/test", summary="The tester's call, through the session")
+async def call_from_tester(
+    request: Request, model: str, services: ServicesDep, user: SessionUser, route: str = "latest"
+) -> Response:
+    await session.check_csrf(request)
+    return await tester_call(request, services, user, model, route)
 
 
 @router.post("/models/{model}/actions/{what}", summary="A model action from a form")
@@ -332,6 +365,65 @@ async def model_action(
     if what == TRANSFER.name and not user.is_admin:
         back = links.model(model)  # the previous owner may no longer see the settings
     return redirect(services, back, notice=message)
+
+
+# --------------------------------------------------------------------------- groups (admins)
+
+GroupHandler = Callable[[Services, User, FormData], tuple[Any, str]]
+
+
+def _group_create(services: Services, user: User, form: FormData) -> tuple[Any, str]:
+    name = forms.field(form, "group")
+    return groups.create_group(services, user, name), f"Group {name} created."
+
+
+def _group_delete(services: Services, user: User, form: FormData) -> tuple[Any, str]:
+    name = forms.field(form, "group")
+    groups.delete_group(services, user, name)
+    return None, f"Group {name} deleted; its members lost the roles they held through it."
+
+
+def _member_add(services: Services, user: User, form: FormData) -> tuple[Any, str]:
+    name, username = forms.field(form, "group"), forms.field(form, "user")
+    if not username:
+        raise errors.BadRequest("Enter the user name of the person to add.")
+    return groups.add_member(services, user, name, username), f"{username} is in {name}."
+
+
+def _member_remove(services: Services, user: User, form: FormData) -> tuple[Any, str]:
+    name, username = forms.field(form, "group"), forms.field(form, "user")
+    groups.remove_member(services, user, name, username)
+    return None, f"{username} is no longer in {name}."
+
+
+GROUP_ACTIONS: dict[str, GroupHandler] = {
+    GROUP_CREATE.name: _group_create,
+    GROUP_DELETE.name: _group_delete,
+    GROUP_MEMBER_ADD.name: _member_add,
+    GROUP_MEMBER_REMOVE.name: _member_remove,
+}
+
+
+@router.post("/groups/actions/{what}", summary="A change to the groups, from a form (admins)")
+async def group_action(
+    request: Request, what: str, services: ServicesDep, user: SessionUser
+) -> Response:
+    await session.check_csrf(request)
+    handler = GROUP_ACTIONS.get(what)
+    if handler is None:
+        raise errors.NotFound(f"There is no action '{what}'.")
+    form = await forms.read(request)
+    try:
+        result, message = await asyncio.to_thread(handler, services, user, form)
+    except errors.Unauthenticated:
+        raise
+    except errors.ModelhostError as exc:
+        if wants_json(request):
+            raise
+        return redirect(services, links.groups(), error=exc.message)
+    if wants_json(request):
+        return JSONResponse({"result": result, "message": message})
+    return redirect(services, links.groups(), notice=message)
 
 
 async def _token_secret(

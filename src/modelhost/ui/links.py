@@ -35,6 +35,14 @@ def publish(model: str | None = None) -> str:
     return f"{PREFIX}/publish" + (f"?{urlencode({'model': model})}" if model else "")
 
 
+def groups() -> str:
+    return f"{PREFIX}/groups"
+
+
+def group_action(what: str) -> str:
+    return f"{PREFIX}/groups/actions/{what}"
+
+
 def server_audit() -> str:
     return f"{PREFIX}/audit"
 

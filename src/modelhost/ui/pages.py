@@ -11,7 +11,7 @@ from starlette.responses import RedirectResponse, Response
 from modelhost import errors, urls
 from modelhost.db.repo import Model, User
 from modelhost.httpkit.deps import ServicesDep
-from modelhost.operations import Services, access_control, lifecycle, variables
+from modelhost.operations import Services, access_control, groups, lifecycle, variables
 from modelhost.operations import audit as audit_ops
 from modelhost.operations import metrics as metrics_ops
 from modelhost.operations import models as ops
@@ -37,7 +37,7 @@ def _model_page(
     services: Services, user: User, model: Model, page: str, **extra: Any
 ) -> dict[str, Any]:
     """What every page of a model shows: the model, the user's role, what they may do."""
-    role = role_of(user, model, services.repo.collaborators(model.id))
+    role = role_of(user, model, access_control.roles_on(services, model))
     can = {action: allowed(user, action, model, role) for action in PERMISSIONS}
     return {
         **user_context(user),
@@ -82,6 +82,27 @@ def models_page(
     return render(request, services, "models/list.html", context)
 
 
+def serving_routes(services: Services, model: Model) -> list[dict[str, Any]]:
+    """Every route of the model as the gateway serves it now: ``latest`` and each label, with
+    the versions it sends calls to and their share of them (a canary splits one label)."""
+    route = services.routes.find(model.id)
+    if route is None:
+        return []
+    shown = []
+    for key, targets in sorted(route.routes.items(), key=lambda item: item[0] != "latest"):
+        total = sum(weight for _number, weight in targets) or 1
+        shown.append(
+            {
+                "route": "latest" if key == "latest" else "label " + key.split("/", 1)[-1],
+                "versions": [
+                    {"number": number, "percent": round(weight * 100 / total)}
+                    for number, weight in targets
+                ],
+            }
+        )
+    return shown
+
+
 @router.get("/models/{model}", summary="A model's overview: URLs, tester, snippets")
 def overview(request: Request, model: str, services: ServicesDep, user: SessionUser) -> Response:
     found = model_context(services, user, model)
@@ -91,15 +112,21 @@ def overview(request: Request, model: str, services: ServicesDep, user: SessionU
     view = context["model"]
     serving = next((v for v in versions if v["number"] == view["latest_version"]), None)
     newest = versions[-1] if versions else None
-    sample = snippets.sample_input((serving or newest or {}).get("signature"))
-    routes = [{"route": "latest", "url": base + urls.invoke_latest(found.name)}]
+    shown = serving or newest or {}
+    sample = snippets.sample_input(shown.get("signature"), shown.get("example"))
+    routes = [{"route": "latest", "value": "latest", "url": base + urls.invoke_latest(found.name)}]
     routes += [
-        {"route": f"label {label}", "url": base + urls.invoke_label(found.name, label)}
+        {
+            "route": f"label {label}",
+            "value": f"labels/{label}",
+            "url": base + urls.invoke_label(found.name, label),
+        }
         for label in sorted(view["labels"])
     ]
     routes += [
         {
             "route": f"version {v['number']}",
+            "value": f"versions/{v['number']}",
             "url": base + urls.invoke_version(found.name, v["number"]),
         }
         for v in reversed(versions)
@@ -108,8 +135,12 @@ def overview(request: Request, model: str, services: ServicesDep, user: SessionU
     token_required = found.invocation_mode == "token"
     context.update(
         routes=routes,
-        sample=sample,
-        snippets=snippets.snippets(routes[0]["url"], sample, token_required=token_required),
+        serving_routes=serving_routes(services, found),
+        sample=sample.body,
+        sample_is_skeleton=sample.skeleton,
+        sample_signature=shown.get("signature"),
+        tester_url=links.model(found.name, "test"),
+        snippets=snippets.snippets(routes[0]["url"], sample.body, token_required=token_required),
         token_required=token_required,
         serving=serving,
     )
@@ -218,6 +249,8 @@ def settings_context(services: Services, user: User, key: str) -> dict[str, Any]
         variables=variables.list_env(services, found) if can["view-config"] else [],
         tokens=access_control.list_tokens(services, found) if can["manage-tokens"] else [],
         collaborators=access_control.collaborators(services, found),
+        group_roles=groups.group_roles(services, found),
+        group_names=[g.name for g in services.repo.list_groups()],
         labels=lifecycle.list_labels(services, found),
         versions=[
             v["number"] for v in ops.list_versions(services, found) if v["status"] != "failed"
@@ -292,3 +325,9 @@ def server_audit_page(
         "filters": {"actor": actor, "action": action, "since": since},
     }
     return _audit_response(request, services, events, format, context)
+
+
+@router.get("/groups", summary="Groups and their members (admins change them)")
+def groups_page(request: Request, services: ServicesDep, user: SessionUser) -> Response:
+    context = {**user_context(user), "groups": groups.list_groups(services)}
+    return render(request, services, "groups.html", context)

@@ -51,7 +51,10 @@ def _static_version() -> str:
 
 STATIC_VERSION = _static_version()
 _env.globals.update(links=links, static_version=STATIC_VERSION, version=__version__)
-_env.filters["tojson_pretty"] = lambda value: json.dumps(value, indent=2)
+# JSON as text for the page to escape like any text. Jinja's own ``tojson`` is for JSON inside
+# a <script>: it writes ' as \u0027, which a reader of the audit page then sees.
+_env.filters["tojson_pretty"] = lambda value: json.dumps(value, indent=2, ensure_ascii=False)
+_env.filters["json_text"] = lambda value: json.dumps(value, sort_keys=True, ensure_ascii=False)
 
 
 def wants_json(request: Request) -> bool:

@@ -1,18 +1,32 @@
-"""The tester's sample input and the code snippets that call a model, filled in per model."""
+"""The tester's sample input (the version's example, or a skeleton) and the code snippets
+that call a model, filled in per model."""
 
 from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from typing import Any
 
 TOKEN_PLACEHOLDER = "YOUR_TOKEN"  # noqa: S105 - a placeholder the user replaces
 _PARAMS = re.compile(r"^[^(]*\((.*)\)\s*$", re.DOTALL)
 
 
-def sample_input(signature: str | None) -> dict[str, Any]:
-    """A body that fits ``signature`` (``predict(x, y)``): keyword arguments set to 0, or one
-    positional argument when the function takes only ``*args`` or nothing we can name."""
+@dataclass(frozen=True)
+class Sample:
+    """The body the tester and the snippets start from."""
+
+    body: dict[str, Any]
+    #: True for a skeleton built from the signature: its values must be edited first
+    skeleton: bool
+
+
+def sample_input(signature: str | None, example: dict[str, Any] | None = None) -> Sample:
+    """The version's ``example`` input, else a skeleton that fits ``signature``
+    (``predict(x, y)``): each named argument set to null, or one positional null when the
+    function takes only ``*args`` or nothing we can name."""
+    if example is not None:
+        return Sample(example, skeleton=False)
     match = _PARAMS.match(signature or "")
     names: list[str] = []
     if match:
@@ -22,9 +36,11 @@ def sample_input(signature: str | None) -> dict[str, Any]:
                 names.append(name)
             elif name and not name.startswith("*") and re.match(r"^[A-Za-z.][\w.]*$", name):
                 names.append(name)  # an R argument name such as 'x.y'
+        if not names and not match.group(1).strip():
+            return Sample({"parameters": []}, skeleton=False)  # it takes no arguments
     if names:
-        return {"data": {name: 0 for name in names}}
-    return {"parameters": [0]}
+        return Sample({"data": dict.fromkeys(names)}, skeleton=True)
+    return Sample({"parameters": [None]}, skeleton=True)
 
 
 def snippets(url: str, body: dict[str, Any], *, token_required: bool) -> dict[str, str]:

@@ -13,6 +13,7 @@ from starlette.datastructures import FormData, UploadFile
 from starlette.responses import Response
 
 from modelhost import errors
+from modelhost.builder.bundles import extract_archive
 from modelhost.builder.packing import collect_files, pack_project
 from modelhost.db.repo import User
 from modelhost.httpkit.deps import ServicesDep
@@ -66,6 +67,8 @@ async def _publish(request: Request, services: Services, user: User, form: FormD
     python = forms.field(form, "python") or None
     upload = form.get("archive")
     server_path = forms.field(form, "server_path")
+    excludes = _patterns(forms.field(form, "exclude"))
+    example = forms.field(form, "example").strip() or None
     try:
         if not name:
             raise errors.BadRequest("Enter the model's name, such as wine-quality.")
@@ -74,10 +77,16 @@ async def _publish(request: Request, services: Services, user: User, form: FormD
                 "Enter the script and the function to call, such as predict.py and predict."
             )
         wanted = publishing.PublishRequest(
-            name, file, function, description=description, environment=environment, python=python
+            name,
+            file,
+            function,
+            description=description,
+            environment=environment,
+            python=python,
+            example=example,
         )
         publishing.check_publish(services, user, wanted)
-        archive = await _archive(services, user, upload, server_path)
+        archive = await _archive(services, user, upload, server_path, excludes)
         try:
             model, version = await asyncio.to_thread(
                 publishing.publish_version, services, user, wanted, archive
@@ -110,6 +119,8 @@ async def _publish(request: Request, services: Services, user: User, form: FormD
                     "server_path",
                     "environment",
                     "python",
+                    "exclude",
+                    "example",
                 )
             },
         }
@@ -129,9 +140,20 @@ async def _publish(request: Request, services: Services, user: User, form: FormD
     )
 
 
+def _patterns(text: str) -> list[str]:
+    """The exclude patterns field: gitignore patterns, one a line or separated by commas."""
+    return [p.strip() for line in text.splitlines() for p in line.split(",") if p.strip()]
+
+
 async def _archive(
-    services: Services, user: User, upload: UploadFile | str | None, server_path: str
+    services: Services,
+    user: User,
+    upload: UploadFile | str | None,
+    server_path: str,
+    excludes: list[str],
 ) -> BinaryIO:
+    """The project as a .tar.gz: the uploaded archive or the server directory, minus
+    ``excludes`` (as ``modelhost publish --exclude`` leaves them out)."""
     if server_path:
         ensure_admin(user, "publish from a path on the server")
         root = Path(server_path)
@@ -139,7 +161,7 @@ async def _archive(
             raise errors.BadRequest(
                 f"'{server_path}' is not a directory on the server; give an absolute path."
             )
-        files = await asyncio.to_thread(collect_files, root)
+        files = await asyncio.to_thread(collect_files, root, excludes)
         return await asyncio.to_thread(
             pack_project, root, files, max_bytes=services.settings.max_bundle_bytes
         )
@@ -152,4 +174,25 @@ async def _archive(
         spooled.close()
         raise errors.InvalidBundle(f"The file '{upload.filename}' is empty.")
     spooled.seek(0)
-    return spooled  # type: ignore[return-value]
+    if not excludes:
+        return spooled  # type: ignore[return-value]
+    try:
+        return await asyncio.to_thread(_without, services, spooled, excludes)  # type: ignore[arg-type]
+    finally:
+        spooled.close()
+
+
+def _without(services: Services, archive: BinaryIO, excludes: list[str]) -> BinaryIO:
+    """``archive`` packed again without the files ``excludes`` match."""
+    settings = services.settings
+    scratch = settings.home_path / "tmp"
+    scratch.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=scratch, prefix="wizard-") as staging:
+        root = Path(staging)
+        extract_archive(
+            archive, root, max_bytes=settings.max_bundle_bytes, max_files=settings.max_bundle_files
+        )
+        files = collect_files(root, excludes)
+        packed = pack_project(root, files, max_bytes=settings.max_bundle_bytes)
+        # pack_project's archive is a temporary file, which outlives the directory
+        return packed

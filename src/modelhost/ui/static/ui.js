@@ -66,7 +66,7 @@ for (const tab of document.querySelectorAll("[data-snippet]")) {
   });
 }
 
-// The tester: calls the model's real URL from the browser, as any caller would.
+// The tester: calls the model through the session (no token), audited as a test-call.
 const send = document.getElementById("tester-send");
 if (send) {
   send.addEventListener("click", async () => {
@@ -81,19 +81,18 @@ if (send) {
       output.textContent = "";
       return;
     }
-    const headers = { "Content-Type": "application/json", "Accept": "application/json" };
-    const tokenField = document.getElementById("tester-token");
-    if (tokenField && tokenField.value.trim()) {
-      headers["Authorization"] = "Bearer " + tokenField.value.trim();
-    }
+    const headers = {
+      "Content-Type": "application/json", "Accept": "application/json", "X-CSRF-Token": csrf(),
+    };
+    const tester = document.getElementById("tester");
+    const route = document.getElementById("tester-route").value;
     send.disabled = true;
     status.className = "muted";
     status.textContent = "Sending…";
     const started = performance.now();
     try {
-      const response = await fetch(document.getElementById("tester-url").value, {
-        method: "POST", headers, body, credentials: "omit",
-      });
+      const url = tester.dataset.url + "?route=" + encodeURIComponent(route);
+      const response = await fetch(url, { method: "POST", headers, body, credentials: "same-origin" });
       const elapsed = performance.now() - started;
       const text = await response.text();
       let shown = text;
