@@ -20,11 +20,11 @@ from fastapi.routing import APIRoute
 from modelhost.app import UI_ROUTERS, create_app
 from modelhost.operations import access_control
 from modelhost.operations.credentials import bootstrap_admin
-from modelhost.permissions import PERMISSIONS, ROLES
 from modelhost.settings import load_settings
 from modelhost.ui import actions, session
 from tests.fakes import FakeBackend
 from tests.helpers import PROJECTS
+from tests.test_permissions_table import LEAST_ROLE, ROLE_ORDER
 from tests.ui.conftest import CSRF, session_cookies
 
 PUBLIC, AUTHENTICATED, ADMIN = "public", "authenticated", "admin"
@@ -117,7 +117,7 @@ def test_every_ui_route_and_form_action_is_classified() -> None:
     assert set(ACTION_NEEDS) == set(actions.ACTIONS) | set(actions.TOKEN_ACTIONS)
     assert set(GROUP_ACTION_FORMS) == set(actions.GROUP_ACTIONS)
     used = set(UI_ROUTE_NEEDS.values()) | set(ACTION_NEEDS.values())
-    assert used - {PUBLIC, AUTHENTICATED, ADMIN} <= set(PERMISSIONS)
+    assert used - {PUBLIC, AUTHENTICATED, ADMIN} <= set(LEAST_ROLE)
 
 
 def _archive() -> bytes:
@@ -192,7 +192,7 @@ def _expected(need: str, actor: str) -> set[int] | str:
         return {403}
     if actor == "stranger":
         return {404}
-    return "ok" if ROLES.index(actor) >= ROLES.index(PERMISSIONS[need]) else {403}
+    return "ok" if ROLE_ORDER.index(actor) >= ROLE_ORDER.index(LEAST_ROLE[need]) else {403}
 
 
 def _cases() -> list[tuple[str, str, str, str]]:
