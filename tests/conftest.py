@@ -51,6 +51,17 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         yield from _postgres_database()
 
 
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def server_database(request: pytest.FixtureRequest) -> Iterator[dict[str, str]]:
+    """The environment of a module's server: its default SQLite database, then a fresh
+    PostgreSQL one, so the module's tests run on both."""
+    if request.param == "sqlite":
+        yield {}
+    else:
+        for url in _postgres_database():
+            yield {"MODELHOST_DATABASE_URL": url}
+
+
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"

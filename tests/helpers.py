@@ -15,6 +15,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import httpx
+import sqlalchemy as sa
 
 from modelhost import Client
 
@@ -149,3 +150,18 @@ def wait_until(predicate, timeout: float = 30.0, interval: float = 0.1):  # type
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         time.sleep(interval)
+
+
+def database_dump(server: Server) -> str:
+    """Every row of every table of the server's database, as text (SQLite or PostgreSQL)."""
+    url = server.env.get("MODELHOST_DATABASE_URL") or f"sqlite:///{server.home / 'modelhost.db'}"
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            lines = []
+            for table in sa.inspect(conn).get_table_names():
+                for row in conn.execute(sa.text(f'SELECT * FROM "{table}"')):
+                    lines.append(f"{table}: {tuple(row)!r}")
+            return "\n".join(lines)
+    finally:
+        engine.dispose()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import os
-import sqlite3
 import stat
 import subprocess
 import sys
@@ -16,7 +15,7 @@ import httpx
 import pytest
 
 from modelhost import Client, errors
-from tests.helpers import PROJECTS, Server, running_server, wait_until
+from tests.helpers import PROJECTS, Server, database_dump, running_server, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -25,10 +24,14 @@ SECRETS: list[str] = []  # every secret issued in this module, grepped for at th
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """A server with the product's defaults: new models need an access token."""
+def server(
+    tmp_path_factory: pytest.TempPathFactory, server_database: dict[str, str]
+) -> Iterator[Server]:
+    """A server with the product's defaults (new models need an access token), on SQLite and
+    on PostgreSQL."""
     home = tmp_path_factory.mktemp("access") / "home"
-    with running_server(home, {"MODELHOST_DEFAULT_INVOCATION_MODE": "token"}) as running:
+    env = {"MODELHOST_DEFAULT_INVOCATION_MODE": "token", **server_database}
+    with running_server(home, env) as running:
         SECRETS.append(running.api_key)
         yield running
 
@@ -324,7 +327,7 @@ def test_failed_logins_are_refused_throttled_and_audited(server: Server) -> None
 def test_no_secret_ever_reaches_a_log_an_error_or_the_database(server: Server) -> None:
     """Runs last in this module: grep everything the server wrote for every issued secret."""
     assert len(SECRETS) >= 8
-    dump = "\n".join(sqlite3.connect(server.home / "modelhost.db").iterdump())
+    dump = database_dump(server)
     texts = {"database": dump, "server log": server.log.read_text()}
     for path in server.home.rglob("*.log"):
         texts[str(path)] = path.read_text(errors="replace")

@@ -26,8 +26,12 @@ RUN_ENV = {
 
 
 @pytest.fixture(scope="module")
-def runs_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    with running_server(tmp_path_factory.mktemp("runs") / "home", RUN_ENV) as running:
+def runs_server(
+    tmp_path_factory: pytest.TempPathFactory, server_database: dict[str, str]
+) -> Iterator[Server]:
+    """Runs and schedules on SQLite, then on PostgreSQL."""
+    home = tmp_path_factory.mktemp("runs") / "home"
+    with running_server(home, {**RUN_ENV, **server_database}) as running:
         yield running
 
 
