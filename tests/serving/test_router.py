@@ -8,7 +8,9 @@ from pathlib import Path
 
 from modelhost.backends.base import Instance, InstanceState
 from modelhost.gateway.app import Gateway
+from modelhost.gateway.board import LoadBoard
 from modelhost.gateway.metrics import CallMetrics
+from modelhost.gateway.peers import Peers
 from modelhost.gateway.routes import RouteTable
 from modelhost.serving.router import GatewayFleet, MainProcessOnly, Router
 from modelhost.settings import Settings, load_settings
@@ -17,6 +19,11 @@ from tests.serving.conftest import make_instance, make_model, make_version
 
 class FakeFleet:
     """Gateway processes that hold the instances named in ``elsewhere``."""
+
+    board: LoadBoard | None = None
+
+    def peers(self) -> Peers | None:
+        return None
 
     def __init__(self, elsewhere: frozenset[str] = frozenset()) -> None:
         self.elsewhere = set(elsewhere)
