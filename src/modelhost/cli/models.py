@@ -324,9 +324,29 @@ def call(
 )
 @click.option("--version", "number", type=int, help="Only this version's instances.")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new lines (Ctrl-C stops).")
+@click.option(
+    "--requests",
+    "requests_log",
+    is_flag=True,
+    help="The request log instead: a line per call (time, request id, version, route, "
+    "status, duration, source).",
+)
 @pass_connection
-def logs(conn: Connection, model: str, tail: int, number: int | None, follow: bool) -> None:
-    """Print the instance logs of MODEL."""
+def logs(
+    conn: Connection,
+    model: str,
+    tail: int,
+    number: int | None,
+    follow: bool,
+    requests_log: bool,
+) -> None:
+    """Print the instance logs of MODEL (with --requests, its request log)."""
+    if requests_log:
+        if number is not None or follow:
+            raise click.UsageError("--requests takes --tail only, not --version or --follow.")
+        for entry in conn.client.requests(model, tail=tail):
+            click.echo(request_line(entry))
+        return
     after: str | None = None
     while True:
         lines = conn.client.logs(
@@ -341,6 +361,17 @@ def logs(conn: Connection, model: str, tail: int, number: int | None, follow: bo
         time.sleep(1)
 
 
+def request_line(entry: dict[str, Any]) -> str:
+    """A request log entry as the CLI prints it."""
+    version = "-" if entry.get("version") is None else f"v{entry['version']}"
+    duration = entry.get("duration_ms")
+    return (
+        f"{entry.get('time')} {entry.get('request_id')} {version} {entry.get('route') or '-'} "
+        f"{entry.get('status')} {'-' if duration is None else f'{duration:.2f}ms'} "
+        f"{entry.get('source') or '-'}"
+    )
+
+
 def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.3g}"
 
@@ -349,10 +380,10 @@ def _ms(value: float | None) -> str:
 @click.argument("model")
 @click.option(
     "--minutes",
-    type=click.IntRange(1, 60),
+    type=click.IntRange(1, 10080),
     default=60,
     show_default=True,
-    help="How many recent minutes to sum up.",
+    help="How many recent minutes to sum up (up to 10080, a week).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON, with one point per minute.")
 @pass_connection
@@ -363,7 +394,7 @@ def metrics(conn: Connection, model: str, minutes: int, as_json: bool) -> None:
         print_json(found)
         return
     if not found["versions"]:
-        click.echo(f"No calls to {found['model']} since the server started.")
+        click.echo(f"No calls to {found['model']} in the last {minutes} minutes.")
         return
     rows = []
     for version in found["versions"]:
