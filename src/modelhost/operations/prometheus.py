@@ -71,7 +71,7 @@ class Sources:
     started: float
 
 
-def _buckets(counts: list[int]) -> list[tuple[str, float]]:
+def cumulative_buckets(counts: list[int]) -> list[tuple[str, float]]:
     """Cumulative Prometheus buckets (le in seconds) from the gateway's fine histogram."""
     found: list[tuple[str, float]] = []
     seen = 0
@@ -151,9 +151,11 @@ class Collector(_Collector):
         for key, entry in sorted(merged.items()):
             for status, count in sorted(entry["statuses"].items()):
                 requests.add_metric([*key, str(status)], count)
-            latency.add_metric(list(key), _buckets(entry["latency"]), entry["latency_sum"] / 1000)
+            latency.add_metric(
+                list(key), cumulative_buckets(entry["latency"]), entry["latency_sum"] / 1000
+            )
             model_time.add_metric(
-                list(key), _buckets(entry["model_time"]), entry["model_time_sum"] / 1000
+                list(key), cumulative_buckets(entry["model_time"]), entry["model_time_sum"] / 1000
             )
         yield requests
         yield latency
