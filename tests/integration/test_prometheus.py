@@ -3,17 +3,33 @@ counts that match the calls made, with one gateway process and with two."""
 
 from __future__ import annotations
 
+import json
+import re
+
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from modelhost import errors
 from modelhost.operations.prometheus import NAMES
-from tests.helpers import PROJECTS, Server, running_server, wait_until
+from tests.helpers import PROJECTS, ROOT, Server, running_server, wait_until
 
 pytestmark = pytest.mark.integration
 
 METRICS_TOKEN = "prometheus-scrapes-with-this-token"
+DASHBOARD = ROOT / "docs" / "grafana" / "modelhost-dashboard.json"
+
+
+def _dashboard_queries() -> list[str]:
+    """Every PromQL expression of the shipped Grafana dashboard, and its variables' queries."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    queries = []
+    for panel in dashboard["panels"]:
+        assert panel["targets"], panel["title"]
+        queries += [target["expr"] for target in panel["targets"]]
+    for variable in dashboard["templating"]["list"]:
+        queries.append(variable["query"]["query"])
+    return queries
 
 
 def _scrape(server: Server, credential: str | None = None) -> dict[str, dict[tuple, float]]:
@@ -95,9 +111,17 @@ def test_counters_match_the_calls_made_across_gateway_processes(
         )
         assert _value(samples, "modelhost_versions_running") == 1
         assert _value(samples, "modelhost_uptime_seconds") > 0
-        exposed = {name for name in samples}
-        for name in NAMES:  # every metric the docs and the dashboard name is there
+        exposed = set(samples)
+        for name in NAMES:  # every metric the docs name is there
             assert any(found.startswith(name) for found in exposed), name
+        # Every query of the Grafana dashboard in docs/ names metrics this server exposes.
+        queries = _dashboard_queries()
+        assert len(queries) >= 14
+        for query in queries:
+            named = re.findall(r"\bmodelhost_[a-z_]+", query)
+            assert named, query
+            for name in named:
+                assert name in exposed, f"{name} (in {query!r}) is not exposed"
 
 
 def test_a_failed_build_is_counted(server: Server) -> None:
