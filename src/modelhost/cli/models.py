@@ -385,10 +385,10 @@ def _ms(value: float | None) -> str:
     show_default=True,
     help="How many recent minutes to sum up (up to 10080, a week).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print JSON, with one point per minute.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON, with the points for charts.")
 @pass_connection
 def metrics(conn: Connection, model: str, minutes: int, as_json: bool) -> None:
-    """Calls per minute, errors and latency of MODEL's versions, as the gateway counted them."""
+    """Calls per minute, errors and latency of MODEL's versions, as the server recorded them."""
     found = conn.client.metrics(model, minutes=minutes)
     if as_json:
         print_json(found)
