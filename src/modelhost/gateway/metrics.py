@@ -223,7 +223,7 @@ class CallMetrics:
     def gauges(self) -> dict[tuple[str, int], tuple[int, int]]:
         """The gateway processes' calls in flight and queued, per model id and version."""
         summed: dict[tuple[str, int], tuple[int, int]] = {}
-        for gauges in self._gauges.values():
+        for gauges in list(self._gauges.values()):
             for key, (busy, queued) in gauges.items():
                 before = summed.get(key, (0, 0))
                 summed[key] = (before[0] + busy, before[1] + queued)

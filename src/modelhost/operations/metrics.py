@@ -94,7 +94,9 @@ class CallHistory:
     def _write(self, deltas: list[CallMinute]) -> None:
         with self._lock:
             self.repo.add_call_minutes(deltas)
-            kept = {(s.version_id, m.minute) for s in self.metrics.all_series() for m in s.minutes}
+            kept = {
+                (s.version_id, m.minute) for s in self.metrics.all_series() for m in list(s.minutes)
+            }
             written = {key: value for key, value in self._written.items() if key in kept}
             for delta in deltas:
                 key = (delta.version_id, delta.minute)

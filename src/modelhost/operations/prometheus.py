@@ -138,7 +138,7 @@ class Collector(_Collector):
                     "model_time_sum": 0.0,
                 },
             )
-            for status, count in totals.statuses.items():
+            for status, count in list(totals.statuses.items()):  # the loop may add one
                 entry["statuses"][status] = entry["statuses"].get(status, 0) + count
             entry["latency"] = [
                 a + b for a, b in zip(entry["latency"], totals.latency, strict=True)
@@ -213,7 +213,8 @@ class Collector(_Collector):
                 labels=labels,
             ),
         }
-        events = self.sources.supervisor.events
+        # A copy: this runs in a worker thread while the event loop counts.
+        events = dict(self.sources.supervisor.events)
         # Every version that started an instance has all three (0 crashes is a value too).
         for model_id, number in sorted({(m, n) for m, n, _ in events}):
             name = models.get(model_id)
