@@ -12,6 +12,7 @@ import dataclasses
 import datetime as dt
 import hmac
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any
@@ -37,15 +38,19 @@ from modelhost.db.repo import Repo
 from modelhost.gateway import control
 from modelhost.gateway.app import Gateway, Receive, Scope, Send, new_request_id
 from modelhost.gateway.process_parent import GatewayProcesses
+from modelhost.gateway.requestlog import RequestLog, RequestLogWriter
 from modelhost.httpkit import bodies
 from modelhost.httpkit import errors as http_errors
 from modelhost.httpkit.responses import JSONResponse
 from modelhost.jobs.runner import Jobs
 from modelhost.operations import Services
+from modelhost.operations import prometheus as prometheus_ops
 from modelhost.operations.audit import RequestInfo, current_request
+from modelhost.operations.metrics import CallHistory
 from modelhost.reconciler import Reconciler
 from modelhost.sandbox import Sandbox, open_sandbox
 from modelhost.serving.children import Children
+from modelhost.serving.recorder import Recorder
 from modelhost.settings import Settings
 from modelhost.ui import actions as ui_actions
 from modelhost.ui import guard as ui_guard
@@ -139,9 +144,14 @@ class ModelhostApp:
             current_request.reset(token)
 
 
-async def _keep_house(home: Path) -> None:
-    """Remove leftovers of interrupted work older than an hour, every ten minutes."""
+async def _keep_house(home: Path, history: CallHistory, retention_days: int) -> None:
+    """Remove leftovers of interrupted work older than an hour, and call metrics older than
+    the retention, every ten minutes."""
     while True:
+        try:
+            await asyncio.to_thread(history.prune, retention_days)
+        except Exception:
+            logger.exception("pruning the call metrics failed; trying again later")
         await asyncio.sleep(housekeeping.INTERVAL_SECONDS)
         try:
             await asyncio.to_thread(housekeeping.sweep, home, older_than=housekeeping.STALE_SECONDS)
@@ -149,7 +159,13 @@ async def _keep_house(home: Path) -> None:
             logger.exception("housekeeping failed; trying again later")
 
 
-def create_api(services: Services, reconciler: Reconciler, jobs: Jobs) -> FastAPI:
+def create_api(
+    services: Services,
+    reconciler: Reconciler,
+    jobs: Jobs,
+    history: CallHistory,
+    recorder: Recorder,
+) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         home = services.settings.home_path
@@ -163,7 +179,8 @@ def create_api(services: Services, reconciler: Reconciler, jobs: Jobs) -> FastAP
         tasks = [
             loop.create_task(reconciler.run_forever()),
             loop.create_task(jobs.run_forever()),
-            loop.create_task(_keep_house(home)),
+            loop.create_task(_keep_house(home, history, services.settings.metrics_retention_days)),
+            loop.create_task(recorder.run_forever()),
         ]
         try:
             yield
@@ -174,6 +191,7 @@ def create_api(services: Services, reconciler: Reconciler, jobs: Jobs) -> FastAP
                     await task
             await jobs.close()
             await reconciler.close()
+            await recorder.close()  # after the gateway processes sent their last
 
     api = FastAPI(
         title="modelhost",
@@ -227,6 +245,8 @@ def create_app(
         else LocalBackend(sandbox, pids=home / pidfiles.RUN_DIRECTORY)
     )
     gateway = Gateway(max_request_bytes=settings.max_request_bytes)
+    if settings.request_log:
+        gateway.request_log = RequestLog()
     key = ServerKey(home)
     children = Children(settings, key)
     reconciler = Reconciler(
@@ -237,6 +257,23 @@ def create_app(
         store=store,
         children=children,
         gateways=gateways,
+    )
+    history = CallHistory(repo, gateway.metrics)
+    sources = prometheus_ops.Sources(
+        metrics=gateway.metrics,
+        table=lambda: gateway.table,
+        supervisor=reconciler.supervisor,
+        repo=repo,
+        started=time.time(),
+    )
+    writer = (
+        RequestLogWriter(
+            children.log_dir,
+            max_bytes=settings.request_log_max_bytes,
+            backups=settings.request_log_backups,
+        )
+        if settings.request_log
+        else None
     )
     services = Services(
         settings=settings,
@@ -250,11 +287,15 @@ def create_app(
         metrics=gateway.metrics,
         supervisor=reconciler.supervisor,
         invoke=gateway.call_in_process,
+        history=history,
+        scrape=prometheus_ops.exposition(sources),
     )
     if clock is not None:
         services = dataclasses.replace(services, clock=clock)
     jobs = Jobs(services)
     services = dataclasses.replace(services, wake_jobs=jobs.wake)
-    app = ModelhostApp(services, gateway, create_api(services, reconciler, jobs), jobs)
+    recorder = Recorder(gateway, history, writer)
+    api = create_api(services, reconciler, jobs, history, recorder)
+    app = ModelhostApp(services, gateway, api, jobs)
     app.gateway_secret = gateways.secret.encode() if gateways is not None else None
     return app

@@ -318,10 +318,10 @@ def _listening(host: str, port: int, *, shared: bool) -> socket.socket:
             listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         listener.bind((host, port))
         listener.listen(2048)
-    except OSError:
-        listener.close()  # a port in use must not leak the socket that could not have it
+        listener.set_inheritable(True)
+    except OSError:  # socket.gaierror too: the caller turns it into an error line
+        listener.close()
         raise
-    listener.set_inheritable(True)
     return listener
 
 

@@ -180,5 +180,6 @@ def _gateway_processes(
         trusted_proxies=settings.trusted_proxies,
         allowed_hosts=settings.allowed_host_names,
         limits=ConnectionLimits.from_settings(settings),
+        request_log=settings.request_log,
     )
     return [listeners[0], unix], gateways, private

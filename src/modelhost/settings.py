@@ -135,6 +135,13 @@ def _uid(value: Any) -> int:
     return number
 
 
+def _token(value: Any) -> str:
+    text = str(value)
+    if len(text) < 16 or any(c.isspace() for c in text):
+        raise ValueError("expected at least 16 characters and no spaces (a hard-to-guess token)")
+    return text
+
+
 def _log_level(value: Any) -> str:
     level = str(value).lower()
     if level not in {"debug", "info", "warning", "error"}:
@@ -465,6 +472,39 @@ SETTINGS: tuple[Setting, ...] = (
         "How SQLite writes its commits: full (each commit is on disk before it is answered, "
         "the default) or normal (faster; the last commits can be lost on a power failure or "
         "an operating system crash, never on a crash of modelhost alone).",
+    ),
+    Setting(
+        "metrics_token",
+        _token,
+        None,
+        "A token Prometheus may read /metrics with ('Authorization: Bearer TOKEN'), besides "
+        "admins' API keys. Unset (the default): only admins' API keys.",
+        secret=True,
+    ),
+    Setting(
+        "metrics_retention_days",
+        _positive_int,
+        30,
+        "Days the per-minute call aggregates behind the metrics charts are kept.",
+    ),
+    Setting(
+        "request_log",
+        _bool,
+        True,
+        "Write a line per call (time, request id, model, version, route, status, duration, "
+        "source address; never the body or a token) to logs/<model id>/requests.log.",
+    ),
+    Setting(
+        "request_log_max_bytes",
+        _positive_int,
+        10_000_000,
+        "Size at which a model's request log is rotated to requests.log.1.",
+    ),
+    Setting(
+        "request_log_backups",
+        _non_negative_int,
+        3,
+        "Rotated request logs kept per model (requests.log.1 ... .N); older ones are deleted.",
     ),
 )
 

@@ -9,6 +9,8 @@ API = "/api/v1"
 OPENAPI = f"{API}/openapi.json"
 HEALTH = "/health"
 FAVICON = "/favicon.ico"
+#: Prometheus metrics, for admins' API keys and the metrics token
+METRICS = "/metrics"
 #: every invocation URL starts with this; everything else is the control plane or the UI
 INVOKE_PREFIX = "/models/"
 #: the user name and password of a URL (greedy up to the host's last '@': "p@ss" is common)
@@ -50,6 +52,10 @@ def api_versions(model: str) -> str:
 
 def api_version(model: str, number: int) -> str:
     return f"{api_versions(model)}/{number}"
+
+
+def api_requests(model: str) -> str:
+    return f"{api_model(model)}/requests"
 
 
 def api_logs(model: str) -> str:

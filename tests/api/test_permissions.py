@@ -60,6 +60,8 @@ ROUTE_NEEDS: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/models/{model}/instances"): "view",
     ("GET", "/api/v1/models/{model}/logs"): "view-logs",
     ("GET", "/api/v1/models/{model}/metrics"): "view",
+    ("GET", "/api/v1/models/{model}/requests"): "view-logs",
+    ("GET", "/metrics"): ADMIN,
     ("POST", "/api/v1/models/{model}/deploy"): "deploy",
     ("POST", "/api/v1/models/{model}/rollback"): "deploy",
     ("POST", "/api/v1/models/{model}/promote"): "deploy",

@@ -9,7 +9,6 @@ from pathlib import Path
 from modelhost.backends.base import Instance, InstanceState
 from modelhost.gateway.app import Gateway
 from modelhost.gateway.board import LoadBoard
-from modelhost.gateway.metrics import CallMetrics
 from modelhost.gateway.peers import Peers
 from modelhost.gateway.routes import RouteTable
 from modelhost.serving.router import GatewayFleet, MainProcessOnly, Router
@@ -33,7 +32,7 @@ class FakeFleet:
         self.published: list[RouteTable] = []
         self.events: list[tuple[str, str]] = []
 
-    async def start(self, metrics: CallMetrics, end: Callable[[str, str, str], None]) -> None:
+    async def start(self, gateway: Gateway, end: Callable[[str, str, str], None]) -> None:
         self.events.append(("start", ""))
 
     def keeps(self, instance: Instance) -> bool:

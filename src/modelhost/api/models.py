@@ -151,21 +151,34 @@ def list_instances(model: str, services: ServicesDep, user: UserDep) -> dict[str
 
 @router.get(
     "/{model}/metrics",
-    summary="Calls per minute, errors and latency per version over the last hour",
+    summary="Calls, errors and latency per version over the last minutes (up to 7 days)",
     description=(
-        "Counted by the gateway in memory since the server started: calls that reached a "
-        "version (errors are 5xx answers, client_errors 4xx), with p50 and p99 latency in ms "
-        "as the server measured it (the upper edge of a histogram bucket, at most 19% high)."
+        "Per-minute aggregates the server keeps in its database (setting "
+        "metrics_retention_days), so they survive a restart: calls that reached a version "
+        "(errors are 5xx answers, client_errors 4xx), with p50 and p99 latency in ms as the "
+        "server measured it (the upper edge of a histogram bucket, at most 19% high). Points "
+        "are step_minutes long: 1 up to two hours, 15 for a day, 120 for a week."
     ),
 )
 def read_metrics(
     model: str,
     services: ServicesDep,
     user: UserDep,
-    minutes: Annotated[int, Query(description="How many recent minutes (1-60)")] = 60,
+    minutes: Annotated[int, Query(description="How many recent minutes (1-10080)")] = 60,
 ) -> dict[str, Any]:
     found = authorize(services, user, model, "view")
     return metrics_ops.model_metrics(services, found, minutes)
+
+
+@router.get("/{model}/requests", summary="Read a model's request log: a line per call")
+def read_requests(
+    model: str,
+    services: ServicesDep,
+    user: UserDep,
+    tail: Annotated[int, Query(description="Lines from the end (1-10000)")] = 200,
+) -> dict[str, Any]:
+    found = authorize(services, user, model, "view-logs")
+    return {"lines": ops.read_requests(services, found, tail=tail)}
 
 
 @router.get("/{model}/logs", summary="Read a model's instance logs")

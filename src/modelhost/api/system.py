@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import hmac
 from importlib import resources
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.responses import RedirectResponse, Response
 
-from modelhost import __version__, urls
+from modelhost import __version__, errors, urls
 from modelhost.httpkit.deps import ServicesDep, UserDep
+from modelhost.operations.credentials import KEY_PREFIX, authenticate
 
 router = APIRouter(tags=["system"])
 
@@ -22,6 +25,42 @@ def health(services: ServicesDep) -> dict[str, Any]:
         "version": __version__,
         "isolation": services.sandbox.status.as_dict(),
     }
+
+
+#: the classic text format, which every Prometheus reads (the names here need nothing newer)
+_TEXT_FORMAT = "text/plain; version=0.0.4; charset=utf-8"
+_bearer = HTTPBearer(auto_error=False, description="An admin's API key or the metrics token")
+
+
+@router.get(
+    urls.METRICS,
+    summary="Prometheus metrics (text format): admins' API keys or the metrics token",
+    response_class=Response,
+)
+def prometheus_metrics(
+    services: ServicesDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Response:
+    """Calls, latency, load, instances and builds per model and version (docs/api.md)."""
+    given = credentials.credentials if credentials else None
+    token = services.settings.metrics_token
+    if not (token and given and hmac.compare_digest(given.encode(), token.encode())):
+        if not given:
+            raise errors.Unauthenticated(
+                "/metrics needs an admin's API key or the metrics token (setting "
+                "metrics_token): send 'Authorization: Bearer ...'."
+            )
+        if not given.startswith(KEY_PREFIX):
+            raise errors.Unauthenticated(
+                "That is neither the metrics token (setting metrics_token) nor a modelhost API key."
+            )
+        user = authenticate(services.repo, given)
+        if not user.is_admin:
+            raise errors.Forbidden(
+                f"Only admins may read /metrics; '{user.username}' is not one. Use an admin's "
+                "API key or the metrics token (setting metrics_token)."
+            )
+    return Response(services.scrape(), media_type=_TEXT_FORMAT)
 
 
 @router.get("/", summary="What this server is and where its API lives", include_in_schema=False)

@@ -372,9 +372,29 @@ def call(
 )
 @click.option("--version", "number", type=int, help="Only this version's instances.")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new lines (Ctrl-C stops).")
+@click.option(
+    "--requests",
+    "requests_log",
+    is_flag=True,
+    help="The request log instead: a line per call (time, request id, version, route, "
+    "status, duration, source).",
+)
 @pass_connection
-def logs(conn: Connection, model: str, tail: int, number: int | None, follow: bool) -> None:
-    """Print the instance logs of MODEL."""
+def logs(
+    conn: Connection,
+    model: str,
+    tail: int,
+    number: int | None,
+    follow: bool,
+    requests_log: bool,
+) -> None:
+    """Print the instance logs of MODEL (with --requests, its request log)."""
+    if requests_log:
+        if number is not None or follow:
+            raise click.UsageError("--requests takes --tail only, not --version or --follow.")
+        for entry in conn.client.requests(model, tail=tail):
+            click.echo(request_line(entry))
+        return
     after: str | None = None
     while True:
         lines = conn.client.logs(
@@ -389,6 +409,17 @@ def logs(conn: Connection, model: str, tail: int, number: int | None, follow: bo
         time.sleep(1)
 
 
+def request_line(entry: dict[str, Any]) -> str:
+    """A request log entry as the CLI prints it."""
+    version = "-" if entry.get("version") is None else f"v{entry['version']}"
+    duration = entry.get("duration_ms")
+    return (
+        f"{entry.get('time')} {entry.get('request_id')} {version} {entry.get('route') or '-'} "
+        f"{entry.get('status')} {'-' if duration is None else f'{duration:.2f}ms'} "
+        f"{entry.get('source') or '-'}"
+    )
+
+
 def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.3g}"
 
@@ -397,21 +428,21 @@ def _ms(value: float | None) -> str:
 @click.argument("model")
 @click.option(
     "--minutes",
-    type=click.IntRange(1, 60),
+    type=click.IntRange(1, 10080),
     default=60,
     show_default=True,
-    help="How many recent minutes to sum up.",
+    help="How many recent minutes to sum up (up to 10080, a week).",
 )
 @format_option  # JSON has one point per minute
 @pass_connection
 def metrics(conn: Connection, model: str, minutes: int, as_json: bool) -> None:
-    """Calls per minute, errors and latency of MODEL's versions, as the gateway counted them."""
+    """Calls per minute, errors and latency of MODEL's versions, as the server recorded them."""
     found = conn.client.metrics(model, minutes=minutes)
     if as_json:
         print_json(found)
         return
     if not found["versions"]:
-        click.echo(f"No calls to {found['model']} since the server started.")
+        click.echo(f"No calls to {found['model']} in the last {minutes} minutes.")
         return
     rows = []
     for version in found["versions"]:

@@ -218,7 +218,8 @@ class Client(RunsMixin):
         return Version.from_json(self._request("GET", urls.api_version(model, number)))
 
     def metrics(self, model: str, *, minutes: int = 60) -> dict[str, Any]:
-        """Calls, errors and p50/p99 latency per version, per minute, for the last hour."""
+        """Calls, errors and p50/p99 latency per version over the last ``minutes`` (up to
+        10080, a week), from the per-minute history the server keeps."""
         return self._request("GET", urls.api_metrics(model), params={"minutes": minutes})
 
     def instances(self, model: str) -> list[Instance]:
@@ -240,6 +241,12 @@ class Client(RunsMixin):
         if after is not None:
             params["after"] = after
         return self._request("GET", urls.api_logs(model), params=params)["lines"]
+
+    def requests(self, model: str, *, tail: int = 200) -> list[dict[str, Any]]:
+        """The last ``tail`` lines of the model's request log, one per call, oldest first:
+        ``time``, ``request_id``, ``model``, ``version``, ``route``, ``status``,
+        ``duration_ms``, ``source``."""
+        return self._request("GET", urls.api_requests(model), params={"tail": tail})["lines"]
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from modelhost.db import tables as t
 from modelhost.db.access import AccessRepo, ApiKey, AuditEvent, Group, Token, User
 from modelhost.db.base import _row, new_id, utcnow
+from modelhost.db.call_minutes import CallMinute, CallMinutesRepo
 from modelhost.db.environments import EnvironmentRepo, NamedEnvironment
 from modelhost.db.runs import Run, RunsRepo, Schedule
 
@@ -22,6 +23,7 @@ __all__ = [
     "ApiKey",
     "AuditEvent",
     "BuildFailure",
+    "CallMinute",
     "EnvVar",
     "Group",
     "Label",
@@ -149,7 +151,7 @@ class EnvVar:
     updated_at: dt.datetime
 
 
-class Repo(RunsRepo, AccessRepo, EnvironmentRepo):
+class Repo(RunsRepo, AccessRepo, EnvironmentRepo, CallMinutesRepo):
     """All reads and writes, over one SQLAlchemy engine (see :class:`Store` for transactions).
 
     Users, keys, tokens, collaborators and audit events are in :mod:`modelhost.db.access`;
@@ -364,6 +366,7 @@ class Repo(RunsRepo, AccessRepo, EnvironmentRepo):
                 t.group_roles,
                 t.schedules,
                 t.versions,
+                t.call_minutes,
             ):
                 conn.execute(delete(table).where(table.c.model_id == model_id))
             conn.execute(delete(t.models).where(t.models.c.id == model_id))

@@ -9,6 +9,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
@@ -271,4 +272,23 @@ server_leases = Table(
     Column("url", Text, nullable=False),
     Column("started_at", DateTime(timezone=True), nullable=False),
     Column("heartbeat_at", DateTime(timezone=True), nullable=False),
+)
+
+#: calls per version and minute, written by the server from its in-memory metrics so the
+#: charts survive a restart; rows older than ``metrics_retention_days`` are deleted
+call_minutes = Table(
+    "call_minutes",
+    metadata,
+    Column("version_id", String(32), primary_key=True),
+    Column("minute", Integer, primary_key=True),  # minutes since the epoch, UTC
+    Column("model_id", String(32), nullable=False),
+    Column("version_number", Integer, nullable=False),
+    Column("requests", Integer, nullable=False),
+    Column("errors", Integer, nullable=False),  # 5xx
+    Column("client_errors", Integer, nullable=False),  # 4xx
+    Column("latency_sum_ms", Float, nullable=False),
+    Column("latency_max_ms", Float, nullable=False),
+    Column("buckets", Text, nullable=False),  # JSON: {latency bucket index: calls}
+    Index("ix_call_minutes_model_minute", "model_id", "minute"),
+    Index("ix_call_minutes_minute", "minute"),
 )

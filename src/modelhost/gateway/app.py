@@ -19,6 +19,7 @@ from modelhost.backends.base import CallResult, Instance
 from modelhost.gateway.auth import TokenGuard
 from modelhost.gateway.metrics import CallMetrics
 from modelhost.gateway.pool import VersionPool
+from modelhost.gateway.requestlog import RequestLog
 from modelhost.gateway.routes import ModelRoute, Release, RouteTable
 
 if TYPE_CHECKING:
@@ -91,6 +92,8 @@ class Gateway:
         self.max_request_bytes = max_request_bytes
         self.guard = TokenGuard()
         self.metrics = CallMetrics()
+        #: one line per call answered here, written in the background (None: no request log)
+        self.request_log: RequestLog | None = None
         #: in a gateway process: passes a call it cannot answer to the main server process
         self.forward: Forward | None = None
         #: with gateway processes: the others, to pass a call to one with an idle instance
@@ -168,7 +171,7 @@ class Gateway:
                         raise
                     # A version that just took the route crashed on this call: the version it
                     # took the route from is still warm, and answers it instead.
-                    self._record(admitted, 502, started)
+                    self._record(admitted, 502, started, scope["path"])
                     admitted = release = route.releases[fallback]
                     result, admitted = await self._call(
                         scope["path"], route, route.pools[fallback], admitted, request_id, body, 0
@@ -182,9 +185,16 @@ class Gateway:
                 raise
             timing = (time.perf_counter() - started) * 1000
             self.metrics.record(
-                admitted.model_id, admitted.version_id, admitted.number, 200, timing
+                admitted.model_id,
+                admitted.version_id,
+                admitted.number,
+                200,
+                timing,
+                scope["path"],
+                result.model_time_ms,
             )
             status = 200
+            release = admitted
             body = b"".join(
                 (
                     b'{"result":',
@@ -209,11 +219,13 @@ class Gateway:
         except errors.ModelhostError as exc:
             status, headers, body = error_response(exc, request_id)
             if release is not None:  # the version that was to answer, or that failed
-                self._record(release, exc.status, started)
+                self._record(release, exc.status, started, scope["path"])
                 headers.append((b"x-model-version", release.number_header))
         except Exception as exc:
             logger.exception("request %s failed", request_id)
             status, headers, body = error_response(errors.InternalError(str(exc)), request_id)
+        if self.request_log is not None:  # a tuple now; the line is written in the background
+            self.request_log.add(started, request_id, scope, status, release)
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
@@ -386,6 +398,8 @@ class Gateway:
             route, pool, release = self._resolve(path)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _record(self, release: Release, status: int, started: float) -> None:
+    def _record(self, release: Release, status: int, started: float, path: str) -> None:
         elapsed = (time.perf_counter() - started) * 1000
-        self.metrics.record(release.model_id, release.version_id, release.number, status, elapsed)
+        self.metrics.record(
+            release.model_id, release.version_id, release.number, status, elapsed, path
+        )

@@ -27,9 +27,11 @@ from modelhost.gateway.app import Gateway, Receive, Scope, Send
 from modelhost.gateway.board import LoadBoard
 from modelhost.gateway.hosts import HostGuard
 from modelhost.gateway.limits import ConnectionLimits
+from modelhost.gateway.metrics import CallMetrics
 from modelhost.gateway.peers import Peers, socket_path
 from modelhost.gateway.pool import VersionPool
 from modelhost.gateway.proxy import Proxy
+from modelhost.gateway.requestlog import RequestLog
 from modelhost.lifetime import die_with_parent
 
 logger = logging.getLogger("modelhost.gateway.process_child")
@@ -48,8 +50,11 @@ class GatewayProcess:
         proxy: Proxy,
         max_request_bytes: int,
         peers: Peers | None = None,
+        request_log: bool = False,
     ) -> None:
         self.gateway = Gateway(max_request_bytes=max_request_bytes)
+        if request_log:
+            self.gateway.request_log = RequestLog()
         self.gateway.forward = proxy
         self.gateway.peers = peers
         self.proxy = proxy
@@ -61,6 +66,7 @@ class GatewayProcess:
         self._pools: dict[str, VersionPool] = {}
         self._routes: dict[str, Any] = {"models": []}
         self._tasks: list[asyncio.Task[None]] = []
+        self._last_gauges: list[list[Any]] = []
 
     def __call__(self, scope: Scope, receive: Receive, send: Send) -> Any:
         if scope["type"] == "http" and scope["path"].startswith(urls.INVOKE_PREFIX):
@@ -195,10 +201,40 @@ class GatewayProcess:
             await self._flush_metrics()
 
     async def _flush_metrics(self) -> None:
-        rows = self.gateway.metrics.export()
-        if rows:
-            self.gateway.metrics = type(self.gateway.metrics)()
-            self._say({"type": "metrics", "rows": rows})
+        gateway = self.gateway
+        rows = gateway.metrics.export()
+        totals = gateway.metrics.export_totals()
+        if rows or totals:
+            gateway.metrics = CallMetrics()
+        log = gateway.request_log
+        requests = log.take(gateway.table) if log is not None else []
+        gauges = self._gauges()
+        if rows or totals or requests or gauges != self._last_gauges:
+            self._last_gauges = gauges
+            self._say(
+                {
+                    "type": "metrics",
+                    "rows": rows,
+                    "totals": totals,
+                    "requests": requests,
+                    "gauges": gauges,
+                }
+            )
+
+    def _gauges(self) -> list[list[Any]]:
+        """Calls in flight and queued on this process's instances, per version."""
+        gauges: dict[tuple[str, int], list[int]] = {}
+        seen: set[str] = set()
+        for route in self.gateway.table.by_key.values():
+            if route.model_id in seen:
+                continue
+            seen.add(route.model_id)
+            for number, pool in route.pools.items():
+                if pool.ready_count or pool.queued:
+                    counts = gauges.setdefault((route.model_id, number), [0, 0])
+                    counts[0] += pool.busy
+                    counts[1] += pool.queued
+        return [[model_id, number, *counts] for (model_id, number), counts in gauges.items()]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -220,6 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parent", type=int, required=True, help="the main process's id")
     parser.add_argument("--board-fd", type=int, required=True, help="the idle board's memory")
     parser.add_argument("--processes", type=int, required=True, help="processes on the port")
+    parser.add_argument("--request-log", action="store_true", help="a row per call to the main")
     options = parser.parse_args(argv)
     # Killed with the main process: a call this process took then would find no instance and
     # nobody to pass it on to, where the listening socket keeps it until a new one is up.
@@ -238,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         proxy=Proxy(options.main_socket, secret),
         max_request_bytes=options.max_request_bytes,
         peers=peers,
+        request_log=options.request_log,
     )
     listener = socket.socket(fileno=options.listen_fd)
     # Calls the other processes pass here, for an idle instance this process holds.

@@ -34,9 +34,9 @@ import orjson
 from modelhost.backends.attached import spec_to_json
 from modelhost.backends.base import Instance
 from modelhost.gateway import control
+from modelhost.gateway.app import Gateway
 from modelhost.gateway.board import LoadBoard
 from modelhost.gateway.limits import ConnectionLimits
-from modelhost.gateway.metrics import CallMetrics
 from modelhost.gateway.peers import Peers
 from modelhost.gateway.routes import RouteTable
 
@@ -72,6 +72,7 @@ class GatewayProcesses:
         trusted_proxies: str,
         allowed_hosts: tuple[str, ...],
         limits: ConnectionLimits | None = None,
+        request_log: bool = True,
     ) -> None:
         #: a listening socket on the server's port for each extra process
         self.listeners = listeners
@@ -85,6 +86,8 @@ class GatewayProcesses:
         self.allowed_hosts = allowed_hosts
         #: every process takes connections on the port, so each one applies the same limits
         self.limits = limits or ConnectionLimits()
+        #: whether the processes send a row per call for the request log
+        self.request_log = request_log
         self._peers: dict[int, _Peer] = {}
         #: instance id -> (the process that sends it calls: 0 this one, else a peer's index;
         #: the instance)
@@ -93,12 +96,13 @@ class GatewayProcesses:
         self._leaving: set[str] = set()
         self._seq = itertools.count(1)
         self._closing = False
-        self._metrics: CallMetrics | None = None
+        self._gateway: Gateway | None = None
         self._end: Callable[[str, str, str], None] = lambda *_: None
 
-    async def start(self, metrics: CallMetrics, end: Callable[[str, str, str], None]) -> None:
-        """Spawn the processes. ``end(instance id, reason, message)`` ends an instance."""
-        self._metrics = metrics
+    async def start(self, gateway: Gateway, end: Callable[[str, str, str], None]) -> None:
+        """Spawn the processes. Their metrics and request log rows go to the main process's
+        ``gateway``; ``end(instance id, reason, message)`` ends an instance."""
+        self._gateway = gateway
         self._end = end
         for index in range(1, len(self.listeners) + 1):
             await self._spawn(index)
@@ -144,6 +148,7 @@ class GatewayProcesses:
                 str(self.board.fd),
                 "--processes",
                 str(self.board.processes),
+                *(["--request-log"] if self.request_log else []),
                 pass_fds=keep,
                 env={**os.environ, "MODELHOST_GATEWAY_SECRET": self.secret},
             )
@@ -298,8 +303,14 @@ class GatewayProcesses:
                     self._answered(peer, f"routes:{message['seq']}")
                 elif kind == "released":
                     self._answered(peer, f"release:{message['instance']}")
-                elif kind == "metrics" and self._metrics is not None:
-                    self._metrics.merge(message["rows"])
+                elif kind == "metrics" and self._gateway is not None:
+                    gateway = self._gateway
+                    gateway.metrics.merge(message["rows"])
+                    gateway.metrics.merge_totals(message.get("totals", ()))
+                    if "gauges" in message:
+                        gateway.metrics.set_gauges(peer.index, message["gauges"])
+                    if gateway.request_log is not None and message.get("requests"):
+                        gateway.request_log.add_rows(message["requests"])
                 elif kind == "ended":
                     self._end(message["instance"], message["reason"], message["message"])
             except Exception:
@@ -314,6 +325,8 @@ class GatewayProcesses:
         code = await peer.process.wait()
         peer.alive = False
         self.board.forget(peer.index)  # no call is passed to it until its successor says so
+        if self._gateway is not None:
+            self._gateway.metrics.set_gauges(peer.index, ())
         for future in peer.waiting.values():
             if not future.done():
                 future.set_result(None)

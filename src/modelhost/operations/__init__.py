@@ -12,7 +12,7 @@ from typing import Protocol
 from modelhost.backends.base import Instance
 from modelhost.builder.bundles import BundleStore
 from modelhost.crypto import ServerKey
-from modelhost.db.repo import Repo, utcnow
+from modelhost.db.repo import CallMinute, Repo, utcnow
 from modelhost.gateway.metrics import Point, VersionSeries
 from modelhost.gateway.routes import ModelRoute
 from modelhost.sandbox import Sandbox
@@ -50,6 +50,15 @@ class Metrics(Protocol):
     def forget(self, version_ids: Iterable[str]) -> None: ...
 
 
+class History(Protocol):
+    """Per-minute call aggregates kept in the database
+    (:class:`modelhost.operations.metrics.CallHistory`)."""
+
+    def read(self, model_id: str, since: int) -> list[CallMinute]: ...
+
+    def now_minute(self) -> int: ...
+
+
 class Instances(Protocol):
     """The running instances (:class:`modelhost.serving.supervisor.Supervisor`)."""
 
@@ -82,6 +91,10 @@ class Services:
     routes: Routes
     metrics: Metrics
     supervisor: Instances
+    #: the calls per minute that survive a restart
+    history: History
+    #: renders /metrics in the Prometheus text format (:mod:`modelhost.operations.prometheus`)
+    scrape: Callable[[], bytes] = field(default=lambda: b"")
     #: What "now" is for schedules; tests pass a fake clock.
     clock: Callable[[], dt.datetime] = utcnow
     #: Asks the run and schedule loop (:mod:`modelhost.jobs.runner`) for a tick now.

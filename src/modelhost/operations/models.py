@@ -13,6 +13,7 @@ from modelhost import errors, urls
 from modelhost.backends.base import InstanceState
 from modelhost.builder import uvenv
 from modelhost.db.repo import Model, Version
+from modelhost.gateway import requestlog
 from modelhost.operations import Services, iso
 from modelhost.planning import LATEST
 
@@ -241,6 +242,18 @@ def _log_lines(path: Path, version: int, instance: str) -> Iterator[dict[str, An
                 "stream": stream,
                 "text": text,
             }
+
+
+def read_requests(services: Services, model: Model, *, tail: int = 200) -> list[dict[str, Any]]:
+    """The last ``tail`` lines of the model's request log (a line per call), oldest first."""
+    if not 1 <= tail <= 10_000:
+        raise errors.BadRequest("tail must be between 1 and 10000 lines.")
+    if not services.settings.request_log:
+        raise errors.Conflict(
+            "The request log is off on this server (setting request_log); an admin can turn "
+            "it on with MODELHOST_REQUEST_LOG=true and a restart."
+        )
+    return requestlog.read(services.children.log_dir(model.id), tail)
 
 
 def read_logs(

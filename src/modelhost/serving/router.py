@@ -19,7 +19,6 @@ from modelhost.backends.base import Instance, InstanceState
 from modelhost.db.repo import Model, Version
 from modelhost.gateway.app import Gateway
 from modelhost.gateway.board import NO_SLOT, LoadBoard
-from modelhost.gateway.metrics import CallMetrics
 from modelhost.gateway.peers import Peers
 from modelhost.gateway.pool import VersionPool
 from modelhost.gateway.routes import ModelRoute, Release, RouteTable
@@ -37,8 +36,9 @@ class GatewayFleet(Protocol):
     def peers(self) -> Peers | None:
         """The other processes, for the main process to pass calls to (None: there are none)."""
 
-    async def start(self, metrics: CallMetrics, end: Callable[[str, str, str], None]) -> None:
-        """Start them; ``end(instance id, reason, message)`` ends an instance."""
+    async def start(self, gateway: Gateway, end: Callable[[str, str, str], None]) -> None:
+        """Start them, their metrics and request log rows going to ``gateway``;
+        ``end(instance id, reason, message)`` ends an instance."""
 
     def keeps(self, instance: Instance) -> bool:
         """Whether the main process sends ``instance`` its calls (else a gateway process)."""
@@ -70,7 +70,7 @@ class MainProcessOnly:
     def peers(self) -> Peers | None:
         return None
 
-    async def start(self, metrics: CallMetrics, end: Callable[[str, str, str], None]) -> None:
+    async def start(self, gateway: Gateway, end: Callable[[str, str, str], None]) -> None:
         pass
 
     def keeps(self, instance: Instance) -> bool:
@@ -119,7 +119,7 @@ class Router:
     async def start(self, end: Callable[[str, str, str], None]) -> None:
         """Start the gateway processes (first, so the first instances are spread over them)."""
         self.gateway.peers = self.processes.peers()
-        await self.processes.start(self.gateway.metrics, end)
+        await self.processes.start(self.gateway, end)
 
     async def close(self) -> None:
         await self.processes.close()

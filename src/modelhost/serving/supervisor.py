@@ -65,6 +65,9 @@ class Supervisor:
         self._built: set[str] = set()  # versions whose build outcome is recorded
         self._seen_ready: set[str] = set()  # instances already counted as ready
         self._tasks: set[asyncio.Task[None]] = set()
+        #: (model id, version number, "start" | "crash" | "restart") -> how many since the
+        #: server started, for /metrics
+        self.events: dict[tuple[str, int, str], int] = defaultdict(int)
 
     # ------------------------------------------------------------------ what operations see
 
@@ -172,6 +175,7 @@ class Supervisor:
         if instance.ended_by is None:  # not stopped by modelhost for a timeout or memory
             self._crashes.add(version.id)
         count = self._failures[version.id] = self._failures[version.id] + 1
+        self.events[version.model_id, version.number, "crash"] += 1
         delay = 0.0 if count == 1 else min(MAX_BACKOFF_SECONDS, 0.5 * 2 ** (count - 1))
         self._not_before[version.id] = time.monotonic() + delay
         reason = instance.failure or f"instance {instance.spec.instance_id} exited"
@@ -307,6 +311,9 @@ class Supervisor:
         )
         self._generation[instance_id] = model.generation
         await self.backend.start(spec, self.settings.load_timeout_seconds)
+        self.events[model.id, version.number, "start"] += 1
+        if self._failures.get(version.id):  # replacing an instance that crashed
+            self.events[model.id, version.number, "restart"] += 1
 
     # ------------------------------------------------------------------ stopping
 

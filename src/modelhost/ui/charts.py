@@ -30,10 +30,14 @@ def _number(value: float) -> str:
 
 
 def line_chart(
-    title: str, unit: str, series: Sequence[tuple[str, Sequence[float | None]]]
+    title: str,
+    unit: str,
+    series: Sequence[tuple[str, Sequence[float | None]]],
+    span: str | None = None,
 ) -> Markup:
-    """One line per ``(label, values)``, values oldest first, one per minute ending now;
-    ``None`` (no calls that minute, so no latency) leaves a gap in the line."""
+    """One line per ``(label, values)``, values oldest first, one per minute (or step) ending
+    now; ``None`` (no calls then, so no latency) leaves a gap in the line. ``span`` labels the
+    left end (default: ``-N min``)."""
     points = max((len(values) for _, values in series), default=0)
     top = nice_ceiling(max((v for _, vs in series for v in vs if v is not None), default=0))
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
@@ -58,7 +62,8 @@ def line_chart(
             f"{escape(_number(level))}{escape(unit)}</text>"
         )
     parts.append(
-        f'<text class="axis" x="{LEFT}" y="{HEIGHT - 6}">-{points} min</text>'
+        f'<text class="axis" x="{LEFT}" y="{HEIGHT - 6}">'
+        f"{escape(span) if span else f'-{points} min'}</text>"
         f'<text class="axis" x="{WIDTH - RIGHT}" y="{HEIGHT - 6}" text-anchor="end">now</text>'
     )
     for index, (label, values) in enumerate(series):

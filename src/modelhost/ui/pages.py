@@ -180,10 +180,19 @@ def instances_page(
     found = model_context(services, user, model)
     context = _model_page(services, user, found, "instances")
     context["instances"] = ops.list_instances(services, found)
-    context["lines"] = (
-        ops.read_logs(services, found, tail=200) if context["can"]["view-logs"] else []
+    can_read = context["can"]["view-logs"]
+    context["lines"] = ops.read_logs(services, found, tail=200) if can_read else []
+    context["request_log"] = services.settings.request_log
+    context["requests"] = (
+        ops.read_requests(services, found, tail=REQUEST_LINES)[::-1]
+        if can_read and services.settings.request_log
+        else []
     )
     return render(request, services, "model/instances.html", context)
+
+
+#: request log lines the instances page shows, newest first
+REQUEST_LINES = 50
 
 
 @router.get("/models/{model}/logs", summary="Log lines (the live tail polls this)")
@@ -202,14 +211,25 @@ def logs(
 
 @router.get("/models/{model}/metrics", summary="Calls, errors and latency per version, as charts")
 def metrics_page(
-    request: Request, model: str, services: ServicesDep, user: SessionUser
+    request: Request,
+    model: str,
+    services: ServicesDep,
+    user: SessionUser,
+    chosen: Annotated[str, Query(alias="range", description="1h, 24h or 7d")] = "1h",
 ) -> Response:
     found = model_context(services, user, model)
-    data = metrics_ops.model_metrics(services, found)
+    minutes = metrics_ops.RANGES.get(chosen)
+    if minutes is None:
+        raise errors.BadRequest(
+            f"Unknown range '{chosen}'; choose one of {', '.join(metrics_ops.RANGES)}."
+        )
+    data = metrics_ops.model_metrics(services, found, minutes)
     versions = data["versions"]
     labels = [f"version {v['version_number']}" for v in versions]
 
-    context = _model_page(services, user, found, "metrics", metrics=data)
+    context = _model_page(
+        services, user, found, "metrics", metrics=data, range=chosen, ranges=metrics_ops.RANGES
+    )
     if not wants_json(request):  # the twin has the numbers; the page draws them too
 
         def series(field: str, scale: float = 1.0) -> list[tuple[str, list[float | None]]]:
@@ -218,17 +238,20 @@ def metrics_page(
                 for label, v in zip(labels, versions, strict=True)
             ]
 
+        step = data["step_minutes"]
+        per = "minute" if step == 1 else f"{step} minutes"
+        span = f"-{chosen}"
         context["charts"] = [
             (
-                "Requests per minute",
-                charts_svg.line_chart("Requests per minute", "", series("requests")),
+                f"Requests per {per}",
+                charts_svg.line_chart(f"Requests per {per}", "", series("requests"), span),
             ),
             (
                 "Error rate (5xx)",
-                charts_svg.line_chart("Error rate (5xx)", "%", series("error_rate", 100.0)),
+                charts_svg.line_chart("Error rate (5xx)", "%", series("error_rate", 100.0), span),
             ),
-            ("p50 latency", charts_svg.line_chart("p50 latency", " ms", series("p50_ms"))),
-            ("p99 latency", charts_svg.line_chart("p99 latency", " ms", series("p99_ms"))),
+            ("p50 latency", charts_svg.line_chart("p50 latency", " ms", series("p50_ms"), span)),
+            ("p99 latency", charts_svg.line_chart("p99 latency", " ms", series("p99_ms"), span)),
         ]
         context["legend"] = charts_svg.legend(labels)
     return render(request, services, "model/metrics.html", context)

@@ -1,0 +1,71 @@
+"""The request log's pieces: rows from what the call path kept, lines, rotation, reading."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+
+from modelhost.gateway.requestlog import RequestLog, RequestLogWriter, read, route_of
+from modelhost.gateway.routes import ModelRoute, Release, RouteTable
+
+
+def _table() -> RouteTable:
+    route = ModelRoute(model_id="m1", name="calc", timeout=60.0)
+    return RouteTable(by_key={"m1": route, "calc": route})
+
+
+def test_the_route_is_the_part_of_the_path_between_the_model_and_model() -> None:
+    assert route_of("/models/calc/latest/model") == "latest"
+    assert route_of("/models/calc/labels/prod/model") == "labels/prod"
+    assert route_of("/models/m1/versions/3/model") == "versions/3"
+    assert route_of("/models/calc") == ""
+
+
+def test_a_call_becomes_a_row_with_its_version_and_a_call_to_no_model_none() -> None:
+    log = RequestLog()
+    release = Release("m1", "v1", 2, b"{}")
+    scope = {"path": "/models/calc/latest/model", "client": ("10.0.0.7", 5555)}
+    log.add(0.0, "AAAA", scope, 200, release)
+    log.add(0.0, "BBBB", {"path": "/models/calc/versions/9/model", "client": None}, 404, None)
+    log.add(0.0, "CCCC", {"path": "/models/nothing/latest/model"}, 404, None)
+    log.add_rows([[1.0, "DDDD", "m1", "calc", 1, "latest", 500, 2.5, "10.0.0.8"]])
+    rows = log.take(_table())
+    by_id = {row[1]: row for row in rows}
+    assert set(by_id) == {"AAAA", "BBBB", "DDDD"}
+    assert by_id["AAAA"][2:7] == ["m1", "calc", 2, "latest", 200]
+    assert by_id["AAAA"][8] == "10.0.0.7"
+    assert by_id["BBBB"][4:7] == [None, "versions/9", 404]
+    assert by_id["BBBB"][8] is None
+    assert log.take(_table()) == []  # taken once
+
+
+def test_files_rotate_before_they_pass_the_limit_and_reading_spans_them(tmp_path: Path) -> None:
+    writer = RequestLogWriter(lambda model_id: tmp_path / model_id, max_bytes=600, backups=2)
+    rows = [
+        [1_800_000_000.0 + i, f"ID{i:04d}", "m1", "calc", 1, "latest", 200, 1.5, "127.0.0.1"]
+        for i in range(40)
+    ]
+    for start in range(0, 40, 7):  # batches, as the writer gets them each second
+        writer.write(rows[start : start + 7])
+    names = sorted(path.name for path in (tmp_path / "m1").iterdir())
+    assert names == ["requests.log", "requests.log.1", "requests.log.2"]
+    for path in (tmp_path / "m1").iterdir():
+        assert path.stat().st_size <= 600
+    newest = read(tmp_path / "m1", tail=5)
+    assert [line["request_id"] for line in newest] == [f"ID{i:04d}" for i in range(35, 40)]
+    kept = read(tmp_path / "m1", tail=1000)
+    assert kept[-1]["request_id"] == "ID0039"
+    assert len(kept) < 40  # the oldest went with the third rotation
+    first = orjson.loads((tmp_path / "m1" / "requests.log").read_bytes().splitlines()[0])
+    assert set(first) == {
+        "time",
+        "request_id",
+        "model",
+        "version",
+        "route",
+        "status",
+        "duration_ms",
+        "source",
+    }
+    assert first["time"].endswith("Z")
