@@ -121,3 +121,21 @@ def test_a_failed_version_never_replaces_a_route_that_still_serves() -> None:
     before = {"label/prod": ((1, 100),)}
     result = plan(_model(), versions, [label], before, fully_ready=lambda n: n == 1)
     assert result.routes["label/prod"] == ((1, 100),)
+
+
+def test_a_canary_at_full_weight_sends_every_call_to_the_canary() -> None:
+    label = Label("m", "prod", 1, 2, 100, NOW)
+    result = plan(_model(), [_version(1), _version(2)], [label], {}, lambda n: True)
+    assert result.routes["label/prod"] == ((2, 100),)
+    assert result.run == {2}  # version 1 gets no calls, so it need not run
+
+
+def test_every_route_s_pending_target_runs_whatever_the_other_routes_want() -> None:
+    # latest waits for version 2 (not ready yet); prod stays on version 1. Version 2 must run,
+    # or the switch of latest never completes.
+    model = _model(routing_mode="advanced")
+    label = Label("m", "prod", 1, None, 0, NOW)
+    before = {"latest": ((1, 100),), "label/prod": ((1, 100),)}
+    result = plan(model, [_version(1), _version(2)], [label], before, lambda n: n == 1)
+    assert result.routes["latest"] == ((1, 100),)
+    assert result.run == {1, 2}

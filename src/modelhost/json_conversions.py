@@ -28,8 +28,10 @@ def to_json_compatible(value: Any) -> Any:
     if module.startswith("pandas"):
         if kind.__name__ == "DataFrame":
             return value.to_dict(orient="records")
-        if kind.__name__ in {"Timestamp", "Timedelta", "Period"}:
+        if kind.__name__ in {"Timestamp", "Timedelta"}:
             return value.isoformat()
+        if kind.__name__ == "Period":  # no isoformat(); its text is ISO 8601 ("2026-12")
+            return str(value)
         if kind.__name__ == "NaTType":
             return None
     if hasattr(value, "tolist") and (module.startswith(("numpy", "pandas"))):
