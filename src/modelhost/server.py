@@ -76,6 +76,8 @@ class Server:
             level=settings.log_level.upper(),
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )
+        # httpx logs a line per request at INFO: one per call passed to a gateway process
+        logging.getLogger("httpx").setLevel(logging.WARNING)
         tightened = datadir.make_private(settings.home_path)
         if tightened:
             logger.warning(

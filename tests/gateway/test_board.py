@@ -44,20 +44,32 @@ def test_a_process_holding_no_instance_of_the_version_is_never_chosen() -> None:
     main.set(slot, 0, 2)
     gateway.set(slot, 1, None)
     assert main.less_busy(slot, 0, 2) is None
-    gateway.set(slot, 2, 1)
+    gateway.set(slot, 2, 0)
     assert main.less_busy(slot, 0, 2) == 2
 
 
-def test_the_least_busy_of_several_processes_is_chosen_and_equals_are_not_worth_a_pass() -> None:
+def test_a_call_is_passed_only_to_an_idle_instance_never_to_a_merely_less_busy_one() -> None:
+    # Under load every instance is busy: each process sends its calls ahead to its own, since
+    # a pass costs more than it saves.
     board = LoadBoard(4)
     slot = board.slot()
     board.set(slot, 0, 3)
     board.set(slot, 1, 2)
     board.set(slot, 2, 1)
     board.set(slot, 3, 2)
-    assert board.less_busy(slot, 0, 3) == 2
-    # A process whose instance is as busy as the others' keeps the call.
-    assert board.less_busy(slot, 1, 1) is None
+    assert board.less_busy(slot, 0, 3) is None
+    board.set(slot, 3, 0)
+    assert board.less_busy(slot, 0, 3) == 3
+    # A process with an idle instance of its own keeps the call.
+    assert board.less_busy(slot, 3, 0) is None
+
+
+def test_a_process_holding_no_instance_passes_to_the_least_busy_process() -> None:
+    board = LoadBoard(3)
+    slot = board.slot()
+    board.set(slot, 1, 4)
+    board.set(slot, 2, 2)
+    assert board.less_busy(slot, 0, None) == 2
 
 
 def test_calls_already_passed_to_a_process_count_before_it_takes_them() -> None:
@@ -65,14 +77,14 @@ def test_calls_already_passed_to_a_process_count_before_it_takes_them() -> None:
     slot = board.slot()
     board.set(slot, 0, 1)
     board.set(slot, 1, 0)  # idle, as far as its cell says
-    board.set(slot, 2, 1)
-    # One call is on its way to process 1: it is as busy as this one, so the next call stays.
-    assert board.less_busy(slot, 0, 1, {1: 1}) is None
-    # With two calls here, process 1 (one on its way) is still the less busy.
-    assert board.less_busy(slot, 0, 2, {1: 1}) == 1
-    # Once process 1 took the call its cell says so; the call is not counted twice.
-    board.set(slot, 1, 1)
-    assert board.less_busy(slot, 0, 2, {1: 1}) == 1
+    board.set(slot, 2, 0)
+    assert board.less_busy(slot, 0, 1) == 1
+    # One call is on its way to process 1: the next goes to process 2, idle too.
+    assert board.less_busy(slot, 0, 1, {1: 1}) == 2
+    # With one on its way to each, none is idle any more: the call stays here.
+    assert board.less_busy(slot, 0, 1, {1: 1, 2: 1}) is None
+    # Once process 1 took its call and answered it, its cell says idle again.
+    assert board.less_busy(slot, 0, 1, {2: 1}) == 1
 
 
 def test_a_freed_slot_is_handed_out_again_cleared() -> None:
@@ -202,3 +214,23 @@ async def test_a_call_for_a_process_that_is_not_there_comes_back_unanswered(
     finally:
         await peers.close()
     assert sent == []  # nothing answered: this process serves the call itself
+
+
+async def test_calls_too_short_to_be_worth_a_pass_stay_in_their_process(tmp_path: object) -> None:
+    board = LoadBoard(2)
+    slot = board.slot()
+    peers = Peers(board, 0, str(tmp_path), "secret")
+    pool = VersionPool("v", 1, max_queued=5, board=board, slot=slot, process=0)
+    board.set(slot, 1, 0)  # the other process has an idle instance
+    try:
+        pool.add(Stub())  # type: ignore[arg-type]
+        await pool.acquire(1)  # and this one's is busy
+        assert peers.less_busy(pool, _scope()) == 1  # nothing measured yet: pass
+        for _ in range(20):
+            pool.observe(0.0002)  # calls of a fifth of a millisecond
+        assert peers.less_busy(pool, _scope()) is None
+        for _ in range(20):
+            pool.observe(1.0)  # calls of a second
+        assert peers.less_busy(pool, _scope()) == 1
+    finally:
+        await peers.close()

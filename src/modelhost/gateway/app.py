@@ -146,6 +146,8 @@ class Gateway:
                     else:
                         try:
                             result = await instance.call(request_id, body, route.timeout)
+                            if peers is not None:
+                                pool.observe(time.perf_counter() - started)
                         except errors.CallNotStarted:
                             # Its instance went away before running it: another one may.
                             pool.release(instance)

@@ -3,9 +3,12 @@ memory that the main server process and its gateway processes share (setting
 ``gateway_processes``).
 
 Each instance has one caller, the process it was handed to. A process whose own instances of a
-version are all busy reads the board, and when another process has a less busy one (an idle
-one, first of all), passes the call there (``gateway/peers.py``) instead of sending it ahead to
-a busy instance of its own: dispatch is least-busy across the processes, as within one.
+version are all busy reads the board, and when another process has an idle one, passes the call
+there (``gateway/peers.py``) instead of sending it ahead to a busy instance of its own: a call
+goes to an idle instance when there is one, in any process, as within one process. When every
+instance is busy, each process sends its calls ahead to its own: passing a call costs the two
+processes several times what the call costs, and under load it would buy nothing (measured in
+bench/README.md: passing to merely less busy processes cut `add` at 32 connections to a third).
 
 Each version that runs has a slot (a row), given by the main process with the route table;
 each process writes only its own cell of each row: 0 when it holds no instance of the version,
@@ -69,18 +72,19 @@ class LoadBoard:
     def less_busy(
         self, slot: int, process: int, lowest: int | None, sent: dict[int, int] | None = None
     ) -> int | None:
-        """Another process whose least busy instance of the slot's version has fewer calls
-        than ``lowest`` (None: this process holds none), the fewest of all, or None.
+        """Another process with an idle instance of the slot's version, or None; when this
+        process holds none (``lowest`` None), the process with the least busy one. ``lowest``
+        is the calls on this process's least busy instance (0: it has an idle one itself).
 
         ``sent`` counts the calls this process passed to each other one and is still waiting
         for: a passed call reaches the other process's cell only when that process takes it,
         and calls at once must not all follow the same idle cell meanwhile."""
-        if slot == NO_SLOT:
+        if slot == NO_SLOT or lowest == 0:
             return None
         start = slot * self.processes
         row = self._cells[start : start + self.processes]
-        # a full cell (255) says "that many or more": it never beats as many calls here
-        best, fewest = None, 256 if lowest is None else min(lowest + 1, 255)
+        # a cell is one more than its calls: 1 is idle, and only idle is worth a pass
+        best, fewest = None, 256 if lowest is None else 2
         for index, cell in enumerate(row):
             if cell and sent:
                 cell = max(cell, sent.get(index, 0) + 1)

@@ -34,6 +34,9 @@ class VersionPool:
         self.capacity = capacity
         #: instances being started for this version; calls wait for them instead of failing
         self.starting = 0
+        #: how long a call here takes, a moving average (None: none measured yet), which tells
+        #: gateway processes whether passing a call elsewhere is worth it (gateway/peers.py)
+        self.call_seconds: float | None = None
         self._load: dict[Instance, int] = {}
         #: the keys of ``_load`` as a list, kept in step, so admission never copies them
         self._ready: list[Instance] = []
@@ -73,6 +76,11 @@ class VersionPool:
         if self._load.pop(instance, None) is not None:
             self._ready.remove(instance)
             self._changed()
+
+    def observe(self, seconds: float) -> None:
+        """A call here took ``seconds``, from its request to its answer."""
+        known = self.call_seconds
+        self.call_seconds = seconds if known is None else known + (seconds - known) / 8
 
     def lowest(self) -> int | None:
         """The calls on the least busy instance (None: there is none)."""
