@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
-import hmac
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
@@ -94,26 +93,13 @@ class ModelhostApp:
         # Not a coroutine itself: it hands back the handler's, so an invocation's coroutine
         # chain is one layer shorter (the server must then be told this is ASGI 3).
         if scope.get("client") is None and self.gateway_secret is not None:
-            self._from_gateway_process(scope)  # on the private Unix socket: no client address
+            # on the private Unix socket: a gateway process passed it on
+            control.keep_caller(scope, self.gateway_secret)
         if scope["type"] == "http" and scope["path"].startswith(urls.INVOKE_PREFIX):
             return self.gateway(scope, receive, send)
         if scope["type"] == "http":
             return self._api_request(scope, receive, send)
         return self.api(scope, receive, send)
-
-    def _from_gateway_process(self, scope: Scope) -> None:
-        """A request a gateway process passed on keeps its caller's address."""
-        secret = forwarded = None
-        for name, value in scope.get("headers", ()):
-            if name == control.GATEWAY_SECRET:
-                secret = value
-            elif name == control.FORWARDED_FOR:
-                forwarded = value
-        if secret is None or forwarded is None or self.gateway_secret is None:
-            return
-        if hmac.compare_digest(secret, self.gateway_secret):
-            host, _, port = forwarded.decode("latin-1").rpartition(":")
-            scope["client"] = (host, int(port) if port.isdigit() else 0)
 
     async def _api_request(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Give each API request an id and its source address, for errors and audit events,

@@ -39,9 +39,9 @@ def server(
         yield running
 
 
-def _round(server: Server, calls: int) -> list[str]:
+def _round(server: Server, calls: int, field: str = "instance") -> list[str]:
     """``calls`` calls at once, each on its own connection (so the kernel picks the process);
-    the instances that answered them."""
+    the instances that answered them (or their request ids, with ``field`` "request_id")."""
     start = threading.Barrier(calls)
     answers: list[str] = []
 
@@ -52,7 +52,8 @@ def _round(server: Server, calls: int) -> list[str]:
                 f"{server.url}/models/spread/latest/model", json={"data": {"delay": DELAY}}
             )
         assert answer.status_code == 200, answer.text
-        answers.append(answer.json()["result"]["instance"])
+        body = answer.json()
+        answers.append(body["result"]["instance"] if field == "instance" else body[field])
 
     threads = [threading.Thread(target=call) for _ in range(calls)]
     for thread in threads:
@@ -83,3 +84,22 @@ def test_four_calls_at_once_on_two_instances_never_all_wait_for_one(
             # Two processes decide at the same moment from what each knows of the other, so
             # the calls sent ahead may both land on one instance; an idle one is never skipped.
             assert len(shares) == 2, answers
+
+
+def test_a_call_passed_to_another_process_keeps_its_callers_address_in_the_request_log(
+    server: Server,
+) -> None:
+    # Both calls of a round that the kernel gives the same process are passed one to the other
+    # process: over eight rounds, calls are passed both ways.
+    ids = set()
+    for _ in range(8):
+        ids |= set(_round(server, 2, "request_id"))
+
+    # Request log lines are written each second.
+    def logged() -> list[dict[str, object]] | None:
+        lines = server.client().requests("spread", tail=1000)
+        mine = [line for line in lines if line["request_id"] in ids]
+        return mine if len(mine) == len(ids) else None
+
+    lines = wait_until(logged, timeout=15)
+    assert {line["source"] for line in lines} == {"127.0.0.1"}

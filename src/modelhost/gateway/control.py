@@ -15,7 +15,8 @@ passed its timeout: end that instance).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import hmac
+from collections.abc import Iterable, MutableMapping
 from typing import Any
 
 import orjson
@@ -30,6 +31,23 @@ HANDOVER_BYTES = 64 * 1024
 #: secret that proves the request came from a gateway process
 FORWARDED_FOR = b"x-modelhost-forwarded-for"
 GATEWAY_SECRET = b"x-modelhost-gateway"
+
+
+def keep_caller(scope: MutableMapping[str, Any], secret: bytes | None) -> None:
+    """A request another of the server's processes passed on, over a private Unix socket (no
+    client address of its own), keeps its caller's address: the one in ``FORWARDED_FOR``,
+    believed only with the gateway ``secret``."""
+    if scope.get("client") is not None or not secret:
+        return
+    given = forwarded = None
+    for name, value in scope.get("headers", ()):
+        if name == GATEWAY_SECRET:
+            given = value
+        elif name == FORWARDED_FOR:
+            forwarded = value
+    if given is not None and forwarded is not None and hmac.compare_digest(given, secret):
+        host, _, port = forwarded.decode("latin-1").rpartition(":")
+        scope["client"] = (host, int(port) if port.isdigit() else 0)
 
 
 def encode(message: dict[str, Any]) -> bytes:

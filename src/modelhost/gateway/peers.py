@@ -1,11 +1,11 @@
-"""Passing a call to the process that has the least busy instance for it (setting
-``gateway_processes`` above 1; see :mod:`modelhost.gateway.board`).
+"""Passing a call to a process that has an idle instance for it (setting ``gateway_processes``
+above 1; see :mod:`modelhost.gateway.board`).
 
 Every process that takes calls on the port (the main one, index 0, and each gateway process)
 also listens on a Unix socket in the server's private directory. A process whose instances of
-the called version are all busy, while the board says another process has a less busy one (an
-idle one first), sends the call there, marked so that it is never passed on a second time: the
-receiving process runs it, or sends it ahead to its own instance if that became busy
+the called version are all busy, while the board says another process has an idle one, sends
+the call there with the caller's address, marked so that it is never passed on a second time:
+the receiving process runs it, or sends it ahead to its own instance if that became busy
 meanwhile.
 """
 
@@ -48,8 +48,9 @@ class Peers:
         self._sent: dict[int, dict[int, int]] = {}
 
     def less_busy(self, pool: VersionPool, scope: Scope) -> int | None:
-        """The process to pass the call to, or None: this one has an idle instance of the
-        version, none has a less busy one, or the call was passed here already."""
+        """The process to pass the call to, or None: the version's calls are too short to be
+        worth it, this process has an idle instance of it, no other has one, or the call was
+        passed here already."""
         seconds = pool.call_seconds
         if seconds is not None and seconds < PASS_MIN_SECONDS:
             return None  # waiting behind a call this short costs less than a pass

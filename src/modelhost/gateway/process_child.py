@@ -51,6 +51,7 @@ class GatewayProcess:
         max_request_bytes: int,
         peers: Peers | None = None,
         request_log: bool = False,
+        secret: bytes = b"",
     ) -> None:
         self.gateway = Gateway(max_request_bytes=max_request_bytes)
         if request_log:
@@ -59,6 +60,8 @@ class GatewayProcess:
         self.gateway.peers = peers
         self.proxy = proxy
         self.peers = peers
+        #: what the server's processes prove themselves with, passing a call on
+        self.secret = secret
         self._control = socket.socket(fileno=control_fd)
         self._handover = socket.socket(fileno=handover_fd)
         self._writer: asyncio.StreamWriter | None = None
@@ -69,6 +72,8 @@ class GatewayProcess:
         self._last_gauges: list[list[Any]] = []
 
     def __call__(self, scope: Scope, receive: Receive, send: Send) -> Any:
+        if scope.get("client") is None:  # another process passed it on its Unix socket
+            control.keep_caller(scope, self.secret)
         if scope["type"] == "http" and scope["path"].startswith(urls.INVOKE_PREFIX):
             return self.gateway(scope, receive, send)
         if scope["type"] == "http":
@@ -276,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
         max_request_bytes=options.max_request_bytes,
         peers=peers,
         request_log=options.request_log,
+        secret=secret.encode(),
     )
     listener = socket.socket(fileno=options.listen_fd)
     # Calls the other processes pass here, for an idle instance this process holds.
