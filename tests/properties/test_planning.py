@@ -12,31 +12,9 @@ from hypothesis import strategies as st
 
 from modelhost.db.repo import Label, Model, Version
 from modelhost.planning import LATEST, Targets, label_route, plan
+from tests.test_planning import _version
 
 NOW = dt.datetime(2026, 12, 6, tzinfo=dt.timezone.utc)
-NUMBERS = st.integers(min_value=1, max_value=5)
-
-
-def _version(number: int, status: str, desired: str | None) -> Version:
-    return Version(
-        id=f"v{number}",
-        model_id="m",
-        number=number,
-        bundle_sha256="0" * 64,
-        bundle_bytes=1,
-        bundle_files=1,
-        file="p.py",
-        function="f",
-        environment="server",
-        status=status,
-        build_log="",
-        signature=None,
-        description="",
-        author_id="u",
-        created_at=NOW,
-        finished_at=None,
-        desired_state=desired,
-    )
 
 
 Case = tuple[Model, list[Version], list[Label], dict[str, Targets], set[int]]
