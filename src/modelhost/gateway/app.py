@@ -131,7 +131,7 @@ class Gateway:
                 peers = self.peers
                 if peers is None:
                     instance = pool.take()
-                else:  # the least busy instance, here or in another process
+                else:  # an idle instance, here or in another process
                     other = peers.less_busy(pool, scope)
                     if other is not None and await peers.pass_on(
                         pool, other, scope, receive, send, body
