@@ -3,7 +3,9 @@ process whose own instances are all busy finds one that has an idle (or less bus
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -142,15 +144,26 @@ def _scope(*headers: tuple[bytes, bytes]) -> dict[str, object]:
     return {"headers": list(headers)}
 
 
+@contextlib.asynccontextmanager
+async def _process(
+    tmp_path: object, process: int
+) -> AsyncIterator[tuple[LoadBoard, int, Peers, VersionPool]]:
+    """Process ``process`` of two: the board, its version's slot, its peers and its pool."""
+    board = LoadBoard(2)
+    slot = board.slot()
+    peers = Peers(board, process, str(tmp_path), "secret")
+    pool = VersionPool("v", 1, max_queued=5, board=board, slot=slot, process=process)
+    try:
+        yield board, slot, peers, pool
+    finally:
+        await peers.close()
+
+
 async def test_a_call_is_passed_only_when_this_process_has_no_idle_instance(
     tmp_path: object,
 ) -> None:
-    board = LoadBoard(2)
-    slot = board.slot()
-    peers = Peers(board, 0, str(tmp_path), "secret")
-    pool = VersionPool("v", 1, max_queued=5, board=board, slot=slot, process=0)
-    board.set(slot, 1, 0)  # the other process has an idle instance
-    try:
+    async with _process(tmp_path, 0) as (board, slot, peers, pool):
+        board.set(slot, 1, 0)  # the other process has an idle instance
         instance = Stub()
         pool.add(instance)  # type: ignore[arg-type]
         assert peers.less_busy(pool, _scope()) is None  # an idle one here: keep the call
@@ -158,22 +171,14 @@ async def test_a_call_is_passed_only_when_this_process_has_no_idle_instance(
         assert peers.less_busy(pool, _scope()) == 1
         # A call another process passed here is never passed on again.
         assert peers.less_busy(pool, _scope((PASSED, b"1"))) is None
-    finally:
-        await peers.close()
 
 
 async def test_a_process_holding_no_instance_passes_the_call_to_one_that_does(
     tmp_path: object,
 ) -> None:
-    board = LoadBoard(2)
-    slot = board.slot()
-    peers = Peers(board, 1, str(tmp_path), "secret")
-    pool = VersionPool("v", 1, max_queued=5, board=board, slot=slot, process=1)
-    board.set(slot, 0, 4)  # even a busy instance beats none
-    try:
+    async with _process(tmp_path, 1) as (board, slot, peers, pool):
+        board.set(slot, 0, 4)  # even a busy instance beats none
         assert peers.less_busy(pool, _scope()) == 0
-    finally:
-        await peers.close()
 
 
 def test_a_process_that_died_is_forgotten_in_every_slot() -> None:
@@ -190,10 +195,6 @@ async def test_a_call_for_a_process_that_is_not_there_comes_back_unanswered(
     tmp_path: object,
 ) -> None:
     # Process 1 died, or its successor has not bound its socket yet: nobody listens there.
-    board = LoadBoard(2)
-    slot = board.slot()
-    peers = Peers(board, 0, str(tmp_path), "secret")
-    pool = VersionPool("v", 1, max_queued=5, board=board, slot=slot, process=0)
     sent: list[object] = []
 
     async def send(message: object) -> None:
@@ -209,20 +210,14 @@ async def test_a_call_for_a_process_that_is_not_there_comes_back_unanswered(
         "headers": [],
         "client": ("127.0.0.1", 5000),
     }
-    try:
+    async with _process(tmp_path, 0) as (_, _, peers, pool):
         assert await peers.pass_on(pool, 1, scope, receive, send, b"{}") is False
-    finally:
-        await peers.close()
     assert sent == []  # nothing answered: this process serves the call itself
 
 
 async def test_calls_too_short_to_be_worth_a_pass_stay_in_their_process(tmp_path: object) -> None:
-    board = LoadBoard(2)
-    slot = board.slot()
-    peers = Peers(board, 0, str(tmp_path), "secret")
-    pool = VersionPool("v", 1, max_queued=5, board=board, slot=slot, process=0)
-    board.set(slot, 1, 0)  # the other process has an idle instance
-    try:
+    async with _process(tmp_path, 0) as (board, slot, peers, pool):
+        board.set(slot, 1, 0)  # the other process has an idle instance
         pool.add(Stub())  # type: ignore[arg-type]
         await pool.acquire(1)  # and this one's is busy
         assert peers.less_busy(pool, _scope()) == 1  # nothing measured yet: pass
@@ -232,5 +227,3 @@ async def test_calls_too_short_to_be_worth_a_pass_stay_in_their_process(tmp_path
         for _ in range(20):
             pool.observe(1.0)  # calls of a second
         assert peers.less_busy(pool, _scope()) == 1
-    finally:
-        await peers.close()
