@@ -57,6 +57,7 @@ ROUTE_NEEDS: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/models/{model}/versions"): "view",
     ("GET", "/api/v1/models/{model}/versions/{number}"): "view",
     ("POST", "/api/v1/models/{model}/versions"): "publish",
+    ("PATCH", "/api/v1/models/{model}/versions/{number}"): "manage-settings",
     ("GET", "/api/v1/models/{model}/instances"): "view",
     ("GET", "/api/v1/models/{model}/logs"): "view-logs",
     ("GET", "/api/v1/models/{model}/metrics"): "view",
@@ -152,6 +153,7 @@ _ENVIRONMENT_NEEDS = {"user": AUTHENTICATED, "admin": ADMIN}
 BODIES: dict[tuple[str, str], dict[str, object]] = {
     ("POST", "/api/v1/models"): {"name": "fresh-model"},
     ("PATCH", "/api/v1/models/{model}"): {"description": "changed"},
+    ("PATCH", "/api/v1/models/{model}/versions/{number}"): {"batch_max_size": 4},
     ("POST", "/api/v1/models/{model}/deploy"): {"version": 1},
     ("PUT", "/api/v1/models/{model}/labels/{label}"): {"version": 1},
     ("PUT", "/api/v1/models/{model}/env/{name}"): {"value": "x"},
@@ -357,6 +359,14 @@ def test_the_route_answers_each_actor_as_the_permission_table_says(
             }
         if route == ("DELETE", "/api/v1/models/{model}"):
             kwargs["params"] = {"confirm": "m"}
+        if route == ("PATCH", "/api/v1/models/{model}/versions/{number}"):
+            # only a batching version has limits to change: make version 1 one
+            repo = app.services.repo
+            found = repo.find_model("m")
+            assert found is not None
+            version = repo.get_version(found.id, 1)
+            assert version is not None
+            repo.update_version(version.id, batch_max_size=8, batch_max_wait_ms=5.0)
         if route == ("POST", "/api/v1/models/{model}/test"):  # the call needs a running version
             await app.services.reconciler.reconcile_once()
             await app.services.reconciler.reconcile_once()

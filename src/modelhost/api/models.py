@@ -72,6 +72,29 @@ def show_version(model: str, number: int, services: ServicesDep, user: UserDep) 
     return ops.show_version(services, authorize(services, user, model, "view"), number)
 
 
+class VersionUpdate(BaseModel):
+    batch_max_size: int | None = Field(
+        default=None, description="A batching function's largest batch, 1 to 1024"
+    )
+    batch_max_wait_ms: float | None = Field(
+        default=None,
+        description="How long calls wait for company while every instance is busy, 0 to 10000",
+    )
+
+
+@router.patch(
+    "/{model}/versions/{number}",
+    summary="Change a batching version's limits",
+    description="Only versions published as batching functions (batch_max_size) have limits "
+    "to change; the change reaches their running instances at once, without a restart.",
+)
+def update_version(
+    model: str, number: int, body: VersionUpdate, services: ServicesDep, user: UserDep
+) -> dict[str, Any]:
+    request = actions.BatchingChange(model, number, **body.model_dump())
+    return actions.change_batching(services, user, request)
+
+
 @router.post(
     "/{model}/versions",
     status_code=201,
@@ -110,6 +133,20 @@ async def publish_version(
             "[...]}; default: the project's example.json, if it has one"
         ),
     ] = None,
+    batch_max_size: Annotated[
+        int | None,
+        Query(
+            description="Publish a batching function (it takes a list of inputs and returns a "
+            "list of results): the most calls one batch holds, 1 to 1024"
+        ),
+    ] = None,
+    batch_max_wait_ms: Annotated[
+        float | None,
+        Query(
+            description="With batch_max_size: how long calls wait for company while every "
+            "instance is busy, 0 to 10000 ms (default 5)"
+        ),
+    ] = None,
     idempotency_key: Annotated[
         str | None,
         Header(
@@ -131,6 +168,8 @@ async def publish_version(
         git_commit=git_commit,
         idempotency_key=idempotency_key,
         example=example,
+        batch_max_size=batch_max_size,
+        batch_max_wait_ms=batch_max_wait_ms,
     )
     check_archive_type(request)
     publishing.check_publish(services, user, wanted)

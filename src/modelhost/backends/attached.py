@@ -30,6 +30,7 @@ def spec_to_json(spec: InstanceSpec) -> dict[str, Any]:
         "log_path": str(spec.log_path),
         "concurrency": spec.concurrency,
         "runtime": spec.runtime,
+        "batch": spec.batch,
     }
 
 
@@ -46,6 +47,7 @@ def spec_from_json(data: dict[str, Any]) -> InstanceSpec:
         log_path=Path(data["log_path"]),
         concurrency=int(data["concurrency"]),
         runtime=data["runtime"],
+        batch=bool(data.get("batch", False)),
     )
 
 

@@ -45,6 +45,8 @@ class InstanceSpec:
     runtime: str = "python"
     #: whether the code may reach the network (the model's ``network`` setting)
     network: bool = True
+    #: the function is a batching function: it takes a list of inputs, returns a list
+    batch: bool = False
 
 
 class CallResult(NamedTuple):  # a tuple: one is made per call, on the hot path

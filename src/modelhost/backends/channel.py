@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Sequence
 
 from modelhost import errors
 from modelhost.backends.base import CallResult, InstanceState
@@ -24,12 +25,28 @@ class _Call:
     """A call sent to the instance. Its clock starts when the instance can run it (when fewer
     calls than the version's concurrency are ahead of it), not when it was sent ahead."""
 
-    __slots__ = ("future", "started", "timeout")
+    __slots__ = ("batch", "future", "started", "timeout")
 
-    def __init__(self, future: asyncio.Future[tuple[int, bytes]], timeout: float) -> None:
+    def __init__(
+        self,
+        future: asyncio.Future[tuple[int, bytes]],
+        timeout: float,
+        batch: object | None = None,
+    ) -> None:
         self.future = future
         self.timeout = timeout
         self.started: float | None = None
+        #: the calls sent together as one batch share this marker; they start and end together
+        self.batch = batch
+
+
+def decode_answer(kind: int, payload: bytes) -> CallResult:
+    """The result of a RESULT frame's payload; an ERROR frame's raises its error."""
+    if kind == protocol.RESULT:
+        return CallResult(*protocol.decode_result_body(payload))
+    error = json.loads(protocol.decode_error(payload)[1])
+    cls = errors.ERRORS_BY_CODE.get(error.get("code"), errors.ModelError)
+    raise cls(error.get("message", "The call failed."))
 
 
 class Connection(asyncio.Protocol):
@@ -142,9 +159,43 @@ class CallChannel:
             self.inflight -= 1
         if kind == protocol.RESULT:
             return CallResult(*protocol.decode_result_body(payload))
-        error = json.loads(protocol.decode_error(payload)[1])
-        cls = errors.ERRORS_BY_CODE.get(error.get("code"), errors.ModelError)
-        raise cls(error.get("message", "The call failed."))
+        return decode_answer(kind, payload)
+
+    def send_batch(
+        self,
+        calls: Sequence[tuple[str, bytes, asyncio.Future[tuple[int, bytes]]]],
+        timeout: float,
+        *,
+        runs_now: bool,
+    ) -> None:
+        """Send ``(request id, body, future)`` calls as one batch (one CALL frame for one call);
+        each future gets its call's answer frame, or the error that ended it. ``runs_now``: the
+        instance has room to run the batch at once, so its clock starts now."""
+        if self.state is not InstanceState.READY or self._transport is None:
+            for _, _, future in calls:
+                if not future.done():
+                    future.set_exception(
+                        errors.CallNotStarted("The instance stopped before the batch was sent.")
+                    )
+            return
+        marker = object()
+        started = self._loop.time() if runs_now else None
+        for request_id, _, future in calls:
+            call = _Call(future, timeout, marker)
+            call.started = started
+            self._pending[request_id] = call
+            future.add_done_callback(self._batch_call_done)
+        self.inflight += len(calls)
+        if started is not None:
+            self._arm(started + timeout)
+        if len(calls) == 1:
+            request_id, body, _ = calls[0]
+            self._transport.write(protocol.encode_call(request_id, body))
+        else:
+            self._transport.write(protocol.encode_batch([(rid, body) for rid, body, _ in calls]))
+
+    def _batch_call_done(self, _future: asyncio.Future[tuple[int, bytes]]) -> None:
+        self.inflight -= 1
 
     def _arm(self, deadline: float) -> None:
         watchdog = self._watchdog
@@ -154,10 +205,16 @@ class CallChannel:
             self._watchdog = self._loop.call_at(deadline, self._check_clocks)
 
     def _start_clocks(self, now: float) -> None:
-        """An answer came: the calls now among the first ``concurrency`` have begun."""
-        for index, call in enumerate(self._pending.values()):
-            if index >= self.concurrency:
-                break
+        """An answer came: the calls now among the first ``concurrency`` have begun (a batch
+        counts as one call: its calls run together)."""
+        units = 0
+        batch: object | None = None
+        for call in self._pending.values():
+            if call.batch is None or call.batch is not batch:
+                if units >= self.concurrency:
+                    break
+                units += 1
+                batch = call.batch
             if call.started is None:
                 call.started = now
                 self._arm(now + call.timeout)
@@ -168,9 +225,14 @@ class CallChannel:
         self._watchdog = None
         now = self._loop.time()
         earliest: float | None = None
-        for index, (request_id, call) in enumerate(self._pending.items()):
-            if index >= self.concurrency:
-                break
+        units = 0
+        batch: object | None = None
+        for request_id, call in self._pending.items():
+            if call.batch is None or call.batch is not batch:
+                if units >= self.concurrency:
+                    break
+                units += 1
+                batch = call.batch
             if call.started is None:
                 continue
             deadline = call.started + call.timeout
@@ -183,12 +245,20 @@ class CallChannel:
 
     def _call_timed_out(self, request_id: str, call: _Call) -> None:
         del self._pending[request_id]
-        call.future.set_exception(
-            errors.ModelTimeout(
-                f"The call did not finish within {call.timeout:g} s; the instance is being "
-                "replaced. Make the function faster or raise the model's timeout."
-            )
-        )
+        timed_out = [call]
+        if call.batch is not None:  # the calls of its batch ran as long
+            for other_id, other in list(self._pending.items()):
+                if other.batch is call.batch:
+                    del self._pending[other_id]
+                    timed_out.append(other)
+        for each in timed_out:
+            if not each.future.done():
+                each.future.set_exception(
+                    errors.ModelTimeout(
+                        f"The call did not finish within {call.timeout:g} s; the instance is "
+                        "being replaced. Make the function faster or raise the model's timeout."
+                    )
+                )
         self.end(
             "timeout", f"a call passed the timeout of {call.timeout:g} s; replacing the instance"
         )

@@ -105,6 +105,7 @@ class LocalInstance(CallChannel):
             "instance": spec.instance_id,
             "concurrency": spec.concurrency,
             "log_requests": spec.log_requests,
+            "batch": spec.batch,
         }
         if spec.runtime == "r":
             listener = socket.socket()

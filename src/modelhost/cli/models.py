@@ -58,6 +58,19 @@ def _no_constant(name: str) -> Any:
     help="An example input for the tester and the code snippets: a JSON file, or JSON text such "
     'as \'{"data": {"x": 1}}\'. Default: the project\'s example.json, if it has one.',
 )
+@click.option(
+    "--batch-max-size",
+    type=click.IntRange(1, 1024),
+    help="Publish a batching function: it takes a list of inputs (each call's data object or "
+    "parameters array) and returns a list of results. Calls that arrive while every instance "
+    "is busy leave together, at most this many at a time.",
+)
+@click.option(
+    "--batch-max-wait-ms",
+    type=click.FloatRange(0, 10_000),
+    help="With --batch-max-size: how long calls wait for company while every instance is "
+    "busy (default 5).",
+)
 @click.option("--no-wait", is_flag=True, help="Return once uploaded, without waiting.")
 @pass_connection
 def publish(
@@ -72,6 +85,8 @@ def publish(
     environment: str | None,
     python: str | None,
     example: str | None,
+    batch_max_size: int | None,
+    batch_max_wait_ms: float | None,
     no_wait: bool,
 ) -> None:
     """Publish TARGET as a model version: a project directory, PATH/script.py:function, or a
@@ -91,6 +106,8 @@ def publish(
             environment=environment,
             python=python,
             example=_example(example),
+            batch_max_size=batch_max_size,
+            batch_max_wait_ms=batch_max_wait_ms,
             wait=not no_wait,
             on_progress=click.echo,
             on_log=lambda line: click.echo(f"  {line}"),
@@ -201,6 +218,18 @@ def models_show(conn: Connection, model: str, as_json: bool) -> None:
     default=None,
     help="Let the model's code reach the network (the default), or cut it off in its sandbox.",
 )
+@click.option(
+    "--version",
+    "version",
+    type=click.IntRange(min=1),
+    help="The batching version whose --batch-max-size or --batch-max-wait-ms to change.",
+)
+@click.option("--batch-max-size", type=click.IntRange(1, 1024), help="Largest batch.")
+@click.option(
+    "--batch-max-wait-ms",
+    type=click.FloatRange(0, 10_000),
+    help="How long calls wait for company while every instance is busy.",
+)
 @pass_connection
 def models_update(
     conn: Connection,
@@ -210,8 +239,29 @@ def models_update(
     description: str | None,
     log_requests: bool | None,
     network: bool | None,
+    version: int | None,
+    batch_max_size: int | None,
+    batch_max_wait_ms: float | None,
 ) -> None:
-    """Change a model's instance count, timeout, description, request logging or network."""
+    """Change a model's instance count, timeout, description, request logging or network,
+    or a batching version's limits (with --version)."""
+    if batch_max_size is not None or batch_max_wait_ms is not None:
+        if version is None:
+            raise click.UsageError(
+                "Say which version's batching limits to change: --version N "
+                f"(modelhost versions {model} lists them)."
+            )
+        batching = {"batch_max_size": batch_max_size, "batch_max_wait_ms": batch_max_wait_ms}
+        changed = conn.client.update_version(
+            model, version, **{k: v for k, v in batching.items() if v is not None}
+        )
+        limits = changed["batch"]
+        click.echo(
+            f"Version {version} of {model}: batches of at most {limits['max_size']} calls, "
+            f"waiting at most {limits['max_wait_ms']:g} ms for company while instances are busy."
+        )
+    elif version is not None:
+        raise click.UsageError("--version goes with --batch-max-size or --batch-max-wait-ms.")
     changes = {
         "instance_count": instances,
         "timeout_seconds": timeout,
@@ -221,8 +271,11 @@ def models_update(
     }
     changes = {k: v for k, v in changes.items() if v is not None}
     if not changes:
+        if version is not None:
+            return
         raise click.UsageError(
-            "Give at least one of --instances, --timeout, --description, --log-requests, --network."
+            "Give at least one of --instances, --timeout, --description, --log-requests, "
+            "--network, or --version N with --batch-max-size or --batch-max-wait-ms."
         )
     updated = conn.client.update_model(model, **changes)
     click.echo(
@@ -254,12 +307,16 @@ def versions(conn: Connection, model: str, number: int | None, as_json: bool) ->
             "environment",
             "python_version",
             "concurrency",
+            "batch",
             "bundle_sha256",
             "author",
             "created_at",
             "description",
         ):
-            click.echo(f"{key + ':':15} {version[key] if version[key] is not None else ''}")
+            value = version[key]
+            if key == "batch" and value is not None:
+                value = f"at most {value['max_size']} calls, waiting {value['max_wait_ms']:g} ms"
+            click.echo(f"{key + ':':15} {value if value is not None else ''}")
         if version["environment_revision"] is not None:
             click.echo(f"{'revision:':15} {version['environment_revision']}")
         if version["packages"]:

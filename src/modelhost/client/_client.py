@@ -209,6 +209,13 @@ class Client(RunsMixin):
         ``log_requests`` or ``network`` (whether the model's code may reach the network)."""
         return Model.from_json(self._request("PATCH", urls.api_model(model), json=changes))
 
+    def update_version(self, model: str, number: int, **changes: Any) -> Version:
+        """Change a batching version's ``batch_max_size`` or ``batch_max_wait_ms``; its
+        running instances get batches of the new limits at once, without a restart."""
+        return Version.from_json(
+            self._request("PATCH", urls.api_version(model, number), json=changes)
+        )
+
     def versions(self, model: str) -> list[Version]:
         found = self._request("GET", urls.api_versions(model))["versions"]
         return [Version.from_json(v) for v in found]
@@ -500,6 +507,8 @@ class Client(RunsMixin):
         environment: str | None = None,
         python: str | None = None,
         example: Mapping[str, Any] | str | Path | None = None,
+        batch_max_size: int | None = None,
+        batch_max_wait_ms: float | None = None,
         wait: bool = True,
         wait_timeout: float = 1800.0,
         on_progress: Callable[[str], None] | None = None,
@@ -510,6 +519,11 @@ class Client(RunsMixin):
         ``example`` is the version's example input, which the tester and the code snippets
         start from: a dict (``{"data": {"x": 1}}``), JSON text, or a :class:`~pathlib.Path`
         to a JSON file; without it, the project's ``example.json`` if it has one.
+
+        ``batch_max_size`` publishes a batching function, which takes a list of inputs (each
+        call's ``data`` object or ``parameters`` array) and returns a list of results: calls
+        that arrive while every instance is busy leave together, at most ``batch_max_size``
+        at a time, waiting at most ``batch_max_wait_ms`` (default 5) for company.
 
         ``path`` is a project directory, ``PATH/script.py:function``, or a git repository as
         ``git+URL@REF`` (cloned at REF, whose commit is recorded with the version; give
@@ -543,6 +557,8 @@ class Client(RunsMixin):
                         "source": checkout.source,
                         "git_commit": checkout.commit,
                         "example": example_text(example),
+                        "batch_max_size": batch_max_size,
+                        "batch_max_wait_ms": batch_max_wait_ms,
                     },
                     wait=wait,
                     wait_timeout=wait_timeout,
@@ -562,6 +578,8 @@ class Client(RunsMixin):
                 "environment": environment,
                 "python": python,
                 "example": example_text(example),
+                "batch_max_size": batch_max_size,
+                "batch_max_wait_ms": batch_max_wait_ms,
             },
             wait=wait,
             wait_timeout=wait_timeout,

@@ -98,6 +98,8 @@ class Version(Record):
     bundle_sha256: str | None = None
     author: str | None = None
     concurrency: int | None = None
+    #: a batching function's limits, ``{"max_size": 64, "max_wait_ms": 5.0}``, or None
+    batch: dict[str, Any] | None = None
     health: str | None = None
     description: str | None = None
     created_at: str | None = None

@@ -114,6 +114,10 @@ class Version:
     idempotency_key: str | None = None
     #: an example request body as JSON text (``{"data": …}`` or ``{"parameters": […]}``)
     example: str | None = None
+    #: a batching function's largest batch (None: the function takes one call's arguments)
+    batch_max_size: int | None = None
+    #: how long calls wait for company while every instance is busy
+    batch_max_wait_ms: float | None = None
 
     @property
     def failure(self) -> BuildFailure | None:

@@ -104,6 +104,9 @@ versions = Table(
     Column("idempotency_key", String(128), nullable=True),
     #: an example request body (JSON text with "data" or "parameters"), or None
     Column("example", Text, nullable=True),
+    #: a batching function's largest batch (None: not a batching function) and longest wait
+    Column("batch_max_size", Integer, nullable=True),
+    Column("batch_max_wait_ms", Float, nullable=True),
     UniqueConstraint("model_id", "number", name="uq_versions_model_number"),
     UniqueConstraint("model_id", "idempotency_key", name="uq_versions_model_idempotency_key"),
 )

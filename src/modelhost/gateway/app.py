@@ -17,6 +17,7 @@ import orjson
 from modelhost import errors
 from modelhost.backends.base import CallResult, Instance
 from modelhost.gateway.auth import TokenGuard
+from modelhost.gateway.batching import BatchingPool
 from modelhost.gateway.metrics import CallMetrics
 from modelhost.gateway.pool import VersionPool
 from modelhost.gateway.requestlog import RequestLog
@@ -381,6 +382,8 @@ class Gateway:
         for attempt in range(resends + 1):
             instance: Instance | None = None
             try:
+                if isinstance(pool, BatchingPool):  # its calls leave in batches
+                    return await pool.submit(request_id, body, route.timeout), release
                 instance = await pool.acquire(route.timeout)
                 # The function gets the whole timeout once it runs (waiting has its own bound),
                 # so a call admitted late never kills a healthy instance for time it waited.

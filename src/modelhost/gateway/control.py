@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from modelhost.gateway.batching import BatchingPool, limits_of, new_pool
 from modelhost.gateway.board import NO_SLOT, LoadBoard
 from modelhost.gateway.pool import VersionPool
 from modelhost.gateway.routes import ModelRoute, Release, RouteTable
@@ -76,6 +77,8 @@ def routes_for(table: RouteTable, instances: dict[str, str]) -> dict[str, Any]:
                 "release": route.releases[number].json.decode(),
                 "max_queued": pool.max_queued,
                 "capacity": pool.capacity,
+                "batch": limits_of(pool),
+                "concurrency": getattr(pool, "concurrency", 1),
                 "slot": pool.slot,
                 "instances": sorted(by_version[pool.version_id]),
             }
@@ -118,18 +121,29 @@ def table_from(
             version_id = version["version_id"]
             pool = pools.get(version_id)
             slot = version.get("slot", NO_SLOT)
-            if pool is None or pool.capacity != version["capacity"] or pool.slot != slot:
+            batch = version.get("batch")
+            limits = (int(batch[0]), float(batch[1])) if batch else None
+            if (
+                pool is None
+                or pool.capacity != version["capacity"]
+                or pool.slot != slot
+                or (limits_of(pool) is None) != (limits is None)
+            ):
                 if pool is not None:
                     pool.close()
-                pool = pools[version_id] = VersionPool(
+                pool = pools[version_id] = new_pool(
                     version_id,
                     version["number"],
                     version["max_queued"],
                     version["capacity"],
+                    limits,
+                    concurrency=int(version.get("concurrency", 1)),
                     board=board,
                     slot=slot,
                     process=process,
                 )
+            elif isinstance(pool, BatchingPool) and limits is not None:
+                pool.tune(*limits)
             listed = {instances[i] for i in version["instances"] if i in instances}
             for instance in pool.instances():
                 if instance not in listed:

@@ -120,6 +120,9 @@ class CallMetrics:
         self._totals: dict[tuple[str, str], PathTotals] = {}
         #: gateway process -> (model id, version number) -> (calls in flight, calls queued)
         self._gauges: dict[int, dict[tuple[str, int], tuple[int, int]]] = {}
+        #: gateway process -> (model id, version number) -> its batching pool's batch counts
+        #: (:func:`modelhost.gateway.batching.batch_counts`)
+        self._batches: dict[int, dict[tuple[str, int], list[int]]] = {}
 
     def record(
         self,
@@ -227,6 +230,23 @@ class CallMetrics:
             for key, (busy, queued) in gauges.items():
                 before = summed.get(key, (0, 0))
                 summed[key] = (before[0] + busy, before[1] + queued)
+        return summed
+
+    def set_batches(self, process: int, rows: Iterable[list[Any]]) -> None:
+        """What a gateway process said last about the batches its pools sent."""
+        self._batches[process] = {(row[0], row[1]): list(row[2:]) for row in rows}
+
+    def batches(self) -> dict[tuple[str, int], list[int]]:
+        """The gateway processes' batch counts, summed per model id and version."""
+        summed: dict[tuple[str, int], list[int]] = {}
+        for batches in list(self._batches.values()):
+            for key, counts in batches.items():
+                before = summed.get(key)
+                summed[key] = (
+                    counts
+                    if before is None or len(before) != len(counts)
+                    else [a + b for a, b in zip(before, counts, strict=True)]
+                )
         return summed
 
     def path_totals(self) -> list[PathTotals]:

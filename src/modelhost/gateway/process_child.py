@@ -24,6 +24,7 @@ from modelhost import urls
 from modelhost.backends.attached import AttachedInstance, spec_from_json
 from modelhost.gateway import control
 from modelhost.gateway.app import Gateway, Receive, Scope, Send
+from modelhost.gateway.batching import batch_counts
 from modelhost.gateway.board import LoadBoard
 from modelhost.gateway.hosts import HostGuard
 from modelhost.gateway.limits import ConnectionLimits
@@ -70,6 +71,7 @@ class GatewayProcess:
         self._routes: dict[str, Any] = {"models": []}
         self._tasks: list[asyncio.Task[None]] = []
         self._last_gauges: list[list[Any]] = []
+        self._last_batches: list[list[Any]] = []
 
     def __call__(self, scope: Scope, receive: Receive, send: Send) -> Any:
         if scope.get("client") is None:  # another process passed it on its Unix socket
@@ -214,8 +216,16 @@ class GatewayProcess:
         log = gateway.request_log
         requests = log.take(gateway.table) if log is not None else []
         gauges = self._gauges()
-        if rows or totals or requests or gauges != self._last_gauges:
+        batches = self._batches()
+        if (
+            rows
+            or totals
+            or requests
+            or gauges != self._last_gauges
+            or batches != self._last_batches
+        ):
             self._last_gauges = gauges
+            self._last_batches = batches
             self._say(
                 {
                     "type": "metrics",
@@ -223,6 +233,7 @@ class GatewayProcess:
                     "totals": totals,
                     "requests": requests,
                     "gauges": gauges,
+                    "batches": batches,
                 }
             )
 
@@ -240,6 +251,20 @@ class GatewayProcess:
                     counts[0] += pool.busy
                     counts[1] += pool.queued
         return [[model_id, number, *counts] for (model_id, number), counts in gauges.items()]
+
+    def _batches(self) -> list[list[Any]]:
+        """The batches this process's batching pools sent, per version."""
+        found: list[list[Any]] = []
+        seen: set[str] = set()
+        for route in self.gateway.table.by_key.values():
+            if route.model_id in seen:
+                continue
+            seen.add(route.model_id)
+            for number, pool in route.pools.items():
+                counts = batch_counts(pool)
+                if counts is not None:
+                    found.append([route.model_id, number, *counts])
+        return found
 
 
 def main(argv: list[str] | None = None) -> int:

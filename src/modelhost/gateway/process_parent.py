@@ -309,6 +309,8 @@ class GatewayProcesses:
                     gateway.metrics.merge_totals(message.get("totals", ()))
                     if "gauges" in message:
                         gateway.metrics.set_gauges(peer.index, message["gauges"])
+                    if "batches" in message:
+                        gateway.metrics.set_batches(peer.index, message["batches"])
                     if gateway.request_log is not None and message.get("requests"):
                         gateway.request_log.add_rows(message["requests"])
                 elif kind == "ended":
@@ -327,6 +329,7 @@ class GatewayProcesses:
         self.board.forget(peer.index)  # no call is passed to it until its successor says so
         if self._gateway is not None:
             self._gateway.metrics.set_gauges(peer.index, ())
+            self._gateway.metrics.set_batches(peer.index, ())
         for future in peer.waiting.values():
             if not future.done():
                 future.set_result(None)

@@ -93,6 +93,33 @@ def change_settings(services: Services, actor: User, request: SettingsChange) ->
 
 
 @dataclass(frozen=True)
+class BatchingChange:
+    """New batching limits for a version published as a batching function."""
+
+    model: str
+    version: int
+    batch_max_size: int | None = None
+    batch_max_wait_ms: float | None = None
+
+
+def change_batching(services: Services, actor: User, request: BatchingChange) -> dict[str, Any]:
+    found = authorize_action(services, actor, request.model, SETTINGS_CHANGE)
+    changes = {
+        k: v for k, v in asdict(request).items() if k not in ("model", "version") and v is not None
+    }
+    with audited(
+        services, actor, SETTINGS_CHANGE, model=found, version=request.version, detail=changes
+    ):
+        return ops.update_batching(
+            services,
+            found,
+            request.version,
+            max_size=request.batch_max_size,
+            max_wait_ms=request.batch_max_wait_ms,
+        )
+
+
+@dataclass(frozen=True)
 class VersionChoice:
     """A model and, for the actions that take one, a version number."""
 

@@ -83,6 +83,12 @@ def version_view(
         "bundle_files": version.bundle_files,
         "author": authors.get(version.author_id, version.author_id),
         "concurrency": version.concurrency,
+        # a batching function's limits ({"max_size", "max_wait_ms"}), or null
+        "batch": (
+            {"max_size": version.batch_max_size, "max_wait_ms": version.batch_max_wait_ms}
+            if version.batch_max_size is not None
+            else None
+        ),
         "health": version.health if version.status != "failed" else "-",
         "health_log": version.health_log,
         # why it failed, as data: {"kind", "message", "traceback"}, or null
@@ -202,6 +208,38 @@ def update_model(
     updated = services.repo.update_model(model.id, **changes)
     services.wake()
     return updated
+
+
+def update_batching(
+    services: Services,
+    model: Model,
+    number: int,
+    *,
+    max_size: int | None,
+    max_wait_ms: float | None,
+) -> dict[str, Any]:
+    """New batching limits for version ``number``, a batching function; the batches its
+    instances are sent change at once, without a restart. Returns the version's view."""
+    from modelhost.operations.publish import MAX_BATCH_SIZE, validate_batching
+
+    version = get_version(services, model, number)
+    if version.batch_max_size is None:
+        raise errors.BadRequest(
+            f"Version {number} of '{model.name}' was not published as a batching function, so "
+            "its function takes one call's arguments, not a list. Publish a new version with "
+            "--batch-max-size to batch."
+        )
+    if max_size is None and max_wait_ms is None:
+        raise errors.BadRequest(
+            f"Give batch_max_size (1 to {MAX_BATCH_SIZE}), batch_max_wait_ms, or both."
+        )
+    size, wait = validate_batching(
+        version.batch_max_size if max_size is None else max_size,
+        version.batch_max_wait_ms if max_wait_ms is None else max_wait_ms,
+    )
+    services.repo.update_version(version.id, batch_max_size=size, batch_max_wait_ms=wait)
+    services.wake()
+    return show_version(services, model, number)
 
 
 def _has_r_versions(services: Services, model: Model) -> bool:

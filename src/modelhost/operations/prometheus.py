@@ -26,6 +26,7 @@ from prometheus_client.registry import CollectorRegistry
 from modelhost import __version__
 from modelhost.backends.base import Instance, InstanceState
 from modelhost.db.repo import Repo
+from modelhost.gateway.batching import SIZE_BUCKETS, batch_counts
 from modelhost.gateway.metrics import BOUNDS_MS, CallMetrics
 from modelhost.gateway.requestlog import route_of
 from modelhost.gateway.routes import RouteTable
@@ -40,6 +41,7 @@ NAMES = (
     "modelhost_model_duration_seconds",
     "modelhost_calls_in_flight",
     "modelhost_calls_queued",
+    "modelhost_batch_size",
     "modelhost_instance_starts_total",
     "modelhost_instance_crashes_total",
     "modelhost_instance_restarts_total",
@@ -93,6 +95,7 @@ class Collector(_Collector):
         models = {model.id: model.name for model in sources.repo.list_models()}
         yield from self._calls(models)
         yield from self._load(models)
+        yield from self._batches(models)
         yield from self._instances(models)
         yield from self._builds(models)
         uptime = GaugeMetricFamily("modelhost_uptime_seconds", "Seconds since the server started.")
@@ -193,6 +196,43 @@ class Collector(_Collector):
                 queued.add_metric([name, str(number)], waiting)
         yield in_flight
         yield queued
+
+    def _batches(self, models: dict[str, str]) -> Iterator[Metric]:
+        sizes = HistogramMetricFamily(
+            "modelhost_batch_size",
+            "Calls per batch sent to the instances of a batching version (batch_max_size), "
+            "since each pool was made.",
+            labels=["model", "version"],
+        )
+        found: dict[tuple[str, int], list[int]] = {}
+        seen: set[str] = set()
+        for route in self.sources.table().by_key.values():
+            if route.model_id in seen:
+                continue
+            seen.add(route.model_id)
+            for number, pool in route.pools.items():
+                counts = batch_counts(pool)
+                if counts is not None:
+                    found[route.model_id, number] = counts
+        for key, counts in self.sources.metrics.batches().items():
+            before = found.get(key)
+            found[key] = (
+                counts
+                if before is None or len(before) != len(counts)
+                else [a + b for a, b in zip(before, counts, strict=True)]
+            )
+        for (model_id, number), counts in sorted(found.items()):
+            name = models.get(model_id)
+            if name is None or len(counts) != len(SIZE_BUCKETS) + 2:
+                continue
+            buckets: list[tuple[str, float]] = []
+            seen_batches = 0
+            for bound, count in zip(SIZE_BUCKETS, counts, strict=False):
+                seen_batches += count
+                buckets.append((repr(float(bound)), float(seen_batches)))
+            buckets.append(("+Inf", float(counts[-2])))
+            sizes.add_metric([name, str(number)], buckets, float(counts[-1]))
+        yield sizes
 
     def _instances(self, models: dict[str, str]) -> Iterator[Metric]:
         labels = ["model", "version"]

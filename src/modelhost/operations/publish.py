@@ -205,6 +205,39 @@ def validate_concurrency(concurrency: int) -> int:
     return concurrency
 
 
+#: the largest batch a batching function may be given, and the longest wait for company
+MAX_BATCH_SIZE = 1024
+MAX_BATCH_WAIT_MS = 10_000.0
+#: how long calls wait for company while every instance is busy, unless the publish says
+DEFAULT_BATCH_WAIT_MS = 5.0
+
+
+def validate_batching(
+    max_size: int | None, max_wait_ms: float | None
+) -> tuple[int | None, float | None]:
+    """The batching limits of a version: (None, None) for a function that takes one call's
+    arguments, else its largest batch and its longest wait (a default when not given)."""
+    if max_size is None:
+        if max_wait_ms is not None:
+            raise errors.BadRequest(
+                "batch_max_wait_ms needs batch_max_size: give both to publish a batching "
+                "function (one that takes a list of inputs and returns a list of results)."
+            )
+        return None, None
+    if not 1 <= max_size <= MAX_BATCH_SIZE:
+        raise errors.BadRequest(
+            f"batch_max_size is the most calls one batch holds: 1 to {MAX_BATCH_SIZE}."
+        )
+    if max_wait_ms is None:
+        max_wait_ms = DEFAULT_BATCH_WAIT_MS
+    if not 0 <= max_wait_ms <= MAX_BATCH_WAIT_MS:  # also refuses NaN
+        raise errors.BadRequest(
+            f"batch_max_wait_ms is how long calls wait for company while every instance is "
+            f"busy: 0 to {MAX_BATCH_WAIT_MS:g} milliseconds."
+        )
+    return max_size, float(max_wait_ms)
+
+
 def check_new_model(services: Services, actor: User, name: str) -> None:
     """A model may be created with ``name`` by ``actor`` (setting ``model_creators``)."""
     validate_model_name(name)
@@ -228,6 +261,9 @@ class PublishRequest:
     idempotency_key: str | None = None
     #: an example input (JSON text); None takes the project's example.json, if any
     example: str | None = None
+    #: a batching function's largest batch (None: not a batching function), and longest wait
+    batch_max_size: int | None = None
+    batch_max_wait_ms: float | None = None
 
 
 #: what an Idempotency-Key may be: printable ASCII without spaces, as a header can carry it
@@ -264,6 +300,7 @@ def check_publish(services: Services, actor: User, request: PublishRequest) -> M
     validate_environment(request.environment)
     validate_source(request.source, request.git_commit)
     validate_example(request.example)
+    validate_batching(request.batch_max_size, request.batch_max_wait_ms)
     return existing
 
 
@@ -306,6 +343,8 @@ def publish_version(
             git_commit=request.git_commit,
             idempotency_key=key,
             example=request.example,
+            batch_max_size=request.batch_max_size,
+            batch_max_wait_ms=request.batch_max_wait_ms,
         )
         audit.model, audit.version = model, version.number
         if then is not None:
@@ -329,6 +368,8 @@ def publish(
     git_commit: str | None = None,
     idempotency_key: str | None = None,
     example: str | None = None,
+    batch_max_size: int | None = None,
+    batch_max_wait_ms: float | None = None,
 ) -> tuple[Model, Version]:
     """Store the uploaded project and create the next version (status ``building``).
 
@@ -343,6 +384,7 @@ def publish(
     validate_environment(environment)
     source = validate_source(source, git_commit)
     example = validate_example(example)
+    batch_max_size, batch_max_wait_ms = validate_batching(batch_max_size, batch_max_wait_ms)
     runtime = runtime_for(file)
     if runtime == "r":
         describe(settings, runtime)  # fails clearly when R is missing
@@ -412,6 +454,8 @@ def publish(
             git_commit=git_commit,
             idempotency_key=idempotency_key,
             example=example,
+            batch_max_size=batch_max_size,
+            batch_max_wait_ms=batch_max_wait_ms,
             **columns,
         )
         workdir = services.children.instance_workdir(version.id)

@@ -12,6 +12,12 @@ Messages (direction, payload):
 ``RESULT``       worker → server   request id, ``>d`` model time in ms, the result as JSON bytes
 ``ERROR``        worker → server   request id, then JSON ``{"status", "code", "message"}``
 ``SHUTDOWN``     server → worker   empty
+``BATCH``        server → worker   ``>I`` count, then per call: request id, ``>I`` length, body
+
+A version published as a batching function (``batch_max_size``) gets calls that waited
+together as one BATCH frame, and a lone call as a CALL frame; either way its function is
+called with a list of inputs, and every call is answered on its own, with its own RESULT or
+ERROR frame.
 
 Every answer carries the request id of its call, so an instance that runs several calls at
 once (a version that declares a concurrency above 1) may answer them in any order. The R
@@ -29,9 +35,11 @@ CALL = 3
 RESULT = 4
 ERROR = 5
 SHUTDOWN = 6
+BATCH = 7
 
 HEADER = struct.Struct(">IB")
 MODEL_TIME = struct.Struct(">d")
+COUNT = struct.Struct(">I")
 REQUEST_ID_LENGTH = 16
 MAX_FRAME = 1 << 30
 
@@ -54,6 +62,34 @@ def encode_call(request_id: str, body: bytes) -> bytes:
 
 def decode_call(payload: bytes) -> tuple[str, bytes]:
     return payload[:REQUEST_ID_LENGTH].decode("ascii"), payload[REQUEST_ID_LENGTH:]
+
+
+def encode_batch(calls: list[tuple[str, bytes]]) -> bytes:
+    """One BATCH frame of ``(request id, body)`` calls."""
+    parts = [COUNT.pack(len(calls))]
+    for request_id, body in calls:
+        rid = request_id.encode("ascii")
+        if len(rid) != REQUEST_ID_LENGTH:
+            raise ValueError("request id must be 16 ASCII characters")
+        parts += (rid, COUNT.pack(len(body)), body)
+    return encode(BATCH, b"".join(parts))
+
+
+def decode_batch(payload: bytes) -> list[tuple[str, bytes]]:
+    """The ``(request id, body)`` calls of a BATCH payload."""
+    (count,) = COUNT.unpack_from(payload, 0)
+    calls: list[tuple[str, bytes]] = []
+    offset = COUNT.size
+    for _ in range(count):
+        request_id = payload[offset : offset + REQUEST_ID_LENGTH].decode("ascii")
+        offset += REQUEST_ID_LENGTH
+        (length,) = COUNT.unpack_from(payload, offset)
+        offset += COUNT.size
+        if offset + length > len(payload):
+            raise ProtocolError("a batch is shorter than its calls say")
+        calls.append((request_id, payload[offset : offset + length]))
+        offset += length
+    return calls
 
 
 def encode_result(request_id: str, model_time_ms: float, result_json: bytes) -> bytes:
@@ -96,7 +132,7 @@ class FrameDecoder:
         size = HEADER.size
         while len(buffer) - offset >= size:
             length, kind = HEADER.unpack_from(buffer, offset)
-            if length > MAX_FRAME or not READY <= kind <= SHUTDOWN:
+            if length > MAX_FRAME or not READY <= kind <= BATCH:
                 raise ProtocolError(f"invalid frame header (length {length}, type {kind})")
             end = offset + size + length
             if len(buffer) < end:

@@ -12,6 +12,7 @@ CALL <- 3L
 RESULT <- 4L
 ERROR <- 5L
 SHUTDOWN <- 6L
+BATCH <- 7L
 BAD_SHAPE <- paste(
   "Request body must be a JSON object with a 'data' object (keyword arguments) or a",
   "'parameters' array (positional arguments), not both."
@@ -149,6 +150,13 @@ is_required <- vapply(param_names, function(p) identical(formal_args[[p]], quote
                       logical(1))
 required <- param_names[is_required]
 signature <- sprintf("%s(%s)", fname, paste(names(formal_args), collapse = ", "))
+batching <- isTRUE(spec$batch)
+if (batching && (length(required) > 1L || (!length(param_names) && !has_dots))) {
+  fail_load(sprintf(paste(
+    "%s cannot be a batching function: it must take one argument, the list of inputs, and",
+    "return a list of results. Change the function, or publish without --batch-max-size."),
+    signature))
+}
 
 log_line(sprintf("ready in %.2f s: %s", as.numeric(Sys.time() - started, units = "secs"), signature))
 send_frame(READY, charToRaw(to_json(list(
@@ -207,6 +215,24 @@ bind_check <- function(call_args, named) {
     stop(call_error(400L, "invalid_arguments",
                     sprintf("The arguments do not match %s: %s.", signature, problem)))
   }
+}
+
+parse_input <- function(body) {
+  # A batching function's input: the data object as a named list, or the parameters array as
+  # a list, each value converted as for a call.
+  request <- tryCatch(
+    jsonlite::fromJSON(body, simplifyVector = FALSE),
+    error = function(e) stop(call_error(400L, "bad_request", paste0(
+      "Request body is not valid JSON (", conditionMessage(e), "). ", BAD_SHAPE)))
+  )
+  keys <- names(request)
+  if (!is.list(request) || is.null(keys) || (("data" %in% keys) == ("parameters" %in% keys))) {
+    stop(call_error(400L, "bad_request", BAD_SHAPE))
+  }
+  value <- if ("data" %in% keys) request$data else request$parameters
+  if (is.null(value)) return(list())
+  if (!is.list(value)) stop(call_error(400L, "bad_request", BAD_SHAPE))
+  lapply(value, simplify)
 }
 
 parse_request <- function(body) {
@@ -288,6 +314,99 @@ handle <- function(payload) {
   send_frame(RESULT, c(charToRaw(request_id), time_raw, charToRaw(enc2utf8(outcome$encoded))))
 }
 
+encode_one <- function(result) {
+  if (has_non_finite(result)) {
+    stop(call_error(500L, "result_not_serializable", sprintf(
+      "%s returned NaN or Inf, which JSON cannot represent; return NA (null) or a finite number instead.",
+      fname)))
+  }
+  tryCatch(to_json(result), error = function(e) stop(call_error(
+    500L, "result_not_serializable",
+    sprintf("%s returned a value that cannot be converted to JSON: %s", fname,
+            conditionMessage(e)))))
+}
+
+result_frame <- function(request_id, elapsed, encoded) {
+  time_raw <- writeBin(elapsed, raw(), size = 8L, endian = "big")
+  send_frame(RESULT, c(charToRaw(request_id), time_raw, charToRaw(enc2utf8(encoded))))
+}
+
+run_batch <- function(inputs) {
+  # The function's results for inputs, or a call_error saying why there are none.
+  start <- Sys.time()
+  results <- tryCatch(with_stamped_output(fn(inputs)), error = function(e) {
+    log_line("a batch of ", length(inputs), " failed: ", conditionMessage(e))
+    stop(call_error(500L, "model_error",
+                    sprintf("%s raised an error: %s", fname, conditionMessage(e))))
+  })
+  elapsed <- as.numeric(Sys.time() - start, units = "secs") * 1000
+  if (is.data.frame(results)) results <- split(results, seq_len(nrow(results)))
+  if (is.null(results) || length(results) != length(inputs)) {
+    message <- sprintf(paste(
+      "%s returned %d results for %d input%s; a batching function returns a list with one",
+      "result per input, in order."), fname, length(results), length(inputs),
+      if (length(inputs) == 1L) "" else "s")
+    log_line(message)
+    stop(call_error(500L, "model_error", message))
+  }
+  list(results = results, elapsed = elapsed)
+}
+
+answer_batch <- function(calls) {
+  # calls: a list of list(id, body); answers each with its own frame.
+  runnable <- list()
+  for (call in calls) {
+    input <- tryCatch(parse_input(call$body), error = function(e) e)
+    if (inherits(input, "error")) {
+      error_frame(call$id, input$status, input$code, conditionMessage(input))
+    } else {
+      runnable[[length(runnable) + 1L]] <- list(id = call$id, input = input)
+    }
+  }
+  if (!length(runnable)) return(invisible())
+  answer <- function(group) {
+    outcome <- tryCatch(run_batch(lapply(group, function(c) c$input)), error = function(e) e)
+    if (inherits(outcome, "error")) return(outcome)
+    for (i in seq_along(group)) {
+      encoded <- tryCatch(encode_one(outcome$results[[i]]), error = function(e) e)
+      if (inherits(encoded, "error")) {
+        error_frame(group[[i]]$id, encoded$status, encoded$code, conditionMessage(encoded))
+      } else {
+        result_frame(group[[i]]$id, outcome$elapsed, encoded)
+      }
+    }
+    NULL
+  }
+  failed <- answer(runnable)
+  if (is.null(failed)) return(invisible())
+  if (length(runnable) > 1L) {
+    log_line("a batch of ", length(runnable), " calls failed; calling each on its own")
+    for (call in runnable) {
+      alone <- answer(list(call))
+      if (!is.null(alone)) error_frame(call$id, alone$status, alone$code, conditionMessage(alone))
+    }
+  } else {
+    error_frame(runnable[[1]]$id, failed$status, failed$code, conditionMessage(failed))
+  }
+}
+
+decode_batch <- function(payload) {
+  count <- readBin(payload[1:4], "integer", size = 4L, endian = "big")
+  calls <- vector("list", count)
+  offset <- 4L
+  for (i in seq_len(count)) {
+    id <- rawToChar(payload[(offset + 1L):(offset + 16L)])
+    offset <- offset + 16L
+    size <- readBin(payload[(offset + 1L):(offset + 4L)], "integer", size = 4L, endian = "big")
+    offset <- offset + 4L
+    body <- if (size > 0L) rawToChar(payload[(offset + 1L):(offset + size)]) else ""
+    Encoding(body) <- "UTF-8"
+    offset <- offset + size
+    calls[[i]] <- list(id = id, body = body)
+  }
+  calls
+}
+
 repeat {
   header <- read_exact(5L)
   if (is.null(header)) break
@@ -295,8 +414,14 @@ repeat {
   kind <- as.integer(header[5])
   payload <- if (length > 0L) read_exact(length) else raw(0)
   if (is.null(payload)) break
-  if (kind == CALL) {
+  if (kind == CALL && batching) {
+    body <- rawToChar(payload[-(1:16)])
+    Encoding(body) <- "UTF-8"
+    answer_batch(list(list(id = rawToChar(payload[1:16]), body = body)))
+  } else if (kind == CALL) {
     handle(payload)
+  } else if (kind == BATCH) {
+    answer_batch(decode_batch(payload))
   } else if (kind == SHUTDOWN) {
     break
   }

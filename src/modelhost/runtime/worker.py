@@ -342,6 +342,11 @@ class Handler:
         return protocol.encode_result(request_id, elapsed, encoded)
 
     def _arguments(self, body: bytes) -> tuple[list[Any], dict[str, Any]]:
+        form, value = self._request(body)
+        return ([], value) if form == "data" else (value, {})
+
+    def _request(self, body: bytes) -> tuple[str, Any]:
+        """``("data", the keyword arguments)`` or ``("parameters", the positional ones)``."""
         try:
             request = _loads(body)
         except (ValueError, UnicodeDecodeError) as exc:
@@ -357,8 +362,6 @@ class Handler:
             ) from None
         if not isinstance(request, dict) or ("data" in request) == ("parameters" in request):
             raise CallFailed(400, "bad_request", BAD_SHAPE)
-        args: list[Any] = []
-        kwargs: dict[str, Any] = {}
         if "data" in request:
             if not isinstance(request["data"], dict):
                 raise CallFailed(
@@ -367,17 +370,15 @@ class Handler:
                     "'data' must be a JSON object of keyword arguments; "
                     "use 'parameters' for a list of positional arguments.",
                 )
-            kwargs = request["data"]
-        else:
-            if not isinstance(request["parameters"], list):
-                raise CallFailed(
-                    400,
-                    "bad_request",
-                    "'parameters' must be a JSON array of positional "
-                    "arguments; use 'data' for keyword arguments.",
-                )
-            args = request["parameters"]
-        return args, kwargs
+            return "data", request["data"]
+        if not isinstance(request["parameters"], list):
+            raise CallFailed(
+                400,
+                "bad_request",
+                "'parameters' must be a JSON array of positional "
+                "arguments; use 'data' for keyword arguments.",
+            )
+        return "parameters", request["parameters"]
 
     def _check_binding(self, args: list[Any], kwargs: dict[str, Any]) -> None:
         """Raise a 400 if the arguments do not fit the signature (checked only after a
@@ -422,6 +423,121 @@ class Handler:
             )
 
 
+class BatchHandler(Handler):
+    """For a batching function (a version published with ``batch_max_size``): the function
+    takes a list of inputs, each the ``data`` object or the ``parameters`` array of one call,
+    and returns a list of as many results, in the same order.
+
+    A lone CALL is a batch of one. When the function raises for a batch, or returns something
+    other than one result per input, each call of the batch is run again on its own (as a list
+    of one), so only a call that fails by itself fails.
+    """
+
+    def __init__(
+        self,
+        function: Callable[..., Any],
+        name: str,
+        *,
+        log_requests: bool = False,
+        log_limit: int = 2000,
+    ) -> None:
+        super().__init__(function, name, log_requests=log_requests, log_limit=log_limit)
+        if self.signature is not None:
+            try:
+                self.signature.bind([])
+            except TypeError:
+                raise LoadFailed(
+                    f"{self.described} cannot be a batching function: it must take one "
+                    "argument, the list of inputs, and return a list of results. Change the "
+                    "function, or publish without --batch-max-size."
+                ) from None
+
+    def __call__(self, payload: bytes) -> bytes:
+        return self.batch([protocol.decode_call(payload)])
+
+    def batch(self, calls: list[tuple[str, bytes]]) -> bytes:
+        """The answers to ``calls``, one RESULT or ERROR frame each, as one string of bytes."""
+        start = time.perf_counter()
+        frames: list[bytes] = []
+        runnable: list[tuple[str, bytes, Any]] = []
+        for request_id, body in calls:
+            try:
+                runnable.append((request_id, body, self._request(body)[1]))
+            except CallFailed as failure:
+                frames.append(self._error(request_id, body, failure, start))
+        if not runnable:
+            return b"".join(frames)
+        inputs = [value for _, _, value in runnable]
+        ids = [request_id for request_id, _, _ in runnable]
+        try:
+            results, elapsed = self._run_batch(ids, inputs)
+        except CallFailed as failure:
+            if len(runnable) == 1:
+                request_id, body, _ = runnable[0]
+                frames.append(self._error(request_id, body, failure, start))
+                return b"".join(frames)
+            log(
+                f"a batch of {len(runnable)} calls failed ({failure.message}); calling "
+                "each on its own"
+            )
+            for request_id, body, value in runnable:
+                frames.append(self.batch_of_one(request_id, body, value))
+            return b"".join(frames)
+        for index, (request_id, body, _) in enumerate(runnable):
+            frames.append(self._answer(request_id, body, results[index], elapsed, start))
+        return b"".join(frames)
+
+    def batch_of_one(self, request_id: str, body: bytes, value: Any) -> bytes:
+        start = time.perf_counter()
+        try:
+            results, elapsed = self._run_batch([request_id], [value])
+        except CallFailed as failure:
+            return self._error(request_id, body, failure, start)
+        return self._answer(request_id, body, results[0], elapsed, start)
+
+    def _run_batch(self, ids: list[str], inputs: list[Any]) -> tuple[list[Any], float]:
+        """The function's results for ``inputs`` and the milliseconds it took."""
+        label = ids[0] if len(ids) == 1 else f"{ids[0]} and {len(ids) - 1} more"
+        start = time.perf_counter()
+        try:
+            results = self.function(inputs)
+        except Exception as exc:
+            self._failed(label, start)
+            raise CallFailed(500, "model_error", f"{self.name} raised {_describe(exc)}") from None
+        elapsed = (time.perf_counter() - start) * 1000
+        if isinstance(results, (str, bytes, dict)) or not hasattr(results, "__len__"):
+            got = f"a {type(results).__name__}"
+        elif len(results) != len(inputs):
+            got = f"{len(results)} results"
+        else:
+            return list(results), elapsed
+        message = (
+            f"{self.name} returned {got} for {len(inputs)} input"
+            f"{'' if len(inputs) == 1 else 's'}; a batching function returns a list with one "
+            "result per input, in order."
+        )
+        log(f"request {label}: {message}")
+        raise CallFailed(500, "model_error", message)
+
+    def _answer(
+        self, request_id: str, body: bytes, result: Any, elapsed: float, start: float
+    ) -> bytes:
+        try:
+            encoded = encode_result(self.name, result)
+        except ResultError as exc:
+            log(f"request {request_id}: {exc}")
+            failure = CallFailed(500, "result_not_serializable", str(exc))
+            return self._error(request_id, body, failure, start)
+        self._log_request(request_id, body, 200, encoded, start)
+        return protocol.encode_result(request_id, elapsed, encoded)
+
+    def _error(self, request_id: str, body: bytes, failure: CallFailed, start: float) -> bytes:
+        error = {"status": failure.status, "code": failure.code, "message": failure.message}
+        answer = json.dumps(error).encode()
+        self._log_request(request_id, body, failure.status, answer, start)
+        return protocol.encode_error(request_id, answer)
+
+
 def serve(sock: socket.socket, handler: Handler, concurrency: int = 1) -> None:
     """Answer calls until the server closes the connection or says SHUTDOWN.
 
@@ -431,9 +547,9 @@ def serve(sock: socket.socket, handler: Handler, concurrency: int = 1) -> None:
     pool = ThreadPoolExecutor(concurrency) if concurrency > 1 else None
     send_lock = threading.Lock()
 
-    def answer(payload: bytes) -> None:
+    def answer(kind: int, payload: bytes) -> None:
         try:
-            frame = handler(payload)
+            frame = run(kind, payload)
         except BaseException:  # SystemExit and friends: end the instance, as with one thread
             traceback.print_exc()
             sys.stderr.flush()
@@ -441,21 +557,28 @@ def serve(sock: socket.socket, handler: Handler, concurrency: int = 1) -> None:
         with send_lock:
             sock.sendall(frame)
 
+    def run(kind: int, payload: bytes) -> bytes:
+        if kind == protocol.CALL:
+            return handler(payload)
+        if not isinstance(handler, BatchHandler):
+            raise protocol.ProtocolError("a batch for a function that does not take batches")
+        return handler.batch(protocol.decode_batch(payload))
+
     try:
         while True:
             data = sock.recv(_RECV_BYTES)
             if not data:
                 return  # the server closed the connection: nothing left to do
             for kind, payload in decoder.feed(data):
-                if kind == protocol.CALL:
+                if kind == protocol.CALL or kind == protocol.BATCH:
                     if pool is None:
                         # Each answer goes out as soon as it is ready, never held back for
                         # the calls behind it: the server counts a call's time from the
                         # answer before it, and re-sends calls that never started when an
                         # instance dies or is replaced.
-                        sock.sendall(handler(payload))
+                        sock.sendall(run(kind, payload))
                     else:
-                        pool.submit(answer, payload)
+                        pool.submit(answer, kind, payload)
                 elif kind == protocol.SHUTDOWN:
                     return
     finally:
@@ -492,12 +615,19 @@ def main(argv: list[str] | None = None) -> int:
         body = json.dumps({"message": exc.message, "traceback": exc.user_traceback})
         sock.sendall(protocol.encode(protocol.LOAD_FAILED, body.encode()))
         return 1
-    handler = Handler(
-        function,
-        spec["function"],
-        log_requests=bool(spec.get("log_requests")),
-        log_limit=int(spec.get("log_limit", 2000)),
-    )
+    try:
+        handler = (BatchHandler if spec.get("batch") else Handler)(
+            function,
+            spec["function"],
+            log_requests=bool(spec.get("log_requests")),
+            log_limit=int(spec.get("log_limit", 2000)),
+        )
+    except LoadFailed as exc:
+        log(f"load failed: {exc.message}")
+        sys.stderr.flush()
+        body = json.dumps({"message": exc.message, "traceback": ""})
+        sock.sendall(protocol.encode(protocol.LOAD_FAILED, body.encode()))
+        return 1
     log(f"ready in {time.perf_counter() - started:.2f} s: {handler.described}")
     ready = {"pid": os.getpid(), "python": sys.version.split()[0], "signature": handler.described}
     sock.sendall(protocol.encode(protocol.READY, json.dumps(ready).encode()))

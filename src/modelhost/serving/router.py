@@ -18,6 +18,7 @@ from modelhost import __version__
 from modelhost.backends.base import Instance, InstanceState
 from modelhost.db.repo import Model, Version
 from modelhost.gateway.app import Gateway
+from modelhost.gateway.batching import BatchingPool, batch_capacity, new_pool
 from modelhost.gateway.board import NO_SLOT, LoadBoard
 from modelhost.gateway.peers import Peers
 from modelhost.gateway.pool import VersionPool
@@ -139,21 +140,30 @@ class Router:
         """Put a ready version's ready instances in its pool (those a gateway process holds
         leave it: that process sends them calls), and count the ones starting."""
         pool = self._pools.get(version.id)
-        capacity = version.concurrency + self.settings.pipeline_depth - 1
+        batch = batch_limits(version)
+        capacity = (
+            version.concurrency + self.settings.pipeline_depth - 1
+            if batch is None
+            else batch_capacity(version.concurrency)
+        )
         if pool is None or pool.capacity != capacity:
             board = self.processes.board
             if pool is not None:  # the new pool takes its slot on the board
                 slot, pool.board = pool.slot, None
             else:
                 slot = board.slot() if board is not None else NO_SLOT
-            pool = self._pools[version.id] = VersionPool(
+            pool = self._pools[version.id] = new_pool(
                 version.id,
                 version.number,
                 self.settings.max_queued_requests,
-                capacity=capacity,
+                capacity,
+                batch,
+                concurrency=version.concurrency,
                 board=board,
                 slot=slot,
             )
+        elif isinstance(pool, BatchingPool) and batch is not None:
+            pool.tune(*batch)
         for instance in live:
             if instance.state is not InstanceState.READY:
                 continue
@@ -256,3 +266,10 @@ def _release(model: Model, version: Version) -> Release:
         }
     )
     return Release(model.id, version.id, version.number, body)
+
+
+def batch_limits(version: Version) -> tuple[int, float] | None:
+    """A batching version's largest batch and longest wait (ms); None for any other."""
+    if version.batch_max_size is None:
+        return None
+    return version.batch_max_size, version.batch_max_wait_ms or 0.0

@@ -308,6 +308,7 @@ class Supervisor:
             log_requests=model.log_requests,
             runtime=version.environment_runtime,
             network=model.network,
+            batch=version.batch_max_size is not None,
         )
         self._generation[instance_id] = model.generation
         await self.backend.start(spec, self.settings.load_timeout_seconds)
