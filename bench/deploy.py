@@ -47,6 +47,8 @@ def publish(client: modelhost.Client, case: Case) -> None:
         name=case.model,
         file=case.file,
         function=case.function,
+        batch_max_size=case.batch_max_size,
+        batch_max_wait_ms=case.batch_max_wait_ms,
         wait_timeout=_PUBLISH_TIMEOUT_SECONDS,
     )
     if case.instances != 1:
@@ -130,3 +132,32 @@ def check_answer(url: str, case: Case, expected: Any, headers: Mapping[str, str]
     result = call_once(url, case, headers)
     if result != expected:
         raise DeployError(f"POST {url} returned {result!r}; the function returns {expected!r}")
+
+
+def batch_sizes(client: modelhost.Client, case: Case) -> dict[str, int]:
+    """The batches the server sent the case's instances, by size bucket ("<=1", "<=2", …,
+    as /metrics' modelhost_batch_size counts them), over the whole run."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    answer = httpx.get(
+        f"{client.url}/metrics",
+        headers={"Authorization": f"Bearer {client.api_key}"},
+        timeout=30,
+    )
+    answer.raise_for_status()
+    cumulative: dict[float, float] = {}
+    for family in text_string_to_metric_families(answer.text):
+        for sample in family.samples:
+            if sample.name == "modelhost_batch_size_bucket" and (
+                sample.labels.get("model") == case.model
+            ):
+                bound = float(sample.labels["le"])
+                cumulative[bound] = cumulative.get(bound, 0.0) + sample.value
+    sizes: dict[str, int] = {}
+    below = 0.0
+    for bound in sorted(cumulative):
+        count = cumulative[bound] - below
+        below = cumulative[bound]
+        if count:
+            sizes["more" if bound == float("inf") else f"<={bound:g}"] = int(count)
+    return sizes

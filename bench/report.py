@@ -14,6 +14,10 @@ from bench.wrk import WrkResult
 
 ADD_RPS_RATIO_TARGET = 0.4
 RF_P50_BUDGET_MS = 1.5
+#: issue 16: the forest behind a batching function, one row per request
+BATCH_RPS_TARGET = 4000
+BATCH_P99_BUDGET_MS = 50.0
+BATCH_P50_BUDGET_MS = 0.5
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,8 @@ class Report:
     environment: dict[str, Any]
     floors: dict[str, dict[str, Any]]
     runs: list[Run] = field(default_factory=list)
+    #: per batching case, the batches modelhost sent its instances by size ("<=8": count)
+    batch_sizes: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def find(self, case: str, connections: int, target: str) -> Run | None:
         for run in self.runs:
@@ -100,7 +106,46 @@ class Report:
         return run.result.p50_ms - float(floor["p50_ms"])
 
     def checks(self) -> list[Check]:
-        return [self._check_add_throughput(), self._check_rf_latency()]
+        return [
+            self._check_add_throughput(),
+            self._check_rf_latency(),
+            self._check_batch_throughput(),
+            self._check_batch_latency(),
+        ]
+
+    def _check_batch_throughput(self) -> Check:
+        demand = (
+            f"rf_batch @32: modelhost req/s >= {BATCH_RPS_TARGET:,} (about 10x the ceiling's rf) "
+            f"with p99 <= {BATCH_P99_BUDGET_MS:g} ms"
+        )
+        ours = self.find("rf_batch", 32, "modelhost")
+        if ours is None:
+            return Check("batch_throughput", demand, "not run", None)
+        if ours.result is None or not ours.ok:
+            return Check("batch_throughput", demand, "the run FAILED", False)
+        ceiling = self.find("rf", 32, "ceiling") or self.find("rf_batch", 32, "ceiling")
+        times = (
+            f", {ours.result.rps / ceiling.result.rps:.1f}x the ceiling's rf"
+            if ceiling is not None and ceiling.result is not None
+            else ""
+        )
+        measured = f"{ours.result.rps:,.0f} req/s, p99 {ours.result.p99_ms:.2f} ms{times}"
+        passed = ours.result.rps >= BATCH_RPS_TARGET and ours.result.p99_ms <= BATCH_P99_BUDGET_MS
+        return Check("batch_throughput", demand, measured, passed)
+
+    def _check_batch_latency(self) -> Check:
+        demand = f"rf_batch @1: modelhost p50 <= floor p50 + {BATCH_P50_BUDGET_MS} ms"
+        ours = self.find("rf_batch", 1, "modelhost")
+        floor = self.floors.get("rf_batch")
+        if ours is None or floor is None:
+            return Check("batch_latency", demand, "not run", None)
+        over = self.over_floor(ours)
+        if over is None or ours.result is None:
+            return Check("batch_latency", demand, "the run FAILED", False)
+        measured = (
+            f"{ours.result.p50_ms:.2f} ms = floor {float(floor['p50_ms']):.2f} ms + {over:.2f} ms"
+        )
+        return Check("batch_latency", demand, measured, over <= BATCH_P50_BUDGET_MS)
 
     def _check_add_throughput(self) -> Check:
         demand = f"add @32: modelhost req/s >= {ADD_RPS_RATIO_TARGET}x the ceiling's"
@@ -148,6 +193,7 @@ class Report:
                 for run in self.runs
             ],
             "checks": [{**asdict(check), "verdict": check.verdict} for check in self.checks()],
+            "batch_sizes": self.batch_sizes,
             "passed": self.passed(),
         }
 
@@ -223,6 +269,10 @@ def format_report(report: Report) -> str:
             f" ms over {floor['calls']:,} in-process calls (other cpu "
             f"{float(floor.get('other_cpu_cores', 0)):.2f})"
         )
+    for name, sizes in report.batch_sizes.items():
+        total = sum(sizes.values())
+        spread = ", ".join(f"{bucket}: {count:,}" for bucket, count in sizes.items())
+        lines.append(f"batches of {name}: {total:,} sent, by size {spread or 'none'}")
     lines.append("")
     for check in report.checks():
         lines.append(f"{check.verdict:7}  {check.demand}: {check.measured}")

@@ -67,7 +67,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=_positive, default=10, help="Seconds per wrk run.")
     parser.add_argument("--warmup", type=int, default=2, help="Seconds of warm-up before each.")
-    parser.add_argument("--cases", type=_csv(_case_name), default=["add", "rf"])
+    parser.add_argument("--cases", type=_csv(_case_name), default=["add", "rf", "rf_batch"])
     parser.add_argument("--connections", type=_csv(_positive), default=[1, 32])
     parser.add_argument("--output", type=Path, default=RESULTS, help="Where the JSON goes.")
     parser.add_argument(
@@ -111,7 +111,7 @@ def measure_floor(case: Case) -> dict[str, Any]:
 def url_for(target: str, case: Case, server: servers.Server) -> str:
     if target == "modelhost":
         return f"{server.url}/models/{case.model}/latest/model"
-    return f"{server.url}/{case.name}"
+    return f"{server.url}{case.ceiling}"
 
 
 @contextlib.contextmanager
@@ -292,6 +292,10 @@ def run_suite(options: argparse.Namespace) -> Report:
                 expected = report.floors[case.name]["result"]
                 deploy.check_answer(url, case, expected, headers[case.name])
         report.runs = measure_all(cases, running, Path(tmp), options, headers)
+        with modelhost.Client() as client:
+            for case in cases:
+                if case.batch_max_size is not None:
+                    report.batch_sizes[case.name] = deploy.batch_sizes(client, case)
         report.environment["ceiling_tcp_nodelay"] = ceiling_nodelay(running["ceiling"])
     report.environment["loadavg_at_end"] = os.getloadavg()
     return report

@@ -8,6 +8,7 @@ HTTP bodies, for example::
 
     predict:        {"parameters": [[5.6, 0.615, 0, 1.6, 0.089, 16, 59, 0.9943, 3.58, 0.52, 9.9]]}
     predict_named:  {"data": {"fixed_acidity": 5.6, "volatile_acidity": 0.615, ...}}
+    predict_batch:  the same body as predict, for a version published with --batch-max-size
 """
 
 from __future__ import annotations
@@ -76,6 +77,42 @@ def predict(features: Sequence[float]) -> int:
             raise ValueError(f"{name!r} must be a finite number, got {value!r}")
     row = np.asarray(features, dtype=np.float64).reshape(1, -1)
     return int(_MODEL.predict(row)[0])
+
+
+def _checked(features: Any) -> Sequence[float]:
+    """``features`` if it is a list of 11 finite numbers, else a ``ValueError`` saying why."""
+    if isinstance(features, (str, bytes)) or not isinstance(features, Sequence):
+        kind = type(features).__name__
+        raise ValueError(f"expected a list of {len(FEATURES)} numbers, got {kind}")
+    if len(features) != len(FEATURES):
+        raise ValueError(
+            f"expected {len(FEATURES)} numbers ({', '.join(FEATURES)}), got {len(features)}"
+        )
+    for name, value in zip(FEATURES, features, strict=True):
+        if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
+            raise ValueError(f"{name!r} must be a finite number, got {value!r}")
+    return features
+
+
+def predict_batch(inputs: Sequence[Any]) -> list[int]:
+    """``predict`` for many calls at once: one forest pass for the whole batch.
+
+    Publish it as a batching function (``modelhost publish predict.py:predict_batch --name
+    wine-batch --batch-max-size 64``). Callers send the same body as for ``predict``; each
+    input is one call's ``parameters`` array (``[[5.6, 0.615, ...]]``) or its ``data`` object
+    (``{"features": [5.6, 0.615, ...]}``). A forest takes about as long for 1 row as for 100,
+    so under load this answers many times the calls per second that ``predict`` does.
+    """
+    rows = []
+    for item in inputs:
+        if isinstance(item, dict):
+            item = [item.get("features")]
+        if not isinstance(item, Sequence) or len(item) != 1:
+            raise ValueError('send {"parameters": [[11 numbers]]} or {"data": {"features": [...]}}')
+        rows.append(_checked(item[0]))
+    if not rows:
+        return []
+    return [int(grade) for grade in _MODEL.predict(np.asarray(rows, dtype=np.float64))]
 
 
 def _normalise(name: str) -> str:
