@@ -627,3 +627,34 @@ def test_signing_out_ends_the_session(pages: Pages) -> None:
     expect(page.locator(".flash")).to_have_text("You are signed out.")
     page.goto("/ui/models/calc")
     expect(page).to_have_url(re.compile(r"/ui/sign-in\?next=/ui/models/calc"))
+
+
+def test_an_editor_changes_a_batching_versions_limits_on_the_settings_page(
+    pages: Pages, ui_server: Server
+) -> None:
+    ui_server.client().publish(
+        f"{PROJECTS / 'batching'}/batching.py:total",
+        name="ui-batching",
+        batch_max_size=8,
+        batch_max_wait_ms=5,
+    )
+    page = pages["admin"]
+    page.goto("/ui/models/ui-batching/settings")
+    form = page.locator("#batching-1")
+    expect(form.get_by_label("Largest batch")).to_have_value("8")
+    form.get_by_label("Largest batch").fill("32")
+    form.get_by_label("Longest wait (ms)").fill("2.5")
+    form.get_by_role("button", name="Save").click()
+    assert flash(page) == "Version 1's batching limits saved."
+    assert ui_server.client().version("ui-batching", 1)["batch"] == {
+        "max_size": 32,
+        "max_wait_ms": 2.5,
+    }
+    page.goto("/ui/models/ui-batching/versions/1")
+    expect(page.locator("#batching")).to_contain_text(
+        "at most 32 calls a batch, waiting at most 2.5 ms"
+    )
+    page.goto("/ui/models/ui-batching/settings")
+    size = page.locator("#batching-1").get_by_label("Largest batch")
+    size.fill("5000")  # over the limit: the browser refuses to send the form
+    assert size.evaluate("input => input.validity.rangeOverflow") is True

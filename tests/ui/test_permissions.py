@@ -63,6 +63,7 @@ ACTION_NEEDS: dict[str, str] = {
     "start": "deploy",
     "restart": "deploy",
     "settings": "manage-settings",
+    "batching": "manage-settings",
     "env-set": "manage-env",
     "env-unset": "manage-env",
     "access": "change-access",
@@ -81,6 +82,7 @@ FORMS: dict[str, dict[str, str]] = {
     "label": {"label": "staging", "version": "1"},
     "label-delete": {"label": "prod"},
     "settings": {"description": "changed"},
+    "batching": {"version": "1", "batch_max_size": "4"},
     "env-set": {"name": "OTHER", "value": "x"},
     "env-unset": {"name": "VAR"},
     "access": {"visibility": "private"},
@@ -242,6 +244,13 @@ def test_the_ui_route_answers_each_actor_as_the_permission_table_says(
                     return await http.get(concrete, headers=headers)
                 if path == "/ui/publish":
                     return await http.post(concrete, headers=headers, data=form, files=files)
+                if what == "batching":  # only a batching version has limits: make 1 one
+                    repo = app.services.repo
+                    found = repo.find_model("m")
+                    assert found is not None
+                    version = repo.get_version(found.id, 1)
+                    assert version is not None
+                    repo.update_version(version.id, batch_max_size=8, batch_max_wait_ms=5.0)
                 if path == "/ui/models/{model}/test":  # the call needs a running version
                     await app.services.reconciler.reconcile_once()
                     await app.services.reconciler.reconcile_once()

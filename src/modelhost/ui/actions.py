@@ -217,6 +217,20 @@ def _settings(services: Services, user: User, model: str, form: FormData) -> tup
     return result, "Settings saved."
 
 
+def _batching(services: Services, user: User, model: str, form: FormData) -> tuple[Any, str]:
+    number = forms.optional_int(form, "version", "The version")
+    if number is None:
+        raise errors.BadRequest("Say which version's batching limits to change.")
+    request = actions.BatchingChange(
+        model,
+        number,
+        batch_max_size=forms.optional_int(form, "batch_max_size", "The largest batch"),
+        batch_max_wait_ms=forms.optional_float(form, "batch_max_wait_ms", "The longest wait"),
+    )
+    result = actions.change_batching(services, user, request)
+    return result, f"Version {number}'s batching limits saved."
+
+
 def _env_set(services: Services, user: User, model: str, form: FormData) -> tuple[Any, str]:
     name = forms.field(form, "name")
     value = form.get("value")
@@ -311,6 +325,7 @@ ACTIONS: dict[str, tuple[Handler, str]] = {
     START.name: (_version_state(stop=False), "versions"),
     RESTART.name: (_restart, "instances"),
     "settings": (_settings, "settings"),
+    "batching": (_batching, "settings"),
     ENV_SET.name: (_env_set, "settings"),
     ENV_UNSET.name: (_env_unset, "settings"),
     "access": (_access, "settings"),

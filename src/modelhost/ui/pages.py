@@ -268,16 +268,16 @@ def settings_context(services: Services, user: User, key: str) -> dict[str, Any]
     found = model_context(services, user, key)
     context = _model_page(services, user, found, "settings")
     can = context["can"]
+    listed = ops.list_versions(services, found)
     context.update(
+        batching=[v for v in listed if v["batch"]] if can["manage-settings"] else [],
         variables=variables.list_env(services, found) if can["view-config"] else [],
         tokens=access_control.list_tokens(services, found) if can["manage-tokens"] else [],
         collaborators=access_control.collaborators(services, found),
         group_roles=groups.group_roles(services, found),
         group_names=[g.name for g in services.repo.list_groups()],
         labels=lifecycle.list_labels(services, found),
-        versions=[
-            v["number"] for v in ops.list_versions(services, found) if v["status"] != "failed"
-        ],
+        versions=[v["number"] for v in listed if v["status"] != "failed"],
         new_token=None,
         max_instance_count=services.settings.max_instance_count,
     )
