@@ -161,3 +161,46 @@ def batch_sizes(client: modelhost.Client, case: Case) -> dict[str, int]:
         if count:
             sizes["more" if bound == float("inf") else f"<={bound:g}"] = int(count)
     return sizes
+
+
+def publish_to_serving(client: modelhost.Client, case: Case, rounds: int = 3) -> list[float]:
+    """Seconds from ``publish`` of the case's project (a new model each round, in the server's
+    environment) to the first 200 answer of its invocation URL, one per round.
+
+    The model is created and made public beforehand, so the clock covers what a user waits
+    for after ``modelhost publish``: upload, bundle, import check, instance start, route.
+    """
+    found: list[float] = []
+    for round_ in range(1, rounds + 1):
+        name = f"{case.model}-publish-{round_}"
+        created = httpx.post(
+            f"{client.url}{urls.api_models()}",
+            json={"name": name},
+            headers={"Authorization": f"Bearer {client.api_key}"},
+            timeout=30.0,
+        )
+        if created.status_code != 201:
+            raise DeployError(f"creating {name} answered {created.status_code}: {created.text}")
+        client.set_access(name, invocation="public")
+        url = f"{client.url}/models/{name}/latest/model"
+        with httpx.Client(timeout=30.0) as http:
+            started = time.perf_counter()
+            client.publish(
+                case.project,
+                name=name,
+                file=case.file,
+                function=case.function,
+                environment="server",
+                wait=False,
+            )
+            while True:
+                answer = http.post(
+                    url, content=case.body, headers={"Content-Type": "application/json"}
+                )
+                if answer.status_code == 200:
+                    found.append(time.perf_counter() - started)
+                    break
+                if time.perf_counter() - started > _PUBLISH_TIMEOUT_SECONDS:
+                    raise DeployError(f"{name} did not answer 200 after its publish")
+                time.sleep(0.005)
+    return found

@@ -18,6 +18,7 @@ RF_P50_BUDGET_MS = 1.5
 BATCH_RPS_TARGET = 4000
 BATCH_P99_BUDGET_MS = 50.0
 BATCH_P50_BUDGET_MS = 0.5
+PUBLISH_BUDGET_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,8 @@ class Report:
     runs: list[Run] = field(default_factory=list)
     #: per batching case, the batches modelhost sent its instances by size ("<=8": count)
     batch_sizes: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: seconds from publishing the add project to its first 200, per round
+    publish_seconds: list[float] = field(default_factory=list)
 
     def find(self, case: str, connections: int, target: str) -> Run | None:
         for run in self.runs:
@@ -111,7 +114,20 @@ class Report:
             self._check_rf_latency(),
             self._check_batch_throughput(),
             self._check_batch_latency(),
+            self._check_publish(),
         ]
+
+    def _check_publish(self) -> Check:
+        demand = f"publish add to its first 200: every round < {PUBLISH_BUDGET_SECONDS:g} s"
+        if not self.publish_seconds:
+            return Check("publish_to_serving", demand, "not run", None)
+        measured = ", ".join(f"{seconds:.2f} s" for seconds in self.publish_seconds)
+        return Check(
+            "publish_to_serving",
+            demand,
+            measured,
+            max(self.publish_seconds) < PUBLISH_BUDGET_SECONDS,
+        )
 
     def _check_batch_throughput(self) -> Check:
         demand = (
@@ -194,6 +210,7 @@ class Report:
             ],
             "checks": [{**asdict(check), "verdict": check.verdict} for check in self.checks()],
             "batch_sizes": self.batch_sizes,
+            "publish_seconds": self.publish_seconds,
             "passed": self.passed(),
         }
 

@@ -296,6 +296,9 @@ def run_suite(options: argparse.Namespace) -> Report:
             for case in cases:
                 if case.batch_max_size is not None:
                     report.batch_sizes[case.name] = deploy.batch_sizes(client, case)
+            if "add" in options.cases:
+                print("publish to serving: add, 3 rounds", flush=True)
+                report.publish_seconds = deploy.publish_to_serving(client, CASES["add"])
         report.environment["ceiling_tcp_nodelay"] = ceiling_nodelay(running["ceiling"])
     report.environment["loadavg_at_end"] = os.getloadavg()
     return report
