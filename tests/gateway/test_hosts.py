@@ -88,3 +88,26 @@ def test_by_default_the_served_host_the_public_url_and_local_names_are_allowed()
 def test_allowed_hosts_when_given_replaces_the_default() -> None:
     settings = load_settings({"allowed_hosts": "a.example, b.example"}, environ={})
     assert settings.allowed_host_names == ("a.example", "b.example")
+
+
+async def test_a_request_passed_on_by_another_server_process_is_not_checked_again() -> None:
+    guard = HostGuard(_ok, ["models.example.com"])
+    statuses = []
+
+    async def send(message: dict[str, object]) -> None:
+        if message["type"] == "http.response.start":
+            statuses.append(message["status"])
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request", "body": b""}
+
+    for client in (None, ("127.0.0.1", 5000)):  # no address: the server's private Unix socket
+        scope = {
+            "type": "http",
+            "method": "GET",
+            "path": "/",
+            "headers": [(b"host", b"modelhost")],
+            "client": client,
+        }
+        await guard(scope, receive, send)
+    assert statuses == [200, 400]

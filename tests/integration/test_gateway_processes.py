@@ -261,3 +261,33 @@ def test_stopping_the_server_stops_its_gateway_processes(tmp_path: Path) -> None
             not Path(f"/proc/{pid}").exists()
             or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
         )
+
+
+def test_the_tester_reaches_an_idle_instance_a_gateway_process_holds(server: Server) -> None:
+    _publish(server, "tester-spread", instances=2)
+    client = server.client()
+    client.set_access("tester-spread", invocation="token")
+    held_by = {str(i["id"]): i["gateway"] for i in client.instances("tester-spread")}
+    assert sorted(held_by.values()) == [0, 1]
+    answers: list[dict[str, object]] = []
+
+    def test_call() -> None:
+        with Client(server.url, server.api_key) as own:
+            try:
+                answers.append(
+                    own.predict("tester-spread", data={"delay": 2}, as_tester=True).result
+                )
+            except Exception as exc:  # the assertion below shows it
+                answers.append({"error": repr(exc)})
+
+    first = threading.Thread(target=test_call)
+    first.start()
+    # The tester's calls are made by the main process, whose own instance is now busy ...
+    wait_until(lambda: any(i["busy"] for i in client.instances("tester-spread")))
+    second = threading.Thread(target=test_call)
+    second.start()
+    first.join(60)
+    second.join(60)
+    # ... so the second one went to the idle instance of the gateway process, without a token.
+    assert len(answers) == 2
+    assert {held_by.get(str(a.get("instance"))) for a in answers} == {0, 1}, answers

@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from modelhost.gateway.app import TRUSTED
 from modelhost.gateway.batching import BatchingPool, limits_of, new_pool
 from modelhost.gateway.board import NO_SLOT, LoadBoard
 from modelhost.gateway.pool import VersionPool
@@ -32,23 +33,34 @@ HANDOVER_BYTES = 64 * 1024
 #: secret that proves the request came from a gateway process
 FORWARDED_FOR = b"x-modelhost-forwarded-for"
 GATEWAY_SECRET = b"x-modelhost-gateway"
+#: on a call the server makes itself (the tester), passed to another process: no token needed;
+#: believed only with the gateway secret, and never taken from a caller (the proxy drops it)
+TRUSTED_CALL = b"x-modelhost-trusted-call"
 
 
 def keep_caller(scope: MutableMapping[str, Any], secret: bytes | None) -> None:
     """A request another of the server's processes passed on, over a private Unix socket (no
     client address of its own), keeps its caller's address: the one in ``FORWARDED_FOR``,
-    believed only with the gateway ``secret``."""
+    believed only with the gateway ``secret``; a call the server made itself (``TRUSTED_CALL``,
+    with the secret too) stays trusted, as it was where it was made."""
     if scope.get("client") is not None or not secret:
         return
     given = forwarded = None
+    trusted = False
     for name, value in scope.get("headers", ()):
         if name == GATEWAY_SECRET:
             given = value
         elif name == FORWARDED_FOR:
             forwarded = value
-    if given is not None and forwarded is not None and hmac.compare_digest(given, secret):
+        elif name == TRUSTED_CALL:
+            trusted = True
+    if given is None or not hmac.compare_digest(given, secret):
+        return
+    if forwarded is not None:
         host, _, port = forwarded.decode("latin-1").rpartition(":")
         scope["client"] = (host, int(port) if port.isdigit() else 0)
+    if trusted:
+        scope[TRUSTED] = True
 
 
 def encode(message: dict[str, Any]) -> bytes:
