@@ -19,7 +19,9 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 from collections import defaultdict
+from collections.abc import Callable
 
 from modelhost.backends.base import Backend
 from modelhost.builder.builds import EnvironmentBuilds
@@ -106,11 +108,14 @@ class Reconciler:
 
     async def run_forever(self) -> None:
         self._loop = asyncio.get_running_loop()
+        failures = FailureLog(logger)
         while True:
             try:
                 await self.reconcile_once()
-            except Exception:
-                logger.exception("reconcile tick failed; trying again on the next one")
+            except Exception as exc:
+                failures.failed(exc)
+            else:
+                failures.worked()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.settings.reconcile_interval_seconds)
             self._wake.clear()
@@ -226,3 +231,37 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return asyncio.get_running_loop()
     except RuntimeError:
         return None
+
+
+class FailureLog:
+    """How the reconcile loop reports failing ticks: the first failure with its traceback, the
+    same failure again (a database that is down fails every tick) as one line a minute at most,
+    and the recovery once, so an outage does not bury the log in identical tracebacks."""
+
+    def __init__(
+        self, log: logging.Logger, clock: Callable[[], float] = time.monotonic, every: float = 60
+    ) -> None:
+        self._log = log
+        self._clock = clock
+        self._every = every
+        self._last: str | None = None
+        self._count = 0
+        self._said_at = 0.0
+
+    def failed(self, exc: BaseException) -> None:
+        described = f"{type(exc).__name__}: {exc}"
+        self._count += 1
+        now = self._clock()
+        if described != self._last:
+            self._last = described
+            self._said_at = now
+            self._log.error("reconcile tick failed; trying again on the next one", exc_info=exc)
+        elif now - self._said_at >= self._every:
+            self._said_at = now
+            self._log.error("reconcile ticks still fail (%d in a row): %s", self._count, described)
+
+    def worked(self) -> None:
+        if self._count:
+            self._log.warning("reconcile ticks work again after %d failed", self._count)
+        self._last = None
+        self._count = 0
