@@ -20,9 +20,11 @@ import shutil
 import signal
 import socket
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 
 from modelhost import datadir
 from modelhost.app import ModelhostApp, create_app
@@ -135,14 +137,38 @@ class Server:
             forwarded_allow_ips=settings.trusted_proxies or None,
         )
         ready = self._ready
+        services = self.app.services
+        delay = settings.shutdown_delay_seconds
 
         class _Serving(uvicorn.Server):
+            stop_at: float | None = None
+
             async def startup(self, sockets: list[socket.socket] | None = None) -> None:
                 await super().startup(sockets)
                 if self.started:  # accepting connections: the arbiter may count it up
                     with contextlib.suppress(OSError):
                         os.write(ready, READY)
                         os.close(ready)
+
+            def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+                if delay > 0 and self.stop_at is None and not self.should_exit:
+                    # First stop: say "not ready" on /health while still answering, so load
+                    # balancers take this server out before it stops taking connections.
+                    services.state.draining = True
+                    self.stop_at = time.monotonic() + delay
+                    logger.info(
+                        "stopping: /health answers 503 for %g s (setting "
+                        "shutdown_delay_seconds), then in-flight calls finish",
+                        delay,
+                    )
+                    return
+                services.state.draining = True
+                super().handle_exit(sig, frame)
+
+            async def on_tick(self, counter: int) -> bool:
+                if self.stop_at is not None and time.monotonic() >= self.stop_at:
+                    self.should_exit = True
+                return await super().on_tick(counter)
 
         # uvicorn shuts down gracefully on SIGTERM and then raises it again: this handler turns
         # that into a clean exit, so what follows runs (the lease is released, files removed).

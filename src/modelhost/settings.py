@@ -310,6 +310,15 @@ SETTINGS: tuple[Setting, ...] = (
         "HTTP 503 with Retry-After.",
     ),
     Setting(
+        "shutdown_delay_seconds",
+        _non_negative_float,
+        0.0,
+        "On SIGTERM, how long the server goes on answering while /health says 503 (not "
+        "ready), so a load balancer takes it out before it stops taking connections; then it "
+        "finishes the calls in flight and exits. Set it above the load balancer's health-check "
+        "interval times its failure count. A second SIGTERM stops at once.",
+    ),
+    Setting(
         "drain_timeout_seconds",
         _positive_float,
         30.0,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import signal
 import tarfile
 from pathlib import Path
 
@@ -163,3 +164,27 @@ def test_a_second_server_on_the_same_data_directory_or_port_refuses_to_start(
         assert server.client().me()["username"] == "admin"
         saved = (server.home / "credentials").read_text()
         assert f":{server.port}" in saved  # the refused server changed nothing
+
+
+def test_a_stopping_server_says_not_ready_on_health_while_it_still_answers(
+    tmp_path: Path,
+) -> None:
+    env = {"MODELHOST_SHUTDOWN_DELAY_SECONDS": "120"}
+    with running_server(tmp_path / "home", env) as server:
+        health = httpx.get(f"{server.url}/health", timeout=10)
+        assert health.status_code == 200
+        assert health.json()["ready"] is True
+        assert health.json()["leader"] is True
+        server.client().publish(PROJECTS / "calc", file="calc.py", function="add", name="calc")
+        assert server.process is not None
+        server.process.send_signal(signal.SIGTERM)
+        wait_until(lambda: httpx.get(f"{server.url}/health", timeout=10).status_code == 503)
+        draining = httpx.get(f"{server.url}/health", timeout=10).json()
+        assert draining["ready"] is False
+        assert draining["status"] == "draining"
+        # a load balancer takes it out now; what still reaches it is answered
+        assert server.invoke("calc", {"data": {"x": 1, "y": 2}}).json()["result"] == 3
+        assert server.process.poll() is None
+        server.process.send_signal(signal.SIGTERM)  # a second stop does not wait out the delay
+        server.process.wait(60)
+        assert "Application shutdown complete" in server.log.read_text()

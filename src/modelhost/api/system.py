@@ -6,6 +6,7 @@ import hmac
 from importlib import resources
 from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.responses import RedirectResponse, Response
@@ -17,14 +18,26 @@ from modelhost.operations.credentials import KEY_PREFIX, authenticate
 router = APIRouter(tags=["system"])
 
 
-@router.get(urls.HEALTH, summary="Liveness: the server answers")
-def health(services: ServicesDep) -> dict[str, Any]:
-    """``isolation`` says whether user code runs sandboxed (see docs/security.md)."""
-    return {
-        "status": "ok",
+@router.get(
+    urls.HEALTH,
+    summary="Health: 200 while the server takes traffic, 503 once it is stopping",
+    responses={503: {"description": "The server is stopping: take it out of rotation"}},
+)
+def health(services: ServicesDep) -> Response:
+    """``ready`` is false (and the status 503) once the server was asked to stop and drains;
+    ``leader`` says whether it runs the singletons (reconciler writes, scheduler): one server
+    holds the database's lease; ``isolation`` says whether user code runs sandboxed."""
+    ready = not services.state.draining
+    body = {
+        "status": "ok" if ready else "draining",
+        "ready": ready,
+        "leader": True,
         "version": __version__,
         "isolation": services.sandbox.status.as_dict(),
     }
+    return Response(
+        orjson.dumps(body), status_code=200 if ready else 503, media_type="application/json"
+    )
 
 
 #: the classic text format, which every Prometheus reads (the names here need nothing newer)

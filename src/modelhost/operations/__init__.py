@@ -75,6 +75,15 @@ async def _no_gateway(path: str, body: bytes) -> tuple[int, bytes]:
     raise RuntimeError("no gateway is wired to these services")
 
 
+class ServerState:
+    """What changes while the server runs, as /health reports it."""
+
+    def __init__(self) -> None:
+        #: set when the server was asked to stop: /health says it is no longer ready, so load
+        #: balancers take it out while it still answers (setting shutdown_delay_seconds)
+        self.draining = False
+
+
 @dataclass(frozen=True)
 class Services:
     """What the operations need, wired once by :func:`modelhost.app.create_app`."""
@@ -101,6 +110,8 @@ class Services:
     wake_jobs: Callable[[], None] = field(default=lambda: None)
     #: Calls a model from inside the server, as a checked caller (the tester).
     invoke: Invoker = field(default=_no_gateway)
+    #: whether the server was asked to stop (its /health then says 503)
+    state: ServerState = field(default_factory=lambda: ServerState())
 
     @property
     def wake(self) -> Callable[[], None]:
