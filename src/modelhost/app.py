@@ -31,6 +31,7 @@ from modelhost.api import system as system_api
 from modelhost.backends.base import Backend
 from modelhost.backends.local import LocalBackend
 from modelhost.builder.bundles import BundleStore
+from modelhost.builder.storage import RemoteBundles
 from modelhost.crypto import ServerKey
 from modelhost.db.engine import make_engine, migrate
 from modelhost.db.repo import Repo
@@ -223,7 +224,8 @@ def create_app(
     engine = make_engine(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
     migrate(engine)
     repo = Repo(engine)
-    store = BundleStore(home / "bundles")
+    remote = RemoteBundles(settings.bundle_store) if settings.bundle_store else None
+    store = BundleStore(home / "bundles", remote)
     sandbox = sandbox if sandbox is not None else open_sandbox(settings)
     runner: Backend = (
         backend

@@ -181,6 +181,14 @@ SETTINGS: tuple[Setting, ...] = (
         secret=True,
     ),
     Setting(
+        "bundle_store",
+        str,
+        "",
+        "Where bundles are also stored, as an fsspec URL: a shared directory "
+        "(/mnt/models/bundles) or an object store (s3://bucket/bundles, with s3fs installed). "
+        "Empty: only $MODELHOST_HOME/bundles. Every copy read back is checked by its sha256.",
+    ),
+    Setting(
         "public_url",
         str,
         None,

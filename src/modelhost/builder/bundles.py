@@ -22,6 +22,7 @@ from typing import BinaryIO
 
 from modelhost.builder import manifests
 from modelhost.builder.packing import IGNORE_FILE, too_large
+from modelhost.builder.storage import RemoteBundles
 from modelhost.errors import BundleTooLarge, InvalidBundle
 
 _CHUNK = 1 << 20
@@ -213,14 +214,52 @@ def file_sha256(path: Path) -> str:
 
 
 class BundleStore:
-    """Bundles on the local disk, as ``<root>/<sha256>.tar``; written by rename, never in place."""
+    """Bundles on the local disk, as ``<root>/<sha256>.tar``; written by rename, never in place.
 
-    def __init__(self, root: Path) -> None:
+    With a ``remote`` store (setting ``bundle_store``, :mod:`modelhost.builder.storage`) every
+    bundle is also written there, and one missing here is fetched from there: the local
+    directory is then a cache. A bundle is checked against its sha256 before each use.
+    """
+
+    def __init__(self, root: Path, remote: RemoteBundles | None = None) -> None:
         self.root = root
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.remote = remote
 
     def path(self, sha256: str) -> Path:
         return self.root / f"{sha256}.tar"
+
+    def exists(self, sha256: str) -> bool:
+        """Whether the bundle is here or in the remote store."""
+        if self.path(sha256).exists():
+            return True
+        return self.remote is not None and self.remote.exists(sha256)
+
+    def delete(self, sha256: str) -> None:
+        """Forget a bundle no version, run or schedule uses any more, here and remotely."""
+        self.path(sha256).unlink(missing_ok=True)
+        if self.remote is not None:
+            self.remote.delete(sha256)
+
+    def _fetch(self, sha256: str) -> None:
+        """Copy a bundle the local disk lacks from the remote store, checked before it is
+        renamed into place."""
+        source = self.path(sha256)
+        if source.exists() or self.remote is None:
+            return
+        fd, staging = tempfile.mkstemp(dir=self.root, prefix=".fetch-", suffix=".tar")
+        os.close(fd)
+        try:
+            if not self.remote.fetch(sha256, Path(staging)):
+                return
+            if file_sha256(Path(staging)) != sha256:
+                raise InvalidBundle(
+                    f"Bundle {sha256[:12]} in {self.remote.url} is damaged (its sha256 does not "
+                    "match); publish the project again."
+                )
+            os.replace(staging, source)
+        finally:
+            Path(staging).unlink(missing_ok=True)
 
     def put_tree(self, tree: Path) -> StoredBundle:
         """Store the files under ``tree`` as a canonical tar; identical trees share one bundle."""
@@ -237,14 +276,18 @@ class BundleStore:
         except BaseException:
             Path(staging).unlink(missing_ok=True)
             raise
+        if self.remote is not None:
+            self.remote.put(final, sha)
         return StoredBundle(sha, final, files, total)
 
     def extract(self, sha256: str, dest: Path) -> None:
         """Extract a verified bundle to ``dest`` (created by rename once complete), with its
         manifest beside it (:mod:`modelhost.builder.manifests`)."""
+        self._fetch(sha256)
         source = self.path(sha256)
         if not source.exists():
-            raise InvalidBundle(f"Bundle {sha256[:12]} is missing from {self.root}.")
+            where = self.root if self.remote is None else f"{self.root} and {self.remote.url}"
+            raise InvalidBundle(f"Bundle {sha256[:12]} is missing from {where}.")
         if file_sha256(source) != sha256:
             raise InvalidBundle(
                 f"Bundle {sha256[:12]} in {self.root} is damaged (its sha256 no longer matches); "

@@ -211,7 +211,7 @@ def delete(services: Services, key: str, confirm: str | None) -> Callable[[], No
         for version in versions:
             shutil.rmtree(services.children.instance_workdir(version.id), ignore_errors=True)
             if not services.repo.bundle_in_use(version.bundle_sha256):
-                services.store.path(version.bundle_sha256).unlink(missing_ok=True)
+                services.store.delete(version.bundle_sha256)
         shutil.rmtree(services.children.log_dir(model.id), ignore_errors=True)
 
     return remove_files

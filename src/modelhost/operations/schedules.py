@@ -128,7 +128,7 @@ def create_schedule(
             schedule = services.repo.update_schedule(previous.id, **values)
         audit.detail["schedule_id"] = schedule.id
     if previous is not None and not services.repo.bundle_in_use(previous.bundle_sha256):
-        services.store.path(previous.bundle_sha256).unlink(missing_ok=True)
+        services.store.delete(previous.bundle_sha256)
     services.wake_jobs()
     return schedule
 
@@ -227,7 +227,7 @@ def delete(services: Services, user: User, schedule_id: str) -> None:
     """Delete a schedule; its runs, and a run of it still going, are kept."""
     schedule = _change(services, user, schedule_id, SCHEDULE_DELETE)
     if not services.repo.bundle_in_use(schedule.bundle_sha256):
-        services.store.path(schedule.bundle_sha256).unlink(missing_ok=True)
+        services.store.delete(schedule.bundle_sha256)
 
 
 def schedule_view(services: Services, schedule: Schedule) -> dict[str, Any]:

@@ -260,7 +260,7 @@ class Supervisor:
         workdir = self.children.instance_workdir(version.id)
         if workdir.is_dir():  # the code that runs must be the code that was published
             changed = await asyncio.to_thread(manifests.differences, workdir)
-            if changed and not self.store.path(version.bundle_sha256).exists():
+            if changed and not self.store.exists(version.bundle_sha256):
                 # nothing to extract it from (the extraction would say so): serve it as it is
                 logger.warning(
                     "The working copy of %s version %s cannot be checked (%s): its bundle is "
