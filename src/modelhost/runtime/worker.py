@@ -232,15 +232,21 @@ def load_function(workdir: Path, file: str, function: str) -> Callable[..., Any]
 # --------------------------------------------------------------------------- results
 
 
+#: made once: ``json.dumps`` with these options builds a new encoder on every call
+_ENCODER = json.JSONEncoder(
+    default=to_json_compatible, allow_nan=False, ensure_ascii=False, separators=(",", ":")
+)
+_SCALARS: dict[type, Callable[[Any], str]] = {
+    int: int.__repr__,  # what json writes for them, without its per-call set-up
+    bool: lambda value: "true" if value else "false",
+    type(None): lambda _value: "null",
+}
+
+
 def encode_result(name: str, result: Any) -> bytes:
     try:
-        text = json.dumps(
-            result,
-            default=to_json_compatible,
-            allow_nan=False,
-            ensure_ascii=False,
-            separators=(",", ":"),
-        )
+        scalar = _SCALARS.get(type(result))
+        text = scalar(result) if scalar is not None else _ENCODER.encode(result)
     except ValueError as exc:
         if "Out of range float" in str(exc):
             raise ResultError(
