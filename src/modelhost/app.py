@@ -21,6 +21,7 @@ from starlette.staticfiles import StaticFiles
 
 from modelhost import __version__, housekeeping, pidfiles, urls
 from modelhost.api import access as access_api
+from modelhost.api import captures as captures_api
 from modelhost.api import environments as environments_api
 from modelhost.api import groups as groups_api
 from modelhost.api import lifecycle as lifecycle_api
@@ -34,7 +35,7 @@ from modelhost.builder.bundles import BundleStore
 from modelhost.crypto import ServerKey
 from modelhost.db.engine import make_engine, migrate
 from modelhost.db.repo import Repo
-from modelhost.gateway import control
+from modelhost.gateway import capture, control
 from modelhost.gateway.app import Gateway, Receive, Scope, Send, new_request_id
 from modelhost.gateway.process_parent import GatewayProcesses
 from modelhost.gateway.requestlog import RequestLog, RequestLogWriter
@@ -71,6 +72,7 @@ ROUTERS: list[tuple[str, APIRouter]] = [
     (urls.API, environments_api.router),
     (urls.API, runs_api.router),
     (urls.API, schedules_api.router),
+    (urls.API, captures_api.router),
 ]
 
 #: The web UI's routers (under /ui, with a session cookie instead of an API key); the UI's
@@ -130,14 +132,17 @@ class ModelhostApp:
             current_request.reset(token)
 
 
-async def _keep_house(home: Path, history: CallHistory, retention_days: int) -> None:
-    """Remove leftovers of interrupted work older than an hour, and call metrics older than
-    the retention, every ten minutes."""
+async def _keep_house(home: Path, history: CallHistory, settings: Settings) -> None:
+    """Remove leftovers of interrupted work older than an hour, and call metrics and captured
+    calls older than their retention, every ten minutes."""
     while True:
         try:
-            await asyncio.to_thread(history.prune, retention_days)
+            await asyncio.to_thread(history.prune, settings.metrics_retention_days)
+            await asyncio.to_thread(
+                capture.prune, home / capture.DIRECTORY, settings.capture_retention_days
+            )
         except Exception:
-            logger.exception("pruning the call metrics failed; trying again later")
+            logger.exception("pruning the call metrics or captures failed; trying again later")
         await asyncio.sleep(housekeeping.INTERVAL_SECONDS)
         try:
             await asyncio.to_thread(housekeeping.sweep, home, older_than=housekeeping.STALE_SECONDS)
@@ -151,6 +156,7 @@ def create_api(
     jobs: Jobs,
     history: CallHistory,
     recorder: Recorder,
+    captures: capture.CaptureWriter,
 ) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -161,11 +167,12 @@ def create_api(
             await reconciler.reconcile_once()
         except Exception:
             logger.exception("first reconcile failed; the reconciler keeps trying")
+        captures.start()
         loop = asyncio.get_running_loop()
         tasks = [
             loop.create_task(reconciler.run_forever()),
             loop.create_task(jobs.run_forever()),
-            loop.create_task(_keep_house(home, history, services.settings.metrics_retention_days)),
+            loop.create_task(_keep_house(home, history, services.settings)),
             loop.create_task(recorder.run_forever()),
         ]
         try:
@@ -178,6 +185,7 @@ def create_api(
             await jobs.close()
             await reconciler.close()
             await recorder.close()  # after the gateway processes sent their last
+            await asyncio.to_thread(captures.stop)  # what is queued is written
 
     api = FastAPI(
         title="modelhost",
@@ -233,6 +241,9 @@ def create_app(
     gateway = Gateway(max_request_bytes=settings.max_request_bytes)
     if settings.request_log:
         gateway.request_log = RequestLog()
+    gateway.capture = capture.CaptureQueue(
+        settings.capture_queue_records, settings.capture_max_record_bytes
+    )
     key = ServerKey(home)
     children = Children(settings, key)
     reconciler = Reconciler(
@@ -251,6 +262,7 @@ def create_app(
         supervisor=reconciler.supervisor,
         repo=repo,
         started=time.time(),
+        capture=gateway.capture,
     )
     writer = (
         RequestLogWriter(
@@ -281,7 +293,8 @@ def create_app(
     jobs = Jobs(services)
     services = dataclasses.replace(services, wake_jobs=jobs.wake)
     recorder = Recorder(gateway, history, writer)
-    api = create_api(services, reconciler, jobs, history, recorder)
+    captures = capture.CaptureWriter(gateway.capture, home / capture.DIRECTORY)
+    api = create_api(services, reconciler, jobs, history, recorder, captures)
     app = ModelhostApp(services, gateway, api, jobs)
     app.gateway_secret = gateways.secret.encode() if gateways is not None else None
     return app
