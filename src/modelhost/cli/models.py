@@ -180,6 +180,8 @@ def models_show(conn: Connection, model: str, as_json: bool) -> None:
             "invocation_mode",
             "log_requests",
             "network",
+            "capture",
+            "capture_share",
             "created_at",
             "updated_at",
         ],
@@ -201,6 +203,16 @@ def models_show(conn: Connection, model: str, as_json: bool) -> None:
     default=None,
     help="Let the model's code reach the network (the default), or cut it off in its sandbox.",
 )
+@click.option(
+    "--capture/--no-capture",
+    default=None,
+    help="Prediction capture: record successful calls' inputs and outputs (audited).",
+)
+@click.option(
+    "--capture-share",
+    type=float,
+    help="Share of successful calls captured, more than 0 and at most 1 (default 1: all).",
+)
 @pass_connection
 def models_update(
     conn: Connection,
@@ -210,26 +222,33 @@ def models_update(
     description: str | None,
     log_requests: bool | None,
     network: bool | None,
+    capture: bool | None,
+    capture_share: float | None,
 ) -> None:
-    """Change a model's instance count, timeout, description, request logging or network."""
+    """Change a model's instance count, timeout, description, request logging, network or
+    prediction capture."""
     changes = {
         "instance_count": instances,
         "timeout_seconds": timeout,
         "description": description,
         "log_requests": log_requests,
         "network": network,
+        "capture": capture,
+        "capture_share": capture_share,
     }
     changes = {k: v for k, v in changes.items() if v is not None}
     if not changes:
         raise click.UsageError(
-            "Give at least one of --instances, --timeout, --description, --log-requests, --network."
+            "Give at least one of --instances, --timeout, --description, --log-requests, "
+            "--network, --capture, --capture-share."
         )
     updated = conn.client.update_model(model, **changes)
+    capture_text = f"on ({updated['capture_share']:g} of calls)" if updated["capture"] else "off"
     click.echo(
         f"{updated['name']}: {updated['instance_count']} instance(s), timeout "
         f"{updated['timeout_seconds']:g} s, request logging "
         f"{'on' if updated['log_requests'] else 'off'}, network "
-        f"{'on' if updated['network'] else 'off'}"
+        f"{'on' if updated['network'] else 'off'}, capture {capture_text}"
     )
 
 
