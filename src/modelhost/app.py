@@ -53,6 +53,7 @@ from modelhost.serving.children import Children
 from modelhost.serving.recorder import Recorder
 from modelhost.settings import Settings
 from modelhost.ui import actions as ui_actions
+from modelhost.ui import captures as ui_captures
 from modelhost.ui import guard as ui_guard
 from modelhost.ui import links as ui_links
 from modelhost.ui import pages as ui_pages
@@ -77,7 +78,12 @@ ROUTERS: list[tuple[str, APIRouter]] = [
 
 #: The web UI's routers (under /ui, with a session cookie instead of an API key); the UI's
 #: permission test walks this list.
-UI_ROUTERS: list[APIRouter] = [ui_pages.router, ui_actions.router, ui_wizard.router]
+UI_ROUTERS: list[APIRouter] = [
+    ui_pages.router,
+    ui_actions.router,
+    ui_wizard.router,
+    ui_captures.router,
+]
 
 
 class ModelhostApp:
