@@ -105,6 +105,13 @@ def test_a_viewer_may_not_export_or_report(world: World) -> None:
     assert event["outcome"] == "denied"
 
 
+@pytest.mark.parametrize("text", ["yesterday", "99999999999999999999d", "2026-13-01", ""])
+def test_a_since_that_is_not_a_time_says_what_to_give(text: str) -> None:
+    now = dt.datetime(2026, 12, 6, 12, 0, tzinfo=dt.timezone.utc)
+    with pytest.raises(errors.BadRequest, match="give a date or time such as 2026-12-01"):
+        captures.parse_since(text, now)
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [

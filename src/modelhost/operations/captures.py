@@ -38,11 +38,12 @@ def parse_since(text: str, now: dt.datetime) -> dt.datetime:
     from ``now`` such as ``90m``, ``24h`` or ``7d``."""
     value = text.strip()
     relative = _RELATIVE.match(value)
-    if relative:
-        return now - dt.timedelta(seconds=int(relative.group(1)) * _UNITS[relative.group(2)])
     try:
+        if relative:
+            back = dt.timedelta(seconds=int(relative.group(1)) * _UNITS[relative.group(2)])
+            return now - back
         moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
+    except (ValueError, OverflowError):
         raise errors.BadRequest(
             f"since '{text}' is not a time; give a date or time such as 2026-12-01 or "
             "2026-12-01T09:30Z, or a time back from now such as 90m, 24h or 7d."
@@ -221,7 +222,7 @@ def read_reference(data: bytes) -> dict[str, list[float]]:
             table = pq.read_table(pa.BufferReader(data))
         else:
             table = pcsv.read_csv(pa.BufferReader(data))
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+    except (pa.ArrowException, OSError, ValueError) as exc:
         raise errors.BadRequest(
             f"The reference could not be read as Parquet or as CSV with a header row: {exc}"
         ) from None
