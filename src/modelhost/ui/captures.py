@@ -91,14 +91,14 @@ async def drift_page(
 async def drift_upload(
     request: Request, model: str, services: ServicesDep, user: SessionUser
 ) -> Response:
-    model_context(services, user, model, "read-captures")  # before a large body is read
     limit = services.settings.max_reference_bytes
     allow_body(
         request,
         limit,
         errors.PayloadTooLarge(f"The reference is over {limit} bytes (max_reference_bytes)."),
     )
-    await session.check_csrf(request)
+    await session.check_csrf(request)  # first, as every form: a forged one learns nothing
+    model_context(services, user, model, "read-captures")
     form = await forms.read(request)
     version = forms.optional_int(form, "version", "The version")
     upload = form.get("reference")
