@@ -29,6 +29,7 @@ LEAST_ROLE = {
     "schedule": "editor",
     "deploy": "editor",
     "manage-settings": "editor",
+    "read-captures": "editor",
     "manage-env": "editor",
     "manage-tokens": "editor",
     "take-over-schedule": "owner",

@@ -21,6 +21,7 @@ from starlette.staticfiles import StaticFiles
 
 from modelhost import __version__, housekeeping, pidfiles, urls
 from modelhost.api import access as access_api
+from modelhost.api import captures as captures_api
 from modelhost.api import environments as environments_api
 from modelhost.api import groups as groups_api
 from modelhost.api import lifecycle as lifecycle_api
@@ -35,7 +36,7 @@ from modelhost.builder.storage import RemoteBundles
 from modelhost.crypto import ServerKey
 from modelhost.db.engine import make_engine, migrate
 from modelhost.db.repo import Repo
-from modelhost.gateway import control
+from modelhost.gateway import capture, control
 from modelhost.gateway.app import Gateway, Receive, Scope, Send, new_request_id
 from modelhost.gateway.process_parent import GatewayProcesses
 from modelhost.gateway.requestlog import RequestLog, RequestLogWriter
@@ -53,6 +54,7 @@ from modelhost.serving.children import Children
 from modelhost.serving.recorder import Recorder
 from modelhost.settings import Settings
 from modelhost.ui import actions as ui_actions
+from modelhost.ui import captures as ui_captures
 from modelhost.ui import guard as ui_guard
 from modelhost.ui import links as ui_links
 from modelhost.ui import pages as ui_pages
@@ -72,11 +74,17 @@ ROUTERS: list[tuple[str, APIRouter]] = [
     (urls.API, environments_api.router),
     (urls.API, runs_api.router),
     (urls.API, schedules_api.router),
+    (urls.API, captures_api.router),
 ]
 
 #: The web UI's routers (under /ui, with a session cookie instead of an API key); the UI's
 #: permission test walks this list.
-UI_ROUTERS: list[APIRouter] = [ui_pages.router, ui_actions.router, ui_wizard.router]
+UI_ROUTERS: list[APIRouter] = [
+    ui_pages.router,
+    ui_actions.router,
+    ui_wizard.router,
+    ui_captures.router,
+]
 
 
 class ModelhostApp:
@@ -131,14 +139,17 @@ class ModelhostApp:
             current_request.reset(token)
 
 
-async def _keep_house(home: Path, history: CallHistory, retention_days: int) -> None:
-    """Remove leftovers of interrupted work older than an hour, and call metrics older than
-    the retention, every ten minutes."""
+async def _keep_house(home: Path, history: CallHistory, settings: Settings) -> None:
+    """Remove leftovers of interrupted work older than an hour, and call metrics and captured
+    calls older than their retention, every ten minutes."""
     while True:
         try:
-            await asyncio.to_thread(history.prune, retention_days)
+            await asyncio.to_thread(history.prune, settings.metrics_retention_days)
+            await asyncio.to_thread(
+                capture.prune, home / capture.DIRECTORY, settings.capture_retention_days
+            )
         except Exception:
-            logger.exception("pruning the call metrics failed; trying again later")
+            logger.exception("pruning the call metrics or captures failed; trying again later")
         await asyncio.sleep(housekeeping.INTERVAL_SECONDS)
         try:
             await asyncio.to_thread(housekeeping.sweep, home, older_than=housekeeping.STALE_SECONDS)
@@ -152,6 +163,7 @@ def create_api(
     jobs: Jobs,
     history: CallHistory,
     recorder: Recorder,
+    captures: capture.CaptureWriter,
 ) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -162,11 +174,12 @@ def create_api(
             await reconciler.reconcile_once()
         except Exception:
             logger.exception("first reconcile failed; the reconciler keeps trying")
+        captures.start()
         loop = asyncio.get_running_loop()
         tasks = [
             loop.create_task(reconciler.run_forever()),
             loop.create_task(jobs.run_forever()),
-            loop.create_task(_keep_house(home, history, services.settings.metrics_retention_days)),
+            loop.create_task(_keep_house(home, history, services.settings)),
             loop.create_task(recorder.run_forever()),
         ]
         try:
@@ -179,6 +192,7 @@ def create_api(
             await jobs.close()
             await reconciler.close()
             await recorder.close()  # after the gateway processes sent their last
+            await asyncio.to_thread(captures.stop)  # what is queued is written
 
     api = FastAPI(
         title="modelhost",
@@ -235,6 +249,9 @@ def create_app(
     gateway = Gateway(max_request_bytes=settings.max_request_bytes)
     if settings.request_log:
         gateway.request_log = RequestLog()
+    gateway.capture = capture.CaptureQueue(
+        settings.capture_queue_records, settings.capture_max_record_bytes
+    )
     key = ServerKey(home)
     children = Children(settings, key)
     reconciler = Reconciler(
@@ -253,6 +270,7 @@ def create_app(
         supervisor=reconciler.supervisor,
         repo=repo,
         started=time.time(),
+        capture=gateway.capture,
     )
     writer = (
         RequestLogWriter(
@@ -283,7 +301,8 @@ def create_app(
     jobs = Jobs(services)
     services = dataclasses.replace(services, wake_jobs=jobs.wake)
     recorder = Recorder(gateway, history, writer)
-    api = create_api(services, reconciler, jobs, history, recorder)
+    captures = capture.CaptureWriter(gateway.capture, home / capture.DIRECTORY)
+    api = create_api(services, reconciler, jobs, history, recorder, captures)
     app = ModelhostApp(services, gateway, api, jobs)
     app.gateway_secret = gateways.secret.encode() if gateways is not None else None
     return app

@@ -38,6 +38,10 @@ UNPUBLISH = Action("unpublish", "unpublish")
 DELETE = Action("delete", "delete")
 ENV_SET = Action("env-set", "manage-env")
 ENV_UNSET = Action("env-unset", "manage-env")
+# prediction capture: turned on or off (besides the settings-change), and each export
+CAPTURE_ON = Action("capture-on", "manage-settings")
+CAPTURE_OFF = Action("capture-off", "manage-settings")
+CAPTURE_EXPORT = Action("capture-export", "read-captures")
 # sharing
 TOKEN_CREATE = Action("token-create", "manage-tokens")
 TOKEN_REVOKE = Action("token-revoke", "manage-tokens")

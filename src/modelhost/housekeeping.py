@@ -24,6 +24,7 @@ LEFTOVERS = (
     "bundles/.staging-*",  # a bundle being written
     "work/.*",  # a version's working copy being extracted
     "envs/.tmp/*",  # an environment being built
+    "captures/*/*/*/.part-*",  # a part file of captured calls being written
 )
 #: how old a leftover must be before the server removes it while running
 STALE_SECONDS = 3600.0

@@ -25,7 +25,8 @@ PERMISSIONS: dict[str, str] = {
     "schedule": "editor",  # create, pause, resume and delete schedules that publish to it
     "take-over-schedule": "owner",  # make a collaborator's schedule act as oneself
     "deploy": "editor",  # deploy, rollback, promote, labels, stop, start, restart
-    "manage-settings": "editor",  # routing, instances, timeout, description, request logging
+    "manage-settings": "editor",  # routing, instances, timeout, description, logging, capture
+    "read-captures": "editor",  # export captured inputs and outputs, and drift reports of them
     "manage-env": "editor",
     "manage-tokens": "editor",
     "manage-collaborators": "owner",

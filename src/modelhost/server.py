@@ -30,7 +30,9 @@ from modelhost import datadir
 from modelhost.app import ModelhostApp, create_app
 from modelhost.arbiter import READY, Inherited
 from modelhost.db import leases
+from modelhost.gateway import capture
 from modelhost.gateway.board import LoadBoard
+from modelhost.gateway.capture import CaptureOptions
 from modelhost.gateway.limits import ConnectionLimits
 from modelhost.gateway.process_parent import GatewayProcesses
 from modelhost.lifetime import die_with_parent
@@ -209,5 +211,10 @@ def _gateway_processes(
         allowed_hosts=settings.allowed_host_names,
         limits=ConnectionLimits.from_settings(settings),
         request_log=settings.request_log,
+        capture=CaptureOptions(
+            str(settings.home_path / capture.DIRECTORY),
+            settings.capture_queue_records,
+            settings.capture_max_record_bytes,
+        ),
     )
     return [listeners[0], unix], gateways, private

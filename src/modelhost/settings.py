@@ -523,6 +523,34 @@ SETTINGS: tuple[Setting, ...] = (
         3,
         "Rotated request logs kept per model (requests.log.1 ... .N); older ones are deleted.",
     ),
+    Setting(
+        "capture_retention_days",
+        _positive_int,
+        30,
+        "Days captured calls (models with capture on) are kept; older hourly partitions under "
+        "captures/ are deleted by housekeeping.",
+    ),
+    Setting(
+        "capture_queue_records",
+        _positive_int,
+        10_000,
+        "Captured calls each server process holds in memory before they are written; when "
+        "the queue is full, further ones are dropped and counted "
+        "(modelhost_capture_dropped_total), never waited for.",
+    ),
+    Setting(
+        "capture_max_record_bytes",
+        _positive_int,
+        1_000_000,
+        "Largest captured call (input and output together); a larger one is dropped and "
+        "counted. With capture_queue_records, it bounds the memory capture may take.",
+    ),
+    Setting(
+        "max_reference_bytes",
+        _positive_int,
+        100 * 1024 * 1024,
+        "Largest reference data set (CSV or Parquet) a drift report may be given.",
+    ),
 )
 
 SETTINGS_BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}

@@ -58,6 +58,14 @@ def api_requests(model: str) -> str:
     return f"{api_model(model)}/requests"
 
 
+def api_captures(model: str) -> str:
+    return f"{api_model(model)}/captures"
+
+
+def api_drift(model: str) -> str:
+    return f"{api_captures(model)}/drift"
+
+
 def api_logs(model: str) -> str:
     return f"{api_model(model)}/logs"
 

@@ -62,6 +62,8 @@ ROUTE_NEEDS: dict[tuple[str, str], str] = {
     ("GET", "/api/v1/models/{model}/logs"): "view-logs",
     ("GET", "/api/v1/models/{model}/metrics"): "view",
     ("GET", "/api/v1/models/{model}/requests"): "view-logs",
+    ("GET", "/api/v1/models/{model}/captures"): "read-captures",
+    ("POST", "/api/v1/models/{model}/captures/drift"): "read-captures",
     ("GET", "/metrics"): ADMIN,
     ("POST", "/api/v1/models/{model}/deploy"): "deploy",
     ("POST", "/api/v1/models/{model}/rollback"): "deploy",

@@ -52,6 +52,8 @@ UI_ROUTE_NEEDS: dict[tuple[str, str], str] = {
     ("POST", "/ui/publish"): AUTHENTICATED,
     ("POST", "/ui/models/{model}/test"): "test",
     ("GET", "/ui/groups"): AUTHENTICATED,
+    ("GET", "/ui/models/{model}/drift"): "read-captures",
+    ("POST", "/ui/models/{model}/drift"): "read-captures",
 }
 ACTION_NEEDS: dict[str, str] = {
     "deploy": "deploy",

@@ -37,6 +37,13 @@ class ModelUpdate(BaseModel):
     network: bool | None = Field(
         default=None, description="Whether the model's code may reach the network"
     )
+    capture: bool | None = Field(
+        default=None,
+        description="Prediction capture: record the inputs and outputs of successful calls",
+    )
+    capture_share: float | None = Field(
+        default=None, description="Share of successful calls captured: more than 0, at most 1"
+    )
 
 
 @router.get("", summary="List the models you may see")

@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from modelhost import __version__
-from modelhost.cli import access, envs, lifecycle, models, runs, serve
+from modelhost.cli import access, captures, envs, lifecycle, models, runs, serve
 from modelhost.cli.connection import Connection
 from modelhost.errors import BuildFailed, ModelhostError
 
@@ -56,6 +56,7 @@ for command in [
     *access.COMMANDS,
     *envs.COMMANDS,
     *runs.COMMANDS,
+    *captures.COMMANDS,
 ]:
     cli.add_command(command)
 

@@ -197,6 +197,8 @@ def models_show(conn: Connection, model: str, as_json: bool) -> None:
             "invocation_mode",
             "log_requests",
             "network",
+            "capture",
+            "capture_share",
             "created_at",
             "updated_at",
         ],
@@ -230,6 +232,16 @@ def models_show(conn: Connection, model: str, as_json: bool) -> None:
     type=click.FloatRange(0, 10_000),
     help="How long calls wait for company while every instance is busy.",
 )
+@click.option(
+    "--capture/--no-capture",
+    default=None,
+    help="Prediction capture: record successful calls' inputs and outputs (audited).",
+)
+@click.option(
+    "--capture-share",
+    type=float,
+    help="Share of successful calls captured, more than 0 and at most 1 (default 1: all).",
+)
 @pass_connection
 def models_update(
     conn: Connection,
@@ -242,9 +254,11 @@ def models_update(
     version: int | None,
     batch_max_size: int | None,
     batch_max_wait_ms: float | None,
+    capture: bool | None,
+    capture_share: float | None,
 ) -> None:
-    """Change a model's instance count, timeout, description, request logging or network,
-    or a batching version's limits (with --version)."""
+    """Change a model's instance count, timeout, description, request logging, network or
+    prediction capture, or a batching version's limits (with --version)."""
     if batch_max_size is not None or batch_max_wait_ms is not None:
         if version is None:
             raise click.UsageError(
@@ -268,6 +282,8 @@ def models_update(
         "description": description,
         "log_requests": log_requests,
         "network": network,
+        "capture": capture,
+        "capture_share": capture_share,
     }
     changes = {k: v for k, v in changes.items() if v is not None}
     if not changes:
@@ -275,14 +291,16 @@ def models_update(
             return
         raise click.UsageError(
             "Give at least one of --instances, --timeout, --description, --log-requests, "
-            "--network, or --version N with --batch-max-size or --batch-max-wait-ms."
+            "--network, --capture, --capture-share, or --version N with --batch-max-size or "
+            "--batch-max-wait-ms."
         )
     updated = conn.client.update_model(model, **changes)
+    capture_text = f"on ({updated['capture_share']:g} of calls)" if updated["capture"] else "off"
     click.echo(
         f"{updated['name']}: {updated['instance_count']} instance(s), timeout "
         f"{updated['timeout_seconds']:g} s, request logging "
         f"{'on' if updated['log_requests'] else 'off'}, network "
-        f"{'on' if updated['network'] else 'off'}"
+        f"{'on' if updated['network'] else 'off'}, capture {capture_text}"
     )
 
 

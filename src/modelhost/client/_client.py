@@ -206,7 +206,9 @@ class Client(RunsMixin):
 
     def update_model(self, model: str, **changes: Any) -> Model:
         """Change ``description``, ``instance_count``, ``timeout_seconds``, ``routing_mode``,
-        ``log_requests`` or ``network`` (whether the model's code may reach the network)."""
+        ``log_requests``, ``network`` (whether the model's code may reach the network),
+        ``capture`` (prediction capture on or off) or ``capture_share`` (the share of
+        successful calls captured, more than 0 and at most 1)."""
         return Model.from_json(self._request("PATCH", urls.api_model(model), json=changes))
 
     def update_version(self, model: str, number: int, **changes: Any) -> Version:
@@ -254,6 +256,81 @@ class Client(RunsMixin):
         ``time``, ``request_id``, ``model``, ``version``, ``route``, ``status``,
         ``duration_ms``, ``source``."""
         return self._request("GET", urls.api_requests(model), params={"tail": tail})["lines"]
+
+    # ------------------------------------------------------------------ captures
+
+    def export_captures(
+        self,
+        model: str,
+        destination: str | Path,
+        *,
+        since: str,
+        version: int | None = None,
+        format: str = "parquet",
+    ) -> int:
+        """Download the model's captured calls from ``since`` (``2026-12-01``, ``24h``,
+        ``7d``…) on, of one ``version`` or all, to the file ``destination`` as ``parquet`` or
+        ``csv``; the bytes written. The file appears only once it is complete."""
+        params: dict[str, Any] = {"since": since, "format": format}
+        if version is not None:
+            params["version"] = version
+        target = Path(destination)
+        staging = target.with_name(f".{target.name}.part")
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        written = 0
+        try:
+            with self._http.stream(
+                "GET", urls.api_captures(model), params=params, headers=headers
+            ) as response:
+                if response.is_error:
+                    response.read()
+                    try:
+                        body = _json.decode_answer(response.content)
+                    except ValueError:
+                        body = None
+                    raise errors.error_from_body(response.status_code, body)
+                with staging.open("wb") as file:
+                    for chunk in response.iter_bytes():
+                        file.write(chunk)
+                        written += len(chunk)
+            staging.replace(target)
+        except httpx.TransportError as exc:
+            raise errors.ConnectionFailed(
+                f"The download from {self.url} failed ({exc}); try again."
+            ) from None
+        finally:
+            staging.unlink(missing_ok=True)
+        return written
+
+    def drift(
+        self, model: str, *, version: int | None = None, reference: str | Path | None = None
+    ) -> dict[str, Any]:
+        """A drift report of ``version``'s captured inputs (default: the newest version
+        captured) against ``reference``, a CSV or Parquet file, or, without one, against the
+        version's first day of capture: per numeric feature, ``psi`` and ``drifted`` (PSI above
+        0.2) and the ``bins`` of both histograms."""
+        params: dict[str, Any] = {}
+        if version is not None:
+            params["version"] = version
+        if reference is None:
+            params["reference"] = "first-day"
+            return self._request("POST", urls.api_drift(model), params=params)
+        path = Path(reference)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise errors.BadRequest(
+                f"Cannot read the reference file {path}: {exc.strerror}; give a CSV or "
+                "Parquet file."
+            ) from None
+        kind = "application/vnd.apache.parquet" if data[:4] == b"PAR1" else "text/csv"
+        return self._request(
+            "POST",
+            urls.api_drift(model),
+            params=params,
+            content=data,
+            headers={"Content-Type": kind},
+        )
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -71,6 +71,8 @@ class Model(Record):
     deployed_version: int | None = None
     log_requests: bool | None = None
     network: bool | None = None
+    capture: bool | None = None
+    capture_share: float | None = None
     visibility: str | None = None
     invocation_mode: str | None = None
     labels: dict[str, int] | None = None

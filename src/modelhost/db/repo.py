@@ -58,6 +58,8 @@ class Model:
     visibility: str = "private"
     invocation_mode: str = "token"
     network: bool = True
+    capture: bool = False
+    capture_share: float = 1.0
 
 
 @dataclass(frozen=True)

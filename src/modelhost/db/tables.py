@@ -64,6 +64,9 @@ models = Table(
     Column("invocation_mode", String(16), nullable=False, default="token"),
     #: whether the model's code may reach the network from its sandbox
     Column("network", Boolean, nullable=False, default=True),
+    #: prediction capture: whether it is on, and the share of successful calls it records
+    Column("capture", Boolean, nullable=False, default=False),
+    Column("capture_share", Float, nullable=False, default=1.0),
 )
 
 versions = Table(

@@ -18,6 +18,7 @@ from modelhost import errors
 from modelhost.backends.base import CallResult, Instance
 from modelhost.gateway.auth import TokenGuard
 from modelhost.gateway.batching import BatchingPool
+from modelhost.gateway.capture import CaptureQueue
 from modelhost.gateway.metrics import CallMetrics
 from modelhost.gateway.pool import VersionPool
 from modelhost.gateway.requestlog import RequestLog
@@ -95,6 +96,8 @@ class Gateway:
         self.metrics = CallMetrics()
         #: one line per call answered here, written in the background (None: no request log)
         self.request_log: RequestLog | None = None
+        #: successful calls of models with capture on, for the capture writer's thread
+        self.capture = CaptureQueue()
         #: in a gateway process: passes a call it cannot answer to the main server process
         self.forward: Forward | None = None
         #: with gateway processes: the others, to pass a call to one with an idle instance
@@ -196,6 +199,8 @@ class Gateway:
                 scope["path"],
                 result.model_time_ms,
             )
+            if route.capture:  # this model's share of calls to capture; 0.0 when off
+                self.capture.add(route.capture, admitted, request_id, body, result.result_json)
             status = 200
             release = admitted
             body = b"".join(

@@ -107,6 +107,7 @@ def routes_for(table: RouteTable, instances: dict[str, str]) -> dict[str, Any]:
                 "invocation_mode": route.invocation_mode,
                 "tokens": [token.hex() for token in route.tokens],
                 "fallbacks": [[new, old] for new, old in route.fallbacks.items()],
+                "capture": route.capture,
                 "versions": versions,
             }
         )
@@ -181,6 +182,7 @@ def table_from(
             invocation_mode=model["invocation_mode"],
             tokens=tuple(bytes.fromhex(t) for t in model["tokens"]),
             fallbacks={new: old for new, old in model.get("fallbacks", [])},
+            capture=float(model.get("capture", 0.0)),
         )
         by_key[route.model_id] = by_key[route.name] = route
     for version_id in list(pools):

@@ -16,6 +16,7 @@ import logging
 import os
 import socket
 import sys
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -26,6 +27,7 @@ from modelhost.gateway import control
 from modelhost.gateway.app import Gateway, Receive, Scope, Send
 from modelhost.gateway.batching import batch_counts
 from modelhost.gateway.board import LoadBoard
+from modelhost.gateway.capture import CaptureOptions, CaptureQueue, CaptureWriter
 from modelhost.gateway.hosts import HostGuard
 from modelhost.gateway.limits import ConnectionLimits
 from modelhost.gateway.metrics import CallMetrics
@@ -53,10 +55,19 @@ class GatewayProcess:
         peers: Peers | None = None,
         request_log: bool = False,
         secret: bytes = b"",
+        capture: CaptureOptions | None = None,
     ) -> None:
         self.gateway = Gateway(max_request_bytes=max_request_bytes)
         if request_log:
             self.gateway.request_log = RequestLog()
+        options = capture or CaptureOptions()
+        self.gateway.capture = CaptureQueue(options.max_records, options.max_record_bytes)
+        #: writes this process's own part files (None: no capture directory was given)
+        self.captures = (
+            CaptureWriter(self.gateway.capture, Path(options.directory))
+            if options.directory
+            else None
+        )
         self.gateway.forward = proxy
         self.gateway.peers = peers
         self.proxy = proxy
@@ -107,12 +118,16 @@ class GatewayProcess:
             loop.create_task(self._read(reader)),
             loop.create_task(self._send_metrics()),
         ]
+        if self.captures is not None:
+            self.captures.start()
 
     async def _stop(self) -> None:
         asyncio.get_running_loop().remove_reader(self._handover.fileno())
         for task in self._tasks:
             task.cancel()
         await self._flush_metrics()
+        if self.captures is not None:
+            await asyncio.to_thread(self.captures.stop)
         await self.proxy.close()
         if self.peers is not None:
             await self.peers.close()
@@ -217,10 +232,12 @@ class GatewayProcess:
         requests = log.take(gateway.table) if log is not None else []
         gauges = self._gauges()
         batches = self._batches()
+        dropped = gateway.capture.take_dropped()
         if (
             rows
             or totals
             or requests
+            or dropped
             or gauges != self._last_gauges
             or batches != self._last_batches
         ):
@@ -234,6 +251,7 @@ class GatewayProcess:
                     "requests": requests,
                     "gauges": gauges,
                     "batches": batches,
+                    "capture_dropped": dropped,
                 }
             )
 
@@ -287,6 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--board-fd", type=int, required=True, help="the idle board's memory")
     parser.add_argument("--processes", type=int, required=True, help="processes on the port")
     parser.add_argument("--request-log", action="store_true", help="a row per call to the main")
+    parser.add_argument("--capture", default="{}", help="CaptureOptions as JSON")
     options = parser.parse_args(argv)
     # Killed with the main process: a call this process took then would find no instance and
     # nobody to pass it on to, where the listening socket keeps it until a new one is up.
@@ -307,6 +326,7 @@ def main(argv: list[str] | None = None) -> int:
         peers=peers,
         request_log=options.request_log,
         secret=secret.encode(),
+        capture=CaptureOptions(**orjson.loads(options.capture)),
     )
     listener = socket.socket(fileno=options.listen_fd)
     # Calls the other processes pass here, for an idle instance this process holds.

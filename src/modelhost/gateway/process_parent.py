@@ -36,6 +36,7 @@ from modelhost.backends.base import Instance
 from modelhost.gateway import control
 from modelhost.gateway.app import Gateway
 from modelhost.gateway.board import LoadBoard
+from modelhost.gateway.capture import CaptureOptions
 from modelhost.gateway.limits import ConnectionLimits
 from modelhost.gateway.peers import Peers
 from modelhost.gateway.routes import RouteTable
@@ -73,6 +74,7 @@ class GatewayProcesses:
         allowed_hosts: tuple[str, ...],
         limits: ConnectionLimits | None = None,
         request_log: bool = True,
+        capture: CaptureOptions | None = None,
     ) -> None:
         #: a listening socket on the server's port for each extra process
         self.listeners = listeners
@@ -88,6 +90,8 @@ class GatewayProcesses:
         self.limits = limits or ConnectionLimits()
         #: whether the processes send a row per call for the request log
         self.request_log = request_log
+        #: where the processes write the calls they capture (none: they capture nothing)
+        self.capture = capture or CaptureOptions()
         self._peers: dict[int, _Peer] = {}
         #: instance id -> (the process that sends it calls: 0 this one, else a peer's index;
         #: the instance)
@@ -149,6 +153,8 @@ class GatewayProcesses:
                 "--processes",
                 str(self.board.processes),
                 *(["--request-log"] if self.request_log else []),
+                "--capture",
+                orjson.dumps(asdict(self.capture)).decode(),
                 pass_fds=keep,
                 env={**os.environ, "MODELHOST_GATEWAY_SECRET": self.secret},
             )
@@ -313,6 +319,8 @@ class GatewayProcesses:
                         gateway.metrics.set_batches(peer.index, message["batches"])
                     if gateway.request_log is not None and message.get("requests"):
                         gateway.request_log.add_rows(message["requests"])
+                    if message.get("capture_dropped"):
+                        gateway.capture.merge_dropped(message["capture_dropped"])
                 elif kind == "ended":
                     self._end(message["instance"], message["reason"], message["message"])
             except Exception:

@@ -45,6 +45,8 @@ class ModelRoute:
     #: during a switch hold: a version that just took a route -> the one it took it from, still
     #: warm, which answers a call the new version's instance crashed on
     fallbacks: dict[int, int] = field(default_factory=dict)
+    #: the share of successful calls captured (:mod:`modelhost.gateway.capture`); 0.0: off
+    capture: float = 0.0
 
     def pick(self, key: str) -> int | None:
         """The version number a route sends this call to (weighted for a canary)."""

@@ -13,6 +13,7 @@ from typing import Any
 
 from modelhost import errors
 from modelhost.db.repo import Model, Version
+from modelhost.gateway import capture
 from modelhost.operations import Services
 from modelhost.operations.models import get_model, get_version
 from modelhost.planning import PROMOTED, label_route, latest_target
@@ -213,5 +214,8 @@ def delete(services: Services, key: str, confirm: str | None) -> Callable[[], No
             if not services.repo.bundle_in_use(version.bundle_sha256):
                 services.store.delete(version.bundle_sha256)
         shutil.rmtree(services.children.log_dir(model.id), ignore_errors=True)
+        shutil.rmtree(
+            capture.partition_root(services.settings.home_path, model.id), ignore_errors=True
+        )
 
     return remove_files

@@ -17,6 +17,8 @@ from typing import Any
 from modelhost import errors
 from modelhost.db.repo import User
 from modelhost.events import (
+    CAPTURE_OFF,
+    CAPTURE_ON,
     DELETE,
     DEPLOY,
     ENV_SET,
@@ -35,7 +37,7 @@ from modelhost.events import (
 from modelhost.operations import Services, lifecycle, variables
 from modelhost.operations import models as ops
 from modelhost.operations.access_control import authorize_action
-from modelhost.operations.audit import audited
+from modelhost.operations.audit import audited, record
 from modelhost.operations.publish import check_new_model
 
 
@@ -72,6 +74,9 @@ class SettingsChange:
     routing_mode: str | None = None
     log_requests: bool | None = None
     network: bool | None = None
+    #: prediction capture on or off, and the share of successful calls it records
+    capture: bool | None = None
+    capture_share: float | None = None
 
 
 def change_settings(services: Services, actor: User, request: SettingsChange) -> dict[str, Any]:
@@ -88,7 +93,18 @@ def change_settings(services: Services, actor: User, request: SettingsChange) ->
             timeout_seconds=request.timeout_seconds,
             log_requests=request.log_requests,
             network=request.network,
+            capture=request.capture,
+            capture_share=request.capture_share,
         )
+        if updated.capture != found.capture:  # who turned capture on or off, on its own
+            detail = {"share": updated.capture_share} if updated.capture else {}
+            record(
+                services,
+                actor,
+                CAPTURE_ON if updated.capture else CAPTURE_OFF,
+                model=updated,
+                detail=detail,
+            )
     return ops.model_view(services, updated)
 
 

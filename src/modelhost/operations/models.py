@@ -135,6 +135,8 @@ def model_view(services: Services, model: Model) -> dict[str, Any]:
         "deployed_version": model.deployed_version,
         "log_requests": model.log_requests,
         "network": model.network,
+        "capture": model.capture,
+        "capture_share": model.capture_share,
         "visibility": model.visibility,
         "invocation_mode": model.invocation_mode,
         "labels": {label.name: label.version for label in services.repo.list_labels(model.id)},
@@ -170,6 +172,8 @@ def update_model(
     timeout_seconds: float | None = None,
     log_requests: bool | None = None,
     network: bool | None = None,
+    capture: bool | None = None,
+    capture_share: float | None = None,
 ) -> Model:
     changes: dict[str, Any] = {}
     if description is not None:
@@ -189,6 +193,15 @@ def update_model(
                 "max_timeout_seconds)."
             )
         changes["timeout_seconds"] = timeout_seconds
+    if capture_share is not None:
+        if not 0 < capture_share <= 1:
+            raise errors.BadRequest(
+                f"capture_share must be more than 0 and at most 1 (the share of successful "
+                f"calls captured: 0.1 captures about one in ten), not {capture_share:g}."
+            )
+        changes["capture_share"] = capture_share
+    if capture is not None and capture != model.capture:
+        changes["capture"] = capture
     restart = False
     if log_requests is not None and log_requests != model.log_requests:
         changes["log_requests"] = log_requests

@@ -27,6 +27,7 @@ from modelhost import __version__
 from modelhost.backends.base import Instance, InstanceState
 from modelhost.db.repo import Repo
 from modelhost.gateway.batching import SIZE_BUCKETS, batch_counts
+from modelhost.gateway.capture import CaptureQueue
 from modelhost.gateway.metrics import BOUNDS_MS, CallMetrics
 from modelhost.gateway.requestlog import route_of
 from modelhost.gateway.routes import RouteTable
@@ -71,6 +72,8 @@ class Sources:
     supervisor: InstanceEvents
     repo: Repo
     started: float
+    #: the main process's capture queue, with the drops the gateway processes reported
+    capture: CaptureQueue | None = None
 
 
 def cumulative_buckets(counts: list[int]) -> list[tuple[str, float]]:
@@ -106,6 +109,22 @@ class Collector(_Collector):
         )
         info.add_metric([__version__], 1)
         yield info
+        yield self._capture(models)
+
+    def _capture(self, models: dict[str, str]) -> Metric:
+        dropped = CounterMetricFamily(
+            "modelhost_capture_dropped",
+            "Calls prediction capture did not record: its queue was full or the call too large.",
+            labels=["model"],
+        )
+        queue = self.sources.capture
+        counts = dict(queue.dropped) if queue else {}
+        for route in self.sources.table().by_key.values():
+            if route.capture:  # 0 for a model capturing without a drop
+                counts.setdefault(route.model_id, 0)
+        for model_id, count in sorted(counts.items()):
+            dropped.add_metric([models.get(model_id, model_id)], count)
+        return dropped
 
     def _calls(self, models: dict[str, str]) -> Iterator[Metric]:
         labels = ["model", "version", "route"]

@@ -248,6 +248,7 @@ class Router:
             fallbacks={
                 new: old for new, old in (fallbacks or {}).items() if new in pools and old in pools
             },
+            capture=model.capture_share if model.capture else 0.0,
         )
 
     async def publish(self, table: Mapping[str, ModelRoute]) -> None:

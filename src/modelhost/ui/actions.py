@@ -212,6 +212,8 @@ def _settings(services: Services, user: User, model: str, form: FormData) -> tup
         routing_mode=forms.field(form, "routing_mode") or None,
         log_requests=(forms.field(form, "log_requests") == "on") if shown else None,
         network=(forms.field(form, "network") == "on") if shown else None,
+        capture=(forms.field(form, "capture") == "on") if shown else None,
+        capture_share=forms.optional_float(form, "capture_share", "The share of calls captured"),
     )
     result = actions.change_settings(services, user, request)
     return result, "Settings saved."

@@ -93,3 +93,45 @@ def line_chart(
 def legend(labels: Sequence[str]) -> list[tuple[str, str]]:
     """``(label, colour)`` pairs in the charts' order."""
     return [(label, PALETTE[i % len(PALETTE)]) for i, label in enumerate(labels)]
+
+
+def histogram(title: str, bins: Sequence[tuple[str, float, float]]) -> Markup:
+    """Two bars per bin, side by side: ``(bin label, reference share, captured share)``, shares
+    from 0 to 1, drawn in the first two colours of the palette."""
+    top = nice_ceiling(max((max(r, c) for _, r, c in bins), default=0))
+    plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
+    slot = plot_w / max(len(bins), 1)
+    bar = slot * 0.38
+
+    def y(value: float) -> float:
+        return TOP + plot_h * (1 - value / top)
+
+    parts = [
+        f'<svg class="chart histogram" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
+        f'aria-label="{escape(title)}" xmlns="http://www.w3.org/2000/svg">',
+        f"<title>{escape(title)}</title>",
+    ]
+    for fraction in (0, 0.5, 1):
+        level = top * fraction
+        parts.append(
+            f'<line class="grid" x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y(level):.1f}" '
+            f'y2="{y(level):.1f}"/>'
+            f'<text class="axis" x="{LEFT - 6}" y="{y(level) + 4:.1f}" text-anchor="end">'
+            f"{escape(_number(round(level * 100, 1)))}%</text>"
+        )
+    for index, (label, reference, captured) in enumerate(bins):
+        left = LEFT + slot * index + slot * 0.12
+        for offset, (name, share, colour) in enumerate(
+            (("reference", reference, PALETTE[0]), ("captured", captured, PALETTE[1]))
+        ):
+            parts.append(
+                f'<rect class="bar {name}" x="{left + offset * bar:.1f}" y="{y(share):.1f}" '
+                f'width="{bar:.1f}" height="{TOP + plot_h - y(share):.1f}" fill="{colour}">'
+                f"<title>{escape(label)}: {name} {share * 100:.1f}%</title></rect>"
+            )
+    parts.append(
+        f'<text class="axis" x="{LEFT}" y="{HEIGHT - 6}">low</text>'
+        f'<text class="axis" x="{WIDTH - RIGHT}" y="{HEIGHT - 6}" text-anchor="end">high</text>'
+        "</svg>"
+    )
+    return Markup("".join(parts))  # noqa: S704 - built here from numbers and escaped text
