@@ -101,6 +101,8 @@ class Services:
     wake_jobs: Callable[[], None] = field(default=lambda: None)
     #: Calls a model from inside the server, as a checked caller (the tester).
     invoke: Invoker = field(default=_no_gateway)
+    #: Asks the asynchronous prediction queue (:mod:`modelhost.serving.predictions`) to look now.
+    wake_predictions: Callable[[], None] = field(default=lambda: None)
 
     @property
     def wake(self) -> Callable[[], None]:

@@ -50,6 +50,8 @@ NAMES = (
     "modelhost_uptime_seconds",
     "modelhost_versions_running",
     "modelhost_info",
+    "modelhost_async_predictions",
+    "modelhost_async_oldest_seconds",
 )
 
 
@@ -95,6 +97,7 @@ class Collector(_Collector):
         yield from self._load(models)
         yield from self._instances(models)
         yield from self._builds(models)
+        yield from self._async(models)
         uptime = GaugeMetricFamily("modelhost_uptime_seconds", "Seconds since the server started.")
         uptime.add_metric([], time.time() - sources.started)
         yield uptime
@@ -274,6 +277,26 @@ class Collector(_Collector):
         yield builds
         yield failures
         yield durations
+
+    def _async(self, models: dict[str, str]) -> Iterator[Metric]:
+        depth = GaugeMetricFamily(
+            "modelhost_async_predictions",
+            "Asynchronous predictions waiting (queued) or running now, by model.",
+            labels=["model", "status"],
+        )
+        oldest = GaugeMetricFamily(
+            "modelhost_async_oldest_seconds",
+            "Age of the oldest asynchronous prediction still queued or running, by model.",
+            labels=["model", "status"],
+        )
+        now = time.time()
+        for model_id, status, count, created in sorted(self.sources.repo.queue_depths()):
+            name = models.get(model_id)
+            if name is not None:
+                depth.add_metric([name, status], count)
+                oldest.add_metric([name, status], max(now - created.timestamp(), 0.0))
+        yield depth
+        yield oldest
 
 
 def exposition(sources: Sources) -> Callable[[], bytes]:
