@@ -12,7 +12,6 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -21,14 +20,8 @@ import pytest
 from modelhost import Client
 from tests.helpers import PROJECTS, Server, running_server, wait_until
 
+#: the default share, said out loud: the tests of the share count on it
 SHARE_ENV = {"MODELHOST_ASYNC_INSTANCE_SHARE": "0.5"}
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    home = tmp_path_factory.mktemp("async") / "home"
-    with running_server(home, SHARE_ENV) as running:
-        yield running
 
 
 def _publish(server: Server, name: str, project: str, file: str, function: str) -> None:
@@ -277,13 +270,30 @@ def test_the_webhook_gets_each_ended_prediction_signed_with_hmac_sha256(
         receiver.server_close()
 
 
-def test_queued_predictions_run_after_a_crash_and_the_one_running_fails_once(
+def test_with_two_gateway_processes_queued_predictions_run_after_a_crash_and_never_twice(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     home = tmp_path_factory.mktemp("async-restart") / "home"
-    with running_server(home, SHARE_ENV) as server:
+    with running_server(home, {**SHARE_ENV, "MODELHOST_GATEWAY_PROCESSES": "2"}) as server:
         client = server.client()
         _publish(server, "arestart", "fussy", "model.py", "work")
+        # each on a new connection, so both processes take some: all are read back
+        model_id = client.model("arestart").id
+        base = f"{server.url}/api/modelApis/async/v1/{model_id}"
+        spread = [
+            httpx.post(base, json={"parameters": {"delay": 0}}).json()["asyncPredictionId"]
+            for _ in range(6)
+        ]
+        for prediction_id in spread:
+            found = wait_until(
+                lambda i=prediction_id: (
+                    httpx.get(f"{base}/{i}").json()
+                    if httpx.get(f"{base}/{i}").json()["status"] != "queued"
+                    else None
+                ),
+                timeout=60,
+            )
+            assert found["status"] == "succeeded"
         running = client.submit("arestart", data={"delay": 60})
         wait_until(lambda: client.result(running, wait=False).status == "running", timeout=30)
         queued = [client.submit("arestart", data={"delay": 0}) for _ in range(2)]

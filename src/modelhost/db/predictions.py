@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import secrets
 from dataclasses import dataclass
 
 from sqlalchemy import delete, func, insert, select, update
 
 from modelhost.db import tables as t
-from modelhost.db.base import Store, _row, new_id, utcnow
+from modelhost.db.base import Store, _row, utcnow
 
 QUEUED = "queued"
 RUNNING = "running"
@@ -55,7 +56,7 @@ class PredictionsRepo(Store):
     ) -> AsyncPrediction:
         """Store a queued prediction; committed when this returns."""
         prediction = AsyncPrediction(
-            id=new_id() + new_id()[:8],
+            id=secrets.token_hex(16),  # 128 random bits: the id is not guessable
             model_id=model_id,
             route=route,
             body=body,
