@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from modelhost import Client
+from modelhost import Client, errors
 from tests.helpers import PROJECTS, Server, running_server, wait_until
 
 #: the default share, said out loud: the tests of the share count on it
@@ -62,6 +62,20 @@ def test_a_submitted_prediction_is_queued_then_answers_as_the_synchronous_call(
     assert found["status"] == "succeeded"
     assert found["result"] == 5
     assert found["release"]["model_version_number"] == 1
+    # the request log has the submit (202, with its source) and the call (200, its version)
+    request_id = found["request_id"]
+
+    def logged() -> list[tuple[object, object, object]]:
+        lines = server.client().requests(calc)
+        mine = [
+            (x["status"], x["route"], x["version"]) for x in lines if x["request_id"] == request_id
+        ]
+        return mine if len(mine) == 2 else []
+
+    assert sorted(wait_until(logged, timeout=30), key=str) == [
+        (200, "latest", 1),
+        (202, "latest", None),
+    ]
     versioned = httpx.post(
         f"{server.url}/models/{calc}/versions/1/async", json={"parameters": [4, 5]}
     )
@@ -222,6 +236,16 @@ def test_async_work_keeps_to_its_share_and_a_synchronous_call_is_answered_meanwh
     assert 'modelhost_async_oldest_seconds{model="ashare",status="queued"}' in metrics
 
 
+def test_an_async_call_has_its_own_timeout_longer_than_the_models(server: Server) -> None:
+    client = server.client()
+    _publish(server, "atimeout", "fussy", "model.py", "work")
+    client.update_model("atimeout", timeout_seconds=1)
+    body = {"data": {"delay": 1.5}}
+    assert server.invoke("atimeout", body).json()["error"]["code"] == "model_timeout"
+    found = client.result(client.submit("atimeout", **body), timeout=60)
+    assert found.status == "succeeded"  # async_timeout_seconds: an hour by default
+
+
 class _Receiver(http.server.BaseHTTPRequestHandler):
     received: list[tuple[dict[str, str], bytes]] = []
 
@@ -243,15 +267,10 @@ def test_the_webhook_gets_each_ended_prediction_signed_with_hmac_sha256(
     thread.start()
     try:
         url = f"http://127.0.0.1:{receiver.server_address[1]}/hook"
-        admin = {"Authorization": f"Bearer {server.api_key}"}
-        bad = httpx.put(
-            f"{server.url}/api/v1/models/{calc}/webhook", json={"url": "ftp://x"}, headers=admin
-        )
-        assert bad.status_code == 400
-        setting = httpx.put(
-            f"{server.url}/api/v1/models/{calc}/webhook", json={"url": url}, headers=admin
-        ).json()
-        secret = setting["secret"]
+        client = server.client()
+        with pytest.raises(errors.BadRequest, match="http:// or https://"):
+            client.set_webhook(calc, "ftp://x")
+        secret = client.set_webhook(calc, url)["secret"]
         response = httpx.post(
             f"{server.url}/models/{calc}/latest/async", json={"data": {"x": 1, "y": 1}}
         )
@@ -264,7 +283,7 @@ def test_the_webhook_gets_each_ended_prediction_signed_with_hmac_sha256(
         assert hmac.compare_digest(headers["X-Modelhost-Signature"], expected)
         assert json.loads(body)["status"] == "succeeded"
         assert json.loads(body)["result"] == 2
-        httpx.put(f"{server.url}/api/v1/models/{calc}/webhook", json={"url": None}, headers=admin)
+        client.set_webhook(calc, None)
     finally:
         receiver.shutdown()
         receiver.server_close()

@@ -794,6 +794,14 @@ class Client(RunsMixin):
         )
         return AsyncPrediction(id=answer["asyncPredictionId"], model=model, status=answer["status"])
 
+    def set_webhook(self, model: str, url: str | None) -> dict[str, Any]:
+        """Set the URL called when one of the model's asynchronous predictions ends (None
+        removes it); the answer's ``secret`` signs the calls and is shown only here."""
+        answer: dict[str, Any] = self._request(
+            "PUT", f"{urls.api_model(model)}/webhook", json={"url": url}
+        )
+        return answer
+
     def result(
         self,
         prediction: AsyncPrediction | str,

@@ -16,6 +16,7 @@ route table in memory; the body is checked and the prediction stored before the 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, MutableMapping
 from typing import Any
 from urllib.parse import unquote
@@ -44,11 +45,14 @@ class PredictionsEndpoint:
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
         request_id = new_request_id()
         try:
             status, headers, body = await self._answer(scope, receive, request_id)
         except errors.ModelhostError as exc:
             status, headers, body = error_response(exc, request_id)
+        if self.gateway.request_log is not None:  # a line per request, as for every call
+            self.gateway.request_log.add(started, request_id, scope, status, None)
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 

@@ -34,6 +34,7 @@ from modelhost.crypto import ServerKey
 from modelhost.db.predictions import FAILED, SUCCEEDED, AsyncPrediction
 from modelhost.db.repo import Repo
 from modelhost.gateway.app import Gateway
+from modelhost.gateway.routes import Release
 from modelhost.operations import predictions as ops
 from modelhost.settings import Settings
 
@@ -164,6 +165,7 @@ class PredictionQueue:
         except _NOT_STARTED:
             await asyncio.to_thread(self.repo.requeue_prediction, prediction.id)
         except errors.ModelhostError as exc:
+            self._log(prediction, started, exc.status, None)
             await self._finish_failed(prediction, exc)
         except asyncio.CancelledError:
             raise  # the server is stopping: it stays running, and fails at the next start
@@ -196,6 +198,7 @@ class PredictionQueue:
                 urls.invoke_async(release.model_id, prediction.route),
                 result.model_time_ms,
             )
+            self._log(prediction, started, 200, release)
             await asyncio.to_thread(
                 self.repo.finish_prediction,
                 prediction.id,
@@ -210,6 +213,14 @@ class PredictionQueue:
                 del self.busy[version_id]
             self._running.discard(prediction.id)
             self.wake()
+
+    def _log(
+        self, prediction: AsyncPrediction, started: float, status: int, release: Release | None
+    ) -> None:
+        """The request log's line for the call, when it ended (the submit has its own)."""
+        if self.gateway.request_log is not None:
+            scope = {"path": urls.invoke_async(prediction.model_id, prediction.route)}
+            self.gateway.request_log.add(started, prediction.request_id, scope, status, release)
 
     async def _finish_failed(self, prediction: AsyncPrediction, exc: errors.ModelhostError) -> None:
         await asyncio.to_thread(
