@@ -23,11 +23,12 @@ import orjson
 
 from modelhost import errors, urls
 from modelhost.db.predictions import FAILED, RUNNING, SUCCEEDED, AsyncPrediction
-from modelhost.db.repo import Model, User
+from modelhost.db.repo import User
 from modelhost.events import SETTINGS_CHANGE
 from modelhost.operations import Services
 from modelhost.operations.access_control import authorize, authorize_action
 from modelhost.operations.audit import audited
+from modelhost.operations.credentials import authenticate
 
 _BODY_SHAPE = "Request body must be a JSON object with a 'data' object or a 'parameters' array."
 #: the header a webhook's body is signed in
@@ -171,8 +172,6 @@ def find_readable(
     if same_token and (public or bytes.fromhex(digest) in token_digests):
         return prediction
     if credential.startswith("mh_"):
-        from modelhost.operations.credentials import authenticate
-
         try:
             user = authenticate(services.repo, credential)
             authorize(services, user, model_id, "test")
@@ -234,7 +233,3 @@ def get_webhook(services: Services, actor: User, key: str) -> dict[str, Any]:
 def sign(secret: str, body: bytes) -> str:
     """The signature header's value: ``sha256=`` and the hex HMAC-SHA256 of the body."""
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-
-
-def model_of(services: Services, key: str) -> Model | None:
-    return services.repo.find_model(key)

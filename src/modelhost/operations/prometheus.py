@@ -286,15 +286,19 @@ class Collector(_Collector):
         )
         oldest = GaugeMetricFamily(
             "modelhost_async_oldest_seconds",
-            "Age of the oldest asynchronous prediction still queued or running, by model.",
+            "Age of the oldest asynchronous prediction queued (or running) now, by model; 0 "
+            "when there is none.",
             labels=["model", "status"],
         )
         now = time.time()
-        for model_id, status, count, created in sorted(self.sources.repo.queue_depths()):
-            name = models.get(model_id)
-            if name is not None:
+        found = {(m, s): (n, c) for m, s, n, c in self.sources.repo.queue_depths()}
+        # every model has both, 0 when nothing waits or runs, so a series never vanishes
+        for model_id, name in sorted(models.items(), key=lambda item: item[1]):
+            for status in ("queued", "running"):
+                count, created = found.get((model_id, status), (0, None))
                 depth.add_metric([name, status], count)
-                oldest.add_metric([name, status], max(now - created.timestamp(), 0.0))
+                age = 0.0 if created is None else max(now - created.timestamp(), 0.0)
+                oldest.add_metric([name, status], age)
         yield depth
         yield oldest
 

@@ -18,7 +18,7 @@ from typing import Any
 from modelhost import errors, urls
 from modelhost.db.repo import Model, User
 from modelhost.events import TEST_CALL
-from modelhost.operations import Services
+from modelhost.operations import Services, predictions
 from modelhost.operations.access_control import authorize_action
 from modelhost.operations.audit import record
 
@@ -80,8 +80,6 @@ async def submit(
 ) -> dict[str, Any]:
     """Submit an asynchronous prediction of the model ``key`` on ``route`` as ``actor``,
     without a token (the tester's "Run asynchronously"): what the submit answers (202)."""
-    from modelhost.operations import predictions
-
     model = await asyncio.to_thread(authorize_action, services, actor, key, TEST_CALL)
     invocation_path(model, route)  # a route of a model, or 400
     checked = predictions.check_body(body)
