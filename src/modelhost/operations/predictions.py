@@ -194,8 +194,13 @@ def find_for_user(services: Services, user: User, key: str, prediction_id: str) 
 
 
 def check_webhook_url(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:  # such as an unclosed [ of an IPv6 address
+        host = None
+        parts = urlsplit("")
+    if parts.scheme not in ("http", "https") or not host:
         raise errors.BadRequest(
             f"'{url}' is not a webhook URL; give an http:// or https:// URL, such as "
             "https://example.com/hooks/modelhost."
