@@ -9,6 +9,7 @@
 __version__ = "0.1.0"
 
 from modelhost.client import (
+    AsyncPrediction,
     Client,
     Instance,
     Model,
@@ -23,6 +24,7 @@ from modelhost.client import (
 from modelhost.errors import ModelhostError
 
 __all__ = [
+    "AsyncPrediction",
     "Client",
     "Instance",
     "Model",

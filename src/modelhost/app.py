@@ -42,6 +42,7 @@ from modelhost.gateway.process_parent import GatewayProcesses
 from modelhost.gateway.requestlog import RequestLog, RequestLogWriter
 from modelhost.httpkit import bodies
 from modelhost.httpkit import errors as http_errors
+from modelhost.httpkit.predictions import PredictionsEndpoint
 from modelhost.httpkit.responses import JSONResponse
 from modelhost.jobs.runner import Jobs
 from modelhost.operations import Services
@@ -51,6 +52,7 @@ from modelhost.operations.metrics import CallHistory
 from modelhost.reconciler import Reconciler
 from modelhost.sandbox import Sandbox, open_sandbox
 from modelhost.serving.children import Children
+from modelhost.serving.predictions import PredictionQueue
 from modelhost.serving.recorder import Recorder
 from modelhost.settings import Settings
 from modelhost.ui import actions as ui_actions
@@ -90,11 +92,20 @@ UI_ROUTERS: list[APIRouter] = [
 class ModelhostApp:
     """The whole product as one ASGI app; ``services`` is what it was wired with."""
 
-    def __init__(self, services: Services, gateway: Gateway, api: FastAPI, jobs: Jobs) -> None:
+    def __init__(
+        self,
+        services: Services,
+        gateway: Gateway,
+        api: FastAPI,
+        jobs: Jobs,
+        predictions: PredictionsEndpoint,
+    ) -> None:
         self.services = services
         self.api = api
         self.jobs = jobs
         self.gateway = gateway
+        #: the asynchronous prediction URLs (main process only)
+        self.predictions = predictions
         #: what gateway processes prove themselves with (``gateway_processes`` above 1)
         self.gateway_secret: bytes | None = None
 
@@ -105,7 +116,11 @@ class ModelhostApp:
             # on the private Unix socket: a gateway process passed it on
             control.keep_caller(scope, self.gateway_secret)
         if scope["type"] == "http" and scope["path"].startswith(urls.INVOKE_PREFIX):
+            if not scope["path"].endswith("/model") and self.predictions.handles(scope["path"]):
+                return self.predictions(scope, receive, send)
             return self.gateway(scope, receive, send)
+        if scope["type"] == "http" and scope["path"].startswith(urls.HOSTED_ASYNC):
+            return self.predictions(scope, receive, send)
         if scope["type"] == "http":
             return self._api_request(scope, receive, send)
         return self.api(scope, receive, send)
@@ -164,11 +179,13 @@ def create_api(
     history: CallHistory,
     recorder: Recorder,
     captures: capture.CaptureWriter,
+    queue: PredictionQueue,
 ) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         home = services.settings.home_path
         await asyncio.to_thread(housekeeping.sweep, home)  # nothing of ours is running yet
+        await queue.recover()  # what was running when the last server stopped, failed
         await reconciler.start()  # gateway processes first: instances are spread over them
         try:  # start instances before serving; a failure here is retried by the loop
             await reconciler.reconcile_once()
@@ -181,6 +198,7 @@ def create_api(
             loop.create_task(jobs.run_forever()),
             loop.create_task(_keep_house(home, history, services.settings)),
             loop.create_task(recorder.run_forever()),
+            loop.create_task(queue.run_forever()),
         ]
         try:
             yield
@@ -190,6 +208,7 @@ def create_api(
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await jobs.close()
+            await queue.close()
             await reconciler.close()
             await recorder.close()  # after the gateway processes sent their last
             await asyncio.to_thread(captures.stop)  # what is queued is written
@@ -302,7 +321,10 @@ def create_app(
     services = dataclasses.replace(services, wake_jobs=jobs.wake)
     recorder = Recorder(gateway, history, writer)
     captures = capture.CaptureWriter(gateway.capture, home / capture.DIRECTORY)
-    api = create_api(services, reconciler, jobs, history, recorder, captures)
-    app = ModelhostApp(services, gateway, api, jobs)
+    queue = PredictionQueue(repo=repo, gateway=gateway, settings=settings, key=key)
+    services = dataclasses.replace(services, wake_predictions=queue.wake)
+    api = create_api(services, reconciler, jobs, history, recorder, captures, queue)
+    endpoint = PredictionsEndpoint(services, gateway, queue.wake)
+    app = ModelhostApp(services, gateway, api, jobs, endpoint)
     app.gateway_secret = gateways.secret.encode() if gateways is not None else None
     return app

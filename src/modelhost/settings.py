@@ -114,6 +114,13 @@ def _fraction(value: Any) -> float:
     return number
 
 
+def _async_timeout(value: Any) -> float:
+    number = _positive_float(value)
+    if number > 3600:
+        raise ValueError("expected a number of seconds above 0 and at most 3600 (an hour)")
+    return number
+
+
 def _synchronous(value: Any) -> str:
     mode = str(value).lower()
     if mode not in {"full", "normal"}:
@@ -550,6 +557,25 @@ SETTINGS: tuple[Setting, ...] = (
         _positive_int,
         100 * 1024 * 1024,
         "Largest reference data set (CSV or Parquet) a drift report may be given.",
+    ),
+    Setting(
+        "async_timeout_seconds",
+        _async_timeout,
+        3600.0,
+        "Time an asynchronous prediction may run before it fails (at most 3600).",
+    ),
+    Setting(
+        "async_instance_share",
+        _fraction,
+        0.5,
+        "Share of a version's instances asynchronous predictions may keep busy at once (at "
+        "least one), so synchronous callers always have the rest.",
+    ),
+    Setting(
+        "async_retention_hours",
+        _positive_float,
+        24.0,
+        "Hours an asynchronous prediction's result is kept after it ends; then it is deleted.",
     ),
 )
 

@@ -125,3 +125,18 @@ def api_schedules() -> str:
 def api_schedule(schedule_id: str, action: str | None = None) -> str:
     base = f"{API}/schedules/{quote(schedule_id, safe='')}"
     return base if action is None else f"{base}/{action}"
+
+
+def invoke_async(model: str, route: str = "latest") -> str:
+    """The asynchronous twin of a route's invocation URL (``route``: latest, labels/L,
+    versions/N)."""
+    return f"/models/{quote(model, safe='')}/{route}/async"
+
+
+def invoke_prediction(model: str, prediction_id: str) -> str:
+    """Where an asynchronous prediction is read."""
+    return f"/models/{quote(model, safe='')}/predictions/{quote(prediction_id, safe='')}"
+
+
+#: the hosted product's asynchronous API: POST {HOSTED_ASYNC}/{modelId}, GET .../{predictionId}
+HOSTED_ASYNC = "/api/modelApis/async/v1/"

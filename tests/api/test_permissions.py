@@ -96,6 +96,8 @@ ROUTE_NEEDS: dict[tuple[str, str], str] = {
     ("POST", "/api/v1/models/{model}/transfer"): "transfer",
     ("GET", "/api/v1/models/{model}/audit"): "view-audit",
     ("POST", "/api/v1/models/{model}/test"): "test",
+    ("GET", "/api/v1/models/{model}/webhook"): "view-config",
+    ("PUT", "/api/v1/models/{model}/webhook"): "manage-settings",
     ("GET", "/api/v1/groups"): AUTHENTICATED,
     ("POST", "/api/v1/groups"): ADMIN,
     ("DELETE", "/api/v1/groups/{group}"): ADMIN,
@@ -169,6 +171,7 @@ BODIES: dict[tuple[str, str], dict[str, object]] = {
     # The same requirements as the prepared environment: nothing to resolve, so no network.
     ("POST", "/api/v1/environments"): {"name": "shared", "requirements": ""},
     ("POST", "/api/v1/models/{model}/test"): {"data": {"x": 1, "y": 2}},
+    ("PUT", "/api/v1/models/{model}/webhook"): {"url": "http://127.0.0.1:9/hook"},
     ("POST", "/api/v1/groups"): {"name": "fresh-group"},
     ("PUT", "/api/v1/models/{model}/groups/{group}"): {"role": "editor"},
 }

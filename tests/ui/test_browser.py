@@ -225,6 +225,30 @@ def test_the_tester_calls_the_model_and_shows_the_answer(pages: Pages) -> None:
     shot(page, "overview")
 
 
+def test_the_tester_runs_a_prediction_asynchronously_and_waits_for_its_result(
+    pages: Pages,
+) -> None:
+    page = pages["editor"]
+    page.goto("/ui/models/calc")
+    body = page.get_by_label("Request body (JSON)")
+    page.get_by_label("Run asynchronously").check()
+    body.fill('{"data": {"x": 20, "y": 22}}')
+    page.get_by_role("button", name="Send").click()
+    expect(page.locator("#tester-status")).to_contain_text("succeeded")
+    answer = json.loads(page.locator("#tester-response").inner_text())
+    assert answer["status"] == "succeeded"
+    assert answer["result"] == 42
+    body.fill('{"data": {"x": 2}}')
+    page.get_by_role("button", name="Send").click()
+    expect(page.locator("#tester-status")).to_contain_text("failed")
+    expect(page.locator("#tester-status")).to_contain_text("add(x, y)")
+    body.fill("[1]")
+    page.get_by_role("button", name="Send").click()
+    expect(page.locator("#tester-status")).to_contain_text("400")
+    expect(page.locator("#tester-status")).to_contain_text("'parameters' array")
+    page.get_by_label("Run asynchronously").uncheck()
+
+
 def _run_snippet(page: Page, token: str | None = None) -> dict[str, object]:
     page.get_by_role("tab", name="curl").click()
     page.locator("[data-copy=snippet-curl]").click()

@@ -51,6 +51,7 @@ UI_ROUTE_NEEDS: dict[tuple[str, str], str] = {
     ("GET", "/ui/publish"): AUTHENTICATED,
     ("POST", "/ui/publish"): AUTHENTICATED,
     ("POST", "/ui/models/{model}/test"): "test",
+    ("GET", "/ui/models/{model}/predictions/{prediction_id}"): "test",
     ("GET", "/ui/groups"): AUTHENTICATED,
     ("GET", "/ui/models/{model}/drift"): "read-captures",
     ("POST", "/ui/models/{model}/drift"): "read-captures",
@@ -136,6 +137,7 @@ class State:
     home: Path
     keys: dict[str, str]
     token_id: str
+    prediction_id: str
 
 
 async def _prepare(home: Path) -> State:
@@ -175,9 +177,19 @@ async def _prepare(home: Path) -> State:
         granted = await http.put("/api/v1/models/m/groups/team", json={"role": "viewer"})
         assert granted.status_code == 200, granted.text
         token = (await http.post("/api/v1/models/m/tokens", json={"name": "t"})).json()["id"]
+    model = services.repo.find_model("m")
+    assert model is not None
+    prediction = services.repo.add_prediction(
+        model_id=model.id,
+        route="latest",
+        body='{"data": {"x": 1, "y": 2}}',
+        request_id="R",
+        token_sha256=None,
+        user_id=None,
+    )
     await services.reconciler.close()
     services.repo.engine.dispose()
-    return State(home, keys, token)
+    return State(home, keys, token, prediction.id)
 
 
 @pytest.fixture(scope="module")
@@ -221,6 +233,7 @@ def test_the_ui_route_answers_each_actor_as_the_permission_table_says(
     shutil.copytree(prepared.home, home)
     expected = _expected(need, actor)
     concrete = path.replace("{model}", "m").replace("{number}", "1").replace("{what}", what)
+    concrete = concrete.replace("{prediction_id}", prepared.prediction_id)
     form = dict(GROUP_ACTION_FORMS if path == GROUP_ACTION_ROUTE[1] else FORMS).get(what, {})
     form = dict(form)
     if what in ("token-revoke", "token-regenerate"):

@@ -174,6 +174,7 @@ async def test_pages_without_a_session_redirect_to_sign_in_and_come_back(
             if method != "GET" or need == "public":
                 continue
             concrete = path.replace("{model}", "m").replace("{number}", "1")
+            concrete = concrete.replace("{prediction_id}", "p1")
             response = await http.get(concrete)
             assert response.status_code == 303, concrete
             assert response.headers["location"] == f"/ui/sign-in?next={concrete}"

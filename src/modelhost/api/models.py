@@ -15,6 +15,7 @@ from modelhost.httpkit.uploads import check_archive_type, received_archive
 from modelhost.operations import metrics as metrics_ops
 from modelhost.operations import model_actions as actions
 from modelhost.operations import models as ops
+from modelhost.operations import predictions as predictions_ops
 from modelhost.operations import publish as publishing
 from modelhost.operations.access_control import authorize, visible_models
 
@@ -257,5 +258,38 @@ async def call_as_tester(
     route: Annotated[
         str, Query(description="latest, labels/NAME (such as labels/prod) or versions/N")
     ] = "latest",
+    run_async: Annotated[
+        bool,
+        Query(
+            alias="async",
+            description="Submit an asynchronous prediction instead (202 and its id); read it "
+            "at GET /models/{model}/predictions/{id} with the same API key",
+        ),
+    ] = False,
 ) -> Response:
-    return await tester_call(request, services, user, model, route)
+    return await tester_call(request, services, user, model, route, run_async)
+
+
+class WebhookBody(BaseModel):
+    url: str | None = Field(
+        description="Called with POST when an asynchronous prediction ends; null removes it"
+    )
+
+
+@router.get("/{model}/webhook", summary="A model's webhook for asynchronous predictions")
+def get_webhook(model: str, services: ServicesDep, user: UserDep) -> dict[str, Any]:
+    return predictions_ops.get_webhook(services, user, model)
+
+
+@router.put(
+    "/{model}/webhook",
+    summary="Set or remove a model's webhook (the signing secret is shown once)",
+    description=(
+        "Each asynchronous prediction that ends is POSTed to the URL as JSON, signed with "
+        "HMAC-SHA256 in the X-Modelhost-Signature header (sha256=HEX). Needs manage-settings."
+    ),
+)
+def put_webhook(
+    model: str, body: WebhookBody, services: ServicesDep, user: UserDep
+) -> dict[str, Any]:
+    return predictions_ops.set_webhook(services, user, model, body.url)

@@ -401,6 +401,13 @@ def _environment_column(version: Version) -> str:
     "command line).",
 )
 @click.option("--full", is_flag=True, help="Print the whole response, not just the result.")
+@click.option(
+    "--async",
+    "run_async",
+    is_flag=True,
+    help="Submit an asynchronous prediction and print its id; get its result with "
+    "'modelhost prediction MODEL ID'.",
+)
 @pass_connection
 def call(
     conn: Connection,
@@ -411,6 +418,7 @@ def call(
     label: str | None,
     token: str | None,
     full: bool,
+    run_async: bool,
 ) -> None:
     """Call MODEL with --data or --parameters and print the result."""
     if (data is None) == (parameters is None):
@@ -420,6 +428,21 @@ def call(
         kwargs["data"] = _json_option(data, "--data")
     else:
         kwargs["parameters"] = _json_option(parameters, "--parameters")
+    if run_async:
+        try:
+            submitted = conn.client.submit(
+                model, version=number, label=label, token=token, **kwargs
+            )
+        except errors.Unauthenticated as exc:
+            raise errors.Unauthenticated(
+                f"{exc.message} With the CLI: --token TOKEN, or set MODELHOST_TOKEN."
+            ) from None
+        click.echo(submitted.id)
+        click.echo(
+            f"Queued. Get the result with: modelhost prediction {model} {submitted.id} --wait",
+            err=True,
+        )
+        return
     try:
         prediction = conn.client.predict(model, version=number, label=label, token=token, **kwargs)
     except errors.Unauthenticated as exc:
@@ -438,6 +461,45 @@ def call(
         )
     else:
         print_json(prediction.result)
+
+
+@click.command()
+@click.argument("model")
+@click.argument("prediction_id")
+@click.option("--wait", is_flag=True, help="Wait until it has ended.")
+@click.option(
+    "--token",
+    envvar="MODELHOST_TOKEN",
+    help="The access token it was submitted with (else your API key is used).",
+)
+@click.option("--full", is_flag=True, help="Print the whole answer, not just the result.")
+@pass_connection
+def prediction(
+    conn: Connection, model: str, prediction_id: str, wait: bool, token: str | None, full: bool
+) -> None:
+    """Show the asynchronous prediction PREDICTION_ID of MODEL: its result once it succeeded,
+    its status while it waits or runs."""
+    found = conn.client.result(prediction_id, model=model, wait=wait, token=token)
+    if full:
+        print_json(
+            {
+                "asyncPredictionId": found.id,
+                "status": found.status,
+                "result": found.result,
+                "release": found.release,
+                "error": found.error,
+                "request_id": found.request_id,
+            }
+        )
+        return
+    if found.status == "succeeded":
+        print_json(found.result)
+    elif found.status == "failed" and found.error is not None:
+        raise errors.error_from_body(
+            500, {"error": {"code": found.error.get("code"), "message": found.error.get("message")}}
+        )
+    else:
+        click.echo(f"{found.status} (ask again, or add --wait)")
 
 
 @click.command()
@@ -538,4 +600,4 @@ def metrics(conn: Connection, model: str, minutes: int, as_json: bool) -> None:
     table(rows, ["VERSION", "CALLS", "PER MIN", "5XX", "4XX", "ERROR RATE", "P50 MS", "P99 MS"])
 
 
-COMMANDS = [publish, models, versions, call, logs, metrics]
+COMMANDS = [publish, models, versions, call, prediction, logs, metrics]

@@ -5,10 +5,11 @@ records (:class:`Model`, :class:`Version`, :class:`Run`, ...) that also read lik
 objects they came from (``version["status"]``).
 """
 
-from modelhost.client._client import Client, Prediction
+from modelhost.client._client import AsyncPrediction, Client, Prediction
 from modelhost.client._results import Instance, Model, Record, Run, Schedule, Token, User, Version
 
 __all__ = [
+    "AsyncPrediction",
     "Client",
     "Instance",
     "Model",

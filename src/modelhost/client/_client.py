@@ -29,6 +29,25 @@ _UNSET: Any = object()
 
 
 @dataclass(frozen=True)
+class AsyncPrediction:
+    """An asynchronous prediction: its ``id``, the ``model`` it calls, its ``status`` (queued,
+    running, succeeded, failed), and once it ended its ``result`` and ``release`` or its
+    ``error`` (``{"code", "message"}``)."""
+
+    id: str
+    model: str
+    status: str
+    result: Any = None
+    release: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    request_id: str | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.status in ("succeeded", "failed")
+
+
+@dataclass(frozen=True)
 class Prediction:
     """A successful call: the function's ``result`` and what the server said about it."""
 
@@ -830,3 +849,101 @@ class Client(RunsMixin):
             model_time_in_ms=answer["model_time_in_ms"],
             release=answer["release"],
         )
+
+    def submit(
+        self,
+        model: str,
+        *,
+        data: dict[str, Any] = _UNSET,
+        parameters: list[Any] = _UNSET,
+        version: int | None = None,
+        label: str | None = None,
+        token: str | None = None,
+        as_tester: bool = False,
+    ) -> AsyncPrediction:
+        """Submit an asynchronous prediction (the arguments are those of :meth:`predict`); it
+        is stored on the server before this returns. Get it with :meth:`result`.
+
+        >>> sent = client.submit("wine-quality", parameters=[row], token=T)  # doctest: +SKIP
+        >>> client.result(sent, token=T).result  # waits until it ends  # doctest: +SKIP
+        """
+        if (data is _UNSET) == (parameters is _UNSET):
+            raise errors.BadRequest("Pass exactly one of data= (a dict) or parameters= (a list).")
+        body = {"data": data} if data is not _UNSET else {"parameters": parameters}
+        if version is not None:
+            route = f"versions/{version}"
+        elif label is not None:
+            route = f"labels/{label}"
+        else:
+            route = "latest"
+        headers = {"Content-Type": "application/json"}
+        if token and not as_tester:
+            headers["Authorization"] = f"Bearer {token}"
+        answer = self._request(
+            "POST",
+            urls.api_test(model) if as_tester else urls.invoke_async(model, route),
+            params={"route": route, "async": "true"} if as_tester else None,
+            content=_json.encode_arguments(body),
+            headers=headers,
+            api_key=as_tester,
+        )
+        return AsyncPrediction(id=answer["asyncPredictionId"], model=model, status=answer["status"])
+
+    def set_webhook(self, model: str, url: str | None) -> dict[str, Any]:
+        """Set the URL called when one of the model's asynchronous predictions ends (None
+        removes it); the answer's ``secret`` signs the calls and is shown only here."""
+        answer: dict[str, Any] = self._request(
+            "PUT", f"{urls.api_model(model)}/webhook", json={"url": url}
+        )
+        return answer
+
+    def result(
+        self,
+        prediction: AsyncPrediction | str,
+        *,
+        model: str | None = None,
+        wait: bool = True,
+        token: str | None = None,
+        timeout: float | None = None,
+    ) -> AsyncPrediction:
+        """An asynchronous prediction as it is now, or with ``wait`` once it ended (polling,
+        up to ``timeout`` seconds, none by default). ``prediction`` is what :meth:`submit`
+        returned, or an id with ``model=``. It is read with ``token`` (the access token it was
+        submitted with) or else the client's API key (a user who may test the model)."""
+        if isinstance(prediction, AsyncPrediction):
+            prediction_id, model = prediction.id, model or prediction.model
+        else:
+            prediction_id = prediction
+        if not model:
+            raise errors.BadRequest(
+                "Say which model the prediction is of: result(ID, model=NAME), or pass what "
+                "submit() returned."
+            )
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        deadline = None if timeout is None else time.monotonic() + timeout
+        delay = 0.1
+        while True:
+            answer = self._request(
+                "GET",
+                urls.invoke_prediction(model, prediction_id),
+                headers=headers,
+                api_key=not token,
+            )
+            found = AsyncPrediction(
+                id=answer["asyncPredictionId"],
+                model=model,
+                status=answer["status"],
+                result=answer.get("result"),
+                release=answer.get("release"),
+                error=answer.get("error"),
+                request_id=answer.get("request_id"),
+            )
+            if not wait or found.done:
+                return found
+            if deadline is not None and time.monotonic() > deadline:
+                raise errors.ModelTimeout(
+                    f"Prediction {prediction_id} of '{model}' is still {found.status} after "
+                    f"{timeout:g} s; ask again later with result(..., wait=False)."
+                )
+            time.sleep(delay)
+            delay = min(delay * 1.5, 2.0)

@@ -17,6 +17,7 @@ from modelhost.db.access import AccessRepo, ApiKey, AuditEvent, Group, Token, Us
 from modelhost.db.base import _row, new_id, utcnow
 from modelhost.db.call_minutes import CallMinute, CallMinutesRepo
 from modelhost.db.environments import EnvironmentRepo, NamedEnvironment
+from modelhost.db.predictions import PredictionsRepo
 from modelhost.db.runs import Run, RunsRepo, Schedule
 
 __all__ = [
@@ -157,7 +158,7 @@ class EnvVar:
     updated_at: dt.datetime
 
 
-class Repo(RunsRepo, AccessRepo, EnvironmentRepo, CallMinutesRepo):
+class Repo(RunsRepo, AccessRepo, EnvironmentRepo, CallMinutesRepo, PredictionsRepo):
     """All reads and writes, over one SQLAlchemy engine (see :class:`Store` for transactions).
 
     Users, keys, tokens, collaborators and audit events are in :mod:`modelhost.db.access`;
@@ -373,6 +374,8 @@ class Repo(RunsRepo, AccessRepo, EnvironmentRepo, CallMinutesRepo):
                 t.schedules,
                 t.versions,
                 t.call_minutes,
+                t.async_predictions,
+                t.model_webhooks,
             ):
                 conn.execute(delete(table).where(table.c.model_id == model_id))
             conn.execute(delete(t.models).where(t.models.c.id == model_id))

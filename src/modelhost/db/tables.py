@@ -298,3 +298,45 @@ call_minutes = Table(
     Index("ix_call_minutes_model_minute", "model_id", "minute"),
     Index("ix_call_minutes_minute", "minute"),
 )
+
+#: asynchronous predictions: stored before the submit is answered, run once by the main server
+#: process's queue (serving/predictions.py), deleted ``async_retention_hours`` after they end
+async_predictions = Table(
+    "async_predictions",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("model_id", String(32), nullable=False),
+    #: the route the call goes to: latest, labels/NAME or versions/N
+    Column("route", String(80), nullable=False),
+    #: the request body, as the synchronous call would have sent it to the instance
+    Column("body", Text, nullable=False),
+    #: queued | running | succeeded | failed
+    Column("status", String(16), nullable=False),
+    #: sha256 (hex) of the access token it was submitted with (None: without a token)
+    Column("token_sha256", String(64), nullable=True),
+    #: the user who submitted it from the tester or the client with an API key
+    Column("user_id", String(32), nullable=True),
+    Column("request_id", String(32), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=True),
+    Column("finished_at", DateTime(timezone=True), nullable=True),
+    #: the synchronous envelope's fields as JSON: result, release, timing, model_time_in_ms
+    Column("outcome", Text, nullable=True),
+    #: the error envelope's object as JSON: {"code", "message"}
+    Column("error", Text, nullable=True),
+    #: the HTTP status the synchronous call would have had
+    Column("http_status", Integer, nullable=True),
+    Index("ix_async_predictions_status_created", "status", "created_at"),
+    Index("ix_async_predictions_finished", "finished_at"),
+)
+
+#: a model's webhook, called when one of its asynchronous predictions ends
+model_webhooks = Table(
+    "model_webhooks",
+    metadata,
+    Column("model_id", String(32), primary_key=True),
+    Column("url", Text, nullable=False),
+    #: the HMAC-SHA256 key, encrypted with the server key
+    Column("secret", Text, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)

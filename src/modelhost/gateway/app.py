@@ -6,6 +6,7 @@ wrap the instance's result bytes in the response envelope without parsing them a
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import time
@@ -264,6 +265,15 @@ class Gateway:
 
         await self(scope, receive, send)
         return answer["status"], answer.get("body", b"")
+
+    async def call_with_timeout(
+        self, path: str, body: bytes, request_id: str, timeout: float
+    ) -> tuple[CallResult, Release]:
+        """An asynchronous prediction's call (:mod:`modelhost.serving.predictions`): routed and
+        admitted like a call to ``path``, with its own ``timeout``; no envelope, no token."""
+        route, pool, release = self._resolve(path)
+        route = dataclasses.replace(route, timeout=timeout)
+        return await self._call(path, route, pool, release, request_id, body)
 
     def _admit(self, scope: Scope, request_id: str) -> tuple[ModelRoute, VersionPool, Release]:
         """Everything about a call that needs no body: route, token, method and headers."""

@@ -112,6 +112,8 @@ class Services:
     invoke: Invoker = field(default=_no_gateway)
     #: whether the server was asked to stop (its /health then says 503)
     state: ServerState = field(default_factory=lambda: ServerState())
+    #: Asks the asynchronous prediction queue (:mod:`modelhost.serving.predictions`) to look now.
+    wake_predictions: Callable[[], None] = field(default=lambda: None)
 
     @property
     def wake(self) -> Callable[[], None]:

@@ -53,6 +53,8 @@ NAMES = (
     "modelhost_uptime_seconds",
     "modelhost_versions_running",
     "modelhost_info",
+    "modelhost_async_predictions",
+    "modelhost_async_oldest_seconds",
 )
 
 
@@ -101,6 +103,7 @@ class Collector(_Collector):
         yield from self._batches(models)
         yield from self._instances(models)
         yield from self._builds(models)
+        yield from self._async(models)
         uptime = GaugeMetricFamily("modelhost_uptime_seconds", "Seconds since the server started.")
         uptime.add_metric([], time.time() - sources.started)
         yield uptime
@@ -333,6 +336,30 @@ class Collector(_Collector):
         yield builds
         yield failures
         yield durations
+
+    def _async(self, models: dict[str, str]) -> Iterator[Metric]:
+        depth = GaugeMetricFamily(
+            "modelhost_async_predictions",
+            "Asynchronous predictions waiting (queued) or running now, by model.",
+            labels=["model", "status"],
+        )
+        oldest = GaugeMetricFamily(
+            "modelhost_async_oldest_seconds",
+            "Age of the oldest asynchronous prediction queued (or running) now, by model; 0 "
+            "when there is none.",
+            labels=["model", "status"],
+        )
+        now = time.time()
+        found = {(m, s): (n, c) for m, s, n, c in self.sources.repo.queue_depths()}
+        # every model has both, 0 when nothing waits or runs, so a series never vanishes
+        for model_id, name in sorted(models.items(), key=lambda item: item[1]):
+            for status in ("queued", "running"):
+                count, created = found.get((model_id, status), (0, None))
+                depth.add_metric([name, status], count)
+                age = 0.0 if created is None else max(now - created.timestamp(), 0.0)
+                oldest.add_metric([name, status], age)
+        yield depth
+        yield oldest
 
 
 def exposition(sources: Sources) -> Callable[[], bytes]:

@@ -18,7 +18,7 @@ from typing import Any
 from modelhost import errors, urls
 from modelhost.db.repo import Model, User
 from modelhost.events import TEST_CALL
-from modelhost.operations import Services
+from modelhost.operations import Services, predictions
 from modelhost.operations.access_control import authorize_action
 from modelhost.operations.audit import record
 
@@ -73,3 +73,27 @@ async def call(services: Services, actor: User, key: str, route: str, body: byte
         detail=detail,
     )
     return TesterAnswer(status, answer)
+
+
+async def submit(
+    services: Services, actor: User, key: str, route: str, body: bytes, request_id: str
+) -> dict[str, Any]:
+    """Submit an asynchronous prediction of the model ``key`` on ``route`` as ``actor``,
+    without a token (the tester's "Run asynchronously"): what the submit answers (202)."""
+    model = await asyncio.to_thread(authorize_action, services, actor, key, TEST_CALL)
+    invocation_path(model, route)  # a route of a model, or 400
+    checked = predictions.check_body(body)
+    prediction = await predictions.submit(
+        services, model.id, route, checked, request_id, predictions.Submitter(user_id=actor.id)
+    )
+    services.wake_predictions()
+    await asyncio.to_thread(
+        record,
+        services,
+        actor,
+        TEST_CALL,
+        model=model,
+        outcome="success",
+        detail={"route": route, "async": True, "prediction": prediction.id},
+    )
+    return predictions.accepted(model.name, prediction)

@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from starlette.datastructures import FormData
 from starlette.responses import Response
 
@@ -49,6 +49,7 @@ from modelhost.httpkit.responses import JSONResponse
 from modelhost.httpkit.tester import tester_call
 from modelhost.operations import Services, access_control, groups, sharing
 from modelhost.operations import model_actions as actions
+from modelhost.operations import predictions as predictions_ops
 from modelhost.ui import forms, links, session
 from modelhost.ui.pages import settings_context
 from modelhost.ui.render import UIRoute, redirect, render, wants_json
@@ -349,10 +350,28 @@ TOKEN_ACTIONS = (TOKEN_CREATE.name, TOKEN_REGENERATE.name)
 
 @router.post("/models/{model}/test", summary="The tester's call, through the session")
 async def call_from_tester(
-    request: Request, model: str, services: ServicesDep, user: SessionUser, route: str = "latest"
+    request: Request,
+    model: str,
+    services: ServicesDep,
+    user: SessionUser,
+    route: str = "latest",
+    run_async: Annotated[bool, Query(alias="async")] = False,
 ) -> Response:
     await session.check_csrf(request)
-    return await tester_call(request, services, user, model, route)
+    return await tester_call(request, services, user, model, route, run_async)
+
+
+@router.get(
+    "/models/{model}/predictions/{prediction_id}",
+    summary="An asynchronous prediction, for the tester to poll",
+)
+async def tester_prediction(
+    model: str, prediction_id: str, services: ServicesDep, user: SessionUser
+) -> dict[str, Any]:
+    found = await asyncio.to_thread(
+        predictions_ops.find_for_user, services, user, model, prediction_id
+    )
+    return predictions_ops.view(found)
 
 
 @router.post("/models/{model}/actions/{what}", summary="A model action from a form")

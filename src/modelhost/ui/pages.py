@@ -140,6 +140,7 @@ def overview(request: Request, model: str, services: ServicesDep, user: SessionU
         sample_is_skeleton=sample.skeleton,
         sample_signature=shown.get("signature"),
         tester_url=links.model(found.name, "test"),
+        predictions_url=links.model(found.name, "predictions"),
         snippets=snippets.snippets(routes[0]["url"], sample.body, token_required=token_required),
         token_required=token_required,
         serving=serving,

@@ -90,20 +90,41 @@ if (send) {
     status.className = "muted";
     status.textContent = "Sending…";
     const started = performance.now();
+    const runAsync = document.getElementById("tester-async")?.checked;
     try {
-      const url = tester.dataset.url + "?route=" + encodeURIComponent(route);
-      const response = await fetch(url, { method: "POST", headers, body, credentials: "same-origin" });
+      let url = tester.dataset.url + "?route=" + encodeURIComponent(route);
+      if (runAsync) url += "&async=true";
+      let response = await fetch(url, { method: "POST", headers, body, credentials: "same-origin" });
+      if (runAsync && response.status === 202) {
+        // Submitted: ask for it until it has ended, showing its status meanwhile.
+        const submitted = await response.json();
+        const where = tester.dataset.predictions + "/" + encodeURIComponent(submitted.asyncPredictionId);
+        let delay = 250;
+        for (;;) {
+          status.className = "muted";
+          status.textContent = `Prediction ${submitted.asyncPredictionId}: ${submitted.status}…`;
+          await new Promise((resolve) => setTimeout(resolve, delay));
+          delay = Math.min(delay * 2, 2000);
+          response = await fetch(where, { headers: { "Accept": "application/json" }, credentials: "same-origin" });
+          const seen = await response.clone().json();
+          if (!response.ok || seen.status === "succeeded" || seen.status === "failed") break;
+          submitted.status = seen.status;
+        }
+      }
       const elapsed = performance.now() - started;
       const text = await response.text();
       let shown = text;
       let message = "";
+      let failed = false;
       try {
         const data = JSON.parse(text);
         shown = JSON.stringify(data, null, 2);
-        if (data.error) message = " · " + data.error.message;
-        else if (data.timing !== undefined) message = ` · server ${data.timing} ms, function ${data.model_time_in_ms} ms`;
+        if (data.status) message = " · prediction " + data.status;
+        if (data.status === "failed") failed = true;
+        if (data.error) message += " · " + data.error.message;
+        else if (data.timing !== undefined) message += ` · server ${data.timing} ms, function ${data.model_time_in_ms} ms`;
       } catch (_) { /* not JSON: show the text as it is */ }
-      status.className = response.ok ? "ok" : "bad";
+      status.className = response.ok && !failed ? "ok" : "bad";
       status.textContent = `${response.status} ${response.statusText || ""} in ${elapsed.toFixed(0)} ms${message}`;
       output.textContent = shown;
     } catch (error) {
