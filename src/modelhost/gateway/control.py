@@ -21,7 +21,10 @@ from typing import Any
 
 import orjson
 
+from modelhost import token_limits
+from modelhost.gateway.auth import CHARGED, CHARGED_HEADER
 from modelhost.gateway.board import NO_SLOT, LoadBoard
+from modelhost.gateway.counters import TokenLimit
 from modelhost.gateway.pool import VersionPool
 from modelhost.gateway.routes import ModelRoute, Release, RouteTable
 
@@ -36,16 +39,23 @@ GATEWAY_SECRET = b"x-modelhost-gateway"
 def keep_caller(scope: MutableMapping[str, Any], secret: bytes | None) -> None:
     """A request another of the server's processes passed on, over a private Unix socket (no
     client address of its own), keeps its caller's address: the one in ``FORWARDED_FOR``,
-    believed only with the gateway ``secret``."""
+    believed only with the gateway ``secret``; so is ``CHARGED_HEADER``, which says the call
+    was counted against its token's limits already."""
     if scope.get("client") is not None or not secret:
         return
-    given = forwarded = None
+    given = forwarded = charged = None
     for name, value in scope.get("headers", ()):
         if name == GATEWAY_SECRET:
             given = value
         elif name == FORWARDED_FOR:
             forwarded = value
-    if given is not None and forwarded is not None and hmac.compare_digest(given, secret):
+        elif name == CHARGED_HEADER:
+            charged = value
+    if given is None or not hmac.compare_digest(given, secret):
+        return
+    if charged is not None:
+        scope[CHARGED] = True
+    if forwarded is not None:
         host, _, port = forwarded.decode("latin-1").rpartition(":")
         scope["client"] = (host, int(port) if port.isdigit() else 0)
 
@@ -91,6 +101,16 @@ def routes_for(table: RouteTable, instances: dict[str, str]) -> dict[str, Any]:
                 "state": route.state,
                 "invocation_mode": route.invocation_mode,
                 "tokens": [token.hex() for token in route.tokens],
+                "limits": [
+                    [
+                        digest.hex(),
+                        limit.slot,
+                        limit.name,
+                        None if limit.rate is None else str(limit.rate),
+                        None if limit.quota is None else str(limit.quota),
+                    ]
+                    for digest, limit in route.limits.items()
+                ],
                 "fallbacks": [[new, old] for new, old in route.fallbacks.items()],
                 "versions": versions,
             }
@@ -154,6 +174,15 @@ def table_from(
             state=model["state"],
             invocation_mode=model["invocation_mode"],
             tokens=tuple(bytes.fromhex(t) for t in model["tokens"]),
+            limits={
+                bytes.fromhex(digest): TokenLimit(
+                    slot,
+                    name,
+                    None if rate is None else token_limits.parse_rate(rate),
+                    None if quota is None else token_limits.parse_quota(quota),
+                )
+                for digest, slot, name, rate, quota in model.get("limits", [])
+            },
             fallbacks={new: old for new, old in model.get("fallbacks", [])},
         )
         by_key[route.model_id] = by_key[route.name] = route

@@ -107,6 +107,11 @@ class GatewayProcesses:
         for index in range(1, len(self.listeners) + 1):
             await self._spawn(index)
 
+    def _counters_fd(self) -> int:
+        """The token counters' shared memory: the main process's gateway made it."""
+        assert self._gateway is not None, "start() gives the gateway first"
+        return self._gateway.guard.counters.fd
+
     async def _spawn(self, index: int) -> None:
         control_main, control_child = socket.socketpair()
         handover_main, handover_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -116,6 +121,7 @@ class GatewayProcesses:
             control_child.fileno(),
             handover_child.fileno(),
             self.board.fd,
+            self._counters_fd(),
         )
         try:
             process = await asyncio.create_subprocess_exec(
@@ -148,6 +154,8 @@ class GatewayProcesses:
                 str(self.board.fd),
                 "--processes",
                 str(self.board.processes),
+                "--counters-fd",
+                str(self._counters_fd()),
                 *(["--request-log"] if self.request_log else []),
                 pass_fds=keep,
                 env={**os.environ, "MODELHOST_GATEWAY_SECRET": self.secret},

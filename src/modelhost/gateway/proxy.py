@@ -16,6 +16,7 @@ import httpx
 
 from modelhost import errors
 from modelhost.gateway.app import Receive, Scope, Send, error_response, new_request_id
+from modelhost.gateway.auth import CHARGED, CHARGED_HEADER
 from modelhost.gateway.control import FORWARDED_FOR, GATEWAY_SECRET
 
 logger = logging.getLogger(__name__)
@@ -32,6 +33,7 @@ _HOP_BY_HOP = frozenset(
         b"upgrade",
         FORWARDED_FOR,
         GATEWAY_SECRET,
+        CHARGED_HEADER,  # a caller's own is never passed on; this process's is added below
     }
 )
 
@@ -92,6 +94,8 @@ class Proxy:
         if client:
             headers.append((FORWARDED_FOR, f"{client[0]}:{client[1]}".encode()))
         headers.append((GATEWAY_SECRET, self._secret))
+        if CHARGED in scope:  # counted against its token's limits here: not again there
+            headers.append((CHARGED_HEADER, b"1"))
         headers += self._extra
         target = scope.get("raw_path") or scope["path"].encode()
         if scope.get("query_string"):
