@@ -138,14 +138,24 @@ def test_an_api_key_sent_to_a_model_is_told_apart_from_a_wrong_token(header: byt
     assert [d.reason for d in guard.denials] == ["wrong token"]
 
 
-def _limited(rate: Rate | None = None, quota: Quota | None = None) -> tuple[TokenGuard, ModelRoute]:
-    clock = {"now": NOON}
-    guard = TokenGuard(wall=lambda: clock["now"])
+class _Wall:
+    """The guard's wall clock, moved by hand."""
+
+    def __init__(self) -> None:
+        self.now = NOON
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _limited(
+    rate: Rate | None = None, quota: Quota | None = None, wall: _Wall | None = None
+) -> tuple[TokenGuard, ModelRoute]:
+    guard = TokenGuard(wall=wall or _Wall())
     slot = guard.counters.slot(0, 0)
     assert slot is not None
     digest = hashlib.sha256(TOKEN.encode()).digest()
     route = dataclasses.replace(ROUTE, limits={digest: TokenLimit(slot, "billing", rate, quota)})
-    guard.clock = clock  # type: ignore[attr-defined]
     return guard, route
 
 
@@ -154,14 +164,15 @@ def _bearer() -> dict:
 
 
 def test_a_token_over_its_rate_gets_a_429_saying_which_limit_and_when_to_retry() -> None:
-    guard, route = _limited(rate=Rate(1, "min"))
+    wall = _Wall()
+    guard, route = _limited(rate=Rate(1, "min"), wall=wall)
     guard.check(route, _bearer(), "R" * 16)
     with pytest.raises(errors.RateLimited) as refused:
         guard.check(route, _bearer(), "R" * 16)
     assert refused.value.status == 429
     assert refused.value.headers["Retry-After"] == "60"
     assert "'billing' is over its rate limit of 1/min" in refused.value.message
-    guard.clock["now"] += 60  # type: ignore[attr-defined]
+    wall.now += 60
     guard.check(route, _bearer(), "R" * 16)
 
 

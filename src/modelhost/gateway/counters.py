@@ -6,12 +6,14 @@ Each access token with a rate or a quota has a slot (a row of 32 bytes), given b
 process with the route table and loaded with the usage the database kept. A row holds the
 bucket's calls left and when it was last filled, and the quota window's key and calls used.
 
-Unlike the board's cells, which only steer, a row decides whether a call is admitted, so every
-change to a row is a read-modify-write under an exclusive POSIX record lock on that row's bytes
-(``fcntl.lockf``): two processes never both take the last call of a bucket or of a quota. The
-lock is per row, so tokens never wait for each other, and is held for a few microseconds (no IO,
-no await inside). Record locks belong to a process, not a thread: only the event loop's thread
-of each process changes rows. Calls of tokens without limits never come here.
+Unlike the board's cells, which only steer, a row decides whether a call is admitted, so with
+gateway processes every change to a row is a read-modify-write under an exclusive POSIX record
+lock on that row's bytes (``fcntl.lockf``): two processes never both take the last call of a
+bucket or of a quota. The lock is per row, so tokens never wait for each other, and is held for
+a few microseconds (no IO, no await inside). Record locks belong to a process, not a thread:
+only the event loop's thread of each process changes rows. With one process (the default) there
+is nobody to exclude, and no lock is taken: a change is one uninterrupted stretch of Python on
+the event loop. Calls of tokens without limits never come here.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import math
 import mmap
 import os
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from modelhost import token_limits
 from modelhost.token_limits import Quota, Rate
@@ -30,27 +32,36 @@ from modelhost.token_limits import Quota, Rate
 SLOTS = 16384
 #: calls left in the bucket, when it was last filled (0: never, so full), quota window, used
 _ROW = struct.Struct("=ddqq")
+_SIZE = _ROW.size
+_unpack = _ROW.unpack_from
+_pack = _ROW.pack_into
 _WINDOW = struct.Struct("=qq")
 _WINDOW_OFFSET = 16
+_DAY = 86400
 
 
 @dataclass(frozen=True)
 class TokenLimit:
     """A token's limits as a gateway applies them: its slot, its name (for messages), its rate
-    and its quota (None: none)."""
+    and its quota (None: none); the numbers a call needs are worked out once, here."""
 
     slot: int
     name: str
     rate: Rate | None
     quota: Quota | None
+    #: calls per second the bucket refills with (0: no rate), and the most it holds
+    per_second: float = field(init=False, repr=False)
+    burst: float = field(init=False, repr=False)
+    #: calls per window (0: no quota), and whether the window is a day (else a month)
+    quota_count: int = field(init=False, repr=False)
+    per_day: bool = field(init=False, repr=False)
 
-    @property
-    def per_second(self) -> float:
-        return self.rate.per_second if self.rate is not None else 0.0
-
-    @property
-    def burst(self) -> float:
-        return self.rate.burst if self.rate is not None else 0.0
+    def __post_init__(self) -> None:
+        rate, quota = self.rate, self.quota
+        object.__setattr__(self, "per_second", rate.per_second if rate is not None else 0.0)
+        object.__setattr__(self, "burst", rate.burst if rate is not None else 0.0)
+        object.__setattr__(self, "quota_count", quota.count if quota is not None else 0)
+        object.__setattr__(self, "per_day", quota is not None and quota.unit == "day")
 
 
 @dataclass(frozen=True)
@@ -73,15 +84,23 @@ class TokenCounters:
         """The counters; ``fd`` is the shared memory the main process made (a gateway process
         gets it from it), else it is made here."""
         size = SLOTS * _ROW.size
+        shared = fd is not None
         if fd is None:
             fd = os.memfd_create("modelhost-token-counters", 0)  # passed explicitly
             os.ftruncate(fd, size)
         self.fd = fd
+        #: whether other processes change the rows too (then each change takes the row's lock);
+        #: made here, they are this process's alone until :meth:`share`
+        self.shared = shared
         self._cells = mmap.mmap(fd, size)
         self._free = list(range(SLOTS - 1, -1, -1))  # the main process hands slots out
         self._windows = token_limits.Windows()
 
     # ------------------------------------------------------------------ main process
+
+    def share(self) -> None:
+        """Other processes are about to get the memory (gateway processes): lock from now on."""
+        self.shared = True
 
     def slot(self, window: int, used: int) -> int | None:
         """A free slot for a token that has limits, with its quota window's key and calls used
@@ -106,10 +125,12 @@ class TokenCounters:
 
     def take(self, limit: TokenLimit, now: float) -> Refusal | None:
         """Admit one call of the token (None) or say why not; ``now`` is seconds since 1970."""
-        offset = limit.slot * _ROW.size
-        fcntl.lockf(self.fd, fcntl.LOCK_EX, _ROW.size, offset)
+        offset = limit.slot * _SIZE
+        shared = self.shared
+        if shared:
+            fcntl.lockf(self.fd, fcntl.LOCK_EX, _SIZE, offset)
         try:
-            left, filled, window, used = _ROW.unpack_from(self._cells, offset)
+            left, filled, window, used = _unpack(self._cells, offset)
             refusal = None
             rate = limit.per_second
             if rate:
@@ -121,21 +142,27 @@ class TokenCounters:
                     now = filled
                 if left < 1.0:
                     refusal = Refusal("rate", (1.0 - left) / rate)
-            quota = limit.quota
-            if quota is not None:
-                key, resets_at = self._windows(quota.unit, now)
+                filled = now
+            count = limit.quota_count
+            if count:
+                if limit.per_day:
+                    key = int(now // _DAY)
+                    resets_at = float((key + 1) * _DAY)
+                else:
+                    key, resets_at = self._windows("month", now)
                 if key != window:
                     window, used = key, 0
-                if used >= quota.count:
+                if used >= count:
                     refusal = Refusal("quota", resets_at - now, resets_at)
                 elif refusal is None:
                     used += 1
             if refusal is None and rate:
                 left -= 1.0
-            _ROW.pack_into(self._cells, offset, left, now if rate else filled, window, used)
+            _pack(self._cells, offset, left, filled, window, used)
             return refusal
         finally:
-            fcntl.lockf(self.fd, fcntl.LOCK_UN, _ROW.size, offset)
+            if shared:
+                fcntl.lockf(self.fd, fcntl.LOCK_UN, _SIZE, offset)
 
     def _locked(self, slot: int) -> _RowLock:
         return _RowLock(self.fd, slot * _ROW.size)

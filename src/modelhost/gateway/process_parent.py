@@ -104,6 +104,7 @@ class GatewayProcesses:
         ``gateway``; ``end(instance id, reason, message)`` ends an instance."""
         self._gateway = gateway
         self._end = end
+        gateway.guard.counters.share()  # every process changes the token counters from now on
         for index in range(1, len(self.listeners) + 1):
             await self._spawn(index)
 
