@@ -111,10 +111,11 @@ def test_changing_a_token_s_limits_applies_at_once_and_is_audited(server: Server
     result = server.cli("tokens", "update", MODEL, "metered-a", "--quota", "7/day", check=True)
     assert "quota 7/day" in result.stdout
     assert _usage(server, "metered-a")["used"] == 5  # the window's calls still count
-    secret_calls = server.client().create_token(MODEL, "spare")  # unlimited: never counted
-    assert secret_calls["usage"] is None
+    spare = server.client().create_token(MODEL, "spare")  # no limits: no usage to show
+    assert spare["usage"] is None
     events = server.client().audit(MODEL, action="token-update")
-    assert [e["outcome"] for e in events] == ["success", "failed"]  # newest first: the bad one before
+    # newest first: the change, and before it the refused "100/fortnight"
+    assert [e["outcome"] for e in events] == ["success", "failed"]
     event = events[0]
     assert event["detail"]["quota"] == {"from": "5/day", "to": "7/day"}
     assert event["detail"]["name"] == "metered-a"
