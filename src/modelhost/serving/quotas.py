@@ -12,8 +12,7 @@ interval (they are counted afresh, so a token may get that many calls more).
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 from modelhost import errors, token_limits
 from modelhost.db.repo import Token
@@ -23,9 +22,8 @@ logger = logging.getLogger(__name__)
 
 
 class TokenQuotas:
-    def __init__(self, counters: TokenCounters, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, counters: TokenCounters) -> None:
         self.counters = counters
-        self._clock = clock
         #: token id -> its slot
         self._slots: dict[str, int] = {}
         #: token id -> (window, used) as last written to (or read from) the database
