@@ -80,8 +80,11 @@ def post(url: str, case: Case, headers: Mapping[str, str]) -> httpx.Response:
     )
 
 
-def invocation_headers(client: modelhost.Client, case: Case) -> dict[str, str]:
-    """What a caller must send: nothing for a public model, else a fresh access token.
+def invocation_headers(
+    client: modelhost.Client, case: Case, limits: str | None = None
+) -> dict[str, str]:
+    """What a caller must send: nothing for a public model, else a fresh access token, with
+    ``limits`` (``"RATE,QUOTA"``) when given.
 
     Models need an access token by default (``default_invocation_mode``); the benchmark then
     measures that default path, token check included, the way a real caller uses it.
@@ -90,7 +93,7 @@ def invocation_headers(client: modelhost.Client, case: Case) -> dict[str, str]:
         return {}
     response = httpx.post(
         f"{client.url}{urls.api_model(case.model)}/tokens",
-        json={"name": "benchmark"},
+        json={"name": "benchmark", **_limits(limits)},
         headers={"Authorization": f"Bearer {client.api_key}"},
         timeout=30.0,
     )
@@ -204,3 +207,10 @@ def publish_to_serving(client: modelhost.Client, case: Case, rounds: int = 3) ->
                     raise DeployError(f"{name} did not answer 200 after its publish")
                 time.sleep(0.005)
     return found
+
+
+def _limits(limits: str | None) -> dict[str, str]:
+    if not limits:
+        return {}
+    rate, _, quota = limits.partition(",")
+    return {key: value for key, value in (("rate", rate), ("quota", quota)) if value}

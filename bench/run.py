@@ -83,6 +83,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="modelhost's isolation setting (default: the server's, auto: sandboxed where "
         "bubblewrap works); the run records what /health says.",
     )
+    parser.add_argument(
+        "--token-limits",
+        metavar="RATE,QUOTA",
+        default=None,
+        help="Give the benchmark's access tokens a rate and a quota, such as "
+        "1000000/s,1000000000/day (high enough never to refuse a call), to measure what "
+        "checking them costs; default: no limits.",
+    )
     return parser.parse_args(argv)
 
 
@@ -141,7 +149,7 @@ def started_servers(
 
 
 def deploy_cases(
-    server: servers.Server, home: Path, cases: Sequence[Case]
+    server: servers.Server, home: Path, cases: Sequence[Case], token_limits: str | None = None
 ) -> dict[str, dict[str, str]]:
     """Publish every case with the client (which finds the server through MODELHOST_HOME);
     returns the headers each case's callers must send (an access token, if one is needed)."""
@@ -155,7 +163,7 @@ def deploy_cases(
         for case in cases:
             print(f"publishing {case.model} ({case.instances} instance(s))", flush=True)
             deploy.publish(client, case)
-            headers[case.name] = deploy.invocation_headers(client, case)
+            headers[case.name] = deploy.invocation_headers(client, case, token_limits)
     for case in cases:
         if headers[case.name]:
             deploy.wait_for_token(url_for("modelhost", case, server), case, headers[case.name])
@@ -265,6 +273,7 @@ def environment(options: argparse.Namespace) -> dict[str, Any]:
         "warmup_s": options.warmup,
         "ceiling_workers": CEILING_WORKERS,
         "modelhost_gateway_processes": options.gateway_processes,
+        "modelhost_token_limits": options.token_limits,
     }
 
 
@@ -282,7 +291,9 @@ def run_suite(options: argparse.Namespace) -> Report:
         isolation = servers.isolation_of(running["modelhost"])
         report.environment["modelhost_isolation"] = isolation
         print(f"modelhost isolation: {isolation.get('sandbox', 'unknown')}", flush=True)
-        headers = deploy_cases(running["modelhost"], Path(tmp) / "home", cases)
+        headers = deploy_cases(
+            running["modelhost"], Path(tmp) / "home", cases, options.token_limits
+        )
         report.environment["modelhost_auth"] = {
             name: "bearer token" if sent else "none (public)" for name, sent in headers.items()
         }

@@ -8,6 +8,7 @@ The tree::
     │   ├── InvalidBundle           400 invalid_bundle
     │   ├── EntryPointNotFound      400 entry_point_not_found
     │   ├── InvalidSetting          400 invalid_setting
+    │   ├── InvalidLimit            400 invalid_limit       (a token's rate or quota)
     │   └── EnvironmentFailed       400 environment_failed  (requirements or Python)
     ├── Unauthenticated             401 unauthenticated
     ├── Forbidden                   403 forbidden
@@ -21,6 +22,8 @@ The tree::
     ├── MethodNotAllowed            405 method_not_allowed
     ├── Conflict                    409 conflict
     ├── TooManyRequests             429 too_many_requests
+    │   ├── RateLimited             429 rate_limited        (a token over its rate)
+    │   └── QuotaExceeded           429 quota_exceeded      (a token over its quota)
     ├── PayloadTooLarge             413 payload_too_large
     │   └── BundleTooLarge          413 bundle_too_large
     ├── HeadersTooLarge             431 headers_too_large
@@ -85,6 +88,12 @@ class InvalidSetting(BadRequest):
     code = "invalid_setting"
 
 
+class InvalidLimit(BadRequest):
+    """A token's rate or quota that is not ``N/s``, ``N/min``, ``N/h`` or ``N/day``, ``N/month``."""
+
+    code = "invalid_limit"
+
+
 class EnvironmentFailed(BadRequest):
     """Requirements that cannot be resolved or installed, or a Python that is not there."""
 
@@ -143,6 +152,18 @@ class Conflict(ModelhostError):
 class TooManyRequests(ModelhostError):
     status = 429
     code = "too_many_requests"
+
+
+class RateLimited(TooManyRequests):
+    """An access token called faster than its rate (``tokens create --rate``)."""
+
+    code = "rate_limited"
+
+
+class QuotaExceeded(TooManyRequests):
+    """An access token used up its quota for the day or month (``tokens create --quota``)."""
+
+    code = "quota_exceeded"
 
 
 class PayloadTooLarge(ModelhostError):

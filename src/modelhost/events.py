@@ -46,6 +46,7 @@ CAPTURE_EXPORT = Action("capture-export", "read-captures")
 TOKEN_CREATE = Action("token-create", "manage-tokens")
 TOKEN_REVOKE = Action("token-revoke", "manage-tokens")
 TOKEN_REGENERATE = Action("token-regenerate", "manage-tokens")
+TOKEN_UPDATE = Action("token-update", "manage-tokens")  # its rate or quota
 COLLABORATOR_SET = Action("collaborator-set", "manage-collaborators")
 COLLABORATOR_REMOVE = Action("collaborator-remove", "manage-collaborators")
 ACCESS_CHANGE = Action("access-change", "change-access")

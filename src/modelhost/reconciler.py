@@ -26,7 +26,7 @@ from collections.abc import Callable
 from modelhost.backends.base import Backend
 from modelhost.builder.builds import EnvironmentBuilds
 from modelhost.builder.bundles import BundleStore
-from modelhost.db.repo import Label, Model, Repo, Version
+from modelhost.db.repo import Label, Model, Repo, Token, Version
 from modelhost.gateway.app import Gateway
 from modelhost.gateway.routes import ModelRoute
 from modelhost.planning import plan
@@ -40,7 +40,11 @@ from modelhost.settings import Settings
 logger = logging.getLogger(__name__)
 
 _Snapshot = tuple[
-    list[Model], dict[str, list[Version]], dict[str, list[Label]], dict[str, tuple[bytes, ...]]
+    list[Model],
+    dict[str, list[Version]],
+    dict[str, list[Label]],
+    dict[str, tuple[bytes, ...]],
+    list[Token],
 ]
 
 
@@ -91,6 +95,8 @@ class Reconciler:
             min_calls=settings.rollback_min_calls,
         )
         self.denials = DenialLog(repo)
+        #: when quota usage is next written to the database (time.monotonic)
+        self._flush_due = 0.0
         backend.set_listener(self.wake)
 
     # ------------------------------------------------------------------ driving
@@ -155,16 +161,22 @@ class Reconciler:
         await self.router.start(self.supervisor.end_instance)
 
     async def close(self) -> None:
-        """Stop the gateway processes (if any), then the builds and the instances."""
+        """Stop the gateway processes (if any), then the builds and the instances; then write
+        the last quota usage, counted by all of them."""
         await self.router.close()
         await self.supervisor.close()
+        try:
+            await self.flush_usage()
+        except Exception:
+            logger.exception("writing the quota usage failed; the last calls are not counted")
 
     # ------------------------------------------------------------------ one tick
 
     async def _reconcile(self) -> None:
         supervisor, switches = self.supervisor, self.switches
         await supervisor.record_outcomes()
-        models, versions, labels, tokens = await asyncio.to_thread(self._snapshot)
+        models, versions, labels, tokens, active = await asyncio.to_thread(self._snapshot)
+        limits = self.router.quotas.limits(active)
         supervisor.check_memory()
         table: dict[str, ModelRoute] = {}
         converged: set[str] = set()
@@ -199,6 +211,7 @@ class Reconciler:
                 keep,
                 tokens.get(model.id, ()),
                 switches.fallbacks(model.id),
+                limits.get(model.id),
             )
             table[model.id] = table[model.name] = route
         await self.router.publish(table)
@@ -207,6 +220,21 @@ class Reconciler:
         supervisor.end_tick()
         if self.gateway.guard.denials:
             await asyncio.to_thread(self.denials.drain, self.gateway.guard.denials)
+        if time.monotonic() >= self._flush_due:
+            await self.flush_usage()
+
+    async def flush_usage(self) -> None:
+        """Write the quota usage that changed to the database (in a thread: the gateway goes
+        on counting meanwhile)."""
+        self._flush_due = time.monotonic() + self.settings.quota_flush_seconds
+        rows = self.router.quotas.changed()
+        if not rows:
+            return
+        try:
+            await asyncio.to_thread(self.repo.save_token_usage, rows)
+        except Exception:
+            self.router.quotas.unsaved(rows)
+            raise
 
     def _model_again(self, model: Model) -> tuple[Model, list[Version], list[Label]]:
         again = self.repo.find_model(model.id) or model
@@ -215,7 +243,8 @@ class Reconciler:
     def _snapshot(self) -> _Snapshot:
         models = self.repo.list_models()
         tokens: dict[str, tuple[bytes, ...]] = defaultdict(tuple)
-        for token in self.repo.list_tokens(active=True):
+        active = self.repo.list_tokens(active=True)
+        for token in active:
             tokens[token.model_id] += (bytes.fromhex(token.token_hash),)
         versions: dict[str, list[Version]] = defaultdict(list)
         for version in self.repo.list_all_versions():
@@ -223,7 +252,7 @@ class Reconciler:
         labels: dict[str, list[Label]] = defaultdict(list)
         for label in self.repo.list_labels():
             labels[label.model_id].append(label)
-        return models, versions, labels, tokens
+        return models, versions, labels, tokens, active
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

@@ -359,6 +359,13 @@ SETTINGS: tuple[Setting, ...] = (
         "How often the reconciler compares desired and actual state.",
     ),
     Setting(
+        "quota_flush_seconds",
+        _positive_float,
+        10.0,
+        "How often access tokens' quota usage is written to the database (and when the server "
+        "stops); a crash loses at most this long of counted calls.",
+    ),
+    Setting(
         "scheduler_interval_seconds",
         _positive_float,
         1.0,

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import base64
+import calendar
 import dataclasses
 import hashlib
 
 import pytest
 
 from modelhost import errors
-from modelhost.gateway.auth import TokenGuard, token_from_headers
+from modelhost.gateway.auth import CHARGED, TokenGuard, token_from_headers
+from modelhost.gateway.counters import TokenLimit
 from modelhost.gateway.routes import ModelRoute
+from modelhost.token_limits import Quota, Rate
 
 TOKEN = "mht_good-token"
 ROUTE = ModelRoute("mid", "m", 5.0, tokens=(hashlib.sha256(TOKEN.encode()).digest(),))
+NOON = float(calendar.timegm((2026, 12, 6, 12, 0, 0)))
 
 
 def _scope(headers: list[tuple[bytes, bytes]], query: bytes = b"", ip: str = "10.0.0.1") -> dict:
@@ -132,3 +136,71 @@ def test_an_api_key_sent_to_a_model_is_told_apart_from_a_wrong_token(header: byt
     assert "is an API key" in refused.value.message
     assert "modelhost tokens create m --name WHO" in refused.value.message
     assert [d.reason for d in guard.denials] == ["wrong token"]
+
+
+class _Wall:
+    """The guard's wall clock, moved by hand."""
+
+    def __init__(self) -> None:
+        self.now = NOON
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _limited(
+    rate: Rate | None = None, quota: Quota | None = None, wall: _Wall | None = None
+) -> tuple[TokenGuard, ModelRoute]:
+    guard = TokenGuard(wall=wall or _Wall())
+    slot = guard.counters.slot(0, 0)
+    assert slot is not None
+    digest = hashlib.sha256(TOKEN.encode()).digest()
+    route = dataclasses.replace(ROUTE, limits={digest: TokenLimit(slot, "billing", rate, quota)})
+    return guard, route
+
+
+def _bearer() -> dict:
+    return _scope([(b"authorization", b"Bearer " + TOKEN.encode())])
+
+
+def test_a_token_over_its_rate_gets_a_429_saying_which_limit_and_when_to_retry() -> None:
+    wall = _Wall()
+    guard, route = _limited(rate=Rate(1, "min"), wall=wall)
+    guard.check(route, _bearer(), "R" * 16)
+    with pytest.raises(errors.RateLimited) as refused:
+        guard.check(route, _bearer(), "R" * 16)
+    assert refused.value.status == 429
+    assert refused.value.headers["Retry-After"] == "60"
+    assert "'billing' is over its rate limit of 1/min" in refused.value.message
+    wall.now += 60
+    guard.check(route, _bearer(), "R" * 16)
+
+
+def test_a_token_past_its_quota_gets_a_429_saying_when_the_quota_resets() -> None:
+    guard, route = _limited(quota=Quota(1, "day"))
+    guard.check(route, _bearer(), "R" * 16)
+    with pytest.raises(errors.QuotaExceeded) as refused:
+        guard.check(route, _bearer(), "R" * 16)
+    assert refused.value.headers["Retry-After"] == str(12 * 3600)
+    assert "quota of 1/day (UTC); it resets at 2026-12-07T00:00:00Z" in refused.value.message
+    assert not guard.denials  # a valid token over its limits is not a denied token
+
+
+def test_a_call_counted_already_by_another_process_is_not_counted_again() -> None:
+    guard, route = _limited(quota=Quota(1, "day"))
+    scope = _bearer()
+    guard.check(route, scope, "R" * 16)
+    assert scope[CHARGED] is True
+    guard.check(route, scope, "R" * 16)  # passed on: the same call, not a second one
+
+
+def test_tokens_without_limits_on_a_model_with_a_limited_token_are_not_counted() -> None:
+    guard, route = _limited(quota=Quota(1, "day"))
+    other = "mht_other-token"
+    route = dataclasses.replace(
+        route, tokens=(*route.tokens, hashlib.sha256(other.encode()).digest())
+    )
+    for _ in range(3):
+        scope = _scope([(b"authorization", b"Bearer " + other.encode())])
+        guard.check(route, scope, "R" * 16)
+        assert CHARGED not in scope

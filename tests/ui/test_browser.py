@@ -503,6 +503,48 @@ def test_the_admin_publishes_from_a_directory_on_the_server(pages: Pages, tmp_pa
     expect(pages["owner"].get_by_label("…or a directory on the server (admins)")).to_have_count(0)
 
 
+def test_a_token_gets_limits_and_its_usage_shows_against_the_quota(
+    pages: Pages, ui_server: Server
+) -> None:
+    ui_server.client().set_access("calc-path", invocation="token")
+    page = pages["admin"]
+    page.goto("/ui/models/calc-path/settings")
+    tokens = page.locator("#tokens")
+    tokens.get_by_label("Who is it for?").fill("metered")
+    tokens.get_by_label("Rate").last.fill("50/fortnight")
+    page.get_by_role("button", name="Create token").click()
+    expect(page.locator(".flash.error")).to_contain_text("'50/fortnight' is not a rate")
+
+    tokens.get_by_label("Who is it for?").fill("metered")
+    tokens.get_by_label("Rate").last.fill("50/s")
+    tokens.get_by_label("Quota").last.fill("2/day")
+    page.get_by_role("button", name="Create token").click()
+    secret = page.locator("#new-token").inner_text().strip()
+    url = f"{ui_server.url}/models/calc-path/latest/model"
+    for _ in range(2):
+        answer = httpx.post(url, json={"data": {"x": 1, "y": 1}}, auth=(secret, secret))
+        assert answer.status_code == 200, answer.text
+    refused = httpx.post(url, json={"data": {"x": 1, "y": 1}}, auth=(secret, secret))
+    assert refused.status_code == 429
+    assert refused.json()["error"]["code"] == "quota_exceeded"
+
+    page.goto("/ui/models/calc-path/settings")
+    row = page.locator("table.tokens tr[data-token='metered']")
+    expect(row.locator(".token-rate")).to_have_text("50/s")
+    expect(row.locator(".token-usage")).to_contain_text("2 of 2 this day")
+    row.get_by_text("Limits", exact=True).click()
+    row.get_by_label("Quota").fill("5/day")
+    row.get_by_role("button", name="Save limits").click()
+    expect(page.locator(".flash")).to_contain_text("The limits of metered are saved")
+    row = page.locator("table.tokens tr[data-token='metered']")
+    expect(row.locator(".token-usage")).to_contain_text("2 of 5 this day")
+    shot(page, "token-limits")
+    answer = httpx.post(url, json={"data": {"x": 1, "y": 1}}, auth=(secret, secret))
+    assert answer.status_code == 200, answer.text
+    events = ui_server.client().audit("calc-path", action="token-update")
+    assert events[0]["detail"]["quota"] == {"from": "2/day", "to": "5/day"}
+
+
 def test_the_owner_uses_every_other_setting_and_version_action(pages: Pages) -> None:
     page = pages["owner"]
     page.goto("/ui/models/calc/settings")

@@ -73,6 +73,7 @@ ACTION_NEEDS: dict[str, str] = {
     "token-create": "manage-tokens",
     "token-revoke": "manage-tokens",
     "token-regenerate": "manage-tokens",
+    "token-update": "manage-tokens",
     "collaborator-set": "manage-collaborators",
     "collaborator-remove": "manage-collaborators",
     "group-role-set": "manage-collaborators",
@@ -90,6 +91,7 @@ FORMS: dict[str, dict[str, str]] = {
     "env-unset": {"name": "VAR"},
     "access": {"visibility": "private"},
     "token-create": {"name": "billing"},
+    "token-update": {"rate": "5/s", "quota": "100/day"},
     "collaborator-set": {"user": "target", "role": "editor"},
     "collaborator-remove": {"user": "target"},
     "group-role-set": {"group": "team", "role": "editor"},
@@ -236,7 +238,7 @@ def test_the_ui_route_answers_each_actor_as_the_permission_table_says(
     concrete = concrete.replace("{prediction_id}", prepared.prediction_id)
     form = dict(GROUP_ACTION_FORMS if path == GROUP_ACTION_ROUTE[1] else FORMS).get(what, {})
     form = dict(form)
-    if what in ("token-revoke", "token-regenerate"):
+    if what in ("token-revoke", "token-regenerate", "token-update"):
         form["token_id"] = prepared.token_id
     if path == "/ui/publish" and method == "POST":
         form = {"model": "fresh", "file": "calc.py", "function": "add"}

@@ -39,6 +39,21 @@ class NewKey(BaseModel):
 
 class NewToken(BaseModel):
     name: str = Field(description="Who the token is for, such as billing-service")
+    rate: str | None = Field(
+        default=None, description="Calls per s, min or h, such as 50/s (none: no limit)"
+    )
+    quota: str | None = Field(
+        default=None, description="Calls per UTC day or month, such as 100000/day (none: none)"
+    )
+
+
+class TokenLimits(BaseModel):
+    rate: str | None = Field(
+        default=None, description="New rate, such as 50/s; 'none' removes it; absent: kept"
+    )
+    quota: str | None = Field(
+        default=None, description="New quota, such as 100000/day; 'none' removes it; absent: kept"
+    )
 
 
 class Role(BaseModel):
@@ -102,7 +117,14 @@ def list_tokens(model: str, services: ServicesDep, user: UserDep) -> dict[str, A
 def create_token(
     model: str, body: NewToken, services: ServicesDep, user: UserDep
 ) -> dict[str, Any]:
-    return sharing.create_token(services, user, model, body.name)
+    return sharing.create_token(services, user, model, body.name, rate=body.rate, quota=body.quota)
+
+
+@router.patch("/models/{model}/tokens/{token_id}", summary="Change a token's rate or quota")
+def update_token(
+    model: str, token_id: str, body: TokenLimits, services: ServicesDep, user: UserDep
+) -> dict[str, Any]:
+    return sharing.update_token(services, user, model, token_id, rate=body.rate, quota=body.quota)
 
 
 @router.delete("/models/{model}/tokens/{token_id}", status_code=204, summary="Revoke a token")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import click
 
@@ -140,22 +141,61 @@ def tokens_list(conn: Connection, model: str, as_json: bool) -> None:
             t["name"],
             t["prefix"] + "...",
             t["created_at"],
+            t["rate"] or "-",
+            _usage(t),
             "revoked" if t["revoked"] else "",
         )
         for t in found
     ]
-    table(rows, ["ID", "NAME", "PREFIX", "CREATED", "STATE"])
+    table(rows, ["ID", "NAME", "PREFIX", "CREATED", "RATE", "QUOTA USED", "STATE"])
+
+
+def _usage(token: Any) -> str:
+    """``12/100000 day (resets 2026-12-07T00:00:00Z)``, or ``-`` without a quota."""
+    usage = token["usage"]
+    if not usage:
+        return "-"
+    return f"{usage['used']}/{usage['limit']} {usage['per']} (resets {usage['resets_at']})"
+
+
+_RATE_HELP = "Calls per s, min or h, such as 50/s; over it calls get HTTP 429."
+_QUOTA_HELP = "Calls per UTC day or month, such as 100000/day; over it calls get HTTP 429."
 
 
 @tokens.command("create")
 @click.argument("model")
 @click.option("--name", required=True, help="Who the token is for, such as billing-service.")
+@click.option("--rate", help=_RATE_HELP)
+@click.option("--quota", help=_QUOTA_HELP)
 @pass_connection
-def tokens_create(conn: Connection, model: str, name: str) -> None:
+def tokens_create(
+    conn: Connection, model: str, name: str, rate: str | None, quota: str | None
+) -> None:
     """Create a token for MODEL; it is printed once."""
-    created = conn.client.create_token(model, name)
+    created = conn.client.create_token(model, name, rate=rate, quota=quota)
     click.echo(created["token"])
-    click.echo(f"Token {created['id']} for {name}; it is not shown again.", err=True)
+    limits = [f"rate {created['rate']}"] if created["rate"] else []
+    limits += [f"quota {created['quota']}"] if created["quota"] else []
+    within = f" ({', '.join(limits)})" if limits else ""
+    click.echo(f"Token {created['id']} for {name}{within}; it is not shown again.", err=True)
+
+
+@tokens.command("update")
+@click.argument("model")
+@click.argument("token_id", metavar="TOKEN")
+@click.option("--rate", help=_RATE_HELP + " 'none' removes it.")
+@click.option("--quota", help=_QUOTA_HELP + " 'none' removes it.")
+@pass_connection
+def tokens_update(
+    conn: Connection, model: str, token_id: str, rate: str | None, quota: str | None
+) -> None:
+    """Change the rate or quota of TOKEN (its id, or its name when unique on MODEL); calls see
+    the change within a second, and the calls already used in the quota's window still count."""
+    updated = conn.client.update_token(model, token_id, rate=rate, quota=quota)
+    click.echo(
+        f"Token {updated['name']}: rate {updated['rate'] or 'none'}, "
+        f"quota {updated['quota'] or 'none'}."
+    )
 
 
 @tokens.command("revoke")

@@ -469,10 +469,28 @@ class Client(RunsMixin):
         found = self._request("GET", urls.api_model_action(model, "tokens"))["tokens"]
         return [Token.from_json(t) for t in found]
 
-    def create_token(self, model: str, name: str) -> Token:
-        """A new access token for ``model``; its ``token`` is shown only in this answer."""
+    def create_token(
+        self, model: str, name: str, *, rate: str | None = None, quota: str | None = None
+    ) -> Token:
+        """A new access token for ``model``; its ``token`` is shown only in this answer.
+        ``rate`` (``"50/s"``, ``"600/min"``, ``"1000/h"``) and ``quota`` (``"100000/day"``,
+        ``"1000000/month"``, UTC) limit its calls; over either, calls get HTTP 429."""
+        body: dict[str, Any] = {"name": name}
+        if rate is not None:
+            body["rate"] = rate
+        if quota is not None:
+            body["quota"] = quota
         path = urls.api_model_action(model, "tokens")
-        return Token.from_json(self._request("POST", path, json={"name": name}))
+        return Token.from_json(self._request("POST", path, json=body))
+
+    def update_token(
+        self, model: str, token_id: str, *, rate: str | None = None, quota: str | None = None
+    ) -> Token:
+        """Change a token's ``rate`` or ``quota`` (None: as it is; ``"none"``: no limit);
+        ``token_id`` is its id, or its name when unique on the model."""
+        body = {key: value for key, value in (("rate", rate), ("quota", quota)) if value}
+        path = f"{urls.api_model_action(model, 'tokens')}/{quote(token_id, safe='')}"
+        return Token.from_json(self._request("PATCH", path, json=body))
 
     def revoke_token(self, model: str, token_id: str) -> None:
         """Revoke a token: ``token_id`` is its id, or its name when no other active token of

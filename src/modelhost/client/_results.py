@@ -184,6 +184,12 @@ class Token(Record):
     created_at: str | None = None
     revoked: bool = False
     token: str | None = None
+    #: calls per unit, such as "50/s" (None: no rate limit)
+    rate: str | None = None
+    #: calls per UTC day or month, such as "100000/day" (None: no quota)
+    quota: str | None = None
+    #: with a quota: ``{"used", "limit", "per", "resets_at"}`` for the current window
+    usage: dict[str, Any] | None = None
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -45,6 +45,14 @@ class Token:
     created_by: str
     created_at: dt.datetime
     revoked_at: dt.datetime | None
+    #: calls per unit, such as "50/s" (None: no rate limit)
+    rate_limit: str | None = None
+    #: calls per UTC day or month, such as "100000/day" (None: no quota)
+    quota: str | None = None
+    #: the quota window the usage below counts in (:func:`modelhost.token_limits.window`)
+    quota_window: int = 0
+    #: calls used in that window, as last written from the gateway's counters
+    quota_used: int = 0
 
 
 @dataclass(frozen=True)
@@ -176,9 +184,28 @@ class AccessRepo(Store):
     # ------------------------------------------------------------------ model access tokens
 
     def add_token(
-        self, model_id: str, name: str, token_hash: str, prefix: str, created_by: str
+        self,
+        model_id: str,
+        name: str,
+        token_hash: str,
+        prefix: str,
+        created_by: str,
+        *,
+        rate_limit: str | None = None,
+        quota: str | None = None,
     ) -> Token:
-        token = Token(new_id(), model_id, name, token_hash, prefix, created_by, utcnow(), None)
+        token = Token(
+            new_id(),
+            model_id,
+            name,
+            token_hash,
+            prefix,
+            created_by,
+            utcnow(),
+            None,
+            rate_limit=rate_limit,
+            quota=quota,
+        )
         with self._begin() as conn:
             conn.execute(insert(t.model_tokens).values(**token.__dict__))
         return token
@@ -204,6 +231,18 @@ class AccessRepo(Store):
         )
         with self._begin() as conn:
             return conn.execute(query).rowcount == 1
+
+    def save_token_usage(self, usage: Sequence[tuple[str, int, int]]) -> None:
+        """Write (token id, quota window, calls used) from the gateway's counters."""
+        if not usage:
+            return
+        with self._begin() as conn:
+            for token_id, window, used in usage:
+                conn.execute(
+                    update(t.model_tokens)
+                    .where(t.model_tokens.c.id == token_id)
+                    .values(quota_window=window, quota_used=used)
+                )
 
     # ------------------------------------------------------------------ collaborators
 

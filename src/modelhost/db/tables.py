@@ -161,6 +161,11 @@ model_tokens = Table(
     Column("created_by", String(32), ForeignKey("users.id"), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("revoked_at", DateTime(timezone=True), nullable=True),
+    # limits (issue 20): "50/s", "100000/day"; usage is written from the gateway's counters
+    Column("rate_limit", String(32), nullable=True),
+    Column("quota", String(32), nullable=True),
+    Column("quota_window", BigInteger, nullable=False, server_default="0"),
+    Column("quota_used", BigInteger, nullable=False, server_default="0"),
 )
 
 collaborators = Table(

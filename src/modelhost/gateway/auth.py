@@ -4,12 +4,20 @@ Tokens come as HTTP Basic (``-u TOKEN:TOKEN``) or ``Authorization: Bearer TOKEN`
 URL. Each candidate digest is compared in constant time. Failures are counted per source
 address (past a limit, calls are refused for a while) and queued for the audit log, which the
 reconciler drains at a bounded rate so a flood cannot fill the disk.
+
+A valid token with a rate or a quota (``route.limits``, empty for a model whose tokens have
+none) takes one call from its shared counters (:mod:`modelhost.gateway.counters`), or the call
+is refused with 429. A call is counted once, by the process that admits it first: one that is
+passed to another process then (a peer with an idle instance, or the main process) says so in
+a header that is believed only with the gateway secret
+(:func:`modelhost.gateway.control.keep_caller`).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import datetime as dt
 import hashlib
 import hmac
 import time
@@ -20,12 +28,17 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from modelhost import errors
+from modelhost.gateway.counters import Refusal, TokenCounters, TokenLimit
 from modelhost.gateway.routes import ModelRoute
 
 _CHALLENGE = {"WWW-Authenticate": 'Basic realm="modelhost", Bearer realm="modelhost"'}
 _URL_TOKEN_NAMES = {"token", "access_token", "api_key", "key"}
 #: API keys (``operations/credentials.py``) start so; access tokens start ``mht_``.
 _API_KEY_PREFIX = "mh_"
+#: a scope key: this call was counted against its token's limits (here or by the process that
+#: passed it on); and the header that carries it from one of the server's processes to another
+CHARGED = "modelhost.charged"
+CHARGED_HEADER = b"x-modelhost-charged"
 
 
 @dataclass(frozen=True)
@@ -62,10 +75,16 @@ class TokenGuard:
         failure_limit: int = 20,
         window: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
+        counters: TokenCounters | None = None,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.failure_limit = failure_limit
         self.window = window
         self._clock = clock
+        #: every limited token's bucket and quota usage, shared by the server's processes
+        self.counters = counters if counters is not None else TokenCounters()
+        #: seconds since 1970 (quota windows are UTC days and months)
+        self._wall = wall
         self._failures: dict[str, deque[float]] = {}
         #: denied calls waiting to be written to the audit log
         self.denials: deque[Denial] = deque(maxlen=10_000)
@@ -86,8 +105,10 @@ class TokenGuard:
             valid = False
             for candidate in route.tokens:  # constant time per candidate, no early exit
                 valid |= hmac.compare_digest(digest, candidate)
-            if valid:
-                return  # a valid token always passes, even from a throttled address
+            if valid:  # a valid token passes, even from a throttled address, within its limits
+                if route.limits:
+                    self._limit(route.limits.get(digest), scope)
+                return
         self._throttle(source)
         if token is None:
             self._deny(route, source, request_id, "no token")
@@ -110,6 +131,15 @@ class TokenGuard:
             headers=_CHALLENGE,
         )
 
+    def _limit(self, limit: TokenLimit | None, scope: MutableMapping[str, Any]) -> None:
+        if limit is None or CHARGED in scope:
+            return
+        refusal = self.counters.take(limit, self._wall())
+        if refusal is None:
+            scope[CHARGED] = True
+            return
+        raise over_limit(limit, refusal)
+
     def _throttle(self, source: str) -> None:
         """Past ``failure_limit`` failures in ``window`` seconds, refuse guesses for a while."""
         failures = self._failures.get(source)
@@ -128,3 +158,23 @@ class TokenGuard:
     def _deny(self, route: ModelRoute, source: str, request_id: str, reason: str) -> None:
         self._failures.setdefault(source, deque()).append(self._clock())
         self.denials.append(Denial(route.model_id, route.name, source, request_id, reason))
+
+
+def over_limit(limit: TokenLimit, refusal: Refusal) -> errors.TooManyRequests:
+    """The 429 for a call of ``limit``'s token that ``refusal`` refused: which limit, and when
+    a call passes again (also as ``Retry-After``)."""
+    headers = {"Retry-After": str(refusal.retry_after)}
+    if refusal.limit == "quota":
+        resets = dt.datetime.fromtimestamp(refusal.resets_at, dt.timezone.utc)
+        return errors.QuotaExceeded(
+            f"Access token '{limit.name}' has used its quota of {limit.quota} (UTC); it resets "
+            f"at {resets:%Y-%m-%dT%H:%M:%SZ}, in {refusal.retry_after} s. Ask the model's owner "
+            "for a larger quota.",
+            headers=headers,
+        )
+    return errors.RateLimited(
+        f"Access token '{limit.name}' is over its rate limit of {limit.rate}; the next call is "
+        f"allowed in {refusal.retry_after} s. Slow down, or ask the model's owner for a higher "
+        "rate.",
+        headers=headers,
+    )

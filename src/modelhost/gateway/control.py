@@ -21,9 +21,12 @@ from typing import Any
 
 import orjson
 
+from modelhost import token_limits
 from modelhost.gateway.app import TRUSTED
+from modelhost.gateway.auth import CHARGED, CHARGED_HEADER
 from modelhost.gateway.batching import BatchingPool, limits_of, new_pool
 from modelhost.gateway.board import NO_SLOT, LoadBoard
+from modelhost.gateway.counters import TokenLimit
 from modelhost.gateway.pool import VersionPool
 from modelhost.gateway.routes import ModelRoute, Release, RouteTable
 
@@ -41,11 +44,12 @@ TRUSTED_CALL = b"x-modelhost-trusted-call"
 def keep_caller(scope: MutableMapping[str, Any], secret: bytes | None) -> None:
     """A request another of the server's processes passed on, over a private Unix socket (no
     client address of its own), keeps its caller's address: the one in ``FORWARDED_FOR``,
-    believed only with the gateway ``secret``; a call the server made itself (``TRUSTED_CALL``,
-    with the secret too) stays trusted, as it was where it was made."""
+    believed only with the gateway ``secret``; so is ``CHARGED_HEADER``, which says the call
+    was counted against its token's limits already, and ``TRUSTED_CALL``, a call the server
+    made itself (the tester), which stays trusted as it was where it was made."""
     if scope.get("client") is not None or not secret:
         return
-    given = forwarded = None
+    given = forwarded = charged = None
     trusted = False
     for name, value in scope.get("headers", ()):
         if name == GATEWAY_SECRET:
@@ -54,8 +58,12 @@ def keep_caller(scope: MutableMapping[str, Any], secret: bytes | None) -> None:
             forwarded = value
         elif name == TRUSTED_CALL:
             trusted = True
+        elif name == CHARGED_HEADER:
+            charged = value
     if given is None or not hmac.compare_digest(given, secret):
         return
+    if charged is not None:
+        scope[CHARGED] = True
     if forwarded is not None:
         host, _, port = forwarded.decode("latin-1").rpartition(":")
         scope["client"] = (host, int(port) if port.isdigit() else 0)
@@ -106,6 +114,16 @@ def routes_for(table: RouteTable, instances: dict[str, str]) -> dict[str, Any]:
                 "state": route.state,
                 "invocation_mode": route.invocation_mode,
                 "tokens": [token.hex() for token in route.tokens],
+                "limits": [
+                    [
+                        digest.hex(),
+                        limit.slot,
+                        limit.name,
+                        None if limit.rate is None else str(limit.rate),
+                        None if limit.quota is None else str(limit.quota),
+                    ]
+                    for digest, limit in route.limits.items()
+                ],
                 "fallbacks": [[new, old] for new, old in route.fallbacks.items()],
                 "capture": route.capture,
                 "versions": versions,
@@ -181,6 +199,15 @@ def table_from(
             state=model["state"],
             invocation_mode=model["invocation_mode"],
             tokens=tuple(bytes.fromhex(t) for t in model["tokens"]),
+            limits={
+                bytes.fromhex(digest): TokenLimit(
+                    slot,
+                    name,
+                    None if rate is None else token_limits.parse_rate(rate),
+                    None if quota is None else token_limits.parse_quota(quota),
+                )
+                for digest, slot, name, rate, quota in model.get("limits", [])
+            },
             fallbacks={new: old for new, old in model.get("fallbacks", [])},
             capture=float(model.get("capture", 0.0)),
         )

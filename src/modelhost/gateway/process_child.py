@@ -28,6 +28,7 @@ from modelhost.gateway.app import Gateway, Receive, Scope, Send
 from modelhost.gateway.batching import batch_counts
 from modelhost.gateway.board import LoadBoard
 from modelhost.gateway.capture import CaptureOptions, CaptureQueue, CaptureWriter
+from modelhost.gateway.counters import TokenCounters
 from modelhost.gateway.hosts import HostGuard
 from modelhost.gateway.limits import ConnectionLimits
 from modelhost.gateway.metrics import CallMetrics
@@ -56,8 +57,11 @@ class GatewayProcess:
         request_log: bool = False,
         secret: bytes = b"",
         capture: CaptureOptions | None = None,
+        counters: TokenCounters | None = None,
     ) -> None:
         self.gateway = Gateway(max_request_bytes=max_request_bytes)
+        if counters is not None:  # the main process's, shared
+            self.gateway.guard.counters = counters
         if request_log:
             self.gateway.request_log = RequestLog()
         options = capture or CaptureOptions()
@@ -306,6 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--processes", type=int, required=True, help="processes on the port")
     parser.add_argument("--request-log", action="store_true", help="a row per call to the main")
     parser.add_argument("--capture", default="{}", help="CaptureOptions as JSON")
+    parser.add_argument("--counters-fd", type=int, required=True, help="token counters' memory")
     options = parser.parse_args(argv)
     # Killed with the main process: a call this process took then would find no instance and
     # nobody to pass it on to, where the listening socket keeps it until a new one is up.
@@ -327,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
         request_log=options.request_log,
         secret=secret.encode(),
         capture=CaptureOptions(**orjson.loads(options.capture)),
+        counters=TokenCounters(options.counters_fd),
     )
     listener = socket.socket(fileno=options.listen_fd)
     # Calls the other processes pass here, for an idle instance this process holds.

@@ -108,8 +108,14 @@ class GatewayProcesses:
         ``gateway``; ``end(instance id, reason, message)`` ends an instance."""
         self._gateway = gateway
         self._end = end
+        gateway.guard.counters.share()  # every process changes the token counters from now on
         for index in range(1, len(self.listeners) + 1):
             await self._spawn(index)
+
+    def _counters_fd(self) -> int:
+        """The token counters' shared memory: the main process's gateway made it."""
+        assert self._gateway is not None, "start() gives the gateway first"
+        return self._gateway.guard.counters.fd
 
     async def _spawn(self, index: int) -> None:
         control_main, control_child = socket.socketpair()
@@ -120,6 +126,7 @@ class GatewayProcesses:
             control_child.fileno(),
             handover_child.fileno(),
             self.board.fd,
+            self._counters_fd(),
         )
         try:
             process = await asyncio.create_subprocess_exec(
@@ -152,6 +159,8 @@ class GatewayProcesses:
                 str(self.board.fd),
                 "--processes",
                 str(self.board.processes),
+                "--counters-fd",
+                str(self._counters_fd()),
                 *(["--request-log"] if self.request_log else []),
                 "--capture",
                 orjson.dumps(asdict(self.capture)).decode(),

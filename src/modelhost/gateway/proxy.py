@@ -16,6 +16,7 @@ import httpx
 
 from modelhost import errors
 from modelhost.gateway.app import TRUSTED, Receive, Scope, Send, error_response, new_request_id
+from modelhost.gateway.auth import CHARGED, CHARGED_HEADER
 from modelhost.gateway.control import FORWARDED_FOR, GATEWAY_SECRET, TRUSTED_CALL
 
 logger = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ _HOP_BY_HOP = frozenset(
         FORWARDED_FOR,
         GATEWAY_SECRET,
         TRUSTED_CALL,
+        CHARGED_HEADER,  # a caller's own is never passed on; this process's is added below
     }
 )
 
@@ -95,6 +97,8 @@ class Proxy:
         headers.append((GATEWAY_SECRET, self._secret))
         if scope.get(TRUSTED):  # the server's own call (the tester): trusted there too
             headers.append((TRUSTED_CALL, b"1"))
+        if CHARGED in scope:  # counted against its token's limits here: not again there
+            headers.append((CHARGED_HEADER, b"1"))
         headers += self._extra
         target = scope.get("raw_path") or scope["path"].encode()
         if scope.get("query_string"):

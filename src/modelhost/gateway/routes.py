@@ -6,6 +6,7 @@ import functools
 import random
 from dataclasses import dataclass, field
 
+from modelhost.gateway.counters import TokenLimit
 from modelhost.gateway.pool import VersionPool
 
 
@@ -42,6 +43,8 @@ class ModelRoute:
     invocation_mode: str = "token"
     #: sha256 digests of the model's active access tokens
     tokens: tuple[bytes, ...] = ()
+    #: digest -> rate and quota, for those of ``tokens`` that have one (empty: no limits)
+    limits: dict[bytes, TokenLimit] = field(default_factory=dict)
     #: during a switch hold: a version that just took a route -> the one it took it from, still
     #: warm, which answers a call the new version's instance crashed on
     fallbacks: dict[int, int] = field(default_factory=dict)

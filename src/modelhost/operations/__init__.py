@@ -35,6 +35,8 @@ class Routes(Protocol):
 
     def holder(self, instance_id: str) -> int: ...
 
+    def token_usage(self, token_id: str) -> tuple[int, int] | None: ...
+
 
 class Metrics(Protocol):
     """Call metrics per version (:class:`modelhost.gateway.metrics.CallMetrics`)."""

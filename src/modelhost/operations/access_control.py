@@ -16,7 +16,7 @@ from typing import Any
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from modelhost import errors
+from modelhost import errors, token_limits
 from modelhost.db.repo import Model, Token, User, utcnow
 from modelhost.events import LOGIN, LOGOUT, Action
 from modelhost.operations import Services, credentials, iso
@@ -314,32 +314,110 @@ def _new_token() -> str:
     return TOKEN_PREFIX + secrets.token_urlsafe(32)
 
 
-def token_view(token: Token, secret: str | None = None) -> dict[str, Any]:
+def token_view(
+    token: Token,
+    secret: str | None = None,
+    *,
+    live: tuple[int, int] | None = None,
+    now: float | None = None,
+) -> dict[str, Any]:
+    """A token as the API shows it: never its secret, except ``secret`` once at creation.
+    With a quota, ``usage`` says the calls used in the current window (``live``: the gateway's
+    counters, else what the database kept) and when it resets."""
     view: dict[str, Any] = {
         "id": token.id,
         "name": token.name,
         "prefix": token.prefix,
         "created_at": iso(token.created_at),
         "revoked": token.revoked_at is not None,
+        "rate": token.rate_limit,
+        "quota": token.quota,
+        "usage": None,
     }
+    quota = token_limits.quota_or_none(token.quota)
+    if quota is not None:
+        moment = time.time() if now is None else now
+        window, resets_at = token_limits.window(quota.unit, moment)
+        counted_in, used = live if live is not None else (token.quota_window, token.quota_used)
+        view["usage"] = {
+            "used": used if counted_in == window else 0,
+            "limit": quota.count,
+            "per": quota.unit,
+            "resets_at": iso(dt.datetime.fromtimestamp(resets_at, dt.timezone.utc)),
+        }
     if secret is not None:
         view["token"] = secret  # shown once
     return view
 
 
-def create_token(services: Services, actor: User, model: Model, name: str) -> dict[str, Any]:
+def _limits(rate: str | None, quota: str | None) -> dict[str, str | None]:
+    """The stored form of a rate and a quota (checked; None or "none" for none)."""
+    parsed_rate = token_limits.rate_or_none(rate)
+    parsed_quota = token_limits.quota_or_none(quota)
+    return {
+        "rate_limit": None if parsed_rate is None else str(parsed_rate),
+        "quota": None if parsed_quota is None else str(parsed_quota),
+    }
+
+
+def create_token(
+    services: Services,
+    actor: User,
+    model: Model,
+    name: str,
+    *,
+    rate: str | None = None,
+    quota: str | None = None,
+) -> dict[str, Any]:
     if not name.strip() or len(name) > 128:
         raise errors.BadRequest("Give the token a name saying who it is for (1-128 characters).")
+    limits = _limits(rate, quota)
     secret = _new_token()
     token = services.repo.add_token(
-        model.id, name.strip(), hash_token(secret), secret[: len(TOKEN_PREFIX) + 4], actor.id
+        model.id,
+        name.strip(),
+        hash_token(secret),
+        secret[: len(TOKEN_PREFIX) + 4],
+        actor.id,
+        **limits,
     )
     services.wake()
-    return token_view(token, secret)
+    return token_view(token, secret, now=services.clock().timestamp())
 
 
 def list_tokens(services: Services, model: Model) -> list[dict[str, Any]]:
-    return [token_view(t) for t in services.repo.list_tokens(model.id)]
+    now = services.clock().timestamp()
+    return [
+        token_view(t, live=services.routes.token_usage(t.id), now=now)
+        for t in services.repo.list_tokens(model.id)
+    ]
+
+
+def update_token(
+    services: Services,
+    model: Model,
+    key: str,
+    *,
+    rate: str | None = None,
+    quota: str | None = None,
+) -> tuple[Token, dict[str, Any]]:
+    """Set the rate or quota (or both) of the token ``key`` names (its id, or its name when
+    unique); ``None`` keeps one as it is, ``"none"`` removes it. Returns the token as it was and
+    its new view. Usage counted in the current quota window is kept."""
+    if rate is None and quota is None:
+        raise errors.BadRequest(
+            "Give a new rate or quota, or both, such as --rate 50/s or --quota 100000/day "
+            "('none' removes one)."
+        )
+    token = find_token(services, model, key)
+    values = _limits(
+        token.rate_limit if rate is None else rate, token.quota if quota is None else quota
+    )
+    if not services.repo.update_token(model.id, token.id, **values):
+        raise errors.NotFound(f"Model '{model.name}' has no active token '{key}'.")
+    updated = next(t for t in services.repo.list_tokens(model.id) if t.id == token.id)
+    now = services.clock().timestamp()
+    return token, token_view(updated, live=services.routes.token_usage(token.id), now=now)
 
 
 def find_token(services: Services, model: Model, key: str) -> Token:

@@ -21,6 +21,7 @@ from modelhost.events import (
     TOKEN_CREATE,
     TOKEN_REGENERATE,
     TOKEN_REVOKE,
+    TOKEN_UPDATE,
     TRANSFER,
     USER_ADD,
     USER_DISABLE,
@@ -33,13 +34,50 @@ from modelhost.operations.audit import audited
 # --------------------------------------------------------------------------- tokens
 
 
-def create_token(services: Services, actor: User, model: str, name: str) -> dict[str, Any]:
-    """A new access token for ``model``; its secret is in the answer, and only there."""
+def create_token(
+    services: Services,
+    actor: User,
+    model: str,
+    name: str,
+    *,
+    rate: str | None = None,
+    quota: str | None = None,
+) -> dict[str, Any]:
+    """A new access token for ``model``, with a rate and a quota when given (``50/s``,
+    ``100000/day``); its secret is in the answer, and only there."""
     found = authorize_action(services, actor, model, TOKEN_CREATE)
     with audited(services, actor, TOKEN_CREATE, model=found) as audit:
-        created = access_control.create_token(services, actor, found, name)
+        created = access_control.create_token(services, actor, found, name, rate=rate, quota=quota)
         audit.detail.update(token=created["id"], name=created["name"])
+        for key in ("rate", "quota"):
+            if created[key] is not None:
+                audit.detail[key] = created[key]
     return created
+
+
+def update_token(
+    services: Services,
+    actor: User,
+    model: str,
+    token_id: str,
+    *,
+    rate: str | None = None,
+    quota: str | None = None,
+) -> dict[str, Any]:
+    """Change a token's rate or quota (None: as it is; ``"none"``: no limit); the event
+    records both, before and after."""
+    found = authorize_action(services, actor, model, TOKEN_UPDATE)
+    with audited(services, actor, TOKEN_UPDATE, model=found, detail={"token": token_id}) as audit:
+        before, view = access_control.update_token(
+            services, found, token_id, rate=rate, quota=quota
+        )
+        audit.detail.update(
+            token=before.id,
+            name=before.name,
+            rate={"from": before.rate_limit, "to": view["rate"]},
+            quota={"from": before.quota, "to": view["quota"]},
+        )
+        return view
 
 
 def revoke_token(services: Services, actor: User, model: str, token_id: str) -> None:

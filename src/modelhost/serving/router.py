@@ -20,10 +20,12 @@ from modelhost.db.repo import Model, Version
 from modelhost.gateway.app import Gateway
 from modelhost.gateway.batching import BatchingPool, batch_capacity, new_pool
 from modelhost.gateway.board import NO_SLOT, LoadBoard
+from modelhost.gateway.counters import TokenLimit
 from modelhost.gateway.peers import Peers
 from modelhost.gateway.pool import VersionPool
 from modelhost.gateway.routes import ModelRoute, Release, RouteTable
 from modelhost.planning import Targets
+from modelhost.serving.quotas import TokenQuotas
 from modelhost.settings import Settings
 
 
@@ -104,6 +106,8 @@ class Router:
         self.gateway = gateway
         self.processes: GatewayFleet = processes if processes is not None else MainProcessOnly()
         self._pools: dict[str, VersionPool] = {}  # version id -> its pool
+        #: limited tokens' slots of the counters every gateway process shares
+        self.quotas = TokenQuotas(gateway.guard.counters)
 
     # ------------------------------------------------------------------ what operations see
 
@@ -114,6 +118,11 @@ class Router:
     def holder(self, instance_id: str) -> int:
         """The process that sends the instance calls: 0 the main one, 1… a gateway process."""
         return self.processes.holder(instance_id)
+
+    def token_usage(self, token_id: str) -> tuple[int, int] | None:
+        """A limited token's quota window key and calls used in it, as the gateway counts them
+        now; None when the token has no limits (or was created since the last tick)."""
+        return self.quotas.usage(token_id)
 
     # ------------------------------------------------------------------ gateway processes
 
@@ -219,6 +228,7 @@ class Router:
         running: set[int],
         tokens: tuple[bytes, ...],
         fallbacks: Mapping[int, int] | None = None,
+        limits: Mapping[bytes, TokenLimit] | None = None,
     ) -> ModelRoute:
         """A model's route: its routes, the pools of its running versions, and a status for
         each of the others (for precise 404 and 503 messages)."""
@@ -245,6 +255,7 @@ class Router:
             state=model.state,
             invocation_mode=model.invocation_mode,
             tokens=tokens,
+            limits=dict(limits or {}),
             fallbacks={
                 new: old for new, old in (fallbacks or {}).items() if new in pools and old in pools
             },

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -40,6 +41,7 @@ from modelhost.events import (
     TOKEN_CREATE,
     TOKEN_REGENERATE,
     TOKEN_REVOKE,
+    TOKEN_UPDATE,
     TRANSFER,
     UNPUBLISH,
 )
@@ -271,6 +273,16 @@ def _token_revoke(services: Services, user: User, model: str, form: FormData) ->
     return None, "The token is revoked; calls with it are refused within a second."
 
 
+def _token_update(services: Services, user: User, model: str, form: FormData) -> tuple[Any, str]:
+    # an empty field removes that limit: the form shows each one as it is
+    rate = forms.field(form, "rate") or "none"
+    quota = forms.field(form, "quota") or "none"
+    updated = sharing.update_token(
+        services, user, model, forms.field(form, "token_id"), rate=rate, quota=quota
+    )
+    return updated, f"The limits of {updated['name']} are saved; calls see them within a second."
+
+
 def _collaborator(services: Services, user: User, model: str, form: FormData) -> tuple[Any, str]:
     username, role = forms.field(form, "user"), forms.field(form, "role")
     if not username:
@@ -333,6 +345,7 @@ ACTIONS: dict[str, tuple[Handler, str]] = {
     ENV_UNSET.name: (_env_unset, "settings"),
     "access": (_access, "settings"),
     TOKEN_REVOKE.name: (_token_revoke, "settings"),
+    TOKEN_UPDATE.name: (_token_update, "settings"),
     COLLABORATOR_SET.name: (_collaborator, "settings"),
     COLLABORATOR_REMOVE.name: (_collaborator_remove, "settings"),
     GROUP_ROLE_SET.name: (_group_role, "settings"),
@@ -469,8 +482,17 @@ async def _token_secret(
     form = await forms.read(request)
     try:
         if what == TOKEN_CREATE.name:
-            name = forms.field(form, "name")
-            created = await asyncio.to_thread(sharing.create_token, services, user, model, name)
+            created = await asyncio.to_thread(
+                functools.partial(
+                    sharing.create_token,
+                    services,
+                    user,
+                    model,
+                    forms.field(form, "name"),
+                    rate=forms.field(form, "rate") or None,
+                    quota=forms.field(form, "quota") or None,
+                )
+            )
         else:
             token_id = forms.field(form, "token_id")
             created = await asyncio.to_thread(
