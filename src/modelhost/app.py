@@ -24,6 +24,7 @@ from modelhost.api import access as access_api
 from modelhost.api import environments as environments_api
 from modelhost.api import groups as groups_api
 from modelhost.api import lifecycle as lifecycle_api
+from modelhost.api import model_docs as model_docs_api
 from modelhost.api import models as models_api
 from modelhost.api import runs as runs_api
 from modelhost.api import schedules as schedules_api
@@ -71,6 +72,7 @@ ROUTERS: list[tuple[str, APIRouter]] = [
     (urls.API, environments_api.router),
     (urls.API, runs_api.router),
     (urls.API, schedules_api.router),
+    ("", model_docs_api.router),  # /models/{model}/openapi.json, beside the invocation URLs
 ]
 
 #: The web UI's routers (under /ui, with a session cookie instead of an API key); the UI's
@@ -95,7 +97,7 @@ class ModelhostApp:
         if scope.get("client") is None and self.gateway_secret is not None:
             # on the private Unix socket: a gateway process passed it on
             control.keep_caller(scope, self.gateway_secret)
-        if scope["type"] == "http" and scope["path"].startswith(urls.INVOKE_PREFIX):
+        if scope["type"] == "http" and urls.is_invocation(scope["path"]):
             return self.gateway(scope, receive, send)
         if scope["type"] == "http":
             return self._api_request(scope, receive, send)

@@ -222,6 +222,26 @@ class Client(RunsMixin):
         10080, a week), from the per-minute history the server keeps."""
         return self._request("GET", urls.api_metrics(model), params={"minutes": minutes})
 
+    def openapi(
+        self, model: str, *, label: str | None = None, version: int | None = None
+    ) -> dict[str, Any]:
+        """The OpenAPI document of a model's latest route (or of ``label``, or ``version``):
+        its request forms typed from the function's signature, its answers and auth schemes.
+
+        >>> doc = client.openapi("wine", label="prod")  # doctest: +SKIP
+        >>> doc["paths"]  # doctest: +SKIP
+        {'/models/wine/labels/prod/model': {'post': {...}}}
+        """
+        if label is not None and version is not None:
+            raise errors.BadRequest("Give a label or a version, not both.")
+        route = "latest"
+        if label is not None:
+            route = f"labels/{label}"
+        elif version is not None:
+            route = f"versions/{version}"
+        document: dict[str, Any] = self._request("GET", urls.model_openapi(model, route))
+        return document
+
     def instances(self, model: str) -> list[Instance]:
         found = self._request("GET", urls.api_instances(model))["instances"]
         return [Instance.from_json(i) for i in found]

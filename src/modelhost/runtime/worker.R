@@ -150,10 +150,41 @@ is_required <- vapply(param_names, function(p) identical(formal_args[[p]], quote
 required <- param_names[is_required]
 signature <- sprintf("%s(%s)", fname, paste(names(formal_args), collapse = ", "))
 
+# The formals as JSON Schema (see signatures.py for the shape): a parameter's type is that of a
+# constant default (numeric, integer, character, logical); anything else is any JSON ({}).
+default_schema <- function(value) {
+  empty <- structure(list(), names = character(0))
+  if (!is.atomic(value) || length(value) != 1L) return(empty)
+  if (is.na(value)) return(empty)
+  type <- if (is.logical(value)) "boolean" else if (is.integer(value)) "integer" else
+    if (is.numeric(value)) "number" else if (is.character(value)) "string" else NULL
+  if (is.null(type) || (is.numeric(value) && !is.finite(value))) return(empty)
+  list(type = type, default = value)
+}
+describe_formals <- function() {
+  any_json <- structure(list(), names = character(0))
+  described <- lapply(param_names, function(p) {
+    required <- identical(formal_args[[p]], quote(expr = ))
+    value <- if (required) NULL else tryCatch(eval(formal_args[[p]], baseenv()),
+                                              error = function(e) NULL)
+    list(name = p, kind = "positional_or_keyword", required = required,
+         schema = if (required) any_json else default_schema(value))
+  })
+  if (has_dots) {  # ... takes further arguments by position and by name
+    described <- c(described, list(list(name = "...", kind = "var_positional", schema = any_json),
+                                   list(name = "...", kind = "var_keyword", schema = any_json)))
+  }
+  described
+}
+described <- list(format = 1L, parameters = describe_formals(),
+                  returns = structure(list(), names = character(0)),
+                  `$defs` = structure(list(), names = character(0)))
+
 log_line(sprintf("ready in %.2f s: %s", as.numeric(Sys.time() - started, units = "secs"), signature))
-send_frame(READY, charToRaw(to_json(list(
-  pid = Sys.getpid(), runtime = R.version.string, signature = signature, nonce = nonce
-))))
+send_frame(READY, charToRaw(enc2utf8(to_json(list(
+  pid = Sys.getpid(), runtime = R.version.string, signature = signature, nonce = nonce,
+  schema = described
+)))))
 
 scalar_type <- function(value) {
   if (!is.atomic(value) || length(value) != 1L) return("")

@@ -12,6 +12,7 @@ are done.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import shutil
 import time
@@ -161,7 +162,11 @@ class Supervisor:
             f"{instance.signature or version.function}.\nReady.\n"
         )
         if not self.repo.finish_build(
-            version.id, status="ready", log=log, signature=instance.signature
+            version.id,
+            status="ready",
+            log=log,
+            signature=instance.signature,
+            signature_schema=schema_text(instance.schema),
         ):
             return False
         model = self.repo.find_model(version.model_id)
@@ -381,3 +386,16 @@ def load_failure(instance: Instance) -> BuildFailure:
     if traceback:
         failure = failure.removesuffix("\n" + traceback)
     return BuildFailure("load", failure, traceback)
+
+
+#: a description past this size (a huge Pydantic model, say) is not kept: the document then
+#: shows the parameters by name only
+MAX_SCHEMA_BYTES = 256 * 1024
+
+
+def schema_text(schema: dict[str, Any] | None) -> str | None:
+    """An instance's description of its function, as stored with the version."""
+    if not schema:
+        return None
+    text = json.dumps(schema, ensure_ascii=False, separators=(",", ":"))
+    return text if len(text.encode()) <= MAX_SCHEMA_BYTES else None
