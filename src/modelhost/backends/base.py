@@ -45,6 +45,8 @@ class InstanceSpec:
     runtime: str = "python"
     #: whether the code may reach the network (the model's ``network`` setting)
     network: bool = True
+    #: package libraries the code reads (an R environment's), bound read-only in the sandbox
+    libraries: tuple[Path, ...] = ()
 
 
 class CallResult(NamedTuple):  # a tuple: one is made per call, on the hot path

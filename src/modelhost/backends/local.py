@@ -55,7 +55,7 @@ def confinement_of(spec: InstanceSpec) -> Confinement:
         workdir=spec.workdir,
         owner=spec.model_id,
         programs=(spec.interpreter,),
-        read_only=(RUNTIME_DIR, JSON_CONVERSIONS),
+        read_only=(RUNTIME_DIR, JSON_CONVERSIONS, *spec.libraries),
         network=spec.network,
     )
 

@@ -493,11 +493,25 @@ class Client(RunsMixin):
         return self._request("GET", urls.api_environments(name), params=params)
 
     def create_environment(
-        self, name: str, requirements: str, *, python: str | None = None
+        self,
+        name: str,
+        requirements: str | None = None,
+        *,
+        python: str | None = None,
+        r_library: str | None = None,
     ) -> dict[str, Any]:
         """Lock ``requirements`` (a requirements.txt's text) as the next revision of ``name``;
-        ``created`` in the answer is False when nothing changed."""
-        body = {"name": name, "requirements": requirements, "python": python}
+        ``created`` in the answer is False when nothing changed.
+
+        With ``r_library`` instead, register an R environment: the absolute path on the
+        server of a library of installed R packages, such as ``/srv/r-libraries/wine``.
+        """
+        body: dict[str, Any] = {"name": name}
+        if r_library is not None:
+            body["r_library"] = r_library
+        else:
+            body["requirements"] = requirements if requirements is not None else ""
+            body["python"] = python
         # Resolving may take a while: up to the server's environment_build_timeout_seconds.
         return self._request("POST", urls.api_environments(), json=body, timeout=900.0)
 

@@ -81,7 +81,14 @@ read_exact <- function(n) {
   out
 }
 
-if (!requireNamespace("jsonlite", quietly = TRUE)) {
+# In a named R environment (R_LIBS* set to its library, so the site library is not on
+# .libPaths()), the worker's own jsonlite still comes from the server's R.
+r_library <- Sys.getenv("MODELHOST_R_LIBRARY")
+worker_library <- Sys.getenv("MODELHOST_R_WORKER_LIBRARY")
+if (!requireNamespace("jsonlite", quietly = TRUE) && nzchar(worker_library)) {
+  try(loadNamespace("jsonlite", lib.loc = worker_library), silent = TRUE)
+}
+if (!isNamespaceLoaded("jsonlite")) {
   message <- paste(
     "The R package jsonlite is not installed on the server; install it",
     "(Debian: apt-get install r-cran-jsonlite) and publish again."
@@ -117,6 +124,11 @@ fail_load <- function(message, detail = "") {
   quit(status = 1L)
 }
 
+if (nzchar(r_library) && !dir.exists(r_library)) {
+  fail_load(sprintf(paste(
+    "The R library of this version's environment (%s) is not on the server any more;",
+    "ask an admin to restore it, or publish again with another environment."), r_library))
+}
 user_env <- new.env(parent = globalenv())
 if (!file.exists(spec$file)) fail_load(sprintf("File '%s' was not found in the project.", spec$file))
 loaded <- tryCatch(
@@ -127,6 +139,13 @@ if (!isTRUE(loaded)) {
   text <- conditionMessage(loaded)
   if (inherits(loaded, "parseError") || grepl("unexpected", text, fixed = TRUE)) {
     fail_load(sprintf("'%s' has a syntax error: %s", spec$file, text), text)
+  }
+  if (nzchar(r_library) && inherits(loaded, "packageNotFoundError")) {
+    fail_load(sprintf(paste(
+      "Sourcing '%s' needs the R package '%s', which is not in this version's R library",
+      "(%s); the server's site library is not used here. Install the package into that",
+      "library (R CMD INSTALL -l %s PACKAGE) and publish again."),
+      spec$file, loaded$package, r_library, r_library), text)
   }
   fail_load(sprintf("Sourcing '%s' raised an error: %s", spec$file, text), text)
 }

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from modelhost.backends.base import Backend, Instance, InstanceSpec, InstanceState
-from modelhost.builder import manifests
+from modelhost.builder import manifests, rlibraries
 from modelhost.builder.builds import EnvironmentBuilds
 from modelhost.builder.bundles import BundleStore
 from modelhost.db.repo import BuildFailure, Model, Repo, Version, new_id
@@ -295,6 +295,10 @@ class Supervisor:
         if version.isolated:  # its own environment comes first, as if it were activated
             ours["VIRTUAL_ENV"] = str(Path(interpreter).parent.parent)
             path_prefix = str(Path(interpreter).parent)
+        if version.r_library:  # that library and base R only, bound read-only in the sandbox
+            ours.update(
+                await asyncio.to_thread(rlibraries.instance_env, version.r_library, interpreter)
+            )
         env = self.children.env(
             home=workdir, model=model, env_vars=env_vars, ours=ours, path_prefix=path_prefix
         )
@@ -313,6 +317,7 @@ class Supervisor:
             log_requests=model.log_requests,
             runtime=version.environment_runtime,
             network=model.network,
+            libraries=(Path(version.r_library),) if version.r_library else (),
         )
         self._generation[instance_id] = model.generation
         await self.backend.start(spec, self.settings.load_timeout_seconds)
