@@ -35,6 +35,7 @@ import inspect
 import json
 import math
 import re
+import types
 import typing
 import uuid
 from collections import abc
@@ -109,10 +110,15 @@ def _hints(function: Any) -> dict[str, Any]:
     except Exception:  # noqa: S110 - one name that cannot be resolved: take the rest as they are
         pass
     annotations = getattr(function, "__annotations__", None) or {}
+    namespace = getattr(function, "__globals__", None)
     resolved = {}
     for name, hint in dict(annotations).items():
-        if not isinstance(hint, str):
-            resolved[name] = hint
+        try:  # one at a time: the ones that resolve keep their types
+            holder = types.SimpleNamespace(__annotations__={name: hint})
+            resolved[name] = typing.get_type_hints(holder, globalns=namespace)[name]
+        except Exception:
+            if not isinstance(hint, str):
+                resolved[name] = hint
     return resolved
 
 
@@ -308,5 +314,5 @@ def _is_typeddict(cls: type) -> bool:
 
 
 def _is_union_type(origin: Any) -> bool:
-    union_type = getattr(__import__("types"), "UnionType", None)  # X | Y, Python 3.10+
+    union_type = getattr(types, "UnionType", None)  # X | Y, Python 3.10+
     return union_type is not None and origin is union_type
