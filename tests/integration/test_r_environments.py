@@ -126,6 +126,9 @@ def test_bad_r_libraries_and_mismatched_environments_are_refused_with_what_to_do
         )
     with pytest.raises(errors.Conflict, match="is an R environment"):
         admin.create_environment(tiny_env, "numpy\n")
+    run = server.cli("run", str(SCRIPTS), "--environment", tiny_env, "--", "Rscript", "uses_tiny.R")
+    assert run.returncode == 1
+    assert "is an R library, which R versions use" in run.stderr
     requirements = tmp_path / "requirements.txt"
     requirements.write_text("numpy\n")
     usage = server.cli(

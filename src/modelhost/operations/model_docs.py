@@ -67,7 +67,13 @@ _DOCS_NEED = (
 def readable_model(services: Services, key: str, *, user: User | None, token: str | None) -> Model:
     """The model ``key`` names, if its document may be read with these credentials."""
     if user is not None:
-        return authorize(services, user, key, "view")
+        try:
+            return authorize(services, user, key, "view")
+        except (errors.ModelNotFound, errors.Forbidden):
+            found = services.repo.find_model(key)
+            if found is not None and found.invocation_mode == "public":
+                return found  # anyone may call it, so anyone may read how
+            raise
     model = services.repo.find_model(key)
     if model is not None and model.invocation_mode == "public":
         return model
