@@ -10,8 +10,9 @@ statuses; the version's example input; and the auth schemes when the model needs
 
 Who may read it: anyone who may view the model (an API key or a UI session of a viewer, or of
 anyone signed in on a public model), and anyone who may call it, since the document says no
-more than a call would: everyone for a model whose invocation is public, a holder of one of the
-model's access tokens otherwise. Anyone else gets 401, whether or not the model exists.
+more than a call would: everyone for a model whose invocation is public (with or without a
+key), a holder of one of the model's access tokens otherwise. Anyone else gets 401, whether or
+not the model exists (or 404 for a key that may not see it).
 """
 
 from __future__ import annotations
