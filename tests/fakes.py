@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from modelhost import errors
 from modelhost.backends.base import CallResult, Instance, InstanceSpec, InstanceState
-from modelhost.runtime import protocol, worker
+from modelhost.runtime import protocol, signatures, worker
 
 
 class FakeInstance:
@@ -18,6 +19,7 @@ class FakeInstance:
         self.failure: str | None = None
         self.failure_traceback: str | None = None
         self.signature: str | None = None
+        self.schema: dict[str, Any] | None = None
         self.inflight = 0
         self.calls = 0
         self.ended_by: str | None = None
@@ -36,6 +38,7 @@ class FakeInstance:
             sys.path.remove(str(self.spec.workdir))
         self._handler = worker.Handler(function, self.spec.function)
         self.signature = self._handler.described
+        self.schema = signatures.describe(function)
         self.state = InstanceState.READY
 
     @property

@@ -25,6 +25,7 @@ from modelhost.api import captures as captures_api
 from modelhost.api import environments as environments_api
 from modelhost.api import groups as groups_api
 from modelhost.api import lifecycle as lifecycle_api
+from modelhost.api import model_docs as model_docs_api
 from modelhost.api import models as models_api
 from modelhost.api import runs as runs_api
 from modelhost.api import schedules as schedules_api
@@ -77,6 +78,7 @@ ROUTERS: list[tuple[str, APIRouter]] = [
     (urls.API, runs_api.router),
     (urls.API, schedules_api.router),
     (urls.API, captures_api.router),
+    ("", model_docs_api.router),  # /models/{model}/openapi.json, beside the invocation URLs
 ]
 
 #: The web UI's routers (under /ui, with a session cookie instead of an API key); the UI's
@@ -116,9 +118,11 @@ class ModelhostApp:
             # on the private Unix socket: a gateway process passed it on
             control.keep_caller(scope, self.gateway_secret)
         if scope["type"] == "http" and scope["path"].startswith(urls.INVOKE_PREFIX):
-            if not scope["path"].endswith("/model") and self.predictions.handles(scope["path"]):
+            path = scope["path"]
+            if not path.endswith("/model") and self.predictions.handles(path):
                 return self.predictions(scope, receive, send)
-            return self.gateway(scope, receive, send)
+            if urls.is_invocation(path):  # not a model's OpenAPI document
+                return self.gateway(scope, receive, send)
         if scope["type"] == "http" and scope["path"].startswith(urls.HOSTED_ASYNC):
             return self.predictions(scope, receive, send)
         if scope["type"] == "http":

@@ -13,6 +13,9 @@ FAVICON = "/favicon.ico"
 METRICS = "/metrics"
 #: every invocation URL starts with this; everything else is the control plane or the UI
 INVOKE_PREFIX = "/models/"
+#: a model route's OpenAPI document (``/models/{model}/openapi.json`` and the same under a
+#: label or a version) is served by the control plane, not the gateway
+MODEL_OPENAPI = "/openapi.json"
 #: the user name and password of a URL (greedy up to the host's last '@': "p@ss" is common)
 _USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/?#\s]*@")
 
@@ -24,6 +27,20 @@ def without_credentials(text: str) -> str:
     source is recorded or shown (the client, the publish API, build logs, git's own errors).
     """
     return _USERINFO.sub(r"\1", text)
+
+
+def is_invocation(path: str) -> bool:
+    """Whether ``path`` is the gateway's: an invocation URL, not a model's document."""
+    return path.startswith(INVOKE_PREFIX) and not path.endswith(MODEL_OPENAPI)
+
+
+def model_openapi(model: str, route: str = "latest") -> str:
+    """The OpenAPI document of ``route`` (``latest``, ``labels/prod``, ``versions/3``)."""
+    base = f"/models/{quote(model, safe='')}"
+    if route == "latest":
+        return base + MODEL_OPENAPI
+    kind, _, name = route.partition("/")
+    return f"{base}/{kind}/{quote(name, safe='')}{MODEL_OPENAPI}"
 
 
 def invoke_latest(model: str) -> str:

@@ -125,6 +125,10 @@ ROUTE_NEEDS: dict[tuple[str, str], str] = {
     ("POST", "/api/v1/schedules/{schedule_id}/resume"): "schedule",
     ("POST", "/api/v1/schedules/{schedule_id}/take-over"): "take-over-schedule",
     ("DELETE", "/api/v1/schedules/{schedule_id}"): "schedule",
+    # A model's OpenAPI documents: viewers (and holders of its tokens, tested elsewhere).
+    ("GET", "/models/{model}/openapi.json"): "view",
+    ("GET", "/models/{model}/labels/{label}/openapi.json"): "view",
+    ("GET", "/models/{model}/versions/{number}/openapi.json"): "view",
 }
 
 #: Routes whose body is the project archive, with their query parameters.

@@ -38,6 +38,7 @@ def settings(tmp_path: Path) -> Settings:
         ("isolated", "python", True, "isolated"),
         ("sklearn-1.5", "python", False, "sklearn-1.5"),
         (None, "r", False, "r"),
+        ("wine-r", "r", False, "wine-r"),  # a named R environment (issue 20, point 6)
     ],
 )
 def test_the_environment_is_what_was_asked_or_isolated_when_the_project_declares_dependencies(
@@ -51,7 +52,8 @@ def test_the_environment_is_what_was_asked_or_isolated_when_the_project_declares
     [
         ("isolated", "python", "needs the project's dependencies"),
         ("r", "python", "only for R scripts"),
-        ("isolated", "r", "R scripts run with the server's R"),
+        ("isolated", "r", "is for Python scripts"),
+        ("server", "r", "is for Python scripts"),
     ],
 )
 def test_an_environment_that_cannot_work_is_refused_with_what_to_do(

@@ -202,7 +202,7 @@ def test_a_named_environment_is_locked_revised_on_change_and_used_instead_of_the
     assert "six==1.16.0" in shown
     assert "revision:     1 of 2" in shown
     listed = envs_server.cli("envs", "list", check=True).stdout
-    assert re.search(r"six-env\s+2\s+\S+\s+1\s+yes", listed), listed
+    assert re.search(r"six-env\s+python\s+2\s+\S+\s+1\s+yes", listed), listed
     events = client.audit(action="environment-create")
     assert [(e["outcome"], e["detail"]) for e in events[:2]] == [
         ("success", {"name": "six-env", "revision": 2}),

@@ -249,6 +249,36 @@ def test_the_tester_runs_a_prediction_asynchronously_and_waits_for_its_result(
     page.get_by_label("Run asynchronously").uncheck()
 
 
+def test_the_api_docs_page_shows_the_typed_request_without_loading_anything_from_elsewhere(
+    pages: Pages, ui_server: Server
+) -> None:
+    page = pages["viewer"]
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    page.goto("/ui/models/calc")
+    page.locator("#docs-link").click()
+    expect(page).to_have_url(re.compile(r"/ui/models/calc/docs$"))
+    expect(page.locator("#docs-url")).to_have_text(f"{ui_server.url}/models/calc/latest/model")
+    rows = page.locator("#docs-keywords tbody tr")
+    expect(rows).to_have_count(2)  # add(x, y): two required arguments without hints
+    expect(rows.nth(0)).to_contain_text("x")
+    expect(rows.nth(0)).to_contain_text("any JSON")
+    expect(rows.nth(0)).to_contain_text("yes")
+    assert json.loads(page.locator("#docs-example").inner_text()) == {"data": {"x": 0, "y": 0}}
+    statuses = page.locator("#docs-errors tbody td[data-label=Status]").all_inner_texts()
+    assert statuses == ["400", "401", "403", "404", "413", "415", "429", "500", "502", "503", "504"]
+    page.get_by_label("Route").select_option("versions/2")  # version 1 failed to load
+    page.get_by_role("button", name="Show").click()
+    expect(page.locator("#docs-url")).to_have_text(f"{ui_server.url}/models/calc/versions/2/model")
+    page.get_by_text("Show the document").click()
+    document = json.loads(page.locator("#docs-json").inner_text())
+    assert document["openapi"].startswith("3.1")
+    assert "/models/calc/versions/2/model" in document["paths"]
+    shot(page, "api-docs")
+    assert requested
+    assert all(url.startswith(ui_server.url) for url in requested), requested
+
+
 def _run_snippet(page: Page, token: str | None = None) -> dict[str, object]:
     page.get_by_role("tab", name="curl").click()
     page.locator("[data-copy=snippet-curl]").click()

@@ -45,6 +45,7 @@ UI_ROUTE_NEEDS: dict[tuple[str, str], str] = {
     ("GET", "/ui/models/{model}/instances"): "view",
     ("GET", "/ui/models/{model}/logs"): "view-logs",
     ("GET", "/ui/models/{model}/metrics"): "view",
+    ("GET", "/ui/models/{model}/docs"): "view",
     ("GET", "/ui/models/{model}/settings"): "view",
     ("GET", "/ui/models/{model}/audit"): "view-audit",
     ("GET", "/ui/audit"): ADMIN,

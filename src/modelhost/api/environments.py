@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
 
+from modelhost import errors
 from modelhost.httpkit.deps import ServicesDep, UserDep
 from modelhost.operations import environments as ops
 from modelhost.permissions import ensure_environment_permission
@@ -16,8 +17,15 @@ router = APIRouter(prefix="/environments", tags=["environments"])
 
 class NewEnvironment(BaseModel):
     name: str = Field(description="URL-safe name, such as sklearn-1.5")
-    requirements: str = Field(description="The text of a requirements.txt file")
+    requirements: str | None = Field(
+        default=None, description="The text of a requirements.txt file (a Python environment)"
+    )
     python: str | None = Field(default=None, description="Python version, e.g. 3.11")
+    r_library: str | None = Field(
+        default=None,
+        description="An R environment instead: the absolute path on the server of a library "
+        "directory of installed R packages, which R versions then see with base R only",
+    )
 
 
 @router.get("", summary="List named environments (their newest revisions)")
@@ -32,15 +40,27 @@ def list_environments(services: ServicesDep, user: UserDep) -> dict[str, Any]:
     summary="Create a named environment, or its next revision",
     description=(
         "Resolves the requirements into a lock with hashes. The same requirements and Python "
-        "as the newest revision change nothing (200); anything else is a new revision (201)."
+        "as the newest revision change nothing (200); anything else is a new revision (201). "
+        "With r_library instead of requirements, registers an R library directory."
     ),
 )
 def create_environment(
     body: NewEnvironment, response: Response, services: ServicesDep, user: UserDep
 ) -> dict[str, Any]:
-    env, created = ops.create(
-        services, user, name=body.name, requirements=body.requirements, python=body.python
-    )
+    if (body.requirements is None) == (body.r_library is None):
+        raise errors.BadRequest(
+            "Give exactly one of 'requirements' (a Python environment) or 'r_library' (an R "
+            "library directory on the server)."
+        )
+    if body.r_library is not None:
+        if body.python:
+            raise errors.BadRequest("'python' is for Python environments; leave it out.")
+        env, created = ops.create_r(services, user, name=body.name, r_library=body.r_library)
+    else:
+        assert body.requirements is not None
+        env, created = ops.create(
+            services, user, name=body.name, requirements=body.requirements, python=body.python
+        )
     if not created:
         response.status_code = 200
     return {**ops.view(services, env, detail=True), "created": created}

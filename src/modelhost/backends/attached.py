@@ -67,6 +67,7 @@ class AttachedInstance(CallChannel):
         self.failure: str | None = None
         self.failure_traceback: str | None = None
         self.signature: str | None = None
+        self.schema: dict[str, Any] | None = None
         self.ended_by: str | None = None
         self._on_end = on_end
         self._on_gone = on_gone

@@ -11,7 +11,7 @@ import enum
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 
 class InstanceState(str, enum.Enum):
@@ -47,6 +47,8 @@ class InstanceSpec:
     network: bool = True
     #: the function is a batching function: it takes a list of inputs, returns a list
     batch: bool = False
+    #: package libraries the code reads (an R environment's), bound read-only in the sandbox
+    libraries: tuple[Path, ...] = ()
 
 
 class CallResult(NamedTuple):  # a tuple: one is made per call, on the hot path
@@ -64,6 +66,8 @@ class Instance(Protocol):
     #: the user's traceback when the script raised on import (also at the end of ``failure``)
     failure_traceback: str | None
     signature: str | None
+    #: the function's parameters and result as JSON Schema (``runtime/signatures.py``)
+    schema: dict[str, Any] | None
     inflight: int
     #: why modelhost ended the instance ("timeout", "memory"), or None if it ended by itself
     ended_by: str | None

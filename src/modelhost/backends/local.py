@@ -16,6 +16,7 @@ import socket
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from modelhost import errors, json_conversions, pidfiles
 from modelhost.backends.base import Instance, InstanceSpec, InstanceState
@@ -54,7 +55,7 @@ def confinement_of(spec: InstanceSpec) -> Confinement:
         workdir=spec.workdir,
         owner=spec.model_id,
         programs=(spec.interpreter,),
-        read_only=(RUNTIME_DIR, JSON_CONVERSIONS),
+        read_only=(RUNTIME_DIR, JSON_CONVERSIONS, *spec.libraries),
         network=spec.network,
     )
 
@@ -81,6 +82,7 @@ class LocalInstance(CallChannel):
         self.failure: str | None = None
         self.failure_traceback: str | None = None
         self.signature: str | None = None
+        self.schema: dict[str, Any] | None = None
         self.exit_code: int | None = None
         self.ended_by: str | None = None
         self._stop_requested = False
@@ -236,6 +238,8 @@ class LocalInstance(CallChannel):
                 self.kill()
                 return
             self.signature = info.get("signature")
+            schema = info.get("schema")
+            self.schema = schema if isinstance(schema, dict) else None
             if self.state is InstanceState.STARTING:
                 self.state = InstanceState.READY
                 self._on_change()

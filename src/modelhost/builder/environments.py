@@ -95,14 +95,18 @@ def requirements_of(tree: Path) -> tuple[str, str] | None:
 
 def choose(requested: str | None, runtime: str, declared: bool) -> str:
     """The environment kind a version gets: what was asked for, or by default ``isolated``
-    when the project declares dependencies, else ``server``. R versions always get ``r``."""
+    when the project declares dependencies, else ``server``. R versions get ``r`` (the
+    server's R and its packages) or a named R environment."""
     if runtime == R:
-        if requested not in (None, "", "auto", R):
+        if requested in (None, "", "auto", R):
+            return R
+        if requested in (SERVER, ISOLATED):
             raise errors.BadRequest(
-                "R scripts run with the server's R and its installed packages; publish them "
-                "without --environment."
+                f"--environment {requested} is for Python scripts; publish an R script without "
+                "--environment (the server's R and its packages), or with the name of an R "
+                "environment from 'modelhost envs list'."
             )
-        return R
+        return requested
     if requested in (None, "", "auto"):
         return ISOLATED if declared else SERVER
     if requested == R:

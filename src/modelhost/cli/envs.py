@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
 from modelhost.builder.packing import human_size
@@ -19,24 +21,47 @@ def envs() -> None:
 @click.option(
     "--requirements",
     "requirements_file",
-    required=True,
     type=click.File("r", encoding="utf-8"),
-    help="A requirements.txt file ('-' for standard input).",
+    help="A requirements.txt file ('-' for standard input): a Python environment.",
 )
 @click.option("--python", help="Python version, such as 3.11 (default: the server's).")
+@click.option(
+    "--r-library",
+    help="An R environment instead: a directory on the server of installed R packages (made "
+    "with renv or R CMD INSTALL -l DIR), which R versions then see with base R only.",
+)
 @pass_connection
 def envs_create(
-    conn: Connection, name: str, requirements_file: click.File, python: str | None
+    conn: Connection,
+    name: str,
+    requirements_file: click.File | None,
+    python: str | None,
+    r_library: str | None,
 ) -> None:
-    """Lock the requirements as environment NAME, or as its next revision if they changed.
+    """Lock the requirements as environment NAME, or as its next revision if they changed;
+    or, with --r-library DIR, register an R library as environment NAME.
 
     Publish with it: modelhost publish ... --environment NAME.
     """
-    requirements = requirements_file.read()  # type: ignore[attr-defined]
-    env = conn.client.create_environment(name, requirements, python=python)
+    if (requirements_file is None) == (r_library is None):
+        raise click.UsageError("Give --requirements FILE (Python) or --r-library DIR (R).")
+    if r_library is not None:
+        if python:
+            raise click.UsageError("--python is for Python environments; leave it out.")
+        # the CLI usually runs on the server's machine: a relative path means from here
+        env = conn.client.create_environment(name, r_library=os.path.abspath(r_library))
+    else:
+        requirements = requirements_file.read()  # type: ignore[union-attr]
+        env = conn.client.create_environment(name, requirements, python=python)
     state = "created" if env["created"] else "unchanged"
     if env["created"] and env["revision"] > 1:
         state = "new revision"
+    if env.get("kind") == "r":
+        click.echo(
+            f"{env['name']} revision {env['revision']} ({state}): R library {env['r_library']}, "
+            f"{len(env['packages'])} package(s): {', '.join(env['packages'])}"
+        )
+        return
     click.echo(
         f"{env['name']} revision {env['revision']} ({state}): Python {env['python_version']}, "
         f"{len(env['packages'])} package(s): {', '.join(env['packages']) or '(none)'}"
@@ -56,8 +81,9 @@ def envs_list(conn: Connection, as_json: bool) -> None:
         [
             (
                 e["name"],
+                e.get("kind", "python"),
                 e["revision"],
-                e["python_version"],
+                e["python_version"] or "-",
                 len(e["packages"]),
                 "yes" if e["built"] else "no",
                 e["created_by"],
@@ -65,7 +91,7 @@ def envs_list(conn: Connection, as_json: bool) -> None:
             )
             for e in found
         ],
-        ["NAME", "REVISION", "PYTHON", "PACKAGES", "BUILT", "CREATED BY", "CREATED"],
+        ["NAME", "KIND", "REVISION", "PYTHON", "PACKAGES", "BUILT", "CREATED BY", "CREATED"],
     )
 
 
@@ -82,6 +108,14 @@ def envs_show(conn: Connection, name: str, revision: int | None, as_json: bool) 
         return
     click.echo(f"{'name:':13} {env['name']}")
     click.echo(f"{'revision:':13} {env['revision']} of {len(env['revisions'])}")
+    if env.get("kind") == "r":
+        click.echo(f"{'kind:':13} R library")
+        click.echo(f"{'library:':13} {env['r_library']}{'' if env['built'] else ' (missing!)'}")
+        click.echo(f"{'R:':13} {env['interpreter']}")
+        click.echo(f"{'created:':13} {env['created_at']} by {env['created_by']}")
+        click.echo("packages:")
+        click.echo("  " + ("\n  ".join(env["packages"]) or "(none)"))
+        return
     click.echo(f"{'python:':13} {env['python_version']} ({env['interpreter']})")
     click.echo(f"{'built:':13} {'yes' if env['built'] else 'no'} ({env['environment_hash'][:12]})")
     click.echo(f"{'created:':13} {env['created_at']} by {env['created_by']}")

@@ -1,11 +1,12 @@
-"""Commands on models and their versions: publish, models, versions, call, logs, metrics."""
+"""Commands on models and their versions: publish, models, versions, call, logs, metrics,
+openapi."""
 
 from __future__ import annotations
 
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import click
 
@@ -600,4 +601,36 @@ def metrics(conn: Connection, model: str, minutes: int, as_json: bool) -> None:
     table(rows, ["VERSION", "CALLS", "PER MIN", "5XX", "4XX", "ERROR RATE", "P50 MS", "P99 MS"])
 
 
-COMMANDS = [publish, models, versions, call, prediction, logs, metrics]
+@click.command()
+@click.argument("model")
+@click.option("--version", "number", type=int, help="The document of this version's route.")
+@click.option("--label", help="The document of this label's route, such as prod.")
+@click.option(
+    "--output",
+    "-o",
+    type=click.File("w", encoding="utf-8"),
+    help="Write it to this file instead of standard output.",
+)
+@pass_connection
+def openapi(
+    conn: Connection,
+    model: str,
+    number: int | None,
+    label: str | None,
+    output: IO[str] | None,
+) -> None:
+    """Print MODEL's OpenAPI document: how to call it, typed from its function's signature.
+
+    Feed it to a client generator or an API tool: modelhost openapi wine -o wine.json.
+    """
+    if number is not None and label is not None:
+        raise click.UsageError("Give --version or --label, not both.")
+    document = conn.client.openapi(model, label=label, version=number)
+    if output is None:
+        print_json(document)
+        return
+    output.write(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+    click.echo(f"Wrote the OpenAPI document of {model} to {output.name}.")
+
+
+COMMANDS = [publish, models, versions, call, prediction, logs, metrics, openapi]

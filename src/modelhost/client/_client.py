@@ -250,6 +250,26 @@ class Client(RunsMixin):
         10080, a week), from the per-minute history the server keeps."""
         return self._request("GET", urls.api_metrics(model), params={"minutes": minutes})
 
+    def openapi(
+        self, model: str, *, label: str | None = None, version: int | None = None
+    ) -> dict[str, Any]:
+        """The OpenAPI document of a model's latest route (or of ``label``, or ``version``):
+        its request forms typed from the function's signature, its answers and auth schemes.
+
+        >>> doc = client.openapi("wine", label="prod")  # doctest: +SKIP
+        >>> doc["paths"]  # doctest: +SKIP
+        {'/models/wine/labels/prod/model': {'post': {...}}}
+        """
+        if label is not None and version is not None:
+            raise errors.BadRequest("Give a label or a version, not both.")
+        route = "latest"
+        if label is not None:
+            route = f"labels/{label}"
+        elif version is not None:
+            route = f"versions/{version}"
+        document: dict[str, Any] = self._request("GET", urls.model_openapi(model, route))
+        return document
+
     def instances(self, model: str) -> list[Instance]:
         found = self._request("GET", urls.api_instances(model))["instances"]
         return [Instance.from_json(i) for i in found]
@@ -594,11 +614,25 @@ class Client(RunsMixin):
         return self._request("GET", urls.api_environments(name), params=params)
 
     def create_environment(
-        self, name: str, requirements: str, *, python: str | None = None
+        self,
+        name: str,
+        requirements: str | None = None,
+        *,
+        python: str | None = None,
+        r_library: str | None = None,
     ) -> dict[str, Any]:
         """Lock ``requirements`` (a requirements.txt's text) as the next revision of ``name``;
-        ``created`` in the answer is False when nothing changed."""
-        body = {"name": name, "requirements": requirements, "python": python}
+        ``created`` in the answer is False when nothing changed.
+
+        With ``r_library`` instead, register an R environment: the absolute path on the
+        server of a library of installed R packages, such as ``/srv/r-libraries/wine``.
+        """
+        body: dict[str, Any] = {"name": name}
+        if r_library is not None:
+            body["r_library"] = r_library
+        else:
+            body["requirements"] = requirements if requirements is not None else ""
+            body["python"] = python
         # Resolving may take a while: up to the server's environment_build_timeout_seconds.
         return self._request("POST", urls.api_environments(), json=body, timeout=900.0)
 

@@ -95,6 +95,8 @@ class Version(Record):
     environment: str | None = None
     environment_revision: int | None = None
     python_version: str | None = None
+    #: an R version's library directory (its named R environment's)
+    r_library: str | None = None
     source: str | None = None
     git_commit: str | None = None
     bundle_sha256: str | None = None

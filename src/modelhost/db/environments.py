@@ -14,7 +14,8 @@ from modelhost.db.base import Store, _row, new_id, utcnow
 
 @dataclass(frozen=True)
 class NamedEnvironment:
-    """One revision of a named environment: its requirements and the lock made from them."""
+    """One revision of a named environment: its requirements and the lock made from them, or
+    (``kind`` ``r``) the R library directory an admin prepared."""
 
     id: str
     name: str
@@ -25,6 +26,10 @@ class NamedEnvironment:
     python_version: str
     created_by: str
     created_at: dt.datetime
+    #: "python" or "r"
+    kind: str = "python"
+    #: an R environment's library directory
+    r_library: str | None = None
 
 
 class EnvironmentRepo(Store):
@@ -52,6 +57,8 @@ class EnvironmentRepo(Store):
         interpreter: str,
         python_version: str,
         created_by: str,
+        kind: str = "python",
+        r_library: str | None = None,
     ) -> NamedEnvironment:
         """Insert the next revision of ``name`` (1 for a new name); concurrent adds retry."""
         for _attempt in range(20):
@@ -69,6 +76,8 @@ class EnvironmentRepo(Store):
                     python_version=python_version,
                     created_by=created_by,
                     created_at=utcnow(),
+                    kind=kind,
+                    r_library=r_library,
                 )
                 savepoint = conn.begin_nested()
                 try:

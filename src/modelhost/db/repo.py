@@ -121,6 +121,10 @@ class Version:
     batch_max_size: int | None = None
     #: how long calls wait for company while every instance is busy
     batch_max_wait_ms: float | None = None
+    #: the function's parameters and result as JSON Schema, JSON text (runtime/signatures.py)
+    signature_schema: str | None = None
+    #: the library directory of an R version's named environment (only it and base R are seen)
+    r_library: str | None = None
 
     @property
     def failure(self) -> BuildFailure | None:
@@ -130,13 +134,14 @@ class Version:
 
     @property
     def isolated(self) -> bool:
-        """Whether instances run in an environment of their own (isolated or named)."""
-        return self.environment not in ("server", "r")
+        """Whether instances run in a Python environment of their own (isolated or named)."""
+        return self.environment not in ("server", "r") and self.r_library is None
 
     @property
     def environment_runtime(self) -> str:
-        """``r`` for R versions, ``python`` for every Python environment."""
-        return "r" if self.environment == "r" else "python"
+        """``r`` for R versions (with the server's R library or a named one), ``python`` for
+        every Python environment."""
+        return "r" if self.environment == "r" or self.r_library is not None else "python"
 
 
 @dataclass(frozen=True)
@@ -330,6 +335,7 @@ class Repo(RunsRepo, AccessRepo, EnvironmentRepo, CallMinutesRepo, PredictionsRe
         status: str,
         log: str,
         signature: str | None = None,
+        signature_schema: str | None = None,
         failure: BuildFailure | None = None,
     ) -> bool:
         """Record a build outcome once; returns False when it was already recorded."""
@@ -340,6 +346,7 @@ class Repo(RunsRepo, AccessRepo, EnvironmentRepo, CallMinutesRepo, PredictionsRe
                 status=status,
                 build_log=log,
                 signature=signature,
+                signature_schema=signature_schema,
                 finished_at=utcnow(),
                 **failure_values(failure),
             )

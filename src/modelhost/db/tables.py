@@ -110,6 +110,10 @@ versions = Table(
     #: a batching function's largest batch (None: not a batching function) and longest wait
     Column("batch_max_size", Integer, nullable=True),
     Column("batch_max_wait_ms", Float, nullable=True),
+    #: the function's parameters and result as JSON Schema (runtime/signatures.py), or None
+    Column("signature_schema", Text, nullable=True),
+    #: the R library directory of an R version's named environment, or None
+    Column("r_library", String(1024), nullable=True),
     UniqueConstraint("model_id", "number", name="uq_versions_model_number"),
     UniqueConstraint("model_id", "idempotency_key", name="uq_versions_model_idempotency_key"),
 )
@@ -126,6 +130,9 @@ environments = Table(
     Column("python_version", String(32), nullable=False),
     Column("created_by", String(32), ForeignKey("users.id"), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    #: "python" (requirements and their lock) or "r" (a library directory an admin prepared)
+    Column("kind", String(16), nullable=False, server_default="python"),
+    Column("r_library", String(1024), nullable=True),
     UniqueConstraint("name", "revision", name="uq_environments_name_revision"),
 )
 

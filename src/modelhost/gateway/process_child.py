@@ -91,7 +91,7 @@ class GatewayProcess:
     def __call__(self, scope: Scope, receive: Receive, send: Send) -> Any:
         if scope.get("client") is None:  # another process passed it on its Unix socket
             control.keep_caller(scope, self.secret)
-        if scope["type"] == "http" and scope["path"].startswith(urls.INVOKE_PREFIX):
+        if scope["type"] == "http" and urls.is_invocation(scope["path"]):
             return self.gateway(scope, receive, send)
         if scope["type"] == "http":
             return self.proxy(scope, receive, send)

@@ -263,6 +263,11 @@ class Jobs:
                     f"There is no environment '{kind}' any more; 'modelhost envs list' shows "
                     "the ones there are."
                 )
+            if named.kind == environments.R:
+                raise errors.BadRequest(
+                    f"The environment '{kind}' is an R library, which R versions use; runs "
+                    "run in server, isolated or a Python environment."
+                )
             python = uvenv.find_python(settings, named.interpreter)
             lock = named.lock
             what = f"{kind} revision {named.revision}"

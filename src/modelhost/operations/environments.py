@@ -5,14 +5,19 @@ requirement that cannot be resolved is refused there, with uv's reason) and stor
 next revision of NAME; the same requirements and Python again change nothing. A version
 published with ``--environment NAME`` copies the newest revision's lock, so later revisions
 never change it. The environment itself is built, and cached, when a version first needs it.
+
+``envs create NAME --r-library DIR`` registers an R library instead (:mod:`.rlibraries`): a
+directory of packages an admin prepared. An R version published with ``--environment NAME``
+records the directory, and its instances see that library and base R only.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from modelhost import errors
-from modelhost.builder import environments, uvenv
+from modelhost.builder import environments, rlibraries, uvenv
 from modelhost.builder.builds import settings_tmp
 from modelhost.db.repo import NamedEnvironment, User, new_id
 from modelhost.events import ENVIRONMENT_CREATE, ENVIRONMENTS_PRUNE
@@ -57,6 +62,11 @@ def create(
         ensure_environment_permission(user, "revise-environment", name, revisions[0].created_by)
     settings = services.settings
     latest = revisions[-1] if revisions else None
+    if latest is not None and latest.kind == environments.R:
+        raise errors.Conflict(
+            f"'{name}' is an R environment (a library directory); give its next revision with "
+            f"--r-library DIR, or choose another name for a Python environment."
+        )
     if python or latest is None:
         chosen = uvenv.find_python(settings, python)
     else:
@@ -97,12 +107,56 @@ def create(
     return created, True
 
 
+def create_r(
+    services: Services, user: User, *, name: str, r_library: str
+) -> tuple[NamedEnvironment, bool]:
+    """Register the R library directory ``r_library`` as the next revision of ``name``;
+    (revision, whether it is new). The same directory again changes nothing."""
+    ensure_environment_permission(user, "create-environment")
+    validate_name(name)
+    revisions = services.repo.list_environments(name)
+    if revisions:
+        ensure_environment_permission(user, "revise-environment", name, revisions[0].created_by)
+    latest = revisions[-1] if revisions else None
+    if latest is not None and latest.kind != environments.R:
+        raise errors.Conflict(
+            f"'{name}' is a Python environment; give its next revision with --requirements "
+            "FILE, or choose another name for the R library."
+        )
+    rscript = environments.interpreter(services.settings, environments.R)  # R is installed
+    try:
+        library = rlibraries.check_library(r_library, services.settings.home_path)
+    except errors.ModelhostError as exc:
+        detail = {"name": name, "kind": "r", "error": exc.message}
+        record(services, user, ENVIRONMENT_CREATE, outcome="failed", detail=detail)
+        raise
+    if latest is not None and latest.r_library == str(library):
+        return latest, False
+    detail = {"name": name, "kind": "r", "r_library": str(library)}
+    with audited(services, user, ENVIRONMENT_CREATE, detail=detail) as audit:
+        created = services.repo.add_environment_revision(
+            name,
+            requirements="",
+            lock="",
+            interpreter=rscript,
+            python_version="",
+            created_by=user.id,
+            kind=environments.R,
+            r_library=str(library),
+        )
+        audit.detail["revision"] = created.revision
+    return created, True
+
+
 def view(services: Services, env: NamedEnvironment, *, detail: bool = False) -> dict[str, Any]:
+    if env.kind == environments.R:
+        return _r_view(services, env, detail=detail)
     names = services.repo.usernames([env.created_by])
     python = uvenv.Python(env.interpreter, env.python_version)
     key = uvenv.environment_key(env.lock, python)
     shown: dict[str, Any] = {
         "name": env.name,
+        "kind": env.kind,
         "revision": env.revision,
         "python_version": env.python_version,
         "interpreter": env.interpreter,
@@ -117,6 +171,33 @@ def view(services: Services, env: NamedEnvironment, *, detail: bool = False) -> 
         shown["lock"] = env.lock
         shown["revisions"] = [
             {"revision": r.revision, "created_at": iso(r.created_at)}
+            for r in services.repo.list_environments(env.name)
+        ]
+    return shown
+
+
+def _r_view(services: Services, env: NamedEnvironment, *, detail: bool) -> dict[str, Any]:
+    """An R environment: its library and the packages installed in it now."""
+    names = services.repo.usernames([env.created_by])
+    library = Path(env.r_library or "")
+    shown: dict[str, Any] = {
+        "name": env.name,
+        "kind": env.kind,
+        "revision": env.revision,
+        "r_library": env.r_library,
+        "interpreter": env.interpreter,
+        "python_version": None,
+        # what is installed there now: the admin may add packages in place
+        "packages": rlibraries.packages(library),
+        "environment_hash": None,
+        # whether the directory is there (instances need it)
+        "built": library.is_dir(),
+        "created_by": names.get(env.created_by, env.created_by),
+        "created_at": iso(env.created_at),
+    }
+    if detail:
+        shown["revisions"] = [
+            {"revision": r.revision, "created_at": iso(r.created_at), "r_library": r.r_library}
             for r in services.repo.list_environments(env.name)
         ]
     return shown

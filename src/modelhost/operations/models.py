@@ -75,6 +75,7 @@ def version_view(
         "environment_hash": version.environment_hash,
         "python_version": version.python_version,
         "interpreter": version.interpreter,
+        "r_library": version.r_library,
         "packages": uvenv.pins(version.environment_lock or ""),
         "source": version.source,
         "git_commit": version.git_commit,

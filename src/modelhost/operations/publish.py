@@ -27,7 +27,7 @@ from modelhost.builder import environments, manifests, uvenv
 from modelhost.builder.bundles import extract_archive
 from modelhost.builder.environments import describe, runtime_for
 from modelhost.builder.packing import count_files, human_size
-from modelhost.db.repo import Model, User, Version
+from modelhost.db.repo import Model, NamedEnvironment, User, Version
 from modelhost.events import PUBLISH
 from modelhost.names import ID_LIKE, NAME_PATTERN, invalid_model_name
 from modelhost.operations import Services
@@ -121,10 +121,13 @@ def _environment(
         return columns, line
     named = services.repo.get_environment(kind)
     if named is None:
+        how = "--r-library DIR" if runtime == "r" else "--requirements FILE"
         raise errors.EnvironmentNotFound(
             f"There is no environment '{kind}'. 'modelhost envs list' shows them, and "
-            f"'modelhost envs create {kind} --requirements FILE' makes one."
+            f"'modelhost envs create {kind} {how}' makes one."
         )
+    if runtime == "r" or named.kind == environments.R:
+        return _r_environment(services, named, runtime=runtime, python=python)
     if python and python not in (named.python_version, named.interpreter):
         raise errors.BadRequest(
             f"The environment '{kind}' is locked for Python {named.python_version}; leave out "
@@ -138,6 +141,40 @@ def _environment(
         "python_version": named.python_version,
     }
     line = f"{kind} revision {named.revision}, Python {named.python_version} ({named.interpreter})"
+    return columns, line
+
+
+def _r_environment(
+    services: Services, named: NamedEnvironment, *, runtime: str, python: str | None
+) -> tuple[dict[str, object], str]:
+    """The columns of an R version in the named R environment ``named``."""
+    if named.kind != environments.R:
+        raise errors.BadRequest(
+            f"The environment '{named.name}' is a Python environment; an R script runs in R: "
+            "publish it without --environment, or with an R environment ('modelhost envs "
+            "create NAME --r-library DIR')."
+        )
+    if runtime != "r":
+        raise errors.BadRequest(
+            f"The environment '{named.name}' is an R library; a Python script needs server, "
+            "isolated, or a Python environment."
+        )
+    if python:
+        raise errors.BadRequest("--python is for Python environments; leave it out.")
+    describe(services.settings, runtime)  # fails clearly when R is missing
+    library = named.r_library or ""
+    if not Path(library).is_dir():
+        raise errors.BadRequest(
+            f"The R library of environment '{named.name}' ({library}) is not on the server "
+            "any more; ask an admin to restore it, or register another with 'modelhost envs "
+            f"create {named.name} --r-library DIR'."
+        )
+    columns: dict[str, object] = {
+        "environment": named.name,
+        "environment_revision": named.revision,
+        "r_library": library,
+    }
+    line = f"{named.name} revision {named.revision}: R ({named.interpreter}), library {library}"
     return columns, line
 
 

@@ -152,10 +152,18 @@ def run_environment(services: Services, environment: str | None) -> str | None:
             "Python environment: server, isolated or a named one."
         )
     validate_environment(environment)
-    if (
-        environment not in environments.RESERVED
-        and services.repo.get_environment(environment) is None
-    ):
+    named = (
+        services.repo.get_environment(environment)
+        if environment not in environments.RESERVED
+        else None
+    )
+    if named is not None and named.kind == environments.R:
+        raise errors.BadRequest(
+            f"The environment '{environment}' is an R library, which R versions use; "
+            "--environment chooses a Python environment for a run: server, isolated or a "
+            "named one."
+        )
+    if environment not in environments.RESERVED and named is None:
         raise errors.EnvironmentNotFound(
             f"There is no environment '{environment}'. 'modelhost envs list' shows them, and "
             f"'modelhost envs create {environment} --requirements FILE' makes one."

@@ -6,7 +6,8 @@ library only and stay importable on every Python the worker supports.
 
 Messages (direction, payload):
 
-``READY``        worker → server   JSON ``{"pid", "python", "signature"}``
+``READY``        worker → server   JSON ``{"pid", "python", "signature", "schema"}`` (see
+                                   signatures.py; worker.R describes R formals alike)
 ``LOAD_FAILED``  worker → server   JSON ``{"message", "traceback"}``
 ``CALL``         server → worker   16-byte ASCII request id, then the raw request body
 ``RESULT``       worker → server   request id, ``>d`` model time in ms, the result as JSON bytes

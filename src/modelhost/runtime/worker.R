@@ -82,7 +82,14 @@ read_exact <- function(n) {
   out
 }
 
-if (!requireNamespace("jsonlite", quietly = TRUE)) {
+# In a named R environment (R_LIBS* set to its library, so the site library is not on
+# .libPaths()), the worker's own jsonlite still comes from the server's R.
+r_library <- Sys.getenv("MODELHOST_R_LIBRARY")
+worker_library <- Sys.getenv("MODELHOST_R_WORKER_LIBRARY")
+if (!requireNamespace("jsonlite", quietly = TRUE) && nzchar(worker_library)) {
+  try(loadNamespace("jsonlite", lib.loc = worker_library), silent = TRUE)
+}
+if (!isNamespaceLoaded("jsonlite")) {
   message <- paste(
     "The R package jsonlite is not installed on the server; install it",
     "(Debian: apt-get install r-cran-jsonlite) and publish again."
@@ -118,6 +125,11 @@ fail_load <- function(message, detail = "") {
   quit(status = 1L)
 }
 
+if (nzchar(r_library) && !dir.exists(r_library)) {
+  fail_load(sprintf(paste(
+    "The R library of this version's environment (%s) is not on the server any more;",
+    "ask an admin to restore it, or publish again with another environment."), r_library))
+}
 user_env <- new.env(parent = globalenv())
 if (!file.exists(spec$file)) fail_load(sprintf("File '%s' was not found in the project.", spec$file))
 loaded <- tryCatch(
@@ -128,6 +140,13 @@ if (!isTRUE(loaded)) {
   text <- conditionMessage(loaded)
   if (inherits(loaded, "parseError") || grepl("unexpected", text, fixed = TRUE)) {
     fail_load(sprintf("'%s' has a syntax error: %s", spec$file, text), text)
+  }
+  if (nzchar(r_library) && inherits(loaded, "packageNotFoundError")) {
+    fail_load(sprintf(paste(
+      "Sourcing '%s' needs the R package '%s', which is not in this version's R library",
+      "(%s); the server's site library is not used here. Install the package into that",
+      "library (R CMD INSTALL -l %s PACKAGE) and publish again."),
+      spec$file, loaded$package, r_library, r_library), text)
   }
   fail_load(sprintf("Sourcing '%s' raised an error: %s", spec$file, text), text)
 }
@@ -158,10 +177,41 @@ if (batching && (length(required) > 1L || (!length(param_names) && !has_dots))) 
     signature))
 }
 
+# The formals as JSON Schema (see signatures.py for the shape): a parameter's type is that of a
+# constant default (numeric, integer, character, logical); anything else is any JSON ({}).
+default_schema <- function(value) {
+  empty <- structure(list(), names = character(0))
+  if (!is.atomic(value) || length(value) != 1L) return(empty)
+  if (is.na(value)) return(empty)
+  type <- if (is.logical(value)) "boolean" else if (is.integer(value)) "integer" else
+    if (is.numeric(value)) "number" else if (is.character(value)) "string" else NULL
+  if (is.null(type) || (is.numeric(value) && !is.finite(value))) return(empty)
+  list(type = type, default = value)
+}
+describe_formals <- function() {
+  any_json <- structure(list(), names = character(0))
+  described <- lapply(param_names, function(p) {
+    required <- identical(formal_args[[p]], quote(expr = ))
+    value <- if (required) NULL else tryCatch(eval(formal_args[[p]], baseenv()),
+                                              error = function(e) NULL)
+    list(name = p, kind = "positional_or_keyword", required = required,
+         schema = if (required) any_json else default_schema(value))
+  })
+  if (has_dots) {  # ... takes further arguments by position and by name
+    described <- c(described, list(list(name = "...", kind = "var_positional", schema = any_json),
+                                   list(name = "...", kind = "var_keyword", schema = any_json)))
+  }
+  described
+}
+described <- list(format = 1L, parameters = describe_formals(),
+                  returns = structure(list(), names = character(0)),
+                  `$defs` = structure(list(), names = character(0)))
+
 log_line(sprintf("ready in %.2f s: %s", as.numeric(Sys.time() - started, units = "secs"), signature))
-send_frame(READY, charToRaw(to_json(list(
-  pid = Sys.getpid(), runtime = R.version.string, signature = signature, nonce = nonce
-))))
+send_frame(READY, charToRaw(enc2utf8(to_json(list(
+  pid = Sys.getpid(), runtime = R.version.string, signature = signature, nonce = nonce,
+  schema = described
+)))))
 
 scalar_type <- function(value) {
   if (!is.atomic(value) || length(value) != 1L) return("")

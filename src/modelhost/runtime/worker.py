@@ -46,9 +46,10 @@ def _load_by_path(name: str, path: Path) -> ModuleType:
 
 if TYPE_CHECKING:  # for the type checker only: at run time the worker imports no modelhost
     from modelhost.json_conversions import to_json_compatible
-    from modelhost.runtime import protocol
+    from modelhost.runtime import protocol, signatures
 else:
     protocol = _load_by_path("_modelhost_protocol", _HERE / "protocol.py")
+    signatures = _load_by_path("_modelhost_signatures", _HERE / "signatures.py")
     # Shared with the client; it sits next to this directory, and the sandbox binds it read-only.
     to_json_compatible = _load_by_path(
         "_modelhost_json_conversions", _HERE.parent / "json_conversions.py"
@@ -635,7 +636,13 @@ def main(argv: list[str] | None = None) -> int:
         sock.sendall(protocol.encode(protocol.LOAD_FAILED, body.encode()))
         return 1
     log(f"ready in {time.perf_counter() - started:.2f} s: {handler.described}")
-    ready = {"pid": os.getpid(), "python": sys.version.split()[0], "signature": handler.described}
+    ready = {
+        "pid": os.getpid(),
+        "python": sys.version.split()[0],
+        "signature": handler.described,
+        # JSON Schema of the parameters and result, for the model's OpenAPI document
+        "schema": signatures.describe(function),
+    }
     sock.sendall(protocol.encode(protocol.READY, json.dumps(ready).encode()))
     with contextlib.suppress(OSError):  # the server went away: nothing left to answer
         serve(sock, handler, int(spec.get("concurrency", 1)))

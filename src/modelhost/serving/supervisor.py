@@ -12,6 +12,7 @@ are done.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import shutil
 import time
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from modelhost.backends.base import Backend, Instance, InstanceSpec, InstanceState
-from modelhost.builder import manifests
+from modelhost.builder import manifests, rlibraries
 from modelhost.builder.builds import EnvironmentBuilds
 from modelhost.builder.bundles import BundleStore
 from modelhost.db.repo import BuildFailure, Model, Repo, Version, new_id
@@ -161,7 +162,11 @@ class Supervisor:
             f"{instance.signature or version.function}.\nReady.\n"
         )
         if not self.repo.finish_build(
-            version.id, status="ready", log=log, signature=instance.signature
+            version.id,
+            status="ready",
+            log=log,
+            signature=instance.signature,
+            signature_schema=schema_text(instance.schema),
         ):
             return False
         model = self.repo.find_model(version.model_id)
@@ -290,6 +295,10 @@ class Supervisor:
         if version.isolated:  # its own environment comes first, as if it were activated
             ours["VIRTUAL_ENV"] = str(Path(interpreter).parent.parent)
             path_prefix = str(Path(interpreter).parent)
+        if version.r_library:  # that library and base R only, bound read-only in the sandbox
+            ours.update(
+                await asyncio.to_thread(rlibraries.instance_env, version.r_library, interpreter)
+            )
         env = self.children.env(
             home=workdir, model=model, env_vars=env_vars, ours=ours, path_prefix=path_prefix
         )
@@ -309,6 +318,7 @@ class Supervisor:
             runtime=version.environment_runtime,
             network=model.network,
             batch=version.batch_max_size is not None,
+            libraries=(Path(version.r_library),) if version.r_library else (),
         )
         self._generation[instance_id] = model.generation
         await self.backend.start(spec, self.settings.load_timeout_seconds)
@@ -382,3 +392,16 @@ def load_failure(instance: Instance) -> BuildFailure:
     if traceback:
         failure = failure.removesuffix("\n" + traceback)
     return BuildFailure("load", failure, traceback)
+
+
+#: a description past this size (a huge Pydantic model, say) is not kept: the document then
+#: shows the parameters by name only
+MAX_SCHEMA_BYTES = 256 * 1024
+
+
+def schema_text(schema: dict[str, Any] | None) -> str | None:
+    """An instance's description of its function, as stored with the version."""
+    if not schema:
+        return None
+    text = json.dumps(schema, ensure_ascii=False, separators=(",", ":"))
+    return text if len(text.encode()) <= MAX_SCHEMA_BYTES else None

@@ -11,14 +11,21 @@ from starlette.responses import RedirectResponse, Response
 from modelhost import errors, urls
 from modelhost.db.repo import Model, User
 from modelhost.httpkit.deps import ServicesDep
-from modelhost.operations import Services, access_control, groups, lifecycle, variables
+from modelhost.operations import (
+    Services,
+    access_control,
+    groups,
+    lifecycle,
+    model_docs,
+    variables,
+)
 from modelhost.operations import audit as audit_ops
 from modelhost.operations import metrics as metrics_ops
 from modelhost.operations import models as ops
 from modelhost.operations.access_control import authorize, visible_models
 from modelhost.permissions import PERMISSIONS, allowed, role_of
+from modelhost.ui import apidocs, links, snippets
 from modelhost.ui import charts as charts_svg
-from modelhost.ui import links, snippets
 from modelhost.ui.render import UIRoute, render, wants_json
 from modelhost.ui.session import SessionUser
 
@@ -146,6 +153,41 @@ def overview(request: Request, model: str, services: ServicesDep, user: SessionU
         serving=serving,
     )
     return render(request, services, "model/overview.html", context)
+
+
+@router.get("/models/{model}/docs", summary="A model's API docs, from its OpenAPI document")
+def docs_page(
+    request: Request,
+    model: str,
+    services: ServicesDep,
+    user: SessionUser,
+    route: Annotated[str, Query(description="latest, labels/NAME or versions/N")] = "latest",
+) -> Response:
+    found = model_context(services, user, model)
+    context = _model_page(services, user, found, "docs")
+    choices = [{"value": "latest", "label": "latest"}]
+    choices += [
+        {"value": f"labels/{name}", "label": f"label {name}"}
+        for name in sorted(context["model"]["labels"])
+    ]
+    choices += [
+        {"value": f"versions/{v['number']}", "label": f"version {v['number']}"}
+        for v in reversed(ops.list_versions(services, found))
+        if v["status"] != "failed"
+    ]
+    context.update(route=route, route_choices=choices, docs=None, document=None, problem=None)
+    try:
+        version = model_docs.resolve(services, found, route)
+    except errors.NotFound as exc:
+        context["problem"] = exc.message
+    else:
+        document = model_docs.document(services, found, version, route)
+        context.update(
+            docs=apidocs.page_context(document),
+            document=document,
+            json_url=urls.model_openapi(found.name, route),
+        )
+    return render(request, services, "model/docs.html", context)
 
 
 @router.get("/models/{model}/versions", summary="A model's versions, with actions")

@@ -42,7 +42,7 @@ def publish_page(
         "user": access_control.user_view(user),
         "target": model,
         "log_requests": log_requests,
-        "environments": [e["name"] for e in environments.list_latest(services)],
+        "environments": _environment_choices(services),
     }
     return render(request, services, "publish.html", context)
 
@@ -108,7 +108,7 @@ async def _publish(request: Request, services: Services, user: User, form: FormD
             "target": forms.field(form, "target"),
             "log_requests": log_requests,
             "error": exc.message,
-            "environments": [e["name"] for e in environments.list_latest(services)],
+            "environments": _environment_choices(services),
             "form": {
                 k: forms.field(form, k)
                 for k in (
@@ -196,3 +196,16 @@ def _without(services: Services, archive: BinaryIO, excludes: list[str]) -> Bina
         packed = pack_project(root, files, max_bytes=settings.max_bundle_bytes)
         # pack_project's archive is a temporary file, which outlives the directory
         return packed
+
+
+def _environment_choices(services: Services) -> list[dict[str, str]]:
+    """Named environments for the wizard's list: name and what they are."""
+    return [
+        {
+            "name": e["name"],
+            "what": f"R library {e['r_library']}"
+            if e.get("kind") == "r"
+            else f"Python {e['python_version']} environment",
+        }
+        for e in environments.list_latest(services)
+    ]
