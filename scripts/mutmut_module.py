@@ -7,6 +7,8 @@ tests only (fewer tests, less CPU on a shared machine)::
 
     .venv/bin/python scripts/mutmut_module.py src/modelhost/planning.py run --max-children 2
     .venv/bin/python scripts/mutmut_module.py src/modelhost/planning.py results --all true
+    .venv/bin/python scripts/mutmut_module.py --list       # the modules
+    git diff --name-only main | .venv/bin/python scripts/mutmut_module.py --touched
 """
 
 from __future__ import annotations
@@ -33,6 +35,14 @@ def modules() -> dict[str, list[str]]:
 def main(argv: list[str]) -> None:
     if argv[:1] == ["--list"]:
         print("\n".join(modules()))
+        return
+    if argv[:1] == ["--touched"]:  # changed paths on stdin -> the modules they concern
+        changed = {line.strip() for line in sys.stdin if line.strip()}
+        for module, tests in modules().items():
+            if module in changed or any(
+                p == t or p.startswith(t + "/") for t in tests for p in changed
+            ):
+                print(module)
         return
     if not argv or argv[0] not in modules():
         known = ", ".join(modules())
