@@ -356,3 +356,50 @@ def test_a_transfer_makes_the_previous_owner_an_editor(world: World, admin: obje
     with pytest.raises(errors.BadRequest) as disabled:
         ac.transfer(world.services, moved, "eddie")
     assert disabled.value.message == "'eddie' is disabled and cannot own models."
+
+
+def test_tokens_belong_to_their_model_and_a_revoked_one_is_not_found_again(world: World) -> None:
+    repo = world.services.repo
+    other = repo.create_model(
+        "beer", owner_id=world.owner.id, description="", instance_count=1, invocation_mode="token"
+    )
+    theirs = ac.create_token(world.services, world.owner, other, "billing")
+    ours = ac.create_token(world.services, world.owner, world.model, "billing")
+    assert [t["id"] for t in ac.list_tokens(world.services, world.model)] == [ours["id"]]
+    assert ac.find_token(world.services, world.model, "billing").id == ours["id"]
+    with pytest.raises(errors.NotFound, match="has no active token with the id or name"):
+        ac.find_token(world.services, world.model, theirs["id"])
+    ac.revoke_token(world.services, world.model, "billing")
+    for key in ("billing", ours["id"]):
+        with pytest.raises(errors.NotFound, match="has no active token with the id or name"):
+            ac.revoke_token(world.services, world.model, key)
+    # docs/api.md: the secret is mht_ and 43 characters (32 random bytes, URL-safe base64)
+    assert len(theirs["token"]) == len("mht_G5qmKqMyjt0fxMNRdg78mEk3uuTx52jANsw2lEOUIjs")
+    assert ac.list_tokens(world.services, other)[0]["created_at"].endswith("Z")
+
+
+def test_a_regenerated_token_is_dated_by_its_regeneration(world: World) -> None:
+    made = ac.create_token(world.services, world.owner, world.model, "billing")
+    fresh = ac.regenerate_token(world.services, world.model, made["id"])
+    assert fresh["created_at"] > made["created_at"]
+
+
+def test_keys_made_at_sign_in_expire_when_asked_and_in_the_future(
+    world: World, admin: object
+) -> None:
+    ac.add_user(world.services, admin, "dora", "a-long-password", is_admin=False)  # type: ignore[arg-type]
+    dora = world.services.repo.find_user("dora")
+    ac.login(world.services, "dora", "a-long-password", "10.0.0.9", "day", expires_in_days=1)
+    [day] = ac.list_api_keys(world.services, dora)  # type: ignore[arg-type]
+    assert day["expires_at"] is not None
+    assert day["expires_at"] > day["created_at"]
+
+
+def test_a_bad_key_at_sign_in_throttles_only_its_own_address(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ac, "LOGIN_THROTTLE", ac.Throttle(limit=1))
+    key = ac.create_api_key(world.services, world.owner, "cli")
+    with pytest.raises(errors.Unauthenticated):
+        ac.login_with_key(world.services, "mh_wrong", "10.0.0.1", "s", expires_in_days=1)
+    ac.login_with_key(world.services, key, "10.0.0.2", "s", expires_in_days=1)
