@@ -232,8 +232,8 @@ def create_api(
     )
     api.state.services = services
     http_errors.install(api)
-    for prefix, router in ROUTERS:
-        api.include_router(router, prefix=prefix)
+    for prefix, router in ROUTERS:  # every API route documents the error envelope's statuses
+        api.include_router(router, prefix=prefix, responses=http_errors.ERROR_RESPONSES)
     for ui_router in UI_ROUTERS:
         api.include_router(ui_router)
     api.mount(

@@ -28,14 +28,14 @@ def to_json_compatible(value: Any) -> Any:
     if module.startswith("pandas"):
         if kind.__name__ == "DataFrame":
             return value.to_dict(orient="records")
-        if kind.__name__ in {"Timestamp", "Timedelta"}:
+        # A Timedelta is a timedelta, but written as ISO 8601 ("P0DT1H30M0S") rather than
+        # seconds; a Timestamp is a datetime, and takes the datetime row below.
+        if kind.__name__ == "Timedelta":
             return value.isoformat()
         if kind.__name__ == "Period":  # no isoformat(); its text is ISO 8601 ("2026-12")
             return str(value)
         if kind.__name__ == "NaTType":
             return None
-    if hasattr(value, "tolist") and (module.startswith(("numpy", "pandas"))):
-        return value.tolist()
     if isinstance(value, decimal.Decimal):
         exponent = value.as_tuple().exponent
         if value.is_finite() and isinstance(exponent, int) and exponent >= 0:
@@ -56,6 +56,6 @@ def to_json_compatible(value: Any) -> Any:
         return value.value
     if isinstance(value, (uuid.UUID, PurePath)):
         return str(value)
-    if hasattr(value, "tolist"):  # other array libraries
+    if hasattr(value, "tolist"):  # NumPy, pandas Series and other array libraries
         return value.tolist()
     raise TypeError(f"values of type '{kind.__name__}' cannot be converted to JSON")

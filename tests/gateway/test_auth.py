@@ -10,7 +10,7 @@ import hashlib
 import pytest
 
 from modelhost import errors
-from modelhost.gateway.auth import CHARGED, TokenGuard, token_from_headers
+from modelhost.gateway.auth import CHARGED, Denial, TokenGuard, token_from_headers
 from modelhost.gateway.counters import TokenLimit
 from modelhost.gateway.routes import ModelRoute
 from modelhost.token_limits import Quota, Rate
@@ -204,3 +204,136 @@ def test_tokens_without_limits_on_a_model_with_a_limited_token_are_not_counted()
         scope = _scope([(b"authorization", b"Bearer " + other.encode())])
         guard.check(route, scope, "R" * 16)
         assert CHARGED not in scope
+
+
+# The refusals as docs/api.md ("Invocation authentication") words them, with what each leaves for
+# the audit log: the model, the caller's address, the request and the reason.
+CHALLENGE = 'Basic realm="modelhost", Bearer realm="modelhost"'
+URL_REFUSED = (
+    "Access tokens in the URL are refused (URLs end up in logs); send it as "
+    "'Authorization: Bearer TOKEN' or with curl -u TOKEN:TOKEN."
+)
+MISSING = (
+    "Model 'm' needs an access token: send it with curl -u TOKEN:TOKEN or "
+    "'Authorization: Bearer TOKEN'."
+)
+WRONG = (
+    "The access token is not valid for model 'm' (wrong, revoked or regenerated); ask the "
+    "model's owner for a current one."
+)
+API_KEY = (
+    "That is an API key, which manages models but never calls them; model 'm' needs one of its "
+    "access tokens (mht_...): create one with 'modelhost tokens create m --name WHO'."
+)
+
+
+@pytest.mark.parametrize(
+    ("headers", "query", "refusal", "message", "reason"),
+    [
+        ([], b"key=" + TOKEN.encode(), errors.BadRequest, URL_REFUSED, "token in the URL"),
+        ([], b"", errors.Unauthenticated, MISSING, "no token"),
+        (
+            [(b"authorization", b"Bearer mht_wrong")],
+            b"",
+            errors.Unauthenticated,
+            WRONG,
+            "wrong token",
+        ),
+        (
+            [(b"authorization", b"Bearer mh_key")],
+            b"",
+            errors.Unauthenticated,
+            API_KEY,
+            "wrong token",
+        ),
+    ],
+    ids=["token in the URL", "no token", "wrong token", "an API key"],
+)
+def test_each_refusal_says_what_the_docs_say_and_is_queued_for_the_audit_log(
+    headers: list[tuple[bytes, bytes]],
+    query: bytes,
+    refusal: type[errors.ModelhostError],
+    message: str,
+    reason: str,
+) -> None:
+    guard = TokenGuard()
+    with pytest.raises(refusal) as refused:
+        guard.check(ROUTE, _scope(headers, query=query, ip="192.0.2.7"), "REQUEST000000001")
+    assert refused.value.message == message
+    if refusal is errors.Unauthenticated:
+        assert refused.value.headers == {"WWW-Authenticate": CHALLENGE}
+    assert list(guard.denials) == [Denial("mid", "m", "192.0.2.7", "REQUEST000000001", reason)]
+
+
+def test_a_call_whose_address_is_unknown_counts_under_unknown() -> None:
+    guard = TokenGuard()
+    with pytest.raises(errors.Unauthenticated):
+        guard.check(ROUTE, {"headers": [], "query_string": b"", "client": None}, "R" * 16)
+    assert [d.source_ip for d in guard.denials] == ["unknown"]
+
+
+def test_by_default_twenty_failures_within_sixty_seconds_throttle_an_address() -> None:
+    now = [500.0]
+    guard = TokenGuard(clock=lambda: now[0])  # the documented defaults: 20 failures, 60 s
+    for _ in range(20):
+        with pytest.raises(errors.Unauthenticated):
+            guard.check(ROUTE, _scope([], ip="127.0.0.1"), "R" * 16)
+    with pytest.raises(errors.TooManyRequests) as throttled:
+        guard.check(ROUTE, _scope([], ip="127.0.0.1"), "R" * 16)
+    assert throttled.value.message == (
+        "Too many calls with a wrong or missing token from 127.0.0.1; wait a minute and use a "
+        "valid access token."
+    )
+    assert throttled.value.headers == {"Retry-After": "60"}
+    now[0] += 60.0  # a failure exactly 60 s old is still within 60 s
+    with pytest.raises(errors.TooManyRequests):
+        guard.check(ROUTE, _scope([], ip="127.0.0.1"), "R" * 16)
+    now[0] += 0.5
+    with pytest.raises(errors.Unauthenticated):
+        guard.check(ROUTE, _scope([], ip="127.0.0.1"), "R" * 16)
+
+
+def test_nineteen_failures_do_not_throttle_an_address() -> None:
+    guard = TokenGuard()
+    for _ in range(19):
+        with pytest.raises(errors.Unauthenticated):
+            guard.check(ROUTE, _scope([]), "R" * 16)
+    with pytest.raises(errors.Unauthenticated):
+        guard.check(ROUTE, _scope([]), "R" * 16)
+
+
+def test_at_most_ten_thousand_denied_calls_wait_for_the_audit_log() -> None:
+    guard = TokenGuard()
+    for n in range(10_001):  # each from its own address, so none is throttled
+        with pytest.raises(errors.Unauthenticated):
+            guard.check(
+                ROUTE, _scope([], ip=f"10.{n // 256 // 256}.{n // 256 % 256}.{n % 256}"), "R" * 16
+            )
+    assert len(guard.denials) == 10_000
+    assert guard.denials[0].source_ip == "10.0.0.1"  # the oldest was dropped
+
+
+def test_the_authorization_header_is_found_among_the_others() -> None:
+    headers = [(b"host", b"127.0.0.1:8000"), (b"authorization", b"Bearer " + TOKEN.encode())]
+    TokenGuard().check(ROUTE, _scope(headers), "R" * 16)
+
+
+def test_spaces_between_the_scheme_and_the_token_are_allowed() -> None:
+    TokenGuard().check(ROUTE, _scope([(b"authorization", b"Bearer   " + TOKEN.encode())]), "R" * 16)
+
+
+def test_a_scheme_other_than_basic_or_bearer_carries_no_token() -> None:
+    encoded = _basic(TOKEN, TOKEN).split(b" ")[1]
+    with pytest.raises(errors.Unauthenticated, match="needs an access token"):
+        TokenGuard().check(ROUTE, _scope([(b"authorization", b"Digest " + encoded)]), "R" * 16)
+
+
+def test_basic_credentials_with_characters_outside_base64_carry_no_token() -> None:
+    encoded = _basic(TOKEN, TOKEN).split(b" ")[1]
+    garbled = encoded[:4] + b"*" + encoded[4:]  # decoding leniently would drop the "*"
+    with pytest.raises(errors.Unauthenticated, match="needs an access token"):
+        TokenGuard().check(ROUTE, _scope([(b"authorization", b"Basic " + garbled)]), "R" * 16)
+
+
+def test_a_basic_password_may_contain_colons_the_user_name_ends_at_the_first() -> None:
+    TokenGuard().check(ROUTE, _scope([(b"authorization", _basic(TOKEN, "any:thing"))]), "R" * 16)

@@ -177,13 +177,26 @@ def transfer(model: str, body: Transfer, services: ServicesDep, user: UserDep) -
 AuditFormat = Annotated[str, Query(pattern="^(json|csv)$", description="json or csv")]
 
 
+#: what the audit routes answer, for the OpenAPI: JSON, or CSV with ``format=csv``
+_AUDIT_ANSWERS: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": '{"events": [event, ...]} newest first, or CSV with format=csv',
+        "content": {"text/csv": {"schema": {"type": "string"}}},
+    }
+}
+
+
 def _answer(events: list[dict[str, Any]], output: str) -> Any:
     if output == "csv":
         return Response(audit_ops.to_csv(events), media_type="text/csv")
     return {"events": events}
 
 
-@router.get("/models/{model}/audit", summary="A model's audit events (viewers and above)")
+@router.get(
+    "/models/{model}/audit",
+    summary="A model's audit events (viewers and above)",
+    responses=_AUDIT_ANSWERS,
+)
 def model_audit(
     model: str,
     services: ServicesDep,
@@ -200,7 +213,7 @@ def model_audit(
     return _answer(events, format)
 
 
-@router.get("/audit", summary="Every audit event (admins)")
+@router.get("/audit", summary="Every audit event (admins)", responses=_AUDIT_ANSWERS)
 def server_audit(
     services: ServicesDep,
     user: UserDep,

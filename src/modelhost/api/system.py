@@ -21,7 +21,27 @@ router = APIRouter(tags=["system"])
 @router.get(
     urls.HEALTH,
     summary="Health: 200 while the server takes traffic, 503 once it is stopping",
-    responses={503: {"description": "The server is stopping: take it out of rotation"}},
+    responses={
+        503: {
+            "description": "The server is stopping: take it out of rotation. The body is the "
+            "health report (not the error envelope), with ready false.",
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["status", "ready", "leader", "version", "isolation"],
+                        "properties": {
+                            "status": {"const": "draining"},
+                            "ready": {"const": False},
+                            "leader": {"type": "boolean"},
+                            "version": {"type": "string"},
+                            "isolation": {"type": "object"},
+                        },
+                    }
+                }
+            },
+        }
+    },
 )
 def health(services: ServicesDep) -> Response:
     """``ready`` is false (and the status 503) once the server was asked to stop and drains;

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from pydantic import BaseModel
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException
 
@@ -25,6 +28,65 @@ _BY_STATUS: dict[int, type[errors.ModelhostError]] = {
     413: errors.PayloadTooLarge,
     415: errors.UnsupportedMediaType,
 }
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorEnvelope(BaseModel):
+    """The one JSON error envelope (:func:`modelhost.errors.error_body`), as OpenAPI shows it."""
+
+    error: ErrorDetail
+    request_id: str
+
+
+#: Errors only the Python client raises: no route answers with them.
+_CLIENT_ONLY = (errors.BuildFailed, errors.ConnectionFailed)
+
+
+def error_responses() -> dict[int | str, dict[str, Any]]:
+    """Every status the exception tree gives an error that a route can answer, each with the
+    error envelope and the codes it carries: the ``responses`` every API route documents."""
+    codes: dict[int, list[str]] = {}
+    for cls in errors.ERRORS_BY_CODE.values():
+        if not issubclass(cls, _CLIENT_ONLY):
+            codes.setdefault(cls.status, []).append(cls.code)
+    return {
+        status: {
+            "model": ErrorEnvelope,
+            "description": "The error envelope; code " + ", ".join(sorted(codes[status])) + ".",
+        }
+        for status in sorted(codes)
+    }
+
+
+#: what every API route documents besides its success (applied in app.py, one place)
+ERROR_RESPONSES = error_responses()
+
+
+def _openapi_without_validation_422(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's OpenAPI, less the 422 it adds to routes with parameters: a request that fails
+    validation is answered 400 in the error envelope (``install``), never 422."""
+    if app.openapi_schema is None:
+        schema = get_openapi(
+            title=app.title,
+            version=app.version,
+            description=app.description,
+            routes=app.routes,
+        )
+        for path in schema.get("paths", {}).values():
+            for operation in path.values():
+                responses = operation.get("responses", {})
+                validation = responses.get("422", {}).get("content", {}).get("application/json")
+                if validation and "HTTPValidationError" in str(validation.get("schema")):
+                    del responses["422"]
+        components = schema.get("components", {}).get("schemas", {})
+        for unused in ("HTTPValidationError", "ValidationError"):
+            components.pop(unused, None)
+        app.openapi_schema = schema
+    return app.openapi_schema
 
 
 def request_id(request: Request) -> str:
@@ -66,6 +128,8 @@ def _describe_validation(exc: RequestValidationError) -> str:
 
 
 def install(app: FastAPI) -> None:
+    app.openapi = lambda: _openapi_without_validation_422(app)  # type: ignore[method-assign]
+
     @app.exception_handler(errors.ModelhostError)
     async def _modelhost_error(request: Request, exc: errors.ModelhostError) -> JSONResponse:
         if exc.status >= 500:
