@@ -5,8 +5,10 @@ see."""
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import itertools
+import json
 import shutil
 import tarfile
 from dataclasses import dataclass
@@ -14,6 +16,8 @@ from pathlib import Path
 
 import anyio
 import httpx
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from fastapi.routing import APIRoute
 
@@ -134,6 +138,16 @@ ROUTE_NEEDS: dict[tuple[str, str], str] = {
 #: The status each route answers when it succeeds, from the routes table of docs/api.md ("201,
 #: the new model", "204", ...): an allowed case must get exactly this, never merely "not an error".
 SUCCESS: dict[tuple[str, str], int] = {
+    # from the routes tables in docs/api.md
+    ("GET", "/api/v1/models/{model}/captures"): 200,
+    ("POST", "/api/v1/models/{model}/captures/drift"): 200,
+    ("PATCH", "/api/v1/models/{model}/tokens/{token_id}"): 200,
+    ("GET", "/api/v1/models/{model}/webhook"): 200,
+    ("PUT", "/api/v1/models/{model}/webhook"): 200,
+    ("PATCH", "/api/v1/models/{model}/versions/{number}"): 200,
+    ("GET", "/models/{model}/openapi.json"): 200,
+    ("GET", "/models/{model}/labels/{label}/openapi.json"): 200,
+    ("GET", "/models/{model}/versions/{number}/openapi.json"): 200,
     ("GET", "/health"): 200,
     ("GET", "/"): 200,
     ("GET", "/favicon.ico"): 200,
@@ -261,6 +275,27 @@ BODIES: dict[tuple[str, str], dict[str, object]] = {
     ("POST", "/api/v1/groups"): {"name": "fresh-group"},
     ("PUT", "/api/v1/models/{model}/groups/{group}"): {"role": "editor"},
 }
+
+
+def _captured(home: Path, model_id: str) -> None:
+    """Captured calls of version 1 in the documented layout: two days ago and now."""
+    now = dt.datetime.now(dt.timezone.utc)
+    for moment in (now - dt.timedelta(days=2), now):
+        folder = home / "captures" / f"model={model_id}" / "version=1"
+        folder = folder / f"hour={moment.strftime('%Y-%m-%dT%H')}"
+        folder.mkdir(parents=True, exist_ok=True)
+        bodies = [{"data": {"x": float(i), "y": float(i % 3)}} for i in range(20)]
+        table = pa.table(
+            {
+                "time": pa.array([moment] * len(bodies), pa.timestamp("ms", tz="UTC")),
+                "request_id": [f"R{i:015d}" for i in range(len(bodies))],
+                "version": pa.array([1] * len(bodies), pa.int32()),
+                "version_id": ["v"] * len(bodies),
+                "input": [json.dumps(b) for b in bodies],
+                "output": ["3"] * len(bodies),
+            }
+        )
+        pq.write_table(table, folder / "part-1-1-1.parquet")
 
 
 def _routes() -> set[tuple[str, str]]:
@@ -462,6 +497,14 @@ def test_the_route_answers_each_actor_as_the_permission_table_says(
             version = repo.get_version(found.id, 1)
             assert version is not None
             repo.update_version(version.id, batch_max_size=8, batch_max_wait_ms=5.0)
+        if route in (
+            ("GET", "/api/v1/models/{model}/captures"),
+            ("POST", "/api/v1/models/{model}/captures/drift"),
+        ):  # something captured: a first day, and calls after it
+            found = app.services.repo.find_model("m")
+            assert found is not None
+            _captured(home, found.id)
+            kwargs["params"] = {"version": 1, "reference": "first-day"}
         if route == ("POST", "/api/v1/models/{model}/test"):  # the call needs a running version
             await app.services.reconciler.reconcile_once()
             await app.services.reconciler.reconcile_once()
