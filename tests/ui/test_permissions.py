@@ -22,6 +22,7 @@ from modelhost.operations import access_control
 from modelhost.operations.credentials import bootstrap_admin
 from modelhost.settings import load_settings
 from modelhost.ui import actions, session
+from tests.api.test_permissions import _captured
 from tests.fakes import FakeBackend
 from tests.helpers import PROJECTS
 from tests.test_permissions_table import LEAST_ROLE, ROLE_ORDER
@@ -61,6 +62,11 @@ UI_ROUTE_NEEDS: dict[tuple[str, str], str] = {
 #: twin"): a page, or a form action's ``{"result", "message"}``, is 200; the publish form's is
 #: the API publish's 201; ``/ui/``, signing in and signing out redirect (303) whatever is asked.
 SUCCESS: dict[tuple[str, str], int] = {
+    # pages answer 200 (docs/ui.md); the drift report's upload is a page too
+    ("GET", "/ui/models/{model}/docs"): 200,
+    ("GET", "/ui/models/{model}/drift"): 200,
+    ("POST", "/ui/models/{model}/drift"): 200,
+    ("GET", "/ui/models/{model}/predictions/{prediction_id}"): 200,
     ("GET", "/ui/"): 303,
     ("GET", "/ui/sign-in"): 200,
     ("POST", "/ui/sign-in"): 303,
@@ -294,6 +300,15 @@ def test_the_ui_route_answers_each_actor_as_the_permission_table_says(
                     version = repo.get_version(found.id, 1)
                     assert version is not None
                     repo.update_version(version.id, batch_max_size=8, batch_max_wait_ms=5.0)
+                if path == "/ui/models/{model}/drift":  # captured calls, and a reference
+                    found = app.services.repo.find_model("m")
+                    assert found is not None
+                    _captured(home, found.id)
+                    reference = "x,y\n" + "".join(f"{i},{i % 3}\n" for i in range(20))
+                    upload = {"reference": ("reference.csv", reference.encode(), "text/csv")}
+                    return await http.post(
+                        concrete, headers=headers, data={"version": "1"}, files=upload
+                    )
                 if path == "/ui/models/{model}/test":  # the call needs a running version
                     await app.services.reconciler.reconcile_once()
                     await app.services.reconciler.reconcile_once()

@@ -102,7 +102,10 @@ async def drift_upload(
     form = await forms.read(request)
     version = forms.optional_int(form, "version", "The version")
     upload = form.get("reference")
-    data = await upload.read() if isinstance(upload, UploadFile) else b""
+    try:
+        data = await upload.read() if isinstance(upload, UploadFile) else b""
+    finally:
+        await form.close()  # the upload's temporary file
     report = await asyncio.to_thread(
         ops.drift_report, services, user, model, version=version, reference=data
     )
