@@ -76,11 +76,20 @@ def test_counters_match_the_calls_made_across_gateway_processes(
         statuses += [server.invoke("scraped", {"data": {"z": 1}}, route).status_code]
         assert statuses == [200] * 30 + [500, 400, 400]
         labels = {"model": "scraped", "version": "1", "route": route}
+        # A batching version: one after another, its calls each leave alone, a batch of one.
+        client.publish(
+            f"{PROJECTS / 'batching'}/batching.py:total", name="batched", batch_max_size=8
+        )
+        client.update_model("batched", instance_count=2)
+        wait_until(lambda: [i["state"] for i in client.instances("batched")] == ["ready"] * 2, 60)
+        for n in range(10):
+            assert server.invoke("batched", {"parameters": [n, n]}).status_code == 200
 
         def counted() -> dict[str, dict[tuple, float]] | None:
             samples = _scrape(server)
             calls = _value(samples, "modelhost_request_duration_seconds_count", **labels)
-            return samples if calls >= 33 else None
+            batches = _value(samples, "modelhost_batch_size_count", model="batched", version="1")
+            return samples if calls >= 33 and batches >= 10 else None
 
         samples = wait_until(counted, timeout=15)  # gateway processes report each second
         assert _value(samples, "modelhost_requests_total", **labels, code="200") == 30
@@ -109,7 +118,11 @@ def test_counters_match_the_calls_made_across_gateway_processes(
             )
             > 0
         )
-        assert _value(samples, "modelhost_versions_running") == 1
+        assert _value(samples, "modelhost_versions_running") == 2
+        batched = {"model": "batched", "version": "1"}
+        assert _value(samples, "modelhost_batch_size_count", **batched) == 10
+        assert _value(samples, "modelhost_batch_size_sum", **batched) == 10
+        assert _value(samples, "modelhost_batch_size_bucket", **batched, le="1.0") == 10
         assert _value(samples, "modelhost_uptime_seconds") > 0
         exposed = set(samples)
         for name in NAMES:  # every metric the docs name is there
