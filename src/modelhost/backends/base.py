@@ -47,6 +47,11 @@ class InstanceSpec:
     network: bool = True
     #: the function is a batching function: it takes a list of inputs, returns a list
     batch: bool = False
+    #: start it by forking the version's fork server, which imported the script once (Python
+    #: only); False starts it fresh, for libraries that do not survive a fork
+    fork: bool = False
+    #: the model's generation: a restart gets a new fork server, so a fresh import
+    generation: int = 0
 
 
 class CallResult(NamedTuple):  # a tuple: one is made per call, on the hot path

@@ -118,6 +118,8 @@ class Version:
     batch_max_size: int | None = None
     #: how long calls wait for company while every instance is busy
     batch_max_wait_ms: float | None = None
+    #: instances are forked from the version's fork server (False: each starts fresh)
+    fork: bool = True
 
     @property
     def failure(self) -> BuildFailure | None:

@@ -107,6 +107,8 @@ versions = Table(
     #: a batching function's largest batch (None: not a batching function) and longest wait
     Column("batch_max_size", Integer, nullable=True),
     Column("batch_max_wait_ms", Float, nullable=True),
+    #: instances are forked from a process that imported the script (False: each starts fresh)
+    Column("fork", Boolean, nullable=False, default=True),
     UniqueConstraint("model_id", "number", name="uq_versions_model_number"),
     UniqueConstraint("model_id", "idempotency_key", name="uq_versions_model_idempotency_key"),
 )

@@ -309,6 +309,8 @@ class Supervisor:
             runtime=version.environment_runtime,
             network=model.network,
             batch=version.batch_max_size is not None,
+            fork=version.fork,
+            generation=model.generation,
         )
         self._generation[instance_id] = model.generation
         await self.backend.start(spec, self.settings.load_timeout_seconds)
