@@ -9,8 +9,9 @@ instance imports the script itself). For each, it scales from one instance up to
 ``--instances``, one at a time, and for each new instance records:
 
 - the start time: from the ``PATCH`` of ``instance_count`` until the new instance is ready in
-  the instances list (polled every 5 ms), and, for a forked one, the fork time the instance
-  writes to its log (request received to READY sent);
+  the instances list (polled every 5 ms), and, for a forked one, from its log: the time from
+  the server's ``starting instance`` line to the forked instance's first line, and the fork
+  time the instance writes (fork request received to serving);
 - the memory of every process of the version, read from ``/proc/PID/smaps_rollup``: PSS, RSS
   and USS (private pages) of each instance, and PSS of the fork server.
 
@@ -50,6 +51,7 @@ PROJECT = ROOT / "bench" / "projects" / "bigarray"
 _POLL_SECONDS = 0.005
 _TIMEOUT_SECONDS = 120.0
 _FORKED_IN = re.compile(r"instance (\w+) \(pid \d+\) forked from the fork server in ([0-9.]+) ms")
+_STAMP = re.compile(r"^(\S+Z) ")
 
 
 def memory_kb(pid: int) -> dict[str, int]:
@@ -101,12 +103,26 @@ def scale_up(client: modelhost.Client, model: str, count: int) -> tuple[float, A
     raise RuntimeError(f"{model}: no new instance {_TIMEOUT_SECONDS:g} s after scaling up")
 
 
-def fork_ms(home: Path, instance_id: str) -> float | None:
+def fork_ms(home: Path, instance_id: str) -> tuple[float | None, float | None]:
+    """From the instance's log: the fork's own time (request received to serving), and the
+    time from the server's ``starting instance`` line to the forked instance's first line."""
     for log in home.glob(f"logs/*/v*-{instance_id}.log"):
-        for match in _FORKED_IN.finditer(log.read_text(errors="replace")):
-            if match.group(1) == instance_id:
-                return float(match.group(2))
-    return None
+        lines = log.read_text(errors="replace").splitlines()
+        started = forked = None
+        took = None
+        for line in lines:
+            stamp = _STAMP.match(line)
+            if stamp is None:
+                continue
+            when = dt.datetime.fromisoformat(stamp.group(1).replace("Z", "+00:00"))
+            if "starting instance" in line and started is None:
+                started = when
+            match = _FORKED_IN.search(line)
+            if match and match.group(1) == instance_id:
+                forked, took = when, float(match.group(2))
+        if started and forked:
+            return took, (forked - started).total_seconds() * 1000
+    return None, None
 
 
 def measure(
@@ -130,7 +146,8 @@ def measure(
                     "round": round_number + 1,
                     "instances": count,
                     "start_ms": seconds * 1000,
-                    "fork_ms": fork_ms(home, new.id),
+                    "fork_ms": fork_ms(home, new.id)[0],
+                    "launch_ms": fork_ms(home, new.id)[1],
                     "new_instance": members[new.id],
                     "first_instance": members[first.id],
                     "fork_server": server_kb,
@@ -139,7 +156,8 @@ def measure(
             )
             print(
                 f"{model} round {round_number + 1}, instance {count}: ready in "
-                f"{seconds * 1000:.0f} ms (fork {rows[-1]['fork_ms']} ms); new PSS "
+                f"{seconds * 1000:.0f} ms (fork {rows[-1]['fork_ms']} ms, launch "
+                f"{rows[-1]['launch_ms']} ms); new PSS "
                 f"{members[new.id]['pss'] / 1024:.0f} MB, USS {members[new.id]['uss'] / 1024:.0f}"
                 f" MB, RSS {members[new.id]['rss'] / 1024:.0f} MB; version total PSS "
                 f"{total / 1024:.0f} MB",
@@ -179,6 +197,11 @@ def summary(name: str, data: dict[str, Any]) -> dict[str, Any]:
         / 1024,
         "start_ms_median": statistics.median(r["start_ms"] for r in rows),
         "start_ms_max": max(r["start_ms"] for r in rows),
+        "launch_ms_median": (
+            statistics.median(r["launch_ms"] for r in rows if r["launch_ms"] is not None)
+            if any(r["launch_ms"] is not None for r in rows)
+            else None
+        ),
         "fork_ms_median": (
             statistics.median(r["fork_ms"] for r in rows if r["fork_ms"] is not None)
             if any(r["fork_ms"] is not None for r in rows)
@@ -246,7 +269,12 @@ def main(argv: list[str] | None = None) -> int:
             f"(at most {s['added_share_of_first']:.1%} of the first); new instance USS "
             f"{s['new_instance_uss_mb_median']:.1f} MB; extra instance ready in "
             f"{s['start_ms_median']:.0f} ms median, {s['start_ms_max']:.0f} ms max"
-            + (f"; fork {s['fork_ms_median']:.1f} ms" if s["fork_ms_median"] is not None else "")
+            + (
+                f"; server start to forked instance {s['launch_ms_median']:.1f} ms, the fork "
+                f"{s['fork_ms_median']:.1f} ms"
+                if s["fork_ms_median"] is not None
+                else ""
+            )
         )
     print(f"written to {options.output}")
     return 0

@@ -99,8 +99,10 @@ def test_a_version_published_without_fork_imports_fresh_for_each_instance(
     server: Server,
 ) -> None:
     client = server.client()
-    version = client.publish(WHOAMI, name="cow-fresh", fork=False)
-    assert version.fork is False
+    server.cli("publish", WHOAMI, "--name", "cow-fresh", "--no-fork", check=True)
+    assert client.version("cow-fresh", 1).fork is False
+    shown = server.cli("versions", "cow-fresh", "--number", "1", check=True).stdout
+    assert "no (each instance starts fresh)" in shown
     client.update_model("cow-fresh", instance_count=2)
     instances = _ready(server, "cow-fresh", 2)
     assert not any(i.forked for i in instances)
