@@ -39,8 +39,9 @@ logger = logging.getLogger(__name__)
 WORKER = RUNTIME_DIR / "worker.py"
 #: environment variables that differ between the instances of one fork server
 PER_INSTANCE_ENV = ("MODELHOST_INSTANCE_ID",)
-#: how long a fork server with no instances is kept for the next one (a replacement)
-IDLE_SECONDS = 30.0
+#: how long a fork server with no instances is kept for the next one (a replacement, which
+#: the reconciler starts at once); what the script started at import ends with it
+IDLE_SECONDS = 5.0
 _STOP_GRACE_SECONDS = 5.0
 _MAX_MESSAGE = 1 << 20
 
@@ -168,6 +169,11 @@ class ForkServer:
         if self._server_pid is None and process is not None and process.returncode is None:
             self._server_pid = innermost_pid(process.pid)
         return self._server_pid
+
+    @property
+    def usable(self) -> bool:
+        """Whether it can take fork requests (it is not gone, nor being stopped)."""
+        return not self.ended and (self._control is not None or self._process is None)
 
     @property
     def busy(self) -> bool:

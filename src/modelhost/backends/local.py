@@ -453,7 +453,7 @@ class LocalBackend:
         if key in self._unforkable:
             return None
         server = self._fork_servers.get(key)
-        if server is None or server.ended:
+        if server is None or not server.usable:
             server = ForkServer(
                 key,
                 spec,
