@@ -114,11 +114,10 @@ def test_a_script_that_fails_to_import_is_reported_once_and_the_fork_server_exit
     tmp_path: Path,
 ) -> None:
     server = ForkServer("import_error", "predict.py", "predict", tmp_path / "server.log")
-    answer = server.control.recv(1 << 20)
+    answer = server.receive()
     server.control.close()
-    kind, payload = protocol.FrameDecoder().feed(answer)[0]
-    assert kind == protocol.LOAD_FAILED
-    assert "Importing 'predict.py' raised" in json.loads(payload)["message"]
+    assert "Importing 'predict.py' raised" in answer["load_failed"]["message"]
+    assert "Traceback" in answer["load_failed"]["traceback"]
     assert server.process.wait(30) == 1
 
 

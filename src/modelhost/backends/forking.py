@@ -248,6 +248,19 @@ class ForkServer:
             self._waiting.append(request)
         return request.forked
 
+    def locate(self, forked: Forked, inner: int) -> None:
+        """Note a forked instance's pid in the fork server's namespace, its pid on this
+        machine and a pidfd of it (when its READY comes before the fork server's report, the
+        instance says it first)."""
+        if forked.inner_pid is not None:
+            return
+        forked.inner_pid = inner
+        server = self.pid
+        forked.pid = host_pid(server, inner) if server is not None else inner
+        if forked.pid is not None:
+            with contextlib.suppress(OSError):
+                forked.pidfd = os.pidfd_open(forked.pid)
+
     def kill_child(self, forked: Forked) -> None:
         """End a forked instance: through its pidfd, and through the fork server, which can
         always tell its own children (a pidfd may not have been found)."""
@@ -326,12 +339,7 @@ class ForkServer:
                 return
             inner = int(message["pid"])
             forked = sent.forked
-            forked.inner_pid = inner
-            server = self.pid
-            forked.pid = host_pid(server, inner) if server is not None else inner
-            if forked.pid is not None:
-                with contextlib.suppress(OSError):
-                    forked.pidfd = os.pidfd_open(forked.pid)
+            self.locate(forked, inner)
             self._children[inner] = forked
             sent.connection.close()
         elif "fork_failed" in message:

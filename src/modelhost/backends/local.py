@@ -311,6 +311,8 @@ class LocalInstance(CallChannel):
                 self.kill()
                 return
             self.signature = info.get("signature")
+            if self._forked is not None and self._fork_server is not None:
+                self._fork_server.locate(self._forked, int(info["pid"]))
             if self.state is InstanceState.STARTING:
                 self.state = InstanceState.READY
                 self._on_change()

@@ -605,9 +605,11 @@ def _load(spec: dict[str, Any]) -> Handler:
     )
 
 
-def _load_logged(spec: dict[str, Any], sock: socket.socket, what: str) -> Handler | None:
-    """:func:`_load`, with its progress in the log; a failure is sent as LOAD_FAILED on
-    ``sock`` and gives None."""
+def _load_logged(
+    spec: dict[str, Any], report: Callable[[dict[str, str]], None], what: str
+) -> Handler | None:
+    """:func:`_load`, with its progress in the log; a failure is given to ``report`` and
+    gives None."""
     log(
         f"{what} (pid {os.getpid()}) loading {spec['file']}:{spec['function']} with "
         f"{sys.executable}"
@@ -620,8 +622,7 @@ def _load_logged(spec: dict[str, Any], sock: socket.socket, what: str) -> Handle
             sys.stderr.write(exc.user_traceback)
         log(f"load failed: {exc.message}")
         sys.stderr.flush()
-        body = json.dumps({"message": exc.message, "traceback": exc.user_traceback})
-        sock.sendall(protocol.encode(protocol.LOAD_FAILED, body.encode()))
+        report({"message": exc.message, "traceback": exc.user_traceback})
         return None
     log(f"ready in {time.perf_counter() - started:.2f} s: {handler.described}")
     return handler
@@ -696,7 +697,9 @@ def fork_server(control: socket.socket, spec: dict[str, Any]) -> int:
     started threads at import it says so in its READY message and exits, and the server
     starts that version's instances fresh instead. It never runs a call itself.
     """
-    handler = _load_logged(spec, control, "fork server")
+    handler = _load_logged(
+        spec, lambda failure: _send(control, {"load_failed": failure}), "fork server"
+    )
     if handler is None:
         return 1
     threads = _threads()
@@ -824,7 +827,11 @@ def main(argv: list[str] | None = None) -> int:
         control.setblocking(True)
         return fork_server(control, spec)
     sock = socket.socket(fileno=options.fd)
-    handler = _load_logged(spec, sock, f"instance {spec.get('instance', '?')}")
+
+    def load_failed(failure: dict[str, str]) -> None:
+        sock.sendall(protocol.encode(protocol.LOAD_FAILED, json.dumps(failure).encode()))
+
+    handler = _load_logged(spec, load_failed, f"instance {spec.get('instance', '?')}")
     if handler is None:
         return 1
     return _serve_instance(sock, handler, spec)
