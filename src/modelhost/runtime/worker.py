@@ -798,6 +798,12 @@ def _fork(
             f"{took:.1f} ms: {handler.described}"
         )
         code = _serve_instance(socket.socket(fileno=connection), handler, spec)
+    except SystemExit as exc:  # the function called sys.exit: exit as a fresh worker would
+        if exc.code is None or isinstance(exc.code, int):
+            code = exc.code or 0
+        else:
+            sys.stderr.write(f"{exc.code}\n")
+            code = 1
     except BaseException:
         traceback.print_exc()
     finally:
