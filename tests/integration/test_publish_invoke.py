@@ -74,7 +74,8 @@ def test_a_model_is_callable_by_id_and_by_name(server: Server) -> None:
 
 def test_module_level_code_runs_once_per_instance_and_calls_reuse_it(server: Server) -> None:
     client = server.client()
-    client.publish(PROJECTS / "once", file="once.py", function="count", name="once")
+    # fork off: each instance imports the script itself (with fork on, see below)
+    client.publish(PROJECTS / "once", file="once.py", function="count", name="once", fork=False)
     answers = [client.predict("once", parameters=[]).result for _ in range(5)]
     assert [a["calls"] for a in answers] == [1, 2, 3, 4, 5]
     assert {a["instance"] for a in answers} == {answers[0]["instance"]}
@@ -88,6 +89,21 @@ def test_module_level_code_runs_once_per_instance_and_calls_reuse_it(server: Ser
         line["instance"] for line in client.logs("once") if line["text"] == "module imported"
     ]
     assert sorted(imported) == sorted(instances)  # once in each instance, no more
+
+
+def test_module_level_code_runs_once_for_all_the_instances_forked_from_it(
+    server: Server,
+) -> None:
+    client = server.client()
+    client.publish(PROJECTS / "once", file="once.py", function="count", name="once-forked")
+    first = client.predict("once-forked", parameters=[]).result["instance"]
+    client.update_model("once-forked", instance_count=2)
+    wait_until(lambda: [i["state"] for i in client.instances("once-forked")] == ["ready"] * 2)
+    assert all(i["forked"] for i in client.instances("once-forked"))
+    imported = [
+        line["instance"] for line in client.logs("once-forked") if line["text"] == "module imported"
+    ]
+    assert imported == [first]  # by the fork server, in the first instance's log, once
 
 
 def test_the_working_directory_is_the_projects_copy_so_relative_paths_work(

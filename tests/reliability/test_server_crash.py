@@ -61,7 +61,24 @@ class RetryingLoad:
 
 
 def _workers_of(home: Path) -> list[int]:
-    """The instance workers serving from ``home`` (their command names its working copies)."""
+    """The instance workers serving from ``home`` (their command names its working copies):
+    fresh ones, and those forked from a fork server, not the fork servers themselves (an
+    instance forked from one has it as its parent, and the same command)."""
+    found = _worker_processes(home)
+    forked = {pid for pid in found if _parent(pid) in found}
+    servers = {_parent(pid) for pid in forked}
+    return [pid for pid in found if pid not in servers]
+
+
+def _parent(pid: int) -> int:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    return int(next(line for line in status.splitlines() if line.startswith("PPid:")).split()[1])
+
+
+def _worker_processes(home: Path) -> list[int]:
     found = []
     for name in os.listdir("/proc"):
         if not name.isdigit():

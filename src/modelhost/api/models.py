@@ -155,6 +155,15 @@ async def publish_version(
             "instance is busy, 0 to 10000 ms (default 5)"
         ),
     ] = None,
+    fork: Annotated[
+        bool,
+        Query(
+            description="Start the second and later instances by forking a process that "
+            "imported the script once, so they share its memory (Python; the default). false "
+            "starts each instance fresh, for libraries that do not survive a fork (threads "
+            "started at import, CUDA, some gRPC clients)"
+        ),
+    ] = True,
     idempotency_key: Annotated[
         str | None,
         Header(
@@ -178,6 +187,7 @@ async def publish_version(
         example=example,
         batch_max_size=batch_max_size,
         batch_max_wait_ms=batch_max_wait_ms,
+        fork=fork,
     )
     check_archive_type(request)
     publishing.check_publish(services, user, wanted)

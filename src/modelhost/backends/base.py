@@ -49,6 +49,11 @@ class InstanceSpec:
     batch: bool = False
     #: package libraries the code reads (an R environment's), bound read-only in the sandbox
     libraries: tuple[Path, ...] = ()
+    #: start it by forking the version's fork server, which imported the script once (Python
+    #: only); False starts it fresh, for libraries that do not survive a fork
+    fork: bool = False
+    #: the model's generation: a restart gets a new fork server, so a fresh import
+    generation: int = 0
 
 
 class CallResult(NamedTuple):  # a tuple: one is made per call, on the hot path

@@ -14,13 +14,14 @@ import secrets
 import signal
 import socket
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 from modelhost import errors, json_conversions, pidfiles
 from modelhost.backends.base import Instance, InstanceSpec, InstanceState
 from modelhost.backends.channel import CallChannel, Connection
+from modelhost.backends.forking import Forked, ForkServer, fork_key
 from modelhost.runtime import protocol
 from modelhost.sandbox import RUNTIME_DIR, Confinement, Sandbox, innermost_pid
 
@@ -90,16 +91,70 @@ class LocalInstance(CallChannel):
         self._nonce = secrets.token_hex(8)
         self._on_change = on_change
         self._process: asyncio.subprocess.Process | None = None
+        #: set instead of ``_process`` while the instance is forked by a fork server
+        self._forked: Forked | None = None
+        self._fork_server: ForkServer | None = None
+        #: set when an instance the fork server did not fork was started fresh (or not)
+        self._respawned = asyncio.Event()
         self._load_timer: asyncio.TimerHandle | None = None
         self._exited = asyncio.Event()
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def launch(self, load_timeout: float) -> None:
+    async def launch(self, load_timeout: float, fork_server: ForkServer | None = None) -> None:
         """Spawn the worker and connect to it: a socketpair for Python, loopback TCP for R
-        (R cannot use an inherited socket), where the worker proves itself with a nonce."""
+        (R cannot use an inherited socket), where the worker proves itself with a nonce. With
+        ``fork_server`` the worker is forked from it instead (and spawned fresh if it cannot
+        be)."""
         spec = self.spec
         spec.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.log(f"starting instance {spec.instance_id} of version {spec.version_number}")
+        if spec.runtime == "r" or fork_server is None:
+            await self._spawn(load_timeout)
+            return
+        parent, child = socket.socketpair()
+        self._fork_server = fork_server
+        self._load_timer = self._loop.call_later(load_timeout, self._load_timed_out, load_timeout)
+        self._forked = fork_server.fork(
+            spec.instance_id,
+            spec.env,
+            child,
+            spec.log_path,
+            fall_back=lambda reason: self._spawn_task(self._fall_back(reason, child, load_timeout)),
+            load_failed=self._fork_server_load_failed,
+        )
+        self._loop.create_task(self._watch_exit())
+        self._transport, _ = await self._loop.create_unix_connection(
+            lambda: Connection(self), sock=parent
+        )
+
+    def _spawn_task(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        self._loop.create_task(coroutine)
+
+    async def _fall_back(self, reason: str, child: socket.socket, load_timeout: float) -> None:
+        """The fork server could not fork this instance: start it fresh, on the same
+        connection."""
+        try:
+            if self.state is not InstanceState.STARTING:
+                child.close()
+                return
+            self.log(f"{reason}; starting instance {self.spec.instance_id} fresh")
+            if self._load_timer:
+                self._load_timer.cancel()
+            await self._spawn(load_timeout, child)
+        finally:
+            self._forked = None
+            self._respawned.set()
+
+    def _fork_server_load_failed(self, info: dict[str, object]) -> None:
+        self._on_frame(protocol.LOAD_FAILED, json.dumps(info).encode())
+        if self._forked is not None:
+            self._forked.finish(1)
+
+    async def _spawn(self, load_timeout: float, child: socket.socket | None = None) -> None:
+        """Start the worker as a process of its own (for a fall-back, on ``child``, the
+        worker's end of the connection that is already made)."""
+        spec = self.spec
         worker_spec = {
             "workdir": str(spec.workdir),
             "file": spec.file,
@@ -109,6 +164,7 @@ class LocalInstance(CallChannel):
             "log_requests": spec.log_requests,
             "batch": spec.batch,
         }
+        parent: socket.socket | None = None
         if spec.runtime == "r":
             listener = socket.socket()
             listener.bind(("127.0.0.1", 0))
@@ -118,10 +174,10 @@ class LocalInstance(CallChannel):
             argv = [spec.interpreter, "--vanilla", str(WORKER_R), "--port", str(port)]
             keep: tuple[int, ...] = ()
         else:
-            parent, child = socket.socketpair()
+            if child is None:
+                parent, child = socket.socketpair()
             argv = [spec.interpreter, "-u", str(WORKER), "--fd", str(child.fileno())]
             keep = (child.fileno(),)
-        self.log(f"starting instance {spec.instance_id} of version {spec.version_number}")
         argv = self._sandbox.command(
             [*argv, "--spec", json.dumps(worker_spec)], confinement_of(spec)
         )
@@ -141,21 +197,27 @@ class LocalInstance(CallChannel):
                 )
         except OSError as exc:
             for sock in (listener,) if spec.runtime == "r" else (parent, child):
-                sock.close()
+                if sock is not None:
+                    sock.close()
             self._fail(f"Could not start the instance with {spec.interpreter}: {exc}.")
             self._exited.set()
             return
+        self._forked = None  # a fall-back: the exit watcher now waits on the process
         if self._pids is not None:
             pidfiles.record(self._pids, f"instance-{spec.instance_id}", self._process.pid)
         self._load_timer = self._loop.call_later(load_timeout, self._load_timed_out, load_timeout)
-        self._loop.create_task(self._watch_exit())
+        if self._fork_server is None:
+            self._loop.create_task(self._watch_exit())
+        self._fork_server = None
         if spec.runtime == "r":
             self._loop.create_task(self._accept(listener))
         else:
+            assert child is not None
             child.close()
-            self._transport, _ = await self._loop.create_unix_connection(
-                lambda: Connection(self), sock=parent
-            )
+            if parent is not None:
+                self._transport, _ = await self._loop.create_unix_connection(
+                    lambda: Connection(self), sock=parent
+                )
 
     async def _accept(self, listener: socket.socket) -> None:
         accept = asyncio.ensure_future(self._loop.sock_accept(listener))
@@ -173,7 +235,19 @@ class LocalInstance(CallChannel):
             listener.close()
 
     async def _watch_exit(self) -> None:
-        assert self._process is not None
+        if self._forked is not None:
+            code = await self._forked.done
+            if code is not None:
+                self.exit_code = code
+                self._on_gone()
+                self._exited.set()
+                return
+            await self._respawned.wait()  # not forked after all: started fresh, or not at all
+        # started as a process of its own (fresh, or after a fork that did not happen)
+        if self._process is None:
+            self._on_gone()
+            self._exited.set()
+            return
         self.exit_code = self._sandbox.exit_code(await self._process.wait())
         if self._pids is not None:
             pidfiles.forget(self._pids, f"instance-{self.spec.instance_id}")
@@ -240,6 +314,8 @@ class LocalInstance(CallChannel):
             self.signature = info.get("signature")
             schema = info.get("schema")
             self.schema = schema if isinstance(schema, dict) else None
+            if self._forked is not None and self._fork_server is not None:
+                self._fork_server.locate(self._forked, int(info["pid"]))
             if self.state is InstanceState.STARTING:
                 self.state = InstanceState.READY
                 self._on_change()
@@ -254,8 +330,15 @@ class LocalInstance(CallChannel):
             self._fail(info["message"] + ("\n" + detail if detail else ""))
 
     @property
+    def forked(self) -> bool:
+        """Whether it was forked from its version's fork server (not started fresh)."""
+        return self._forked is not None and self._forked.inner_pid is not None
+
+    @property
     def pid(self) -> int | None:
         """The worker's process id on this machine (inside a sandbox, the code sees another)."""
+        if self._forked is not None:
+            return self._forked.pid if self._forked.returncode is None else None
         if self._process is None:
             return None
         if self._worker_pid is None and self._process.returncode is None:
@@ -270,7 +353,9 @@ class LocalInstance(CallChannel):
             log.write(line.encode())
 
     def memory_mb(self) -> float | None:
-        if self._process is None or self._process.returncode is not None:
+        if self._forked is None and (self._process is None or self._process.returncode is not None):
+            return None
+        if self.pid is None:
             return None
         try:
             fields = Path(f"/proc/{self.pid}/statm").read_text().split()
@@ -307,6 +392,12 @@ class LocalInstance(CallChannel):
             self._transport.resume_reading()
 
     def kill(self) -> None:
+        if self._forked is not None:
+            if self._fork_server is not None:
+                if self._forked.inner_pid is None and self._fork_server.outcome is None:
+                    self._fork_server.kill()  # its import hangs: this instance waits on it
+                self._fork_server.kill_child(self._forked)
+            return
         if self._process is not None and self._process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self._process.pid, signal.SIGKILL)
@@ -338,6 +429,10 @@ class LocalBackend:
         self._pids = pids
         self._instances: dict[str, LocalInstance] = {}
         self._listener: Callable[[], None] = lambda: None
+        #: running fork servers by :func:`~modelhost.backends.forking.fork_key`
+        self._fork_servers: dict[str, ForkServer] = {}
+        #: keys whose script started threads at import: their instances start fresh
+        self._unforkable: set[str] = set()
 
     def set_listener(self, listener: Callable[[], None]) -> None:
         self._listener = listener
@@ -351,8 +446,39 @@ class LocalBackend:
         await asyncio.to_thread(self._sandbox.prepare, confinement_of(spec))
         instance = LocalInstance(spec, self._changed, self._sandbox, self._pids)
         self._instances[spec.instance_id] = instance
-        await instance.launch(load_timeout)
+        await instance.launch(load_timeout, await self._fork_server(spec))
         return instance
+
+    async def _fork_server(self, spec: InstanceSpec) -> ForkServer | None:
+        """The fork server to fork this instance from, started if need be; None to start it
+        fresh (R, a version published with fork off, a script that starts threads)."""
+        if not spec.fork or spec.runtime != "python":
+            return None
+        key = fork_key(spec)
+        if key in self._unforkable:
+            return None
+        server = self._fork_servers.get(key)
+        if server is None or not server.usable:
+            server = ForkServer(
+                key,
+                spec,
+                confinement_of(spec),
+                self._sandbox,
+                self._pids,
+                self._fork_server_ended,
+            )
+            self._fork_servers[key] = server
+            await server.launch()
+        return server
+
+    def _fork_server_ended(self, server: ForkServer) -> None:
+        if server.outcome == "unforkable":
+            self._unforkable.add(server.key)
+        if self._fork_servers.get(server.key) is server:
+            del self._fork_servers[server.key]
+
+    def fork_servers(self) -> list[ForkServer]:
+        return list(self._fork_servers.values())
 
     async def stop(self, instance: Instance, drain_timeout: float) -> None:
         local = self._instances.pop(instance.spec.instance_id, None)
@@ -365,4 +491,7 @@ class LocalBackend:
     async def close(self) -> None:
         await asyncio.gather(
             *(self.stop(i, drain_timeout=2.0) for i in self.instances()), return_exceptions=True
+        )
+        await asyncio.gather(
+            *(server.stop() for server in self.fork_servers()), return_exceptions=True
         )

@@ -72,6 +72,14 @@ def _no_constant(name: str) -> Any:
     help="With --batch-max-size: how long calls wait for company while every instance is "
     "busy (default 5).",
 )
+@click.option(
+    "--fork/--no-fork",
+    default=True,
+    help="Start the second and later instances by forking a process that imported the script "
+    "once, so they share its memory (the default, Python only); --no-fork starts each instance "
+    "fresh, for libraries that do not survive a fork (threads started at import, CUDA, some "
+    "gRPC clients).",
+)
 @click.option("--no-wait", is_flag=True, help="Return once uploaded, without waiting.")
 @pass_connection
 def publish(
@@ -88,6 +96,7 @@ def publish(
     example: str | None,
     batch_max_size: int | None,
     batch_max_wait_ms: float | None,
+    fork: bool,
     no_wait: bool,
 ) -> None:
     """Publish TARGET as a model version: a project directory, PATH/script.py:function, or a
@@ -109,6 +118,7 @@ def publish(
             example=_example(example),
             batch_max_size=batch_max_size,
             batch_max_wait_ms=batch_max_wait_ms,
+            fork=fork,
             wait=not no_wait,
             on_progress=click.echo,
             on_log=lambda line: click.echo(f"  {line}"),
@@ -327,6 +337,7 @@ def versions(conn: Connection, model: str, number: int | None, as_json: bool) ->
             "python_version",
             "concurrency",
             "batch",
+            "fork",
             "bundle_sha256",
             "author",
             "created_at",
@@ -335,6 +346,8 @@ def versions(conn: Connection, model: str, number: int | None, as_json: bool) ->
             value = version[key]
             if key == "batch" and value is not None:
                 value = f"at most {value['max_size']} calls, waiting {value['max_wait_ms']:g} ms"
+            if key == "fork" and value is not None:
+                value = "yes" if value else "no (each instance starts fresh)"
             click.echo(f"{key + ':':15} {value if value is not None else ''}")
         if version["environment_revision"] is not None:
             click.echo(f"{'revision:':15} {version['environment_revision']}")

@@ -657,6 +657,7 @@ class Client(RunsMixin):
         example: Mapping[str, Any] | str | Path | None = None,
         batch_max_size: int | None = None,
         batch_max_wait_ms: float | None = None,
+        fork: bool = True,
         wait: bool = True,
         wait_timeout: float = 1800.0,
         on_progress: Callable[[str], None] | None = None,
@@ -672,6 +673,11 @@ class Client(RunsMixin):
         call's ``data`` object or ``parameters`` array) and returns a list of results: calls
         that arrive while every instance is busy leave together, at most ``batch_max_size``
         at a time, waiting at most ``batch_max_wait_ms`` (default 5) for company.
+
+        With ``fork`` (the default) a Python version's instances are forked from a process
+        that imported the script once, so they share its memory; ``fork=False`` starts each
+        instance fresh, for libraries that do not survive a fork (threads started at import,
+        CUDA, some gRPC clients).
 
         ``path`` is a project directory, ``PATH/script.py:function``, or a git repository as
         ``git+URL@REF`` (cloned at REF, whose commit is recorded with the version; give
@@ -707,6 +713,7 @@ class Client(RunsMixin):
                         "example": example_text(example),
                         "batch_max_size": batch_max_size,
                         "batch_max_wait_ms": batch_max_wait_ms,
+                        "fork": None if fork else "false",
                     },
                     wait=wait,
                     wait_timeout=wait_timeout,
@@ -728,6 +735,7 @@ class Client(RunsMixin):
                 "example": example_text(example),
                 "batch_max_size": batch_max_size,
                 "batch_max_wait_ms": batch_max_wait_ms,
+                "fork": None if fork else "false",
             },
             wait=wait,
             wait_timeout=wait_timeout,

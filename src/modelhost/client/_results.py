@@ -104,6 +104,8 @@ class Version(Record):
     concurrency: int | None = None
     #: a batching function's limits, ``{"max_size": 64, "max_wait_ms": 5.0}``, or None
     batch: dict[str, Any] | None = None
+    #: instances are forked from a process that imported the script once (False: fresh)
+    fork: bool | None = None
     health: str | None = None
     description: str | None = None
     created_at: str | None = None
@@ -120,6 +122,8 @@ class Instance(Record):
     state: str = ""
     busy: bool | None = None
     pid: int | None = None
+    #: forked from its version's fork server, which imported the script once
+    forked: bool | None = None
     failure: str | None = None
     gateway: int | None = None
 

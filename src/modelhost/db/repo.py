@@ -125,6 +125,8 @@ class Version:
     signature_schema: str | None = None
     #: the library directory of an R version's named environment (only it and base R are seen)
     r_library: str | None = None
+    #: instances are forked from the version's fork server (False: each starts fresh)
+    fork: bool = True
 
     @property
     def failure(self) -> BuildFailure | None:

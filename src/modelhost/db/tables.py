@@ -114,6 +114,8 @@ versions = Table(
     Column("signature_schema", Text, nullable=True),
     #: the R library directory of an R version's named environment, or None
     Column("r_library", String(1024), nullable=True),
+    #: instances are forked from a process that imported the script (False: each starts fresh)
+    Column("fork", Boolean, nullable=False, default=True),
     UniqueConstraint("model_id", "number", name="uq_versions_model_number"),
     UniqueConstraint("model_id", "idempotency_key", name="uq_versions_model_idempotency_key"),
 )

@@ -90,6 +90,8 @@ def version_view(
             if version.batch_max_size is not None
             else None
         ),
+        # instances are forked from a process that imported the script once (false: fresh)
+        "fork": version.fork,
         "health": version.health if version.status != "failed" else "-",
         "health_log": version.health_log,
         # why it failed, as data: {"kind", "message", "traceback"}, or null
@@ -268,6 +270,8 @@ def list_instances(services: Services, model: Model) -> list[dict[str, Any]]:
             "state": i.state.value,
             "busy": bool(i.inflight),
             "pid": i.pid,
+            # forked from its version's fork server (false: started fresh)
+            "forked": bool(getattr(i, "forked", False)),
             "failure": i.failure if i.state is InstanceState.FAILED else None,
             # which server process sends it calls: 0 the main one, 1… a gateway process
             "gateway": services.routes.holder(i.spec.instance_id),

@@ -301,6 +301,8 @@ class PublishRequest:
     #: a batching function's largest batch (None: not a batching function), and longest wait
     batch_max_size: int | None = None
     batch_max_wait_ms: float | None = None
+    #: fork instances from a process that imported the script once (False: start each fresh)
+    fork: bool = True
 
 
 #: what an Idempotency-Key may be: printable ASCII without spaces, as a header can carry it
@@ -382,6 +384,7 @@ def publish_version(
             example=request.example,
             batch_max_size=request.batch_max_size,
             batch_max_wait_ms=request.batch_max_wait_ms,
+            fork=request.fork,
         )
         audit.model, audit.version = model, version.number
         if then is not None:
@@ -407,6 +410,7 @@ def publish(
     example: str | None = None,
     batch_max_size: int | None = None,
     batch_max_wait_ms: float | None = None,
+    fork: bool = True,
 ) -> tuple[Model, Version]:
     """Store the uploaded project and create the next version (status ``building``).
 
@@ -493,6 +497,7 @@ def publish(
             example=example,
             batch_max_size=batch_max_size,
             batch_max_wait_ms=batch_max_wait_ms,
+            fork=fork,
             **columns,
         )
         workdir = services.children.instance_workdir(version.id)

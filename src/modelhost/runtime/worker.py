@@ -4,6 +4,10 @@ Run as a script by the backend, in whatever interpreter the version's environmen
 
     python worker.py --fd 3 --spec '{"workdir": ..., "file": "predict.py", "function": "predict"}'
 
+or, as a version's fork server, with ``--fork-server-fd 3`` instead of ``--fd``: it imports the
+script once, then forks one instance per request it gets on that socket (see
+:func:`fork_server`), so the instances share the imported model's memory.
+
 It uses the standard library only (no modelhost, no third-party packages), so it runs in any
 environment. stdout and stderr go to the instance log, each line stamped with the time.
 """
@@ -11,14 +15,18 @@ environment. stdout and stderr go to the instance log, each line stamped with th
 from __future__ import annotations
 
 import argparse
+import array
 import contextlib
 import datetime
+import gc
 import importlib.util
 import inspect
 import io
 import json
 import os
 import re
+import selectors
+import signal
 import socket
 import sys
 import threading
@@ -593,63 +601,259 @@ def serve(sock: socket.socket, handler: Handler, concurrency: int = 1) -> None:
             pool.shutdown(wait=True)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--fd", type=int, required=True)
-    parser.add_argument("--spec", required=True)
-    options = parser.parse_args(argv)
-    spec = json.loads(options.spec)
+def _load(spec: dict[str, Any]) -> Handler:
+    """Import the script and make the handler of its function; raises :class:`LoadFailed`."""
+    function = load_function(Path(spec["workdir"]), spec["file"], spec["function"])
+    return (BatchHandler if spec.get("batch") else Handler)(
+        function,
+        spec["function"],
+        log_requests=bool(spec.get("log_requests")),
+        log_limit=int(spec.get("log_limit", 2000)),
+    )
 
-    sys.stdout = _StampedLines(1, "stdout")
-    sys.stderr = _StampedLines(2, "stderr")
-    sock = socket.socket(fileno=options.fd)
-    workdir = Path(spec["workdir"])
-    os.chdir(workdir)
-    sys.path[:] = [str(workdir)] + [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
+def _load_logged(
+    spec: dict[str, Any], report: Callable[[dict[str, str]], None], what: str
+) -> Handler | None:
+    """:func:`_load`, with its progress in the log; a failure is given to ``report`` and
+    gives None."""
     log(
-        f"instance {spec.get('instance', '?')} (pid {os.getpid()}) loading "
-        f"{spec['file']}:{spec['function']} with {sys.executable}"
+        f"{what} (pid {os.getpid()}) loading {spec['file']}:{spec['function']} with "
+        f"{sys.executable}"
     )
     started = time.perf_counter()
     try:
-        function = load_function(workdir, spec["file"], spec["function"])
+        handler = _load(spec)
     except LoadFailed as exc:
         if exc.user_traceback:
             sys.stderr.write(exc.user_traceback)
         log(f"load failed: {exc.message}")
         sys.stderr.flush()
-        body = json.dumps({"message": exc.message, "traceback": exc.user_traceback})
-        sock.sendall(protocol.encode(protocol.LOAD_FAILED, body.encode()))
-        return 1
-    try:
-        handler = (BatchHandler if spec.get("batch") else Handler)(
-            function,
-            spec["function"],
-            log_requests=bool(spec.get("log_requests")),
-            log_limit=int(spec.get("log_limit", 2000)),
-        )
-    except LoadFailed as exc:
-        log(f"load failed: {exc.message}")
-        sys.stderr.flush()
-        body = json.dumps({"message": exc.message, "traceback": ""})
-        sock.sendall(protocol.encode(protocol.LOAD_FAILED, body.encode()))
-        return 1
+        report({"message": exc.message, "traceback": exc.user_traceback})
+        return None
     log(f"ready in {time.perf_counter() - started:.2f} s: {handler.described}")
-    ready = {
+    return handler
+
+
+def _ready(handler: Handler) -> dict[str, Any]:
+    return {
         "pid": os.getpid(),
         "python": sys.version.split()[0],
         "signature": handler.described,
         # JSON Schema of the parameters and result, for the model's OpenAPI document
-        "schema": signatures.describe(function),
+        "schema": signatures.describe(handler.function),
     }
-    sock.sendall(protocol.encode(protocol.READY, json.dumps(ready).encode()))
+
+
+def _serve_instance(sock: socket.socket, handler: Handler, spec: dict[str, Any]) -> int:
+    """Say READY on the instance's connection, then answer its calls until told to stop."""
+    sock.sendall(protocol.encode(protocol.READY, json.dumps(_ready(handler)).encode()))
     with contextlib.suppress(OSError):  # the server went away: nothing left to answer
         serve(sock, handler, int(spec.get("concurrency", 1)))
     log("stopping")
     sys.stdout.flush()
     sys.stderr.flush()
     return 0
+
+
+# --------------------------------------------------------------------------- fork server
+#
+# The server and a fork server talk over a SOCK_SEQPACKET socket, one JSON object a message.
+# The server sends {"fork": INSTANCE, "env": {...}} with two descriptors (SCM_RIGHTS): the
+# instance's end of its connection and its log, opened for appending; and {"kill": PID} to end
+# a forked instance that is not answering. The fork server sends {"ready": {..., "threads": N}}
+# or {"load_failed": {...}} once, then {"forked": INSTANCE, "pid": PID} or
+# {"fork_failed": INSTANCE, "message": ...} per fork, and {"exited": PID, "code": CODE} when an
+# instance it forked ends (CODE is negative for a signal).
+
+_MAX_MESSAGE = 1 << 20
+
+
+def _threads() -> int:
+    """How many threads this process has, as the kernel counts them (C libraries' too)."""
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return threading.active_count()
+
+
+def _send(control: socket.socket, message: dict[str, Any]) -> None:
+    control.sendall(json.dumps(message).encode())
+
+
+def _receive(control: socket.socket) -> tuple[dict[str, Any] | None, list[int]]:
+    """One message and the descriptors that came with it; None when the server is gone."""
+    fds = array.array("i")
+    data, ancillary, _flags, _address = control.recvmsg(
+        _MAX_MESSAGE, socket.CMSG_SPACE(4 * fds.itemsize)
+    )
+    for level, kind, payload in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(payload[: len(payload) - len(payload) % fds.itemsize])
+    if not data:
+        for fd in fds:
+            os.close(fd)
+        return None, []
+    return json.loads(data), list(fds)
+
+
+def _exit_code(status: int) -> int:
+    if os.WIFSIGNALED(status):
+        return -os.WTERMSIG(status)
+    return os.WEXITSTATUS(status) if os.WIFEXITED(status) else 1
+
+
+def fork_server(control: socket.socket, spec: dict[str, Any]) -> int:
+    """Import the script once, then fork an instance for each request on ``control``.
+
+    It stays single-threaded (forking copies only the thread that forks): when the script
+    started threads at import it says so in its READY message and exits, and the server
+    starts that version's instances fresh instead. It never runs a call itself.
+    """
+    handler = _load_logged(
+        spec, lambda failure: _send(control, {"load_failed": failure}), "fork server"
+    )
+    if handler is None:
+        return 1
+    threads = _threads()
+    _send(control, {"ready": {**_ready(handler), "threads": threads}})
+    if threads > 1:
+        log(
+            f"the script started {threads - 1} thread(s) at import, which a fork would not "
+            "copy: this version's instances start fresh instead"
+        )
+        return 0
+    # Objects that exist now are never collected: the collector would write to their pages,
+    # which the instances would then each copy.
+    gc.freeze()
+    wake_read, wake_write = os.pipe()
+    os.set_blocking(wake_read, False)
+    os.set_blocking(wake_write, False)
+    signal.set_wakeup_fd(wake_write)
+    signal.signal(signal.SIGCHLD, lambda _signum, _frame: None)
+    selector = selectors.DefaultSelector()
+    selector.register(control, selectors.EVENT_READ)
+    selector.register(wake_read, selectors.EVENT_READ)
+    children: set[int] = set()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    while True:
+        for key, _events in selector.select():
+            if key.fileobj is control:
+                message, fds = _receive(control)
+                if message is None:
+                    log("stopping the fork server")
+                    sys.stderr.flush()
+                    return 0
+                if "fork" in message:
+                    child = _fork(control, message, fds, handler, spec, [wake_read, wake_write])
+                    if child:
+                        children.add(child)
+                elif "kill" in message and message["kill"] in children:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(message["kill"], signal.SIGKILL)
+                for fd in fds:
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+            else:
+                with contextlib.suppress(BlockingIOError):
+                    while os.read(wake_read, 512):
+                        pass
+                while children:
+                    pid, status = os.waitpid(-1, os.WNOHANG)
+                    if pid == 0:
+                        break
+                    children.discard(pid)
+                    _send(control, {"exited": pid, "code": _exit_code(status)})
+
+
+def _fork(
+    control: socket.socket,
+    message: dict[str, Any],
+    fds: list[int],
+    handler: Handler,
+    spec: dict[str, Any],
+    own: list[int],
+) -> int | None:
+    """Fork the instance ``message`` asks for; returns its pid (None if it could not)."""
+    instance = message["fork"]
+    if len(fds) != 2:
+        _send(control, {"fork_failed": instance, "message": "no connection and log were sent"})
+        return None
+    started = time.perf_counter()
+    try:
+        pid = os.fork()
+    except OSError as exc:
+        _send(control, {"fork_failed": instance, "message": f"fork failed: {exc}"})
+        return None
+    if pid:
+        _send(control, {"forked": instance, "pid": pid})
+        return pid
+    # The instance: nothing of the fork server's loop, its own log, environment and connection.
+    code = 70
+    try:
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        control.close()
+        for fd in own:
+            os.close(fd)
+        connection, log_fd = fds
+        os.dup2(log_fd, 1)
+        os.dup2(log_fd, 2)
+        os.close(log_fd)
+        sys.stdout = _StampedLines(1, "stdout")
+        sys.stderr = _StampedLines(2, "stderr")
+        os.environ.clear()
+        os.environ.update(message.get("env") or {})
+        took = (time.perf_counter() - started) * 1000
+        log(
+            f"instance {instance} (pid {os.getpid()}) forked from the fork server in "
+            f"{took:.1f} ms: {handler.described}"
+        )
+        code = _serve_instance(socket.socket(fileno=connection), handler, spec)
+    except SystemExit as exc:  # the function called sys.exit: exit as a fresh worker would
+        if exc.code is None or isinstance(exc.code, int):
+            code = exc.code or 0
+        else:
+            sys.stderr.write(f"{exc.code}\n")
+            code = 1
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        with contextlib.suppress(BaseException):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    channel = parser.add_mutually_exclusive_group(required=True)
+    channel.add_argument("--fd", type=int)
+    channel.add_argument("--fork-server-fd", type=int)
+    parser.add_argument("--spec", required=True)
+    options = parser.parse_args(argv)
+    spec = json.loads(options.spec)
+
+    sys.stdout = _StampedLines(1, "stdout")
+    sys.stderr = _StampedLines(2, "stderr")
+    workdir = Path(spec["workdir"])
+    os.chdir(workdir)
+    sys.path[:] = [str(workdir)] + [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+
+    if options.fork_server_fd is not None:
+        control = socket.socket(fileno=options.fork_server_fd)
+        control.setblocking(True)
+        return fork_server(control, spec)
+    sock = socket.socket(fileno=options.fd)
+
+    def load_failed(failure: dict[str, str]) -> None:
+        sock.sendall(protocol.encode(protocol.LOAD_FAILED, json.dumps(failure).encode()))
+
+    handler = _load_logged(spec, load_failed, f"instance {spec.get('instance', '?')}")
+    if handler is None:
+        return 1
+    return _serve_instance(sock, handler, spec)
 
 
 if __name__ == "__main__":

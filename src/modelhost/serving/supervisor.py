@@ -319,6 +319,8 @@ class Supervisor:
             network=model.network,
             batch=version.batch_max_size is not None,
             libraries=(Path(version.r_library),) if version.r_library else (),
+            fork=version.fork,
+            generation=model.generation,
         )
         self._generation[instance_id] = model.generation
         await self.backend.start(spec, self.settings.load_timeout_seconds)
