@@ -206,7 +206,11 @@ def test_following_a_log_returns_only_lines_written_after_the_last_one_seen(
 
 def test_logs_follow_on_the_command_line_prints_new_lines(server: Server) -> None:
     client = server.client()
-    client.publish(PROJECTS / "kitchen", file="kitchen.py", function="kitchen", name="tail-f")
+    # Without a fork server, the script is imported once, so its log says "kitchen loaded" once
+    # (kitchen starts a thread at import: a fork server would import it, then start fresh).
+    client.publish(
+        PROJECTS / "kitchen", file="kitchen.py", function="kitchen", name="tail-f", fork=False
+    )
     env = {k: v for k, v in server.env.items() if k != "MODELHOST_PORT"}
     follower = subprocess.Popen(
         [sys.executable, "-m", "modelhost", "logs", "tail-f", "--follow"],
