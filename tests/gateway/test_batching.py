@@ -162,3 +162,19 @@ async def test_batch_sizes_are_counted_in_their_buckets() -> None:
     assert by_bound[1] == 1  # the first call alone
     assert by_bound[8] == 1  # the five that waited: more than 4, at most 8
     assert counts[-2:] == [2, 6]
+
+
+async def test_a_caller_that_goes_away_while_it_waits_leaves_the_queue() -> None:
+    pool, instance = _pool(max_size=8), Instance()
+    pool.add(instance)  # type: ignore[arg-type]
+    _submit(pool, 1)
+    await _settle()
+    waiting = _submit(pool, 2)
+    await _settle()
+    assert pool.queued == 1
+    waiting.cancel()
+    await _settle()
+    assert pool.queued == 0
+    instance.answer()
+    await _settle()
+    assert instance.batches == []  # nothing was sent for the caller that left

@@ -21,6 +21,7 @@ timeout for an instance.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
 from typing import cast
 
@@ -154,9 +155,9 @@ class BatchingPool(VersionPool):
         finally:
             if entry.timer is not None:
                 entry.timer.cancel()
-            if not entry.future.done():  # the caller went away
+            if not entry.sent:  # the caller went away while it waited (its task cancelled)
                 entry.future.cancel()
-                if not entry.sent:
+                with contextlib.suppress(ValueError):  # already taken out (timeout, closing)
                     queue.remove(entry)
         return decode_answer(kind, payload)
 
