@@ -64,17 +64,7 @@ def predict(features: Sequence[float]) -> int:
     Returns a plain ``int`` (not a numpy integer) so the result serialises as JSON as-is.
     Raises ``ValueError`` if the row is not exactly 11 finite numbers.
     """
-    if isinstance(features, (str, bytes)) or not isinstance(features, Sequence):
-        kind = type(features).__name__
-        raise ValueError(f"expected a list of {len(FEATURES)} numbers, got {kind}")
-    if len(features) != len(FEATURES):
-        raise ValueError(
-            f"expected {len(FEATURES)} numbers ({', '.join(FEATURES)}), got {len(features)}"
-        )
-    for name, value in zip(FEATURES, features, strict=True):
-        # bool is a Real subclass, but true/false in a request is a client bug, not a number.
-        if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
-            raise ValueError(f"{name!r} must be a finite number, got {value!r}")
+    _checked(features)
     row = np.asarray(features, dtype=np.float64).reshape(1, -1)
     return int(_MODEL.predict(row)[0])
 

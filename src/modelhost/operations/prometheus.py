@@ -29,6 +29,7 @@ from modelhost.db.repo import Repo
 from modelhost.gateway.batching import SIZE_BUCKETS, batch_counts
 from modelhost.gateway.capture import CaptureQueue
 from modelhost.gateway.metrics import BOUNDS_MS, CallMetrics
+from modelhost.gateway.pool import VersionPool
 from modelhost.gateway.requestlog import route_of
 from modelhost.gateway.routes import RouteTable
 
@@ -198,15 +199,10 @@ class Collector(_Collector):
             labels=["model", "version"],
         )
         load: dict[tuple[str, int], list[int]] = {}
-        seen: set[str] = set()
-        for route in self.sources.table().by_key.values():
-            if route.model_id in seen:
-                continue
-            seen.add(route.model_id)
-            for number, pool in route.pools.items():
-                counts = load.setdefault((route.model_id, number), [0, 0])
-                counts[0] += pool.busy
-                counts[1] += pool.queued
+        for model_id, number, pool in self._pools():
+            counts = load.setdefault((model_id, number), [0, 0])
+            counts[0] += pool.busy
+            counts[1] += pool.queued
         for (model_id, number), (busy, waiting) in self.sources.metrics.gauges().items():
             counts = load.setdefault((model_id, number), [0, 0])
             counts[0] += busy
@@ -219,6 +215,15 @@ class Collector(_Collector):
         yield in_flight
         yield queued
 
+    def _pools(self) -> Iterator[tuple[str, int, VersionPool]]:
+        """Each running version's pool in this process, once (a route is listed by id and name)."""
+        seen: set[str] = set()
+        for route in self.sources.table().by_key.values():
+            if route.model_id not in seen:
+                seen.add(route.model_id)
+                for number, pool in route.pools.items():
+                    yield route.model_id, number, pool
+
     def _batches(self, models: dict[str, str]) -> Iterator[Metric]:
         sizes = HistogramMetricFamily(
             "modelhost_batch_size",
@@ -227,15 +232,10 @@ class Collector(_Collector):
             labels=["model", "version"],
         )
         found: dict[tuple[str, int], list[int]] = {}
-        seen: set[str] = set()
-        for route in self.sources.table().by_key.values():
-            if route.model_id in seen:
-                continue
-            seen.add(route.model_id)
-            for number, pool in route.pools.items():
-                counts = batch_counts(pool)
-                if counts is not None:
-                    found[route.model_id, number] = counts
+        for model_id, number, pool in self._pools():
+            counts = batch_counts(pool)
+            if counts is not None:
+                found[model_id, number] = counts
         for key, counts in self.sources.metrics.batches().items():
             before = found.get(key)
             found[key] = (
