@@ -100,6 +100,8 @@ class Jobs:
 
     async def tick(self) -> None:
         services = self.services
+        if not services.leading():  # the leader fires schedules and runs (one per database)
+            return
         if not self._recovered:  # first, before any run of this server is "running"
             await asyncio.to_thread(self.recover)
             self._recovered = True
