@@ -42,8 +42,9 @@ MIGRATION_LOCK = LEADER_LOCK + 1
 CHANNEL = "modelhost_changes"
 #: how often a follower tries for the lead and the leader checks its connection
 POLL_SECONDS = 0.5
-#: TCP keepalives of the dedicated connection: a leader whose machine vanished (no FIN, no
-#: RST) loses its session, and so the lock, after about idle + interval * count seconds
+#: TCP keepalives of the dedicated connection, on both ends: a leader whose machine vanished
+#: (no FIN, no RST) loses its session, and so the lock, after about idle + interval * count
+#: seconds, and a leader cut off from the database learns it as soon
 _KEEPALIVES = {
     "keepalives": 1,
     "keepalives_idle": 2,
@@ -167,6 +168,11 @@ class PostgresCoordination:
         that the lock's session is alive) and hand on notes, every poll."""
         connection = self._connect()
         try:
+            # The database's side of the keepalives: it ends the session (and so frees the
+            # lock) of a leader whose host vanished, not only the other way round.
+            for name in ("idle", "interval", "count"):
+                value = _KEEPALIVES[f"keepalives_{name}"]
+                connection.execute(f"SET tcp_keepalives_{name} = {value}")
             connection.execute(f"LISTEN {CHANNEL}")
             self._on_change()  # notes may have been missed while not listening
             while not self._stop.is_set():
