@@ -93,11 +93,26 @@ def test_two_servers_on_one_postgresql_database_both_serve_and_exactly_one_leads
             assert answer.json()["result"] == 5
         wait_until(lambda: len(_workers_of(a.home)) == 1 and len(_workers_of(b.home)) == 1)
 
-        # The API and the UI answer on the other one too.
+        # The API and the UI answer on the other one too: a session begun on one server is
+        # good on the other (the cookie is encrypted with the shared server key).
         with _as_admin(a, b) as on_b:
             assert [m["name"] for m in on_b.models()] == ["adder"]
-        page = httpx.get(f"{b.url}/ui/sign-in", timeout=10)
+            on_b.add_user("alice", "a-long-password-1", admin=True)
+        with httpx.Client(base_url=a.url, timeout=10) as browser:
+            browser.get("/ui/sign-in")
+            signed_in = browser.post(
+                "/ui/sign-in",
+                data={
+                    "username": "alice",
+                    "password": "a-long-password-1",
+                    "next": "/ui/models",
+                    "csrf_token": browser.cookies["mh_csrf"],
+                },
+            )
+            assert signed_in.status_code == 303
+            page = httpx.get(f"{b.url}/ui/models", cookies=browser.cookies, timeout=10)
         assert page.status_code == 200
+        assert "adder" in page.text
 
 
 def test_a_token_revoked_through_one_server_is_refused_by_the_other_within_a_second(
@@ -125,6 +140,25 @@ def test_a_token_revoked_through_one_server_is_refused_by_the_other_within_a_sec
         client.revoke_token("guarded", str(token["id"]))
 
         wait_until(lambda: call_b() == 401, timeout=1.0, interval=0.02)
+
+        # The access mode, the same way: public again, B answers without a token.
+        client.set_access("guarded", invocation="public")
+        wait_until(
+            lambda: b.invoke("guarded", {"data": {"x": 1, "y": 1}}).status_code == 200,
+            timeout=1.0,
+            interval=0.02,
+        )
+        # And a label: set through A, B answers on it.
+        client.set_routing("guarded", "advanced")
+        client.set_label("guarded", "blue", 1)
+        wait_until(
+            lambda: (
+                b.invoke("guarded", {"data": {"x": 1, "y": 1}}, route="labels/blue").status_code
+                == 200
+            ),
+            timeout=1.0,
+            interval=0.02,
+        )
 
 
 def _tick_indexes(runs: list[dict[str, object]], first_tick: dt.datetime, every: int) -> list[int]:
