@@ -29,7 +29,7 @@ from types import FrameType
 from modelhost import datadir
 from modelhost.app import ModelhostApp, create_app
 from modelhost.arbiter import READY, Inherited
-from modelhost.db import leases
+from modelhost.db import coordination, leases
 from modelhost.gateway import capture
 from modelhost.gateway.board import LoadBoard
 from modelhost.gateway.capture import CaptureOptions
@@ -108,7 +108,8 @@ class Server:
             holder = leases.Holder.this_process(settings.home_path, settings.url, inherited.arbiter)
             leases.claim(engine, holder)
             heartbeat = leases.Heartbeat(engine, holder).start()
-        key = bootstrap_admin(app.services.repo, settings.home_path, settings.url)
+        with coordination.first_start(engine):
+            key = bootstrap_admin(app.services.repo, settings.home_path, settings.url)
         refresh_credentials_url(settings.home_path, settings.url)
         return cls(settings, app, key, sockets, private, heartbeat, inherited.ready)
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
 from modelhost import Client
 from tests.helpers import PROJECTS, Server, wait_until
@@ -113,6 +114,46 @@ def test_two_servers_on_one_postgresql_database_both_serve_and_exactly_one_leads
             page = httpx.get(f"{b.url}/ui/models", cookies=browser.cookies, timeout=10)
         assert page.status_code == 200
         assert "adder" in page.text
+
+
+def test_two_servers_started_together_on_a_fresh_database_both_run_with_one_admin_and_one_leader(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    env = {
+        "MODELHOST_DATABASE_URL": postgres_url,
+        "MODELHOST_BUNDLE_STORE": str(tmp_path / "shared-bundles"),
+    }
+    servers = [Server(tmp_path / name, env) for name in ("a", "b")]
+    failures: list[BaseException] = []
+
+    def start(server: Server) -> None:
+        try:
+            server.start()
+        except BaseException as exc:  # reported below, with the server's log
+            failures.append(exc)
+
+    threads = [threading.Thread(target=start, args=(server,)) for server in servers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    try:
+        assert failures == []
+        leaders = [_health(server)["leader"] for server in servers]
+        assert sorted(leaders) == [False, True]
+        # Migrated once, one first admin: its key is in exactly one data directory.
+        saved = [server.home / "credentials" for server in servers]
+        assert sorted(path.exists() for path in saved) == [False, True]
+        engine = sa.create_engine(postgres_url)
+        try:
+            with engine.connect() as conn:
+                admins = conn.execute(sa.text("SELECT count(*) FROM users")).scalar_one()
+        finally:
+            engine.dispose()
+        assert admins == 1
+    finally:
+        for server in servers:
+            server.stop()
 
 
 def test_a_token_revoked_through_one_server_is_refused_by_the_other_within_a_second(

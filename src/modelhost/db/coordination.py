@@ -24,10 +24,11 @@ True
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 from sqlalchemy import Engine, text
@@ -38,6 +39,8 @@ logger = logging.getLogger(__name__)
 LEADER_LOCK = 0x6D6F64656C687374
 #: the advisory lock migrations run under, one server at a time
 MIGRATION_LOCK = LEADER_LOCK + 1
+#: the advisory lock of the other start-up writes (the first admin account)
+START_LOCK = LEADER_LOCK + 2
 #: the NOTIFY channel of committed changes
 CHANNEL = "modelhost_changes"
 #: how often a follower tries for the lead and the leader checks its connection
@@ -221,6 +224,22 @@ class PostgresCoordination:
         if self._leader:
             self._leader = False
             logger.warning("This server no longer leads: its database session ended.")
+
+
+@contextlib.contextmanager
+def first_start(engine: Engine) -> Iterator[None]:
+    """Hold off other servers' start-up writes meanwhile (the first admin account): servers
+    starting together on a fresh PostgreSQL database make it once, not once each."""
+    if engine.dialect.name != "postgresql":
+        yield
+        return
+    with engine.connect() as conn:
+        conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": START_LOCK})
+        try:
+            yield
+        finally:
+            conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": START_LOCK})
+            conn.commit()
 
 
 def for_engine(engine: Engine) -> Coordination:
