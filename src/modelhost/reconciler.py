@@ -77,6 +77,7 @@ class Reconciler:
             store=store,
             workdir=lambda version: children.instance_workdir(version.id),
             wake=self.wake,
+            leading=leading,
         )
         self.router = Router(settings, gateway, gateways)
         self.supervisor = Supervisor(

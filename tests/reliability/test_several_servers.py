@@ -156,6 +156,32 @@ def test_two_servers_started_together_on_a_fresh_database_both_run_with_one_admi
             server.stop()
 
 
+def test_an_isolated_environment_is_resolved_once_and_both_servers_install_that_lock(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "requirements.txt").write_text("six\n")  # resolved to whatever is newest
+    (project / "model.py").write_text(
+        "import six\n\n\ndef versions():\n    return {'six': six.__version__}\n"
+    )
+    with _two_servers(tmp_path, postgres_url) as (a, b):
+        client = a.client()
+        published = client.publish(project / "model.py:versions", name="pinned-by-a")
+        assert published["environment"] == "isolated"
+
+        def six_on(server: Server) -> str:
+            answer = server.invoke("pinned-by-a", {"parameters": []})
+            return str(answer.json()["result"]["six"]) if answer.status_code == 200 else ""
+
+        on_a = wait_until(lambda: six_on(a), timeout=120)
+        on_b = wait_until(lambda: six_on(b), timeout=120)
+        assert on_a == on_b
+        log = client.version("pinned-by-a", 1)["build_log"]
+        assert log.count("Resolving requirements.txt") == 1, log
+        assert f"six=={on_a}" in str(client.version("pinned-by-a", 1)["lock"])
+
+
 def test_a_token_revoked_through_one_server_is_refused_by_the_other_within_a_second(
     tmp_path: Path, postgres_url: str
 ) -> None:
