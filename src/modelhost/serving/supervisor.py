@@ -127,18 +127,17 @@ class Supervisor:
                 continue
             version_id = instance.spec.version_id
             if instance.state is InstanceState.READY:
-                if instance.spec.instance_id in self._seen_ready:
-                    continue
-                if not self.leading():  # the leader records outcomes, from its own instances
-                    self._failures.pop(version_id, None)
-                    continue
-                # A freshly ready instance ends a run of crashes.
-                self._seen_ready.add(instance.spec.instance_id)
-                if self._failures.pop(version_id, 0) >= UNHEALTHY_AFTER:
-                    await asyncio.to_thread(
-                        self.repo.update_version, version_id, health="ok", health_log=""
-                    )
-                if version_id in self._built:
+                if instance.spec.instance_id not in self._seen_ready:
+                    # A freshly ready instance ends a run of crashes.
+                    self._seen_ready.add(instance.spec.instance_id)
+                    healed = self._failures.pop(version_id, 0) >= UNHEALTHY_AFTER
+                    if healed and self.leading():
+                        await asyncio.to_thread(
+                            self.repo.update_version, version_id, health="ok", health_log=""
+                        )
+                # Only the leader records a build's outcome, from its own instances (also
+                # those that were ready before it began to lead).
+                if version_id in self._built or not self.leading():
                     continue
                 version = await asyncio.to_thread(self.repo.get_version_by_id, version_id)
                 if version is not None and version.status == "building":
