@@ -184,6 +184,7 @@ def test_runs_a_crashed_server_left_running_fail_and_never_publish_again(world: 
     assert "Interrupted" in after.message
     assert "published version 7" in after.message
     assert not repo.record_publish(published.id, "w" * 24, 8)  # a second publish is refused
+    assert not repo.record_publish(plain.id, "x" * 24, 9)  # and a first one after the outcome
     assert not repo.finish_run(published.id, "succeeded", "late")  # the outcome stays
 
 
