@@ -99,6 +99,10 @@ def test_two_servers_on_one_postgresql_database_both_serve_and_exactly_one_leads
         with _as_admin(a, b) as on_b:
             assert [m["name"] for m in on_b.models()] == ["adder"]
             on_b.add_user("alice", "a-long-password-1", admin=True)
+            # An asynchronous prediction submitted to the follower is run by the leader.
+            sent = on_b.submit("adder", data={"x": 4, "y": 5}, as_tester=True)
+            done = on_b.result(sent, timeout=30)
+            assert (done.status, done.result) == ("succeeded", 9)
         with httpx.Client(base_url=a.url, timeout=10) as browser:
             browser.get("/ui/sign-in")
             signed_in = browser.post(
