@@ -107,6 +107,20 @@ def _isolation(value: Any) -> str:
     return mode
 
 
+def _backend(value: Any) -> str:
+    name = str(value).lower()
+    if name not in {"local", "ray"}:
+        raise ValueError("expected local or ray")
+    return name
+
+
+def _non_negative_cpus(value: Any) -> float:
+    number = _float(value)
+    if number < 0:
+        raise ValueError("expected a number of CPUs of at least 0")
+    return number
+
+
 def _fraction(value: Any) -> float:
     number = float(value)
     if not 0 < number <= 1:
@@ -296,6 +310,28 @@ SETTINGS: tuple[Setting, ...] = (
         _invocation_mode,
         "token",
         "Whether new models need an access token to be called: token (the default) or public.",
+    ),
+    Setting(
+        "backend",
+        _backend,
+        "local",
+        "What runs instances: local (worker processes on this machine, the default) or ray "
+        "(each instance a Ray actor on a node of the Ray cluster at ray_address, which starts "
+        "the same worker there; needs pip install 'modelhost[ray]' here and on every node).",
+    ),
+    Setting(
+        "ray_address",
+        str,
+        "auto",
+        "With backend = ray, the Ray cluster to join, as ray.init takes it: auto (the cluster "
+        "started on this machine with ray start), or the head node's host:port.",
+    ),
+    Setting(
+        "ray_instance_cpus",
+        _non_negative_cpus,
+        1.0,
+        "With backend = ray, the CPUs one instance's actor asks Ray for (fractions allowed); "
+        "Ray places an instance only on a node with that much free.",
     ),
     Setting(
         "gateway_processes",

@@ -54,6 +54,8 @@ class InstanceSpec:
     fork: bool = False
     #: the model's generation: a restart gets a new fork server, so a fresh import
     generation: int = 0
+    #: the version's bundle (the Ray backend ships it to the node and checks it there)
+    bundle_sha256: str = ""
 
 
 class CallResult(NamedTuple):  # a tuple: one is made per call, on the hot path

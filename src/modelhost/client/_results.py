@@ -126,6 +126,8 @@ class Instance(Record):
     forked: bool | None = None
     failure: str | None = None
     gateway: int | None = None
+    #: the Ray node it runs on (``backend = ray``); None on the local backend
+    node: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

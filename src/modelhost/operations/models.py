@@ -270,6 +270,8 @@ def list_instances(services: Services, model: Model) -> list[dict[str, Any]]:
             "state": i.state.value,
             "busy": bool(i.inflight),
             "pid": i.pid,
+            # the Ray node it runs on (backend = ray); None on the local backend
+            "node": getattr(i, "node", None),
             # forked from its version's fork server (false: started fresh)
             "forked": bool(getattr(i, "forked", False)),
             "failure": i.failure if i.state is InstanceState.FAILED else None,

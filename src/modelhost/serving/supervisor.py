@@ -321,6 +321,7 @@ class Supervisor:
             libraries=(Path(version.r_library),) if version.r_library else (),
             fork=version.fork,
             generation=model.generation,
+            bundle_sha256=version.bundle_sha256,
         )
         self._generation[instance_id] = model.generation
         await self.backend.start(spec, self.settings.load_timeout_seconds)
