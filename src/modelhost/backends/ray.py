@@ -253,8 +253,9 @@ class RayInstance(CallChannel):
         elif self.state is not InstanceState.FAILED:
             if not self._stop_requested:
                 self.log(f"instance {self.spec.instance_id} {how}; it will be replaced")
-            self.state = InstanceState.EXITED
-            self._on_change()
+            if self.state is not InstanceState.EXITED:
+                self.state = InstanceState.EXITED
+                self._on_change()
         self._fail_lost() if self._lost else self._fail_pending()
         self._memory = None
         self._exited.set()
@@ -274,8 +275,13 @@ class RayInstance(CallChannel):
     def _on_connection_lost(self) -> None:
         if self._exited.is_set() or self.state is InstanceState.STARTING:
             return  # the watcher reports it, with what the actor says
-        # The worker exited (the actor says so at once) or its node went away (the actor
-        # never answers, or Ray says it died): wait a little for which.
+        # No call can go to it any more; it is replaced at once.
+        if self.state is InstanceState.READY:
+            self.state = InstanceState.EXITED
+            self._on_change()
+        # The worker exited (the actor says so at once: its calls in flight crashed with it) or
+        # its node went away (the actor never answers, or Ray says it died: whether they ran
+        # is unknown): wait a little for which.
         self._loop.call_later(_LOST_AFTER_SECONDS, self._connection_broke)
 
     def _connection_broke(self) -> None:
