@@ -20,6 +20,7 @@ import pytest
 
 from tests.helpers import PROJECTS, Server, wait_until
 from tests.ray.conftest import RayCluster
+from tests.ui.conftest import session_cookies
 
 pytestmark = pytest.mark.integration
 
@@ -80,6 +81,12 @@ def test_a_published_model_answers_from_an_instance_on_a_ray_node(
     assert instance.pid is None  # not a process on the server's machine
     shown = ray_server.cli("instances", "ray-add", check=True).stdout
     assert instance.node in shown
+    page = httpx.get(
+        f"{ray_server.url}/ui/models/ray-add/instances",
+        cookies=session_cookies(ray_server.home, ray_server.api_key),
+    )
+    assert page.status_code == 200
+    assert f'title="Ray node {instance.node}"' in page.text
 
 
 def test_a_call_error_keeps_the_invocation_contract_on_ray(ray_server: Server) -> None:

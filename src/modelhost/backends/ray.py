@@ -64,6 +64,20 @@ def _cause(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
 
 
+def _check_reachable(address: str) -> None:
+    """Fail fast on a head node that does not answer (``ray.init`` would retry for minutes)."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or "://" in address:
+        return  # "auto", or an address form ray.init checks itself
+    try:
+        socket.create_connection((host, int(port)), timeout=10).close()
+    except OSError as exc:
+        raise errors.InvalidSetting(
+            f"Cannot join the Ray cluster at ray_address = {address!r}: nothing answers there "
+            f"({exc}). Start the head node (ray start --head) or correct the setting."
+        ) from None
+
+
 class RayInstance(CallChannel):
     """An instance on a Ray node: the actor that supervises it, and the connection to its
     worker."""
@@ -365,6 +379,7 @@ class RayBackend:
     def __init__(self, settings: Settings, store: BundleStore) -> None:
         self._settings = settings
         self._store = store
+        _check_reachable(settings.ray_address)
         try:
             ray.init(
                 address=settings.ray_address,
