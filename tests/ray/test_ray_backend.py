@@ -134,6 +134,28 @@ def test_an_r_model_runs_on_the_node_that_declares_r(
     assert instance.node == ray_cluster.head_id  # only the head declares the R resource
 
 
+def test_an_isolated_environment_is_built_on_the_node_from_the_versions_lock(
+    ray_server: Server, tmp_path: Path
+) -> None:
+    project = tmp_path / "isolated"
+    project.mkdir()
+    (project / "requirements.txt").write_text("six==1.16.0\n")
+    (project / "model.py").write_text(
+        "import sys\n\nimport six\n\n\n"
+        "def versions():\n    return {'six': six.__version__, 'prefix': sys.prefix}\n"
+    )
+    version = ray_server.client().publish(project / "model.py:versions", name="ray-isolated")
+    assert version["status"] == "running"
+    response = ray_server.invoke("ray-isolated", {"parameters": []})
+    assert response.status_code == 200, response.text
+    result = response.json()["result"]
+    assert result["six"] == "1.16.0"
+    # built again on the node, in its own data directory, under the same cache key
+    key = Path(result["prefix"]).name
+    assert (ray_server.home / "envs" / key).is_dir()
+    assert not result["prefix"].startswith(str(ray_server.home))
+
+
 def test_the_model_log_shows_what_the_worker_wrote_on_its_node(ray_server: Server) -> None:
     ray_server.client().publish(PROJECTS / "r_kitchen" / "kitchen.R:kitchen", name="ray-logs")
     assert (

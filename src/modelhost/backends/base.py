@@ -56,6 +56,8 @@ class InstanceSpec:
     generation: int = 0
     #: the version's bundle (the Ray backend ships it to the node and checks it there)
     bundle_sha256: str = ""
+    #: an isolated environment's lock (the Ray backend builds it again on the node from it)
+    environment_lock: str = ""
 
 
 class CallResult(NamedTuple):  # a tuple: one is made per call, on the hot path

@@ -28,6 +28,7 @@ import secrets
 import socket
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -37,6 +38,7 @@ from modelhost import errors
 from modelhost.backends.base import Instance, InstanceSpec, InstanceState
 from modelhost.backends.channel import CallChannel, Connection
 from modelhost.backends.ray_node import NODE_SETTINGS, NodeInstance
+from modelhost.builder import uvenv
 from modelhost.builder.bundles import BundleStore
 from modelhost.runtime import protocol
 from modelhost.settings import Settings
@@ -62,6 +64,21 @@ def _cause(exc: BaseException) -> str:
     if cause is not None:
         return f"{type(cause).__name__}: {cause}"
     return str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+
+
+def _environment(spec: InstanceSpec) -> dict[str, str] | None:
+    """An isolated environment as the node builds it again: its lock and the base Python it
+    was made from (the same cache key there), and where it is here, to rewrite paths."""
+    if not spec.environment_lock:
+        return None
+    root = Path(spec.interpreter).parent.parent
+    marker = (root / uvenv.READY_MARKER).read_text().splitlines()
+    return {
+        "lock": spec.environment_lock,
+        "python": marker[0],
+        "version": marker[1],
+        "root": str(root),
+    }
 
 
 def _check_reachable(address: str) -> None:
@@ -140,10 +157,16 @@ class RayInstance(CallChannel):
     # ------------------------------------------------------------------ starting
 
     async def launch(
-        self, load_timeout: float, bundle: Any, node_spec: dict[str, Any], wants: str
+        self,
+        load_timeout: float,
+        bundle: Any,
+        node_spec: dict[str, Any],
+        wants: str,
+        build_timeout: float = 0.0,
     ) -> None:
-        """Have the actor set the instance up, connect to it, and wait for READY (reported
-        through ``on_change``)."""
+        """Have the actor set the instance up (placing it, and building its environment there
+        within ``build_timeout`` more), connect to it, and wait for READY (reported through
+        ``on_change``)."""
         spec = self.spec
         spec.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.log(f"starting instance {spec.instance_id} of version {spec.version_number} on Ray")
@@ -153,7 +176,7 @@ class RayInstance(CallChannel):
         try:
             where = await asyncio.wait_for(
                 self._ref(self._actor.start.remote(node_spec, bundle, token, load_timeout)),
-                load_timeout,
+                load_timeout + build_timeout,
             )
         except asyncio.TimeoutError:
             self._fail(
@@ -440,6 +463,8 @@ class RayBackend:
             "own_python": spec.runtime == "python" and spec.interpreter == sys.executable,
             "runtime": spec.runtime,
             "network": spec.network,
+            "environment": _environment(spec),
+            "libraries": [str(path) for path in spec.libraries],
             # only this version's actors get its variables (and secrets)
             "env": {**spec.env, "MODELHOST_INSTANCE_NONCE": nonce},
             "worker": {
@@ -460,7 +485,10 @@ class RayBackend:
         actor = self._actor_class.options(**options).remote(self._node_settings)
         instance = RayInstance(spec, self._changed, actor)
         self._instances[spec.instance_id] = instance
-        await instance.launch(load_timeout, bundle, self._node_spec(spec, instance.nonce), wants)
+        build = self._settings.environment_build_timeout_seconds if spec.environment_lock else 0.0
+        await instance.launch(
+            load_timeout, bundle, self._node_spec(spec, instance.nonce), wants, float(build)
+        )
         return instance
 
     async def stop(self, instance: Instance, drain_timeout: float) -> None:

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from modelhost import errors, json_conversions
+from modelhost.builder import uvenv
 from modelhost.builder.bundles import BundleStore
 from modelhost.sandbox import RUNTIME_DIR, Confinement, Sandbox, innermost_pid, open_sandbox
 from modelhost.settings import load_settings
@@ -42,6 +43,7 @@ from modelhost.settings import load_settings
 #: the settings a node takes from the gateway's (its sandbox's); everything else is its own
 NODE_SETTINGS = (
     "isolation",
+    "environment_build_timeout_seconds",
     "sandbox_first_uid",
     "sandbox_max_processes",
     "sandbox_max_open_files",
@@ -107,7 +109,11 @@ class NodeInstance:
                 "damaged (its sha256 does not match)."
             )
         workdir = self._working_copy(sha256, spec["version_id"], bundle)
-        interpreter = sys.executable if spec["own_python"] else spec["interpreter"]
+        env = dict(spec["env"])
+        if spec["environment"]:
+            interpreter = self._environment(spec["environment"], env)
+        else:
+            interpreter = sys.executable if spec["own_python"] else spec["interpreter"]
         if not Path(interpreter).exists():
             raise errors.InternalError(
                 f"This node has no {interpreter}: the version's environment exists only where "
@@ -117,12 +123,12 @@ class NodeInstance:
         self._log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log_path.touch()
         published = spec["workdir"]
-        env = {k: v.replace(published, str(workdir)) for k, v in spec["env"].items()}
+        env = {k: v.replace(published, str(workdir)) for k, v in env.items()}
         confinement = Confinement(
             workdir=workdir,
             owner=spec["model_id"],
             programs=(interpreter,),
-            read_only=(RUNTIME_DIR, _JSON_CONVERSIONS),
+            read_only=(RUNTIME_DIR, _JSON_CONVERSIONS, *map(Path, spec["libraries"])),
             network=spec["network"],
         )
         self._sandbox.prepare(confinement)
@@ -146,6 +152,28 @@ class NodeInstance:
             "port": listener.getsockname()[1],
             "node_id": ray.get_runtime_context().get_node_id(),
         }
+
+    def _environment(self, wanted: dict[str, str], env: dict[str, str]) -> str:
+        """The version's isolated environment on this node: built here from its lock with uv
+        (nothing unlocked is installed), cached under the same key as where it was published.
+        Paths to it in ``env`` are rewritten to this node's."""
+        python = uvenv.Python(path=wanted["python"], version=wanted["version"])
+        if not Path(python.path).exists():
+            raise errors.EnvironmentFailed(
+                f"This node has no Python at {python.path}, which the version's environment "
+                "is made from. Install the same Python at the same path on every node."
+            )
+        found, _ = uvenv.ensure_environment(
+            self._settings,
+            wanted["lock"],
+            python,
+            deadline=uvenv.Deadline.after(self._settings),
+            log=lambda line: None,
+        )
+        root = str(found.parent.parent)
+        for name, value in env.items():
+            env[name] = value.replace(wanted["root"], root)
+        return str(found)
 
     def _working_copy(self, sha256: str, version_id: str, bundle: bytes) -> Path:
         store = BundleStore(self._home / "bundles")

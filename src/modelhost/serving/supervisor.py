@@ -322,6 +322,7 @@ class Supervisor:
             fork=version.fork,
             generation=model.generation,
             bundle_sha256=version.bundle_sha256,
+            environment_lock=(version.environment_lock or "") if version.isolated else "",
         )
         self._generation[instance_id] = model.generation
         await self.backend.start(spec, self.settings.load_timeout_seconds)
