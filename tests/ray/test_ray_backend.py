@@ -99,6 +99,59 @@ def test_a_call_error_keeps_the_invocation_contract_on_ray(ray_server: Server) -
     assert "TypeError" in raised.json()["error"]["message"]
 
 
+def test_an_infinite_loop_is_a_504_and_the_instance_is_replaced_on_ray(
+    ray_server: Server, tmp_path: Path
+) -> None:
+    client = ray_server.client()
+    client.publish(
+        versioned_project(tmp_path, "1"), file="model.py", function="which", name="ray-loop"
+    )
+    client.update_model("ray-loop", timeout_seconds=1)
+    (first,) = client.instances("ray-loop")
+    response = ray_server.invoke("ray-loop", {"data": {"loop": True}})
+    assert response.status_code == 504
+    assert response.json()["error"]["code"] == "model_timeout"
+    wait_until(lambda: ray_server.invoke("ray-loop", {"data": {}}).status_code == 200, timeout=60)
+    assert first.id not in {i.id for i in ready_instances(ray_server, "ray-loop")}
+    logs = "\n".join(line["text"] for line in client.logs("ray-loop", tail=1000))
+    assert "passed the timeout of" in logs
+
+
+def test_a_crash_during_a_call_is_a_502_not_a_lost_node_and_the_instance_is_replaced(
+    ray_server: Server, tmp_path: Path
+) -> None:
+    client = ray_server.client()
+    client.publish(
+        versioned_project(tmp_path, "1"), file="model.py", function="which", name="ray-crash"
+    )
+    response = ray_server.invoke("ray-crash", {"data": {"crash": True}})
+    assert response.status_code == 502
+    assert response.json()["error"]["code"] == "instance_crashed"
+    wait_until(lambda: ray_server.invoke("ray-crash", {"data": {}}).status_code == 200, timeout=60)
+    logs = "\n".join(line["text"] for line in client.logs("ray-crash", tail=1000))
+    assert "exited with code 9" in logs
+
+
+def test_a_models_variables_reach_its_instances_and_no_other_models(
+    ray_server: Server, tmp_path: Path
+) -> None:
+    client = ray_server.client()
+    for name in ("ray-vars", "ray-novars"):
+        client.publish(
+            versioned_project(tmp_path, "1"), file="model.py", function="which", name=name
+        )
+    client.set_env("ray-vars", "RAY_SECRET", "s3cr3t", secret=True)
+    wait_until(
+        lambda: (
+            ray_server.invoke("ray-vars", {"data": {"env": "RAY_SECRET"}}).json()["result"]["env"]
+            == "s3cr3t"
+        ),
+        timeout=60,
+    )
+    other = ray_server.invoke("ray-novars", {"data": {"env": "RAY_SECRET"}})
+    assert other.json()["result"]["env"] is None
+
+
 def test_scaling_to_two_puts_the_instances_on_different_nodes(
     ray_server: Server, ray_cluster: RayCluster, tmp_path: Path
 ) -> None:
