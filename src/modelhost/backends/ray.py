@@ -125,6 +125,7 @@ class RayInstance(CallChannel):
         self._lost = False
         self._memory: float | None = None
         self._log_offset = 0
+        self._log_lock = asyncio.Lock()
         self._load_timer: asyncio.TimerHandle | None = None
         self._exited = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -267,6 +268,10 @@ class RayInstance(CallChannel):
                 await asyncio.wait_for(self._exited.wait(), _POLL_SECONDS)
 
     async def _pull_log(self) -> None:
+        async with self._log_lock:  # one reader at a time: each byte is copied once
+            await self._pull_log_unlocked()
+
+    async def _pull_log_unlocked(self) -> None:
         while True:
             try:
                 data, self._log_offset = await self._ref(
@@ -346,9 +351,14 @@ class RayInstance(CallChannel):
             self.signature = info.get("signature")
             schema = info.get("schema")
             self.schema = schema if isinstance(schema, dict) else None
-            if self.state is InstanceState.STARTING:
-                self.state = InstanceState.READY
-                self._on_change()
+            self._spawn(self._ready())
+
+    async def _ready(self) -> None:
+        """Ready once what the import wrote on the node is in the instance log here too."""
+        await self._pull_log()
+        if self.state is InstanceState.STARTING:
+            self.state = InstanceState.READY
+            self._on_change()
 
     @property
     def nonce(self) -> str:
