@@ -218,7 +218,9 @@ def test_scale_restart_and_environment_changes_replace_instances_without_failing
 
     def sees_variable() -> bool:
         answer = server.invoke("sw-restart", {"data": {"env": "COLOUR"}}).json()
-        return answer["result"]["env"] == "blue" and not _ready_ids(client, "sw-restart") & restarted
+        return (
+            answer["result"]["env"] == "blue" and not _ready_ids(client, "sw-restart") & restarted
+        )
 
     _switch_under_load(
         server, route, lambda: client.set_env("sw-restart", "COLOUR", "blue"), sees_variable
