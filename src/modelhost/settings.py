@@ -121,6 +121,12 @@ def _non_negative_cpus(value: Any) -> float:
     return number
 
 
+def _tiers(value: Any) -> Any:
+    from modelhost.tiers import parse_tiers
+
+    return parse_tiers(value)
+
+
 def _fraction(value: Any) -> float:
     number = float(value)
     if not 0 < number <= 1:
@@ -381,6 +387,15 @@ SETTINGS: tuple[Setting, ...] = (
         10.0,
         "After a route moves to a new version, the old one keeps running this long; if the new "
         "one crashes meanwhile, the route moves back and the new version is marked failed.",
+    ),
+    Setting(
+        "hardware_tiers",
+        _tiers,
+        {},
+        "Named hardware tiers a model may pick (its tier): each with cpus, memory_mb and "
+        "optionally gpus. In the settings file a table ([hardware_tiers.small] cpus = 1, "
+        'memory_mb = 2048); in the environment JSON ({"small": {"cpus": 1, "memory_mb": '
+        "2048}}). Empty: no tiers.",
     ),
     Setting(
         "instance_memory_limit_mb",

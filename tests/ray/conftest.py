@@ -6,6 +6,7 @@ this machine, as separate raylets with node ids of their own.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,12 @@ import pytest
 from ray.cluster_utils import Cluster
 
 from tests.helpers import Server, running_server
+
+#: hardware tiers of the session's server: one the cluster has room for, one it has no GPU for
+TIERS = {
+    "ray-small": {"cpus": 1, "memory_mb": 100},
+    "ray-gpu": {"cpus": 0.1, "memory_mb": 100, "gpus": 1},
+}
 
 
 @dataclass
@@ -67,6 +74,9 @@ def ray_server(
         "MODELHOST_BACKEND": "ray",
         "MODELHOST_RAY_ADDRESS": ray_cluster.address,
         "MODELHOST_RAY_INSTANCE_CPUS": "0.1",
+        # an instance no node can take fails within this (the GPU tier's test waits for it)
+        "MODELHOST_LOAD_TIMEOUT_SECONDS": "30",
+        "MODELHOST_HARDWARE_TIERS": json.dumps(TIERS),
     }
     with running_server(home, env) as server:
         yield server

@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from modelhost import errors
 from tests.helpers import PROJECTS, Server, wait_until
 from tests.ray.conftest import RayCluster
 from tests.ui.conftest import session_cookies
@@ -150,6 +151,44 @@ def test_a_models_variables_reach_its_instances_and_no_other_models(
     )
     other = ray_server.invoke("ray-novars", {"data": {"env": "RAY_SECRET"}})
     assert other.json()["result"]["env"] is None
+
+
+def test_a_model_on_a_tier_asks_ray_for_exactly_its_cpus_and_memory(
+    ray_server: Server, tmp_path: Path
+) -> None:
+    client = ray_server.client()
+    client.publish(
+        versioned_project(tmp_path, "1"), file="model.py", function="which", name="ray-tier"
+    )
+    (before,) = client.instances("ray-tier")
+    updated = client.update_model("ray-tier", tier="ray-small")
+    assert updated["tier"] == {"name": "ray-small", "cpus": 1.0, "memory_mb": 100, "gpus": 0}
+    wait_until(
+        lambda: [i.id for i in ready_instances(ray_server, "ray-tier")] not in ([], [before.id]),
+        timeout=60,
+    )
+    (after,) = ready_instances(ray_server, "ray-tier")
+    logs = "\n".join(line["text"] for line in client.logs("ray-tier", tail=1000))
+    assert (
+        f"instance {after.id} placed on Ray node {after.node}, with 1 CPU, 100 MB of memory" in logs
+    )
+
+
+def test_a_tier_no_node_can_take_fails_the_version_saying_what_it_asks_for(
+    ray_server: Server,
+) -> None:
+    created = httpx.post(
+        f"{ray_server.url}/api/v1/models",
+        json={"name": "ray-gpu-model"},
+        headers={"Authorization": f"Bearer {ray_server.api_key}"},
+    )
+    assert created.status_code == 201, created.text
+    # on Ray a GPU tier is allowed (a GPU node may join); this cluster has none
+    ray_server.client().update_model("ray-gpu-model", tier="ray-gpu")
+    with pytest.raises(errors.BuildFailed) as failed:
+        ray_server.client().publish(PROJECTS / "calc" / "calc.py:add", name="ray-gpu-model")
+    assert "No Ray node took the instance within 30 s" in failed.value.build_log
+    assert "It asks for 0.1 CPU, 100 MB of memory, 1 GPU(s)" in failed.value.build_log
 
 
 def test_scaling_to_two_puts_the_instances_on_different_nodes(

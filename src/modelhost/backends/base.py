@@ -58,6 +58,11 @@ class InstanceSpec:
     bundle_sha256: str = ""
     #: an isolated environment's lock (the Ray backend builds it again on the node from it)
     environment_lock: str = ""
+    #: the model's hardware tier: CPUs (local: an affinity), memory (MB, its memory limit) and
+    #: GPUs (Ray only); None when it picked none
+    cpus: float | None = None
+    memory_mb: int | None = None
+    gpus: int = 0
 
 
 class CallResult(NamedTuple):  # a tuple: one is made per call, on the hot path

@@ -191,7 +191,7 @@ class RayInstance(CallChannel):
             self.kill()
             return
         self.node = str(where["node_id"])
-        self.log(f"instance {spec.instance_id} placed on Ray node {self.node}")
+        self.log(f"instance {spec.instance_id} placed on Ray node {self.node}, with {wants}")
         try:
             self._transport, _ = await self._loop.create_connection(
                 lambda: Connection(self), str(where["host"]), int(where["port"])
@@ -447,7 +447,7 @@ class RayBackend:
         return ref
 
     def _options(self, spec: InstanceSpec) -> tuple[dict[str, Any], str]:
-        cpus = float(self._settings.ray_instance_cpus)
+        cpus = float(self._settings.ray_instance_cpus if spec.cpus is None else spec.cpus)
         options: dict[str, Any] = {
             "num_cpus": cpus,
             "scheduling_strategy": "SPREAD",
@@ -456,6 +456,12 @@ class RayBackend:
             "name": f"instance-{spec.instance_id}",
         }
         wants = f"{cpus:g} CPU"
+        if spec.memory_mb is not None:  # the hardware tier's: Ray places it where that is free
+            options["memory"] = spec.memory_mb * 1024 * 1024
+            wants += f", {spec.memory_mb} MB of memory"
+        if spec.gpus:
+            options["num_gpus"] = spec.gpus
+            wants += f", {spec.gpus} GPU(s)"
         if spec.runtime == "r":
             options["resources"] = {R_RESOURCE: R_SHARE}
             wants += f" and the {R_RESOURCE} resource (a node started with --resources "
