@@ -9,10 +9,12 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from modelhost import errors
 from tests.helpers import PROJECTS, Server, running_server, wait_until
+from tests.ui.conftest import CSRF, session_cookies
 
 pytestmark = pytest.mark.integration
 
@@ -77,6 +79,27 @@ def test_a_model_on_a_tier_gets_its_cpus_and_its_memory_limit(
         ),
         timeout=60,
     )
+
+
+def test_the_web_ui_shows_the_tier_and_picks_one_in_the_settings_form(
+    tiered: Server,
+) -> None:
+    client = tiered.client()
+    client.publish(PROJECTS / "calc" / "calc.py:add", name="tier-ui")
+    cookies = session_cookies(tiered.home, tiered.api_key)
+    settings_page = httpx.get(f"{tiered.url}/ui/models/tier-ui/settings", cookies=cookies)
+    assert settings_page.status_code == 200
+    assert '<option value="one">one: 1 CPU, 150 MB</option>' in settings_page.text
+    picked = httpx.post(
+        f"{tiered.url}/ui/models/tier-ui/actions/settings",
+        cookies=cookies,
+        headers={"X-CSRF-Token": CSRF, "Accept": "application/json"},
+        data={"csrf_token": CSRF, "tier": "one"},
+    )
+    assert picked.status_code == 200, picked.text
+    assert client.model("tier-ui")["tier"]["name"] == "one"
+    overview = httpx.get(f"{tiered.url}/ui/models/tier-ui", cookies=cookies)
+    assert "Hardware tier <strong>one</strong>: 1 CPU, 150 MB per instance" in overview.text
 
 
 def test_a_tier_the_machine_cannot_satisfy_or_that_does_not_exist_is_refused(
