@@ -43,7 +43,7 @@ class RayCluster:
         return str(self.worker.node_id)
 
     def add_worker(self) -> None:
-        self.worker = self.cluster.add_node(num_cpus=2)
+        self.worker = self.cluster.add_node(num_cpus=4)
         self.cluster.wait_for_nodes()
 
     def kill_worker(self) -> None:
@@ -54,10 +54,10 @@ class RayCluster:
 def ray_cluster() -> Iterator[RayCluster]:
     cluster = Cluster(
         initialize_head=True,
-        head_node_args={"num_cpus": 2, "resources": {"R": 1}},
+        head_node_args={"num_cpus": 4, "resources": {"R": 1}},
     )
     try:
-        worker = cluster.add_node(num_cpus=2)
+        worker = cluster.add_node(num_cpus=4)
         cluster.wait_for_nodes()
         yield RayCluster(cluster, cluster.head_node, worker)
     finally:

@@ -169,6 +169,7 @@ def test_a_model_on_a_tier_asks_ray_for_exactly_its_cpus_and_memory(
     )
     (after,) = ready_instances(ray_server, "ray-tier")
     logs = "\n".join(line["text"] for line in client.logs("ray-tier", tail=1000))
+    client.stop("ray-tier")  # its CPU goes back to the cluster for the tests after it
     assert (
         f"instance {after.id} placed on Ray node {after.node}, with 1 CPU, 100 MB of memory" in logs
     )
@@ -187,6 +188,7 @@ def test_a_tier_no_node_can_take_fails_the_version_saying_what_it_asks_for(
     ray_server.client().update_model("ray-gpu-model", tier="ray-gpu")
     with pytest.raises(errors.BuildFailed) as failed:
         ray_server.client().publish(PROJECTS / "calc" / "calc.py:add", name="ray-gpu-model")
+    ray_server.client().stop("ray-gpu-model")  # no more attempts to place it
     assert "No Ray node took the instance within 30 s" in failed.value.build_log
     assert "It asks for 0.1 CPU, 100 MB of memory, 1 GPU(s)" in failed.value.build_log
 

@@ -27,7 +27,7 @@ import logging
 import secrets
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ import ray
 import ray.exceptions
 
 from modelhost import errors
-from modelhost.backends.base import Instance, InstanceSpec, InstanceState
+from modelhost.backends.base import CallResult, Instance, InstanceSpec, InstanceState
 from modelhost.backends.channel import CallChannel, Connection
 from modelhost.backends.ray_node import NODE_SETTINGS, NodeInstance
 from modelhost.builder import uvenv
@@ -154,6 +154,22 @@ class RayInstance(CallChannel):
         task = self._loop.create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    def begin(self, launch: Coroutine[Any, Any, None]) -> None:
+        """Run ``launch`` in the background; an unexpected error fails the instance."""
+
+        async def guarded() -> None:
+            try:
+                await launch
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                logger.exception("instance %s could not be started on Ray", self.spec.instance_id)
+                if self.state is InstanceState.STARTING:
+                    self._fail(f"The instance could not be started on Ray: {exc}")
+                    self.kill()
+
+        self._spawn(guarded())
 
     # ------------------------------------------------------------------ starting
 
@@ -364,6 +380,16 @@ class RayInstance(CallChannel):
     def nonce(self) -> str:
         return self._nonce
 
+    async def call(self, request_id: str, body: bytes, timeout: float) -> CallResult:
+        # A call that reaches an instance just taken out of rotation (its node went away) was
+        # sent nowhere: the gateway sends it to another instance.
+        if self.state is not InstanceState.READY or self._transport is None:
+            raise errors.CallNotStarted(
+                f"The instance running version {self.version_number} left rotation before "
+                "this call was sent; it was not run."
+            )
+        return await super().call(request_id, body, timeout)
+
     # ------------------------------------------------------------------ ending
 
     def kill(self) -> None:
@@ -502,8 +528,12 @@ class RayBackend:
         instance = RayInstance(spec, self._changed, actor)
         self._instances[spec.instance_id] = instance
         build = self._settings.environment_build_timeout_seconds if spec.environment_lock else 0.0
-        await instance.launch(
-            load_timeout, bundle, self._node_spec(spec, instance.nonce), wants, float(build)
+        # Placing it, and building its environment on the node, may take long: the reconciler
+        # does not wait (its tick serves every model); the instance says when it is ready.
+        instance.begin(
+            instance.launch(
+                load_timeout, bundle, self._node_spec(spec, instance.nonce), wants, float(build)
+            )
         )
         return instance
 
