@@ -12,7 +12,7 @@ import pytest
 
 from modelhost import errors
 from modelhost.settings import load_settings
-from tests.helpers import free_port
+from tests.helpers import PROJECTS, Server, free_port
 
 
 def test_the_local_backend_is_the_default() -> None:
@@ -70,3 +70,15 @@ def test_a_ray_cluster_that_cannot_be_reached_stops_the_server_with_a_clear_erro
     )
     assert result.returncode == 1
     assert "Error: Cannot join the Ray cluster at ray_address = '127.0.0.1:1'" in result.stderr
+
+
+def test_instances_on_the_local_backend_show_no_node_and_the_cli_says_local(
+    server: Server,
+) -> None:
+    server.client().publish(PROJECTS / "calc" / "calc.py:add", name="local-node")
+    (instance,) = server.client().instances("local-node")
+    assert instance.node is None
+    assert instance.pid is not None
+    listed = server.cli("instances", "local-node", check=True).stdout.splitlines()
+    assert listed[0].split() == ["INSTANCE", "VERSION", "STATE", "BUSY", "NODE", "PID"]
+    assert listed[1].split() == [instance.id, "1", "ready", "no", "local", str(instance.pid)]
