@@ -90,6 +90,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "(bench/hop_ceiling.py): what any server that runs code outside its process pays.",
     )
     parser.add_argument(
+        "--backend",
+        choices=("local", "ray"),
+        default="local",
+        help="modelhost's backend setting. ray: the run starts a one-node Ray cluster on "
+        "127.0.0.1 (ray.cluster_utils) and serves every instance through it.",
+    )
+    parser.add_argument(
         "--token-limits",
         metavar="RATE,QUOTA",
         default=None,
@@ -133,18 +140,38 @@ def url_for(target: str, case: Case, server: servers.Server) -> str:
     return f"{server.url}{case.ceiling}"
 
 
+def ray_cluster(stack: contextlib.ExitStack) -> dict[str, str]:
+    """A one-node Ray cluster for the run (shut down with ``stack``), and the settings that
+    point modelhost at it."""
+    from ray.cluster_utils import Cluster  # only with --backend ray
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2})
+    stack.callback(cluster.shutdown)
+    return {
+        "MODELHOST_BACKEND": "ray",
+        "MODELHOST_RAY_ADDRESS": str(cluster.address),
+        "MODELHOST_RAY_INSTANCE_CPUS": "0.1",
+    }
+
+
 @contextlib.contextmanager
 def started_servers(
-    workdir: Path, gateway_processes: int, isolation: str | None, hop_ceiling: bool = False
+    workdir: Path,
+    gateway_processes: int,
+    isolation: str | None,
+    backend: str = "local",
+    hop_ceiling: bool = False,
 ) -> Iterator[dict[str, servers.Server]]:
     """modelhost (fresh MODELHOST_HOME) and the ceiling (and the hop ceiling), all ready; all
     stopped on exit."""
     with contextlib.ExitStack() as stack:
+        extra = ray_cluster(stack) if backend == "ray" else {}
         modelhost_server = servers.start_modelhost(
             workdir / "home",
             workdir / "modelhost.log",
             gateway_processes=gateway_processes,
             isolation=isolation,
+            extra=extra,
         )
         stack.callback(servers.stop, modelhost_server)
         ceiling = servers.start_ceiling(workdir / "ceiling.log", workers=CEILING_WORKERS)
@@ -295,6 +322,7 @@ def environment(options: argparse.Namespace) -> dict[str, Any]:
         "ceiling_workers": CEILING_WORKERS,
         "modelhost_gateway_processes": options.gateway_processes,
         "modelhost_token_limits": options.token_limits,
+        "modelhost_backend": options.backend,
     }
 
 
@@ -308,7 +336,11 @@ def run_suite(options: argparse.Namespace) -> Report:
     with (
         tempfile.TemporaryDirectory(prefix="modelhost-bench-") as tmp,
         started_servers(
-            Path(tmp), options.gateway_processes, options.isolation, options.hop_ceiling
+            Path(tmp),
+            options.gateway_processes,
+            options.isolation,
+            options.backend,
+            options.hop_ceiling,
         ) as running,
     ):
         isolation = servers.isolation_of(running["modelhost"])

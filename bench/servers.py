@@ -172,6 +172,7 @@ def start_modelhost(
     gateway_processes: int = 1,
     isolation: str | None = None,
     name: str = "modelhost",
+    extra: Mapping[str, str] | None = None,
 ) -> Server:
     """``modelhost serve`` with a fresh MODELHOST_HOME and default settings but for
     ``gateway_processes`` and, when given, ``isolation`` (not yet ready: see
@@ -181,6 +182,7 @@ def start_modelhost(
     settings = {"MODELHOST_HOME": str(home), "MODELHOST_GATEWAY_PROCESSES": str(gateway_processes)}
     if isolation is not None:
         settings["MODELHOST_ISOLATION"] = isolation
+    settings.update(extra or {})
     server = start(
         name,
         [str(modelhost), "serve", "--host", HOST, "--port", str(port)],

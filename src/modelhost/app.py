@@ -19,7 +19,7 @@ from typing import Any
 from fastapi import APIRouter, FastAPI
 from starlette.staticfiles import StaticFiles
 
-from modelhost import __version__, housekeeping, pidfiles, urls
+from modelhost import __version__, errors, housekeeping, pidfiles, urls
 from modelhost.api import access as access_api
 from modelhost.api import captures as captures_api
 from modelhost.api import environments as environments_api
@@ -259,6 +259,19 @@ def create_api(
     return api
 
 
+def _backend(settings: Settings, sandbox: Sandbox, store: BundleStore) -> Backend:
+    """The backend ``settings.backend`` names; Ray is imported only when it is the one."""
+    if settings.backend == "ray":
+        try:
+            from modelhost.backends.ray import RayBackend
+        except ImportError:
+            raise errors.InvalidSetting(
+                "backend = ray needs Ray: pip install 'modelhost[ray]' (here and on every node)."
+            ) from None
+        return RayBackend(settings, store)
+    return LocalBackend(sandbox, pids=settings.home_path / pidfiles.RUN_DIRECTORY)
+
+
 def create_app(
     settings: Settings,
     *,
@@ -280,11 +293,7 @@ def create_app(
     remote = RemoteBundles(settings.bundle_store) if settings.bundle_store else None
     store = BundleStore(home / "bundles", remote)
     sandbox = sandbox if sandbox is not None else open_sandbox(settings)
-    runner: Backend = (
-        backend
-        if backend is not None
-        else LocalBackend(sandbox, pids=home / pidfiles.RUN_DIRECTORY)
-    )
+    runner = backend if backend is not None else _backend(settings, sandbox, store)
     gateway = Gateway(max_request_bytes=settings.max_request_bytes)
     if settings.request_log:
         gateway.request_log = RequestLog()

@@ -33,7 +33,8 @@ The tree::
     ├── InstanceCrashed             502 instance_crashed
     ├── Unavailable                 503 unavailable
     │   ├── NoReadyInstance         503 no_ready_instance
-    │   └── QueueFull               503 queue_full
+    │   ├── QueueFull               503 queue_full
+    │   └── InstanceLost            503 instance_lost
     ├── ModelTimeout                504 model_timeout
     ├── BuildFailed                 422 build_failed        (client side: a version failed)
     └── ConnectionFailed            (client side: the server could not be reached)
@@ -223,6 +224,13 @@ class NoReadyInstance(Unavailable):
 
 class QueueFull(Unavailable):
     code = "queue_full"
+
+
+class InstanceLost(Unavailable):
+    """The connection to an instance on another machine (a Ray node) broke during the call and
+    its node is gone or unreachable: whether the call ran is unknown; retry it."""
+
+    code = "instance_lost"
 
 
 class ModelTimeout(ModelhostError):

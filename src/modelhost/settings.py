@@ -107,6 +107,26 @@ def _isolation(value: Any) -> str:
     return mode
 
 
+def _backend(value: Any) -> str:
+    name = str(value).lower()
+    if name not in {"local", "ray"}:
+        raise ValueError("expected local or ray")
+    return name
+
+
+def _non_negative_cpus(value: Any) -> float:
+    number = _float(value)
+    if number < 0:
+        raise ValueError("expected a number of CPUs of at least 0")
+    return number
+
+
+def _tiers(value: Any) -> Any:
+    from modelhost.tiers import parse_tiers
+
+    return parse_tiers(value)
+
+
 def _fraction(value: Any) -> float:
     number = float(value)
     if not 0 < number <= 1:
@@ -298,6 +318,28 @@ SETTINGS: tuple[Setting, ...] = (
         "Whether new models need an access token to be called: token (the default) or public.",
     ),
     Setting(
+        "backend",
+        _backend,
+        "local",
+        "What runs instances: local (worker processes on this machine, the default) or ray "
+        "(each instance a Ray actor on a node of the Ray cluster at ray_address, which starts "
+        "the same worker there; needs pip install 'modelhost[ray]' here and on every node).",
+    ),
+    Setting(
+        "ray_address",
+        str,
+        "auto",
+        "With backend = ray, the Ray cluster to join, as ray.init takes it: auto (the cluster "
+        "started on this machine with ray start), or the head node's host:port.",
+    ),
+    Setting(
+        "ray_instance_cpus",
+        _non_negative_cpus,
+        1.0,
+        "With backend = ray, the CPUs one instance's actor asks Ray for (fractions allowed); "
+        "Ray places an instance only on a node with that much free.",
+    ),
+    Setting(
         "gateway_processes",
         _positive_int,
         1,
@@ -345,6 +387,15 @@ SETTINGS: tuple[Setting, ...] = (
         10.0,
         "After a route moves to a new version, the old one keeps running this long; if the new "
         "one crashes meanwhile, the route moves back and the new version is marked failed.",
+    ),
+    Setting(
+        "hardware_tiers",
+        _tiers,
+        {},
+        "Named hardware tiers a model may pick (its tier): each with cpus, memory_mb and "
+        "optionally gpus. In the settings file a table ([hardware_tiers.small] cpus = 1, "
+        'memory_mb = 2048); in the environment JSON ({"small": {"cpus": 1, "memory_mb": '
+        "2048}}). Empty: no tiers.",
     ),
     Setting(
         "instance_memory_limit_mb",

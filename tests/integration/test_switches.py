@@ -180,8 +180,9 @@ def test_promote_in_advanced_routing_moves_prod_without_failing_a_call(
     assert {c.version for c in load.calls if c.started > load.done_at} == {"2"}  # type: ignore[attr-defined]
 
 
-def _pids(client: Client, model: str) -> set[int]:
-    return {i["pid"] for i in client.instances(model) if i["state"] == "ready"}
+def _ready_ids(client: Client, model: str) -> set[str]:
+    """The ready instances, by id (a pid is only known for instances on this machine)."""
+    return {i["id"] for i in client.instances(model) if i["state"] == "ready"}
 
 
 def test_scale_restart_and_environment_changes_replace_instances_without_failing_a_call(
@@ -193,14 +194,14 @@ def test_scale_restart_and_environment_changes_replace_instances_without_failing
     )
     route = "/models/sw-restart/latest/model"
 
-    before = _pids(client, "sw-restart")
+    before = _ready_ids(client, "sw-restart")
     _switch_under_load(
         server,
         route,
         lambda: client.scale("sw-restart", 2),
-        lambda: len(_pids(client, "sw-restart")) == 2,
+        lambda: len(_ready_ids(client, "sw-restart")) == 2,
     )
-    scaled = _pids(client, "sw-restart")
+    scaled = _ready_ids(client, "sw-restart")
     assert before < scaled
 
     _switch_under_load(
@@ -208,16 +209,18 @@ def test_scale_restart_and_environment_changes_replace_instances_without_failing
         route,
         lambda: client.restart("sw-restart"),
         lambda: (
-            len(_pids(client, "sw-restart")) == 2
-            and not _pids(client, "sw-restart") & scaled
+            len(_ready_ids(client, "sw-restart")) == 2
+            and not _ready_ids(client, "sw-restart") & scaled
             and len(client.instances("sw-restart")) == 2
         ),
     )
-    restarted = _pids(client, "sw-restart")
+    restarted = _ready_ids(client, "sw-restart")
 
     def sees_variable() -> bool:
         answer = server.invoke("sw-restart", {"data": {"env": "COLOUR"}}).json()
-        return answer["result"]["env"] == "blue" and not _pids(client, "sw-restart") & restarted
+        return (
+            answer["result"]["env"] == "blue" and not _ready_ids(client, "sw-restart") & restarted
+        )
 
     _switch_under_load(
         server, route, lambda: client.set_env("sw-restart", "COLOUR", "blue"), sees_variable

@@ -45,6 +45,10 @@ class ModelUpdate(BaseModel):
     capture_share: float | None = Field(
         default=None, description="Share of successful calls captured: more than 0, at most 1"
     )
+    tier: str | None = Field(
+        default=None,
+        description="The hardware tier its instances get (setting hardware_tiers); empty for none",
+    )
 
 
 @router.get("", summary="List the models you may see")

@@ -54,6 +54,15 @@ class InstanceSpec:
     fork: bool = False
     #: the model's generation: a restart gets a new fork server, so a fresh import
     generation: int = 0
+    #: the version's bundle (the Ray backend ships it to the node and checks it there)
+    bundle_sha256: str = ""
+    #: an isolated environment's lock (the Ray backend builds it again on the node from it)
+    environment_lock: str = ""
+    #: the model's hardware tier: CPUs (local: an affinity), memory (MB, its memory limit) and
+    #: GPUs (Ray only); None when it picked none
+    cpus: float | None = None
+    memory_mb: int | None = None
+    gpus: int = 0
 
 
 class CallResult(NamedTuple):  # a tuple: one is made per call, on the hot path

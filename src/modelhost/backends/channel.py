@@ -115,9 +115,10 @@ class CallChannel:
         if self._pending:
             self._start_clocks(self._loop.time())
 
-    def _fail_pending(self) -> None:
+    def _fail_pending(self, ran: errors.ModelhostError | None = None) -> None:
         """No answer will come. A call that never started (it waited behind others, and the
-        worker runs one at a time) is safe to send elsewhere; the ones that ran are not."""
+        worker runs one at a time) is safe to send elsewhere; the ones that ran are not: they
+        get ``ran`` (by default :class:`errors.InstanceCrashed`)."""
         pending, self._pending = self._pending, {}
         if self._watchdog is not None:
             self._watchdog.cancel()
@@ -133,6 +134,8 @@ class CallChannel:
                         "before this call started; it was not run."
                     )
                 )
+            elif ran is not None:
+                call.future.set_exception(ran)
             else:
                 call.future.set_exception(
                     errors.InstanceCrashed(

@@ -23,6 +23,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 from collections.abc import Callable, Mapping
@@ -33,6 +34,7 @@ from typing import Any
 from modelhost import pidfiles
 from modelhost.backends.base import InstanceSpec
 from modelhost.sandbox import RUNTIME_DIR, Confinement, Sandbox, innermost_pid
+from modelhost.tiers import affinity
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +64,7 @@ def fork_key(spec: InstanceSpec) -> str:
             spec.log_requests,
             spec.network,
             spec.batch,
+            spec.cpus,
             sorted(env.items()),
         ]
     )
@@ -196,6 +199,9 @@ class ForkServer:
         }
         argv = [spec.interpreter, "-u", str(WORKER), "--fork-server-fd", str(theirs.fileno())]
         argv = self._sandbox.command([*argv, "--spec", json.dumps(worker_spec)], self._confinement)
+        if spec.cpus is not None:  # its forks inherit the tier's cores
+            cores = ",".join(map(str, affinity(spec.cpus)))
+            argv = [shutil.which("taskset") or "/usr/bin/taskset", "--cpu-list", cores, *argv]
         try:
             with spec.log_path.open("ab") as log:
                 self._process = await asyncio.create_subprocess_exec(

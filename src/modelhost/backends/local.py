@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -24,10 +25,12 @@ from modelhost.backends.channel import CallChannel, Connection
 from modelhost.backends.forking import Forked, ForkServer, fork_key
 from modelhost.runtime import protocol
 from modelhost.sandbox import RUNTIME_DIR, Confinement, Sandbox, innermost_pid
+from modelhost.tiers import affinity
 
 logger = logging.getLogger(__name__)
 
 WORKER = RUNTIME_DIR / "worker.py"
+TASKSET = shutil.which("taskset") or "/usr/bin/taskset"
 WORKER_R = WORKER.with_name("worker.R")
 #: The worker loads it from next to the runtime directory (the client uses it too).
 JSON_CONVERSIONS = Path(json_conversions.__file__)
@@ -59,6 +62,15 @@ def confinement_of(spec: InstanceSpec) -> Confinement:
         read_only=(RUNTIME_DIR, JSON_CONVERSIONS, *spec.libraries),
         network=spec.network,
     )
+
+
+def pinned(spec: InstanceSpec, argv: list[str]) -> list[str]:
+    """``argv`` run on the cores of the instance's hardware tier (a CPU affinity, which the
+    sandbox and the worker inherit), or as it is without a tier."""
+    if spec.cpus is None:
+        return argv
+    cores = affinity(spec.cpus)
+    return [TASKSET, "--cpu-list", ",".join(map(str, cores)), *argv]
 
 
 class LocalInstance(CallChannel):
@@ -178,8 +190,9 @@ class LocalInstance(CallChannel):
                 parent, child = socket.socketpair()
             argv = [spec.interpreter, "-u", str(WORKER), "--fd", str(child.fileno())]
             keep = (child.fileno(),)
-        argv = self._sandbox.command(
-            [*argv, "--spec", json.dumps(worker_spec)], confinement_of(spec)
+        argv = pinned(
+            spec,
+            self._sandbox.command([*argv, "--spec", json.dumps(worker_spec)], confinement_of(spec)),
         )
         try:
             with spec.log_path.open("ab") as log:

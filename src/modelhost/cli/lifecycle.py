@@ -1,5 +1,5 @@
 """Lifecycle commands: deploy, rollback, promote, routing, label, scale, stop, start, restart,
-unpublish, delete, env."""
+unpublish, delete, env, instances."""
 
 from __future__ import annotations
 
@@ -107,6 +107,24 @@ def scale(conn: Connection, model: str, instances: int) -> None:
     """Run INSTANCES instances of each serving version of MODEL."""
     conn.client.scale(model, instances)
     click.echo(f"{model}: {instances} instance(s)")
+
+
+@click.command()
+@click.argument("model")
+@format_option
+@pass_connection
+def instances(conn: Connection, model: str, as_json: bool) -> None:
+    """List MODEL's instances: version, state, and where each runs (its Ray node with
+    backend = ray, its process id with the local backend)."""
+    found = conn.client.instances(model)
+    if as_json:
+        print_json(found)
+        return
+    rows = [
+        (i.id, i.version, i.state, "yes" if i.busy else "no", i.node or "local", i.pid)
+        for i in found
+    ]
+    table(rows, ["INSTANCE", "VERSION", "STATE", "BUSY", "NODE", "PID"])
 
 
 @click.command()
@@ -225,6 +243,7 @@ def env_unset(conn: Connection, model: str, name: str) -> None:
 
 
 COMMANDS = [
+    instances,
     deploy,
     rollback,
     promote,

@@ -210,6 +210,7 @@ def models_show(conn: Connection, model: str, as_json: bool) -> None:
             "network",
             "capture",
             "capture_share",
+            "tier",
             "created_at",
             "updated_at",
         ],
@@ -253,6 +254,11 @@ def models_show(conn: Connection, model: str, as_json: bool) -> None:
     type=float,
     help="Share of successful calls captured, more than 0 and at most 1 (default 1: all).",
 )
+@click.option(
+    "--tier",
+    help="Hardware tier for the instances (setting hardware_tiers); '' for none. They restart "
+    "with zero downtime.",
+)
 @pass_connection
 def models_update(
     conn: Connection,
@@ -267,9 +273,10 @@ def models_update(
     batch_max_wait_ms: float | None,
     capture: bool | None,
     capture_share: float | None,
+    tier: str | None,
 ) -> None:
-    """Change a model's instance count, timeout, description, request logging, network or
-    prediction capture, or a batching version's limits (with --version)."""
+    """Change a model's instance count, timeout, description, request logging, network,
+    prediction capture or hardware tier, or a batching version's limits (with --version)."""
     if batch_max_size is not None or batch_max_wait_ms is not None:
         if version is None:
             raise click.UsageError(
@@ -295,6 +302,7 @@ def models_update(
         "network": network,
         "capture": capture,
         "capture_share": capture_share,
+        "tier": tier,
     }
     changes = {k: v for k, v in changes.items() if v is not None}
     if not changes:
@@ -302,8 +310,8 @@ def models_update(
             return
         raise click.UsageError(
             "Give at least one of --instances, --timeout, --description, --log-requests, "
-            "--network, --capture, --capture-share, or --version N with --batch-max-size or "
-            "--batch-max-wait-ms."
+            "--network, --capture, --capture-share, --tier, or --version N with "
+            "--batch-max-size or --batch-max-wait-ms."
         )
     updated = conn.client.update_model(model, **changes)
     capture_text = f"on ({updated['capture_share']:g} of calls)" if updated["capture"] else "off"
@@ -311,8 +319,18 @@ def models_update(
         f"{updated['name']}: {updated['instance_count']} instance(s), timeout "
         f"{updated['timeout_seconds']:g} s, request logging "
         f"{'on' if updated['log_requests'] else 'off'}, network "
-        f"{'on' if updated['network'] else 'off'}, capture {capture_text}"
+        f"{'on' if updated['network'] else 'off'}, capture {capture_text}, tier "
+        f"{_tier_text(updated['tier'])}"
     )
+
+
+def _tier_text(tier: dict[str, Any] | None) -> str:
+    if not tier:
+        return "none"
+    if tier.get("missing"):
+        return f"{tier['name']} (no longer defined)"
+    gpus = f", {tier['gpus']} GPU" if tier.get("gpus") else ""
+    return f"{tier['name']} ({tier['cpus']:g} CPU, {tier['memory_mb']} MB{gpus})"
 
 
 @click.command()

@@ -226,7 +226,8 @@ class Client(RunsMixin):
     def update_model(self, model: str, **changes: Any) -> Model:
         """Change ``description``, ``instance_count``, ``timeout_seconds``, ``routing_mode``,
         ``log_requests``, ``network`` (whether the model's code may reach the network),
-        ``capture`` (prediction capture on or off) or ``capture_share`` (the share of
+        ``capture`` (prediction capture on or off), ``tier`` (a hardware tier's name, "" for
+        none) or ``capture_share`` (the share of
         successful calls captured, more than 0 and at most 1)."""
         return Model.from_json(self._request("PATCH", urls.api_model(model), json=changes))
 

@@ -73,6 +73,8 @@ class Model(Record):
     network: bool | None = None
     capture: bool | None = None
     capture_share: float | None = None
+    #: the hardware tier: name, cpus, memory_mb, gpus (None: none picked)
+    tier: dict[str, Any] | None = None
     visibility: str | None = None
     invocation_mode: str | None = None
     labels: dict[str, int] | None = None
@@ -126,6 +128,8 @@ class Instance(Record):
     forked: bool | None = None
     failure: str | None = None
     gateway: int | None = None
+    #: the Ray node it runs on (``backend = ray``); None on the local backend
+    node: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

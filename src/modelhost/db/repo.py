@@ -61,6 +61,7 @@ class Model:
     network: bool = True
     capture: bool = False
     capture_share: float = 1.0
+    tier: str | None = None
 
 
 @dataclass(frozen=True)

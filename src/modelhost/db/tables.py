@@ -67,6 +67,8 @@ models = Table(
     #: prediction capture: whether it is on, and the share of successful calls it records
     Column("capture", Boolean, nullable=False, default=False),
     Column("capture_share", Float, nullable=False, default=1.0),
+    #: the hardware tier its instances get (setting hardware_tiers), or none
+    Column("tier", String(64), nullable=True),
 )
 
 versions = Table(

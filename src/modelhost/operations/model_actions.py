@@ -77,6 +77,8 @@ class SettingsChange:
     #: prediction capture on or off, and the share of successful calls it records
     capture: bool | None = None
     capture_share: float | None = None
+    #: the hardware tier's name; "" for none
+    tier: str | None = None
 
 
 def change_settings(services: Services, actor: User, request: SettingsChange) -> dict[str, Any]:
@@ -95,6 +97,7 @@ def change_settings(services: Services, actor: User, request: SettingsChange) ->
             network=request.network,
             capture=request.capture,
             capture_share=request.capture_share,
+            tier=request.tier,
         )
         if updated.capture != found.capture:  # who turned capture on or off, on its own
             detail = {"share": updated.capture_share} if updated.capture else {}

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from modelhost import errors, urls
+from modelhost import errors, tiers, urls
 from modelhost.backends.base import InstanceState
 from modelhost.builder import uvenv
 from modelhost.db.repo import Model, Version
@@ -140,6 +140,7 @@ def model_view(services: Services, model: Model) -> dict[str, Any]:
         "network": model.network,
         "capture": model.capture,
         "capture_share": model.capture_share,
+        "tier": _tier_view(services, model.tier),
         "visibility": model.visibility,
         "invocation_mode": model.invocation_mode,
         "labels": {label.name: label.version for label in services.repo.list_labels(model.id)},
@@ -150,6 +151,14 @@ def model_view(services: Services, model: Model) -> dict[str, Any]:
             "version": urls.invoke_version(model.id, "{n}"),
         },
     }
+
+
+def _tier_view(services: Services, name: str | None) -> dict[str, Any] | None:
+    """A model's tier with what it gives (null: none picked)."""
+    if name is None:
+        return None
+    tier = services.settings.hardware_tiers.get(name)
+    return {"name": name, **(tier.as_dict() if tier is not None else {"missing": True})}
 
 
 def list_versions(services: Services, model: Model) -> list[dict[str, Any]]:
@@ -177,6 +186,7 @@ def update_model(
     network: bool | None = None,
     capture: bool | None = None,
     capture_share: float | None = None,
+    tier: str | None = None,
 ) -> Model:
     changes: dict[str, Any] = {}
     if description is not None:
@@ -216,6 +226,13 @@ def update_model(
                 "loopback, so their network cannot be turned off yet; keep it on."
             )
         changes["network"] = network
+        restart = True
+    if tier is not None and (tier or None) != model.tier:
+        if tier:  # "" picks no tier
+            picked = tiers.find(services.settings.hardware_tiers, tier)
+            if services.settings.backend == "local":
+                tiers.check_local(picked)
+        changes["tier"] = tier or None
         restart = True
     if not changes:
         return model
@@ -270,6 +287,8 @@ def list_instances(services: Services, model: Model) -> list[dict[str, Any]]:
             "state": i.state.value,
             "busy": bool(i.inflight),
             "pid": i.pid,
+            # the Ray node it runs on (backend = ray); None on the local backend
+            "node": getattr(i, "node", None),
             # forked from its version's fork server (false: started fresh)
             "forked": bool(getattr(i, "forked", False)),
             "failure": i.failure if i.state is InstanceState.FAILED else None,

@@ -330,12 +330,29 @@ class Supervisor:
             libraries=(Path(version.r_library),) if version.r_library else (),
             fork=version.fork,
             generation=model.generation,
+            bundle_sha256=version.bundle_sha256,
+            environment_lock=(version.environment_lock or "") if version.isolated else "",
+            **self._tier(model),
         )
         self._generation[instance_id] = model.generation
         await self.backend.start(spec, self.settings.load_timeout_seconds)
         self.events[model.id, version.number, "start"] += 1
         if self._failures.get(version.id):  # replacing an instance that crashed
             self.events[model.id, version.number, "restart"] += 1
+
+    def _tier(self, model: Model) -> dict[str, Any]:
+        """What the model's hardware tier gives each instance (nothing without one)."""
+        tier = self.settings.hardware_tiers.get(model.tier) if model.tier else None
+        if tier is None:
+            if model.tier:
+                logger.warning(
+                    "Model %s picks the hardware tier %s, which setting hardware_tiers no "
+                    "longer defines; its instances start without one.",
+                    model.name,
+                    model.tier,
+                )
+            return {}
+        return {"cpus": tier.cpus, "memory_mb": tier.memory_mb, "gpus": tier.gpus}
 
     # ------------------------------------------------------------------ stopping
 
@@ -369,19 +386,22 @@ class Supervisor:
                 self.stop(instance)
 
     def check_memory(self) -> None:
-        """End live instances that use more memory than ``instance_memory_limit_mb``."""
-        limit_mb = self.settings.instance_memory_limit_mb
-        if not limit_mb:
-            return
+        """End live instances that use more memory than their tier's, or than
+        ``instance_memory_limit_mb``."""
         for instance in self.backend.instances():
             if instance.state not in _LIVE or instance in self._stopping:
                 continue
+            tier_mb = instance.spec.memory_mb
+            limit_mb = tier_mb or self.settings.instance_memory_limit_mb
+            if not limit_mb:
+                continue
             used = instance.memory_mb()
             if used is not None and used > limit_mb:
+                why = "its hardware tier" if tier_mb else "setting instance_memory_limit_mb"
                 instance.end(
                     "memory",
                     f"instance {instance.spec.instance_id} uses {used:.0f} MB, over the limit of "
-                    f"{limit_mb} MB (setting instance_memory_limit_mb); stopping it",
+                    f"{limit_mb} MB ({why}); stopping it",
                 )
 
     async def close(self) -> None:

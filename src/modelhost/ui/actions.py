@@ -217,6 +217,7 @@ def _settings(services: Services, user: User, model: str, form: FormData) -> tup
         network=(forms.field(form, "network") == "on") if shown else None,
         capture=(forms.field(form, "capture") == "on") if shown else None,
         capture_share=forms.optional_float(form, "capture_share", "The share of calls captured"),
+        tier=forms.field(form, "tier") if "tier" in form else None,
     )
     result = actions.change_settings(services, user, request)
     return result, "Settings saved."

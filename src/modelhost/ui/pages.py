@@ -323,6 +323,7 @@ def settings_context(services: Services, user: User, key: str) -> dict[str, Any]
         versions=[v["number"] for v in listed if v["status"] != "failed"],
         new_token=None,
         max_instance_count=services.settings.max_instance_count,
+        tiers=sorted(services.settings.hardware_tiers.values(), key=lambda t: t.name),
     )
     return context
 

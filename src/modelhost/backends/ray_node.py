@@ -1,0 +1,347 @@
+"""What runs on a Ray node for one instance (``backend = ray``): the actor's code.
+
+The gateway (``backends/ray.py``) creates one :class:`NodeInstance` actor per instance; Ray
+places it. On its node the actor:
+
+1. checks the version's bundle, which came through Ray's object store, against its sha256 and
+   extracts it to a node-local working copy (shared by the version's instances on that node);
+2. opens a TCP port on the node's address for one connection, which must start with the
+   secret token the gateway sent through Ray (anything else is dropped);
+3. starts modelhost's own worker (``runtime/worker.py``, or ``worker.R``) in the same sandbox the
+   local backend uses, handing it that connection (Python), or relaying it to the R worker's
+   loopback connection (R cannot take an inherited socket);
+4. supervises it: :meth:`NodeInstance.wait` returns its exit code, and the worker's log is read
+   back by the gateway with :meth:`NodeInstance.read_log`.
+
+The worker then speaks the framed protocol straight to the gateway, so a call costs no Ray
+hop. The module imports nothing of Ray: the actor class is wrapped by ``backends/ray.py``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from modelhost import errors, json_conversions
+from modelhost.builder import uvenv
+from modelhost.builder.bundles import BundleStore
+from modelhost.sandbox import RUNTIME_DIR, Confinement, Sandbox, innermost_pid, open_sandbox
+from modelhost.settings import load_settings
+
+#: the settings a node takes from the gateway's (its sandbox's); everything else is its own
+NODE_SETTINGS = (
+    "isolation",
+    "environment_build_timeout_seconds",
+    "sandbox_first_uid",
+    "sandbox_max_processes",
+    "sandbox_max_open_files",
+)
+#: length of the token the gateway writes first on the connection, in bytes (hex)
+TOKEN_LENGTH = 32
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+_MAX_LOG_READ = 256 * 1024
+_WORKER = RUNTIME_DIR / "worker.py"
+_JSON_CONVERSIONS = Path(json_conversions.__file__)
+
+
+def node_home() -> Path:
+    """The node-local data directory: bundles, working copies and instance logs."""
+    return Path(tempfile.gettempdir()) / f"modelhost-ray-{os.geteuid()}"
+
+
+def _relay(source: socket.socket, target: socket.socket) -> None:
+    """Copy bytes one way until either side closes, then close both."""
+    try:
+        while True:
+            data = source.recv(1 << 16)
+            if not data:
+                break
+            target.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for sock in (source, target):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+class NodeInstance:
+    """One instance's worker on this node (a Ray actor; see the module docstring)."""
+
+    def __init__(self, settings: dict[str, Any]) -> None:
+        home = node_home()
+        home.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._settings = load_settings(overrides={**settings, "home": str(home)}, environ={})
+        self._sandbox: Sandbox = open_sandbox(self._settings)
+        self._home = home
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log_path: Path | None = None
+        self._done = threading.Event()
+        self._exit_code: int | None = None
+        self._why: str = ""
+        self._killed = False
+
+    # ------------------------------------------------------------------ starting
+
+    def start(
+        self, spec: dict[str, Any], bundle: bytes, token: str, load_timeout: float
+    ) -> dict[str, Any]:
+        """Set the instance up and open its port; returns where to connect and which node
+        this is. The worker starts once the gateway has connected with ``token``."""
+        import ray  # only ever imported on a Ray node, inside the actor
+
+        sha256 = spec["bundle_sha256"]
+        if hashlib.sha256(bundle).hexdigest() != sha256:
+            raise errors.InvalidBundle(
+                f"Bundle {sha256[:12]} reached node {ray.get_runtime_context().get_node_id()} "
+                "damaged (its sha256 does not match)."
+            )
+        workdir = self._working_copy(sha256, spec["version_id"], bundle)
+        env = dict(spec["env"])
+        if spec["environment"]:
+            interpreter = self._environment(spec["environment"], env)
+        else:
+            interpreter = sys.executable if spec["own_python"] else spec["interpreter"]
+        if not Path(interpreter).exists():
+            raise errors.InternalError(
+                f"This node has no {interpreter}: the version's environment exists only where "
+                "it was built. Install it at the same path on every node."
+            )
+        self._log_path = self._home / "logs" / f"{spec['instance_id']}.log"
+        self._log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log_path.touch()
+        published = spec["workdir"]
+        env = {k: v.replace(published, str(workdir)) for k, v in env.items()}
+        confinement = Confinement(
+            workdir=workdir,
+            owner=spec["model_id"],
+            programs=(interpreter,),
+            read_only=(RUNTIME_DIR, _JSON_CONVERSIONS, *map(Path, spec["libraries"])),
+            network=spec["network"],
+        )
+        self._sandbox.prepare(confinement)
+        host = ray.util.get_node_ip_address()  # type: ignore[no-untyped-call]
+        listener = socket.create_server((host, 0))
+        listener.settimeout(load_timeout)
+        worker_spec = {**spec["worker"], "workdir": str(workdir)}
+        threading.Thread(
+            target=self._serve,
+            args=(listener, token, time.monotonic() + load_timeout, spec["runtime"]),
+            kwargs={
+                "interpreter": interpreter,
+                "worker_spec": worker_spec,
+                "env": env,
+                "confinement": confinement,
+            },
+            daemon=True,
+        ).start()
+        return {
+            "host": host,
+            "port": listener.getsockname()[1],
+            "node_id": ray.get_runtime_context().get_node_id(),
+        }
+
+    def _environment(self, wanted: dict[str, str], env: dict[str, str]) -> str:
+        """The version's isolated environment on this node: built here from its lock with uv
+        (nothing unlocked is installed), cached under the same key as where it was published.
+        Paths to it in ``env`` are rewritten to this node's."""
+        python = uvenv.Python(path=wanted["python"], version=wanted["version"])
+        if not Path(python.path).exists():
+            raise errors.EnvironmentFailed(
+                f"This node has no Python at {python.path}, which the version's environment "
+                "is made from. Install the same Python at the same path on every node."
+            )
+        found, _ = uvenv.ensure_environment(
+            self._settings,
+            wanted["lock"],
+            python,
+            deadline=uvenv.Deadline.after(self._settings),
+            log=lambda line: None,
+        )
+        root = str(found.parent.parent)
+        for name, value in env.items():
+            env[name] = value.replace(wanted["root"], root)
+        return str(found)
+
+    def _working_copy(self, sha256: str, version_id: str, bundle: bytes) -> Path:
+        store = BundleStore(self._home / "bundles")
+        if not store.path(sha256).exists():
+            fd, staging = tempfile.mkstemp(dir=store.root, prefix=".staging-", suffix=".tar")
+            with os.fdopen(fd, "wb") as out:
+                out.write(bundle)
+            os.replace(staging, store.path(sha256))
+        workdir = self._home / "work" / version_id
+        if not workdir.is_dir():
+            store.extract(sha256, workdir)  # checks the sha256 again, extracts member by member
+        return workdir
+
+    def _serve(
+        self,
+        listener: socket.socket,
+        token: str,
+        deadline: float,
+        runtime: str,
+        **start: Any,
+    ) -> None:
+        """Accept the gateway's connection (one, with the right token), then start the
+        worker on it."""
+        try:
+            connection = self._accept(listener, token, deadline)
+        finally:
+            listener.close()
+        if connection is None:
+            self._finish(None, "the gateway did not connect in time")
+            return
+        connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            if runtime == "r":
+                self._start_r(connection, **start)
+            else:
+                self._start_python(connection, **start)
+        except OSError as exc:
+            connection.close()
+            self._finish(None, f"the worker could not be started: {exc}")
+            return
+        assert self._process is not None
+        code = self._process.wait()
+        self._finish(self._sandbox.exit_code(code), "")
+
+    @staticmethod
+    def _accept(listener: socket.socket, token: str, deadline: float) -> socket.socket | None:
+        expected = token.encode()
+        while time.monotonic() < deadline:
+            listener.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                connection, _ = listener.accept()
+            except OSError:  # a timeout too
+                return None
+            connection.settimeout(max(0.01, deadline - time.monotonic()))
+            received = b""
+            with contextlib.suppress(OSError):
+                while len(received) < TOKEN_LENGTH:
+                    chunk = connection.recv(TOKEN_LENGTH - len(received))
+                    if not chunk:
+                        break
+                    received += chunk
+            if hmac.compare_digest(received, expected):
+                connection.settimeout(None)
+                return connection
+            connection.close()  # not the gateway: keep waiting for it
+        return None
+
+    def _spawn(
+        self,
+        argv: list[str],
+        *,
+        keep: tuple[int, ...],
+        env: dict[str, str],
+        confinement: Confinement,
+    ) -> None:
+        assert self._log_path is not None
+        command = self._sandbox.command(argv, confinement)
+        with self._log_path.open("ab") as log:
+            self._process = subprocess.Popen(
+                command,
+                pass_fds=keep,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                env=env,
+                cwd=confinement.workdir,
+                start_new_session=True,
+            )
+
+    def _start_python(
+        self,
+        connection: socket.socket,
+        *,
+        interpreter: str,
+        worker_spec: dict[str, Any],
+        env: dict[str, str],
+        confinement: Confinement,
+    ) -> None:
+        argv = [interpreter, "-u", str(_WORKER), "--fd", str(connection.fileno())]
+        argv += ["--spec", json.dumps(worker_spec)]
+        try:
+            self._spawn(argv, keep=(connection.fileno(),), env=env, confinement=confinement)
+        finally:
+            connection.close()  # the worker has its own copy
+
+    def _start_r(
+        self,
+        connection: socket.socket,
+        *,
+        interpreter: str,
+        worker_spec: dict[str, Any],
+        env: dict[str, str],
+        confinement: Confinement,
+    ) -> None:
+        local = socket.create_server(("127.0.0.1", 0))
+        port = local.getsockname()[1]
+        argv = [interpreter, "--vanilla", str(RUNTIME_DIR / "worker.R"), "--port", str(port)]
+        argv += ["--spec", json.dumps(worker_spec)]
+        self._spawn(argv, keep=(), env=env, confinement=confinement)
+        local.settimeout(60.0)
+        try:
+            worker, _ = local.accept()
+        finally:
+            local.close()
+        worker.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        # The R worker proves itself to the gateway with its nonce (in its READY frame).
+        for source, target in ((connection, worker), (worker, connection)):
+            threading.Thread(target=_relay, args=(source, target), daemon=True).start()
+
+    def _finish(self, code: int | None, why: str) -> None:
+        self._exit_code = code
+        self._why = why
+        self._done.set()
+
+    # ------------------------------------------------------------------ supervising
+
+    def wait(self) -> dict[str, Any]:
+        """Block until the worker has exited: its exit code (None if it never started) and
+        why, and whether modelhost killed it."""
+        self._done.wait()
+        return {"code": self._exit_code, "why": self._why, "killed": self._killed}
+
+    def memory_mb(self) -> float | None:
+        process = self._process
+        if process is None or process.poll() is not None:
+            return None
+        pid = innermost_pid(process.pid) or process.pid
+        try:
+            fields = Path(f"/proc/{pid}/statm").read_text().split()
+        except OSError:
+            return None
+        return int(fields[1]) * _PAGE_SIZE / 1e6
+
+    def read_log(self, offset: int) -> tuple[bytes, int]:
+        """The instance log's bytes from ``offset`` on (at most 256 KiB), and the next offset."""
+        if self._log_path is None:
+            return b"", offset
+        try:
+            with self._log_path.open("rb") as handle:
+                handle.seek(offset)
+                data = handle.read(_MAX_LOG_READ)
+        except OSError:
+            return b"", offset
+        return data, offset + len(data)
+
+    def kill(self) -> None:
+        self._killed = True
+        process = self._process
+        if process is not None and process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
