@@ -76,18 +76,18 @@ async def test_calls_waiting_for_a_busy_instance_leave_together_when_it_frees_up
 async def test_a_full_batch_is_sent_ahead_but_no_more_than_one() -> None:
     pool, instance = _pool(max_size=2), Instance()
     pool.add(instance)  # type: ignore[arg-type]
-    calls = [_submit(pool, n) for n in range(1, 7)]
+    calls = [_submit(pool, n) for n in range(1, 6)]
     await _settle()
     # one running batch (the first call), one full batch sent ahead, the rest wait
     assert [len(b) for b in instance.batches] == [1, 2]
-    assert pool.queued == 3
+    assert pool.queued == 2
     instance.answer()
     await _settle()
     assert [len(b) for b in instance.batches] == [2, 2]
-    for _ in range(3):
+    for _ in range(2):
         instance.answer()
         await _settle()
-    assert [(await c).result_json for c in calls] == [str(n).encode() for n in range(1, 7)]
+    assert [(await c).result_json for c in calls] == [str(n).encode() for n in range(1, 6)]
 
 
 async def test_a_partial_batch_is_sent_ahead_once_its_oldest_call_waited_enough() -> None:
@@ -178,3 +178,79 @@ async def test_a_caller_that_goes_away_while_it_waits_leaves_the_queue() -> None
     instance.answer()
     await _settle()
     assert instance.batches == []  # nothing was sent for the caller that left
+
+
+async def test_after_a_batch_the_first_caller_back_waits_for_the_others_to_come_back() -> None:
+    pool, instance = _pool(max_size=8, max_wait_ms=10_000), Instance()
+    pool.add(instance)  # type: ignore[arg-type]
+    first = _submit(pool, 1)
+    await _settle()
+    rest = [_submit(pool, n) for n in (2, 3, 4)]
+    await _settle()
+    instance.answer()
+    await first
+    await _settle()
+    instance.answer()  # a batch of three finished: its callers are likely coming back
+    await asyncio.gather(*rest)
+    again = [_submit(pool, n) for n in (5, 6)]
+    await _settle()
+    assert instance.batches == []  # the instance is idle, yet two callers wait for the third
+    assert pool.queued == 2
+    again.append(_submit(pool, 7))
+    await _settle()
+    assert [[c[0][-1] for c in b] for b in instance.batches] == [["5", "6", "7"]]
+    instance.answer()
+    assert [(await c).result_json for c in again] == [b"5", b"6", b"7"]
+
+
+async def test_a_caller_waiting_for_company_that_does_not_come_leaves_after_max_wait() -> None:
+    pool, instance = _pool(max_size=8, max_wait_ms=30), Instance()
+    pool.add(instance)  # type: ignore[arg-type]
+    first = _submit(pool, 1)
+    await _settle()
+    pair = [_submit(pool, 2), _submit(pool, 3)]
+    await _settle()
+    instance.answer()
+    await first
+    # the pair waited for company after the lone first call, at most max_wait_ms
+    for _ in range(500):
+        if instance.batches:
+            break
+        await asyncio.sleep(0.005)
+    instance.answer()
+    await asyncio.gather(*pair)
+    alone = _submit(pool, 4)
+    await _settle()
+    assert instance.batches == []  # the last batch held two: wait for the other caller
+    for _ in range(500):  # not forever: it leaves alone once it waited max_wait_ms
+        if instance.batches:
+            break
+        await asyncio.sleep(0.005)
+    assert [[c[0][-1] for c in b] for b in instance.batches] == [["4"]]
+    instance.answer()
+    assert (await alone).result_json == b"4"
+    lone_again = _submit(pool, 5)
+    await _settle()  # the last batch held one call: a lone caller goes at once again
+    assert [[c[0][-1] for c in b] for b in instance.batches] == [["5"]]
+    instance.answer()
+    await lone_again
+
+
+async def test_an_idle_instance_does_not_wait_for_callers_of_a_batch_long_finished() -> None:
+    pool, instance = _pool(max_size=8, max_wait_ms=20), Instance()
+    pool.add(instance)  # type: ignore[arg-type]
+    calls = [_submit(pool, n) for n in (1, 2, 3)]
+    await _settle()
+    instance.answer()  # the first went alone
+    await _settle()
+    instance.answer()  # then the other two together
+    await asyncio.gather(*calls)
+    loop = asyncio.get_running_loop()
+    finished = loop.time()
+    while loop.time() < finished + 0.03:  # the batch's callers did not come back in time
+        await asyncio.sleep(0.005)
+    late = _submit(pool, 4)
+    await _settle()
+    assert [[c[0][-1] for c in b] for b in instance.batches] == [["4"]]
+    instance.answer()
+    await late

@@ -4,7 +4,12 @@ A version published with ``batch_max_size`` has a function that takes a list of 
 returns a list of results. Its calls never wait for company they do not need:
 
 - a call that finds an instance with room to run it now is sent at once, with whatever else
-  is waiting (so a lone caller pays nothing for batching);
+  is waiting (so a lone caller pays nothing for batching). Only under load does an idle
+  instance wait for company: when the last batch to finish held more calls than are waiting
+  now, and finished less than ``max_wait_ms`` ago, its callers are likely on their way back,
+  so the calls wait until as many are queued, or the oldest has waited ``max_wait_ms``.
+  Without that, the first caller back would find the instance idle and go alone, and the
+  batches would alternate between one call and all the others;
 - while every instance is busy, calls queue here. They leave as one batch of at most
   ``max_size`` calls when an instance frees up, or, sent ahead to the least busy instance
   (which runs it right after its current batch), as soon as ``max_size`` calls are waiting or
@@ -58,18 +63,22 @@ class _Queued:
 class _Sent:
     """A batch on its instance: when its last call is answered, the instance has room again."""
 
-    __slots__ = ("instance", "left", "pool")
+    __slots__ = ("instance", "left", "pool", "size")
 
-    def __init__(self, pool: BatchingPool, instance: Instance, left: int) -> None:
+    def __init__(self, pool: BatchingPool, instance: Instance, size: int) -> None:
         self.pool = pool
         self.instance = instance
-        self.left = left
+        self.size = size
+        self.left = size
 
     def one_done(self, _future: asyncio.Future[tuple[int, bytes]]) -> None:
         self.left -= 1
-        self.pool.in_flight -= 1
+        pool = self.pool
+        pool.in_flight -= 1
         if not self.left:
-            self.pool.release(self.instance)
+            pool.last_size = self.size
+            pool.last_done = asyncio.get_running_loop().time()
+            pool.release(self.instance)
 
 
 class BatchingPool(VersionPool):
@@ -110,6 +119,9 @@ class BatchingPool(VersionPool):
         self.calls = 0
         #: calls sent and not yet answered (``busy`` counts batches, as the load does)
         self.in_flight = 0
+        #: the size of the last batch to finish, and when it did (the loop's clock)
+        self.last_size = 0
+        self.last_done = 0.0
 
     def tune(self, max_size: int, max_wait_ms: float) -> None:
         """New limits, for the batches sent from now on."""
@@ -181,11 +193,15 @@ class BatchingPool(VersionPool):
                         break
             if instance is None:
                 return  # every instance holds a batch and one sent ahead: the next to finish
-            if load >= self.concurrency and len(queue) < self.max_size:
+            waiting = len(queue)
+            if waiting < self.max_size and (load >= self.concurrency or waiting < self.last_size):
                 # Busy: send ahead only a full batch, or one whose oldest call waited enough.
+                # Idle under load: wait as long for the last batch's callers to come back.
                 loop = asyncio.get_running_loop()
-                due = queue[0].since + self.max_wait_ms / 1000
-                if loop.time() < due:
+                now = loop.time()
+                wait = self.max_wait_ms / 1000
+                due = queue[0].since + wait
+                if now < due and (load >= self.concurrency or now < self.last_done + wait):
                     if self._wait_timer is None:
                         self._wait_timer = loop.call_at(due, self._waited)
                     return
