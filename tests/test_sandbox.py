@@ -39,6 +39,12 @@ FIRST_UID = 1_000_000_000
 LAST_UID = 1_001_048_575
 
 
+@pytest.fixture(autouse=True)
+def _fresh_probe(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test probes anew: the module keeps a probe's answer for the process."""
+    monkeypatch.setattr(sandbox, "_probed", {})
+
+
 def _settings(home: Path, **values: Any) -> Settings:
     return load_settings({"home": str(home), **values}, environ={})
 
@@ -260,11 +266,11 @@ def test_every_directory_above_a_mount_is_made_once_and_traversable_by_any_uid(
     library = tmp_path / "site" / "R" / "library"
     library.mkdir(parents=True)
     (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "inner").mkdir()
     built, _, _ = _built(
         tmp_path,
         home=home,
-        workdir=home / "work" / "m-1" / "v1",
-        read_only=(library,),
+        read_only=(library, tmp_path / "cache" / "inner"),
         read_write=(tmp_path / "cache",),
     )
     made: list[PurePosixPath] = []
@@ -284,7 +290,10 @@ def test_every_directory_above_a_mount_is_made_once_and_traversable_by_any_uid(
                 )
                 assert there, f"{parent} is not made before {mount.dest}"
     assert len(made) == len(set(made)), "a directory is made twice"
-    assert PurePosixPath(home) not in made  # a tmpfs, made by its own mount
+    assert PurePosixPath("/") not in made
+    mounted = {m.dest for m in built.mounts if m.kind != "dir"}
+    assert not mounted & set(made), "a directory made over a mount"
+    assert PurePosixPath(home) in mounted
 
 
 def test_the_data_directory_is_hidden_before_anything_is_bound_into_it(tmp_path: Path) -> None:
@@ -367,9 +376,11 @@ def test_each_path_is_bound_once_and_missing_or_system_paths_not_at_all(tmp_path
 # -- interpreters -----------------------------------------------------------------------------
 
 
-def _venv(tmp_path: Path) -> tuple[Path, Path]:
-    """A base Python and a virtual environment made from it (files only: nothing runs)."""
-    base = tmp_path / "pythons" / "3.12"
+def _venv(tmp_path: Path, *, copies: bool = False) -> tuple[Path, Path]:
+    """A base Python and a virtual environment made from it (files only: nothing runs);
+    with ``copies``, its python is a copy (``venv --copies``): only pyvenv.cfg's ``home``
+    leads to the base."""
+    base = tmp_path / "pythons" / ("py=3.12" if copies else "3.12")
     for part in ("bin", "lib", "lib64", "include", "share"):
         (base / part).mkdir(parents=True)
     (base / "bin" / "python3.12").write_text("")
@@ -377,16 +388,25 @@ def _venv(tmp_path: Path) -> tuple[Path, Path]:
     for part in ("bin", "lib", "include"):
         (venv / part).mkdir(parents=True)
     (venv / "lib64").symlink_to("lib")
-    (venv / "bin" / "python").symlink_to(base / "bin" / "python3.12")
-    (venv / "pyvenv.cfg").write_text(f"home = {base / 'bin'}\nversion = 3.12.1\n")
+    if copies:
+        (venv / "bin" / "python").write_text("")
+    else:
+        (venv / "bin" / "python").symlink_to(base / "bin" / "python3.12")
+    config = f"home = {base / 'bin'}\nversion = 3.12.1\nprompt = caf".encode() + b"\xe9\n"
+    (venv / "pyvenv.cfg").write_bytes(config)  # a prompt in Latin-1, not UTF-8
     (tmp_path / "projects" / "p" / "secret.txt").write_text("not for the code")
     return base, venv
 
 
+@pytest.mark.parametrize("copies", [False, True], ids=["linked", "copied"])
 def test_an_environments_python_brings_its_bin_lib_and_config_and_those_of_its_base_only(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, copies: bool
 ) -> None:
-    base, venv = _venv(tmp_path)
+    base, venv = _venv(tmp_path, copies=copies)
+    # a relative bin or lib where the server runs must not be taken for one of them
+    (tmp_path / "cwd" / "bin").mkdir(parents=True)
+    (tmp_path / "cwd" / "lib").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
     built, _, _ = _built(tmp_path, programs=(str(venv / "bin" / "python"),))
     bound = {Path(m.dest) for m in built.binds()}
     expected = {
@@ -403,6 +423,7 @@ def test_an_environments_python_brings_its_bin_lib_and_config_and_those_of_its_b
         assert _kind(built, kept_out / "x") == "tmpfs", kept_out
     assert _kind(built, tmp_path / "projects" / "p" / "secret.txt") == "tmpfs"
     assert all(m.kind == "ro-bind" for m in built.binds() if Path(m.dest) in expected)
+    assert all(Path(m.dest).is_absolute() for m in built.mounts)
 
 
 def test_a_program_named_without_a_path_is_found_on_the_path_and_an_unknown_one_skipped(
@@ -414,7 +435,7 @@ def test_a_program_named_without_a_path_is_found_on_the_path_and_an_unknown_one_
     tool.chmod(0o755)
     (tmp_path / "tools" / "lib").mkdir()
     monkeypatch.setenv("PATH", str(tool.parent))
-    built, _, _ = _built(tmp_path, programs=("mytool", "no-such-program-here"))
+    built, _, _ = _built(tmp_path, programs=("no-such-program-here", "mytool"))
     bound = {Path(m.dest) for m in built.binds()}
     assert {tool.parent, tmp_path / "tools" / "lib"} <= bound
 
@@ -445,6 +466,7 @@ def test_as_root_each_model_gets_a_stable_uid_of_its_own_from_the_configured_ran
     uids = {wrap.uid(Confinement(workdir=home, owner=f"m-{n}")) for n in range(200)}
     assert all(FIRST_UID <= uid <= LAST_UID for uid in uids)
     assert len(uids) >= 195  # a hash over about a million uids: collisions are rare
+    assert max(uids) - min(uids) > 1_048_576 // 2  # spread over the whole range
     run = Confinement(workdir=home / "run", owner="m-7", writable=True)
     instance = Confinement(workdir=home / "work", owner="m-7")
     assert wrap.uid(run) == wrap.uid(instance)  # a model's runs and instances share it
@@ -519,8 +541,13 @@ def test_as_root_prepare_gives_the_working_copy_and_build_paths_to_the_models_ui
     (workdir / "key").symlink_to(home / "server.key")
     cache = tmp_path / "cache"
     (cache / "wheels").mkdir(parents=True)
+    server_dir = tmp_path / "server-dir"
+    server_dir.mkdir()
+    (server_dir / "file").write_text("")
+    linked = tmp_path / "linked"
+    linked.symlink_to(server_dir)
     wrap = Bubblewrap(_settings(home), "/usr/bin/bwrap", as_root=True)
-    confinement = Confinement(workdir=workdir, owner="m-1", read_write=(cache,))
+    confinement = Confinement(workdir=workdir, owner="m-1", read_write=(cache, linked))
     uid = wrap.uid(confinement)
     chowned: list[tuple[str, int, int, bool]] = []
 
@@ -539,6 +566,7 @@ def test_as_root_prepare_gives_the_working_copy_and_build_paths_to_the_models_ui
             workdir / "key",
             cache,
             cache / "wheels",
+            linked,  # the link itself, not the directory it points to
         )
     }
     assert {c[0] for c in chowned} == expected
@@ -589,10 +617,11 @@ def test_as_root_prepare_makes_environments_in_the_data_directory_readable_never
     for directory in (env / "lib" / "site", env / "lib", env / "bin"):  # umask 0o077
         directory.chmod(0o700)
     (env / "lib" / "link").symlink_to("site")
-    elsewhere = tmp_path / "elsewhere" / "bin"
+    elsewhere = tmp_path / "elsewhere" / "bin"  # say, a Python in root's home
     elsewhere.mkdir(parents=True)
     (elsewhere / "python").write_text("")
     (elsewhere / "python").chmod(0o700)
+    elsewhere.chmod(0o700)
     wrap = Bubblewrap(_settings(home), "/usr/bin/bwrap", as_root=True)
     workdir = _copy(home)
     wrap.prepare(
@@ -605,6 +634,25 @@ def test_as_root_prepare_makes_environments_in_the_data_directory_readable_never
     assert stat.S_IMODE((env / "lib").stat().st_mode) == 0o705
     # outside the data directory the machine's own modes are left as they are
     assert stat.S_IMODE((elsewhere / "python").stat().st_mode) == 0o700
+    assert stat.S_IMODE(elsewhere.stat().st_mode) == 0o700
+
+
+def test_an_environment_shared_once_is_not_walked_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = _home(tmp_path)
+    env = home / "envs" / "e-1" / "bin"
+    env.mkdir(parents=True)
+    (env / "python").write_text("")
+    env.chmod(0o700)
+    wrap = Bubblewrap(_settings(home), "/usr/bin/bwrap", as_root=True)
+    confinement = Confinement(workdir=_copy(home), owner="m-1", programs=(str(env / "python"),))
+    wrap.prepare(confinement)
+    assert stat.S_IMODE(env.stat().st_mode) == 0o705
+    changed: list[str] = []
+    monkeypatch.setattr(os, "chmod", lambda path, mode: changed.append(path))
+    wrap.prepare(confinement)  # the next instance of a version: a big environment is not walked
+    assert changed == []
 
 
 def test_prepare_does_nothing_when_the_server_is_not_root(
@@ -675,7 +723,7 @@ def test_a_bwrap_that_fails_is_reported_with_the_last_line_it_said(
     _fake_bwrap(
         tmp_path,
         monkeypatch,
-        "#!/bin/sh\necho 'bwrap: starting' >&2\n"
+        "#!/bin/sh\necho 'bwrap: starting' >&2\nprintf 'bwrap: \\377\\n' >&2\n"
         "echo 'bwrap: No permissions to creating new namespace' >&2\nexit 1\n",
     )
     opened = open_sandbox(_settings(tmp_path, isolation="auto"))
@@ -684,6 +732,15 @@ def test_a_bwrap_that_fails_is_reported_with_the_last_line_it_said(
         "No sandbox: bwrap failed (bwrap: No permissions to creating new namespace). "
         + NOT_ISOLATED
     )
+
+
+def test_a_bwrap_that_says_bytes_that_are_not_utf_8_is_reported_all_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _fake_bwrap(tmp_path, monkeypatch, "#!/bin/sh\nprintf 'bwrap: caf\\351\\n' >&2\nexit 1\n")
+    opened = open_sandbox(_settings(tmp_path, isolation="auto"))
+    assert isinstance(opened, Unconfined)
+    assert opened.status.reason.startswith("No sandbox: bwrap failed (bwrap: caf\ufffd).")
 
 
 def test_a_bwrap_that_fails_silently_is_reported_with_its_exit_code(
@@ -741,6 +798,44 @@ def test_as_root_a_missing_setpriv_is_named(
     monkeypatch.setattr(os, "geteuid", lambda: 0)
     with pytest.raises(errors.InvalidSetting, match=r"gone/setpriv \(util-linux\) is missing\."):
         open_sandbox(_settings(tmp_path, isolation="sandbox"))
+
+
+def test_a_server_that_is_not_root_needs_no_setpriv(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _fake_bwrap(tmp_path, monkeypatch, "#!/bin/sh\nexit 0\n")
+    monkeypatch.setattr(sandbox, "_SETPRIV", str(tmp_path / "gone" / "setpriv"))
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    opened = open_sandbox(_settings(tmp_path, isolation="sandbox"))
+    assert isinstance(opened, Bubblewrap)
+    assert not opened.as_root
+
+
+@pytest.mark.parametrize("euid", [0, 1000])
+def test_the_probe_runs_the_command_instances_get_as_root_or_not_with_stdin_closed_and_a_time_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, euid: int
+) -> None:
+    _fake_bwrap(tmp_path, monkeypatch, "#!/bin/sh\nexit 0\n")
+    monkeypatch.setattr(os, "geteuid", lambda: euid)
+    runs: list[tuple[list[str], dict[str, Any]]] = []
+    real_run = subprocess.run
+
+    def run(argv: list[str], **kwargs: Any) -> Any:
+        runs.append((argv, kwargs))
+        return real_run(argv, **kwargs)
+
+    monkeypatch.setattr(subprocess, "run", run)
+    opened = open_sandbox(_settings(tmp_path, isolation="sandbox"))
+    assert isinstance(opened, Bubblewrap)
+    ((argv, kwargs),) = runs
+    probe = read(argv)
+    assert probe.inner[-3:] == ["/bin/sh", "-c", "exit 0"]
+    assert ("--unshare-user" in probe.flags) is (euid != 0)
+    assert (probe.inner[0] == sandbox._SETPRIV) is (euid == 0)
+    assert probe.value("--chdir") == "/"
+    assert kwargs["stdin"] == subprocess.DEVNULL
+    assert 0 < kwargs["timeout"] <= 60  # no probe hangs the start-up
+    assert kwargs["capture_output"] is True
 
 
 def test_the_probe_result_is_kept_for_the_process(
