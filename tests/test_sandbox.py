@@ -845,6 +845,10 @@ def test_the_probe_result_is_kept_for_the_process(
     assert isinstance(open_sandbox(_settings(tmp_path, isolation="sandbox")), Bubblewrap)
     (bin_dir / "bwrap").write_text("#!/bin/sh\nexit 1\n")
     assert isinstance(open_sandbox(_settings(tmp_path, isolation="sandbox")), Bubblewrap)
+    # but another bwrap (the PATH changed) is probed anew
+    (tmp_path / "other").mkdir()
+    _fake_bwrap(tmp_path / "other", monkeypatch, None)
+    assert isinstance(open_sandbox(_settings(tmp_path, isolation="auto")), Unconfined)
 
 
 # -- real sandboxes ---------------------------------------------------------------------------
