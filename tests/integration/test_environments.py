@@ -159,6 +159,9 @@ def test_prune_removes_only_environments_no_version_uses(
     envs_server: Server, tmp_path: Path
 ) -> None:
     client = envs_server.client()
+    kept = client.publish(
+        project(tmp_path / "k", "six==1.17.0\n") / "model.py:versions", name="kept-env"
+    )
     doomed = client.publish(
         project(tmp_path / "p", "six==1.13.0\n") / "model.py:versions", name="short-lived"
     )
@@ -166,9 +169,10 @@ def test_prune_removes_only_environments_no_version_uses(
     result = envs_server.cli("envs", "prune", check=True)
     assert result.stdout.startswith("Removed 1 environment(s)")
     assert not (envs_server.home / "envs" / doomed["environment_hash"]).exists()
-    in_use = [v["environment_hash"] for v in client.versions("pinned")]
-    assert all((envs_server.home / "envs" / key).is_dir() for key in in_use)
-    assert six_of(envs_server, "pinned") == "1.17.0"
+    assert (envs_server.home / "envs" / kept["environment_hash"]).is_dir()
+    in_use = [v["environment_hash"] for m in client.models() for v in client.versions(m.name)]
+    assert all((envs_server.home / "envs" / key).is_dir() for key in in_use if key)
+    assert six_of(envs_server, "kept-env") == "1.17.0"
 
 
 def test_a_named_environment_is_locked_revised_on_change_and_used_instead_of_the_project_file(
