@@ -25,12 +25,13 @@ from modelhost.gateway.batching import (
     limits_of,
     new_pool,
 )
+from modelhost.gateway.board import LoadBoard
 from modelhost.gateway.pool import VersionPool
 from modelhost.runtime import protocol
 
 START = 1000.0
 #: a step of the clock that floats add exactly (as the waits used here: 1/8, 1/4 s...)
-TICK = 1 / 1024
+TICK = 1 / 8192
 
 
 class ClockLoop(asyncio.SelectorEventLoop):
@@ -771,3 +772,76 @@ def test_a_batching_version_gets_a_batching_pool_and_any_other_a_plain_one() -> 
     assert batch_capacity(1) == 2
     assert batch_capacity(4) == 5
     assert batching.take() is None  # every call goes through submit
+
+
+def test_a_pool_that_lost_every_instance_batches_again_once_a_new_one_is_ready() -> None:
+    async def test(loop: ClockLoop) -> None:
+        pool, first = _pool(max_size=8, max_wait_ms=250), Instance("first")
+        _with(pool, first)
+        _submit(pool, 1)
+        await _settle()
+        waiting = _submit(pool, 2)
+        await _settle()
+        pool.remove(first)  # type: ignore[arg-type]
+        pool.set_starting(0)
+        with pytest.raises(errors.NoReadyInstance):
+            await waiting
+        second = Instance("second")
+        _with(pool, second)
+        _submit(pool, 3)
+        await _settle()
+        _submit(pool, 4)
+        await _later(loop, 0.25)
+        assert second.ids() == [[3], [4]]
+
+    _run(test)
+
+
+@pytest.mark.parametrize("batch", [None, (4, 250.0)], ids=["plain", "batching"])
+def test_a_pool_tells_the_other_gateway_processes_whether_its_instance_is_idle(
+    batch: tuple[int, float] | None,
+) -> None:
+    async def test(loop: ClockLoop) -> None:
+        board = LoadBoard(3)
+        slot = board.slot()
+        pool = new_pool("v", 3, 10, 1, batch, board=board, slot=slot, process=2)
+        instance = Instance()
+        pool.add(instance)  # type: ignore[arg-type]
+        # what process 0, whose own instance is busy, reads: process 2 has an idle one
+        assert board.less_busy(slot, 0, 1) == 2
+        if isinstance(pool, BatchingPool):
+            call = _submit(pool, 1)  # type: ignore[arg-type]
+            await _settle()
+            assert board.less_busy(slot, 0, 1) is None  # busy now
+            instance.answer()
+            await call
+        else:
+            taken = pool.take()
+            assert board.less_busy(slot, 0, 1) is None
+            pool.release(taken)  # type: ignore[arg-type]
+        assert board.less_busy(slot, 0, 1) == 2
+        pool.close()
+        assert board.less_busy(slot, 0, None) is None  # it holds nothing any more
+
+    _run(test)
+
+
+def test_a_pool_made_without_a_process_number_is_the_main_process_s() -> None:
+    board = LoadBoard(2)
+    slot = board.slot()
+    for batch in (None, (4, 250.0)):
+        pool = new_pool("v", 3, 10, 1, batch, board=board, slot=slot)
+        pool.add(Instance())  # type: ignore[arg-type]
+        assert board.less_busy(slot, 1, 1) == 0
+        pool.close()
+
+
+def test_a_batching_pool_admits_no_call_but_through_submit() -> None:
+    async def test(loop: ClockLoop) -> None:
+        pool = _pool()
+        _with(pool, Instance())
+        with pytest.raises(AssertionError, match=r"go through submit\(\)"):
+            await pool.acquire(1)
+        assert pool.take() is None
+
+    _run(test)
