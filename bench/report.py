@@ -13,12 +13,17 @@ from typing import Any
 from bench.wrk import WrkResult
 
 ADD_RPS_RATIO_TARGET = 0.4
+#: the ceiling with a process boundary (``bench/hop_ceiling.py``), measured with --hop-ceiling
+HOP_CEILING = "hop ceiling"
 RF_P50_BUDGET_MS = 1.5
 #: issue 16: the forest behind a batching function, one row per request
 BATCH_RPS_TARGET = 4000
 BATCH_P99_BUDGET_MS = 50.0
 BATCH_P50_BUDGET_MS = 0.5
 PUBLISH_BUDGET_SECONDS = 2.0
+#: issue 16, a leaner call path: add @1 p50 within this of the ceiling's, add @32 this ratio
+LEAN_ADD_P50_BUDGET_MS = 0.1
+LEAN_ADD_RPS_RATIO_TARGET = 0.75
 
 
 @dataclass(frozen=True)
@@ -91,9 +96,9 @@ class Report:
                 return run
         return None
 
-    def ratio(self, case: str, connections: int) -> float | None:
-        """modelhost's requests/s over the ceiling's, for the same case and connections."""
-        ours = self.find(case, connections, "modelhost")
+    def ratio(self, case: str, connections: int, target: str = "modelhost") -> float | None:
+        """``target``'s requests/s over the ceiling's, for the same case and connections."""
+        ours = self.find(case, connections, target)
         ceiling = self.find(case, connections, "ceiling")
         if not (ours and ceiling and ours.ok and ceiling.ok):
             return None
@@ -111,6 +116,8 @@ class Report:
     def checks(self) -> list[Check]:
         return [
             self._check_add_throughput(),
+            self._check_lean_latency(),
+            self._check_lean_throughput(),
             self._check_rf_latency(),
             self._check_batch_throughput(),
             self._check_batch_latency(),
@@ -174,6 +181,35 @@ class Report:
         measured = f"{ours.result.rps:,.0f} / {ceiling.result.rps:,.0f} = {ratio:.2f}x"
         return Check("add_throughput", demand, measured, ratio >= ADD_RPS_RATIO_TARGET)
 
+    def _check_lean_latency(self) -> Check:
+        demand = f"add @1: modelhost p50 <= the ceiling's p50 + {LEAN_ADD_P50_BUDGET_MS} ms"
+        ours, ceiling = self.find("add", 1, "modelhost"), self.find("add", 1, "ceiling")
+        if ours is None or ceiling is None:
+            return Check("lean_add_latency", demand, "not run", None)
+        if not (ours.ok and ceiling.ok and ours.result and ceiling.result):
+            return Check("lean_add_latency", demand, "a run FAILED", False)
+        over = ours.result.p50_ms - ceiling.result.p50_ms
+        measured = (
+            f"{ours.result.p50_ms:.2f} ms = ceiling {ceiling.result.p50_ms:.2f} ms + {over:.2f} ms"
+        )
+        hop = self.find("add", 1, HOP_CEILING)
+        if hop is not None and hop.ok and hop.result is not None:
+            measured += f" (hop ceiling {hop.result.p50_ms:.2f} ms)"
+        return Check("lean_add_latency", demand, measured, over <= LEAN_ADD_P50_BUDGET_MS)
+
+    def _check_lean_throughput(self) -> Check:
+        demand = f"add @32: modelhost req/s >= {LEAN_ADD_RPS_RATIO_TARGET}x the ceiling's"
+        ratio = self.ratio("add", 32)
+        if self.find("add", 32, "modelhost") is None:
+            return Check("lean_add_throughput", demand, "not run", None)
+        if ratio is None:
+            return Check("lean_add_throughput", demand, "a run FAILED", False)
+        measured = f"{ratio:.2f}x"
+        hop = self.ratio("add", 32, HOP_CEILING)
+        if hop is not None:
+            measured += f" (hop ceiling {hop:.2f}x)"
+        return Check("lean_add_throughput", demand, measured, ratio >= LEAN_ADD_RPS_RATIO_TARGET)
+
     def _check_rf_latency(self) -> Check:
         demand = f"rf @1: modelhost p50 <= floor p50 + {RF_P50_BUDGET_MS} ms"
         ours = self.find("rf", 1, "modelhost")
@@ -201,8 +237,8 @@ class Report:
             "runs": [
                 {
                     **run.as_dict(),
-                    "ratio_to_ceiling": self.ratio(run.case, run.connections)
-                    if run.target == "modelhost"
+                    "ratio_to_ceiling": self.ratio(run.case, run.connections, run.target)
+                    if run.target != "ceiling"
                     else None,
                     "p50_over_floor_ms": self.over_floor(run),
                 }
@@ -238,7 +274,9 @@ def table_rows(report: Report) -> list[list[str]]:
     rows = []
     for run in report.runs:
         result = run.result
-        ratio = report.ratio(run.case, run.connections) if run.target == "modelhost" else None
+        ratio = (
+            report.ratio(run.case, run.connections, run.target) if run.target != "ceiling" else None
+        )
         rows.append(
             [
                 run.case,
@@ -276,7 +314,8 @@ def format_report(report: Report) -> str:
     lines = [
         format_table(table_rows(report)),
         "",
-        "ratio: modelhost req/s / ceiling req/s; p50-floor: p50 minus the function's own "
+        "ratio: req/s / the ceiling's req/s; hop ceiling: the ceiling with the function in a "
+        "child process (--hop-ceiling); p50-floor: p50 minus the function's own "
         "in-process p50; other cpu: cores used by processes outside the benchmark during the run.",
         "",
     ]

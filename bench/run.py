@@ -35,7 +35,7 @@ import orjson
 import modelhost
 from bench import cpu, deploy, servers, wrk
 from bench.cases import CASES, ROOT, SINGLE_THREAD_ENV, Case
-from bench.report import Report, Run, format_report
+from bench.report import HOP_CEILING, Report, Run, format_report
 
 RESULTS = ROOT / "bench" / "results" / "latest.json"
 CEILING_WORKERS = 2
@@ -84,6 +84,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "bubblewrap works); the run records what /health says.",
     )
     parser.add_argument(
+        "--hop-ceiling",
+        action="store_true",
+        help="Also measure the ceiling with the function in a child process "
+        "(bench/hop_ceiling.py): what any server that runs code outside its process pays.",
+    )
+    parser.add_argument(
         "--token-limits",
         metavar="RATE,QUOTA",
         default=None,
@@ -116,6 +122,11 @@ def measure_floor(case: Case) -> dict[str, Any]:
 # --------------------------------------------------------------------------- the servers
 
 
+def targets(options: argparse.Namespace) -> tuple[str, ...]:
+    """Who is measured, in this order, back to back for each case and connections."""
+    return (*TARGETS, HOP_CEILING) if options.hop_ceiling else TARGETS
+
+
 def url_for(target: str, case: Case, server: servers.Server) -> str:
     if target == "modelhost":
         return f"{server.url}/models/{case.model}/latest/model"
@@ -124,9 +135,10 @@ def url_for(target: str, case: Case, server: servers.Server) -> str:
 
 @contextlib.contextmanager
 def started_servers(
-    workdir: Path, gateway_processes: int, isolation: str | None
+    workdir: Path, gateway_processes: int, isolation: str | None, hop_ceiling: bool = False
 ) -> Iterator[dict[str, servers.Server]]:
-    """modelhost (fresh MODELHOST_HOME) and the ceiling, both ready; both stopped on exit."""
+    """modelhost (fresh MODELHOST_HOME) and the ceiling (and the hop ceiling), all ready; all
+    stopped on exit."""
     with contextlib.ExitStack() as stack:
         modelhost_server = servers.start_modelhost(
             workdir / "home",
@@ -137,13 +149,22 @@ def started_servers(
         stack.callback(servers.stop, modelhost_server)
         ceiling = servers.start_ceiling(workdir / "ceiling.log", workers=CEILING_WORKERS)
         stack.callback(servers.stop, ceiling)
+        running = {"modelhost": modelhost_server, "ceiling": ceiling}
+        if hop_ceiling:
+            hop = servers.start_ceiling(
+                workdir / "hop-ceiling.log", workers=CEILING_WORKERS, module="bench.hop_ceiling"
+            )
+            stack.callback(servers.stop, hop)
+            running[HOP_CEILING] = hop
         servers.wait_modelhost(modelhost_server)
-        servers.wait_ceiling(ceiling, workers=CEILING_WORKERS)
+        for name, server in running.items():
+            if name != "modelhost":
+                servers.wait_ceiling(server, workers=CEILING_WORKERS)
         try:
-            yield {"modelhost": modelhost_server, "ceiling": ceiling}
+            yield running
         except Exception:
             # The logs are in a temporary directory that is about to go: show their ends.
-            for server in (modelhost_server, ceiling):
+            for server in running.values():
                 print(f"--- end of {server.name}'s log:\n{server.log_tail()}", file=sys.stderr)
             raise
 
@@ -236,7 +257,7 @@ def measure_all(
     for case in cases:
         script = wrk.write_script(workdir, case.name, case.body, headers[case.name])
         for connections in options.connections:
-            for target in TARGETS:
+            for target in targets(options):
                 url = url_for(target, case, running[target])
                 runs.append(measure(target, case, connections, url, script, options, pids))
     return runs
@@ -286,7 +307,9 @@ def run_suite(options: argparse.Namespace) -> Report:
         report.floors[case.name] = measure_floor(case)
     with (
         tempfile.TemporaryDirectory(prefix="modelhost-bench-") as tmp,
-        started_servers(Path(tmp), options.gateway_processes, options.isolation) as running,
+        started_servers(
+            Path(tmp), options.gateway_processes, options.isolation, options.hop_ceiling
+        ) as running,
     ):
         isolation = servers.isolation_of(running["modelhost"])
         report.environment["modelhost_isolation"] = isolation
@@ -298,7 +321,7 @@ def run_suite(options: argparse.Namespace) -> Report:
             name: "bearer token" if sent else "none (public)" for name, sent in headers.items()
         }
         for case in cases:
-            for target in TARGETS:
+            for target in targets(options):
                 url = url_for(target, case, running[target])
                 expected = report.floors[case.name]["result"]
                 deploy.check_answer(url, case, expected, headers[case.name])

@@ -210,12 +210,13 @@ def isolation_of(server: Server) -> dict[str, Any]:
     return isolation
 
 
-def start_ceiling(log_path: Path, *, workers: int) -> Server:
-    """The ceiling app under uvicorn (not yet ready: see ``wait_ceiling``)."""
+def start_ceiling(log_path: Path, *, workers: int, module: str = "bench.ceiling") -> Server:
+    """The ceiling app (or ``module``'s, the hop ceiling's) under uvicorn (not yet ready: see
+    ``wait_ceiling``)."""
     port = free_port()
     server = start(
-        "ceiling",
-        [sys.executable, "-m", "bench.ceiling", "--port", str(port), "--workers", str(workers)],
+        module.rpartition(".")[2].replace("_", " "),
+        [sys.executable, "-m", module, "--port", str(port), "--workers", str(workers)],
         env=_clean_env(SINGLE_THREAD_ENV),
         log_path=log_path,
     )

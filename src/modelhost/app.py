@@ -35,6 +35,7 @@ from modelhost.backends.local import LocalBackend
 from modelhost.builder.bundles import BundleStore
 from modelhost.builder.storage import RemoteBundles
 from modelhost.crypto import ServerKey
+from modelhost.db.coordination import Coordination, for_engine
 from modelhost.db.engine import make_engine, migrate
 from modelhost.db.repo import Repo
 from modelhost.gateway import capture, control
@@ -158,12 +159,16 @@ class ModelhostApp:
             current_request.reset(token)
 
 
-async def _keep_house(home: Path, history: CallHistory, settings: Settings) -> None:
+async def _keep_house(
+    home: Path, history: CallHistory, settings: Settings, leading: Callable[[], bool]
+) -> None:
     """Remove leftovers of interrupted work older than an hour, and call metrics and captured
-    calls older than their retention, every ten minutes."""
+    calls older than their retention, every ten minutes. The call metrics are in the shared
+    database, so only the leader prunes them; the rest is in this server's data directory."""
     while True:
         try:
-            await asyncio.to_thread(history.prune, settings.metrics_retention_days)
+            if leading():
+                await asyncio.to_thread(history.prune, settings.metrics_retention_days)
             await asyncio.to_thread(
                 capture.prune, home / capture.DIRECTORY, settings.capture_retention_days
             )
@@ -184,23 +189,32 @@ def create_api(
     recorder: Recorder,
     captures: capture.CaptureWriter,
     queue: PredictionQueue,
+    coordination: Coordination,
 ) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         home = services.settings.home_path
         await asyncio.to_thread(housekeeping.sweep, home)  # nothing of ours is running yet
-        await queue.recover()  # what was running when the last server stopped, failed
+        loop = asyncio.get_running_loop()
+
+        def changed() -> None:  # another server committed a change (from another thread)
+            reconciler.wake()
+            jobs.wake()
+            loop.call_soon_threadsafe(queue.wake)
+
+        # Before the first tick, so the first server of a database leads at once; the queue
+        # fails what was running when the last leader stopped when this one starts leading.
+        await asyncio.to_thread(coordination.start, changed, changed)
         await reconciler.start()  # gateway processes first: instances are spread over them
         try:  # start instances before serving; a failure here is retried by the loop
             await reconciler.reconcile_once()
         except Exception:
             logger.exception("first reconcile failed; the reconciler keeps trying")
         captures.start()
-        loop = asyncio.get_running_loop()
         tasks = [
             loop.create_task(reconciler.run_forever()),
             loop.create_task(jobs.run_forever()),
-            loop.create_task(_keep_house(home, history, services.settings)),
+            loop.create_task(_keep_house(home, history, services.settings, services.leading)),
             loop.create_task(recorder.run_forever()),
             loop.create_task(queue.run_forever()),
         ]
@@ -216,6 +230,7 @@ def create_api(
             await reconciler.close()
             await recorder.close()  # after the gateway processes sent their last
             await asyncio.to_thread(captures.stop)  # what is queued is written
+            await asyncio.to_thread(coordination.stop)  # another server leads from now on
 
     api = FastAPI(
         title="modelhost",
@@ -259,8 +274,9 @@ def create_app(
     home = settings.home_path
     home.mkdir(mode=0o700, parents=True, exist_ok=True)
     engine = make_engine(settings.database_url, sqlite_synchronous=settings.sqlite_synchronous)
-    migrate(engine)
+    migrate(engine)  # on PostgreSQL under a lock: servers starting together migrate in turn
     repo = Repo(engine)
+    coordination = for_engine(engine)
     remote = RemoteBundles(settings.bundle_store) if settings.bundle_store else None
     store = BundleStore(home / "bundles", remote)
     sandbox = sandbox if sandbox is not None else open_sandbox(settings)
@@ -285,6 +301,7 @@ def create_app(
         store=store,
         children=children,
         gateways=gateways,
+        leading=lambda: coordination.leader,
     )
     history = CallHistory(repo, gateway.metrics)
     sources = prometheus_ops.Sources(
@@ -318,17 +335,31 @@ def create_app(
         invoke=gateway.call_in_process,
         history=history,
         scrape=prometheus_ops.exposition(sources),
+        leading=lambda: coordination.leader,
+        announce=coordination.announce,
     )
     if clock is not None:
         services = dataclasses.replace(services, clock=clock)
     jobs = Jobs(services)
-    services = dataclasses.replace(services, wake_jobs=jobs.wake)
+
+    def wake_jobs() -> None:  # a run was queued or a schedule changed: the leader runs them
+        jobs.wake()
+        coordination.announce()
+
+    services = dataclasses.replace(services, wake_jobs=wake_jobs)
     recorder = Recorder(gateway, history, writer)
     captures = capture.CaptureWriter(gateway.capture, home / capture.DIRECTORY)
-    queue = PredictionQueue(repo=repo, gateway=gateway, settings=settings, key=key)
-    services = dataclasses.replace(services, wake_predictions=queue.wake)
-    api = create_api(services, reconciler, jobs, history, recorder, captures, queue)
-    endpoint = PredictionsEndpoint(services, gateway, queue.wake)
+    queue = PredictionQueue(
+        repo=repo, gateway=gateway, settings=settings, key=key, leading=services.leading
+    )
+
+    def wake_predictions() -> None:  # a prediction was submitted: the leader runs the queue
+        queue.wake()
+        coordination.announce()
+
+    services = dataclasses.replace(services, wake_predictions=wake_predictions)
+    api = create_api(services, reconciler, jobs, history, recorder, captures, queue, coordination)
+    endpoint = PredictionsEndpoint(services, gateway, wake_predictions)
     app = ModelhostApp(services, gateway, api, jobs, endpoint)
     app.gateway_secret = gateways.secret.encode() if gateways is not None else None
     return app

@@ -59,6 +59,7 @@ class Reconciler:
         store: BundleStore,
         children: Children,
         gateways: GatewayFleet | None = None,
+        leading: Callable[[], bool] = lambda: True,
     ) -> None:
         self.settings = settings
         self.repo = repo
@@ -76,6 +77,7 @@ class Reconciler:
             store=store,
             workdir=lambda version: children.instance_workdir(version.id),
             wake=self.wake,
+            leading=leading,
         )
         self.router = Router(settings, gateway, gateways)
         self.supervisor = Supervisor(
@@ -86,6 +88,7 @@ class Reconciler:
             builds=self.builds,
             children=children,
             router=self.router,
+            leading=leading,
         )
         self.switches = Switches(
             repo,
@@ -93,6 +96,7 @@ class Reconciler:
             counts=gateway.metrics.count,
             error_rate=settings.rollback_error_rate,
             min_calls=settings.rollback_min_calls,
+            leading=leading,
         )
         self.denials = DenialLog(repo)
         #: when quota usage is next written to the database (time.monotonic)

@@ -29,7 +29,7 @@ from types import FrameType
 from modelhost import datadir
 from modelhost.app import ModelhostApp, create_app
 from modelhost.arbiter import READY, Inherited
-from modelhost.db import leases
+from modelhost.db import coordination, leases
 from modelhost.gateway import capture
 from modelhost.gateway.board import LoadBoard
 from modelhost.gateway.capture import CaptureOptions
@@ -58,8 +58,9 @@ class Server:
     admin_key: str | None
     _sockets: list[socket.socket]
     _private: str | None  # the directory of the private Unix socket, removed at the end
-    #: renews this server's lease on the database (one server per database)
-    _heartbeat: leases.Heartbeat
+    #: renews this server's lease on a SQLite database (one server per database); None on
+    #: PostgreSQL, where servers share the database (:mod:`modelhost.db.coordination`)
+    _heartbeat: leases.Heartbeat | None
     #: the pipe on which the arbiter hears that this process serves
     _ready: int
 
@@ -99,12 +100,16 @@ class Server:
         listeners = [socket.socket(fileno=fd) for fd in inherited.listeners]
         sockets, gateways, private = _gateway_processes(settings, listeners)
         app = create_app(settings, gateways=gateways, sandbox=sandbox)
-        # One server per database: a second one refuses here, before it touches runs or
-        # instances.
-        holder = leases.Holder.this_process(settings.home_path, settings.url, inherited.arbiter)
-        leases.claim(app.services.repo.engine, holder)
-        heartbeat = leases.Heartbeat(app.services.repo.engine, holder).start()
-        key = bootstrap_admin(app.services.repo, settings.home_path, settings.url)
+        # One server per SQLite database: a second one refuses here, before it touches runs or
+        # instances. Servers on PostgreSQL share theirs and elect a leader.
+        engine = app.services.repo.engine
+        heartbeat = None
+        if engine.dialect.name != "postgresql":
+            holder = leases.Holder.this_process(settings.home_path, settings.url, inherited.arbiter)
+            leases.claim(engine, holder)
+            heartbeat = leases.Heartbeat(engine, holder).start()
+        with coordination.first_start(engine):
+            key = bootstrap_admin(app.services.repo, settings.home_path, settings.url)
         refresh_credentials_url(settings.home_path, settings.url)
         return cls(settings, app, key, sockets, private, heartbeat, inherited.ready)
 
@@ -178,7 +183,8 @@ class Server:
         try:
             _Serving(config).run(sockets=self._sockets)
         finally:
-            self._heartbeat.stop()
+            if self._heartbeat is not None:
+                self._heartbeat.stop()
             if self._private is not None:
                 shutil.rmtree(self._private, ignore_errors=True)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import orjson
+from hypothesis import given
+from hypothesis import strategies as st
 
 from modelhost.gateway.requestlog import RequestLog, RequestLogWriter, read, route_of
 from modelhost.gateway.routes import ModelRoute, Release, RouteTable
@@ -69,3 +71,30 @@ def test_files_rotate_before_they_pass_the_limit_and_reading_spans_them(tmp_path
         "source",
     }
     assert first["time"].endswith("Z")
+
+
+def test_a_line_gives_its_time_in_utc_to_the_millisecond() -> None:
+    import datetime as dt
+
+    from modelhost.gateway.requestlog import line
+
+    def time_of(wall: float) -> str:
+        return orjson.loads(line([wall, "R", "m1", "calc", 1, "latest", 200, 1.0, None]))["time"]
+
+    moment = dt.datetime(2026, 12, 6, 17, 2, 17, 321000, tzinfo=dt.timezone.utc).timestamp()
+    assert time_of(moment) == "2026-12-06T17:02:17.321Z"
+    assert time_of(moment + 0.5) == "2026-12-06T17:02:17.821Z"  # the same second again
+    assert time_of(moment + 1) == "2026-12-06T17:02:18.321Z"  # the next one
+    assert time_of(moment - 17.321) == "2026-12-06T17:02:00.000Z"
+
+
+@given(st.floats(min_value=0, max_value=4_102_444_800, allow_nan=False))
+def test_a_lines_time_is_what_datetime_makes_of_the_same_moment(wall: float) -> None:
+    import datetime as dt
+
+    from modelhost.gateway.requestlog import line
+
+    moment = dt.datetime.fromtimestamp(wall, dt.timezone.utc)
+    expected = moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    row = [wall, "R", "m1", "calc", 1, "latest", 200, 1.0, None]
+    assert orjson.loads(line(row))["time"] == expected

@@ -92,3 +92,15 @@ async def test_everything_else_is_the_wrapped_transports() -> None:
     real = RecordingTransport()
     gathering = GatheringTransport(real, asyncio.get_running_loop())  # type: ignore[arg-type]
     assert gathering.get_extra_info("peername") == "info:peername"
+
+
+async def test_a_completed_response_can_be_sent_at_once_without_waiting_for_the_turn() -> None:
+    real = RecordingTransport()
+    gathering = GatheringTransport(real, asyncio.get_running_loop())  # type: ignore[arg-type]
+    gathering.write(b"HTTP/1.1 200 OK\r\n\r\n")
+    gathering.write(b'{"result":3}')
+    gathering.flush()  # as the protocol does when the response is complete
+    assert real.writes == [b'HTTP/1.1 200 OK\r\n\r\n{"result":3}']
+    gathering.write(b"next")
+    await _turn()  # the flush scheduled by the first write sends only what came after
+    assert real.writes == [b'HTTP/1.1 200 OK\r\n\r\n{"result":3}', b"next"]

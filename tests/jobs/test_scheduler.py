@@ -184,7 +184,46 @@ def test_runs_a_crashed_server_left_running_fail_and_never_publish_again(world: 
     assert "Interrupted" in after.message
     assert "published version 7" in after.message
     assert not repo.record_publish(published.id, "w" * 24, 8)  # a second publish is refused
+    assert not repo.record_publish(plain.id, "x" * 24, 9)  # and a first one after the outcome
     assert not repo.finish_run(published.id, "succeeded", "late")  # the outcome stays
+
+
+def test_a_followers_run_loop_fires_nothing_and_leaves_running_runs_alone_until_it_leads(
+    world: World,
+) -> None:
+    # Several servers on one database: only the leader fires schedules, starts runs and
+    # fails the runs the previous leader left running (docs/scaling.md).
+    repo = world.services.repo
+    schedule_id = _schedule(world, every="10m")
+    elsewhere = repo.create_run(
+        owner_id=world.user.id,
+        model_id=None,
+        file=None,
+        function=None,
+        command='["python", "train.py"]',
+        bundle_sha256="0" * 64,
+        timeout_seconds=60.0,
+    )
+    assert repo.start_run(elsewhere.id)  # the leader runs it
+    leading = [False]
+    follower = Jobs(dataclasses.replace(world.services, leading=lambda: leading[0]))
+    world.clock.now = at("2026-12-02T12:10")
+
+    asyncio.run(follower.tick())
+
+    assert _runs(world, schedule_id) == []
+    again = repo.get_run(elsewhere.id)
+    assert again is not None
+    assert again.status == "running"
+
+    leading[0] = True  # the leader died: this server leads now
+    asyncio.run(follower.tick())
+    asyncio.run(follower.close())
+    assert len(_runs(world, schedule_id)) == 1
+    again = repo.get_run(elsewhere.id)
+    assert again is not None
+    assert again.status == "failed"
+    assert "Interrupted" in again.message
 
 
 # --------------------------------------------------------------------------- acting as creator

@@ -45,13 +45,14 @@ router = APIRouter(tags=["system"])
 )
 def health(services: ServicesDep) -> Response:
     """``ready`` is false (and the status 503) once the server was asked to stop and drains;
-    ``leader`` says whether it runs the singletons (reconciler writes, scheduler): one server
-    holds the database's lease; ``isolation`` says whether user code runs sandboxed."""
+    ``leader`` says whether it runs the singletons (scheduler, runs, the reconciler's shared
+    writes): with several servers on one PostgreSQL database, the one holding the leader lock;
+    ``isolation`` says whether user code runs sandboxed."""
     ready = not services.state.draining
     body = {
         "status": "ok" if ready else "draining",
         "ready": ready,
-        "leader": True,
+        "leader": services.leading(),
         "version": __version__,
         "isolation": services.sandbox.status.as_dict(),
     }

@@ -35,9 +35,12 @@ class _BuildLog:
     """Appends lines to a version's build log: modelhost's own at once, uv's a few times a
     second rather than one write per line."""
 
-    def __init__(self, repo: Repo, version_id: str) -> None:
+    def __init__(self, repo: Repo, version_id: str, *, shared: bool = True) -> None:
         self.repo = repo
         self.version_id = version_id
+        #: False on a follower (several servers on one database): the leader writes the
+        #: version's build log; a follower's own build goes to its server log
+        self.shared = shared
         self._pending: list[str] = []
         self._flushed = time.monotonic()
         self._lock = threading.Lock()
@@ -62,8 +65,10 @@ class _BuildLog:
         with self._lock:
             text, self._pending = "".join(self._pending), []
         self._flushed = time.monotonic()
-        if text:
+        if text and self.shared:
             self.repo.append_build_log(self.version_id, text)
+        elif text:
+            logger.info("environment of version %s: %s", self.version_id, text.rstrip())
 
 
 class EnvironmentBuilds:
@@ -77,8 +82,12 @@ class EnvironmentBuilds:
         store: BundleStore,
         workdir: Callable[[Version], Path],
         wake: Callable[[], None],
+        leading: Callable[[], bool] = lambda: True,
     ) -> None:
         self.settings = settings
+        #: with several servers on one database, the leader resolves a version's lock and
+        #: records the outcome; the others install from that lock (:mod:`modelhost.db.coordination`)
+        self.leading = leading
         self.repo = repo
         self.store = store
         self.workdir = workdir
@@ -104,6 +113,8 @@ class EnvironmentBuilds:
             raise failure
         if version.id in self._tasks:
             return None
+        if version.environment_lock is None and not self.leading():
+            return None  # the leader resolves the lock; this server installs from it then
         known = self._built.get(version.id)
         if known is not None and Path(known).exists():
             return known
@@ -127,7 +138,7 @@ class EnvironmentBuilds:
             task.cancel()
 
     async def _build(self, version: Version) -> None:
-        log = _BuildLog(self.repo, version.id)
+        log = _BuildLog(self.repo, version.id, shared=self.leading())
         try:
             await asyncio.to_thread(self._build_now, version, log)
         except Exception as exc:
@@ -150,7 +161,10 @@ class EnvironmentBuilds:
         current = self.repo.get_version_by_id(version.id)
         if current is None:
             return
-        if current.status == "building":
+        if not log.shared:  # a follower: the leader's own build decides the version's status
+            logger.error("environment of version %s failed here: %s", version.id, error.message)
+            self._failed[version.id] = error
+        elif current.status == "building":
             self.repo.finish_build(
                 version.id,
                 status="failed",

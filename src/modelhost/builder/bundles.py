@@ -235,6 +235,13 @@ class BundleStore:
             return True
         return self.remote is not None and self.remote.exists(sha256)
 
+    def local(self, sha256: str) -> Path | None:
+        """The bundle's file on the local disk, fetched from the remote store if only there
+        (and checked then); None when it is in neither."""
+        self._fetch(sha256)
+        path = self.path(sha256)
+        return path if path.exists() else None
+
     def delete(self, sha256: str) -> None:
         """Forget a bundle no version, run or schedule uses any more, here and remotely."""
         self.path(sha256).unlink(missing_ok=True)

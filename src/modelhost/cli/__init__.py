@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from modelhost import __version__
-from modelhost.cli import access, captures, envs, lifecycle, models, runs, serve
+from modelhost.cli import access, backups, captures, envs, lifecycle, models, runs, serve
 from modelhost.cli.connection import Connection
 from modelhost.errors import BuildFailed, ModelhostError
 
@@ -57,6 +57,7 @@ for command in [
     *envs.COMMANDS,
     *runs.COMMANDS,
     *captures.COMMANDS,
+    *backups.COMMANDS,
 ]:
     cli.add_command(command)
 

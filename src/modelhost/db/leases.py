@@ -1,11 +1,13 @@
-"""One server per database, until several servers are supported.
+"""One server per SQLite database (several servers share a PostgreSQL one:
+:mod:`modelhost.db.coordination`).
 
-Two servers on one database would both start every instance, run every schedule, and fail
-each other's runs. So a server holds a lease, one row it renews every
-:data:`RENEW_SECONDS`; another server finds the row fresh and refuses to start, naming the
-holder. A lease not renewed for :data:`EXPIRES_SECONDS` (its server was killed, or its machine
-went away) is taken over. A server restarted on the same data directory and machine takes its
-own lease over at once: the data directory's lock already says the old one is gone.
+Two servers on one SQLite database would both run every schedule and fail each other's runs,
+and SQLite has no advisory locks or notifications to coordinate them. So a server holds a
+lease, one row it renews every :data:`RENEW_SECONDS`; another server finds the row fresh and
+refuses to start, naming the holder. A lease not renewed for :data:`EXPIRES_SECONDS` (its
+server was killed, or its machine went away) is taken over. A server restarted on the same
+data directory and machine takes its own lease over at once: the data directory's lock
+already says the old one is gone.
 """
 
 from __future__ import annotations
@@ -68,8 +70,8 @@ def claim(engine: Engine, holder: Holder, *, now: dt.datetime | None = None) -> 
             raise errors.Conflict(
                 f"Another modelhost server uses this database ({other.describe()}; last seen "
                 f"{max(age, 0):.0f} s ago). Stop it first, or give this server a database of "
-                "its own (setting database_url): two servers on one database would both run "
-                "every instance and schedule."
+                "its own (setting database_url): only one server may use a SQLite database; "
+                "for several servers, use PostgreSQL (see docs/scaling.md)."
             )
         if not ours:
             logger.warning(

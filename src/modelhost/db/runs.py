@@ -151,10 +151,15 @@ class RunsRepo(Store):
         return self._move(run_id, ("running",), cancel_requested=True)
 
     def record_publish(self, run_id: str, version_id: str, number: int) -> bool:
-        """Note the version a run published; False when the run has already published one."""
+        """Note the version a run published; False when the run has already published one,
+        or has an outcome already (another server, leading now, found it interrupted)."""
         query = (
             update(t.runs)
-            .where(t.runs.c.id == run_id, t.runs.c.published_version_id.is_(None))
+            .where(
+                t.runs.c.id == run_id,
+                t.runs.c.published_version_id.is_(None),
+                t.runs.c.status == "running",
+            )
             .values(published_version_id=version_id, published_version=number)
         )
         with self._begin() as conn:

@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from modelhost.gateway.routes import Release, RouteTable
+from modelhost.gateway.routes import ModelRoute, Release, RouteTable
 
 FILE_NAME = "requests.log"
 
@@ -69,9 +69,16 @@ class RequestLog:
         whose model is known (a call to no model has no model's log to go to)."""
         pending, self._pending = self._pending, []
         rows, self._rows = self._rows, []
+        routes: dict[str, tuple[ModelRoute | None, str]] = {}  # the same few paths, again and again
         for wall, duration, request_id, path, client, status, release in pending:
-            parts = path.strip("/").split("/")
-            route = table.find(parts[1]) if len(parts) > 1 else None
+            known = routes.get(path)
+            if known is None:
+                parts = path.strip("/").split("/")
+                known = routes[path] = (
+                    table.find(parts[1]) if len(parts) > 1 else None,
+                    route_of(path),
+                )
+            route, route_part = known
             if release is not None:
                 model_id, number = release.model_id, release.number
             elif route is not None:
@@ -85,7 +92,7 @@ class RequestLog:
                     model_id,
                     route.name if route is not None else model_id,
                     number,
-                    route_of(path),
+                    route_part,
                     status,
                     round(duration, 2),
                     client[0] if client else None,
@@ -94,9 +101,19 @@ class RequestLog:
         return rows
 
 
+_second: list[Any] = [None, ""]  # the last whole second formatted, and its text
+
+
 def _iso(wall: float) -> str:
-    moment = dt.datetime.fromtimestamp(wall, dt.timezone.utc)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """``2026-12-06T17:02:17.321Z``: the second's text is made once per second, not per line."""
+    second = int(wall)
+    micros = round((wall - second) * 1_000_000)  # as datetime rounds it
+    if micros == 1_000_000:
+        second, micros = second + 1, 0
+    if _second[0] != second:
+        moment = dt.datetime.fromtimestamp(second, dt.timezone.utc)
+        _second[:] = [second, moment.strftime("%Y-%m-%dT%H:%M:%S")]
+    return f"{_second[1]}.{micros // 1000:03d}Z"
 
 
 def line(row: list[Any]) -> bytes:

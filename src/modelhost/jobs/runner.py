@@ -89,6 +89,8 @@ class Jobs:
         """Fail the runs a previous server left running; they never run (or publish) again."""
         interrupted = []
         for run in self.services.repo.list_runs(statuses=("running",)):
+            if run.id in self._claimed:
+                continue  # this server's own, still going (it led before, and leads again)
             if run.pid is not None and _is_run_process(run.pid, run.id):
                 _signal_group(run.pid, signal.SIGKILL)  # left behind by a server killed hard
             message = INTERRUPTED
@@ -100,6 +102,9 @@ class Jobs:
 
     async def tick(self) -> None:
         services = self.services
+        if not services.leading():  # the leader fires schedules and runs (one per database)
+            self._recovered = False  # leading again later, first fail what another leader left
+            return
         if not self._recovered:  # first, before any run of this server is "running"
             await asyncio.to_thread(self.recover)
             self._recovered = True

@@ -116,10 +116,17 @@ class Services:
     state: ServerState = field(default_factory=lambda: ServerState())
     #: Asks the asynchronous prediction queue (:mod:`modelhost.serving.predictions`) to look now.
     wake_predictions: Callable[[], None] = field(default=lambda: None)
+    #: whether this server leads (runs the scheduler, runs and shared writes); always with
+    #: one server per database (:mod:`modelhost.db.coordination`)
+    leading: Callable[[], bool] = field(default=lambda: True)
+    #: tells the other servers on the database that a change was committed
+    announce: Callable[[], None] = field(default=lambda: None)
 
-    @property
-    def wake(self) -> Callable[[], None]:
-        return self.reconciler.wake
+    def wake(self) -> None:
+        """A change was committed: wake this server's reconciler, and tell the other servers
+        on the database, whose reconcilers then read it within a second."""
+        self.reconciler.wake()
+        self.announce()
 
     def sync(self) -> None:
         """Wait until the reconciler has seen the changes committed so far (see

@@ -447,7 +447,10 @@ def publish_result(services: Services, run: Run) -> Version:
 
     def record_on_run(version: Version) -> None:
         if not services.repo.record_publish(run.id, version.id, version.number):
-            raise errors.Conflict(f"Run {run.id} has already published a version.")
+            raise errors.Conflict(
+                f"Run {run.id} has already published a version, or was recorded as interrupted "
+                "(the server that leads now found it running when it took over)."
+            )
 
     limit = services.settings.max_bundle_bytes
     with pack_project(tree, files, max_bytes=limit) as archive:

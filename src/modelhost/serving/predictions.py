@@ -24,6 +24,7 @@ import datetime as dt
 import logging
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -66,8 +67,19 @@ _NOT_STARTED = (
 
 
 class PredictionQueue:
-    def __init__(self, *, repo: Repo, gateway: Gateway, settings: Settings, key: ServerKey):
+    def __init__(
+        self,
+        *,
+        repo: Repo,
+        gateway: Gateway,
+        settings: Settings,
+        key: ServerKey,
+        leading: Callable[[], bool] = lambda: True,
+    ):
         self.repo = repo
+        #: with several servers on one database, the leader alone runs the queue
+        self.leading = leading
+        self._recovered = False
         self.gateway = gateway
         self.timeout = float(settings.async_timeout_seconds)
         self.share = float(settings.async_instance_share)
@@ -89,7 +101,8 @@ class PredictionQueue:
         return max(1, math.floor(self.share * ready))
 
     async def recover(self) -> None:
-        """At start-up: predictions left running by the previous server failed."""
+        """When this server starts leading: predictions left running by the previous server
+        (the one that led) failed."""
         ids = await asyncio.to_thread(
             self.repo.fail_running_predictions, orjson.dumps(INTERRUPTED).decode()
         )
@@ -105,8 +118,12 @@ class PredictionQueue:
         while True:
             self._wake.clear()
             try:
-                await self._prune()
-                await self._dispatch()
+                if self.leading():
+                    if not self._recovered:  # before this server starts any
+                        await self.recover()
+                        self._recovered = True
+                    await self._prune()
+                    await self._dispatch()
             except Exception:
                 logger.exception("the asynchronous prediction queue failed; trying again")
             with contextlib.suppress(asyncio.TimeoutError):

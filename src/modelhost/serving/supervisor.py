@@ -17,7 +17,7 @@ import logging
 import shutil
 import time
 from collections import defaultdict
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +50,13 @@ class Supervisor:
         builds: EnvironmentBuilds,
         children: Children,
         router: Router,
+        leading: Callable[[], bool] = lambda: True,
     ) -> None:
         self.settings = settings
+        #: whether this server writes the shared outcomes (a build passed or failed, health):
+        #: with several servers on one database only the leader does
+        #: (:mod:`modelhost.db.coordination`)
+        self.leading = leading
         self.repo = repo
         self.backend = backend
         self.store = store
@@ -122,15 +127,17 @@ class Supervisor:
                 continue
             version_id = instance.spec.version_id
             if instance.state is InstanceState.READY:
-                if instance.spec.instance_id in self._seen_ready:
-                    continue
-                # A freshly ready instance ends a run of crashes.
-                self._seen_ready.add(instance.spec.instance_id)
-                if self._failures.pop(version_id, 0) >= UNHEALTHY_AFTER:
-                    await asyncio.to_thread(
-                        self.repo.update_version, version_id, health="ok", health_log=""
-                    )
-                if version_id in self._built:
+                if instance.spec.instance_id not in self._seen_ready:
+                    # A freshly ready instance ends a run of crashes.
+                    self._seen_ready.add(instance.spec.instance_id)
+                    healed = self._failures.pop(version_id, 0) >= UNHEALTHY_AFTER
+                    if healed and self.leading():
+                        await asyncio.to_thread(
+                            self.repo.update_version, version_id, health="ok", health_log=""
+                        )
+                # Only the leader records a build's outcome, from its own instances (also
+                # those that were ready before it began to lead).
+                if version_id in self._built or not self.leading():
                     continue
                 version = await asyncio.to_thread(self.repo.get_version_by_id, version_id)
                 if version is not None and version.status == "building":
@@ -141,7 +148,7 @@ class Supervisor:
                 self.router.gone(instance)
                 version = await asyncio.to_thread(self.repo.get_version_by_id, version_id)
                 if version is not None and version.status == "building":
-                    if instance.state is InstanceState.FAILED:
+                    if instance.state is InstanceState.FAILED and self.leading():
                         log = version.build_log + "Failed:\n" + (instance.failure or "") + "\n"
                         await asyncio.to_thread(
                             self.repo.finish_build,
@@ -191,7 +198,7 @@ class Supervisor:
             reason.splitlines()[0],
             delay,
         )
-        if count == UNHEALTHY_AFTER:
+        if count == UNHEALTHY_AFTER and self.leading():
             await asyncio.to_thread(
                 self.repo.update_version,
                 version.id,
@@ -241,6 +248,8 @@ class Supervisor:
         # Counted as a run of crashes, so the first ready instance clears "unhealthy".
         self._failures[version.id] = max(self._failures[version.id] + 1, UNHEALTHY_AFTER)
         self._not_before[version.id] = time.monotonic() + MAX_BACKOFF_SECONDS
+        if not self.leading():
+            return  # the leader records it, if its own start fails too
         if version.status == "building":
             reason = f"Could not start an instance: {message}"
             await asyncio.to_thread(

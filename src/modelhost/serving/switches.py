@@ -48,8 +48,11 @@ class Switches:
         counts: Counts = lambda _version_id: (0, 0),
         error_rate: float = 1.0,
         min_calls: int = 20,
+        leading: Callable[[], bool] = lambda: True,
     ) -> None:
         self.repo = repo
+        #: only the leader rolls a route back (several servers on one database)
+        self.leading = leading
         self.hold_seconds = hold_seconds
         self.counts = counts
         self.error_rate = error_rate
@@ -113,6 +116,8 @@ class Switches:
         ``crashed(version id)`` says whether one of the version's instances crashed this tick.
         """
         rolled_back = False
+        if not self.leading():
+            return False
         for (owner, key), switch in list(self._switches.items()):
             if owner != model.id:
                 continue
