@@ -33,6 +33,9 @@ LIMITS = {
 @pytest.fixture(scope="module")
 def door_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     with running_server(tmp_path_factory.mktemp("doors") / "home", LIMITS) as server:
+        # The first request to the web UI loads its templates, which on a busy machine can
+        # take longer than the small body timeout the tests below race against.
+        assert httpx.get(f"{server.url}/ui/sign-in", timeout=60).status_code == 200
         yield server
 
 
