@@ -1,7 +1,8 @@
 """The invocation ASGI handler: ``POST /models/{model}/(latest|versions/{n}|labels/{l})/model``.
 
 Resolve the route from memory, admit the call to an idle instance, forward the body bytes, and
-wrap the instance's result bytes in the response envelope without parsing them again.
+wrap the instance's result bytes in the response envelope (``gateway/envelope.py``) without
+parsing them again.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from modelhost.backends.base import CallResult, Instance
 from modelhost.gateway.auth import TokenGuard
 from modelhost.gateway.batching import BatchingPool
 from modelhost.gateway.capture import CaptureQueue
+from modelhost.gateway.envelope import success
 from modelhost.gateway.metrics import CallMetrics
 from modelhost.gateway.pool import VersionPool
 from modelhost.gateway.requestlog import RequestLog
@@ -204,27 +206,9 @@ class Gateway:
                 self.capture.add(route.capture, admitted, request_id, body, result.result_json)
             status = 200
             release = admitted
-            body = b"".join(
-                (
-                    b'{"result":',
-                    result.result_json,
-                    b',"request_id":"',
-                    request_id.encode(),
-                    b'","timing":',
-                    f"{timing:.2f}".encode(),
-                    b',"model_time_in_ms":',
-                    str(round(result.model_time_ms)).encode(),
-                    b',"release":',
-                    admitted.json,
-                    b"}",
-                )
+            body, headers = success(
+                result.result_json, request_id, timing, result.model_time_ms, admitted
             )
-            headers = [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"x-request-id", request_id.encode()),
-                (b"x-model-version", admitted.number_header),
-            ]
         except errors.ModelhostError as exc:
             status, headers, body = error_response(exc, request_id)
             if release is not None:  # the version that was to answer, or that failed

@@ -202,7 +202,12 @@ class BatchingPool(VersionPool):
                 wait = self.max_wait_ms / 1000
                 due = queue[0].since + wait
                 if now < due and (load >= self.concurrency or now < self.last_done + wait):
-                    if self._wait_timer is None:
+                    # The timer stands for the oldest call waiting now: one armed for calls
+                    # that have left since would cut this wait short.
+                    timer = self._wait_timer
+                    if timer is None or timer.when() != due:
+                        if timer is not None:
+                            timer.cancel()
                         self._wait_timer = loop.call_at(due, self._waited)
                     return
             count = min(self.max_size, len(queue))

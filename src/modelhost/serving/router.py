@@ -12,15 +12,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Protocol
 
-import orjson
-
-from modelhost import __version__
 from modelhost.backends.base import Instance, InstanceState
 from modelhost.db.repo import Model, Version
 from modelhost.gateway.app import Gateway
 from modelhost.gateway.batching import BatchingPool, batch_capacity, new_pool
 from modelhost.gateway.board import NO_SLOT, LoadBoard
 from modelhost.gateway.counters import TokenLimit
+from modelhost.gateway.envelope import release_json
 from modelhost.gateway.peers import Peers
 from modelhost.gateway.pool import VersionPool
 from modelhost.gateway.routes import ModelRoute, Release, RouteTable
@@ -269,14 +267,7 @@ class Router:
 
 
 def _release(model: Model, version: Version) -> Release:
-    body = orjson.dumps(
-        {
-            "harness_version": __version__,
-            "model_id": model.id,
-            "model_version": version.id,
-            "model_version_number": version.number,
-        }
-    )
+    body = release_json(model.id, version.id, version.number)
     return Release(model.id, version.id, version.number, body)
 
 

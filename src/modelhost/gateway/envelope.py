@@ -1,0 +1,64 @@
+"""The success envelope of an invocation, built from bytes (DESIGN.md, "Invocation contract")::
+
+    {"result": 5, "request_id": "HVOXQ5CEZRFIS0MD", "timing": 3.81, "model_time_in_ms": 3,
+     "release": {"harness_version": "...", "model_id": "...", "model_version": "...",
+                 "model_version_number": 2}}
+
+with the headers ``Content-Type``, ``Content-Length``, ``X-Request-Id`` and ``X-Model-Version``.
+The instance's result is already JSON: it goes in as it came, never parsed again, and the
+``release`` object is encoded once per version (:func:`release_json`), when the route table is
+built. What is left per call is one join of a few byte strings.
+"""
+
+from __future__ import annotations
+
+import orjson
+
+from modelhost import __version__
+from modelhost.gateway.routes import Release
+
+
+def release_json(model_id: str, version_id: str, number: int) -> bytes:
+    """The ``release`` object of every answer of one version."""
+    return orjson.dumps(
+        {
+            "harness_version": __version__,
+            "model_id": model_id,
+            "model_version": version_id,
+            "model_version_number": number,
+        }
+    )
+
+
+def success(
+    result_json: bytes,
+    request_id: str,
+    timing_ms: float,
+    model_time_ms: float,
+    release: Release,
+) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+    """The body and headers of a 200: ``timing`` is the gateway's milliseconds from request to
+    answer (two decimals), ``model_time_in_ms`` the function call's (whole milliseconds)."""
+    request = request_id.encode()
+    body = b"".join(
+        (
+            b'{"result":',
+            result_json,
+            b',"request_id":"',
+            request,
+            b'","timing":',
+            f"{timing_ms:.2f}".encode(),
+            b',"model_time_in_ms":',
+            str(round(model_time_ms)).encode(),
+            b',"release":',
+            release.json,
+            b"}",
+        )
+    )
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"x-request-id", request),
+        (b"x-model-version", release.number_header),
+    ]
+    return body, headers
