@@ -180,7 +180,7 @@ async def test_a_caller_that_goes_away_while_it_waits_leaves_the_queue() -> None
     assert instance.batches == []  # nothing was sent for the caller that left
 
 
-async def test_after_a_batch_the_first_caller_back_waits_for_the_others_to_come_back() -> None:
+async def test_under_load_the_first_caller_back_waits_for_the_others_answered_lately() -> None:
     pool, instance = _pool(max_size=8, max_wait_ms=10_000), Instance()
     pool.add(instance)  # type: ignore[arg-type]
     first = _submit(pool, 1)
@@ -190,17 +190,17 @@ async def test_after_a_batch_the_first_caller_back_waits_for_the_others_to_come_
     instance.answer()
     await first
     await _settle()
-    instance.answer()  # a batch of three finished: its callers are likely coming back
+    instance.answer()  # four calls answered lately: their callers are likely coming back
     await asyncio.gather(*rest)
-    again = [_submit(pool, n) for n in (5, 6)]
+    again = [_submit(pool, n) for n in (5, 6, 7)]
     await _settle()
-    assert instance.batches == []  # the instance is idle, yet two callers wait for the third
-    assert pool.queued == 2
-    again.append(_submit(pool, 7))
+    assert instance.batches == []  # the instance is idle, yet three callers wait for a fourth
+    assert pool.queued == 3
+    again.append(_submit(pool, 8))
     await _settle()
-    assert [[c[0][-1] for c in b] for b in instance.batches] == [["5", "6", "7"]]
+    assert [[c[0][-1] for c in b] for b in instance.batches] == [["5", "6", "7", "8"]]
     instance.answer()
-    assert [(await c).result_json for c in again] == [b"5", b"6", b"7"]
+    assert [(await c).result_json for c in again] == [b"5", b"6", b"7", b"8"]
 
 
 async def test_a_caller_waiting_for_company_that_does_not_come_leaves_after_max_wait() -> None:

@@ -366,7 +366,8 @@ def test_an_instance_has_room_again_only_when_the_last_call_of_its_batch_is_answ
 
 
 async def _batch_of(pool: BatchingPool, instance: Instance, size: int, first: int) -> None:
-    """Make the last batch to finish one of ``size`` calls (answered now)."""
+    """Make the calls answered in the last ``max_wait_ms`` one batch of ``size`` calls,
+    answered now (the lone call before it was answered longer ago than that)."""
     lead = _submit(pool, first)
     await _settle()
     rest = [_submit(pool, first + n) for n in range(1, size + 1)]
@@ -375,11 +376,14 @@ async def _batch_of(pool: BatchingPool, instance: Instance, size: int, first: in
     await lead
     await _settle()
     assert instance.ids() == [list(range(first + 1, first + size + 1))]
+    loop = asyncio.get_running_loop()
+    assert isinstance(loop, ClockLoop)
+    loop.now += pool.max_wait_ms / 1000 + TICK
     instance.answer()
     await asyncio.gather(*rest)
 
 
-def test_fewer_calls_than_the_last_batch_wait_for_the_rest_to_come_back() -> None:
+def test_fewer_calls_than_were_answered_lately_wait_for_the_rest_to_come_back() -> None:
     async def test(loop: ClockLoop) -> None:
         pool, instance = _pool(max_size=8, max_wait_ms=250), Instance()
         _with(pool, instance)
@@ -415,7 +419,7 @@ def test_calls_waiting_for_company_leave_once_the_first_has_waited_max_wait() ->
     _run(test)
 
 
-def test_as_many_calls_as_the_last_batch_held_go_at_once() -> None:
+def test_as_many_calls_as_were_answered_lately_go_at_once() -> None:
     async def test(loop: ClockLoop) -> None:
         pool, instance = _pool(max_size=8, max_wait_ms=250), Instance()
         _with(pool, instance)
@@ -430,7 +434,7 @@ def test_as_many_calls_as_the_last_batch_held_go_at_once() -> None:
     _run(test)
 
 
-def test_an_idle_instance_does_not_wait_for_callers_of_a_batch_finished_max_wait_ago() -> None:
+def test_an_idle_instance_does_not_wait_for_callers_answered_max_wait_ago() -> None:
     async def test(loop: ClockLoop) -> None:
         pool, instance = _pool(max_size=8, max_wait_ms=250), Instance()
         _with(pool, instance)
@@ -466,7 +470,7 @@ def test_a_full_batch_never_waits_for_company() -> None:
         pool.tune(2, 250)
         _submit(pool, 20)
         await _settle()
-        assert instance.ids() == []  # waits for the last batch's callers
+        assert instance.ids() == []  # waits for the callers answered lately
         _submit(pool, 21)
         await _settle()
         # fewer than the last batch held, but max_size: a full batch goes at once
@@ -847,3 +851,45 @@ def test_a_batching_pool_admits_no_call_but_through_submit() -> None:
         assert pool.take() is None
 
     _run(test)
+
+
+class _PlainHandle:
+    """What uvloop's ``call_at`` hands back for a time already past: a handle that can be
+    cancelled, without ``when()``."""
+
+    _source_traceback = None  # what asyncio's call_later reads of the handle call_at made
+
+    def __init__(self, timer: asyncio.TimerHandle) -> None:
+        self._timer = timer
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+
+class PlainHandleLoop(ClockLoop):
+    def call_at(self, when: float, callback: Any, *args: Any, context: Any = None) -> Any:
+        return _PlainHandle(super().call_at(when, callback, *args, context=context))
+
+
+def test_the_wait_timer_works_with_handles_that_do_not_say_when_they_are_due() -> None:
+    async def test(loop: ClockLoop) -> None:
+        pool, instance = _pool(max_size=8, max_wait_ms=250), Instance()
+        _with(pool, instance)
+        first = _submit(pool, 1)
+        await _settle()
+        waiting = [_submit(pool, n) for n in (2, 3, 4)]  # each one dispatches again
+        await _settle()
+        assert instance.ids() == [[1]]
+        loop.now += 0.25  # the oldest waited max_wait_ms: sent ahead
+        await _settle()
+        assert instance.ids() == [[1], [2, 3, 4]]
+        instance.answer()
+        instance.answer()
+        assert [(await c).result_json for c in [first, *waiting]] == [b"1", b"2", b"3", b"4"]
+
+    loop = PlainHandleLoop()
+    try:
+        loop.run_until_complete(test(loop))
+    finally:
+        loop.run_until_complete(_hang_up())
+        loop.close()

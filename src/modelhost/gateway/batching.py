@@ -5,11 +5,13 @@ returns a list of results. Its calls never wait for company they do not need:
 
 - a call that finds an instance with room to run it now is sent at once, with whatever else
   is waiting (so a lone caller pays nothing for batching). Only under load does an idle
-  instance wait for company: when the last batch to finish held more calls than are waiting
-  now, and finished less than ``max_wait_ms`` ago, its callers are likely on their way back,
-  so the calls wait until as many are queued, or the oldest has waited ``max_wait_ms``.
-  Without that, the first caller back would find the instance idle and go alone, and the
-  batches would alternate between one call and all the others;
+  instance wait for company: when more calls were answered in the last ``max_wait_ms`` than
+  are waiting now, their callers are likely on their way back with their next calls, so the
+  calls wait until as many are queued, or the oldest has waited ``max_wait_ms``. Without
+  that, the first caller back would find the instance idle and go alone, and the batches
+  would alternate between one call and all the others; and counting every call answered
+  lately, not only the last batch's, lets two groups of callers taking turns on an instance
+  (one batch running, one sent ahead) merge into one larger batch;
 - while every instance is busy, calls queue here. They leave as one batch of at most
   ``max_size`` calls when an instance frees up, or, sent ahead to the least busy instance
   (which runs it right after its current batch), as soon as ``max_size`` calls are waiting or
@@ -76,8 +78,7 @@ class _Sent:
         pool = self.pool
         pool.in_flight -= 1
         if not self.left:
-            pool.last_size = self.size
-            pool.last_done = asyncio.get_running_loop().time()
+            pool.answered.append((asyncio.get_running_loop().time(), self.size))
             pool.release(self.instance)
 
 
@@ -112,16 +113,16 @@ class BatchingPool(VersionPool):
         self.max_size = max_size
         self.max_wait_ms = max_wait_ms
         self._queue: deque[_Queued] = deque()
-        self._wait_timer: asyncio.TimerHandle | None = None
+        self._wait_timer: asyncio.Handle | None = None
+        self._wait_due = 0.0
         #: batches sent, by size bucket (``SIZE_BUCKETS``), and the calls they held
         self.size_counts = [0] * len(SIZE_BUCKETS)
         self.batches = 0
         self.calls = 0
         #: calls sent and not yet answered (``busy`` counts batches, as the load does)
         self.in_flight = 0
-        #: the size of the last batch to finish, and when it did (the loop's clock)
-        self.last_size = 0
-        self.last_done = 0.0
+        #: batches answered in the last ``max_wait_ms``: (when, by the loop's clock; size)
+        self.answered: deque[tuple[float, int]] = deque()
 
     def tune(self, max_size: int, max_wait_ms: float) -> None:
         """New limits, for the batches sent from now on."""
@@ -194,24 +195,36 @@ class BatchingPool(VersionPool):
             if instance is None:
                 return  # every instance holds a batch and one sent ahead: the next to finish
             waiting = len(queue)
-            if waiting < self.max_size and (load >= self.concurrency or waiting < self.last_size):
+            if waiting < self.max_size and (
+                load >= self.concurrency or waiting < self._coming_back()
+            ):
                 # Busy: send ahead only a full batch, or one whose oldest call waited enough.
-                # Idle under load: wait as long for the last batch's callers to come back.
+                # Idle under load: wait as long for the callers answered lately to come back.
                 loop = asyncio.get_running_loop()
-                now = loop.time()
-                wait = self.max_wait_ms / 1000
-                due = queue[0].since + wait
-                if now < due and (load >= self.concurrency or now < self.last_done + wait):
+                due = queue[0].since + self.max_wait_ms / 1000
+                if loop.time() < due:
                     # The timer stands for the oldest call waiting now: one armed for calls
                     # that have left since would cut this wait short.
+                    # (Its due time is kept here: uvloop hands back a plain Handle, without
+                    # ``when()``, for a time already past.)
                     timer = self._wait_timer
-                    if timer is None or timer.when() != due:
+                    if timer is None or self._wait_due != due:
                         if timer is not None:
                             timer.cancel()
                         self._wait_timer = loop.call_at(due, self._waited)
+                        self._wait_due = due
                     return
             count = min(self.max_size, len(queue))
             self._send(instance, [queue.popleft() for _ in range(count)], load)
+
+    def _coming_back(self) -> int:
+        """The calls answered in the last ``max_wait_ms``: under load, their callers are on
+        their way back with their next calls."""
+        answered = self.answered
+        since = asyncio.get_running_loop().time() - self.max_wait_ms / 1000
+        while answered and answered[0][0] <= since:
+            answered.popleft()
+        return sum(size for _, size in answered)
 
     def _waited(self) -> None:
         self._wait_timer = None
