@@ -109,3 +109,25 @@ async def test_a_closed_pool_sends_its_waiting_and_later_calls_back_to_be_routed
     with pytest.raises(errors.CallNotStarted):
         await pool.acquire(30)
     assert pool.queued == 0
+
+
+class Running:
+    """A stand-in instance that has been running a call since ``since`` (the loop's clock)."""
+
+    def __init__(self, since: float | None) -> None:
+        self.state = InstanceState.READY
+        self.inflight = 0
+        self.since = since
+
+    def running_since(self) -> float | None:
+        return self.since
+
+
+async def test_a_pool_knows_when_an_instance_has_been_running_a_call_for_long() -> None:
+    now = asyncio.get_running_loop().time()
+    pool = VersionPool("v", 1, max_queued=4)
+    pool.add(Running(None))  # type: ignore[arg-type]
+    pool.add(Running(now - 0.002))  # type: ignore[arg-type]
+    assert not pool.running_longer_than(0.005)  # one idle, one 2 ms into its call
+    pool.add(Running(now - 1.0))  # type: ignore[arg-type]
+    assert pool.running_longer_than(0.005)  # a call of a second

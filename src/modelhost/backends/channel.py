@@ -144,6 +144,13 @@ class CallChannel:
                     )
                 )
 
+    def running_since(self) -> float | None:
+        """When the oldest call this instance is running now started (the loop's clock); calls
+        start in the order they were sent, so that is the first one still pending."""
+        for call in self._pending.values():
+            return call.started
+        return None
+
     async def call(self, request_id: str, body: bytes, timeout: float) -> CallResult:
         if self.state is not InstanceState.READY or self._transport is None:
             raise errors.NoReadyInstance(

@@ -51,12 +51,16 @@ class Peers:
         """The process to pass the call to, or None: the version's calls are too short to be
         worth it, this process has an idle instance of it, no other has one, or the call was
         passed here already."""
-        seconds = pool.call_seconds
-        if seconds is not None and seconds < PASS_MIN_SECONDS:
-            return None  # waiting behind a call this short costs less than a pass
         lowest = pool.lowest()
         if lowest == 0:
             return None
+        seconds = pool.call_seconds
+        if (
+            seconds is not None
+            and seconds < PASS_MIN_SECONDS
+            and not pool.running_longer_than(PASS_MIN_SECONDS)
+        ):
+            return None  # waiting behind a call this short costs less than a pass
         other = self.board.less_busy(pool.slot, self.process, lowest, self._sent.get(pool.slot))
         if other is None:
             return None

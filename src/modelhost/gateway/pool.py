@@ -82,6 +82,16 @@ class VersionPool:
         known = self.call_seconds
         self.call_seconds = seconds if known is None else known + (seconds - known) / 8
 
+    def running_longer_than(self, seconds: float) -> bool:
+        """Whether an instance here has been running a call for more than ``seconds``."""
+        since = asyncio.get_running_loop().time() - seconds
+        for instance in self._ready:
+            started = getattr(instance, "running_since", None)
+            begun = started() if started is not None else None
+            if begun is not None and begun < since:
+                return True
+        return False
+
     def lowest(self) -> int | None:
         """The calls on the least busy instance (None: there is none)."""
         return min(self._load.values()) if self._load else None
