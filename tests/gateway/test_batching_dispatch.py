@@ -434,6 +434,23 @@ def test_as_many_calls_as_were_answered_lately_go_at_once() -> None:
     _run(test)
 
 
+def test_callers_answered_just_under_max_wait_ago_are_still_waited_for() -> None:
+    async def test(loop: ClockLoop) -> None:
+        pool, instance = _pool(max_size=8, max_wait_ms=250), Instance()
+        _with(pool, instance)
+        await _batch_of(pool, instance, 3, first=1)
+        await _later(loop, 0.25 - TICK)
+        _submit(pool, 10)
+        await _settle()
+        assert instance.ids() == []  # the three answered 250 ms ago, less a tick, still count
+        await _later(loop, TICK)  # now they were answered max_wait ago: no longer expected
+        _submit(pool, 11)
+        await _settle()
+        assert instance.ids() == [[10, 11]]
+
+    _run(test)
+
+
 def test_an_idle_instance_does_not_wait_for_callers_answered_max_wait_ago() -> None:
     async def test(loop: ClockLoop) -> None:
         pool, instance = _pool(max_size=8, max_wait_ms=250), Instance()
