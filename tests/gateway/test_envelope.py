@@ -87,3 +87,54 @@ def test_the_release_is_the_one_encoded_for_the_version() -> None:
     answer = json.loads(body)
     assert answer["release"] == {"given": "as is"}
     assert answer["result"] is None
+
+
+# -- the error envelope (DESIGN.md, "Errors"; docs/api.md's tables) ---------------------------
+
+
+def test_an_error_is_the_one_envelope_with_its_status_and_the_request_id_twice() -> None:
+    from modelhost import errors
+    from modelhost.gateway.envelope import error_response
+
+    error = errors.NotFound("There is no model 'nope'.")
+    status, headers, body = error_response(error, "HVOXQ5CEZRFIS0MD")
+    assert status == 404
+    assert json.loads(body) == {
+        "error": {"code": error.code, "message": "There is no model 'nope'."},
+        "request_id": "HVOXQ5CEZRFIS0MD",
+    }
+    assert dict(headers) == {
+        b"content-type": b"application/json",
+        b"content-length": str(len(body)).encode(),
+        b"x-request-id": b"HVOXQ5CEZRFIS0MD",
+    }
+
+
+def test_an_errors_own_headers_go_out_in_lower_case_after_the_envelopes() -> None:
+    from modelhost import errors
+    from modelhost.gateway.envelope import error_response
+
+    error = errors.MethodNotAllowed("Use POST.", headers={"Allow": "POST", "Retry-After": "5"})
+    status, headers, _ = error_response(error, "R")
+    assert status == 405
+    assert [name for name, _ in headers] == [
+        b"content-type",
+        b"content-length",
+        b"x-request-id",
+        b"allow",
+        b"retry-after",
+    ]
+    assert (b"allow", b"POST") in headers
+    assert (b"retry-after", b"5") in headers
+
+
+def test_an_unexpected_failure_says_only_that_the_log_has_the_details() -> None:
+    from modelhost import errors
+    from modelhost.gateway.envelope import error_response
+
+    status, _, body = error_response(errors.InternalError("secret internals"), "R")
+    assert status == 500
+    answer = json.loads(body)
+    assert answer["error"]["code"] == "internal_error"
+    assert "secret" not in answer["error"]["message"]
+    assert "log" in answer["error"]["message"]

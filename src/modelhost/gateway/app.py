@@ -14,14 +14,12 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
 from modelhost import errors
 from modelhost.backends.base import CallResult, Instance
 from modelhost.gateway.auth import TokenGuard
 from modelhost.gateway.batching import BatchingPool
 from modelhost.gateway.capture import CaptureQueue
-from modelhost.gateway.envelope import success
+from modelhost.gateway.envelope import error_response, success
 from modelhost.gateway.metrics import CallMetrics
 from modelhost.gateway.pool import VersionPool
 from modelhost.gateway.requestlog import RequestLog
@@ -74,19 +72,6 @@ def _timed_out(route: ModelRoute) -> errors.ModelTimeout:
         f"The call did not finish within {route.timeout:g} s (the model's timeout); the "
         "instance is being replaced. Make the function faster or raise the timeout."
     )
-
-
-def error_response(
-    error: errors.ModelhostError, request_id: str
-) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-    body = orjson.dumps(errors.error_body(error, request_id))
-    headers = [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        (b"x-request-id", request_id.encode()),
-    ]
-    headers += [(k.lower().encode(), v.encode()) for k, v in error.headers.items()]
-    return error.status, headers, body
 
 
 class Gateway:

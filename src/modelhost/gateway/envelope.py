@@ -1,4 +1,5 @@
-"""The success envelope of an invocation, built from bytes (DESIGN.md, "Invocation contract")::
+"""The envelopes of an invocation's answer. The success envelope is built from bytes
+(DESIGN.md, "Invocation contract")::
 
     {"result": 5, "request_id": "HVOXQ5CEZRFIS0MD", "timing": 3.81, "model_time_in_ms": 3,
      "release": {"harness_version": "...", "model_id": "...", "model_version": "...",
@@ -8,13 +9,17 @@ with the headers ``Content-Type``, ``Content-Length``, ``X-Request-Id`` and ``X-
 The instance's result is already JSON: it goes in as it came, never parsed again, and the
 ``release`` object is encoded once per version (:func:`release_json`), when the route table is
 built. What is left per call is one join of a few byte strings.
+
+A failure gets the one error envelope, ``{"error": {"code", "message"}, "request_id"}``
+(:func:`error_response`), on the invocation routes and on every raw-ASGI door (host and body
+limits, the UI's guard, gateway processes' passes).
 """
 
 from __future__ import annotations
 
 import orjson
 
-from modelhost import __version__
+from modelhost import __version__, errors
 from modelhost.gateway.routes import Release
 
 
@@ -62,3 +67,18 @@ def success(
         (b"x-model-version", release.number_header),
     ]
     return body, headers
+
+
+def error_response(
+    error: errors.ModelhostError, request_id: str
+) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """The status, headers and body of ``error``'s answer: the error envelope, its request
+    id also in ``X-Request-Id``, and the error's own headers (``Retry-After``, say)."""
+    body = orjson.dumps(errors.error_body(error, request_id))
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"x-request-id", request_id.encode()),
+    ]
+    headers += [(k.lower().encode(), v.encode()) for k, v in error.headers.items()]
+    return error.status, headers, body

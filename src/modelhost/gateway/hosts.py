@@ -14,7 +14,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from modelhost import errors
-from modelhost.gateway.app import Receive, Scope, Send, error_response, new_request_id
+from modelhost.gateway.app import Receive, Scope, Send, new_request_id
+from modelhost.gateway.envelope import error_response
 
 ANY = "*"
 #: always allowed unless allowed_hosts is given explicitly

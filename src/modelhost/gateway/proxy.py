@@ -15,9 +15,10 @@ from typing import Any
 import httpx
 
 from modelhost import errors
-from modelhost.gateway.app import TRUSTED, Receive, Scope, Send, error_response, new_request_id
+from modelhost.gateway.app import TRUSTED, Receive, Scope, Send, new_request_id
 from modelhost.gateway.auth import CHARGED, CHARGED_HEADER
 from modelhost.gateway.control import FORWARDED_FOR, GATEWAY_SECRET, TRUSTED_CALL
+from modelhost.gateway.envelope import error_response
 
 logger = logging.getLogger(__name__)
 

@@ -25,7 +25,8 @@ from typing import Any, ClassVar
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from modelhost import errors
-from modelhost.gateway.app import Receive, Scope, Send, error_response, new_request_id
+from modelhost.gateway.app import Receive, Scope, Send, new_request_id
+from modelhost.gateway.envelope import error_response
 from modelhost.gateway.limits import ConnectionLimits
 
 logger = logging.getLogger(__name__)

@@ -21,7 +21,8 @@ from typing import Any
 from starlette.requests import Request
 
 from modelhost import errors
-from modelhost.gateway.app import Receive, Scope, Send, error_response, new_request_id
+from modelhost.gateway.app import Receive, Scope, Send, new_request_id
+from modelhost.gateway.envelope import error_response
 
 _LIMIT = "max_body_bytes"
 

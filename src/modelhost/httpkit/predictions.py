@@ -24,8 +24,9 @@ from urllib.parse import unquote
 import orjson
 
 from modelhost import errors, urls
-from modelhost.gateway.app import Gateway, Receive, Scope, Send, error_response, new_request_id
+from modelhost.gateway.app import Gateway, Receive, Scope, Send, new_request_id
 from modelhost.gateway.auth import token_from_headers
+from modelhost.gateway.envelope import error_response
 from modelhost.gateway.routes import ModelRoute
 from modelhost.operations import Services
 from modelhost.operations import predictions as ops

@@ -21,7 +21,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from modelhost import errors
-from modelhost.gateway.app import Receive, Scope, Send, error_response
+from modelhost.gateway.app import Receive, Scope, Send
+from modelhost.gateway.envelope import error_response
 
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; frame-ancestors 'none'; base-uri 'self'; form-action 'self'; "
