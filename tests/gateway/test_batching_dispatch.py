@@ -434,6 +434,25 @@ def test_as_many_calls_as_were_answered_lately_go_at_once() -> None:
     _run(test)
 
 
+def test_a_shorter_max_wait_set_while_calls_wait_lets_them_leave_at_the_new_time() -> None:
+    async def test(loop: ClockLoop) -> None:
+        pool, instance = _pool(max_size=8, max_wait_ms=250), Instance()
+        _with(pool, instance)
+        _submit(pool, 1)
+        await _settle()
+        _submit(pool, 2)
+        _submit(pool, 3)
+        await _later(loop, 0.0625)
+        assert instance.ids() == [[1]]  # busy: the two wait to be sent ahead at 250 ms
+        pool.tune(8, 125)
+        await _later(loop, 0.0625 - TICK)
+        assert instance.ids() == [[1]]
+        await _later(loop, TICK)  # the first has now waited the new 125 ms
+        assert instance.ids() == [[1], [2, 3]]
+
+    _run(test)
+
+
 def test_callers_answered_just_under_max_wait_ago_are_still_waited_for() -> None:
     async def test(loop: ClockLoop) -> None:
         pool, instance = _pool(max_size=8, max_wait_ms=250), Instance()
