@@ -105,8 +105,9 @@ class NoDelayHttpToolsProtocol(HttpToolsProtocol):
         super().connection_made(transport)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Serve the ceiling on 127.0.0.1 (a benchmark against loopback only)."""
+def main(argv: list[str] | None = None, app: str = "bench.ceiling:app") -> None:
+    """Serve the ceiling (or another ASGI ``app`` of the bench, the hop ceiling's) on
+    127.0.0.1 (a benchmark against loopback only)."""
     import uvicorn
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -114,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=2)
     options = parser.parse_args(argv)
     uvicorn.run(
-        "bench.ceiling:app",
+        app,
         host="127.0.0.1",
         port=options.port,
         workers=options.workers,

@@ -18,7 +18,6 @@ requests first in, first out.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import socket
@@ -28,6 +27,7 @@ from typing import Any
 
 import orjson
 
+from bench import ceiling
 from bench.ceiling import HANDLERS, Receive, Scope, Send, _read_body
 
 _LENGTH = struct.Struct(">I")
@@ -118,24 +118,8 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Serve the hop ceiling on 127.0.0.1, like ``bench.ceiling``."""
-    import uvicorn
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--workers", type=int, default=2)
-    options = parser.parse_args(argv)
-    uvicorn.run(
-        "bench.hop_ceiling:app",
-        host="127.0.0.1",
-        port=options.port,
-        workers=options.workers,
-        loop="uvloop",
-        http="bench.ceiling:NoDelayHttpToolsProtocol",
-        lifespan="off",
-        access_log=False,
-        log_level="info",
-    )
+    """Serve the hop ceiling on 127.0.0.1, exactly as ``bench.ceiling`` serves the ceiling."""
+    ceiling.main(argv, app="bench.hop_ceiling:app")
 
 
 if __name__ == "__main__":

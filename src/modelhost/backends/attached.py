@@ -59,16 +59,7 @@ class AttachedInstance(CallChannel):
         on_end: Callable[[AttachedInstance, str, str], None],
         on_gone: Callable[[AttachedInstance], None],
     ) -> None:
-        super().__init__()
-        self.spec = spec
-        self.state = InstanceState.READY
-        self.concurrency = spec.concurrency
-        self.version_number = spec.version_number
-        self.failure: str | None = None
-        self.failure_traceback: str | None = None
-        self.signature: str | None = None
-        self.schema: dict[str, Any] | None = None
-        self.ended_by: str | None = None
+        super().__init__(spec, InstanceState.READY)
         self._on_end = on_end
         self._on_gone = on_gone
 

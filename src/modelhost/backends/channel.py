@@ -13,9 +13,10 @@ import asyncio
 import json
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 from modelhost import errors
-from modelhost.backends.base import CallResult, InstanceState
+from modelhost.backends.base import CallResult, InstanceSpec, InstanceState
 from modelhost.runtime import protocol
 
 logger = logging.getLogger(__name__)
@@ -69,14 +70,20 @@ class Connection(asyncio.Protocol):
 
 
 class CallChannel:
-    """The calling side of an instance. Subclasses set ``state``, ``concurrency`` and
-    ``version_number``, connect ``_transport`` and say what ending the instance means."""
+    """The calling side of an instance, and the state every kind of instance keeps (the
+    :class:`~modelhost.backends.base.Instance` protocol's). Subclasses connect ``_transport``
+    and say what ending the instance means."""
 
-    state: InstanceState
-    concurrency: int
-    version_number: int
-
-    def __init__(self) -> None:
+    def __init__(self, spec: InstanceSpec, state: InstanceState) -> None:
+        self.spec = spec
+        self.state = state
+        self.concurrency = spec.concurrency
+        self.version_number = spec.version_number
+        self.failure: str | None = None
+        self.failure_traceback: str | None = None
+        self.signature: str | None = None
+        self.schema: dict[str, Any] | None = None
+        self.ended_by: str | None = None
         self.inflight = 0
         self._loop = asyncio.get_running_loop()
         #: calls sent and not yet answered, in the order they were sent

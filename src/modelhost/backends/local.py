@@ -83,21 +83,12 @@ class LocalInstance(CallChannel):
         sandbox: Sandbox,
         pids: Path | None = None,
     ) -> None:
-        super().__init__()
-        self.spec = spec
+        super().__init__(spec, InstanceState.STARTING)
         self._sandbox = sandbox
         #: where the process is recorded while it runs (see :mod:`modelhost.pidfiles`)
         self._pids = pids
         self._worker_pid: int | None = None
-        self.state = InstanceState.STARTING
-        self.concurrency = spec.concurrency
-        self.version_number = spec.version_number
-        self.failure: str | None = None
-        self.failure_traceback: str | None = None
-        self.signature: str | None = None
-        self.schema: dict[str, Any] | None = None
         self.exit_code: int | None = None
-        self.ended_by: str | None = None
         self._stop_requested = False
         self._announced = False
         self._nonce = secrets.token_hex(8)

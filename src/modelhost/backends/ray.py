@@ -105,17 +105,8 @@ class RayInstance(CallChannel):
         on_change: Callable[[], None],
         actor: Any,
     ) -> None:
-        super().__init__()
-        self.spec = spec
-        self.state = InstanceState.STARTING
-        self.concurrency = spec.concurrency
-        self.version_number = spec.version_number
-        self.failure: str | None = None
-        self.failure_traceback: str | None = None
-        self.signature: str | None = None
-        self.schema: dict[str, Any] | None = None
+        super().__init__(spec, InstanceState.STARTING)
         self.exit_code: int | None = None
-        self.ended_by: str | None = None
         #: the Ray node id it runs on, once placed
         self.node: str | None = None
         self._actor = actor
