@@ -60,6 +60,9 @@ def _two_servers(
     first = Server(tmp_path / "a", common).start()
     second: Server | None = None
     try:
+        # The scenarios below start from "the first server leads". It takes the lead on its
+        # first try on a quiet machine; under load that try may come a little later.
+        wait_until(lambda: _health(first)["leader"] is True, timeout=30)
         second = _start_beside(first, tmp_path / "b")
         yield first, second
     finally:

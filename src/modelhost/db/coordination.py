@@ -163,8 +163,10 @@ class PostgresCoordination:
                     logger.warning("Lost the coordination connection to the database: %s", exc)
             finally:
                 self._lose_lead()
-                self._first.set()
-            self._stop.wait(min(POLL_SECONDS * 2**failures, 5.0))
+            # While start() still waits for a first try (a connection refused under load,
+            # say), try again soon: a server must not start as a follower for a hiccup.
+            backoff = failures if self._first.is_set() else 0
+            self._stop.wait(min(POLL_SECONDS * 2**backoff, 5.0))
 
     def _session(self) -> None:
         """One connection, for as long as it works: LISTEN, then try for the lead (or check
