@@ -140,6 +140,8 @@ def test_an_instance_on_half_a_cpu_runs_in_its_own_cgroup_with_half_of_each_peri
     }
     quota, period = quota_and_period(cgroup)
     assert quota == period * TIERS["half"]["cpus"]
+    listed = tiered.cli("instances", name, check=True).stdout
+    assert f"0.5 ({instance.cpu_limit['mechanism']})" in listed
     # a function that keeps a core busy is held back to its half
     spun = tiered.invoke(name, {"data": {"spin_seconds": 0.3}})
     assert spun.status_code == 200, spun.text
