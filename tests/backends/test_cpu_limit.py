@@ -218,3 +218,38 @@ def test_a_leftover_cgroup_of_this_data_directory_is_emptied_and_removed_at_star
         left.wait()
         asyncio.run(second.close() if "second" in locals() else first.close())
     assert not first.group.exists()
+
+
+def test_a_tier_above_what_the_parent_cgroup_allows_fails_the_instance_saying_why(
+    tmp_path: Path,
+) -> None:
+    # the server's parent cgroup is held to half a CPU (cgroup v1 here): a child cannot have 1
+    mount = next(
+        Path(m.split()[1])
+        for m in Path("/proc/mounts").read_text().splitlines()
+        if m.split()[2] == "cgroup" and "cpu" in m.split()[3].split(",")
+    )
+    parent = mount / f"modelhost-test-{os.getpid()}"
+    parent.mkdir()
+    try:
+        (parent / "cpu.cfs_quota_us").write_text(
+            str(int((parent / "cpu.cfs_period_us").read_text()) // 2)
+        )
+        limit = open_cpu_limit(_settings(tmp_path / "home", cgroup_parent=str(parent)))
+        assert isinstance(limit, Cgroups), limit.status
+
+        async def main() -> None:
+            backend = LocalBackend(Unconfined("tests"), cpu=limit)
+            try:
+                instance = await backend.start(_spec(tmp_path, 1), 30)
+                assert instance.state is InstanceState.FAILED
+                assert instance.failure is not None
+                assert "a quota of 1 CPUs (Invalid argument)" in instance.failure
+                assert "is the server itself held to fewer?" in instance.failure
+            finally:
+                await backend.close()
+
+        asyncio.run(main())
+        assert not limit.group.exists()
+    finally:
+        parent.rmdir()

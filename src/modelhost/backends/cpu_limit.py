@@ -150,15 +150,22 @@ class Cgroups:
         cgroup = self.path(name)
         with contextlib.suppress(FileExistsError):
             cgroup.mkdir()
-        if self.version == 2:
-            period = int((cgroup / "cpu.max").read_text().split()[1])
-            quota = quota_for(cpus, period)
-            (cgroup / "cpu.max").write_text(f"{quota.quota_us} {quota.period_us}\n")
-        else:
-            period = int((cgroup / "cpu.cfs_period_us").read_text())
-            quota = quota_for(cpus, period)
-            (cgroup / "cpu.cfs_quota_us").write_text(f"{quota.quota_us}\n")
-        self._placed[name] = cpus
+        self._placed[name] = cpus  # removed when its process ends, whatever happens next
+        try:
+            if self.version == 2:
+                period = int((cgroup / "cpu.max").read_text().split()[1])
+                quota = quota_for(cpus, period)
+                (cgroup / "cpu.max").write_text(f"{quota.quota_us} {quota.period_us}\n")
+            else:
+                period = int((cgroup / "cpu.cfs_period_us").read_text())
+                quota = quota_for(cpus, period)
+                (cgroup / "cpu.cfs_quota_us").write_text(f"{quota.quota_us}\n")
+        except OSError as exc:
+            # e.g. more CPUs than a quota on the server's own cgroup allows (EINVAL in v1)
+            raise OSError(
+                f"could not give the cgroup {cgroup} a quota of {cpus:g} CPUs "
+                f"({exc.strerror or exc}); is the server itself held to fewer?"
+            ) from exc
         return cgroup
 
     def command(self, name: str, cpus: float | None, argv: list[str]) -> list[str]:
@@ -378,7 +385,7 @@ def open_group(parent: Path, home: Path) -> Cgroups:
 
 def _probe(cgroups: Cgroups) -> None:
     """Start a shell in a cgroup of the group, as an instance would be, and see it there."""
-    procs = cgroups.create("probe", 1.0) / "cgroup.procs"
+    procs = cgroups.create("probe", 0.01) / "cgroup.procs"  # fits under any quota above
     try:
         done = subprocess.run(
             [SHELL, "-c", _ENTER, str(procs), SHELL, "-c", "cat /proc/self/cgroup"],

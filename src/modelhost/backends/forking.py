@@ -203,8 +203,8 @@ class ForkServer:
         }
         argv = [spec.interpreter, "-u", str(WORKER), "--fork-server-fd", str(theirs.fileno())]
         argv = self._sandbox.command([*argv, "--spec", json.dumps(worker_spec)], self._confinement)
-        argv = self._cpu.command(self._name, spec.cpus, argv)  # a fork inherits an affinity
         try:
+            argv = self._cpu.command(self._name, spec.cpus, argv)  # a fork inherits an affinity
             with spec.log_path.open("ab") as log:
                 self._process = await asyncio.create_subprocess_exec(
                     *argv,
@@ -220,6 +220,7 @@ class ForkServer:
             logger.warning("could not start a fork server: %s", exc)
             control.close()
             theirs.close()
+            await self._cpu.release(self._name)
             self._end(f"the fork server could not be started ({exc})")
             return
         theirs.close()

@@ -173,12 +173,11 @@ class LocalInstance(CallChannel):
                 parent, child = socket.socketpair()
             argv = [spec.interpreter, "-u", str(WORKER), "--fd", str(child.fileno())]
             keep = (child.fileno(),)
-        argv = self._cpu.command(
-            f"instance-{spec.instance_id}",
-            spec.cpus,
-            self._sandbox.command([*argv, "--spec", json.dumps(worker_spec)], confinement_of(spec)),
+        argv = self._sandbox.command(
+            [*argv, "--spec", json.dumps(worker_spec)], confinement_of(spec)
         )
         try:
+            argv = self._cpu.command(f"instance-{spec.instance_id}", spec.cpus, argv)
             with spec.log_path.open("ab") as log:
                 self._process = await asyncio.create_subprocess_exec(
                     *argv,
@@ -197,6 +196,7 @@ class LocalInstance(CallChannel):
                 if sock is not None:
                     sock.close()
             self._fail(f"Could not start the instance with {spec.interpreter}: {exc}.")
+            await self._cpu.release(f"instance-{spec.instance_id}")
             self._exited.set()
             return
         self._forked = None  # a fall-back: the exit watcher now waits on the process
