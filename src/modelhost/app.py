@@ -31,6 +31,7 @@ from modelhost.api import runs as runs_api
 from modelhost.api import schedules as schedules_api
 from modelhost.api import system as system_api
 from modelhost.backends.base import Backend
+from modelhost.backends.cpu_limit import open_cpu_limit
 from modelhost.backends.local import LocalBackend
 from modelhost.builder.bundles import BundleStore
 from modelhost.builder.storage import RemoteBundles
@@ -269,7 +270,9 @@ def _backend(settings: Settings, sandbox: Sandbox, store: BundleStore) -> Backen
                 "backend = ray needs Ray: pip install 'modelhost[ray]' (here and on every node)."
             ) from None
         return RayBackend(settings, store)
-    return LocalBackend(sandbox, pids=settings.home_path / pidfiles.RUN_DIRECTORY)
+    return LocalBackend(
+        sandbox, pids=settings.home_path / pidfiles.RUN_DIRECTORY, cpu=open_cpu_limit(settings)
+    )
 
 
 def create_app(

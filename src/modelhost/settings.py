@@ -107,6 +107,13 @@ def _isolation(value: Any) -> str:
     return mode
 
 
+def _cpu_limit(value: Any) -> str:
+    mode = str(value).lower()
+    if mode not in {"auto", "cgroup", "affinity"}:
+        raise ValueError("expected auto, cgroup or affinity")
+    return mode
+
+
 def _backend(value: Any) -> str:
     name = str(value).lower()
     if name not in {"local", "ray"}:
@@ -396,6 +403,22 @@ SETTINGS: tuple[Setting, ...] = (
         "optionally gpus. In the settings file a table ([hardware_tiers.small] cpus = 1, "
         'memory_mb = 2048); in the environment JSON ({"small": {"cpus": 1, "memory_mb": '
         "2048}}). Empty: no tiers.",
+    ),
+    Setting(
+        "cpu_limit",
+        _cpu_limit,
+        "auto",
+        "How a local instance gets its hardware tier's CPUs. auto: a cgroup with a CPU quota "
+        "of exactly the tier's cpus where one is writable, otherwise a CPU affinity (the first "
+        "ceil(cpus) cores); cgroup: refuse to start without a writable cgroup; affinity: "
+        "always the affinity.",
+    ),
+    Setting(
+        "cgroup_parent",
+        str,
+        "",
+        "The cgroup (a directory under /sys/fs/cgroup) in which the server makes its "
+        "instances' cgroups; empty: the server's own cgroup (v2, else v1's cpu controller).",
     ),
     Setting(
         "instance_memory_limit_mb",

@@ -1,10 +1,11 @@
 """Hardware tiers: named amounts of CPU, memory and GPUs an admin defines (setting
 ``hardware_tiers``) and a model picks (its ``tier``).
 
-The local backend gives an instance its tier's memory as its memory limit and its CPUs as a CPU
-affinity (the first N cores), and refuses a tier this machine cannot satisfy; the Ray backend
-asks Ray for the tier as the actor's ``num_cpus``, ``memory`` and ``num_gpus``, so Ray places the
-instance only on a node that has them.
+The local backend gives an instance its tier's memory as its memory limit and its CPUs as a
+cgroup CPU quota, or a CPU affinity (the first N cores) where no cgroup is writable
+(:mod:`modelhost.backends.cpu_limit`), and refuses a tier this machine cannot satisfy; the Ray
+backend asks Ray for the tier as the actor's ``num_cpus``, ``memory`` and ``num_gpus``, so Ray
+places the instance only on a node that has them.
 """
 
 from __future__ import annotations

@@ -80,5 +80,6 @@ def test_instances_on_the_local_backend_show_no_node_and_the_cli_says_local(
     assert instance.node is None
     assert instance.pid is not None
     listed = server.cli("instances", "local-node", check=True).stdout.splitlines()
-    assert listed[0].split() == ["INSTANCE", "VERSION", "STATE", "BUSY", "NODE", "PID"]
-    assert listed[1].split() == [instance.id, "1", "ready", "no", "local", str(instance.pid)]
+    assert listed[0].split() == ["INSTANCE", "VERSION", "STATE", "BUSY", "NODE", "PID", "CPUS"]
+    # no hardware tier: no CPU limit
+    assert listed[1].split() == [instance.id, "1", "ready", "no", "local", str(instance.pid), "-"]

@@ -58,8 +58,8 @@ class InstanceSpec:
     bundle_sha256: str = ""
     #: an isolated environment's lock (the Ray backend builds it again on the node from it)
     environment_lock: str = ""
-    #: the model's hardware tier: CPUs (local: an affinity), memory (MB, its memory limit) and
-    #: GPUs (Ray only); None when it picked none
+    #: the model's hardware tier: CPUs (local: a cgroup quota or an affinity), memory (MB, its
+    #: memory limit) and GPUs (Ray only); None when it picked none
     cpus: float | None = None
     memory_mb: int | None = None
     gpus: int = 0

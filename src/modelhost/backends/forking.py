@@ -23,7 +23,6 @@ import contextlib
 import json
 import logging
 import os
-import shutil
 import signal
 import socket
 from collections.abc import Callable, Mapping
@@ -33,8 +32,8 @@ from typing import Any
 
 from modelhost import pidfiles
 from modelhost.backends.base import InstanceSpec
+from modelhost.backends.cpu_limit import Affinity, CpuLimit
 from modelhost.sandbox import RUNTIME_DIR, Confinement, Sandbox, innermost_pid
-from modelhost.tiers import affinity
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +91,8 @@ def host_pid(parent: int, inner: int) -> int | None:
 class Forked:
     """A process a fork server forked for an instance."""
 
+    #: the instance's process name (``instance-<id>``): its cgroup's
+    name: str = ""
     #: its pid in the fork server's namespace, then on this machine, and a pidfd to signal it
     inner_pid: int | None = None
     pid: int | None = None
@@ -141,8 +142,11 @@ class ForkServer:
         sandbox: Sandbox,
         pids: Path | None,
         on_end: Callable[[ForkServer], None],
+        cpu: CpuLimit | None = None,
     ) -> None:
         self.key = key
+        #: the fork server gets the tier's CPUs, and each fork gets them again on its own
+        self._cpu: CpuLimit = cpu if cpu is not None else Affinity("not configured")
         self.spec = spec
         self._confinement = confinement
         self._sandbox = sandbox
@@ -199,10 +203,8 @@ class ForkServer:
         }
         argv = [spec.interpreter, "-u", str(WORKER), "--fork-server-fd", str(theirs.fileno())]
         argv = self._sandbox.command([*argv, "--spec", json.dumps(worker_spec)], self._confinement)
-        if spec.cpus is not None:  # its forks inherit the tier's cores
-            cores = ",".join(map(str, affinity(spec.cpus)))
-            argv = [shutil.which("taskset") or "/usr/bin/taskset", "--cpu-list", cores, *argv]
         try:
+            argv = self._cpu.command(self._name, spec.cpus, argv)  # a fork inherits an affinity
             with spec.log_path.open("ab") as log:
                 self._process = await asyncio.create_subprocess_exec(
                     *argv,
@@ -218,6 +220,7 @@ class ForkServer:
             logger.warning("could not start a fork server: %s", exc)
             control.close()
             theirs.close()
+            await self._cpu.release(self._name)
             self._end(f"the fork server could not be started ({exc})")
             return
         theirs.close()
@@ -245,7 +248,8 @@ class ForkServer:
             self._idle.cancel()
             self._idle = None
         log_fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        request = _Request(instance_id, env, connection, log_fd, Forked(), fall_back, load_failed)
+        forked = Forked(name=f"instance-{instance_id}")
+        request = _Request(instance_id, env, connection, log_fd, forked, fall_back, load_failed)
         if self.ended:  # it could not be started, or died since: the instance starts fresh
             self._loop.call_soon(self._fall_back, request, "the fork server is gone")
         elif self.outcome == "ready":
@@ -266,6 +270,8 @@ class ForkServer:
         if forked.pid is not None:
             with contextlib.suppress(OSError):
                 forked.pidfd = os.pidfd_open(forked.pid)
+            # out of the fork server's cgroup into its own, before it takes a call
+            self._cpu.place(forked.name, forked.pid, self.spec.cpus)
 
     def kill_child(self, forked: Forked) -> None:
         """End a forked instance: through its pidfd, and through the fork server, which can
@@ -390,6 +396,7 @@ class ForkServer:
         code = self._sandbox.exit_code(await self._process.wait())
         if self._pids is not None:
             pidfiles.forget(self._pids, self._name)
+        await self._cpu.release(self._name)
         if self._control is not None:  # what it said before it died still counts
             self._on_readable()
         self._end(f"the fork server exited (code {code})")

@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
@@ -22,15 +21,14 @@ from typing import Any
 from modelhost import errors, json_conversions, pidfiles
 from modelhost.backends.base import Instance, InstanceSpec, InstanceState
 from modelhost.backends.channel import CallChannel, Connection
+from modelhost.backends.cpu_limit import Affinity, CpuLimit
 from modelhost.backends.forking import Forked, ForkServer, fork_key
 from modelhost.runtime import protocol
 from modelhost.sandbox import RUNTIME_DIR, Confinement, Sandbox, innermost_pid
-from modelhost.tiers import affinity
 
 logger = logging.getLogger(__name__)
 
 WORKER = RUNTIME_DIR / "worker.py"
-TASKSET = shutil.which("taskset") or "/usr/bin/taskset"
 WORKER_R = WORKER.with_name("worker.R")
 #: The worker loads it from next to the runtime directory (the client uses it too).
 JSON_CONVERSIONS = Path(json_conversions.__file__)
@@ -64,15 +62,6 @@ def confinement_of(spec: InstanceSpec) -> Confinement:
     )
 
 
-def pinned(spec: InstanceSpec, argv: list[str]) -> list[str]:
-    """``argv`` run on the cores of the instance's hardware tier (a CPU affinity, which the
-    sandbox and the worker inherit), or as it is without a tier."""
-    if spec.cpus is None:
-        return argv
-    cores = affinity(spec.cpus)
-    return [TASKSET, "--cpu-list", ",".join(map(str, cores)), *argv]
-
-
 class LocalInstance(CallChannel):
     """A worker process and the connection to it; calls are matched to answers by id."""
 
@@ -82,9 +71,12 @@ class LocalInstance(CallChannel):
         on_change: Callable[[], None],
         sandbox: Sandbox,
         pids: Path | None = None,
+        cpu: CpuLimit | None = None,
     ) -> None:
         super().__init__(spec, InstanceState.STARTING)
         self._sandbox = sandbox
+        #: how it gets its hardware tier's CPUs (see :mod:`modelhost.backends.cpu_limit`)
+        self._cpu: CpuLimit = cpu if cpu is not None else Affinity("not configured")
         #: where the process is recorded while it runs (see :mod:`modelhost.pidfiles`)
         self._pids = pids
         self._worker_pid: int | None = None
@@ -181,11 +173,11 @@ class LocalInstance(CallChannel):
                 parent, child = socket.socketpair()
             argv = [spec.interpreter, "-u", str(WORKER), "--fd", str(child.fileno())]
             keep = (child.fileno(),)
-        argv = pinned(
-            spec,
-            self._sandbox.command([*argv, "--spec", json.dumps(worker_spec)], confinement_of(spec)),
+        argv = self._sandbox.command(
+            [*argv, "--spec", json.dumps(worker_spec)], confinement_of(spec)
         )
         try:
+            argv = self._cpu.command(f"instance-{spec.instance_id}", spec.cpus, argv)
             with spec.log_path.open("ab") as log:
                 self._process = await asyncio.create_subprocess_exec(
                     *argv,
@@ -204,6 +196,7 @@ class LocalInstance(CallChannel):
                 if sock is not None:
                     sock.close()
             self._fail(f"Could not start the instance with {spec.interpreter}: {exc}.")
+            await self._cpu.release(f"instance-{spec.instance_id}")
             self._exited.set()
             return
         self._forked = None  # a fall-back: the exit watcher now waits on the process
@@ -243,20 +236,25 @@ class LocalInstance(CallChannel):
             code = await self._forked.done
             if code is not None:
                 self.exit_code = code
-                self._on_gone()
-                self._exited.set()
+                await self._ended()
                 return
             await self._respawned.wait()  # not forked after all: started fresh, or not at all
         # started as a process of its own (fresh, or after a fork that did not happen)
         if self._process is None:
-            self._on_gone()
-            self._exited.set()
+            await self._ended()
             return
         self.exit_code = self._sandbox.exit_code(await self._process.wait())
         if self._pids is not None:
             pidfiles.forget(self._pids, f"instance-{self.spec.instance_id}")
+        await self._ended()
+
+    async def _ended(self) -> None:
+        """Its process is gone: say so, and remove its cgroup (if it had one)."""
         self._on_gone()
-        self._exited.set()
+        try:
+            await self._cpu.release(f"instance-{self.spec.instance_id}")
+        finally:
+            self._exited.set()
 
     def _load_timed_out(self, load_timeout: float) -> None:
         if self.state is InstanceState.STARTING:
@@ -337,6 +335,11 @@ class LocalInstance(CallChannel):
     def forked(self) -> bool:
         """Whether it was forked from its version's fork server (not started fresh)."""
         return self._forked is not None and self._forked.inner_pid is not None
+
+    @property
+    def cpu_limit(self) -> dict[str, object] | None:
+        """How it gets its hardware tier's CPUs (a cgroup, or cores); None without a tier."""
+        return self._cpu.describe(f"instance-{self.spec.instance_id}", self.spec.cpus)
 
     @property
     def pid(self) -> int | None:
@@ -427,8 +430,12 @@ class LocalInstance(CallChannel):
 class LocalBackend:
     """Supervises worker processes on this machine."""
 
-    def __init__(self, sandbox: Sandbox, pids: Path | None = None) -> None:
+    def __init__(
+        self, sandbox: Sandbox, pids: Path | None = None, cpu: CpuLimit | None = None
+    ) -> None:
         self._sandbox = sandbox
+        #: how instances on a hardware tier get its CPUs: a cgroup or an affinity
+        self.cpu: CpuLimit = cpu if cpu is not None else Affinity("not configured")
         #: where instance processes are recorded, so a start after a crash ends leftovers
         self._pids = pids
         self._instances: dict[str, LocalInstance] = {}
@@ -448,7 +455,7 @@ class LocalBackend:
         if not spec.workdir.is_dir():
             raise errors.InternalError(f"working copy {spec.workdir} is missing")
         await asyncio.to_thread(self._sandbox.prepare, confinement_of(spec))
-        instance = LocalInstance(spec, self._changed, self._sandbox, self._pids)
+        instance = LocalInstance(spec, self._changed, self._sandbox, self._pids, self.cpu)
         self._instances[spec.instance_id] = instance
         await instance.launch(load_timeout, await self._fork_server(spec))
         return instance
@@ -470,6 +477,7 @@ class LocalBackend:
                 self._sandbox,
                 self._pids,
                 self._fork_server_ended,
+                self.cpu,
             )
             self._fork_servers[key] = server
             await server.launch()
@@ -499,3 +507,4 @@ class LocalBackend:
         await asyncio.gather(
             *(server.stop() for server in self.fork_servers()), return_exceptions=True
         )
+        await self.cpu.close()

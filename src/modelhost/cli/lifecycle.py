@@ -4,6 +4,7 @@ unpublish, delete, env, instances."""
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import click
 
@@ -114,17 +115,36 @@ def scale(conn: Connection, model: str, instances: int) -> None:
 @format_option
 @pass_connection
 def instances(conn: Connection, model: str, as_json: bool) -> None:
-    """List MODEL's instances: version, state, and where each runs (its Ray node with
-    backend = ray, its process id with the local backend)."""
+    """List MODEL's instances: version, state, where each runs (its Ray node with
+    backend = ray, its process id with the local backend) and how it gets its hardware
+    tier's CPUs."""
     found = conn.client.instances(model)
     if as_json:
         print_json(found)
         return
     rows = [
-        (i.id, i.version, i.state, "yes" if i.busy else "no", i.node or "local", i.pid)
+        (
+            i.id,
+            i.version,
+            i.state,
+            "yes" if i.busy else "no",
+            i.node or "local",
+            i.pid,
+            _cpus(i.cpu_limit),
+        )
         for i in found
     ]
-    table(rows, ["INSTANCE", "VERSION", "STATE", "BUSY", "NODE", "PID"])
+    table(rows, ["INSTANCE", "VERSION", "STATE", "BUSY", "NODE", "PID", "CPUS"])
+
+
+def _cpus(limit: dict[str, Any] | None) -> str:
+    """``0.5 (cgroup v2)``, ``1 (cores 0)``, or ``-`` without a tier (or on Ray)."""
+    if not limit:
+        return "-"
+    how = limit["mechanism"]
+    if limit.get("cores"):
+        how = "cores " + ",".join(map(str, limit["cores"]))
+    return f"{limit['cpus']:g} ({how})"
 
 
 @click.command()

@@ -130,6 +130,9 @@ class Instance(Record):
     gateway: int | None = None
     #: the Ray node it runs on (``backend = ray``); None on the local backend
     node: str | None = None
+    #: how it gets its hardware tier's CPUs on the local backend: ``mechanism`` ("cgroup v1",
+    #: "cgroup v2" or "affinity"), ``cpus``, and its ``cgroup`` or its ``cores``
+    cpu_limit: dict[str, Any] | None = None
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -291,6 +291,8 @@ def list_instances(services: Services, model: Model) -> list[dict[str, Any]]:
             "node": getattr(i, "node", None),
             # forked from its version's fork server (false: started fresh)
             "forked": bool(getattr(i, "forked", False)),
+            # how it gets its hardware tier's CPUs (local backend): a cgroup or cores
+            "cpu_limit": getattr(i, "cpu_limit", None),
             "failure": i.failure if i.state is InstanceState.FAILED else None,
             # which server process sends it calls: 0 the main one, 1… a gateway process
             "gateway": services.routes.holder(i.spec.instance_id),
