@@ -36,6 +36,11 @@ def process_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICKS
 
 
+def seconds_of(pids: Iterable[int]) -> float:
+    """User + system CPU seconds of these live processes together."""
+    return sum(process_seconds(pid) for pid in pids)
+
+
 def children_seconds() -> float:
     """CPU of this process's finished children (wrk, once it has been waited for)."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -52,7 +57,7 @@ class Snapshot:
 def snapshot(pids: Iterable[int]) -> Snapshot:
     """The clocks now; ``pids`` are the long-running processes of this benchmark."""
     ours = process_seconds(os.getpid()) + children_seconds()
-    ours += sum(process_seconds(pid) for pid in pids)
+    ours += seconds_of(pids)
     return Snapshot(time.monotonic(), machine_seconds(), ours)
 
 

@@ -37,6 +37,10 @@ class Run:
     error: str | None = None
     #: cores' worth of CPU used by processes outside the benchmark during the run
     other_cpu: float | None = None
+    #: CPU milliseconds the target's processes (server, gateway processes, instances) spent
+    #: per answered call: what bounds its requests/s once the cores are full, and far less
+    #: noisy than requests/s on a shared machine
+    cpu_ms_per_call: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -60,6 +64,7 @@ class Run:
             "ok": self.ok,
             "error": self.error,
             "other_cpu_cores": self.other_cpu,
+            "cpu_ms_per_call": self.cpu_ms_per_call,
             **(self.result.as_dict() if self.result else {}),
         }
 
@@ -260,6 +265,7 @@ _HEADERS = (
     "p99 ms",
     "ratio",
     "p50-floor",
+    "cpu ms/call",
     "other cpu",
     "status",
 )
@@ -287,6 +293,7 @@ def table_rows(report: Report) -> list[list[str]]:
                 _cell(result.p99_ms if result else None, 2),
                 "" if ratio is None else f"{ratio:.2f}x",
                 _cell(report.over_floor(run), 2),
+                _cell(run.cpu_ms_per_call, 3),
                 _cell(run.other_cpu, 2),
                 run.status(),
             ]
@@ -316,7 +323,8 @@ def format_report(report: Report) -> str:
         "",
         "ratio: req/s / the ceiling's req/s; hop ceiling: the ceiling with the function in a "
         "child process (--hop-ceiling); p50-floor: p50 minus the function's own "
-        "in-process p50; other cpu: cores used by processes outside the benchmark during the run.",
+        "in-process p50; cpu ms/call: CPU the target's own processes spent per answered "
+        "call; other cpu: cores used by processes outside the benchmark during the run.",
         "",
     ]
     for name, floor in report.floors.items():

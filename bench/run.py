@@ -247,19 +247,23 @@ def measure(
     script: Path,
     options: argparse.Namespace,
     pids: list[int],
+    own: list[int],
 ) -> Run:
-    """A warm-up run (thrown away), then the measured one, noting others' CPU use during it."""
+    """A warm-up run (thrown away), then the measured one, noting others' CPU use during it
+    and the CPU the target's own processes (``own``: the server and all below it) spent."""
     print(f"wrk {case.name} x{connections} -> {target} ...", end=" ", flush=True)
     try:
         if options.warmup > 0:
             wrk.run(url, script, connections=connections, seconds=options.warmup)
-        before = cpu.snapshot(pids)
+        before, spent = cpu.snapshot(pids), cpu.seconds_of(own)
         result = wrk.run(url, script, connections=connections, seconds=options.duration)
         other = cpu.foreign_cores(before, cpu.snapshot(pids))
+        spent = cpu.seconds_of(own) - spent
     except wrk.WrkError as exc:
         print("FAILED")
         return Run(case.name, connections, target, None, str(exc))
-    run = Run(case.name, connections, target, result, other_cpu=other)
+    per_call = spent * 1000 / result.requests if result.requests else None
+    run = Run(case.name, connections, target, result, other_cpu=other, cpu_ms_per_call=per_call)
     print(
         f"{result.rps:,.0f} req/s, p50 {result.p50_ms:.2f} ms, other CPU {other:.2f} cores, "
         f"{run.status()}",
@@ -281,12 +285,15 @@ def measure_all(
     """
     runs = []
     pids = our_pids(running)
+    own = {target: our_pids({target: server}) for target, server in running.items()}
     for case in cases:
         script = wrk.write_script(workdir, case.name, case.body, headers[case.name])
         for connections in options.connections:
             for target in targets(options):
                 url = url_for(target, case, running[target])
-                runs.append(measure(target, case, connections, url, script, options, pids))
+                runs.append(
+                    measure(target, case, connections, url, script, options, pids, own[target])
+                )
     return runs
 
 

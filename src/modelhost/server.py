@@ -123,6 +123,7 @@ class Server:
         import uvicorn
 
         from modelhost.gateway.hosts import HostGuard
+        from modelhost.gateway.steering import serve_steered
         from modelhost.gateway.transport import protocol_with
 
         settings = self.settings
@@ -145,6 +146,7 @@ class Server:
         )
         ready = self._ready
         services = self.app.services
+        gateway = self.app.gateway
         delay = settings.shutdown_delay_seconds
 
         class _Serving(uvicorn.Server):
@@ -152,6 +154,8 @@ class Server:
 
             async def startup(self, sockets: list[socket.socket] | None = None) -> None:
                 await super().startup(sockets)
+                if self.started and gateway.steering is not None:
+                    serve_steered(self, gateway.steering)
                 if self.started:  # accepting connections: the arbiter may count it up
                     with contextlib.suppress(OSError):
                         os.write(ready, READY)

@@ -5,6 +5,7 @@ requests over the processes."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -295,3 +296,76 @@ def test_the_tester_reaches_an_idle_instance_a_gateway_process_holds(server: Ser
     # ... so the second one went to the idle instance of the gateway process, without a token.
     assert len(answers) == 2
     assert {held_by.get(str(a.get("instance"))) for a in answers} == {0, 1}, answers
+
+
+def _socket_inodes(pid: int) -> set[int]:
+    found = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                found.add(int(target[len("socket:[") : -1]))
+    return found
+
+
+def _server_side_inode(client_port: int, server_port: int) -> int:
+    """The inode of the server's end of the TCP connection from ``client_port`` (/proc/net)."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                local, remote = fields[1], fields[2]
+                if (
+                    int(local.rsplit(":", 1)[1], 16) == server_port
+                    and int(remote.rsplit(":", 1)[1], 16) == client_port
+                ):
+                    return int(fields[9])
+    raise AssertionError(f"no server-side socket for the connection from port {client_port}")
+
+
+def _holding_process(server: Server, connection: httpx.Client, name: str) -> int:
+    """Make a call on ``connection`` and say which process holds the connection's server end:
+    0 the main one, 1 the gateway process."""
+    answer = connection.post(f"/models/{name}/latest/model", json={"data": {}})
+    assert answer.status_code == 200
+    stream = answer.extensions["network_stream"]
+    client_port = stream.get_extra_info("client_addr")[1]
+    inode = _server_side_inode(client_port, int(server.url.rsplit(":", 1)[1]))
+    [gateway] = _gateway_pids(server)
+    holders = [
+        index
+        for index, pid in ((0, server.serving_pid), (1, gateway))
+        if inode in _socket_inodes(pid)
+    ]
+    assert len(holders) == 1, holders
+    return holders[0]
+
+
+def test_a_connection_whose_first_call_goes_to_another_process_s_instance_moves_there(
+    server: Server,
+) -> None:
+    [only] = _publish(server, "steered", instances=1)
+    [instance] = server.client().instances("steered")
+    holder = instance["gateway"]
+    seen = set()
+    # Fresh connections land on either process (the kernel spreads them); each is moved, on
+    # its first call, to the process holding the model's one instance, and stays there.
+    for _ in range(12):
+        with httpx.Client(base_url=server.url, timeout=30) as connection:
+            first = _holding_process(server, connection, "steered")
+            assert first == holder
+            assert _holding_process(server, connection, "steered") == holder
+            answer = connection.post("/models/steered/latest/model", json={"data": {}})
+            assert answer.json()["result"]["instance"] == only
+            seen.add(first)
+    assert seen == {holder}
+
+
+def test_a_batching_version_s_instances_are_all_held_by_one_process(server: Server) -> None:
+    client = server.client()
+    client.publish(f"{PROJECTS / 'batching'}/batching.py:total", name="batched", batch_max_size=8)
+    client.update_model("batched", instance_count=2)
+    _ready(server, "batched", 2)
+    # one queue for all its calls, so they leave in the largest batches
+    assert len({i["gateway"] for i in client.instances("batched")}) == 1
+    assert server.invoke("batched", {"parameters": [2, 3]}).json()["result"]["sum"] == 5

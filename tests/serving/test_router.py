@@ -11,6 +11,7 @@ from modelhost.gateway.app import Gateway
 from modelhost.gateway.board import LoadBoard
 from modelhost.gateway.peers import Peers
 from modelhost.gateway.routes import RouteTable
+from modelhost.gateway.steering import Steering
 from modelhost.serving.router import GatewayFleet, MainProcessOnly, Router
 from modelhost.settings import Settings, load_settings
 from tests.serving.conftest import make_instance, make_model, make_version
@@ -22,6 +23,9 @@ class FakeFleet:
     board: LoadBoard | None = None
 
     def peers(self) -> Peers | None:
+        return None
+
+    def steering(self, slot_for: Callable[[str], int | None]) -> Steering | None:
         return None
 
     def __init__(

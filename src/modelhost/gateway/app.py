@@ -27,6 +27,7 @@ from modelhost.gateway.routes import ModelRoute, Release, RouteTable
 
 if TYPE_CHECKING:
     from modelhost.gateway.peers import Peers
+    from modelhost.gateway.steering import Steering
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -90,6 +91,9 @@ class Gateway:
         self.forward: Forward | None = None
         #: with gateway processes: the others, to pass a call to one with an idle instance
         self.peers: Peers | None = None
+        #: with gateway processes: moves a new connection to the process that holds the
+        #: instances its first call goes to
+        self.steering: Steering | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # One coroutine from the request to the instance's answer, on purpose: every await
@@ -264,7 +268,31 @@ class Gateway:
                 raise self._too_large()
         return route, pool, release
 
+    def slot_for(self, path: str) -> int | None:
+        """The load board slot of the version an invocation URL routes a call to now, held
+        here or by another process; None if none runs."""
+        try:
+            route, number = self._route(path)
+        except errors.ModelhostError:
+            return None
+        pool = route.pools.get(number)
+        return pool.slot if pool is not None else route.slots.get(number)
+
     def _resolve(self, path: str) -> tuple[ModelRoute, VersionPool, Release]:
+        route, number = self._route(path)
+        pool = route.pools.get(number)
+        if pool is None:
+            status = route.statuses.get(number)
+            if status is None:
+                raise errors.VersionNotFound(f"Model '{route.name}' has no version {number}.")
+            raise errors.NoReadyInstance(
+                f"Version {number} of model '{route.name}' is not running (status: {status}).",
+                headers={"Retry-After": "5"},
+            )
+        return route, pool, route.releases[number]
+
+    def _route(self, path: str) -> tuple[ModelRoute, int]:
+        """The model and version number an invocation URL routes a call to now."""
         parts = path.strip("/").split("/")
         # models/{key}/latest/model | models/{key}/versions/{n}/model | .../labels/{l}/model
         if len(parts) < 4 or parts[-1] != "model":
@@ -312,16 +340,7 @@ class Gateway:
                 f"Unknown route '{'/'.join(parts[2:-1])}'; use latest, versions/{{n}} or "
                 "labels/{label}."
             )
-        pool = route.pools.get(number)
-        if pool is None:
-            status = route.statuses.get(number)
-            if status is None:
-                raise errors.VersionNotFound(f"Model '{route.name}' has no version {number}.")
-            raise errors.NoReadyInstance(
-                f"Version {number} of model '{route.name}' is not running (status: {status}).",
-                headers={"Retry-After": "5"},
-            )
-        return route, pool, route.releases[number]
+        return route, number
 
     def _too_large(self) -> errors.PayloadTooLarge:
         return errors.PayloadTooLarge(

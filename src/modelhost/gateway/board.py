@@ -69,6 +69,22 @@ class LoadBoard:
         for slot in range(SLOTS):
             self._cells[slot * self.processes + process] = 0
 
+    def holder(self, slot: int, process: int) -> int | None:
+        """Where a connection that calls the slot's version should live: None when this
+        process holds an instance of it (or nobody does), else the process whose instance of
+        it is least busy (:mod:`modelhost.gateway.steering`)."""
+        if slot == NO_SLOT:
+            return None
+        start = slot * self.processes
+        row = self._cells[start : start + self.processes]
+        if row[process]:
+            return None
+        best, fewest = None, 256
+        for index, cell in enumerate(row):
+            if 0 < cell < fewest:
+                best, fewest = index, cell
+        return best
+
     def less_busy(
         self, slot: int, process: int, lowest: int | None, sent: dict[int, int] | None = None
     ) -> int | None:

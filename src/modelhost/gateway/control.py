@@ -111,6 +111,7 @@ def routes_for(table: RouteTable, instances: dict[str, str]) -> dict[str, Any]:
                 "name": route.name,
                 "timeout": route.timeout,
                 "routes": {key: [list(t) for t in ts] for key, ts in route.routes.items()},
+                "slots": [[number, pool.slot] for number, pool in route.pools.items()],
                 "state": route.state,
                 "invocation_mode": route.invocation_mode,
                 "tokens": [token.hex() for token in route.tokens],
@@ -210,6 +211,11 @@ def table_from(
             },
             fallbacks={new: old for new, old in model.get("fallbacks", [])},
             capture=float(model.get("capture", 0.0)),
+            slots={
+                number: slot
+                for number, slot in model.get("slots", [])
+                if number not in route_pools and slot != NO_SLOT
+            },
         )
         by_key[route.model_id] = by_key[route.name] = route
     for version_id in list(pools):

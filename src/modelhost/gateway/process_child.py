@@ -36,6 +36,7 @@ from modelhost.gateway.peers import Peers, socket_path
 from modelhost.gateway.pool import VersionPool
 from modelhost.gateway.proxy import Proxy
 from modelhost.gateway.requestlog import RequestLog
+from modelhost.gateway.steering import Steering, serve_steered
 from modelhost.lifetime import die_with_parent
 
 logger = logging.getLogger("modelhost.gateway.process_child")
@@ -353,8 +354,18 @@ def main(argv: list[str] | None = None) -> int:
         proxy_headers=bool(options.trusted_proxies),
         forwarded_allow_ips=options.trusted_proxies or None,
     )
+    steering = Steering(peers.board, options.index, private, app.gateway.slot_for)
+    app.gateway.steering = steering
+
+    class _Serving(uvicorn.Server):
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets)
+            if self.started:
+                serve_steered(self, steering)
+
     with contextlib.suppress(KeyboardInterrupt):
-        uvicorn.Server(config).run(sockets=[listener, from_peers])
+        _Serving(config).run(sockets=[listener, from_peers])
+    steering.close()
     return 0
 
 

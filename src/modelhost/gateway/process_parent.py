@@ -40,6 +40,7 @@ from modelhost.gateway.capture import CaptureOptions
 from modelhost.gateway.limits import ConnectionLimits
 from modelhost.gateway.peers import Peers
 from modelhost.gateway.routes import RouteTable
+from modelhost.gateway.steering import Steering
 
 logger = logging.getLogger(__name__)
 
@@ -185,6 +186,10 @@ class GatewayProcesses:
         """The gateway processes as the main process passes calls to them."""
         return Peers(self.board, 0, os.path.dirname(self.main_socket), self.secret)
 
+    def steering(self, slot_for: Callable[[str], int | None]) -> Steering:
+        """The main process's side of steering connections (:mod:`..steering`)."""
+        return Steering(self.board, 0, os.path.dirname(self.main_socket), slot_for)
+
     # ------------------------------------------------------------------ instances
 
     def keeps(self, instance: Instance) -> bool:
@@ -193,6 +198,11 @@ class GatewayProcesses:
         instance_id = instance.spec.instance_id
         version_id = instance.spec.version_id
         holder = self._holders.get(instance_id)
+        if instance.spec.batch and (holder is None or holder[0] == 0):
+            # All of a batching version's instances stay here, so that its calls wait in one
+            # queue and leave in the largest batches; its connections are steered here
+            # (:mod:`modelhost.gateway.steering`).
+            return True
         counts = self._counts(version_id)
         if holder is None:
             index = min(counts, key=lambda i: (counts[i], i))

@@ -50,6 +50,9 @@ class ModelRoute:
     fallbacks: dict[int, int] = field(default_factory=dict)
     #: the share of successful calls captured (:mod:`modelhost.gateway.capture`); 0.0: off
     capture: float = 0.0
+    #: in a gateway process: the load board slots of running versions it holds no instance
+    #: of, by number (where :mod:`modelhost.gateway.steering` sends their connections)
+    slots: dict[int, int] = field(default_factory=dict)
 
     def pick(self, key: str) -> int | None:
         """The version number a route sends this call to (weighted for a canary)."""

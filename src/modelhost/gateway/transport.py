@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
@@ -28,6 +28,9 @@ from modelhost import errors
 from modelhost.gateway.app import Receive, Scope, Send, new_request_id
 from modelhost.gateway.envelope import error_response
 from modelhost.gateway.limits import ConnectionLimits
+
+if TYPE_CHECKING:
+    from modelhost.gateway.steering import Steering
 
 logger = logging.getLogger(__name__)
 
@@ -90,12 +93,17 @@ class GatheringHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with one write per response and the :attr:`limits`."""
 
     limits: ClassVar[ConnectionLimits] = ConnectionLimits()
+    #: with gateway processes: where a new connection should live (set once serving)
+    steering: ClassVar[Steering | None] = None
+    #: what another process read from a connection it handed to this one, read here first
+    steered_bytes: bytes | None = None
 
     _phase: int
     _since: float  # when the current phase began, or the body's last bytes came
     _head_bytes: int  # bytes received in the head phase, perhaps with some of the body
     _timer: asyncio.TimerHandle | None
     _timer_at: float
+    _fresh: bool  # no byte of it read yet, and it may be steered
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -103,6 +111,12 @@ class GatheringHttpToolsProtocol(HttpToolsProtocol):
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
         self._await_head(self.loop.time())
+        data, self.steered_bytes = self.steered_bytes, None
+        # Steered at most once: a connection from the port (not one a process passed a call
+        # on, which has no client address), and not one handed over already.
+        self._fresh = data is None and self.steering is not None and self.client is not None
+        if data is not None:
+            self.data_received(data)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._phase = _DONE
@@ -114,6 +128,10 @@ class GatheringHttpToolsProtocol(HttpToolsProtocol):
     # ------------------------------------------------------------------ reading a request
 
     def data_received(self, data: bytes) -> None:
+        if self._fresh:
+            self._fresh = False
+            if self._steer(data):
+                return
         if self._phase == _HEAD:
             self._head_bytes += len(data)
         elif self._phase == _BODY:
@@ -160,6 +178,22 @@ class GatheringHttpToolsProtocol(HttpToolsProtocol):
         if self.transport.is_closing() or not cycle.response_complete or cycle.more_body:
             return  # closing, a pipelined request already runs, or this one's body still comes
         self._await_head(self.loop.time())
+
+    def _steer(self, data: bytes) -> bool:
+        """Hand the connection, before anything of it was served, to the process that holds
+        the instances its first call goes to (:mod:`modelhost.gateway.steering`)."""
+        steering = self.steering
+        assert steering is not None
+        target = steering.target(data)
+        if target is None:
+            return False
+        connection = self.transport.get_extra_info("socket")
+        if connection is None or not steering.hand(target, connection.fileno(), data):
+            return False
+        # The other process has the socket now: close this copy without a word on it.
+        self._phase = _DONE
+        self.transport.abort()
+        return True
 
     # ------------------------------------------------------------------ the timer
 

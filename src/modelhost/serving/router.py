@@ -22,6 +22,7 @@ from modelhost.gateway.envelope import release_json
 from modelhost.gateway.peers import Peers
 from modelhost.gateway.pool import VersionPool
 from modelhost.gateway.routes import ModelRoute, Release, RouteTable
+from modelhost.gateway.steering import Steering
 from modelhost.planning import Targets
 from modelhost.serving.quotas import TokenQuotas
 from modelhost.settings import Settings
@@ -36,6 +37,9 @@ class GatewayFleet(Protocol):
 
     def peers(self) -> Peers | None:
         """The other processes, for the main process to pass calls to (None: there are none)."""
+
+    def steering(self, slot_for: Callable[[str], int | None]) -> Steering | None:
+        """Where the main process moves a new connection to (None: one process)."""
 
     async def start(self, gateway: Gateway, end: Callable[[str, str, str], None]) -> None:
         """Start them, their metrics and request log rows going to ``gateway``;
@@ -69,6 +73,9 @@ class MainProcessOnly:
     board: LoadBoard | None = None
 
     def peers(self) -> Peers | None:
+        return None
+
+    def steering(self, slot_for: Callable[[str], int | None]) -> Steering | None:
         return None
 
     async def start(self, gateway: Gateway, end: Callable[[str, str, str], None]) -> None:
@@ -127,10 +134,13 @@ class Router:
     async def start(self, end: Callable[[str, str, str], None]) -> None:
         """Start the gateway processes (first, so the first instances are spread over them)."""
         self.gateway.peers = self.processes.peers()
+        self.gateway.steering = self.processes.steering(self.gateway.slot_for)
         await self.processes.start(self.gateway, end)
 
     async def close(self) -> None:
         await self.processes.close()
+        if self.gateway.steering is not None:
+            self.gateway.steering.close()
         if self.gateway.peers is not None:
             await self.gateway.peers.close()
 
