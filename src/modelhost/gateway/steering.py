@@ -103,12 +103,12 @@ class Steering:
             out = self._out.get(process)
             if out is None:
                 out = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+                out.setblocking(False)  # a full backlog must not stall this event loop
                 try:
                     out.connect(socket_path(self.directory, process))
                 except OSError:
                     out.close()
                     raise
-                out.setblocking(False)
                 self._out[process] = out
             socket.send_fds(out, [data], [connection])
         except BlockingIOError:
