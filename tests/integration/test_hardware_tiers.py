@@ -36,10 +36,16 @@ def probe(hog_mb=0, spin_seconds=0):
         for i in range(0, len(hog), 4096):
             hog[i] = 1
         time.sleep(5)
-    end = time.process_time() + spin_seconds
+    began, cpu = time.monotonic(), time.process_time()
+    end = cpu + spin_seconds
     while time.process_time() < end:  # CPU time, however much the quota holds it back
         pass
-    return {"cores": len(os.sched_getaffinity(0)), "instance": os.environ["MODELHOST_INSTANCE_ID"]}
+    return {
+        "cores": len(os.sched_getaffinity(0)),
+        "instance": os.environ["MODELHOST_INSTANCE_ID"],
+        "cpu": time.process_time() - cpu,
+        "wall": time.monotonic() - began,
+    }
 """
 
 
@@ -68,9 +74,10 @@ def quota_and_period(cgroup: Path) -> tuple[int, int]:
     )
 
 
-def throttled(cgroup: Path) -> int:
+def periods(cgroup: Path) -> int:
+    """Enforcement periods in which the cgroup's processes ran (cpu.stat ``nr_periods``)."""
     stat = dict(line.split() for line in (cgroup / "cpu.stat").read_text().splitlines())
-    return int(stat["nr_throttled"])
+    return int(stat["nr_periods"])
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +152,12 @@ def test_an_instance_on_half_a_cpu_runs_in_its_own_cgroup_with_half_of_each_peri
     # a function that keeps a core busy is held back to its half
     spun = tiered.invoke(name, {"data": {"spin_seconds": 0.3}})
     assert spun.status_code == 200, spun.text
-    assert throttled(cgroup) > 0
+    # A quota of half of each period gives at most that share of the time it took (plus the
+    # period it began in); a busy machine can only make the share smaller, never larger.
+    used = spun.json()["result"]
+    quota_seconds = quota / 1_000_000
+    assert used["cpu"] <= used["wall"] * TIERS["half"]["cpus"] + quota_seconds, used
+    assert periods(cgroup) > 0  # the cgroup's quota was applied to it, period by period
     # the cgroup goes with the instance
     client.update_model(name, tier="")
     wait_until(lambda: not cgroup.exists(), timeout=60)
