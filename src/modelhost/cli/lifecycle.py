@@ -125,6 +125,9 @@ def instances(conn: Connection, model: str, as_json: bool) -> None:
         for i in found
     ]
     table(rows, ["INSTANCE", "VERSION", "STATE", "BUSY", "NODE", "PID"])
+    for i in found:  # a pending instance says what it waits for, a failed one why
+        if i.message or i.failure:
+            click.echo(f"{i.id}: {i.message or i.failure}")
 
 
 @click.command()

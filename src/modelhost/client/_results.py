@@ -130,6 +130,8 @@ class Instance(Record):
     gateway: int | None = None
     #: the Ray node it runs on (``backend = ray``); None on the local backend
     node: str | None = None
+    #: what a ``pending`` instance waits for (a Ray node that has what it asks for)
+    message: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
