@@ -160,7 +160,9 @@ class PostgresCoordination:
                 holders = conn.execute(
                     text(
                         "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
-                        "AND classid = :high AND objid = :low AND objsubid = 1 AND granted"
+                        "AND classid = :high AND objid = :low AND objsubid = 1 AND granted "
+                        "AND database = (SELECT oid FROM pg_database "
+                        "WHERE datname = current_database())"
                     ),
                     {"high": SERVERS_LOCK >> 32, "low": SERVERS_LOCK & 0xFFFFFFFF},
                 ).scalar_one()
