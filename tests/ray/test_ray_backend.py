@@ -203,8 +203,9 @@ def test_a_tier_no_node_can_take_waits_pending_and_starts_when_a_node_that_fits_
     )
     assert pending.node is None
     shown = ray_server.cli("instances", "ray-gpu-model", check=True).stdout
-    assert "pending" in shown
-    assert pending.message in shown
+    row = next(line.split() for line in shown.splitlines() if line.startswith(pending.id + " "))
+    assert row[:5] == [pending.id, "1", "pending", "no", "-"]
+    assert f"{pending.id}: {pending.message}" in shown
     page = httpx.get(
         f"{ray_server.url}/ui/models/ray-gpu-model/instances",
         cookies=session_cookies(ray_server.home, ray_server.api_key),

@@ -603,6 +603,9 @@ class RayInstance(CallChannel):
         self._exited.set()
         if self._transport is not None:
             self._transport.close()
+        # No answer comes on this connection any more: calls that never started go to another
+        # instance, and the others fail (whether they ran is unknown here)
+        self._fail_pending()
         for task in list(self._tasks):
             task.cancel()
 
@@ -617,8 +620,11 @@ class RayInstance(CallChannel):
         await self.drained(drain_timeout)
         if self._transport is not None and not self._transport.is_closing():
             self._transport.write(protocol.encode(protocol.SHUTDOWN))
+        # The worker ends once the other servers sharing it let go, after their own calls:
+        # give them the drain timeout too, unless this server's calls are stuck on it.
+        grace = _EXIT_GRACE_SECONDS + (0.0 if self.inflight else drain_timeout)
         try:
-            await asyncio.wait_for(self._exited.wait(), _EXIT_GRACE_SECONDS)
+            await asyncio.wait_for(self._exited.wait(), grace)
         except asyncio.TimeoutError:
             self.kill()
             with contextlib.suppress(Exception):
