@@ -22,7 +22,7 @@ import ray
 from modelhost import Client
 from modelhost.backends.ray import ACTOR_PREFIX, namespace_of
 from tests.conftest import _postgres_database
-from tests.helpers import Server, wait_until
+from tests.helpers import PROJECTS, Server, wait_until
 from tests.ray.conftest import RayCluster
 from tests.ray.test_ray_backend import Load, versioned_project
 from tests.reliability.test_several_servers import _health, _start_beside
@@ -111,6 +111,17 @@ def test_two_servers_call_the_same_ray_instances_and_a_new_leader_adopts_them(
                 server.invoke("shared", {"data": {}}).json()["result"]["instance"] for _ in range(8)
             }
             assert answered <= ids
+
+        # An R instance too: the actor relays each server's connection to the R worker's one.
+        client.publish(PROJECTS / "r_kitchen" / "kitchen.R:kitchen", name="shared-r")
+        (r_instance,) = _ready(a, "shared-r", 1)
+        assert _ready(b, "shared-r", 1) == {r_instance}
+        for server in (a, b, a, b):
+            printed = server.invoke("shared-r", {"data": {"case": "print", "arg": "hi"}})
+            assert printed.status_code == 200, printed.text
+            assert printed.json()["result"] in ("printed", ["printed"])
+        client.stop("shared-r")
+        wait_until(lambda: not _instances(b, "shared-r"), timeout=30)
 
         # A call that times out on the follower: 504 there, and the leader replaces the
         # instance (the follower never ends one itself); both then list the new one.
