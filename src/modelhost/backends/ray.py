@@ -718,9 +718,10 @@ class RayBackend:
         try:
             actor = await asyncio.to_thread(ray.get_actor, ACTOR_PREFIX + instance_id)
             about = await self._ref(actor.describe.remote())  # once Ray placed it
-            if about.get("ended") or about.get("retiring") or "model_id" not in about:
+            gone = about.get("ended") or about.get("retiring") or about.get("replacement")
+            if gone or "model_id" not in about:
                 self._ignored.add(instance_id)
-                if self.manages():  # left over by a leader that died while stopping it
+                if self.manages():  # its leader died while stopping or replacing it
                     ray.kill(actor, no_restart=True)
                 return
             if instance_id in self._instances:
@@ -827,15 +828,23 @@ class RayBackend:
         return instance
 
     async def stop(self, instance: Instance, drain_timeout: float) -> None:
-        ours = self._instances.pop(instance.spec.instance_id, None)
+        instance_id = instance.spec.instance_id
+        ours = self._instances.pop(instance_id, None)
         if ours is None:
             return
-        self._ignored.add(instance.spec.instance_id)  # not found again while it ends
         if self.manages():
+            self._ignored.add(instance_id)  # not found again while it ends
             await ours.stop(drain_timeout)
-        else:  # it ended, or the leader ends it: stop calling it, and do not find it again
+            return
+        # This server stops calling it (it ended, or this server routes no more calls to its
+        # version); the leader decides whether it ends. Found again at a later tick if it
+        # lives on (its version may be routed to again), unless it ended or is being replaced.
+        self._finding.add(instance_id)
+        try:
             await ours.drained(drain_timeout)
             ours.detach()
+        finally:
+            self._finding.discard(instance_id)
 
     def instances(self) -> list[RayInstance]:
         return list(self._instances.values())
