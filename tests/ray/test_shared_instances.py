@@ -11,6 +11,7 @@ with the same instances, and a server started again joins them without starting 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,7 +20,6 @@ import httpx
 import pytest
 import ray
 
-from modelhost import Client
 from modelhost.backends.ray import ACTOR_PREFIX, namespace_of
 from tests.conftest import _postgres_database
 from tests.helpers import PROJECTS, Server, wait_until
@@ -30,8 +30,6 @@ from tests.reliability.test_several_servers import _health, _start_beside
 pytestmark = pytest.mark.integration
 
 Listing = Callable[[], set[str]]
-#: the first admin's API key
-KEY: list[str] = []
 
 
 @pytest.fixture(scope="module")
@@ -52,9 +50,10 @@ def _actors(cluster: RayCluster, home: Path) -> Listing:
 
 
 def _instances(server: Server, model: str) -> set[tuple[str, str | None, str]]:
-    """(id, node, state) of each instance, as ``server``'s API lists them (the first admin's
-    key is in the first server's data directory)."""
-    with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {KEY[0]}"}) as http:
+    """(id, node, state) of each instance, as ``server``'s API lists them."""
+    with httpx.Client(
+        base_url=server.url, headers={"Authorization": f"Bearer {server.api_key}"}
+    ) as http:
         found = http.get(f"/api/v1/models/{model}/instances", timeout=10).json()["instances"]
     return {(i["id"], i["node"], i["state"]) for i in found}
 
@@ -85,10 +84,11 @@ def test_two_servers_call_the_same_ray_instances_and_a_new_leader_adopts_them(
     b: Server | None = None
     again: Server | None = None
     actors = _actors(ray_cluster, a.home)
-    KEY[:] = [a.api_key]
     try:
         b = _start_beside(a, tmp_path / "b")
-        on_b = Client(b.url, KEY[0])
+        # the first admin's credentials, for the tests' clients of the other server
+        shutil.copyfile(a.home / "credentials", b.home / "credentials")
+        on_b = b.client()
         assert [_health(a)["leader"], _health(b)["leader"]] == [True, False]
         client = a.client()
         client.publish(
@@ -185,7 +185,6 @@ def test_two_servers_call_the_same_ray_instances_and_a_new_leader_adopts_them(
         assert answer.status_code == 200, answer.text
         assert answer.json()["result"]["instance"] in {i for i, _, _ in listed}
         assert actors() == {ACTOR_PREFIX + i for i, _, _ in listed}
-        on_b.close()
     finally:
         for server in (b, again, a):
             if server is not None:
