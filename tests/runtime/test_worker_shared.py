@@ -53,11 +53,20 @@ class Peer:
 HANDED: list[socket.socket] = []
 
 
-@pytest.fixture
-def shared_worker() -> Iterator[tuple[subprocess.Popen[bytes], Peer, socket.socket]]:
+@pytest.fixture(params=[1, 2], ids=["one-at-a-time", "concurrency-2"])
+def shared_worker(
+    request: pytest.FixtureRequest,
+) -> Iterator[tuple[subprocess.Popen[bytes], Peer, socket.socket]]:
+    """The worker, with the version's concurrency 1 (calls one at a time, whichever server
+    sent them) and 2 (on a pool of threads)."""
     first, first_theirs = socket.socketpair()
     more, more_theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    spec = {"workdir": str(PROJECTS / "calc"), "file": "calc.py", "function": "add"}
+    spec = {
+        "workdir": str(PROJECTS / "calc"),
+        "file": "calc.py",
+        "function": "add",
+        "concurrency": request.param,
+    }
     process = subprocess.Popen(
         [
             *(sys.executable, worker.__file__, "--fd", str(first_theirs.fileno())),
