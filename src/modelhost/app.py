@@ -260,16 +260,31 @@ def create_api(
     return api
 
 
-def _backend(settings: Settings, sandbox: Sandbox, store: BundleStore) -> Backend:
-    """The backend ``settings.backend`` names; Ray is imported only when it is the one."""
+def _backend(
+    settings: Settings,
+    sandbox: Sandbox,
+    store: BundleStore,
+    coordination: Coordination,
+    key: ServerKey,
+    shared: bool,
+) -> Backend:
+    """The backend ``settings.backend`` names; Ray is imported only when it is the one. With
+    several servers on the database (``shared``) they share the Ray instances."""
     if settings.backend == "ray":
         try:
-            from modelhost.backends.ray import RayBackend
+            from modelhost.backends.ray import RayBackend, namespace_of
         except ImportError:
             raise errors.InvalidSetting(
                 "backend = ray needs Ray: pip install 'modelhost[ray]' (here and on every node)."
             ) from None
-        return RayBackend(settings, store)
+        return RayBackend(
+            settings,
+            store,
+            namespace=namespace_of(key.path.read_bytes().strip()),
+            shared=shared,
+            leading=lambda: coordination.leader,
+            alone=coordination.alone,
+        )
     return LocalBackend(
         sandbox, pids=settings.home_path / pidfiles.RUN_DIRECTORY, cpu=open_cpu_limit(settings)
     )
@@ -296,14 +311,19 @@ def create_app(
     remote = RemoteBundles(settings.bundle_store) if settings.bundle_store else None
     store = BundleStore(home / "bundles", remote)
     sandbox = sandbox if sandbox is not None else open_sandbox(settings)
-    runner = backend if backend is not None else _backend(settings, sandbox, store)
+    key = ServerKey(home)
+    shared = engine.dialect.name == "postgresql"
+    runner = (
+        backend
+        if backend is not None
+        else _backend(settings, sandbox, store, coordination, key, shared)
+    )
     gateway = Gateway(max_request_bytes=settings.max_request_bytes)
     if settings.request_log:
         gateway.request_log = RequestLog()
     gateway.capture = capture.CaptureQueue(
         settings.capture_queue_records, settings.capture_max_record_bytes
     )
-    key = ServerKey(home)
     children = Children(settings, key)
     reconciler = Reconciler(
         settings=settings,

@@ -61,6 +61,26 @@ def test_the_first_server_leads_and_the_second_follows(engine: Engine) -> None:
         first.coordination.stop()
 
 
+def test_a_server_is_alone_once_the_others_on_its_database_stopped(
+    engine: Engine, postgres_url: str
+) -> None:
+    first = Peer(engine).start()
+    second = Peer(engine).start()
+    elsewhere = make_engine(postgres_url.rsplit("/", 1)[0] + "/postgres")
+    other_database = Peer(elsewhere).start()  # another installation's server
+    try:
+        assert first.coordination.alone() is False
+        assert second.coordination.alone() is False
+        second.coordination.stop()
+        wait_until(lambda: first.coordination.alone(), timeout=5, interval=0.05)
+    finally:
+        other_database.coordination.stop()
+        elsewhere.dispose()
+        second.coordination.stop()
+        first.coordination.stop()
+    assert coordination.Solo().alone() is True
+
+
 def test_when_the_leader_stops_the_follower_leads(engine: Engine) -> None:
     first = Peer(engine).start()
     second = Peer(engine).start()
@@ -83,7 +103,10 @@ def test_when_the_leaders_session_is_ended_by_the_database_the_follower_leads(
             conn.execute(
                 sa.text(
                     "SELECT pg_terminate_backend(pid) FROM pg_locks "
-                    "WHERE locktype = 'advisory' AND granted AND objid = :low"
+                    "WHERE locktype = 'advisory' AND granted AND objid = :low "
+                    # this test's database only: other tests' servers hold the lock in theirs
+                    "AND database = (SELECT oid FROM pg_database "
+                    "WHERE datname = current_database())"
                 ),
                 {"low": coordination.LEADER_LOCK & 0xFFFFFFFF},
             )

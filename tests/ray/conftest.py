@@ -74,7 +74,7 @@ def ray_server(
         "MODELHOST_BACKEND": "ray",
         "MODELHOST_RAY_ADDRESS": ray_cluster.address,
         "MODELHOST_RAY_INSTANCE_CPUS": "0.1",
-        # an instance no node can take fails within this (the GPU tier's test waits for it)
+        # an instance placed on a node must load within this (one no node can take waits)
         "MODELHOST_LOAD_TIMEOUT_SECONDS": "30",
         "MODELHOST_HARDWARE_TIERS": json.dumps(TIERS),
     }

@@ -18,7 +18,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from modelhost import errors
 from tests.helpers import PROJECTS, Server, wait_until
 from tests.ray.conftest import RayCluster
 from tests.ui.conftest import session_cookies
@@ -175,22 +174,69 @@ def test_a_model_on_a_tier_asks_ray_for_exactly_its_cpus_and_memory(
     )
 
 
-def test_a_tier_no_node_can_take_fails_the_version_saying_what_it_asks_for(
-    ray_server: Server,
+def test_a_tier_no_node_can_take_waits_pending_and_starts_when_a_node_that_fits_joins(
+    ray_server: Server, ray_cluster: RayCluster
 ) -> None:
+    client = ray_server.client()
     created = httpx.post(
         f"{ray_server.url}/api/v1/models",
         json={"name": "ray-gpu-model"},
         headers={"Authorization": f"Bearer {ray_server.api_key}"},
     )
     assert created.status_code == 201, created.text
-    # on Ray a GPU tier is allowed (a GPU node may join); this cluster has none
-    ray_server.client().update_model("ray-gpu-model", tier="ray-gpu")
-    with pytest.raises(errors.BuildFailed) as failed:
-        ray_server.client().publish(PROJECTS / "calc" / "calc.py:add", name="ray-gpu-model")
-    ray_server.client().stop("ray-gpu-model")  # no more attempts to place it
-    assert "No Ray node took the instance within 30 s" in failed.value.build_log
-    assert "It asks for 0.1 CPU, 100 MB of memory, 1 GPU(s)" in failed.value.build_log
+    # on Ray a GPU tier is allowed (a GPU node may join); this cluster has none yet
+    client.update_model("ray-gpu-model", tier="ray-gpu")
+    client.publish(PROJECTS / "calc" / "calc.py:add", name="ray-gpu-model", wait=False)
+    pending = wait_until(
+        lambda: (
+            (found := client.instances("ray-gpu-model"))
+            and found[0].state == "pending"
+            and found[0]
+        ),
+        timeout=60,
+    )
+    # docs/scaling.md, "Hardware tiers": what it waits for, and that no node has it
+    assert pending.message is not None
+    assert pending.message.startswith(
+        "waiting for a Ray node with 0.1 CPU, 100 MB of memory, 1 GPU: "
+        "no node in the cluster has that."
+    )
+    assert pending.node is None
+    shown = ray_server.cli("instances", "ray-gpu-model", check=True).stdout
+    row = next(line.split() for line in shown.splitlines() if line.startswith(pending.id + " "))
+    assert row[:5] == [pending.id, "1", "pending", "no", "-"]
+    assert f"{pending.id}: {pending.message}" in shown
+    page = httpx.get(
+        f"{ray_server.url}/ui/models/ray-gpu-model/instances",
+        cookies=session_cookies(ray_server.home, ray_server.api_key),
+    )
+    assert "no node in the cluster has that" in page.text
+    gpu_node = ray_cluster.cluster.add_node(num_cpus=1, num_gpus=1)
+    try:
+        (ready,) = wait_until(lambda: ready_instances(ray_server, "ray-gpu-model"), timeout=90)
+        # the same instance, placed once a node had what it asks for: not failed, not retried
+        assert ready.id == pending.id
+        assert ready.node == gpu_node.node_id
+        assert ready.message is None
+        answer = ray_server.invoke("ray-gpu-model", {"data": {"x": 2, "y": 3}})
+        assert answer.status_code == 200, answer.text
+        assert client.version("ray-gpu-model", 1)["status"] == "running"
+    finally:
+        client.stop("ray-gpu-model")
+        wait_until(lambda: client.instances("ray-gpu-model") == [], timeout=60)
+        ray_cluster.cluster.remove_node(gpu_node)
+
+
+def test_a_pending_instance_says_whether_no_node_has_what_it_asks_for_or_they_are_busy() -> None:
+    from modelhost.backends.ray import fits
+
+    gpu = {"Alive": True, "Resources": {"CPU": 1.0, "GPU": 1.0, "memory": 2e9}}
+    small = {"Alive": True, "Resources": {"CPU": 4.0, "memory": 8e9}}
+    gone = {"Alive": False, "Resources": {"CPU": 8.0, "GPU": 2.0, "memory": 8e9}}
+    assert fits({"CPU": 1.0, "GPU": 1.0}, [small, gpu])
+    assert not fits({"CPU": 2.0, "GPU": 1.0}, [small, gpu])
+    assert not fits({"CPU": 1.0, "GPU": 1.0}, [small, gone])
+    assert fits({"CPU": 0.1, "memory": 4e9}, [gpu, small])
 
 
 def test_scaling_to_two_puts_the_instances_on_different_nodes(

@@ -5,16 +5,23 @@ places it. On its node the actor:
 
 1. checks the version's bundle, which came through Ray's object store, against its sha256 and
    extracts it to a node-local working copy (shared by the version's instances on that node);
-2. opens a TCP port on the node's address for one connection, which must start with the
-   secret token the gateway sent through Ray (anything else is dropped);
+2. opens a TCP port on the node's address, and accepts a connection only if it starts with
+   a secret token that went through Ray: the one the starting server passed to
+   :meth:`NodeInstance.start`, or one :meth:`NodeInstance.admit` gave another server of the
+   installation (each token is good once; anything else is dropped);
 3. starts modelhost's own worker (``runtime/worker.py``, or ``worker.R``) in the same sandbox the
-   local backend uses, handing it that connection (Python), or relaying it to the R worker's
-   loopback connection (R cannot take an inherited socket);
+   local backend uses, handing it the first connection (Python) and every later one over a
+   Unix socket (``--more-fd``), or relaying them all to the R worker's one loopback
+   connection (R cannot take an inherited socket; :class:`~modelhost.backends.ray_mux.FrameMux`);
 4. supervises it: :meth:`NodeInstance.wait` returns its exit code, and the worker's log is read
-   back by the gateway with :meth:`NodeInstance.read_log`.
+   back by each server with :meth:`NodeInstance.read_log`.
 
-The worker then speaks the framed protocol straight to the gateway, so a call costs no Ray
-hop. The module imports nothing of Ray: the actor class is wrapped by ``backends/ray.py``.
+The worker then speaks the framed protocol straight to each server, so a call costs no Ray
+hop. The actor also holds what the servers share about the instance: what it runs
+(:meth:`NodeInstance.describe`, for a server that finds it by name), whether the leader is
+stopping it (:meth:`NodeInstance.retire`) and whether a server asked the leader to replace it
+(:meth:`NodeInstance.ask_replacement`). The module imports nothing of Ray: the actor class is
+wrapped by ``backends/ray.py``.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import hashlib
 import hmac
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -35,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from modelhost import errors, json_conversions
+from modelhost.backends.ray_mux import FrameMux
 from modelhost.builder import uvenv
 from modelhost.builder.bundles import BundleStore
 from modelhost.sandbox import RUNTIME_DIR, Confinement, Sandbox, innermost_pid, open_sandbox
@@ -54,6 +63,8 @@ _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 _MAX_LOG_READ = 256 * 1024
 _WORKER = RUNTIME_DIR / "worker.py"
 _JSON_CONVERSIONS = Path(json_conversions.__file__)
+#: how long a connection that is not the first may take to send its token
+_TOKEN_SECONDS = 5.0
 
 
 def node_home() -> Path:
@@ -61,26 +72,12 @@ def node_home() -> Path:
     return Path(tempfile.gettempdir()) / f"modelhost-ray-{os.geteuid()}"
 
 
-def _relay(source: socket.socket, target: socket.socket) -> None:
-    """Copy bytes one way until either side closes, then close both."""
-    try:
-        while True:
-            data = source.recv(1 << 16)
-            if not data:
-                break
-            target.sendall(data)
-    except OSError:
-        pass
-    finally:
-        for sock in (source, target):
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-
-
 class NodeInstance:
     """One instance's worker on this node (a Ray actor; see the module docstring)."""
 
-    def __init__(self, settings: dict[str, Any]) -> None:
+    def __init__(self, settings: dict[str, Any], about: dict[str, Any] | None = None) -> None:
+        #: what the instance runs, for the servers that find it by name
+        self._about = dict(about or {})
         home = node_home()
         home.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._settings = load_settings(overrides={**settings, "home": str(home)}, environ={})
@@ -92,8 +89,25 @@ class NodeInstance:
         self._exit_code: int | None = None
         self._why: str = ""
         self._killed = False
+        self._lock = threading.Lock()
+        #: tokens that may connect, each once
+        self._tokens: set[bytes] = set()
+        #: where servers connect, once started (host, port, node id, the R worker's nonce)
+        self._where: dict[str, Any] | None = None
+        self._started = threading.Event()
+        #: how a proven connection reaches the worker (its --more-fd socket, or the R relay)
+        self._hand_over: socket.socket | FrameMux | None = None
+        self._retiring = False
+        self._replacement: dict[str, str] | None = None
 
     # ------------------------------------------------------------------ starting
+
+    def placed(self) -> str:
+        """The id of the node Ray placed this actor on: answers once it is placed (the gateway
+        shows the instance as pending until then)."""
+        import ray  # only ever imported on a Ray node, inside the actor
+
+        return str(ray.get_runtime_context().get_node_id())
 
     def start(
         self, spec: dict[str, Any], bundle: bytes, token: str, load_timeout: float
@@ -135,10 +149,12 @@ class NodeInstance:
         host = ray.util.get_node_ip_address()  # type: ignore[no-untyped-call]
         listener = socket.create_server((host, 0))
         listener.settimeout(load_timeout)
+        with self._lock:
+            self._tokens.add(token.encode())
         worker_spec = {**spec["worker"], "workdir": str(workdir)}
         threading.Thread(
             target=self._serve,
-            args=(listener, token, time.monotonic() + load_timeout, spec["runtime"]),
+            args=(listener, time.monotonic() + load_timeout, spec["runtime"]),
             kwargs={
                 "interpreter": interpreter,
                 "worker_spec": worker_spec,
@@ -147,11 +163,14 @@ class NodeInstance:
             },
             daemon=True,
         ).start()
-        return {
+        self._where = {
             "host": host,
             "port": listener.getsockname()[1],
             "node_id": ray.get_runtime_context().get_node_id(),
+            "nonce": spec["env"].get("MODELHOST_INSTANCE_NONCE", ""),
         }
+        self._started.set()
+        return dict(self._where)
 
     def _environment(self, wanted: dict[str, str], env: dict[str, str]) -> str:
         """The version's isolated environment on this node: built here from its lock with uv
@@ -190,21 +209,17 @@ class NodeInstance:
     def _serve(
         self,
         listener: socket.socket,
-        token: str,
         deadline: float,
         runtime: str,
         **start: Any,
     ) -> None:
-        """Accept the gateway's connection (one, with the right token), then start the
-        worker on it."""
-        try:
-            connection = self._accept(listener, token, deadline)
-        finally:
-            listener.close()
+        """Accept the starting server's connection (with its token), start the worker on it,
+        then hand the worker every later server's connection until it exits."""
+        connection = self._accept(listener, deadline)
         if connection is None:
+            listener.close()
             self._finish(None, "the gateway did not connect in time")
             return
-        connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             if runtime == "r":
                 self._start_r(connection, **start)
@@ -212,22 +227,50 @@ class NodeInstance:
                 self._start_python(connection, **start)
         except OSError as exc:
             connection.close()
+            listener.close()
             self._finish(None, f"the worker could not be started: {exc}")
             return
+        threading.Thread(target=self._admit_more, args=(listener,), daemon=True).start()
         assert self._process is not None
         code = self._process.wait()
         self._finish(self._sandbox.exit_code(code), "")
+        with contextlib.suppress(OSError):
+            listener.close()
+        if isinstance(self._hand_over, socket.socket):
+            self._hand_over.close()
 
-    @staticmethod
-    def _accept(listener: socket.socket, token: str, deadline: float) -> socket.socket | None:
-        expected = token.encode()
-        while time.monotonic() < deadline:
-            listener.settimeout(max(0.01, deadline - time.monotonic()))
+    def _admit_more(self, listener: socket.socket) -> None:
+        """Hand the worker each later connection that proves itself, until it exits."""
+        while not self._done.is_set():
+            connection = self._accept(listener, None)
+            if connection is None:
+                if self._done.is_set() or listener.fileno() < 0:
+                    return
+                continue
+            hand_over = self._hand_over
+            if isinstance(hand_over, FrameMux):
+                hand_over.add(connection)
+                continue
             try:
+                assert hand_over is not None
+                socket.send_fds(hand_over, [b'{"connection": 1}'], [connection.fileno()])
+            except OSError:
+                return  # the worker is gone
+            finally:
+                connection.close()  # the worker has its own copy
+
+    def _accept(self, listener: socket.socket, deadline: float | None) -> socket.socket | None:
+        """The next connection that starts with a token given out and not used yet (None
+        once ``deadline`` passed, or the listener closed)."""
+        while deadline is None or time.monotonic() < deadline:
+            wait = None if deadline is None else max(0.01, deadline - time.monotonic())
+            try:
+                listener.settimeout(wait)
                 connection, _ = listener.accept()
             except OSError:  # a timeout too
                 return None
-            connection.settimeout(max(0.01, deadline - time.monotonic()))
+            limit = _TOKEN_SECONDS if deadline is None else max(0.01, deadline - time.monotonic())
+            connection.settimeout(limit)
             received = b""
             with contextlib.suppress(OSError):
                 while len(received) < TOKEN_LENGTH:
@@ -235,11 +278,56 @@ class NodeInstance:
                     if not chunk:
                         break
                     received += chunk
-            if hmac.compare_digest(received, expected):
+            if self._take_token(received):
                 connection.settimeout(None)
+                connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 return connection
-            connection.close()  # not the gateway: keep waiting for it
+            connection.close()  # not a server of this installation: keep waiting
         return None
+
+    def _take_token(self, received: bytes) -> bool:
+        with self._lock:
+            for token in self._tokens:
+                if hmac.compare_digest(received, token):
+                    self._tokens.discard(token)
+                    return True
+        return False
+
+    # ------------------------------------------------------------------ shared by the servers
+
+    def describe(self) -> dict[str, Any]:
+        """What the instance runs (as its starting server said), and how it is doing."""
+        return {**self._about, **self.status()}
+
+    def status(self) -> dict[str, Any]:
+        """Its memory, and what the servers tell each other through it."""
+        return {
+            "started": self._started.is_set(),
+            "ended": self._done.is_set(),
+            "retiring": self._retiring,
+            "replacement": self._replacement,
+            "memory": self.memory_mb(),
+        }
+
+    def admit(self, timeout: float) -> dict[str, Any] | None:
+        """A token for one more server's connection, and where to connect; None if the
+        instance is not started within ``timeout`` s, has ended, or is being stopped."""
+        if not self._started.wait(timeout) or self._done.is_set() or self._retiring:
+            return None
+        token = secrets.token_hex(TOKEN_LENGTH // 2)
+        with self._lock:
+            self._tokens.add(token.encode())
+        return {**(self._where or {}), "token": token}
+
+    def retire(self) -> None:
+        """The leader is stopping the instance: the other servers take it out of rotation,
+        finish their calls and let go (they see it in :meth:`status`)."""
+        self._retiring = True
+
+    def ask_replacement(self, reason: str, message: str) -> None:
+        """A server that is not the leader saw a call time out: the leader replaces it."""
+        if self._replacement is None:
+            self._replacement = {"reason": reason, "message": message}
 
     def _spawn(
         self,
@@ -272,12 +360,19 @@ class NodeInstance:
         env: dict[str, str],
         confinement: Confinement,
     ) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         argv = [interpreter, "-u", str(_WORKER), "--fd", str(connection.fileno())]
-        argv += ["--spec", json.dumps(worker_spec)]
+        argv += ["--more-fd", str(theirs.fileno()), "--spec", json.dumps(worker_spec)]
         try:
-            self._spawn(argv, keep=(connection.fileno(),), env=env, confinement=confinement)
+            keep = (connection.fileno(), theirs.fileno())
+            self._spawn(argv, keep=keep, env=env, confinement=confinement)
+        except OSError:
+            ours.close()
+            raise
         finally:
-            connection.close()  # the worker has its own copy
+            connection.close()  # the worker has its own copies
+            theirs.close()
+        self._hand_over = ours
 
     def _start_r(
         self,
@@ -299,9 +394,10 @@ class NodeInstance:
         finally:
             local.close()
         worker.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        # The R worker proves itself to the gateway with its nonce (in its READY frame).
-        for source, target in ((connection, worker), (worker, connection)):
-            threading.Thread(target=_relay, args=(source, target), daemon=True).start()
+        # The R worker proves itself to the servers with its nonce (in its READY frame).
+        mux = FrameMux(worker)
+        mux.add(connection)
+        self._hand_over = mux
 
     def _finish(self, code: int | None, why: str) -> None:
         self._exit_code = code

@@ -10,6 +10,7 @@ import click
 
 from modelhost.cli.connection import Connection, pass_connection
 from modelhost.cli.output import format_option, print_json, table
+from modelhost.client import Instance
 
 
 def _moved(result: dict[str, object]) -> None:
@@ -110,6 +111,13 @@ def scale(conn: Connection, model: str, instances: int) -> None:
     click.echo(f"{model}: {instances} instance(s)")
 
 
+def _where(instance: Instance) -> str:
+    """Its Ray node, "-" for one no Ray node has taken yet, or "local"."""
+    if instance.node:
+        return instance.node
+    return "-" if instance.state == "pending" else "local"
+
+
 @click.command()
 @click.argument("model")
 @format_option
@@ -128,13 +136,16 @@ def instances(conn: Connection, model: str, as_json: bool) -> None:
             i.version,
             i.state,
             "yes" if i.busy else "no",
-            i.node or "local",
+            _where(i),
             i.pid,
             _cpus(i.cpu_limit),
         )
         for i in found
     ]
     table(rows, ["INSTANCE", "VERSION", "STATE", "BUSY", "NODE", "PID", "CPUS"])
+    for i in found:  # a pending instance says what it waits for, a failed one why
+        if i.message or i.failure:
+            click.echo(f"{i.id}: {i.message or i.failure}")
 
 
 def _cpus(limit: dict[str, Any] | None) -> str:

@@ -133,6 +133,8 @@ class Instance(Record):
     #: how it gets its hardware tier's CPUs on the local backend: ``mechanism`` ("cgroup v1",
     #: "cgroup v2" or "affinity"), ``cpus``, and its ``cgroup`` or its ``cores``
     cpu_limit: dict[str, Any] | None = None
+    #: what a ``pending`` instance waits for (a Ray node that has what it asks for)
+    message: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

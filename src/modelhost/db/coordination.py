@@ -41,6 +41,9 @@ LEADER_LOCK = 0x6D6F64656C687374
 MIGRATION_LOCK = LEADER_LOCK + 1
 #: the advisory lock of the other start-up writes (the first admin account)
 START_LOCK = LEADER_LOCK + 2
+#: the advisory lock every running server holds shared (on its dedicated connection), so that
+#: a server stopping can tell whether it is the last one (:meth:`PostgresCoordination.alone`)
+SERVERS_LOCK = LEADER_LOCK + 3
 #: the NOTIFY channel of committed changes
 CHANNEL = "modelhost_changes"
 #: how often a follower tries for the lead and the leader checks its connection
@@ -73,6 +76,11 @@ class Coordination(Protocol):
         """Tell the other servers that a change was committed."""
         ...
 
+    def alone(self) -> bool:
+        """Whether no other server runs on this database now (blocks: call it off the event
+        loop)."""
+        ...
+
     def stop(self) -> None: ...
 
 
@@ -86,6 +94,9 @@ class Solo:
 
     def announce(self) -> None:
         pass
+
+    def alone(self) -> bool:
+        return True
 
     def stop(self) -> None:
         pass
@@ -142,6 +153,24 @@ class PostgresCoordination:
             except Exception as exc:  # the others catch up on their next full refresh
                 logger.warning("Could not tell the other servers of a change: %s", exc)
 
+    def alone(self) -> bool:
+        """Whether no other server holds :data:`SERVERS_LOCK` (this one holds it once)."""
+        try:
+            with self.engine.connect() as conn:
+                holders = conn.execute(
+                    text(
+                        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                        "AND classid = :high AND objid = :low AND objsubid = 1 AND granted "
+                        "AND database = (SELECT oid FROM pg_database "
+                        "WHERE datname = current_database())"
+                    ),
+                    {"high": SERVERS_LOCK >> 32, "low": SERVERS_LOCK & 0xFFFFFFFF},
+                ).scalar_one()
+        except Exception as exc:  # cannot tell: the others' instances must not be stopped
+            logger.warning("Could not tell whether other servers run: %s", exc)
+            return False
+        return int(holders) <= 1
+
     def stop(self) -> None:
         self._stop.set()
         self._pending.set()
@@ -179,6 +208,7 @@ class PostgresCoordination:
                 value = _KEEPALIVES[f"keepalives_{name}"]
                 connection.execute(f"SET tcp_keepalives_{name} = {value}")
             connection.execute(f"LISTEN {CHANNEL}")
+            connection.execute("SELECT pg_advisory_lock_shared(%s)", (SERVERS_LOCK,))
             self._on_change()  # notes may have been missed while not listening
             while not self._stop.is_set():
                 if not self._leader:

@@ -284,7 +284,8 @@ def list_instances(services: Services, model: Model) -> list[dict[str, Any]]:
         {
             "id": i.spec.instance_id,
             "version": i.spec.version_number,
-            "state": i.state.value,
+            # "pending": a Ray instance that no node has taken yet (``message`` says why)
+            "state": "pending" if getattr(i, "waiting", None) else i.state.value,
             "busy": bool(i.inflight),
             "pid": i.pid,
             # the Ray node it runs on (backend = ray); None on the local backend
@@ -294,6 +295,8 @@ def list_instances(services: Services, model: Model) -> list[dict[str, Any]]:
             # how it gets its hardware tier's CPUs (local backend): a cgroup or cores
             "cpu_limit": getattr(i, "cpu_limit", None),
             "failure": i.failure if i.state is InstanceState.FAILED else None,
+            # what a pending instance waits for
+            "message": getattr(i, "waiting", None),
             # which server process sends it calls: 0 the main one, 1… a gateway process
             "gateway": services.routes.holder(i.spec.instance_id),
         }

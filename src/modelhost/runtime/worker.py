@@ -8,6 +8,11 @@ or, as a version's fork server, with ``--fork-server-fd 3`` instead of ``--fd``:
 script once, then forks one instance per request it gets on that socket (see
 :func:`fork_server`), so the instances share the imported model's memory.
 
+On a Ray node (``backend = ray``) the actor adds ``--more-fd 4``: a socket on which it hands
+the worker the connections of further servers (one descriptor a message, SCM_RIGHTS), each
+already proven by its token, so every server of the installation calls the same instance
+(:func:`serve_shared`).
+
 It uses the standard library only (no modelhost, no third-party packages), so it runs in any
 environment. stdout and stderr go to the instance log, each line stamped with the time.
 """
@@ -601,6 +606,103 @@ def serve(sock: socket.socket, handler: Handler, concurrency: int = 1) -> None:
             pool.shutdown(wait=True)
 
 
+class _Peer:
+    """One server's connection to a shared instance (:func:`serve_shared`)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.decoder = protocol.FrameDecoder()
+        self.lock = threading.Lock()
+
+    def send(self, frame: bytes) -> None:
+        with self.lock, contextlib.suppress(OSError):  # that server went away; the others go on
+            self.sock.sendall(frame)
+
+
+def serve_shared(
+    first: socket.socket,
+    more: socket.socket,
+    handler: Handler,
+    ready: bytes,
+    concurrency: int = 1,
+) -> None:
+    """Answer calls from several servers, each on its own connection: ``first``, and those
+    the actor hands over on ``more`` (each gets the READY frame ``ready`` first). Calls run
+    one at a time (or ``concurrency`` at once) whichever server sent them, and each answer
+    goes back on its call's connection.
+
+    A connection that closes is dropped (its server went away; a new leader connects again),
+    and the instance goes on. It ends once a server said SHUTDOWN and no connection is left
+    (the leader stops it; the other servers stopped sending it calls and let go), or when
+    ``more`` closes (its actor is gone).
+    """
+    pool = ThreadPoolExecutor(concurrency) if concurrency > 1 else None
+    selector = selectors.DefaultSelector()
+    selector.register(more, selectors.EVENT_READ)
+    selector.register(first, selectors.EVENT_READ, _Peer(first))
+    peers = 1
+    ending = False
+
+    def run(kind: int, payload: bytes) -> bytes:
+        if kind == protocol.CALL:
+            return handler(payload)
+        if not isinstance(handler, BatchHandler):
+            raise protocol.ProtocolError("a batch for a function that does not take batches")
+        return handler.batch(protocol.decode_batch(payload))
+
+    def answer(peer: _Peer, kind: int, payload: bytes) -> None:
+        try:
+            frame = run(kind, payload)
+        except BaseException:  # as in serve(): end the instance
+            traceback.print_exc()
+            sys.stderr.flush()
+            os._exit(70)
+        peer.send(frame)
+
+    def drop(peer: _Peer) -> None:
+        nonlocal peers
+        selector.unregister(peer.sock)
+        peer.sock.close()
+        peers -= 1
+
+    try:
+        while not (ending and peers == 0):
+            for key, _events in selector.select():
+                if key.fileobj is more:
+                    _message, fds = _receive(more)
+                    if not _message and not fds:
+                        return  # the actor is gone
+                    for fd in fds:
+                        sock = socket.socket(fileno=fd)
+                        sock.setblocking(True)
+                        peer = _Peer(sock)
+                        peer.send(ready)
+                        selector.register(sock, selectors.EVENT_READ, peer)
+                        peers += 1
+                    continue
+                peer = key.data
+                try:
+                    data = peer.sock.recv(_RECV_BYTES)
+                except OSError:
+                    data = b""
+                if not data:
+                    drop(peer)
+                    continue
+                for kind, payload in peer.decoder.feed(data):
+                    if kind == protocol.CALL or kind == protocol.BATCH:
+                        if pool is None:
+                            peer.send(run(kind, payload))
+                        else:
+                            pool.submit(answer, peer, kind, payload)
+                    elif kind == protocol.SHUTDOWN:
+                        ending = True
+                        drop(peer)
+                        break
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True)
+
+
 def _load(spec: dict[str, Any]) -> Handler:
     """Import the script and make the handler of its function; raises :class:`LoadFailed`."""
     function = load_function(Path(spec["workdir"]), spec["file"], spec["function"])
@@ -645,11 +747,22 @@ def _ready(handler: Handler) -> dict[str, Any]:
     }
 
 
-def _serve_instance(sock: socket.socket, handler: Handler, spec: dict[str, Any]) -> int:
-    """Say READY on the instance's connection, then answer its calls until told to stop."""
-    sock.sendall(protocol.encode(protocol.READY, json.dumps(_ready(handler)).encode()))
+def _serve_instance(
+    sock: socket.socket,
+    handler: Handler,
+    spec: dict[str, Any],
+    more: socket.socket | None = None,
+) -> int:
+    """Say READY on the instance's connection, then answer its calls until told to stop (and
+    those of the connections handed over on ``more``, if given)."""
+    ready = protocol.encode(protocol.READY, json.dumps(_ready(handler)).encode())
+    sock.sendall(ready)
+    concurrency = int(spec.get("concurrency", 1))
     with contextlib.suppress(OSError):  # the server went away: nothing left to answer
-        serve(sock, handler, int(spec.get("concurrency", 1)))
+        if more is None:
+            serve(sock, handler, concurrency)
+        else:
+            serve_shared(sock, more, handler, ready, concurrency)
     log("stopping")
     sys.stdout.flush()
     sys.stderr.flush()
@@ -831,6 +944,7 @@ def main(argv: list[str] | None = None) -> int:
     channel = parser.add_mutually_exclusive_group(required=True)
     channel.add_argument("--fd", type=int)
     channel.add_argument("--fork-server-fd", type=int)
+    parser.add_argument("--more-fd", type=int, help="connections of further servers (Ray)")
     parser.add_argument("--spec", required=True)
     options = parser.parse_args(argv)
     spec = json.loads(options.spec)
@@ -853,7 +967,8 @@ def main(argv: list[str] | None = None) -> int:
     handler = _load_logged(spec, load_failed, f"instance {spec.get('instance', '?')}")
     if handler is None:
         return 1
-    return _serve_instance(sock, handler, spec)
+    more = None if options.more_fd is None else socket.socket(fileno=options.more_fd)
+    return _serve_instance(sock, handler, spec, more)
 
 
 if __name__ == "__main__":

@@ -99,7 +99,15 @@ class Supervisor:
         ]
 
     def _current(self, instance: Instance, model: Model) -> bool:
-        return self._generation.get(instance.spec.instance_id) == model.generation
+        # an instance another server started (a shared backend) says its own generation
+        generation = self._generation.get(instance.spec.instance_id, instance.spec.generation)
+        return generation == model.generation
+
+    def _manages(self) -> bool:
+        """Whether this server starts and stops instances: always, unless the backend's
+        instances are shared by several servers (Ray on PostgreSQL); then only the leader
+        does, and the others call what it started."""
+        return not getattr(self.backend, "shared", False) or self.leading()
 
     def fully_ready(self, model: Model, version: Version) -> bool:
         """Whether the version has all its instances of the model's generation ready."""
@@ -122,6 +130,9 @@ class Supervisor:
     async def record_outcomes(self) -> None:
         """Record what instances reported since the last tick: ready (a build passed, a run of
         crashes ended), failed to load (a build failed) or exited (a crash)."""
+        refresh = getattr(self.backend, "refresh", None)
+        if refresh is not None:  # a shared backend: find the instances other servers started
+            await refresh()
         for instance in self.backend.instances():
             if instance in self._stopping:
                 continue
@@ -191,6 +202,14 @@ class Supervisor:
         delay = 0.0 if count == 1 else min(MAX_BACKOFF_SECONDS, 0.5 * 2 ** (count - 1))
         self._not_before[version.id] = time.monotonic() + delay
         reason = instance.failure or f"instance {instance.spec.instance_id} exited"
+        if not self._manages():
+            logger.warning(
+                "version %s of model %s: %s; the leader replaces it",
+                version.number,
+                version.model_id,
+                reason.splitlines()[0],
+            )
+            return
         logger.warning(
             "version %s of model %s: %s; restarting in %.1f s",
             version.number,
@@ -217,6 +236,10 @@ class Supervisor:
             await self._cannot_start(model, version, exc)
 
     async def _converge(self, model: Model, version: Version) -> None:
+        if not self._manages():  # the leader starts and stops them; this server calls them
+            if version.status == "ready":
+                self.router.rotate(version, self.live(version.id))
+            return
         instances = self.live(version.id)
         current = [i for i in instances if self._current(i, model)]
         old = [i for i in instances if not self._current(i, model)]
@@ -377,6 +400,8 @@ class Supervisor:
 
     def stop_strays(self, wanted: set[str]) -> None:
         """Stop live instances of versions not in ``wanted`` (nothing runs or routes to them)."""
+        if not self._manages():
+            return
         for instance in self.backend.instances():
             if (
                 instance.state in _LIVE
@@ -388,6 +413,8 @@ class Supervisor:
     def check_memory(self) -> None:
         """End live instances that use more memory than their tier's, or than
         ``instance_memory_limit_mb``."""
+        if not self._manages():
+            return
         for instance in self.backend.instances():
             if instance.state not in _LIVE or instance in self._stopping:
                 continue
