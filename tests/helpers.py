@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -17,7 +18,7 @@ from pathlib import Path
 import httpx
 import sqlalchemy as sa
 
-from modelhost import Client
+from modelhost import Client, Instance
 
 ROOT = Path(__file__).resolve().parent.parent
 PROJECTS = Path(__file__).resolve().parent / "fixtures" / "projects"
@@ -89,6 +90,12 @@ class Server:
                 self.process.wait()
 
     @property
+    def on_ray(self) -> bool:
+        """Whether its instances run on a Ray cluster (setting ``backend = ray``, which
+        ``scripts/test`` sets for its Ray pass) rather than as its own processes."""
+        return self.env.get("MODELHOST_BACKEND", "local") == "ray"
+
+    @property
     def serving_pid(self) -> int:
         """The serving process (the arbiter, ``process``, starts it and starts it again)."""
         return int((self.home / "serving.pid").read_text())
@@ -128,6 +135,38 @@ def running_server(home: Path, env: Mapping[str, str] | None = None) -> Iterator
         yield server
     finally:
         server.stop()
+
+
+#: where a Ray node keeps its bundles, working copies and instance logs (docs/scaling.md:
+#: ``/tmp/modelhost-ray-UID`` in the temporary directory of the node's processes). The nodes of
+#: the test clusters run on this machine, with the tests' environment.
+RAY_NODE_HOME = Path(tempfile.gettempdir()) / f"modelhost-ray-{os.geteuid()}"
+
+
+def worker_pid(server: Server, instance: Instance) -> int:
+    """The process id, on this machine, of the worker that runs ``instance``, whatever the
+    server's backend. Locally that is the instance's ``pid``. On Ray ``pid`` is null (the
+    worker runs on a node), and the test cluster's nodes run on this machine: the worker is the
+    one process whose environment names the instance (``MODELHOST_INSTANCE_ID``) and that is
+    not bubblewrap (the sandbox's bwrap processes have the same environment)."""
+    if not server.on_ray:
+        assert instance.pid is not None, instance
+        return instance.pid
+    assert instance.pid is None, instance
+    wanted = f"MODELHOST_INSTANCE_ID={instance.id}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+            program = os.readlink(entry / "exe")
+        except OSError:  # gone meanwhile, or not ours
+            continue
+        if wanted in environ and not program.endswith("/bwrap"):
+            found.append(int(entry.name))
+    assert len(found) == 1, f"processes of instance {instance.id}: {found}"
+    return found[0]
 
 
 def trained_example(destination: Path) -> Path:

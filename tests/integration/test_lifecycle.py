@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from modelhost import errors
-from tests.helpers import PROJECTS, Server, running_server, wait_until
+from tests.helpers import PROJECTS, Server, running_server, wait_until, worker_pid
 from tests.integration.test_switches import Load, versioned_project
 
 pytestmark = pytest.mark.integration
@@ -198,16 +198,18 @@ def test_a_killed_instance_is_replaced_while_other_models_keep_serving(
     client.publish(
         versioned_project(tmp_path, "1"), file="model.py", function="which", name="bystander"
     )
-    [pid] = [i["pid"] for i in client.instances("victim")]
+    [victim] = client.instances("victim")
+    pid = worker_pid(server, victim)  # on Ray: its process on the test cluster's node
+
+    def replaced() -> bool:
+        ready = [i for i in client.instances("victim") if i["state"] == "ready"]
+        return [i["pid"] for i in ready] not in ([], [pid]) and victim.id not in {
+            i["id"] for i in ready
+        }
+
     with Load(f"{server.url}/models/bystander/latest/model", threads=2) as load:
         os.kill(pid, signal.SIGKILL)
-        wait_until(
-            lambda: (
-                [i["pid"] for i in client.instances("victim") if i["state"] == "ready"]
-                not in ([], [pid])
-            ),
-            timeout=30,
-        )
+        wait_until(replaced, timeout=30)
     assert load.failures() == []
     assert server.invoke("victim", {"data": {}}).status_code == 200
 
