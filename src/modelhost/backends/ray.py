@@ -207,6 +207,8 @@ class RayInstance(CallChannel):
         self._on_change = on_change
         self._nonce = secrets.token_hex(8)
         self._stop_requested = False
+        #: this server's stop() runs: the actor's "retiring" is its own doing, not a leader's
+        self._stopping = False
         self._lost = False
         self._memory: float | None = None
         self._log_offset = 0
@@ -431,7 +433,7 @@ class RayInstance(CallChannel):
             except ray.exceptions.RayError:
                 return
             self._memory = status["memory"]
-            if status["retiring"] and not self._stop_requested:
+            if status["retiring"] and not self._stop_requested and not self._stopping:
                 self._spawn(self._let_go())
             asked = status["replacement"]
             if asked and self._manages() and self.state is InstanceState.READY:
@@ -612,6 +614,9 @@ class RayInstance(CallChannel):
     async def stop(self, drain_timeout: float) -> None:
         """Let in-flight calls finish (up to ``drain_timeout``), then end the worker. The other
         servers learn it from the actor first, and let go once their own calls are done."""
+        # Also for an instance that already ended (a crash broke its connection): its watcher
+        # must still hear the exit from the actor and log it, not let go at the retire below.
+        self._stopping = True
         if self.state in (InstanceState.READY, InstanceState.STARTING):
             self._stop_requested = True
             self.state = InstanceState.STOPPING
