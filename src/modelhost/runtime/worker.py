@@ -558,6 +558,26 @@ class BatchHandler(Handler):
         return protocol.encode_error(request_id, answer)
 
 
+def _run(handler: Handler, kind: int, payload: bytes) -> bytes:
+    """The answer frame(s) to a CALL or BATCH frame."""
+    if kind == protocol.CALL:
+        return handler(payload)
+    if not isinstance(handler, BatchHandler):
+        raise protocol.ProtocolError("a batch for a function that does not take batches")
+    return handler.batch(protocol.decode_batch(payload))
+
+
+def _run_or_exit(handler: Handler, kind: int, payload: bytes) -> bytes:
+    """:func:`_run` on a pool thread: SystemExit and friends end the instance, as they do
+    with one thread."""
+    try:
+        return _run(handler, kind, payload)
+    except BaseException:
+        traceback.print_exc()
+        sys.stderr.flush()
+        os._exit(70)
+
+
 def serve(sock: socket.socket, handler: Handler, concurrency: int = 1) -> None:
     """Answer calls until the server closes the connection or says SHUTDOWN.
 
@@ -568,21 +588,9 @@ def serve(sock: socket.socket, handler: Handler, concurrency: int = 1) -> None:
     send_lock = threading.Lock()
 
     def answer(kind: int, payload: bytes) -> None:
-        try:
-            frame = run(kind, payload)
-        except BaseException:  # SystemExit and friends: end the instance, as with one thread
-            traceback.print_exc()
-            sys.stderr.flush()
-            os._exit(70)
+        frame = _run_or_exit(handler, kind, payload)
         with send_lock:
             sock.sendall(frame)
-
-    def run(kind: int, payload: bytes) -> bytes:
-        if kind == protocol.CALL:
-            return handler(payload)
-        if not isinstance(handler, BatchHandler):
-            raise protocol.ProtocolError("a batch for a function that does not take batches")
-        return handler.batch(protocol.decode_batch(payload))
 
     try:
         while True:
@@ -596,7 +604,7 @@ def serve(sock: socket.socket, handler: Handler, concurrency: int = 1) -> None:
                         # the calls behind it: the server counts a call's time from the
                         # answer before it, and re-sends calls that never started when an
                         # instance dies or is replaced.
-                        sock.sendall(run(kind, payload))
+                        sock.sendall(_run(handler, kind, payload))
                     else:
                         pool.submit(answer, kind, payload)
                 elif kind == protocol.SHUTDOWN:
@@ -643,21 +651,8 @@ def serve_shared(
     peers = 1
     ending = False
 
-    def run(kind: int, payload: bytes) -> bytes:
-        if kind == protocol.CALL:
-            return handler(payload)
-        if not isinstance(handler, BatchHandler):
-            raise protocol.ProtocolError("a batch for a function that does not take batches")
-        return handler.batch(protocol.decode_batch(payload))
-
     def answer(peer: _Peer, kind: int, payload: bytes) -> None:
-        try:
-            frame = run(kind, payload)
-        except BaseException:  # as in serve(): end the instance
-            traceback.print_exc()
-            sys.stderr.flush()
-            os._exit(70)
-        peer.send(frame)
+        peer.send(_run_or_exit(handler, kind, payload))
 
     def drop(peer: _Peer) -> None:
         nonlocal peers
@@ -691,7 +686,7 @@ def serve_shared(
                 for kind, payload in peer.decoder.feed(data):
                     if kind == protocol.CALL or kind == protocol.BATCH:
                         if pool is None:
-                            peer.send(run(kind, payload))
+                            peer.send(_run(handler, kind, payload))
                         else:
                             pool.submit(answer, peer, kind, payload)
                     elif kind == protocol.SHUTDOWN:
