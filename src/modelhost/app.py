@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
+from starlette.routing import BaseRoute
 from starlette.staticfiles import StaticFiles
 
 from modelhost import __version__, errors, housekeeping, pidfiles, urls
@@ -248,16 +250,28 @@ def create_api(
     )
     api.state.services = services
     http_errors.install(api)
-    for prefix, router in ROUTERS:  # every API route documents the error envelope's statuses
-        api.include_router(router, prefix=prefix, responses=http_errors.ERROR_RESPONSES)
-    for ui_router in UI_ROUTERS:
-        api.include_router(ui_router)
+    api.router.routes.extend(_routes())
     api.mount(
         f"{ui_links.PREFIX}/static",
         StaticFiles(packages=[("modelhost.ui", "static")]),
         name="ui-static",
     )
     return api
+
+
+@functools.cache
+def _routes() -> tuple[BaseRoute, ...]:
+    """Every API and UI route, built once per process and shared by the apps made in it.
+
+    FastAPI makes a route's request and response models as the route is included, which costs
+    more than the rest of :func:`create_app` together; the routes hold no state of their own
+    (a handler finds its services through ``request.app``)."""
+    router = APIRouter(default_response_class=JSONResponse)
+    for prefix, api_router in ROUTERS:  # every API route documents the error envelope's statuses
+        router.include_router(api_router, prefix=prefix, responses=http_errors.ERROR_RESPONSES)
+    for ui_router in UI_ROUTERS:
+        router.include_router(ui_router)
+    return tuple(router.routes)
 
 
 def _backend(
