@@ -116,6 +116,15 @@ def test_two_servers_call_the_same_ray_instances_and_a_new_leader_adopts_them(
         client.publish(PROJECTS / "r_kitchen" / "kitchen.R:kitchen", name="shared-r")
         (r_instance,) = _ready(a, "shared-r", 1)
         assert _ready(b, "shared-r", 1) == {r_instance}
+        # The new version's route reaches each server's gateway within a second of the change
+        # (docs/scaling.md), not always by the time its instance is listed as ready.
+        for server in (a, b):
+            wait_until(
+                lambda server=server: (
+                    server.invoke("shared-r", {"data": {"case": "scalar"}}).status_code == 200
+                ),
+                timeout=10,
+            )
         for server in (a, b, a, b):
             printed = server.invoke("shared-r", {"data": {"case": "print", "arg": "hi"}})
             assert printed.status_code == 200, printed.text
