@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +23,14 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 @pytest.fixture(scope="session")
 def wine_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return trained_example(tmp_path_factory.mktemp("example"))
+    """The wine example, trained once for the whole run: the xdist workers' base directories
+    share a parent, and the first worker to get there trains it while the others wait."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent
+    with (root / "example.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return trained_example(root / "example")
 
 
 def _postgres_database() -> Iterator[str]:

@@ -173,7 +173,9 @@ def trained_example(destination: Path) -> Path:
     """A copy of the wine example with its model trained, as a user would have it."""
     project = destination / "wine_quality"
     if not (project / "results" / "classifier.pkl").exists():
-        shutil.copytree(EXAMPLE, project, ignore=shutil.ignore_patterns("results"))
+        shutil.copytree(
+            EXAMPLE, project, ignore=shutil.ignore_patterns("results"), dirs_exist_ok=True
+        )
         subprocess.run(
             [sys.executable, "train.py"], cwd=project, check=True, capture_output=True, timeout=300
         )
