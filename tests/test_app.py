@@ -178,3 +178,35 @@ async def test_an_action_whose_audit_event_cannot_be_written_does_not_happen(
     after = repo.find_model("audit-fails")
     assert after is not None
     assert after.deployed_version == 2
+
+
+async def test_two_apps_made_in_one_process_each_answer_from_their_own_data(
+    harness: Harness, tmp_path: Path
+) -> None:
+    # A process builds the routes once and every app it makes shares them (app.py, _routes):
+    # a handler must find its services through the request's own app, never the first app.
+    await harness.publish("calc", "calc.py", "add", "only-in-the-first")
+    settings = load_settings(environ={"MODELHOST_HOME": str(tmp_path / "second")})
+    second = create_app(settings, backend=FakeBackend())
+    key = bootstrap_admin(second.services.repo, settings.home_path, settings.url)
+    first_key = harness.http.headers["Authorization"]
+    try:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=second), base_url="http://modelhost"
+        ) as http:
+            created = await http.post(
+                "/api/v1/models",
+                json={"name": "only-in-the-second"},
+                headers={"Authorization": f"Bearer {key}"},
+            )
+            listed = await http.get("/api/v1/models", headers={"Authorization": f"Bearer {key}"})
+            stranger = await http.get("/api/v1/models", headers={"Authorization": first_key})
+    finally:
+        await second.services.reconciler.close()
+        second.services.repo.engine.dispose()
+
+    assert created.status_code == 201, created.text
+    assert [m["name"] for m in listed.json()["models"]] == ["only-in-the-second"]
+    assert stranger.status_code == 401  # the first app's key means nothing to the second
+    first = (await harness.http.get("/api/v1/models")).json()["models"]
+    assert [m["name"] for m in first] == ["only-in-the-first"]

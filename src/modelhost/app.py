@@ -263,9 +263,10 @@ def create_api(
 def _routes() -> tuple[BaseRoute, ...]:
     """Every API and UI route, built once per process and shared by the apps made in it.
 
-    FastAPI makes a route's request and response models as the route is included, which costs
-    more than the rest of :func:`create_app` together; the routes hold no state of their own
-    (a handler finds its services through ``request.app``)."""
+    FastAPI builds a route's request and response models for each app that includes it (the
+    first time that app routes a request through it), which costs more than the rest of
+    :func:`create_app` together. The routes hold no state of their own: a handler finds its
+    services through ``request.app``."""
     router = APIRouter(default_response_class=JSONResponse)
     for prefix, api_router in ROUTERS:  # every API route documents the error envelope's statuses
         router.include_router(api_router, prefix=prefix, responses=http_errors.ERROR_RESPONSES)
