@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import tarfile
 from collections.abc import AsyncIterator
@@ -44,11 +45,12 @@ class Harness:
         return response
 
 
-@pytest.fixture
-async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
+@contextlib.asynccontextmanager
+async def _serving(home: Path) -> AsyncIterator[Harness]:
+    """The app in process with the fake backend, its client signed in as the admin."""
     settings = load_settings(
         environ={
-            "MODELHOST_HOME": str(tmp_path / "home"),
+            "MODELHOST_HOME": str(home),
             "MODELHOST_SWITCH_HOLD_SECONDS": "0",
             "MODELHOST_DEFAULT_INVOCATION_MODE": "public",
         }
@@ -57,12 +59,22 @@ async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
     app = create_app(settings, backend=backend)
     key = bootstrap_admin(app.services.repo, settings.home_path, settings.url)
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(
-        transport=transport, base_url="http://modelhost", headers={"Authorization": f"Bearer {key}"}
-    ) as http:
-        yield Harness(app, http, backend)
-    await app.services.reconciler.close()
-    app.services.repo.engine.dispose()
+    try:
+        async with httpx.AsyncClient(
+            transport=transport,
+            base_url="http://modelhost",
+            headers={"Authorization": f"Bearer {key}"},
+        ) as http:
+            yield Harness(app, http, backend)
+    finally:
+        await app.services.reconciler.close()
+        app.services.repo.engine.dispose()
+
+
+@pytest.fixture
+async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
+    async with _serving(tmp_path / "home") as serving:
+        yield serving
 
 
 async def test_a_published_function_answers_after_one_reconcile(harness: Harness) -> None:
@@ -186,24 +198,12 @@ async def test_two_apps_made_in_one_process_each_answer_from_their_own_data(
     # A process builds the routes once and every app it makes shares them (app.py, _routes):
     # a handler must find its services through the request's own app, never the first app.
     await harness.publish("calc", "calc.py", "add", "only-in-the-first")
-    settings = load_settings(environ={"MODELHOST_HOME": str(tmp_path / "second")})
-    second = create_app(settings, backend=FakeBackend())
-    key = bootstrap_admin(second.services.repo, settings.home_path, settings.url)
-    first_key = harness.http.headers["Authorization"]
-    try:
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=second), base_url="http://modelhost"
-        ) as http:
-            created = await http.post(
-                "/api/v1/models",
-                json={"name": "only-in-the-second"},
-                headers={"Authorization": f"Bearer {key}"},
-            )
-            listed = await http.get("/api/v1/models", headers={"Authorization": f"Bearer {key}"})
-            stranger = await http.get("/api/v1/models", headers={"Authorization": first_key})
-    finally:
-        await second.services.reconciler.close()
-        second.services.repo.engine.dispose()
+    async with _serving(tmp_path / "second") as second:
+        created = await second.http.post("/api/v1/models", json={"name": "only-in-the-second"})
+        listed = await second.http.get("/api/v1/models")
+        stranger = await second.http.get(
+            "/api/v1/models", headers={"Authorization": harness.http.headers["Authorization"]}
+        )
 
     assert created.status_code == 201, created.text
     assert [m["name"] for m in listed.json()["models"]] == ["only-in-the-second"]
