@@ -22,6 +22,16 @@ from modelhost.runtime import protocol
 logger = logging.getLogger(__name__)
 
 
+class _Batch:
+    """The calls sent together as one batch: they start and end together."""
+
+    __slots__ = ("left",)
+
+    def __init__(self, size: int) -> None:
+        #: its calls not answered yet
+        self.left = size
+
+
 class _Call:
     """A call sent to the instance. Its clock starts when the instance can run it (when fewer
     calls than the version's concurrency are ahead of it), not when it was sent ahead."""
@@ -32,12 +42,12 @@ class _Call:
         self,
         future: asyncio.Future[tuple[int, bytes]],
         timeout: float,
-        batch: object | None = None,
+        batch: _Batch | None = None,
     ) -> None:
         self.future = future
         self.timeout = timeout
         self.started: float | None = None
-        #: the calls sent together as one batch share this marker; they start and end together
+        #: the batch it was sent in, shared by the batch's calls; None for a call on its own
         self.batch = batch
 
 
@@ -119,6 +129,11 @@ class CallChannel:
             return
         if not call.future.done():
             call.future.set_result((kind, payload))
+        batch = call.batch
+        if batch is not None:
+            batch.left -= 1
+            if batch.left:
+                return  # the rest of its batch still runs: no call ahead of others has ended
         if self._pending:
             self._start_clocks(self._loop.time())
 
@@ -195,10 +210,10 @@ class CallChannel:
                         errors.CallNotStarted("The instance stopped before the batch was sent.")
                     )
             return
-        marker = object()
+        batch = _Batch(len(calls))
         started = self._loop.time() if runs_now else None
         for request_id, _, future in calls:
-            call = _Call(future, timeout, marker)
+            call = _Call(future, timeout, batch)
             call.started = started
             self._pending[request_id] = call
             future.add_done_callback(self._batch_call_done)
@@ -225,7 +240,7 @@ class CallChannel:
         """An answer came: the calls now among the first ``concurrency`` have begun (a batch
         counts as one call: its calls run together)."""
         units = 0
-        batch: object | None = None
+        batch: _Batch | None = None
         for call in self._pending.values():
             if call.batch is None or call.batch is not batch:
                 if units >= self.concurrency:
@@ -243,7 +258,7 @@ class CallChannel:
         now = self._loop.time()
         earliest: float | None = None
         units = 0
-        batch: object | None = None
+        batch: _Batch | None = None
         for request_id, call in self._pending.items():
             if call.batch is None or call.batch is not batch:
                 if units >= self.concurrency:
