@@ -110,9 +110,14 @@ async def test_past_the_queue_limit_a_call_is_refused_at_once_with_retry_after()
     pool.add(instance)  # type: ignore[arg-type]
     _submit(pool, 1)
     _submit(pool, 2)  # sent ahead is impossible until the batch is full: it waits
+    _submit(pool, 3)  # the batch is full: sent ahead
+    _submit(pool, 4)  # no room on the instance: 4, 5 and 6 wait (a full batch and 1 more)
+    _submit(pool, 5)
+    _submit(pool, 6)
     await _settle()
+    assert pool.queued == 3
     with pytest.raises(errors.QueueFull) as refused:
-        await pool.submit("REQUEST000000003", b"3", 30)
+        await pool.submit("REQUEST000000007", b"7", 30)
     assert refused.value.headers == {"Retry-After": "1"}
 
 

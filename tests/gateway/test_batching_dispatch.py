@@ -547,25 +547,31 @@ def test_each_call_of_a_batch_gets_its_own_answer_and_only_a_failed_one_fails() 
     _run(test)
 
 
-def test_the_queue_takes_max_queued_calls_and_refuses_the_next_with_retry_after() -> None:
+def test_the_queue_takes_a_full_batch_and_max_queued_calls_more_then_refuses_with_retry_after() -> (
+    None
+):
     async def test(loop: ClockLoop) -> None:
-        pool, instance = _pool(max_size=8, max_queued=2), Instance()
+        pool, instance = _pool(max_size=4, max_queued=2), Instance()
         _with(pool, instance)
-        _submit(pool, 1)
+        _submit(pool, 1)  # runs
         await _settle()
-        _submit(pool, 2)
-        _submit(pool, 3)
+        for n in range(2, 6):  # a full batch: sent ahead
+            _submit(pool, n)
         await _settle()
-        assert pool.queued == 2
+        assert instance.ids() == [[1], [2, 3, 4, 5]]
+        for n in range(6, 12):  # 4 + 2 wait
+            _submit(pool, n)
+        await _settle()
+        assert pool.queued == 6
         with pytest.raises(errors.QueueFull) as refused:
-            await pool.submit("R000000000000004", b"4", 30)
+            await pool.submit("R000000000000012", b"12", 30)
         assert refused.value.status == 503
         assert refused.value.headers == {"Retry-After": "1"}
         assert refused.value.message == (
-            "All instances of version 3 are busy and 2 calls are already waiting; retry "
+            "All instances of version 3 are busy and 6 calls are already waiting; retry "
             "shortly or add instances."
         )
-        assert pool.queued == 2
+        assert pool.queued == 6
 
     _run(test)
 

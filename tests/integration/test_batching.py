@@ -175,6 +175,26 @@ def test_waiting_calls_leave_together_as_soon_as_the_instance_is_free(
     assert {a.json()["result"]["batch"] for a in answers} == {3}
 
 
+def test_a_batch_larger_than_max_queued_requests_fills_while_the_instance_is_busy(
+    server: Server, held: Any
+) -> None:
+    # docs/settings.md: a batching version's queue holds max_queued_requests (100 here, the
+    # default) calls more than one full batch.
+    version = _publish(server, "batch-big", 200, 10_000)
+    held("batch-big", version["id"])
+    calls = Calls(server, "batch-big")
+    for n in range(110):
+        calls.start({"data": {"x": n, "y": 0}})
+    wait_until(
+        lambda: _metric(server, "modelhost_calls_queued", model="batch-big", version="1") == 110
+    )
+    held.open()
+    answers = calls.wait()
+    assert [a.status_code for a in answers] == [200] * 110
+    assert sorted(a.json()["result"]["sum"] for a in answers) == list(range(110))
+    assert {a.json()["result"]["batch"] for a in answers} == {110}
+
+
 def test_a_batch_that_raises_falls_back_to_one_call_at_a_time_and_only_the_bad_call_fails(
     server: Server, held: Any
 ) -> None:

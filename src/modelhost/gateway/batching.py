@@ -20,9 +20,9 @@ returns a list of results. Its calls never wait for company they do not need:
 
 Each call still gets its own answer frame, so its own result, ``request_id``, ``timing`` and
 ``model_time_in_ms``; the instance (``runtime/worker.py``) calls a failed batch's inputs again
-one at a time, so only a call that fails on its own fails. The queue is bounded like any
-pool's (503 with ``Retry-After`` past ``max_queued``), and a call waits at most the model's
-timeout for an instance.
+one at a time, so only a call that fails on its own fails. The queue holds ``max_queued`` calls
+more than one full batch (503 with ``Retry-After`` past that), so that batches can fill whatever
+``max_size`` is, and a call waits at most the model's timeout for an instance.
 """
 
 from __future__ import annotations
@@ -151,10 +151,11 @@ class BatchingPool(VersionPool):
         if not self._load and not self.starting:
             raise self._unavailable()
         queue = self._queue
-        if len(queue) >= self.max_queued:
+        limit = self.max_queued + self.max_size  # a full batch, and the usual queue beyond it
+        if len(queue) >= limit:
             raise errors.QueueFull(
-                f"All instances of version {self.number} are busy and {self.max_queued} calls "
-                "are already waiting; retry shortly or add instances.",
+                f"All instances of version {self.number} are busy and {limit} calls are "
+                "already waiting; retry shortly or add instances.",
                 headers={"Retry-After": "1"},
             )
         loop = asyncio.get_running_loop()
