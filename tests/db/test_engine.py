@@ -1,15 +1,18 @@
 """The engine's connection settings: SQLite's durability (PRAGMA synchronous: 2 is FULL and
-1 is NORMAL, in SQLite's documentation) and PostgreSQL's connect timeout."""
+1 is NORMAL, in SQLite's documentation) and PostgreSQL's connect timeout; and migrating, which
+leaves Alembic unloaded for a database already at the newest migration."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
 from modelhost import errors
-from modelhost.db.engine import make_engine
+from modelhost.db.engine import HEAD, alembic_config, at_head, make_engine, migrate
 from modelhost.settings import load_settings
 
 
@@ -49,3 +52,37 @@ def test_postgresql_connections_time_out_unless_the_url_says_otherwise() -> None
         timeout = conn.connection.dbapi_connection.info.get_parameters().get("connect_timeout")  # type: ignore[union-attr]
     own.dispose()
     assert timeout == "9"
+
+
+def test_head_is_the_newest_migration_alembic_knows() -> None:
+    from alembic.script import ScriptDirectory
+
+    config = alembic_config(make_engine("sqlite://"))
+    assert ScriptDirectory.from_config(config).get_heads() == [HEAD]
+
+
+def test_a_database_at_head_is_opened_without_loading_alembic(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'modelhost.db'}"
+    script = (
+        "import sys; from modelhost.db.engine import make_engine, migrate; "
+        "migrate(make_engine(sys.argv[1])); print('alembic' in sys.modules)"
+    )
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", script, url], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        for _ in range(2)
+    ]
+    assert runs == ["True", "False"]  # the new database is migrated, then found at head
+
+
+def test_a_database_behind_head_is_brought_up_to_it(tmp_path: Path) -> None:
+    from alembic import command
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'modelhost.db'}")
+    command.upgrade(alembic_config(engine), "0019f")  # one migration behind 0020r
+    assert not at_head(engine)
+    migrate(engine)
+    assert at_head(engine)
+    assert "tier" in {column["name"] for column in sa.inspect(engine).get_columns("models")}
+    engine.dispose()
