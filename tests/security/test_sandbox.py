@@ -133,6 +133,13 @@ def _assert_confined(seen: dict[str, Any], server: Server, outside: list[str]) -
     listing = seen["home_listing"] or []
     assert not {"server.key", "credentials", "modelhost.db", "logs", "bundles"} & set(listing)
     assert seen["limits"] == {"nproc": MAX_PROCESSES, "nofile": MAX_OPEN_FILES}
+    # Nothing of the server's own came along: no shared memory (the token counters and the
+    # load board would let it reset other models' limits), no file of the data directory but
+    # its own log, which its output goes to.
+    opened = seen["open_files"]
+    assert [what for what in opened.values() if "memfd:" in what] == []
+    own_log = opened["1"]
+    assert [w for w in opened.values() if w.startswith(str(server.home)) and w != own_log] == []
     assert 0 < seen["threads"] < MAX_PROCESSES
     assert 0 < seen["files"] < MAX_OPEN_FILES
 

@@ -35,8 +35,12 @@ class LoadBoard:
         self.processes = processes
         size = SLOTS * processes
         if fd is None:
-            fd = os.memfd_create("modelhost-load-board", 0)  # close-on-exec: passed explicitly
+            # Close-on-exec: gateway processes get it passed explicitly, and nothing else the
+            # server starts may (uvloop's subprocesses inherit every inheritable fd).
+            fd = os.memfd_create("modelhost-load-board", os.MFD_CLOEXEC)
             os.ftruncate(fd, size)
+        else:
+            os.set_inheritable(fd, False)  # passed to this process: to no process it starts
         self.fd = fd
         self._cells = mmap.mmap(fd, size)
         self._free = list(range(NO_SLOT - 1, -1, -1))  # the main process hands slots out

@@ -86,8 +86,13 @@ class TokenCounters:
         size = SLOTS * _ROW.size
         shared = fd is not None
         if fd is None:
-            fd = os.memfd_create("modelhost-token-counters", 0)  # passed explicitly
+            # Close-on-exec: gateway processes get it passed explicitly, and nothing else that
+            # the server starts may (uvloop's subprocesses inherit every inheritable fd, and a
+            # model could reset or use up other models' token limits through it).
+            fd = os.memfd_create("modelhost-token-counters", os.MFD_CLOEXEC)
             os.ftruncate(fd, size)
+        else:
+            os.set_inheritable(fd, False)  # passed to this process: to no process it starts
         self.fd = fd
         #: whether other processes change the rows too (then each change takes the row's lock);
         #: made here, they are this process's alone until :meth:`share`
