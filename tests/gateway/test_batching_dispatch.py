@@ -498,6 +498,41 @@ def test_a_lone_caller_after_a_batch_of_one_goes_at_once() -> None:
     _run(test)
 
 
+def test_a_lone_caller_calling_again_and_again_never_waits() -> None:
+    # Its calls answered lately are one caller's: each next call is that caller back.
+    async def test(loop: ClockLoop) -> None:
+        pool, instance = _pool(max_size=8, max_wait_ms=500), Instance()
+        _with(pool, instance)
+        for n in range(1, 6):
+            call = _submit(pool, n)
+            await _settle()
+            assert instance.ids() == [[n]], f"call {n} waited"
+            await _later(loop, 0.001)
+            instance.answer()
+            await call
+
+    _run(test)
+
+
+def test_callers_queued_before_a_batch_was_answered_do_not_stand_in_for_its_callers() -> None:
+    # Three callers wait behind a lone call; once all four are answered, the first three back
+    # wait for the fourth.
+    async def test(loop: ClockLoop) -> None:
+        pool, instance = _pool(max_size=8, max_wait_ms=250), Instance()
+        _with(pool, instance)
+        await _batch_of(pool, instance, 3, first=1)
+        loop.now -= pool.max_wait_ms / 1000  # all four answered just now
+        for n in (10, 11, 12):
+            _submit(pool, n)
+        await _settle()
+        assert instance.ids() == []
+        _submit(pool, 13)
+        await _settle()
+        assert instance.ids() == [[10, 11, 12, 13]]
+
+    _run(test)
+
+
 def test_a_full_batch_never_waits_for_company() -> None:
     async def test(loop: ClockLoop) -> None:
         pool, instance = _pool(max_size=8, max_wait_ms=250), Instance()

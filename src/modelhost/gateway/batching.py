@@ -5,13 +5,16 @@ returns a list of results. Its calls never wait for company they do not need:
 
 - a call that finds an instance with room to run it now is sent at once, with whatever else
   is waiting (so a lone caller pays nothing for batching). Only under load does an idle
-  instance wait for company: when more calls were answered in the last ``max_wait_ms`` than
-  are waiting now, their callers are likely on their way back with their next calls, so the
-  calls wait until as many are queued, or the oldest has waited ``max_wait_ms``. Without
-  that, the first caller back would find the instance idle and go alone, and the batches
-  would alternate between one call and all the others; and counting every call answered
-  lately, not only the last batch's, lets two groups of callers taking turns on an instance
-  (one batch running, one sent ahead) merge into one larger batch;
+  instance wait for company: while callers answered in the last ``max_wait_ms`` are not back
+  yet, they are likely on their way with their next calls, so the calls wait until they are,
+  or the oldest has waited ``max_wait_ms``: while fewer calls wait that came when none of
+  them was due back than there are callers still due. Each call that arrives counts as one
+  of them back (the longest answered first), so a lone caller is back with its next call,
+  and never waits.
+  Without the wait, the first caller back would find the instance idle and go alone, and the
+  batches would alternate between one call and all the others; and counting every call
+  answered lately, not only the last batch's, lets two groups of callers taking turns on an
+  instance (one batch running, one sent ahead) merge into one larger batch;
 - while every instance is busy, calls queue here. They leave as one batch of at most
   ``max_size`` calls when an instance frees up, or, sent ahead to the least busy instance
   (which runs it right after its current batch), as soon as ``max_size`` calls are waiting or
@@ -43,7 +46,7 @@ SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 
 class _Queued:
-    __slots__ = ("body", "future", "request_id", "sent", "since", "timeout", "timer")
+    __slots__ = ("body", "future", "matched", "request_id", "sent", "since", "timeout", "timer")
 
     def __init__(
         self,
@@ -60,6 +63,8 @@ class _Queued:
         self.timeout = timeout
         self.timer: asyncio.TimerHandle | None = None
         self.sent = False
+        #: it came when a caller answered lately was due back, and counts as that one back
+        self.matched = False
 
 
 class _Sent:
@@ -78,7 +83,7 @@ class _Sent:
         pool = self.pool
         pool.in_flight -= 1
         if not self.left:
-            pool.answered.append((asyncio.get_running_loop().time(), self.size))
+            pool.answered.append([asyncio.get_running_loop().time(), self.size])
             pool.release(self.instance)
 
 
@@ -121,8 +126,11 @@ class BatchingPool(VersionPool):
         self.calls = 0
         #: calls sent and not yet answered (``busy`` counts batches, as the load does)
         self.in_flight = 0
-        #: batches answered in the last ``max_wait_ms``: (when, by the loop's clock; size)
-        self.answered: deque[tuple[float, int]] = deque()
+        #: batches answered in the last ``max_wait_ms`` whose callers are not all back yet:
+        #: [when, by the loop's clock; how many of its callers are not back]
+        self.answered: deque[list[float]] = deque()
+        #: of the calls waiting, those that came when no caller answered lately was due back
+        self.unmatched = 0
 
     def tune(self, max_size: int, max_wait_ms: float) -> None:
         """New limits, for the batches sent from now on."""
@@ -161,6 +169,7 @@ class BatchingPool(VersionPool):
         loop = asyncio.get_running_loop()
         entry = _Queued(request_id, body, loop.create_future(), loop.time(), timeout)
         queue.append(entry)
+        self._came_back(entry)
         self._dispatch()
         if not entry.sent and not entry.future.done():
             entry.timer = loop.call_later(timeout, self._waited_too_long, entry)
@@ -173,6 +182,7 @@ class BatchingPool(VersionPool):
                 entry.future.cancel()
                 with contextlib.suppress(ValueError):  # already taken out (timeout, closing)
                     queue.remove(entry)
+                    self.unmatched -= not entry.matched
         return decode_answer(kind, payload)
 
     # ------------------------------------------------------------------ dispatch
@@ -197,7 +207,7 @@ class BatchingPool(VersionPool):
                 return  # every instance holds a batch and one sent ahead: the next to finish
             waiting = len(queue)
             if waiting < self.max_size and (
-                load >= self.concurrency or waiting < self._coming_back()
+                load >= self.concurrency or self.unmatched < self._coming_back()
             ):
                 # Busy: send ahead only a full batch, or one whose oldest call waited enough.
                 # Idle under load: wait as long for the callers answered lately to come back.
@@ -218,14 +228,31 @@ class BatchingPool(VersionPool):
             count = min(self.max_size, len(queue))
             self._send(instance, [queue.popleft() for _ in range(count)], load)
 
+    def _came_back(self, entry: _Queued) -> None:
+        """A call arrived: it counts as one caller answered lately back, the longest answered
+        first, if one is due."""
+        answered = self._recent()
+        if answered:
+            entry.matched = True
+            first = answered[0]
+            first[1] -= 1
+            if not first[1]:
+                answered.popleft()
+        else:
+            self.unmatched += 1
+
     def _coming_back(self) -> int:
-        """The calls answered in the last ``max_wait_ms``: under load, their callers are on
-        their way back with their next calls."""
+        """The callers answered in the last ``max_wait_ms`` not back yet: under load, they are
+        on their way back with their next calls."""
+        return int(sum(due for _, due in self._recent()))
+
+    def _recent(self) -> deque[list[float]]:
+        """:attr:`answered`, without the batches answered ``max_wait_ms`` ago or longer."""
         answered = self.answered
         since = asyncio.get_running_loop().time() - self.max_wait_ms / 1000
         while answered and answered[0][0] <= since:
             answered.popleft()
-        return sum(size for _, size in answered)
+        return answered
 
     def _waited(self) -> None:
         self._wait_timer = None
@@ -249,6 +276,7 @@ class BatchingPool(VersionPool):
         calls = []
         for entry in batch:
             entry.sent = True
+            self.unmatched -= not entry.matched
             if entry.timer is not None:
                 entry.timer.cancel()
                 entry.timer = None
@@ -261,6 +289,7 @@ class BatchingPool(VersionPool):
         entry.timer = None
         if not entry.sent and not entry.future.done():
             self._queue.remove(entry)
+            self.unmatched -= not entry.matched
             entry.future.set_exception(
                 errors.ModelTimeout(
                     f"The call waited {entry.timeout:g} s for a free instance of version "
@@ -287,6 +316,7 @@ class BatchingPool(VersionPool):
             entry = self._queue.popleft()
             if not entry.future.done():
                 entry.future.set_exception(error)
+        self.unmatched = 0
 
 
 def batch_capacity(concurrency: int) -> int:
