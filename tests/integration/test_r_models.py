@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
+import os
 import shutil
+import socket
+import struct
 import subprocess
 import time
 from pathlib import Path
@@ -254,3 +258,67 @@ def test_an_r_version_is_refused_on_a_model_whose_network_is_off(server: Server)
     with pytest.raises(errors.BadRequest, match="--network"):
         client.publish(PROJECTS / "r_kitchen" / "kitchen.R:kitchen", name="offline-py")
     assert [v["number"] for v in client.versions("offline-py")] == [1]
+
+
+def _descendants(pid: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                stat = Path(f"/proc/{name}/stat").read_text()
+            except OSError:
+                continue
+            children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(name))
+    found, todo = set(), [pid]
+    while todo:
+        found.add(todo[-1])
+        todo.extend(children.get(todo.pop(), []))
+    return found
+
+
+def _loopback_ports_of(pids: set[int]) -> set[int]:
+    """The loopback TCP ports these processes listen on (from /proc/net/tcp and their fds)."""
+    inodes = set()
+    for pid in pids:
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+        except OSError:
+            continue
+    ports = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, state, inode = fields[1], fields[3], fields[9]
+        if state == "0A" and local.startswith("0100007F:") and inode in inodes:
+            ports.add(int(local.split(":")[1], 16))
+    return ports
+
+
+def test_a_stranger_connecting_to_an_r_instances_port_first_is_turned_away(
+    server: Server,
+) -> None:
+    # Any process of the machine can reach an R instance's loopback port before the worker
+    # does (docs/security.md: R models cannot turn the network off); only the worker knows
+    # the nonce, so the others must change nothing.
+    client = server.client()
+    serving = _descendants(server.process.pid)
+    before = _loopback_ports_of(serving)
+    version = client.publish(PROJECTS / "r_gated" / "gated.R:double", name="r-gated", wait=False)
+    ports = wait_until(lambda: _loopback_ports_of(serving) - before - {server.port}, timeout=60)
+    (port,) = ports
+    impostor = socket.create_connection(("127.0.0.1", port))
+    ready = json.dumps({"pid": 1, "signature": "double(x)", "nonce": "not-the-nonce"}).encode()
+    impostor.sendall(struct.pack(">IB", len(ready), 1) + ready)  # a READY frame
+    silent = socket.create_connection(("127.0.0.1", port))  # connects, says nothing
+    log = server.home / "logs"
+    wait_until(lambda: any("turned away" in p.read_text() for p in log.rglob("*.log")), timeout=30)
+    (server.home / "work" / version["id"] / "gate").touch()
+    wait_until(lambda: client.version("r-gated", 1)["status"] == "running", timeout=120)
+    answer = _call(server, {"data": {"x": 21}}, "r-gated")
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["result"] == 42
+    assert impostor.recv(1) == b""  # closed on it
+    impostor.close()
+    silent.close()

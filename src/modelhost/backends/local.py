@@ -35,6 +35,8 @@ JSON_CONVERSIONS = Path(json_conversions.__file__)
 _EXIT_GRACE_SECONDS = 5.0
 #: how long an instance that closed its connection has to exit before it is killed
 _EXIT_ON_CLOSE_SECONDS = 1.0
+#: the most a connection to an R instance's port may send before its first frame is whole
+_FIRST_FRAME_BYTES = 1 << 20
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 
@@ -163,7 +165,7 @@ class LocalInstance(CallChannel):
         if spec.runtime == "r":
             listener = socket.socket()
             listener.bind(("127.0.0.1", 0))
-            listener.listen(1)
+            listener.listen(16)
             listener.setblocking(False)
             port = listener.getsockname()[1]
             argv = [spec.interpreter, "--vanilla", str(WORKER_R), "--port", str(port)]
@@ -217,19 +219,80 @@ class LocalInstance(CallChannel):
                 )
 
     async def _accept(self, listener: socket.socket) -> None:
-        accept = asyncio.ensure_future(self._loop.sock_accept(listener))
+        """Take the R worker's connection: the one whose first frame carries this instance's
+        nonce. The port is on loopback, where any process of the machine (a model's code
+        too, while its network is on) can connect first; such a connection is closed and
+        changes nothing, and the worker's own is still taken when it comes."""
+        proven: asyncio.Future[tuple[socket.socket, list[tuple[int, bytes]], bytes]]
+        proven = self._loop.create_future()
+        candidates: set[asyncio.Task[None]] = set()
+
+        async def take_all() -> None:
+            while True:
+                connection, _ = await self._loop.sock_accept(listener)
+                task = self._loop.create_task(self._prove(connection, proven))
+                candidates.add(task)
+                task.add_done_callback(candidates.discard)
+
+        taking = self._loop.create_task(take_all())
         exited = asyncio.ensure_future(self._exited.wait())
         try:
-            await asyncio.wait({accept, exited}, return_when=asyncio.FIRST_COMPLETED)
-            if accept.done() and not accept.cancelled() and accept.exception() is None:
-                connection, _ = accept.result()
-                self._transport, _ = await self._loop.create_connection(
-                    lambda: Connection(self), sock=connection
-                )
+            await asyncio.wait({proven, exited}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            accept.cancel()
+            taking.cancel()
             exited.cancel()
+            for task in list(candidates):
+                task.cancel()
             listener.close()
+        if not proven.done() or proven.cancelled():
+            return
+        connection, frames, rest = proven.result()
+        self._transport, reader = await self._loop.create_connection(
+            lambda: Connection(self), sock=connection
+        )
+        for kind, payload in frames:
+            self._on_frame(kind, payload)
+        if rest:
+            reader.data_received(rest)
+
+    async def _prove(
+        self,
+        connection: socket.socket,
+        proven: asyncio.Future[tuple[socket.socket, list[tuple[int, bytes]], bytes]],
+    ) -> None:
+        """Read ``connection``'s first frame; hand it on as the worker's if it carries the
+        nonce, else close it."""
+        decoder = protocol.FrameDecoder()
+        received = 0
+        frames: list[tuple[int, bytes]] = []
+        try:
+            connection.setblocking(False)
+            while not frames and received <= _FIRST_FRAME_BYTES:
+                data = await self._loop.sock_recv(connection, 65536)
+                if not data:
+                    break
+                received += len(data)
+                frames = decoder.feed(data)
+            if frames and self._carries_nonce(*frames[0]) and not proven.done():
+                rest = decoder.rest()
+                proven.set_result((connection, frames, rest))
+                return
+        except (OSError, protocol.ProtocolError):
+            pass
+        except asyncio.CancelledError:
+            connection.close()
+            raise
+        connection.close()
+        self.log("a process that is not this instance connected to its port; it was turned away")
+
+    def _carries_nonce(self, kind: int, payload: bytes) -> bool:
+        if kind not in (protocol.READY, protocol.LOAD_FAILED):
+            return False
+        try:
+            info = json.loads(payload)
+        except ValueError:
+            return False
+        return isinstance(info, dict) and info.get("nonce") == self._nonce
 
     async def _watch_exit(self) -> None:
         if self._forked is not None:

@@ -125,6 +125,10 @@ class FrameDecoder:
     def __init__(self) -> None:
         self._buffer = bytearray()
 
+    def rest(self) -> bytes:
+        """The bytes received after the last whole frame."""
+        return bytes(self._buffer)
+
     def feed(self, data: bytes) -> list[tuple[int, bytes]]:
         buffer = self._buffer
         buffer += data
