@@ -199,6 +199,28 @@ def test_cancel_kills_the_run_with_every_process_it_started(runs_server: Server)
     assert "already finished (cancelled)" in again.stderr
 
 
+def test_a_cancelled_run_gets_sigterm_first_and_may_clean_up_before_it_ends(
+    runs_server: Server,
+) -> None:
+    # docs/cli.md: a running run gets SIGTERM on its whole process group, then SIGKILL 5 s
+    # later. (What it prints is joined at run time: the log also shows the command itself.)
+    script = (
+        "import signal, sys, time\n"
+        "def stop(*_):\n"
+        "    print('-'.join(['checkpoint', 'saved']), flush=True)\n"
+        "    sys.exit(0)\n"
+        "signal.signal(signal.SIGTERM, stop)\n"
+        "print('-'.join(['training', 'started']), flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    client = runs_server.client()
+    run_id = client.start_run(PROJECTS / "calc", ["python", "-c", script])["id"]
+    wait_until(lambda: "training-started" in client.run_logs(run_id)["text"])
+    client.cancel_run(run_id)
+    wait_until(lambda: client.run(run_id)["status"] == "cancelled")
+    assert "checkpoint-saved" in client.run_logs(run_id)["text"]
+
+
 def test_at_most_max_concurrent_runs_execute_and_the_others_wait_queued(
     runs_server: Server,
 ) -> None:

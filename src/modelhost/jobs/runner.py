@@ -34,7 +34,7 @@ from modelhost.jobs.scheduler import fire_due, pause_denied
 from modelhost.operations import Services
 from modelhost.operations import runs as run_ops
 from modelhost.operations.audit import record
-from modelhost.sandbox import Confinement
+from modelhost.sandbox import Confinement, innermost_pid
 
 logger = logging.getLogger(__name__)
 
@@ -350,11 +350,12 @@ class Jobs:
         return env, model.network if model is not None else True
 
     def _kill(self, execution: _Execution) -> None:
-        """SIGTERM the run's process group, then SIGKILL after a grace period."""
+        """SIGTERM the run's own process group, then SIGKILL everything after a grace
+        period."""
         pid = execution.process.pid
 
         async def kill() -> None:
-            _signal_group(pid, signal.SIGTERM)
+            _signal_group(_code_group(pid), signal.SIGTERM)
             await asyncio.sleep(KILL_GRACE_SECONDS)
             _signal_group(pid, signal.SIGKILL)
 
@@ -396,6 +397,19 @@ def _is_run_process(pid: int, run_id: str) -> bool:
     except OSError:
         return False
     return f"MODELHOST_RUN_ID={run_id}".encode() in environ.split(b"\0")
+
+
+def _code_group(pid: int) -> int:
+    """The process group of the run's own command, whose process is ``pid`` or, sandboxed,
+    runs below bubblewrap in a session of its own: a signal to bubblewrap's group never
+    reaches it, and bubblewrap's end kills it at once, with no chance to clean up."""
+    inner = innermost_pid(pid)
+    if inner is None:
+        return pid
+    try:
+        return os.getpgid(inner)
+    except ProcessLookupError:
+        return pid
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:
