@@ -12,6 +12,12 @@ ID_LIKE = re.compile(r"^[0-9a-f]{24}$")
 
 
 def invalid_model_name(name: str) -> errors.BadRequest:
+    if ID_LIKE.match(name):
+        return errors.BadRequest(
+            f"'{name}' cannot be a new model's name: 24 hexadecimal characters are how model "
+            "ids look, so it could be mistaken for another model's id. Choose another name, "
+            "such as wine-quality."
+        )
     return errors.BadRequest(
         f"'{name}' is not a valid model name: use 1 to 63 lowercase letters, digits, '-', "
         "'_' or '.', starting with a letter or digit (for example wine-quality)."

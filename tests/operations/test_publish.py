@@ -9,7 +9,12 @@ import tarfile
 import pytest
 
 from modelhost import errors
-from modelhost.operations.publish import PublishRequest, check_publish, publish_version
+from modelhost.operations.publish import (
+    PublishRequest,
+    check_publish,
+    publish_version,
+    validate_model_name,
+)
 from tests.helpers import PROJECTS
 from tests.operations.conftest import World
 
@@ -83,3 +88,14 @@ def test_a_missing_file_is_named_with_what_the_project_has(world: World) -> None
     request = PublishRequest("wine", "predict.py", "predict")
     with pytest.raises(errors.EntryPointNotFound, match=r"Files at its top level: calc\.py"):
         publish_version(world.services, world.owner, request, _archive())
+
+
+def test_a_new_models_name_that_looks_like_an_id_is_refused_saying_why() -> None:
+    # docs/cli.md: a new model's name may not be 24 hexadecimal characters (how ids look)
+    with pytest.raises(errors.BadRequest) as refused:
+        validate_model_name("deadbeefdeadbeefdeadbeef")
+    assert "24 hexadecimal characters" in refused.value.message
+    assert "lowercase letters" not in refused.value.message  # it follows that rule already
+    with pytest.raises(errors.BadRequest, match="lowercase letters"):
+        validate_model_name("Bad Name")
+    assert validate_model_name("deadbeefdeadbeefdeadbee") == "deadbeefdeadbeefdeadbee"
