@@ -4,6 +4,7 @@ cancelling a queued run. (Runs execute in the integration tests; here no run loo
 from __future__ import annotations
 
 import io
+import json
 import tarfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -114,6 +115,29 @@ async def test_mistakes_in_a_run_or_schedule_are_refused_with_what_to_do(
     api: Api, path: str, params: dict[str, Any], status: int, message: str
 ) -> None:
     assert message in _error(await api.post(path, **params), status)
+
+
+@pytest.mark.parametrize(
+    ("when", "message"),
+    [
+        ({"cron": "0 2 30 2 *"}, "'0 2 30 2 *' never fires"),
+        ({"every": "99999999d"}, "longer than 3650 days"),
+    ],
+)
+async def test_a_schedule_that_never_fires_or_fires_past_year_9999_is_refused_and_not_stored(
+    api: Api, when: dict[str, str], message: str
+) -> None:
+    assert message in _error(await api.post("/api/v1/schedules", command=["python"], **when), 400)
+    created = (await api.post("/api/v1/schedules", command=["python", "a.py"], every="1h")).json()
+    replaced = await api.http.put(
+        f"/api/v1/schedules/{created['id']}",
+        params={"command": ["python", "b.py"], **when},
+        content=_archive(),
+        headers={"Content-Type": "application/gzip", **api.auth("alice")},
+    )
+    assert message in _error(replaced, 400)
+    (stored,) = api.app.services.repo.list_schedules()
+    assert (stored.interval_seconds, json.loads(stored.command)) == (3600, ["python", "a.py"])
 
 
 async def test_an_upload_that_is_not_an_archive_is_refused(api: Api) -> None:
