@@ -138,7 +138,13 @@ def runs() -> None:
 @runs.command("list")
 @click.option("--model", help="Only runs that publish to this model.")
 @click.option("--schedule", help="Only runs of this schedule.")
-@click.option("--limit", default=50, show_default=True, help="At most this many.")
+@click.option(
+    "--limit",
+    type=click.IntRange(1, 1000),
+    default=50,
+    show_default=True,
+    help="At most this many.",
+)
 @format_option
 @pass_connection
 def runs_list(
