@@ -4,6 +4,7 @@ cancelling a queued run. (Runs execute in the integration tests; here no run loo
 from __future__ import annotations
 
 import io
+import json
 import tarfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -114,6 +115,70 @@ async def test_mistakes_in_a_run_or_schedule_are_refused_with_what_to_do(
     api: Api, path: str, params: dict[str, Any], status: int, message: str
 ) -> None:
     assert message in _error(await api.post(path, **params), status)
+
+
+@pytest.mark.parametrize(
+    ("when", "message"),
+    [
+        ({"cron": "0 2 30 2 *"}, "'0 2 30 2 *' never fires"),
+        ({"every": "99999999d"}, "longer than 3650 days"),
+    ],
+)
+async def test_a_schedule_that_never_fires_or_fires_past_year_9999_is_refused_and_not_stored(
+    api: Api, when: dict[str, str], message: str
+) -> None:
+    assert message in _error(await api.post("/api/v1/schedules", command=["python"], **when), 400)
+    created = (await api.post("/api/v1/schedules", command=["python", "a.py"], every="1h")).json()
+    replaced = await api.http.put(
+        f"/api/v1/schedules/{created['id']}",
+        params={"command": ["python", "b.py"], **when},
+        content=_archive(),
+        headers={"Content-Type": "application/gzip", **api.auth("alice")},
+    )
+    assert message in _error(replaced, 400)
+    (stored,) = api.app.services.repo.list_schedules()
+    assert (stored.interval_seconds, json.loads(stored.command)) == (3600, ["python", "a.py"])
+
+
+async def test_a_negative_log_offset_is_refused_and_one_past_the_end_reads_nothing(
+    api: Api,
+) -> None:
+    run = (await api.post("/api/v1/runs", command=["python"])).json()
+    path = f"/api/v1/runs/{run['id']}/logs"
+    refused = await api.http.get(path, params={"offset": -5}, headers=api.auth("alice"))
+    assert "offset is a byte offset, 0 or more" in _error(refused, 400)
+    far = await api.http.get(
+        path, params={"offset": "99999999999999999999"}, headers=api.auth("alice")
+    )
+    assert far.status_code == 200, far.text
+    assert (far.json()["text"], far.json()["offset"]) == ("", 0)  # the end of the empty log
+
+
+@pytest.mark.parametrize(("limit", "status"), [(0, 400), (-1, 400), (1001, 400), (1000, 200)])
+async def test_a_runs_list_limit_is_1_to_1000(api: Api, limit: int, status: int) -> None:
+    response = await api.http.get(
+        "/api/v1/runs", params={"limit": limit}, headers=api.auth("alice")
+    )
+    if status == 400:
+        assert "limit is how many runs to list, 1 to 1000" in _error(response, 400)
+    else:
+        assert response.status_code == 200, response.text
+
+
+async def test_listing_the_runs_of_an_unknown_schedule_says_there_is_none(api: Api) -> None:
+    response = await api.http.get(
+        "/api/v1/runs", params={"schedule": "nope"}, headers=api.auth("alice")
+    )
+    assert "There is no schedule 'nope'" in _error(response, 404)
+    created = (await api.post("/api/v1/schedules", command=["python"], every="1h")).json()
+    hidden = await api.http.get(
+        "/api/v1/runs", params={"schedule": created["id"]}, headers=api.auth("bob")
+    )
+    assert hidden.json()["error"]["code"] == "schedule_not_found"
+    mine = await api.http.get(
+        "/api/v1/runs", params={"schedule": created["id"]}, headers=api.auth("alice")
+    )
+    assert mine.json() == {"runs": []}
 
 
 async def test_an_upload_that_is_not_an_archive_is_refused(api: Api) -> None:

@@ -118,3 +118,28 @@ def test_a_name_without_a_value_or_secret_is_misuse_that_says_what_to_write(
     assert result.exit_code == 2
     assert "NAME=VALUE, or as NAME with --secret" in result.output
     assert recording.calls == []
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["models", "update", "m", "--timeout", "nan"],
+        ["models", "update", "m", "--timeout", "inf"],
+        ["models", "update", "m", "--capture-share", "nan"],
+        ["models", "update", "m", "--version", "1", "--batch-max-wait-ms", "nan"],
+        ["publish", str(PROJECTS / "good"), "--name", "x", "--batch-max-wait-ms", "nan"],
+        ["run", str(PROJECTS / "good"), "--timeout", "inf", "--", "python"],
+    ],
+)
+def test_a_number_that_is_not_finite_is_misuse(args: list[str]) -> None:
+    code, output = _run(*args)
+    assert code == 2, output
+    assert "is not a finite number" in output
+    assert "Traceback" not in output
+
+
+def test_a_capture_share_out_of_range_is_misuse() -> None:
+    for share in ("0", "1.5", "-1"):
+        code, output = _run("models", "update", "m", "--capture-share", share)
+        assert code == 2, output
+        assert "Invalid value for '--capture-share'" in output

@@ -24,6 +24,8 @@ CALC = str(PROJECTS / "calc")
             "exactly one of --cron or --every",
         ),
         (["schedules", "create", CALC, "--every", "1h", "--timezone", "UTC", "--", "x"], "--cron"),
+        (["runs", "list", "--limit", "0"], "Invalid value for '--limit'"),
+        (["runs", "list", "--limit", "-1"], "Invalid value for '--limit'"),
     ],
 )
 def test_misuse_of_runs_and_schedules_exits_2_with_the_fix(args: list[str], message: str) -> None:

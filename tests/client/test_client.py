@@ -382,3 +382,37 @@ def test_a_failed_build_raises_with_the_failures_message(
         client.wait_for_version("m", 1)
     assert failed.value.message == f"Version 1 of m failed to load: {reason}"
     assert "Failed:" in failed.value.build_log
+
+
+def _never_called(request: httpx.Request) -> httpx.Response:
+    raise AssertionError(f"nothing should be sent, but {request.method} {request.url} was")
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_a_setting_that_json_cannot_hold_is_a_bad_request_naming_it(value: float) -> None:
+    with _client(_never_called) as client, pytest.raises(errors.BadRequest) as raised:
+        client.update_model("m", timeout_seconds=value)
+    assert "NaN or Infinity (timeout_seconds)" in raised.value.message
+
+
+def test_a_description_too_long_for_a_url_is_refused_before_anything_is_packed(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "predict.py").write_text("def predict(x):\n    return x\n")
+    progress: list[str] = []
+    with _client(_never_called) as client, pytest.raises(errors.BadRequest) as raised:
+        client.publish(
+            f"{tmp_path}/predict.py:predict",
+            name="m",
+            description="d" * 70_000,
+            on_progress=progress.append,
+        )
+    assert "The description is too long to send" in raised.value.message
+    assert "Shorten the description" in raised.value.message
+    assert progress == []
+
+
+def test_a_url_httpx_cannot_make_is_a_bad_request_not_an_httpx_error() -> None:
+    with _client(_never_called) as client, pytest.raises(errors.BadRequest) as raised:
+        client.logs("m", after="x" * 70_000)
+    assert "too long or not valid" in raised.value.message

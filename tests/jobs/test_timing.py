@@ -104,6 +104,11 @@ def test_intervals_are_read_with_their_unit(text: str, seconds: int) -> None:
         ({"cron": None, "every": "often"}, "is not an interval"),
         ({"cron": None, "every": "0m"}, "is not an interval"),
         ({"cron": None, "every": "30s"}, "at most every 1m"),
+        ({"cron": "0 2 30 2 *", "every": None}, "'0 2 30 2 *' never fires"),
+        ({"cron": "0 0 31 4 *", "every": None}, "never fires"),
+        ({"cron": None, "every": "99999999d"}, "longer than 3650 days"),
+        ({"cron": None, "every": "3651d"}, "longer than 3650 days"),
+        ({"cron": None, "every": "9" * 5000 + "s"}, "longer than 3650 days"),
     ],
 )
 def test_what_users_get_wrong_is_refused_with_the_fix(

@@ -78,7 +78,7 @@ def list_runs(
     user: UserDep,
     model: Annotated[str | None, Query(description="Only runs that publish to it")] = None,
     schedule: Annotated[str | None, Query(description="Only runs of this schedule")] = None,
-    limit: Annotated[int, Query(description="At most this many")] = 50,
+    limit: Annotated[int, Query(description="At most this many, 1 to 1000")] = 50,
 ) -> dict[str, Any]:
     runs = ops.list_runs(services, user, model=model, schedule_id=schedule, limit=limit)
     return {"runs": runs}
@@ -94,7 +94,9 @@ def run_logs(
     run_id: str,
     services: ServicesDep,
     user: UserDep,
-    offset: Annotated[int, Query(description="Byte offset; the answer gives the next")] = 0,
+    offset: Annotated[
+        int, Query(description="Byte offset, 0 or more; the answer gives the next")
+    ] = 0,
 ) -> dict[str, Any]:
     return ops.read_log(services, ops.get_run(services, user, run_id, "view-logs"), offset)
 

@@ -13,6 +13,7 @@ import click
 from modelhost import errors
 from modelhost.cli.connection import Connection, pass_connection
 from modelhost.cli.output import format_option, print_json, show_fields, table
+from modelhost.cli.params import FiniteFloatRange
 from modelhost.client import Version
 
 
@@ -68,7 +69,7 @@ def _no_constant(name: str) -> Any:
 )
 @click.option(
     "--batch-max-wait-ms",
-    type=click.FloatRange(0, 10_000),
+    type=FiniteFloatRange(0, 10_000),
     help="With --batch-max-size: how long calls wait for company while every instance is "
     "busy (default 5).",
 )
@@ -220,7 +221,7 @@ def models_show(conn: Connection, model: str, as_json: bool) -> None:
 @models.command("update")
 @click.argument("model")
 @click.option("--instances", type=click.IntRange(min=1), help="Number of instances.")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), help="Call timeout (s).")
+@click.option("--timeout", type=FiniteFloatRange(min=0, min_open=True), help="Call timeout (s).")
 @click.option("--description", help="New description.")
 @click.option(
     "--log-requests/--no-log-requests",
@@ -241,7 +242,7 @@ def models_show(conn: Connection, model: str, as_json: bool) -> None:
 @click.option("--batch-max-size", type=click.IntRange(1, 1024), help="Largest batch.")
 @click.option(
     "--batch-max-wait-ms",
-    type=click.FloatRange(0, 10_000),
+    type=FiniteFloatRange(0, 10_000),
     help="How long calls wait for company while every instance is busy.",
 )
 @click.option(
@@ -251,7 +252,7 @@ def models_show(conn: Connection, model: str, as_json: bool) -> None:
 )
 @click.option(
     "--capture-share",
-    type=float,
+    type=FiniteFloatRange(0, 1, min_open=True),
     help="Share of successful calls captured, more than 0 and at most 1 (default 1: all).",
 )
 @click.option(

@@ -11,6 +11,7 @@ import click
 from modelhost import errors
 from modelhost.cli.connection import Connection, pass_connection
 from modelhost.cli.output import format_option, print_json, show_fields, table
+from modelhost.cli.params import FiniteFloatRange
 from modelhost.client import Run, Schedule
 
 _COMMAND = click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
@@ -30,7 +31,7 @@ def _publish_options(function: Any) -> Any:
             click.option("--exclude", multiple=True, help="Glob to leave out (repeatable)."),
             click.option(
                 "--timeout",
-                type=click.FloatRange(min=0, min_open=True),
+                type=FiniteFloatRange(min=0, min_open=True),
                 help="Seconds a run may take before it is killed (server default: 1 hour).",
             ),
             click.option("--description", default="", help="What this is for."),
@@ -137,7 +138,13 @@ def runs() -> None:
 @runs.command("list")
 @click.option("--model", help="Only runs that publish to this model.")
 @click.option("--schedule", help="Only runs of this schedule.")
-@click.option("--limit", default=50, show_default=True, help="At most this many.")
+@click.option(
+    "--limit",
+    type=click.IntRange(1, 1000),
+    default=50,
+    show_default=True,
+    help="At most this many.",
+)
 @format_option
 @pass_connection
 def runs_list(

@@ -124,6 +124,25 @@ def _project_relative(root: Path, file: str) -> str:
         ) from None
 
 
+#: the most a publish's query string (file, function, description, example…) may take once
+#: encoded: the body is the project, so these travel in the request line, which the server
+#: limits with max_header_bytes (16 KiB by default) together with the path and the headers
+MAX_QUERY_BYTES = 12 * 1024
+
+
+def _check_query_length(params: Mapping[str, Any]) -> None:
+    """BadRequest, before anything is packed, for values too long to travel in a URL."""
+    sizes = {name: len(str(httpx.QueryParams({name: value}))) for name, value in params.items()}
+    if sum(sizes.values()) <= MAX_QUERY_BYTES:
+        return
+    longest = max(sizes, key=lambda name: sizes[name])
+    raise errors.BadRequest(
+        f"The {longest} is too long to send: {sizes[longest]:,} bytes once encoded in the "
+        f"URL, and a publish's {', '.join(sizes)} may take at most {MAX_QUERY_BYTES:,} bytes "
+        f"together. Shorten the {longest}."
+    )
+
+
 class Client(RunsMixin):
     """Talks to a modelhost server.
 
@@ -173,6 +192,9 @@ class Client(RunsMixin):
         headers = kwargs.pop("headers", None) or {}
         if api_key and self.api_key:
             headers.setdefault("Authorization", f"Bearer {self.api_key}")
+        if "json" in kwargs:  # encoded here, so NaN is a modelhost error and not a ValueError
+            kwargs["content"] = _json.encode_body(kwargs.pop("json"))
+            headers.setdefault("Content-Type", "application/json")
         try:
             response = self._http.request(method, path, headers=headers, **kwargs)
         except httpx.ReadTimeout:
@@ -187,6 +209,15 @@ class Client(RunsMixin):
             raise errors.ConnectionFailed(
                 f"Cannot reach the modelhost server at {self.url} ({exc}). Is 'modelhost serve' "
                 "running there? Set the address with --url or MODELHOST_URL."
+            ) from None
+        except httpx.InvalidURL as exc:
+            raise errors.BadRequest(
+                f"Cannot make the request {method} {path}: {exc}. A value that travels in the "
+                "URL is too long or not valid there; shorten it."
+            ) from None
+        except httpx.RequestError as exc:
+            raise errors.ConnectionFailed(
+                f"The request {method} {path} to {self.url} failed: {exc}."
             ) from None
         try:
             body = _json.decode_answer(response.content) if response.content else None
@@ -768,6 +799,12 @@ class Client(RunsMixin):
         paths = {f.path for f in files}
         if Path(file).as_posix() not in paths:
             raise errors.EntryPointNotFound(_missing_script(root, file, paths))
+        query = {
+            "file": file,
+            "function": function,
+            **{k: v for k, v in params.items() if v is not None},
+        }
+        _check_query_length(query)
         total = sum(f.size for f in files)
         say(f"Packing {count_files(len(files))} ({human_size(total)}) from {root}")
         # One key for this publish: a retry after a lost answer returns the version the first
@@ -780,11 +817,7 @@ class Client(RunsMixin):
                     body = self._request(
                         "POST",
                         urls.api_versions(name),
-                        params={
-                            "file": file,
-                            "function": function,
-                            **{k: v for k, v in params.items() if v is not None},
-                        },
+                        params=query,
                         headers={"Content-Type": "application/gzip", "Idempotency-Key": key},
                         content=iter(lambda: archive.read(1 << 20), b""),
                     )

@@ -11,6 +11,7 @@ turns integers over 64 bits into floats).
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from modelhost import errors
@@ -34,6 +35,29 @@ def encode_arguments(body: dict[str, Any]) -> bytes:
             "dicts (NumPy and pandas values, Decimal, dates and sets are converted)."
         ) from None
     return text.encode("utf-8")
+
+
+def encode_body(body: Any) -> bytes:
+    """A management request's JSON body; BadRequest, not a ValueError, for NaN, Infinity and
+    what JSON cannot hold, naming the field."""
+    try:
+        return json.dumps(body, allow_nan=False, separators=(",", ":")).encode("utf-8")
+    except ValueError:
+        fields = [
+            key
+            for key, value in (body.items() if isinstance(body, dict) else [])
+            if isinstance(value, float) and not math.isfinite(value)
+        ]
+        where = f" ({', '.join(map(str, fields))})" if fields else ""
+        raise errors.BadRequest(
+            f"The request contains NaN or Infinity{where}, which JSON cannot represent; give "
+            "a finite number."
+        ) from None
+    except (TypeError, RecursionError) as exc:
+        raise errors.BadRequest(
+            f"The request cannot be sent as JSON: {exc}; give numbers, strings, booleans, "
+            "lists and dicts."
+        ) from None
 
 
 def decode_answer(content: bytes) -> Any:

@@ -13,15 +13,18 @@ from __future__ import annotations
 import datetime as dt
 import re
 from dataclasses import dataclass
+from typing import NoReturn
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 
 from modelhost import errors
 
 UTC = dt.timezone.utc
 _EVERY = re.compile(r"^\s*(\d+)\s*(s|sec|secs|seconds?|m|min|mins|minutes?|h|hours?|d|days?)\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+#: the longest interval a schedule may have (next runs past year 9999 cannot be stored)
+MAX_INTERVAL_DAYS = 3650
 #: longer than any clock change of a time zone (an hour, half an hour, two hours in wartime)
 _LONGEST_JUMP = dt.timedelta(hours=3)
 
@@ -43,12 +46,33 @@ class Timing:
 def parse_every(text: str) -> int:
     """``90s``, ``15m``, ``2h``, ``1d`` (or ``15 minutes``) -> seconds."""
     match = _EVERY.match(text.lower())
+    if match and len(match.group(1).lstrip("0")) > 12:  # int() refuses over 4300 digits
+        _too_long(text)
     if not match or int(match.group(1)) < 1:
         raise errors.BadRequest(
             f"'{text}' is not an interval: give a whole number and a unit, such as 30m, 2h or "
             "1d (s for seconds, m minutes, h hours, d days)."
         )
     return int(match.group(1)) * _UNIT_SECONDS[match.group(2)[0]]
+
+
+def _too_long(text: str) -> NoReturn:
+    shown = text if len(text) <= 40 else text[:37] + "..."
+    raise errors.BadRequest(
+        f"The interval '{shown}' is longer than {MAX_INTERVAL_DAYS} days, the longest a schedule "
+        "may have; give a shorter one, or a cron expression."
+    )
+
+
+def _check_fires(cron: str) -> None:
+    """BadRequest for a valid expression that never fires, such as 30 February."""
+    try:
+        croniter(cron, dt.datetime(2000, 1, 1)).get_next(dt.datetime)
+    except CroniterBadDateError:
+        raise errors.BadRequest(
+            f"'{cron}' never fires: no date matches its day-of-month and month (such as 30 "
+            "February). Check those fields."
+        ) from None
 
 
 def format_interval(seconds: int) -> str:
@@ -88,8 +112,11 @@ def make_timing(
                 f"'{cron}' is not a cron expression: give five fields, minute hour "
                 "day-of-month month day-of-week, such as '0 2 * * *' (02:00 every day)."
             )
+        _check_fires(cron)
         return Timing(cron, None, zone(timezone or "UTC").key)
     seconds = every if isinstance(every, int) else parse_every(str(every))
+    if seconds > MAX_INTERVAL_DAYS * 86400:
+        _too_long(str(every) if not isinstance(every, int) else format_interval(seconds))
     if seconds < min_interval_seconds:
         raise errors.BadRequest(
             f"Schedules run at most every {format_interval(min_interval_seconds)} on this "

@@ -323,6 +323,10 @@ def may_see(services: Services, user: User, owner_id: str, model_id: str | None)
     return may(services, user, owner_id, model_id, "view")
 
 
+#: the most runs one list answers
+MAX_LIST_LIMIT = 1000
+
+
 def list_runs(
     services: Services,
     user: User,
@@ -331,7 +335,17 @@ def list_runs(
     schedule_id: str | None = None,
     limit: int = 50,
 ) -> list[dict[str, Any]]:
+    if not 1 <= limit <= MAX_LIST_LIMIT:
+        raise errors.BadRequest(
+            f"limit is how many runs to list, 1 to {MAX_LIST_LIMIT}; {limit} is out of range."
+        )
     model_id = authorize(services, user, model, "view").id if model else None
+    if schedule_id is not None:
+        schedule = services.repo.get_schedule(schedule_id)
+        if schedule is None or not may_see(services, user, schedule.owner_id, schedule.model_id):
+            raise errors.ScheduleNotFound(
+                f"There is no schedule '{schedule_id}'. 'modelhost schedules list' shows them."
+            )
     found = services.repo.list_runs(model_id=model_id, schedule_id=schedule_id, limit=5000)
     seen: dict[tuple[str, str | None], bool] = {}  # one check per creator and model
 
@@ -342,7 +356,7 @@ def list_runs(
         return seen[key]
 
     visible = [r for r in found if visible_run(r)]
-    return [run_view(services, r) for r in visible[: max(1, min(limit, 1000))]]
+    return [run_view(services, r) for r in visible[:limit]]
 
 
 def cancel_run(services: Services, user: User, run_id: str) -> Run:
@@ -364,10 +378,18 @@ def cancel_run(services: Services, user: User, run_id: str) -> Run:
 
 def read_log(services: Services, run: Run, offset: int = 0) -> dict[str, Any]:
     """The run's log from byte ``offset``: ``text``, the next ``offset``, and the run's state."""
+    if offset < 0:
+        raise errors.BadRequest(
+            f"offset is a byte offset, 0 or more; got {offset}. Start at 0 and pass back the "
+            "offset each answer gives."
+        )
     current = services.repo.get_run(run.id) or run  # first: the log is complete once finished
     path = log_path(services, run.id)
     data = b""
-    if path.exists() and offset >= 0:
+    # Past the end (or before the log exists) reads nothing and answers the end, so a
+    # follower can go on from there; a seek that far would fail.
+    offset = min(offset, path.stat().st_size if path.exists() else 0)
+    if path.exists():
         with path.open("rb") as handle:
             handle.seek(offset)
             data = handle.read(LOG_CHUNK_BYTES)
