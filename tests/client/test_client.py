@@ -75,6 +75,14 @@ def test_predict_needs_exactly_one_of_data_and_parameters() -> None:
             client.predict("m", data={}, parameters=[])
 
 
+def test_a_call_names_a_version_or_a_label_never_both() -> None:
+    with _client(lambda r: httpx.Response(200)) as client:
+        with pytest.raises(errors.BadRequest, match="at most one of version= and label="):
+            client.predict("m", version=2, label="prod", parameters=[])
+        with pytest.raises(errors.BadRequest, match="at most one of version= and label="):
+            client.submit("m", version=2, label="prod", parameters=[])
+
+
 def test_an_unreachable_server_is_a_connection_error_that_says_what_to_check() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("refused")

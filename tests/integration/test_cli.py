@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -151,6 +154,9 @@ def test_misuse_exits_2_with_usage_help(server: Server) -> None:
     assert result.returncode == 2
     assert "Give exactly one of --data or --parameters" in result.stderr
     assert "Try 'modelhost call --help'" in result.stderr
+    both = server.cli("call", "cli-short", "--parameters", "[]", "--version", "1", "--label", "l")
+    assert both.returncode == 2
+    assert "Give at most one of --version or --label" in both.stderr
     bad_json = server.cli("call", "cli-short", "--data", "{oops")
     assert bad_json.returncode == 2
     assert "not valid JSON" in bad_json.stderr
@@ -160,3 +166,40 @@ def test_an_unreachable_server_is_one_error_line(server: Server, tmp_path: Path)
     result = server.cli("--url", "http://127.0.0.1:9", "--api-key", "mh_x", "models", "list")
     assert result.returncode == 1
     assert result.stderr.startswith("Error: Cannot reach the modelhost server at")
+
+
+def test_publishing_to_a_stopped_model_says_how_to_serve_it_not_where_to_call_it(
+    server: Server,
+) -> None:
+    publish = ("publish", f"{PROJECTS / 'calc'}/calc.py:add", "--name", "cli-stopped")
+    server.cli(*publish, check=True)
+    server.cli("stop", "cli-stopped", check=True)
+    result = server.cli(*publish, check=True)
+    assert "Call it:" not in result.stdout
+    assert "The model is stopped, so no call reaches it: 'modelhost start cli-stopped'" in (
+        result.stdout
+    )
+
+
+def test_ctrl_c_stops_following_the_logs_as_their_help_says_without_a_failure(
+    server: Server,
+) -> None:
+    server.cli("publish", f"{PROJECTS / 'calc'}/calc.py:add", "--name", "cli-follow", check=True)
+    env = {k: v for k, v in server.env.items() if k != "MODELHOST_PORT"}
+    following = subprocess.Popen(
+        [sys.executable, "-m", "modelhost", "logs", "cli-follow", "--follow"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert following.stdout is not None
+        assert following.stdout.readline()  # it prints the log's lines, then follows
+        following.send_signal(signal.SIGINT)
+        _, errors_out = following.communicate(timeout=30)
+    finally:
+        following.kill()
+    assert following.returncode == 0
+    assert "Aborted" not in errors_out
+    assert "Traceback" not in errors_out

@@ -126,6 +126,13 @@ def publish(
         )
     except errors.BuildFailed as exc:  # its log is printed already
         raise errors.BuildFailed(exc.message) from None
+    except KeyboardInterrupt:
+        click.echo(
+            f"\nStopped waiting. A version whose upload finished goes on building on the "
+            f"server: 'modelhost versions {name}' shows it.",
+            err=True,
+        )
+        raise SystemExit(130) from None
     if no_wait:
         return
     model = conn.client.model(name)
@@ -134,6 +141,13 @@ def publish(
         f"Version {version['number']} of {name} is {version['status']}: "
         f"{version.get('signature') or version['entry_point']}"
     )
+    if model.get("state") in ("stopped", "archived"):
+        how = "stopped" if model["state"] == "stopped" else "unpublished"
+        click.echo(
+            f"The model is {how}, so no call reaches it: 'modelhost start {name}' serves "
+            "this version."
+        )
+        return
     click.echo(
         f"Call it: POST {conn.client.url}/models/{name}/latest/model with a JSON body "
         '{"data": {...}} (keyword arguments) or {"parameters": [...]} (positional).'
@@ -456,6 +470,8 @@ def call(
     """Call MODEL with --data or --parameters and print the result."""
     if (data is None) == (parameters is None):
         raise click.UsageError("Give exactly one of --data or --parameters.")
+    if number is not None and label is not None:
+        raise click.UsageError("Give at most one of --version or --label.")
     kwargs: dict[str, Any] = {}
     if data is not None:
         kwargs["data"] = _json_option(data, "--data")
@@ -566,17 +582,20 @@ def logs(
             click.echo(request_line(entry))
         return
     after: str | None = None
-    while True:
-        lines = conn.client.logs(
-            model, tail=tail if after is None else 10_000, version=number, after=after
-        )
-        for line in lines:
-            click.echo(f"{line['time']} v{line['version']} {line['instance']} {line['text']}")
-        if not follow:
-            return
-        if lines:
-            after = lines[-1]["time"]
-        time.sleep(1)
+    try:
+        while True:
+            lines = conn.client.logs(
+                model, tail=tail if after is None else 10_000, version=number, after=after
+            )
+            for line in lines:
+                click.echo(f"{line['time']} v{line['version']} {line['instance']} {line['text']}")
+            if not follow:
+                return
+            if lines:
+                after = lines[-1]["time"]
+            time.sleep(1)
+    except KeyboardInterrupt:  # how --follow is stopped (its help says so): not a failure
+        click.echo("", err=True)
 
 
 def request_line(entry: dict[str, Any]) -> str:

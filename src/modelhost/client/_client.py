@@ -912,6 +912,7 @@ class Client(RunsMixin):
         """
         if (data is _UNSET) == (parameters is _UNSET):
             raise errors.BadRequest("Pass exactly one of data= (a dict) or parameters= (a list).")
+        _one_route(version, label)
         body = {"data": data} if data is not _UNSET else {"parameters": parameters}
         if version is not None:
             path, route = urls.invoke_version(model, version), f"versions/{version}"
@@ -963,6 +964,7 @@ class Client(RunsMixin):
         """
         if (data is _UNSET) == (parameters is _UNSET):
             raise errors.BadRequest("Pass exactly one of data= (a dict) or parameters= (a list).")
+        _one_route(version, label)
         body = {"data": data} if data is not _UNSET else {"parameters": parameters}
         if version is not None:
             route = f"versions/{version}"
@@ -1041,3 +1043,11 @@ class Client(RunsMixin):
                 )
             time.sleep(delay)
             delay = min(delay * 1.5, 2.0)
+
+
+def _one_route(version: int | None, label: str | None) -> None:
+    """A call goes to a version or to a label's version, never both: BadRequest for both."""
+    if version is not None and label is not None:
+        raise errors.BadRequest(
+            "Pass at most one of version= and label=: a call goes to one version."
+        )
