@@ -44,6 +44,12 @@ def set_env(services: Services, model: Model, name: str, value: str, *, secret: 
     validate_name(name)
     if len(value.encode()) > MAX_VALUE_BYTES:
         raise errors.BadRequest(f"The value of {name} is over {MAX_VALUE_BYTES} bytes.")
+    if "\0" in value:
+        # the operating system ends an environment string at a NUL: no process could start
+        raise errors.BadRequest(
+            f"The value of {name} contains a NUL character (\\u0000), which an environment "
+            "variable cannot hold; remove it, or encode the value (for example as base64)."
+        )
     stored = services.key.encrypt(value) if secret else value
     services.repo.set_env(model.id, name, stored, secret=secret)
     services.wake()
