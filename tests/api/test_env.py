@@ -29,3 +29,11 @@ async def test_a_value_without_a_nul_character_is_stored(admin_http: httpx.Async
     assert response.json() == {"name": "X", "secret": False}
     listed = (await admin_http.get("/api/v1/models/m/env")).json()["variables"]
     assert [(v["name"], v["value"]) for v in listed] == [("X", "a b\tc\n")]
+
+
+async def test_a_name_with_a_trailing_newline_is_refused(admin_http: httpx.AsyncClient) -> None:
+    response = await admin_http.put("/api/v1/models/m/env/X%0A", json={"value": "v"})
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] == "bad_request"
+    assert "is not a valid variable name" in response.json()["error"]["message"]
+    assert (await admin_http.get("/api/v1/models/m/env")).json() == {"variables": []}

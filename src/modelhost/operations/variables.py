@@ -9,13 +9,13 @@ from modelhost import errors
 from modelhost.db.repo import Model
 from modelhost.operations import Services, iso
 
-NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+NAME_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_]*")  # fullmatch: "$" would let "X\n" by
 RESERVED_PREFIX = "MODELHOST_"
 MAX_VALUE_BYTES = 32 * 1024
 
 
 def validate_name(name: str) -> str:
-    if not NAME_PATTERN.match(name) or len(name) > 128:
+    if not NAME_PATTERN.fullmatch(name) or len(name) > 128:
         raise errors.BadRequest(
             f"'{name}' is not a valid variable name: start with a letter, then letters, digits "
             "or '_' (for example API_URL)."
