@@ -41,12 +41,15 @@ class ForkServer:
     def receive(self) -> dict[str, Any]:
         return dict(json.loads(self.control.recv(1 << 20)))
 
-    def fork(self, instance: str, log: Path) -> tuple[socket.socket, int]:
+    def fork(
+        self, instance: str, log: Path, env: dict[str, str] | None = None
+    ) -> tuple[socket.socket, int]:
         ours, theirs = socket.socketpair()
         ours.settimeout(30)
         log_fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         fds = array.array("i", [theirs.fileno(), log_fd])
-        message = json.dumps({"fork": instance, "env": {"MODELHOST_INSTANCE_ID": instance}})
+        env = {"MODELHOST_INSTANCE_ID": instance, **(env or {})}
+        message = json.dumps({"fork": instance, "env": env})
         self.control.sendmsg([message.encode()], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, fds)])
         theirs.close()
         os.close(log_fd)
@@ -107,6 +110,28 @@ def test_a_forked_instance_the_server_asks_to_kill_is_reported_killed(
     sock, pid = fork_server.fork("doomed", tmp_path / "doomed.log")
     fork_server.control.send(json.dumps({"kill": pid}).encode())
     assert fork_server.receive() == {"exited": pid, "code": -signal.SIGKILL}
+    sock.close()
+
+
+def test_a_variable_with_a_nul_character_fails_the_instance_load_naming_it_without_a_traceback(
+    fork_server: ForkServer, tmp_path: Path
+) -> None:
+    fork_server.receive()
+    env = {"MODELHOST_MODEL_NAME": "m", "BROKEN": "a\x00b"}
+    sock, pid = fork_server.fork("nul", tmp_path / "nul.log", env)
+    kind, payload = next(_frames(sock))
+    assert kind == protocol.LOAD_FAILED
+    message = json.loads(payload)["message"]
+    assert "The environment variable BROKEN cannot be set" in message
+    assert "'modelhost env unset m BROKEN'" in message
+    assert fork_server.receive() == {"exited": pid, "code": 1}
+    sock.close()
+    log = (tmp_path / "nul.log").read_text()
+    assert "The environment variable BROKEN cannot be set" in log
+    assert "Traceback" not in log
+    # the fork server itself goes on forking
+    sock, pid = fork_server.fork("next", tmp_path / "next.log")
+    assert next(_frames(sock))[0] == protocol.READY
     sock.close()
 
 

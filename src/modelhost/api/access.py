@@ -7,9 +7,10 @@ import datetime as dt
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from pydantic import BaseModel, Field
+from pydantic import Field
 from starlette.responses import Response
 
+from modelhost.api.request_body import RequestBody
 from modelhost.httpkit.deps import ServicesDep, UserDep
 from modelhost.operations import access_control, groups, sharing
 from modelhost.operations import audit as audit_ops
@@ -20,24 +21,24 @@ router = APIRouter(tags=["access"])
 public_router = APIRouter(tags=["access"])
 
 
-class Login(BaseModel):
+class Login(RequestBody):
     username: str
     password: str
     key_name: str = Field(default="login", description="Name for the API key it creates")
 
 
-class NewUser(BaseModel):
+class NewUser(RequestBody):
     username: str
     password: str
     is_admin: bool = False
 
 
-class NewKey(BaseModel):
+class NewKey(RequestBody):
     name: str
     expires_in_days: int | None = Field(default=None, ge=1, le=3650)
 
 
-class NewToken(BaseModel):
+class NewToken(RequestBody):
     name: str = Field(description="Who the token is for, such as billing-service")
     rate: str | None = Field(
         default=None, description="Calls per s, min or h, such as 50/s (none: no limit)"
@@ -47,7 +48,7 @@ class NewToken(BaseModel):
     )
 
 
-class TokenLimits(BaseModel):
+class TokenLimits(RequestBody):
     rate: str | None = Field(
         default=None, description="New rate, such as 50/s; 'none' removes it; absent: kept"
     )
@@ -56,16 +57,16 @@ class TokenLimits(BaseModel):
     )
 
 
-class Role(BaseModel):
+class Role(RequestBody):
     role: str = Field(description="viewer or editor")
 
 
-class AccessBody(BaseModel):
+class AccessBody(RequestBody):
     visibility: str | None = Field(default=None, description="public or private")
     invocation: str | None = Field(default=None, description="public or token")
 
 
-class Transfer(BaseModel):
+class Transfer(RequestBody):
     user: str
 
 

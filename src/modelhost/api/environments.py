@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from modelhost import errors
+from modelhost.api.request_body import RequestBody
 from modelhost.httpkit.deps import ServicesDep, UserDep
 from modelhost.operations import environments as ops
 from modelhost.permissions import ensure_environment_permission
@@ -15,7 +16,7 @@ from modelhost.permissions import ensure_environment_permission
 router = APIRouter(prefix="/environments", tags=["environments"])
 
 
-class NewEnvironment(BaseModel):
+class NewEnvironment(RequestBody):
     name: str = Field(description="URL-safe name, such as sklearn-1.5")
     requirements: str | None = Field(
         default=None, description="The text of a requirements.txt file (a Python environment)"

@@ -5,19 +5,20 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter
-from pydantic import BaseModel, Field
+from pydantic import Field
 
+from modelhost.api.request_body import RequestBody
 from modelhost.httpkit.deps import ServicesDep, UserDep
 from modelhost.operations import groups
 
 router = APIRouter(tags=["groups"])
 
 
-class NewGroup(BaseModel):
+class NewGroup(RequestBody):
     name: str = Field(description="URL-safe name, such as data-science")
 
 
-class GroupRole(BaseModel):
+class GroupRole(RequestBody):
     role: str = Field(description="viewer or editor")
 
 

@@ -7,8 +7,9 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, Field
+from pydantic import Field
 
+from modelhost.api.request_body import RequestBody
 from modelhost.httpkit.deps import ServicesDep, UserDep
 from modelhost.operations import lifecycle, variables
 from modelhost.operations import model_actions as actions
@@ -17,17 +18,17 @@ from modelhost.operations.access_control import authorize
 router = APIRouter(prefix="/models/{model}", tags=["lifecycle"])
 
 
-class VersionChoice(BaseModel):
+class VersionChoice(RequestBody):
     version: int | None = Field(default=None, description="Version number; see each route")
 
 
-class LabelBody(BaseModel):
+class LabelBody(RequestBody):
     version: int
     canary_version: int | None = None
     canary_weight: int = Field(default=0, description="Percent of calls sent to the canary")
 
 
-class EnvBody(BaseModel):
+class EnvBody(RequestBody):
     value: str
     secret: bool = Field(default=False, description="Encrypted, write-only, never returned")
 

@@ -6,9 +6,10 @@ import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request
-from pydantic import BaseModel, Field
+from pydantic import Field
 from starlette.responses import Response
 
+from modelhost.api.request_body import RequestBody
 from modelhost.httpkit.deps import ServicesDep, UserDep
 from modelhost.httpkit.tester import tester_call
 from modelhost.httpkit.uploads import check_archive_type, received_archive
@@ -22,12 +23,12 @@ from modelhost.operations.access_control import authorize, visible_models
 router = APIRouter(prefix="/models", tags=["models"])
 
 
-class ModelCreate(BaseModel):
+class ModelCreate(RequestBody):
     name: str = Field(description="URL-safe name, such as wine-quality")
     description: str = ""
 
 
-class ModelUpdate(BaseModel):
+class ModelUpdate(RequestBody):
     description: str | None = None
     instance_count: int | None = Field(default=None, description="Instances to run")
     timeout_seconds: float | None = Field(default=None, description="Time a call may take")
@@ -84,7 +85,7 @@ def show_version(model: str, number: int, services: ServicesDep, user: UserDep) 
     return ops.show_version(services, authorize(services, user, model, "view"), number)
 
 
-class VersionUpdate(BaseModel):
+class VersionUpdate(RequestBody):
     batch_max_size: int | None = Field(
         default=None, description="A batching function's largest batch, 1 to 1024"
     )
@@ -284,7 +285,7 @@ async def call_as_tester(
     return await tester_call(request, services, user, model, route, run_async)
 
 
-class WebhookBody(BaseModel):
+class WebhookBody(RequestBody):
     url: str | None = Field(
         description="Called with POST when an asynchronous prediction ends; null removes it"
     )

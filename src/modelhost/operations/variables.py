@@ -9,13 +9,13 @@ from modelhost import errors
 from modelhost.db.repo import Model
 from modelhost.operations import Services, iso
 
-NAME_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+NAME_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_]*")  # fullmatch: "$" would let "X\n" by
 RESERVED_PREFIX = "MODELHOST_"
 MAX_VALUE_BYTES = 32 * 1024
 
 
 def validate_name(name: str) -> str:
-    if not NAME_PATTERN.match(name) or len(name) > 128:
+    if not NAME_PATTERN.fullmatch(name) or len(name) > 128:
         raise errors.BadRequest(
             f"'{name}' is not a valid variable name: start with a letter, then letters, digits "
             "or '_' (for example API_URL)."
@@ -44,6 +44,12 @@ def set_env(services: Services, model: Model, name: str, value: str, *, secret: 
     validate_name(name)
     if len(value.encode()) > MAX_VALUE_BYTES:
         raise errors.BadRequest(f"The value of {name} is over {MAX_VALUE_BYTES} bytes.")
+    if "\0" in value:
+        # the operating system ends an environment string at a NUL: no process could start
+        raise errors.BadRequest(
+            f"The value of {name} contains a NUL character (\\u0000), which an environment "
+            "variable cannot hold; remove it, or encode the value (for example as base64)."
+        )
     stored = services.key.encrypt(value) if secret else value
     services.repo.set_env(model.id, name, stored, secret=secret)
     services.wake()

@@ -875,6 +875,14 @@ def fork_server(control: socket.socket, spec: dict[str, Any]) -> int:
                     _send(control, {"exited": pid, "code": _exit_code(status)})
 
 
+def _unusable_variable(env: dict[str, str]) -> str | None:
+    """The name of the first variable no process environment can hold, if any."""
+    for name, value in env.items():
+        if not name or "=" in name or "\0" in name or "\0" in value:
+            return name.replace("\0", "\\0")
+    return None
+
+
 def _fork(
     control: socket.socket,
     message: dict[str, Any],
@@ -911,14 +919,31 @@ def _fork(
         os.close(log_fd)
         sys.stdout = _StampedLines(1, "stdout")
         sys.stderr = _StampedLines(2, "stderr")
+        env: dict[str, str] = message.get("env") or {}
+        sock = socket.socket(fileno=connection)
+        unusable = _unusable_variable(env)
+        if unusable is not None:
+            # a value stored before such values were refused: say so instead of a traceback
+            model = env.get("MODELHOST_MODEL_NAME", "MODEL")
+            failed = (
+                f"The environment variable {unusable} cannot be set: its name or value "
+                f"contains a NUL character or its name contains '='. Set it again without "
+                f"one, or remove it ('modelhost env unset {model} {unusable}')."
+            )
+            log(f"instance {instance} (pid {os.getpid()}) load failed: {failed}")
+            sys.stderr.flush()
+            payload = json.dumps({"message": failed, "traceback": ""}).encode()
+            sock.sendall(protocol.encode(protocol.LOAD_FAILED, payload))
+            code = 1
+            return None
         os.environ.clear()
-        os.environ.update(message.get("env") or {})
+        os.environ.update(env)
         took = (time.perf_counter() - started) * 1000
         log(
             f"instance {instance} (pid {os.getpid()}) forked from the fork server in "
             f"{took:.1f} ms: {handler.described}"
         )
-        code = _serve_instance(socket.socket(fileno=connection), handler, spec)
+        code = _serve_instance(sock, handler, spec)
     except SystemExit as exc:  # the function called sys.exit: exit as a fresh worker would
         if exc.code is None or isinstance(exc.code, int):
             code = exc.code or 0
