@@ -50,7 +50,7 @@ def _static_version() -> str:
 
 
 STATIC_VERSION = _static_version()
-_env.globals.update(links=links, static_version=STATIC_VERSION, version=__version__)
+_env.globals.update(links=links, static_version=STATIC_VERSION, modelhost_version=__version__)
 # JSON as text for the page to escape like any text. Jinja's own ``tojson`` is for JSON inside
 # a <script>: it writes ' as \u0027, which a reader of the audit page then sees.
 _env.filters["tojson_pretty"] = lambda value: json.dumps(value, indent=2, ensure_ascii=False)

@@ -1,0 +1,82 @@
+"""What the pages of a signed-in user say around their content: the footer, the headers, and the
+error page for a bad value in the URL. In process, against the whole app with one published
+version of ``calc``."""
+
+from __future__ import annotations
+
+import io
+import re
+import tarfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from modelhost import __version__
+from modelhost.app import ModelhostApp, create_app
+from modelhost.operations.credentials import bootstrap_admin
+from modelhost.settings import load_settings
+from tests.fakes import FakeBackend
+from tests.helpers import PROJECTS
+from tests.ui.conftest import session_cookies
+
+pytestmark = pytest.mark.anyio
+
+
+def _archive() -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        tar.add(PROJECTS / "calc" / "calc.py", arcname="calc.py")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+async def app(tmp_path: Path) -> AsyncIterator[ModelhostApp]:
+    settings = load_settings(environ={"MODELHOST_HOME": str(tmp_path)})
+    application = create_app(settings, backend=FakeBackend())
+    key = bootstrap_admin(application.services.repo, tmp_path, settings.url) or ""
+    application.admin_key = key  # type: ignore[attr-defined]
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=application),
+        base_url="http://t",
+        headers={"Authorization": f"Bearer {key}"},
+    ) as http:
+        published = await http.post(
+            "/api/v1/models/calc/versions",
+            params={"file": "calc.py", "function": "add"},
+            content=_archive(),
+            headers={"Content-Type": "application/gzip"},
+        )
+        assert published.status_code == 201, published.text
+    await application.services.reconciler.reconcile_once()
+    yield application
+    await application.services.reconciler.close()
+    application.services.repo.engine.dispose()
+
+
+def _signed_in(app: ModelhostApp) -> httpx.AsyncClient:
+    cookies = session_cookies(Path(app.services.settings.home), app.admin_key)  # type: ignore[attr-defined]
+    return httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://t", cookies=cookies
+    )
+
+
+def _footer(html: str) -> str:
+    found = re.search(r"<footer>(.*?)</footer>", html, re.DOTALL)
+    assert found is not None, html
+    return found.group(1).strip()
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/ui/models/calc/versions/1", "/ui/models/calc/drift", "/ui/models/calc/drift?version=1"],
+)
+async def test_the_footer_names_the_product_version_even_on_pages_about_a_version(
+    app: ModelhostApp, path: str
+) -> None:
+    async with _signed_in(app) as http:
+        page = await http.get(path)
+    assert page.status_code == 200, page.text
+    assert _footer(page.text) == f"modelhost {__version__}"
+    assert "interpreter" not in page.text
