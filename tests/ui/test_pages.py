@@ -4,6 +4,7 @@ version of ``calc``."""
 
 from __future__ import annotations
 
+import html
 import io
 import re
 import tarfile
@@ -19,7 +20,7 @@ from modelhost.operations.credentials import bootstrap_admin
 from modelhost.settings import load_settings
 from tests.fakes import FakeBackend
 from tests.helpers import PROJECTS
-from tests.ui.conftest import session_cookies
+from tests.ui.conftest import CSRF, session_cookies
 
 pytestmark = pytest.mark.anyio
 
@@ -80,3 +81,42 @@ async def test_the_footer_names_the_product_version_even_on_pages_about_a_versio
     assert page.status_code == 200, page.text
     assert _footer(page.text) == f"modelhost {__version__}"
     assert "interpreter" not in page.text
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "words"),
+    [
+        (
+            "/ui/models/calc/versions/abc",
+            404,
+            "its {number} part, 'abc', is not valid",
+        ),
+        ("/ui/models/calc/drift?version=abc", 400, "The query parameter version=abc is not valid"),
+    ],
+)
+async def test_a_value_in_the_url_that_is_not_a_number_is_an_error_page_naming_it(
+    app: ModelhostApp, path: str, status: int, words: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with _signed_in(app) as http:
+        page = await http.get(path)
+        twin = await http.get(path, headers={"Accept": "application/json"})
+    assert page.status_code == status
+    assert words in html.unescape(page.text)
+    assert page.headers["x-request-id"] in page.text
+    assert twin.status_code == status
+    assert words in twin.json()["error"]["message"]
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
+async def test_a_tester_call_with_an_async_flag_that_is_not_a_boolean_is_a_400(
+    app: ModelhostApp,
+) -> None:
+    async with _signed_in(app) as http:
+        answer = await http.post(
+            "/ui/models/calc/test",
+            params={"route": "latest", "async": "maybe"},
+            json={"data": {"x": 1, "y": 2}},
+            headers={"X-CSRF-Token": CSRF, "Accept": "application/json"},
+        )
+    assert answer.status_code == 400, answer.text
+    assert "The query parameter async=maybe is not valid" in answer.json()["error"]["message"]

@@ -18,6 +18,7 @@ from urllib.parse import quote, unquote
 
 import jinja2
 from fastapi import Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
@@ -140,6 +141,27 @@ def error_page(request: Request, error: errors.ModelhostError) -> Response:
     return HTMLResponse(page, status_code=error.status)
 
 
+def _invalid_parameter(request: Request, exc: RequestValidationError) -> errors.ModelhostError:
+    """A value in the URL that the route cannot read (``versions/abc``, ``?version=abc``): a 404
+    when it is a part of the path (it names something that cannot exist), else a 400; both name
+    the parameter and what it should be."""
+    in_path: list[str] = []
+    reasons: list[str] = []
+    for item in exc.errors():
+        where, *rest = item.get("loc", ()) or ("request",)
+        name = ".".join(str(part) for part in rest) or str(where)
+        given = item.get("input")
+        value = given if isinstance(given, str | int | float) else "…"
+        reason = str(item.get("msg", "it is not valid")).rstrip(".")
+        if where == "path":
+            in_path.append(f"its {{{name}}} part, '{value}', is not valid ({reason})")
+        else:
+            reasons.append(f"The {where} parameter {name}={value} is not valid: {reason}.")
+    if in_path:
+        return errors.NotFound(f"There is no page {request.url.path}: " + "; ".join(in_path) + ".")
+    return errors.BadRequest(" ".join(reasons))
+
+
 class UIRoute(APIRoute):
     """Routes of the UI: a modelhost error becomes an error page (or the envelope for JSON)."""
 
@@ -153,6 +175,8 @@ class UIRoute(APIRoute):
                 if exc.status >= 500:
                     logger.error("UI request %s failed: %s", request_id(request), exc.message)
                 return error_page(request, exc)
+            except RequestValidationError as exc:
+                return error_page(request, _invalid_parameter(request, exc))
             except Exception as exc:  # a bug: logged with its traceback, shown as a 500 page
                 logger.exception("UI request %s failed", request_id(request))
                 return error_page(request, errors.InternalError(type(exc).__name__))
