@@ -74,7 +74,7 @@ def test_a_single_quote_in_the_body_cannot_break_out_of_the_shell_string() -> No
     assert json.loads(json.dumps({"data": {"name": "O'Brien"}}))
 
 
-TRICKY = {
+TRICKY: dict[str, object] = {
     "data": {
         "t": True,
         "f": False,
