@@ -120,3 +120,24 @@ async def test_a_tester_call_with_an_async_flag_that_is_not_a_boolean_is_a_400(
         )
     assert answer.status_code == 400, answer.text
     assert "The query parameter async=maybe is not valid" in answer.json()["error"]["message"]
+
+
+async def test_a_signed_in_users_pages_are_not_stored_so_back_after_sign_out_shows_none(
+    app: ModelhostApp,
+) -> None:
+    async with _signed_in(app) as http:
+        for path in (
+            "/ui/models",
+            "/ui/models/calc",
+            "/ui/models/calc/versions/1",
+            "/ui/models/calc/settings",
+            "/ui/models/calc/instances",
+            "/ui/audit",
+            "/ui/models/nope",
+        ):
+            for accept in ("text/html", "application/json"):
+                page = await http.get(path, headers={"Accept": accept})
+                assert page.headers.get("cache-control") == "no-store", (path, accept)
+        static = await http.get("/ui/static/ui.css")
+        assert static.status_code == 200
+        assert "no-store" not in static.headers.get("cache-control", "")
