@@ -141,3 +141,61 @@ async def test_a_signed_in_users_pages_are_not_stored_so_back_after_sign_out_sho
         static = await http.get("/ui/static/ui.css")
         assert static.status_code == 200
         assert "no-store" not in static.headers.get("cache-control", "")
+
+
+BROWSER = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"}
+
+
+def _says(page: httpx.Response, status: int, words: str) -> None:
+    assert page.status_code == status, page.text
+    assert page.headers["content-type"].startswith("text/html")
+    assert words in html.unescape(page.text)
+    assert f"Status {status}" in page.text
+    assert page.headers["x-request-id"] in page.text
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+
+
+async def test_an_unknown_ui_page_is_an_error_page_for_a_browser_and_the_envelope_otherwise(
+    app: ModelhostApp,
+) -> None:
+    async with _signed_in(app) as http:
+        for path in ("/ui/nonexistent", "/ui/models/calc/versions/1/extra"):
+            page = await http.get(path, headers=BROWSER)
+            _says(page, 404, f"There is no page {path} in the web UI")
+            twin = await http.get(path, headers={"Accept": "application/json"})
+            assert twin.status_code == 404
+            assert twin.json()["error"]["code"] == "not_found"
+        api = await http.get("/api/v1/nonexistent", headers=BROWSER)
+        assert api.status_code == 404
+        assert api.json()["error"]["code"] == "not_found"
+
+
+async def test_opening_a_forms_action_address_is_a_405_error_page_for_a_browser(
+    app: ModelhostApp,
+) -> None:
+    async with _signed_in(app) as http:
+        page = await http.get("/ui/models/calc/actions/rollback", headers=BROWSER)
+        _says(page, 405, "is where a form is sent, not a page to open")
+        assert page.headers["allow"] == "POST"
+        twin = await http.get(
+            "/ui/models/calc/actions/rollback", headers={"Accept": "application/json"}
+        )
+        assert twin.status_code == 405
+        assert twin.json()["error"]["code"] == "method_not_allowed"
+
+
+async def test_a_form_over_the_body_limit_is_a_413_error_page_for_a_browser(
+    app: ModelhostApp,
+) -> None:
+    limit = app.services.settings.max_api_body_bytes
+    form = {"csrf_token": CSRF, "name": "BIG", "value": "x" * (limit + 1)}
+    async with _signed_in(app) as http:
+        page = await http.post("/ui/models/calc/actions/env-set", data=form, headers=BROWSER)
+        _says(page, 413, f"The request body is over {limit} bytes")
+        twin = await http.post(
+            "/ui/models/calc/actions/env-set",
+            data=form,
+            headers={"Accept": "application/json", "X-CSRF-Token": CSRF},
+        )
+        assert twin.status_code == 413
+        assert twin.json()["error"]["code"] == "payload_too_large"
