@@ -65,6 +65,7 @@ from modelhost.ui import captures as ui_captures
 from modelhost.ui import guard as ui_guard
 from modelhost.ui import links as ui_links
 from modelhost.ui import pages as ui_pages
+from modelhost.ui import render as ui_render
 from modelhost.ui import wizard as ui_wizard
 
 logger = logging.getLogger(__name__)
@@ -147,11 +148,16 @@ class ModelhostApp:
                 message["headers"] = [*headers, (b"x-request-id", request_id.encode())]
             await send(message)
 
+        in_ui = scope["path"].startswith(ui_links.PREFIX)
         limited_receive, limited_send = bodies.limited(
-            scope, receive, send_with_id, self.services.settings.max_api_body_bytes
+            scope,
+            receive,
+            send_with_id,
+            self.services.settings.max_api_body_bytes,
+            answer=ui_render.body_limit_answer if in_ui else None,
         )
         try:
-            if scope["path"].startswith(ui_links.PREFIX):
+            if in_ui:
                 public_url = self.services.settings.public_url
                 await ui_guard.guarded(
                     self.api, scope, limited_receive, limited_send, public_url=public_url
@@ -249,7 +255,7 @@ def create_api(
         lifespan=lifespan,
     )
     api.state.services = services
-    http_errors.install(api)
+    http_errors.install(api, page=ui_render.browser_error)
     api.router.routes.extend(_routes())
     api.mount(
         f"{ui_links.PREFIX}/static",

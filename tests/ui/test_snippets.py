@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import ast
 import json
+import re
+import subprocess
+from pathlib import Path
 
 import pytest
 
 from modelhost.ui.snippets import TOKEN_PLACEHOLDER, sample_input, snippets
 
 URL = "http://127.0.0.1:8000/models/calc/latest/model"
+RSCRIPT = "/usr/bin/Rscript"  # Debian's r-base-core, as the R integration tests use
 
 
 @pytest.mark.parametrize(
@@ -67,3 +72,50 @@ def test_a_single_quote_in_the_body_cannot_break_out_of_the_shell_string() -> No
     code = snippets(URL, {"data": {"name": "O'Brien"}}, token_required=False)
     assert """'{"data": {"name": "O'\\''Brien"}}'""" in code["curl"]
     assert json.loads(json.dumps({"data": {"name": "O'Brien"}}))
+
+
+TRICKY: dict[str, object] = {
+    "data": {
+        "t": True,
+        "f": False,
+        "n": None,
+        "unicode": "é✓ 😀",
+        "quotes": """it's a "q" \\ done $HOME `id`""",
+        "lines": "one\ntwo\ttab",
+        "numbers": [1, -2.5, 1e100, []],
+        "empty": {},
+    }
+}
+
+
+def _call_keyword(source: str, name: str) -> ast.expr:
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.keyword) and node.arg == name:
+            return node.value
+    raise AssertionError(f"no {name}= in {source}")
+
+
+@pytest.mark.parametrize("body", [TRICKY, {"data": {"x": None, "y": None}}])
+def test_the_python_snippet_is_python_whose_json_argument_is_the_body(
+    body: dict[str, object],
+) -> None:
+    code = snippets(URL, body, token_required=True)["python"]
+    compile(code, "snippet.py", "exec")
+    assert ast.literal_eval(_call_keyword(code, "json")) == body
+
+
+def test_the_r_snippet_sends_the_body_as_json_whatever_quotes_and_backslashes_it_holds(
+    tmp_path: Path,
+) -> None:
+    code = snippets(URL, TRICKY, token_required=False)["r"]
+    literal = re.search(r"^  body = ('.*'),$", code, re.MULTILINE)
+    assert literal is not None, code
+    script = tmp_path / "body.R"
+    script.write_text(
+        f"body <- {literal.group(1)}\nstopifnot(jsonlite::validate(body))\ncat(body)\n"
+    )
+    run = subprocess.run(
+        [RSCRIPT, "--vanilla", str(script)], capture_output=True, text=True, check=False
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == json.dumps(TRICKY)

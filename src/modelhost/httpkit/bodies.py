@@ -15,7 +15,7 @@ trusted to answer: FastAPI turns any error while it reads a JSON body into a 400
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from typing import Any
 
 from starlette.requests import Request
@@ -25,6 +25,10 @@ from modelhost.gateway.app import Receive, Scope, Send, new_request_id
 from modelhost.gateway.envelope import error_response
 
 _LIMIT = "max_body_bytes"
+#: another answer than the error envelope for some requests (the web UI's error page), or None
+Answer = Callable[
+    [Scope, errors.ModelhostError, str], tuple[int, list[tuple[bytes, bytes]], bytes] | None
+]
 
 
 def allow_body(request: Request, max_bytes: int, error: errors.PayloadTooLarge) -> None:
@@ -33,8 +37,11 @@ def allow_body(request: Request, max_bytes: int, error: errors.PayloadTooLarge) 
     request.scope.setdefault("state", {})[_LIMIT] = (max_bytes, error)
 
 
-def limited(scope: Scope, receive: Receive, send: Send, default: int) -> tuple[Receive, Send]:
-    """``receive`` and ``send`` for a request whose body may have up to ``default`` bytes."""
+def limited(
+    scope: Scope, receive: Receive, send: Send, default: int, *, answer: Answer | None = None
+) -> tuple[Receive, Send]:
+    """``receive`` and ``send`` for a request whose body may have up to ``default`` bytes;
+    ``answer`` may give the 413 another form than the error envelope."""
     received = 0
     limit = -1  # known at the first receive, when the route has had its say
     error = errors.PayloadTooLarge("")
@@ -48,7 +55,8 @@ def limited(scope: Scope, receive: Receive, send: Send, default: int) -> tuple[R
         error = type(error)(error.message, headers=error.headers)
         if not started:
             request_id = scope.get("state", {}).get("request_id") or new_request_id()
-            status, headers, body = error_response(error, request_id)
+            custom = answer(scope, error, request_id) if answer is not None else None
+            status, headers, body = custom or error_response(error, request_id)
             headers.append((b"connection", b"close"))  # the rest of the body is never read
             await send({"type": "http.response.start", "status": status, "headers": headers})
             await send({"type": "http.response.body", "body": body})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -11,6 +12,7 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException
+from starlette.responses import Response
 
 from modelhost import errors
 from modelhost.gateway.app import new_request_id
@@ -127,7 +129,14 @@ def _describe_validation(exc: RequestValidationError) -> str:
     return "Invalid request: " + "; ".join(parts) + "."
 
 
-def install(app: FastAPI) -> None:
+def install(
+    app: FastAPI,
+    *,
+    page: Callable[[Request, errors.ModelhostError], Response | None] | None = None,
+) -> None:
+    """Answer every failure in the error envelope; ``page`` may answer a no-such-route,
+    method-not-allowed or similar HTTP error otherwise (the web UI's error page for a browser),
+    or say None."""
     app.openapi = lambda: _openapi_without_validation_422(app)  # type: ignore[method-assign]
 
     @app.exception_handler(errors.ModelhostError)
@@ -141,7 +150,7 @@ def install(app: FastAPI) -> None:
         return envelope(request, errors.BadRequest(_describe_validation(exc)))
 
     @app.exception_handler(HTTPException)
-    async def _http(request: Request, exc: HTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: HTTPException) -> Response:
         cls = _BY_STATUS.get(exc.status_code, errors.ModelhostError)
         message = str(exc.detail)
         if exc.status_code == 404:
@@ -149,7 +158,8 @@ def install(app: FastAPI) -> None:
         elif exc.status_code == 405:
             message = f"{request.method} is not allowed on {request.url.path}."
         error = cls(message, headers=dict(exc.headers or {}))
-        return envelope(request, error)
+        answer = page(request, error) if page is not None else None
+        return answer if answer is not None else envelope(request, error)
 
     @app.exception_handler(DBAPIError)
     async def _database(request: Request, exc: DBAPIError) -> JSONResponse:

@@ -3,7 +3,9 @@
 Every response under ``/ui`` says that no page may frame it (``X-Frame-Options: DENY`` and
 ``frame-ancestors 'none'``, against clickjacking) and that it loads scripts, styles, images and
 everything else from this server only (``Content-Security-Policy``); the templates have no
-inline script or style, so nothing else is needed, and nothing comes from a CDN.
+inline script or style, so nothing else is needed, and nothing comes from a CDN. Every answer
+but a static file is ``Cache-Control: no-store``: a signed-in user's pages are theirs alone, and
+after **Sign out** the browser's Back button must not show them again from its cache.
 
 A state-changing request (POST, PUT, PATCH, DELETE) is refused with 403 when its ``Origin``
 names another site than the one it was sent to (its ``Host``, or the ``public_url`` setting's
@@ -23,6 +25,7 @@ from urllib.parse import urlsplit
 from modelhost import errors
 from modelhost.gateway.app import Receive, Scope, Send
 from modelhost.gateway.envelope import error_response
+from modelhost.ui import links
 
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; frame-ancestors 'none'; base-uri 'self'; form-action 'self'; "
@@ -34,6 +37,8 @@ HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"referrer-policy", b"same-origin"),
 ]
+#: static files are cache-busted by their ``?v=`` hash, so they may be cached
+STATIC_PREFIX = f"{links.PREFIX}/static/"
 _UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
@@ -75,9 +80,14 @@ async def guarded(
 ) -> None:
     """Serve a web UI request with ``app``: refused if cross-site, with the headers above."""
 
+    private = not str(scope.get("path", "")).startswith(STATIC_PREFIX)
+
     async def send_with_headers(message: MutableMapping[str, Any]) -> None:
         if message["type"] == "http.response.start":
-            message["headers"] = [*message.get("headers", []), *HEADERS]
+            headers = [*message.get("headers", []), *HEADERS]
+            if private and all(name.lower() != b"cache-control" for name, _ in headers):
+                headers.append((b"cache-control", b"no-store"))
+            message["headers"] = headers
         await send(message)
 
     sender = foreign_origin(scope, public_url)

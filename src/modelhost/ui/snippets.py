@@ -54,7 +54,7 @@ def snippets(url: str, body: dict[str, Any], *, token_required: bool) -> dict[st
     shell_body = compact.replace("'", "'\\''")
     curl += ["-H 'Content-Type: application/json'", f"-d '{shell_body}'"]
     python = ["import requests", "", "response = requests.post(", f'    "{url}",']
-    python.append(f"    json={_indent(pretty, 4)},")
+    python.append(f"    json={_indent(_python_literal(body), 4)},")
     if token_required:
         python.append(f'    auth=("{token}", "{token}"),')
     python += [")", "print(response.json())"]
@@ -69,7 +69,9 @@ def snippets(url: str, body: dict[str, Any], *, token_required: bool) -> dict[st
         "});",
         "console.log(await response.json());",
     ]
-    r_body = compact.replace("'", "\\'")
+    # an R string in single quotes: a backslash escapes the next character, so backslashes
+    # first, then the quotes
+    r_body = compact.replace("\\", "\\\\").replace("'", "\\'")
     r = [
         "library(httr)",
         "",
@@ -90,6 +92,35 @@ def snippets(url: str, body: dict[str, Any], *, token_required: bool) -> dict[st
         "javascript": "\n".join(javascript),
         "r": "\n".join(r),
     }
+
+
+def _python_literal(value: Any, level: int = 0) -> str:
+    """``value`` (parsed JSON) as Python source, laid out as ``json.dumps(indent=4)`` would lay
+    it out, with Python's ``True``, ``False`` and ``None``."""
+    pad = " " * 4 * (level + 1)
+    if isinstance(value, dict) and value:
+        items = [
+            f"{pad}{_python_str(key)}: {_python_literal(item, level + 1)}"
+            for key, item in value.items()
+        ]
+        return "{\n" + ",\n".join(items) + "\n" + " " * 4 * level + "}"
+    if isinstance(value, list) and value:
+        items = [pad + _python_literal(item, level + 1) for item in value]
+        return "[\n" + ",\n".join(items) + "\n" + " " * 4 * level + "]"
+    if isinstance(value, str):
+        return _python_str(value)
+    return repr(value)
+
+
+def _python_str(text: str) -> str:
+    """A Python string literal of ``text`` in double quotes, like the rest of the snippet: a
+    JSON string's escapes mean the same in Python. A lone surrogate, which JSON would write as
+    it is, gets Python's own repr."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return repr(text)
+    return json.dumps(text, ensure_ascii=False)
 
 
 def _indent(text: str, spaces: int) -> str:
