@@ -331,3 +331,46 @@ def test_with_two_gateway_processes_queued_predictions_run_after_a_crash_and_nev
             assert "not run again" in interrupted.error["message"]
         finally:
             fresh.close()
+
+
+def _requests_total(server: Server, model: str, code: str) -> float:
+    """The model's ``modelhost_requests_total`` for ``code``, over its routes, from /metrics."""
+    text = httpx.get(
+        f"{server.url}/metrics", headers={"Authorization": f"Bearer {server.api_key}"}
+    ).text
+    total = 0.0
+    for line in text.splitlines():
+        if (
+            line.startswith("modelhost_requests_total{")
+            and f'model="{model}"' in line
+            and f'code="{code}"' in line
+            and 'version="1"' in line
+        ):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_a_failed_async_call_counts_in_the_metrics_and_logs_the_version_it_ran_on(
+    server: Server,
+) -> None:
+    _publish(server, "afail", "calc", "calc.py", "add")
+    raising = {"data": {"x": "a", "y": 1}}  # str + int: the function raises, 500 model_error
+    before = _requests_total(server, "afail", "500")
+    response = httpx.post(f"{server.url}/models/afail/latest/async", json=raising)
+    found = _poll(server, response.headers["location"])
+    assert found["status"] == "failed"
+    assert found["http_status"] == 500
+    # docs/api.md (Prometheus): asynchronous calls count when they end, failures too
+    wait_until(lambda: _requests_total(server, "afail", "500") == before + 1, timeout=30)
+    request_id = found["request_id"]
+
+    def ended() -> list[tuple[object, object]]:
+        lines = server.client().requests("afail")
+        return [
+            (x["status"], x["version"])
+            for x in lines
+            if x["request_id"] == request_id and x["status"] != 202
+        ]
+
+    # docs/cli.md: the version is "-" only when the call reached none; this one ran on v1
+    assert wait_until(ended, timeout=30) == [(500, 1)]
