@@ -374,3 +374,25 @@ def test_a_failed_async_call_counts_in_the_metrics_and_logs_the_version_it_ran_o
 
     # docs/cli.md: the version is "-" only when the call reached none; this one ran on v1
     assert wait_until(ended, timeout=30) == [(500, 1)]
+
+
+def test_an_async_call_over_its_timeout_names_the_setting_async_timeout_seconds(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    home = tmp_path_factory.mktemp("async-timeout") / "home"
+    with running_server(home, {"MODELHOST_ASYNC_TIMEOUT_SECONDS": "1"}) as server:
+        client = server.client()
+        _publish(server, "aslow", "fussy", "model.py", "work")
+        client.update_model("aslow", timeout_seconds=60)
+        response = httpx.post(
+            f"{server.url}/models/aslow/latest/async", json={"data": {"delay": 5}}
+        )
+        found = _poll(server, response.headers["location"])
+        assert found["status"] == "failed"
+        assert found["http_status"] == 504
+        assert found["error"]["code"] == "model_timeout"
+        # docs/settings.md: async_timeout_seconds replaces the model's timeout for these calls
+        message = found["error"]["message"]
+        assert message.startswith("The asynchronous call did not finish within 1 s")
+        assert "raise async_timeout_seconds" in message
+        assert "raise the timeout" not in message
