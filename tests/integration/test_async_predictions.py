@@ -4,6 +4,7 @@ share, the webhook, the client and the CLI, and a restart in the middle."""
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import hmac
 import http.server
@@ -12,6 +13,7 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -396,3 +398,33 @@ def test_an_async_call_over_its_timeout_names_the_setting_async_timeout_seconds(
         assert message.startswith("The asynchronous call did not finish within 1 s")
         assert "raise async_timeout_seconds" in message
         assert "raise the timeout" not in message
+
+
+def test_a_successful_async_call_is_captured_like_a_synchronous_one(
+    server: Server, tmp_path: Path
+) -> None:
+    client = server.client()
+    _publish(server, "acaptured", "calc", "calc.py", "add")
+    client.update_model("acaptured", capture=True, capture_share=1.0)
+    response = httpx.post(
+        f"{server.url}/models/acaptured/latest/async", json={"parameters": [100, 1]}
+    )
+    found = _poll(server, response.headers["location"])
+    assert found["status"] == "succeeded"
+    failed = httpx.post(
+        f"{server.url}/models/acaptured/latest/async", json={"parameters": ["a", 1]}
+    )
+    assert _poll(server, failed.headers["location"])["status"] == "failed"
+    destination = tmp_path / "captured.csv"
+
+    def rows() -> dict[str, dict[str, str]]:
+        client.export_captures("acaptured", destination, since="1h", format="csv")
+        with destination.open() as file:
+            return {row["request_id"]: row for row in csv.DictReader(file)}
+
+    # docs/privacy.md: capture keeps the inputs and outputs of a model's successful calls
+    captured = wait_until(lambda: rows().get(found["request_id"]), timeout=30, interval=0.5)
+    assert json.loads(captured["input"]) == {"parameters": [100, 1]}
+    assert json.loads(captured["output"]) == 101
+    assert captured["version"] == "1"
+    assert len(rows()) == 1  # the failed one is not captured

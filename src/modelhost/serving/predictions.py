@@ -153,7 +153,7 @@ class PredictionQueue:
                 continue
             path = f"/models/{prediction.model_id}/{prediction.route}/model"
             try:
-                _route, pool, release = self.gateway._resolve(path)
+                route, pool, release = self.gateway._resolve(path)
             except _NOT_STARTED:
                 continue  # stopped, starting or busy: it waits
             except errors.ModelhostError as exc:
@@ -169,7 +169,7 @@ class PredictionQueue:
             self.busy[pool.version_id] = self.busy.get(pool.version_id, 0) + 1
             self._running.add(prediction.id)
             task = asyncio.get_running_loop().create_task(
-                self._run(prediction, path, pool.version_id, release)
+                self._run(prediction, path, pool.version_id, release, route.capture)
             )
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -180,9 +180,11 @@ class PredictionQueue:
         path: str,
         version_id: str,
         routed: Release,
+        capture: float,
     ) -> None:
-        """Run one prediction on the version ``routed`` to when it was taken from the queue.
-        Every ending that ran is counted and logged under the async route."""
+        """Run one prediction on the version ``routed`` to when it was taken from the queue,
+        capturing a successful call with probability ``capture`` (the model's share, 0.0 when
+        capture is off). Every ending that ran is counted and logged under the async route."""
         started = time.perf_counter()
         body = prediction.body.encode()
         try:
@@ -218,6 +220,10 @@ class PredictionQueue:
                 )
             )
             self._ended(prediction, started, 200, release, result.model_time_ms)
+            if capture:  # as a synchronous call's (docs/privacy.md): successful calls only
+                self.gateway.capture.add(
+                    capture, release, prediction.request_id, body, result.result_json
+                )
             await asyncio.to_thread(
                 self.repo.finish_prediction,
                 prediction.id,
