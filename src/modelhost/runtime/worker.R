@@ -381,11 +381,33 @@ result_frame <- function(request_id, elapsed, encoded) {
   send_frame(RESULT, c(charToRaw(request_id), time_raw, charToRaw(enc2utf8(encoded))))
 }
 
-run_batch <- function(inputs) {
+# A batching function's log lines are those of worker.py's BatchHandler: with log_requests,
+# one line per call with its input and its answer; a failure names the request id(s).
+batch_label <- function(ids) {
+  if (length(ids) == 1L) ids[[1]] else sprintf("%s and %d more", ids[[1]], length(ids) - 1L)
+}
+
+log_batch_request <- function(call, status, answer, start) {
+  if (isTRUE(spec$log_requests)) {
+    took <- as.numeric(Sys.time() - start, units = "secs") * 1000
+    log_line("request ", call$id, " status=", status, " duration_ms=", sprintf("%.1f", took),
+             " input=", substr(call$body, 1, 2000), " output=", substr(answer, 1, 2000))
+  }
+}
+
+batch_error <- function(call, status, code, message, start) {
+  body <- to_json(list(status = status, code = code, message = message))
+  log_batch_request(call, status, body, start)
+  send_frame(ERROR, c(charToRaw(call$id), charToRaw(enc2utf8(body))))
+}
+
+run_batch <- function(inputs, ids) {
   # The function's results for inputs, or a call_error saying why there are none.
   start <- Sys.time()
   results <- tryCatch(with_stamped_output(fn(inputs)), error = function(e) {
-    log_line("a batch of ", length(inputs), " failed: ", conditionMessage(e))
+    took <- as.numeric(Sys.time() - start, units = "secs") * 1000
+    log_line("request ", batch_label(ids), " failed after ", sprintf("%.1f", took), " ms: ",
+             conditionMessage(e))
     stop(call_error(500L, "model_error",
                     sprintf("%s raised an error: %s", fname, conditionMessage(e))))
   })
@@ -396,7 +418,7 @@ run_batch <- function(inputs) {
       "%s returned %d results for %d input%s; a batching function returns a list with one",
       "result per input, in order."), fname, length(results), length(inputs),
       if (length(inputs) == 1L) "" else "s")
-    log_line(message)
+    log_line("request ", batch_label(ids), ": ", message)
     stop(call_error(500L, "model_error", message))
   }
   list(results = results, elapsed = elapsed)
@@ -404,39 +426,50 @@ run_batch <- function(inputs) {
 
 answer_batch <- function(calls) {
   # calls: a list of list(id, body); answers each with its own frame.
+  start <- Sys.time()
   runnable <- list()
   for (call in calls) {
     input <- tryCatch(parse_input(call$body), error = function(e) e)
     if (inherits(input, "error")) {
-      error_frame(call$id, input$status, input$code, conditionMessage(input))
+      batch_error(call, input$status, input$code, conditionMessage(input), start)
     } else {
-      runnable[[length(runnable) + 1L]] <- list(id = call$id, input = input)
+      call$input <- input
+      runnable[[length(runnable) + 1L]] <- call
     }
   }
   if (!length(runnable)) return(invisible())
-  answer <- function(group) {
-    outcome <- tryCatch(run_batch(lapply(group, function(c) c$input)), error = function(e) e)
+  answer <- function(group, start) {
+    outcome <- tryCatch(
+      run_batch(lapply(group, function(c) c$input), vapply(group, function(c) c$id, "")),
+      error = function(e) e
+    )
     if (inherits(outcome, "error")) return(outcome)
     for (i in seq_along(group)) {
       encoded <- tryCatch(encode_one(outcome$results[[i]]), error = function(e) e)
       if (inherits(encoded, "error")) {
-        error_frame(group[[i]]$id, encoded$status, encoded$code, conditionMessage(encoded))
+        log_line("request ", group[[i]]$id, ": ", conditionMessage(encoded))
+        batch_error(group[[i]], encoded$status, encoded$code, conditionMessage(encoded), start)
       } else {
+        log_batch_request(group[[i]], 200L, encoded, start)
         result_frame(group[[i]]$id, outcome$elapsed, encoded)
       }
     }
     NULL
   }
-  failed <- answer(runnable)
+  failed <- answer(runnable, start)
   if (is.null(failed)) return(invisible())
   if (length(runnable) > 1L) {
-    log_line("a batch of ", length(runnable), " calls failed; calling each on its own")
+    log_line("a batch of ", length(runnable), " calls failed (", conditionMessage(failed),
+             "); calling each on its own")
     for (call in runnable) {
-      alone <- answer(list(call))
-      if (!is.null(alone)) error_frame(call$id, alone$status, alone$code, conditionMessage(alone))
+      alone_start <- Sys.time()
+      alone <- answer(list(call), alone_start)
+      if (!is.null(alone)) {
+        batch_error(call, alone$status, alone$code, conditionMessage(alone), alone_start)
+      }
     }
   } else {
-    error_frame(runnable[[1]]$id, failed$status, failed$code, conditionMessage(failed))
+    batch_error(runnable[[1]], failed$status, failed$code, conditionMessage(failed), start)
   }
 }
 
