@@ -244,6 +244,47 @@ call_error <- function(status, code, message) {
             list(message = message, call = NULL, status = status, code = code))
 }
 
+# jsonlite's force = TRUE turns a value it cannot convert into something else (an environment
+# into {}, a function into its source code): such values are refused instead, as docs/api.md
+# says, with a message naming what was returned.
+NOT_DATA <- c("symbol", "language", "expression", "externalptr", "promise", "bytecode",
+              "weakref", "char", "...", "any", "pairlist")
+not_data <- function(value) {
+  if (is.function(value)) return("a function")
+  if (is.environment(value)) return("an environment")
+  if (typeof(value) %in% NOT_DATA) return(sprintf("an R %s", typeof(value)))
+  if (is.list(value)) {
+    for (item in value) {
+      found <- not_data(item)
+      if (!is.null(found)) return(found)
+    }
+  }
+  NULL
+}
+has_complex <- function(value) {
+  if (is.complex(value)) return(TRUE)
+  if (is.list(value)) return(any(vapply(value, has_complex, logical(1))))
+  FALSE
+}
+check_convertible <- function(value) {
+  if (has_non_finite(value)) {
+    stop(call_error(500L, "result_not_serializable", sprintf(
+      "%s returned NaN or Inf, which JSON cannot represent; return NA (null) or a finite number instead.",
+      fname)))
+  }
+  found <- not_data(value)
+  if (!is.null(found)) {
+    stop(call_error(500L, "result_not_serializable", sprintf(paste(
+      "%s returned %s, which cannot be converted to JSON; return data (vectors, lists,",
+      "data frames) instead."), fname, found)))
+  }
+  if (has_complex(value)) {
+    stop(call_error(500L, "result_not_serializable", sprintf(paste(
+      "%s returned complex numbers, which JSON cannot represent; return their parts",
+      "(list(re = Re(x), im = Im(x))) or as.character(x) instead."), fname)))
+  }
+}
+
 bind_check <- function(call_args, named) {
   problem <- NULL
   if (named) {
@@ -336,11 +377,7 @@ handle <- function(payload) {
                       sprintf("%s raised an error: %s", fname, conditionMessage(e))))
     })
     elapsed <- as.numeric(Sys.time() - start, units = "secs") * 1000
-    if (has_non_finite(result)) {
-      stop(call_error(500L, "result_not_serializable", sprintf(
-        "%s returned NaN or Inf, which JSON cannot represent; return NA (null) or a finite number instead.",
-        fname)))
-    }
+    check_convertible(result)
     encoded <- tryCatch(to_json(result), error = function(e) stop(call_error(
       500L, "result_not_serializable",
       sprintf("%s returned a value that cannot be converted to JSON: %s", fname,
@@ -365,11 +402,7 @@ handle <- function(payload) {
 }
 
 encode_one <- function(result) {
-  if (has_non_finite(result)) {
-    stop(call_error(500L, "result_not_serializable", sprintf(
-      "%s returned NaN or Inf, which JSON cannot represent; return NA (null) or a finite number instead.",
-      fname)))
-  }
+  check_convertible(result)
   tryCatch(to_json(result), error = function(e) stop(call_error(
     500L, "result_not_serializable",
     sprintf("%s returned a value that cannot be converted to JSON: %s", fname,
