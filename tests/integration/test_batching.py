@@ -417,3 +417,18 @@ def test_an_r_batching_function_logs_requests_and_a_lone_failure_with_its_reques
     )
     assert any("failed after" in x and "cannot add" in x for x in lines), lines
     assert any("status=500" in x and '"fail":true' in x for x in lines), lines
+
+
+def test_an_r_batching_function_returning_a_data_frame_gives_each_caller_its_row(
+    server: Server,
+) -> None:
+    server.client().publish(
+        f"{PROJECTS / 'r_batching'}/batching.R:frame",
+        name="batch-r-frame",
+        batch_max_size=3,
+        batch_max_wait_ms=20,
+    )
+    answer = server.invoke("batch-r-frame", {"data": {"x": 21, "label": "a"}})
+    assert answer.status_code == 200, answer.text
+    # docs/api.md (batching functions): a data frame of one row per input, each caller its row
+    assert answer.json()["result"] == {"v": 42, "label": "a"}

@@ -434,6 +434,15 @@ batch_error <- function(call, status, code, message, start) {
   send_frame(ERROR, c(charToRaw(call$id), charToRaw(enc2utf8(body))))
 }
 
+frame_rows <- function(frame) {
+  # One named list per row, so each caller gets its row as an object (not a one-row frame,
+  # which jsonlite writes as an array of one record).
+  lapply(seq_len(nrow(frame)), function(i) {
+    row <- lapply(frame, function(column) column[[i]])
+    lapply(row, function(v) if (is.factor(v)) as.character(v) else v)
+  })
+}
+
 run_batch <- function(inputs, ids) {
   # The function's results for inputs, or a call_error saying why there are none.
   start <- Sys.time()
@@ -445,7 +454,7 @@ run_batch <- function(inputs, ids) {
                     sprintf("%s raised an error: %s", fname, conditionMessage(e))))
   })
   elapsed <- as.numeric(Sys.time() - start, units = "secs") * 1000
-  if (is.data.frame(results)) results <- split(results, seq_len(nrow(results)))
+  if (is.data.frame(results)) results <- frame_rows(results)
   if (is.null(results) || length(results) != length(inputs)) {
     message <- sprintf(paste(
       "%s returned %d results for %d input%s; a batching function returns a list with one",
