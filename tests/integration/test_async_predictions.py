@@ -4,6 +4,7 @@ share, the webhook, the client and the CLI, and a restart in the middle."""
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import hmac
 import http.server
@@ -12,6 +13,7 @@ import os
 import signal
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -331,3 +333,98 @@ def test_with_two_gateway_processes_queued_predictions_run_after_a_crash_and_nev
             assert "not run again" in interrupted.error["message"]
         finally:
             fresh.close()
+
+
+def _requests_total(server: Server, model: str, code: str) -> float:
+    """The model's ``modelhost_requests_total`` for ``code``, over its routes, from /metrics."""
+    text = httpx.get(
+        f"{server.url}/metrics", headers={"Authorization": f"Bearer {server.api_key}"}
+    ).text
+    total = 0.0
+    for line in text.splitlines():
+        if (
+            line.startswith("modelhost_requests_total{")
+            and f'model="{model}"' in line
+            and f'code="{code}"' in line
+            and 'version="1"' in line
+        ):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def test_a_failed_async_call_counts_in_the_metrics_and_logs_the_version_it_ran_on(
+    server: Server,
+) -> None:
+    _publish(server, "afail", "calc", "calc.py", "add")
+    raising = {"data": {"x": "a", "y": 1}}  # str + int: the function raises, 500 model_error
+    before = _requests_total(server, "afail", "500")
+    response = httpx.post(f"{server.url}/models/afail/latest/async", json=raising)
+    found = _poll(server, response.headers["location"])
+    assert found["status"] == "failed"
+    assert found["http_status"] == 500
+    # docs/api.md (Prometheus): asynchronous calls count when they end, failures too
+    wait_until(lambda: _requests_total(server, "afail", "500") == before + 1, timeout=30)
+    request_id = found["request_id"]
+
+    def ended() -> list[tuple[object, object]]:
+        lines = server.client().requests("afail")
+        return [
+            (x["status"], x["version"])
+            for x in lines
+            if x["request_id"] == request_id and x["status"] != 202
+        ]
+
+    # docs/cli.md: the version is "-" only when the call reached none; this one ran on v1
+    assert wait_until(ended, timeout=30) == [(500, 1)]
+
+
+def test_an_async_call_over_its_timeout_names_the_setting_async_timeout_seconds(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    home = tmp_path_factory.mktemp("async-timeout") / "home"
+    with running_server(home, {"MODELHOST_ASYNC_TIMEOUT_SECONDS": "1"}) as server:
+        client = server.client()
+        _publish(server, "aslow", "fussy", "model.py", "work")
+        client.update_model("aslow", timeout_seconds=60)
+        response = httpx.post(
+            f"{server.url}/models/aslow/latest/async", json={"data": {"delay": 5}}
+        )
+        found = _poll(server, response.headers["location"])
+        assert found["status"] == "failed"
+        assert found["http_status"] == 504
+        assert found["error"]["code"] == "model_timeout"
+        # docs/settings.md: async_timeout_seconds replaces the model's timeout for these calls
+        message = found["error"]["message"]
+        assert message.startswith("The asynchronous call did not finish within 1 s")
+        assert "raise async_timeout_seconds" in message
+        assert "raise the timeout" not in message
+
+
+def test_a_successful_async_call_is_captured_like_a_synchronous_one(
+    server: Server, tmp_path: Path
+) -> None:
+    client = server.client()
+    _publish(server, "acaptured", "calc", "calc.py", "add")
+    client.update_model("acaptured", capture=True, capture_share=1.0)
+    response = httpx.post(
+        f"{server.url}/models/acaptured/latest/async", json={"parameters": [100, 1]}
+    )
+    found = _poll(server, response.headers["location"])
+    assert found["status"] == "succeeded"
+    failed = httpx.post(
+        f"{server.url}/models/acaptured/latest/async", json={"parameters": ["a", 1]}
+    )
+    assert _poll(server, failed.headers["location"])["status"] == "failed"
+    destination = tmp_path / "captured.csv"
+
+    def rows() -> dict[str, dict[str, str]]:
+        client.export_captures("acaptured", destination, since="1h", format="csv")
+        with destination.open() as file:
+            return {row["request_id"]: row for row in csv.DictReader(file)}
+
+    # docs/privacy.md: capture keeps the inputs and outputs of a model's successful calls
+    captured = wait_until(lambda: rows().get(found["request_id"]), timeout=30, interval=0.5)
+    assert json.loads(captured["input"]) == {"parameters": [100, 1]}
+    assert json.loads(captured["output"]) == 101
+    assert captured["version"] == "1"
+    assert len(rows()) == 1  # the failed one is not captured

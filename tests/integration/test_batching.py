@@ -382,3 +382,53 @@ def test_an_r_batching_function_gets_a_list_of_inputs_and_falls_back_one_at_a_ti
             assert answer.status_code == 500
             assert answer.json()["error"]["message"] == "total raised an error: cannot add"
     assert by_sum == {2: 1, 4: 1}
+
+
+def test_an_r_batching_function_logs_requests_and_a_lone_failure_with_its_request_id(
+    server: Server,
+) -> None:
+    client = server.client()
+    client.publish(
+        f"{PROJECTS / 'r_batching'}/batching.R:total",
+        name="batch-r-log",
+        batch_max_size=3,
+        batch_max_wait_ms=20,
+    )
+    client.update_model("batch-r-log", log_requests=True)
+
+    def log() -> str:
+        return "\n".join(line["text"] for line in client.logs("batch-r-log", tail=1000))
+
+    def logged_success() -> str | None:
+        answer = server.invoke("batch-r-log", {"data": {"x": 20, "y": 22}})
+        line = f"request {answer.headers['x-request-id']} status=200 duration_ms="
+        return next((x for x in log().splitlines() if line in x), None)
+
+    # docs/cli.md: --log-requests adds each call's input, output, status and duration
+    success = wait_until(logged_success, timeout=60, interval=0.3)
+    assert 'input={"data":{"x":20,"y":22}}' in success
+    assert 'output={"sum":42,"batch":1}' in success
+    failed = server.invoke("batch-r-log", {"data": {"x": 1, "y": 1, "fail": True}})
+    assert failed.status_code == 500
+    request_id = failed.headers["x-request-id"]
+    # docs/api.md (R): an error's message goes to the instance log with the request id
+    lines = wait_until(
+        lambda: [x for x in log().splitlines() if f"request {request_id} " in x], timeout=30
+    )
+    assert any("failed after" in x and "cannot add" in x for x in lines), lines
+    assert any("status=500" in x and '"fail":true' in x for x in lines), lines
+
+
+def test_an_r_batching_function_returning_a_data_frame_gives_each_caller_its_row(
+    server: Server,
+) -> None:
+    server.client().publish(
+        f"{PROJECTS / 'r_batching'}/batching.R:frame",
+        name="batch-r-frame",
+        batch_max_size=3,
+        batch_max_wait_ms=20,
+    )
+    answer = server.invoke("batch-r-frame", {"data": {"x": 21, "label": "a"}})
+    assert answer.status_code == 200, answer.text
+    # docs/api.md (batching functions): a data frame of one row per input, each caller its row
+    assert answer.json()["result"] == {"v": 42, "label": "a"}

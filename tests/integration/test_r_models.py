@@ -167,6 +167,29 @@ def test_r_call_errors_use_the_same_envelope_and_codes(
     assert fragment in response.json()["error"]["message"]
 
 
+@pytest.mark.parametrize(
+    ("case", "fragment"),
+    [
+        ("environment", "kitchen returned an environment, which cannot be converted to JSON"),
+        ("closure", "kitchen returned a function, which cannot be converted to JSON"),
+        ("builtin", "kitchen returned a function, which cannot be converted to JSON"),
+        ("nested_closure", "kitchen returned a function, which cannot be converted to JSON"),
+        ("complex", "kitchen returned complex numbers, which JSON cannot represent"),
+    ],
+)
+def test_an_r_value_jsonlite_cannot_convert_faithfully_is_500_result_not_serializable(
+    r_kitchen: Server, case: str, fragment: str
+) -> None:
+    # docs/api.md (R): a value jsonlite cannot convert is 500 result_not_serializable
+    response = _call(r_kitchen, {"data": {"case": case}})
+    assert response.status_code == 500, response.text
+    error = response.json()["error"]
+    assert error["code"] == "result_not_serializable"
+    assert error["message"].startswith(fragment)
+    assert "instead" in error["message"]  # it says what to return
+    assert "function (y)" not in response.text  # a closure's source never reaches the caller
+
+
 def test_invalid_json_is_a_400_for_r_too(r_kitchen: Server) -> None:
     response = httpx.post(
         f"{r_kitchen.url}/models/r-kitchen/latest/model",

@@ -75,6 +75,15 @@ def _timed_out(route: ModelRoute) -> errors.ModelTimeout:
     )
 
 
+def _async_timed_out(timeout: float) -> errors.ModelTimeout:
+    return errors.ModelTimeout(
+        f"The asynchronous call did not finish within {timeout:g} s (the server setting "
+        "async_timeout_seconds, which replaces the model's timeout for asynchronous calls); "
+        "the instance is being replaced. Make the function faster or raise "
+        "async_timeout_seconds (at most 3600 s)."
+    )
+
+
 class Gateway:
     """The ASGI app for invocation URLs. ``table`` is replaced whole by the reconciler."""
 
@@ -246,7 +255,15 @@ class Gateway:
         admitted like a call to ``path``, with its own ``timeout``; no envelope, no token."""
         route, pool, release = self._resolve(path)
         route = dataclasses.replace(route, timeout=timeout)
-        return await self._call(path, route, pool, release, request_id, body)
+        try:
+            return await self._call(path, route, pool, release, request_id, body)
+        except errors.ModelTimeout as exc:
+            # Only here, so the synchronous path pays nothing: the limit that ran out is the
+            # server's, not the model's. A call that waited for a free instance never ran, and
+            # the pool's message says so already.
+            if str(exc).startswith("The call waited"):
+                raise
+            raise _async_timed_out(timeout) from None
 
     def _admit(self, scope: Scope, request_id: str) -> tuple[ModelRoute, VersionPool, Release]:
         """Everything about a call that needs no body: route, token, method and headers."""

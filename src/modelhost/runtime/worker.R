@@ -244,6 +244,47 @@ call_error <- function(status, code, message) {
             list(message = message, call = NULL, status = status, code = code))
 }
 
+# jsonlite's force = TRUE turns a value it cannot convert into something else (an environment
+# into {}, a function into its source code): such values are refused instead, as docs/api.md
+# says, with a message naming what was returned.
+NOT_DATA <- c("symbol", "language", "expression", "externalptr", "promise", "bytecode",
+              "weakref", "char", "...", "any", "pairlist")
+not_data <- function(value) {
+  if (is.function(value)) return("a function")
+  if (is.environment(value)) return("an environment")
+  if (typeof(value) %in% NOT_DATA) return(sprintf("an R %s", typeof(value)))
+  if (is.list(value)) {
+    for (item in value) {
+      found <- not_data(item)
+      if (!is.null(found)) return(found)
+    }
+  }
+  NULL
+}
+has_complex <- function(value) {
+  if (is.complex(value)) return(TRUE)
+  if (is.list(value)) return(any(vapply(value, has_complex, logical(1))))
+  FALSE
+}
+check_convertible <- function(value) {
+  if (has_non_finite(value)) {
+    stop(call_error(500L, "result_not_serializable", sprintf(
+      "%s returned NaN or Inf, which JSON cannot represent; return NA (null) or a finite number instead.",
+      fname)))
+  }
+  found <- not_data(value)
+  if (!is.null(found)) {
+    stop(call_error(500L, "result_not_serializable", sprintf(paste(
+      "%s returned %s, which cannot be converted to JSON; return data (vectors, lists,",
+      "data frames) instead."), fname, found)))
+  }
+  if (has_complex(value)) {
+    stop(call_error(500L, "result_not_serializable", sprintf(paste(
+      "%s returned complex numbers, which JSON cannot represent; return their parts",
+      "(list(re = Re(x), im = Im(x))) or as.character(x) instead."), fname)))
+  }
+}
+
 bind_check <- function(call_args, named) {
   problem <- NULL
   if (named) {
@@ -336,11 +377,7 @@ handle <- function(payload) {
                       sprintf("%s raised an error: %s", fname, conditionMessage(e))))
     })
     elapsed <- as.numeric(Sys.time() - start, units = "secs") * 1000
-    if (has_non_finite(result)) {
-      stop(call_error(500L, "result_not_serializable", sprintf(
-        "%s returned NaN or Inf, which JSON cannot represent; return NA (null) or a finite number instead.",
-        fname)))
-    }
+    check_convertible(result)
     encoded <- tryCatch(to_json(result), error = function(e) stop(call_error(
       500L, "result_not_serializable",
       sprintf("%s returned a value that cannot be converted to JSON: %s", fname,
@@ -365,11 +402,7 @@ handle <- function(payload) {
 }
 
 encode_one <- function(result) {
-  if (has_non_finite(result)) {
-    stop(call_error(500L, "result_not_serializable", sprintf(
-      "%s returned NaN or Inf, which JSON cannot represent; return NA (null) or a finite number instead.",
-      fname)))
-  }
+  check_convertible(result)
   tryCatch(to_json(result), error = function(e) stop(call_error(
     500L, "result_not_serializable",
     sprintf("%s returned a value that cannot be converted to JSON: %s", fname,
@@ -381,22 +414,53 @@ result_frame <- function(request_id, elapsed, encoded) {
   send_frame(RESULT, c(charToRaw(request_id), time_raw, charToRaw(enc2utf8(encoded))))
 }
 
-run_batch <- function(inputs) {
+# A batching function's log lines are those of worker.py's BatchHandler: with log_requests,
+# one line per call with its input and its answer; a failure names the request id(s).
+batch_label <- function(ids) {
+  if (length(ids) == 1L) ids[[1]] else sprintf("%s and %d more", ids[[1]], length(ids) - 1L)
+}
+
+log_batch_request <- function(call, status, answer, start) {
+  if (isTRUE(spec$log_requests)) {
+    took <- as.numeric(Sys.time() - start, units = "secs") * 1000
+    log_line("request ", call$id, " status=", status, " duration_ms=", sprintf("%.1f", took),
+             " input=", substr(call$body, 1, 2000), " output=", substr(answer, 1, 2000))
+  }
+}
+
+batch_error <- function(call, status, code, message, start) {
+  body <- to_json(list(status = status, code = code, message = message))
+  log_batch_request(call, status, body, start)
+  send_frame(ERROR, c(charToRaw(call$id), charToRaw(enc2utf8(body))))
+}
+
+frame_rows <- function(frame) {
+  # One named list per row, so each caller gets its row as an object (not a one-row frame,
+  # which jsonlite writes as an array of one record).
+  lapply(seq_len(nrow(frame)), function(i) {
+    row <- lapply(frame, function(column) column[[i]])
+    lapply(row, function(v) if (is.factor(v)) as.character(v) else v)
+  })
+}
+
+run_batch <- function(inputs, ids) {
   # The function's results for inputs, or a call_error saying why there are none.
   start <- Sys.time()
   results <- tryCatch(with_stamped_output(fn(inputs)), error = function(e) {
-    log_line("a batch of ", length(inputs), " failed: ", conditionMessage(e))
+    took <- as.numeric(Sys.time() - start, units = "secs") * 1000
+    log_line("request ", batch_label(ids), " failed after ", sprintf("%.1f", took), " ms: ",
+             conditionMessage(e))
     stop(call_error(500L, "model_error",
                     sprintf("%s raised an error: %s", fname, conditionMessage(e))))
   })
   elapsed <- as.numeric(Sys.time() - start, units = "secs") * 1000
-  if (is.data.frame(results)) results <- split(results, seq_len(nrow(results)))
+  if (is.data.frame(results)) results <- frame_rows(results)
   if (is.null(results) || length(results) != length(inputs)) {
     message <- sprintf(paste(
       "%s returned %d results for %d input%s; a batching function returns a list with one",
       "result per input, in order."), fname, length(results), length(inputs),
       if (length(inputs) == 1L) "" else "s")
-    log_line(message)
+    log_line("request ", batch_label(ids), ": ", message)
     stop(call_error(500L, "model_error", message))
   }
   list(results = results, elapsed = elapsed)
@@ -404,39 +468,50 @@ run_batch <- function(inputs) {
 
 answer_batch <- function(calls) {
   # calls: a list of list(id, body); answers each with its own frame.
+  start <- Sys.time()
   runnable <- list()
   for (call in calls) {
     input <- tryCatch(parse_input(call$body), error = function(e) e)
     if (inherits(input, "error")) {
-      error_frame(call$id, input$status, input$code, conditionMessage(input))
+      batch_error(call, input$status, input$code, conditionMessage(input), start)
     } else {
-      runnable[[length(runnable) + 1L]] <- list(id = call$id, input = input)
+      call$input <- input
+      runnable[[length(runnable) + 1L]] <- call
     }
   }
   if (!length(runnable)) return(invisible())
-  answer <- function(group) {
-    outcome <- tryCatch(run_batch(lapply(group, function(c) c$input)), error = function(e) e)
+  answer <- function(group, start) {
+    outcome <- tryCatch(
+      run_batch(lapply(group, function(c) c$input), vapply(group, function(c) c$id, "")),
+      error = function(e) e
+    )
     if (inherits(outcome, "error")) return(outcome)
     for (i in seq_along(group)) {
       encoded <- tryCatch(encode_one(outcome$results[[i]]), error = function(e) e)
       if (inherits(encoded, "error")) {
-        error_frame(group[[i]]$id, encoded$status, encoded$code, conditionMessage(encoded))
+        log_line("request ", group[[i]]$id, ": ", conditionMessage(encoded))
+        batch_error(group[[i]], encoded$status, encoded$code, conditionMessage(encoded), start)
       } else {
+        log_batch_request(group[[i]], 200L, encoded, start)
         result_frame(group[[i]]$id, outcome$elapsed, encoded)
       }
     }
     NULL
   }
-  failed <- answer(runnable)
+  failed <- answer(runnable, start)
   if (is.null(failed)) return(invisible())
   if (length(runnable) > 1L) {
-    log_line("a batch of ", length(runnable), " calls failed; calling each on its own")
+    log_line("a batch of ", length(runnable), " calls failed (", conditionMessage(failed),
+             "); calling each on its own")
     for (call in runnable) {
-      alone <- answer(list(call))
-      if (!is.null(alone)) error_frame(call$id, alone$status, alone$code, conditionMessage(alone))
+      alone_start <- Sys.time()
+      alone <- answer(list(call), alone_start)
+      if (!is.null(alone)) {
+        batch_error(call, alone$status, alone$code, conditionMessage(alone), alone_start)
+      }
     }
   } else {
-    error_frame(runnable[[1]]$id, failed$status, failed$code, conditionMessage(failed))
+    batch_error(runnable[[1]], failed$status, failed$code, conditionMessage(failed), start)
   }
 }
 

@@ -153,12 +153,13 @@ class PredictionQueue:
                 continue
             path = f"/models/{prediction.model_id}/{prediction.route}/model"
             try:
-                _route, pool, _release = self.gateway._resolve(path)
+                route, pool, release = self.gateway._resolve(path)
             except _NOT_STARTED:
                 continue  # stopped, starting or busy: it waits
             except errors.ModelhostError as exc:
                 # the route is gone (a label removed, a version deleted): it cannot run
                 if await asyncio.to_thread(self.repo.start_prediction, prediction.id):
+                    self._log(prediction, time.perf_counter(), exc.status, None)
                     await self._finish_failed(prediction, exc)
                 continue
             if self.busy.get(pool.version_id, 0) >= self.limit(pool.ready_count):
@@ -168,26 +169,38 @@ class PredictionQueue:
             self.busy[pool.version_id] = self.busy.get(pool.version_id, 0) + 1
             self._running.add(prediction.id)
             task = asyncio.get_running_loop().create_task(
-                self._run(prediction, path, pool.version_id)
+                self._run(prediction, path, pool.version_id, release, route.capture)
             )
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _run(self, prediction: AsyncPrediction, path: str, version_id: str) -> None:
+    async def _run(
+        self,
+        prediction: AsyncPrediction,
+        path: str,
+        version_id: str,
+        routed: Release,
+        capture: float,
+    ) -> None:
+        """Run one prediction on the version ``routed`` to when it was taken from the queue,
+        capturing a successful call with probability ``capture`` (the model's share, 0.0 when
+        capture is off). Every ending that ran is counted and logged under the async route."""
         started = time.perf_counter()
+        body = prediction.body.encode()
         try:
             result, release = await self.gateway.call_with_timeout(
-                path, prediction.body.encode(), prediction.request_id, self.timeout
+                path, body, prediction.request_id, self.timeout
             )
         except _NOT_STARTED:
             await asyncio.to_thread(self.repo.requeue_prediction, prediction.id)
         except errors.ModelhostError as exc:
-            self._log(prediction, started, exc.status, None)
+            self._ended(prediction, started, exc.status, routed)
             await self._finish_failed(prediction, exc)
         except asyncio.CancelledError:
             raise  # the server is stopping: it stays running, and fails at the next start
         except Exception as exc:
             logger.exception("asynchronous prediction %s failed", prediction.id)
+            self._ended(prediction, started, 500, routed)
             await self._finish_failed(prediction, errors.InternalError(str(exc)))
         else:
             timing = (time.perf_counter() - started) * 1000
@@ -206,16 +219,11 @@ class PredictionQueue:
                     b"}",
                 )
             )
-            self.gateway.metrics.record(
-                release.model_id,
-                release.version_id,
-                release.number,
-                200,
-                timing,
-                urls.invoke_async(release.model_id, prediction.route),
-                result.model_time_ms,
-            )
-            self._log(prediction, started, 200, release)
+            self._ended(prediction, started, 200, release, result.model_time_ms)
+            if capture:  # as a synchronous call's (docs/privacy.md): successful calls only
+                self.gateway.capture.add(
+                    capture, release, prediction.request_id, body, result.result_json
+                )
             await asyncio.to_thread(
                 self.repo.finish_prediction,
                 prediction.id,
@@ -230,6 +238,27 @@ class PredictionQueue:
                 del self.busy[version_id]
             self._running.discard(prediction.id)
             self.wake()
+
+    def _ended(
+        self,
+        prediction: AsyncPrediction,
+        started: float,
+        status: int,
+        release: Release,
+        model_time_ms: float | None = None,
+    ) -> None:
+        """A call that ran on ``release`` ended: it counts in the metrics under its async route
+        (docs/api.md, Prometheus), and has its request log line with that version."""
+        self.gateway.metrics.record(
+            release.model_id,
+            release.version_id,
+            release.number,
+            status,
+            (time.perf_counter() - started) * 1000,
+            urls.invoke_async(release.model_id, prediction.route),
+            model_time_ms,
+        )
+        self._log(prediction, started, status, release)
 
     def _log(
         self, prediction: AsyncPrediction, started: float, status: int, release: Release | None
