@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import shutil
 import sys
 from collections.abc import Awaitable, Callable
@@ -147,3 +148,22 @@ def test_a_spec_handed_to_a_gateway_process_keeps_what_calls_need(tmp_path: Path
     spec = _spec(tmp_path, "calc", "calc.py", "add")
     again = spec_from_json(spec_to_json(spec))
     assert again == InstanceSpec(**{**spec.__dict__, "env": {}})
+
+
+def test_a_variable_no_environment_can_hold_fails_the_instance_naming_it(tmp_path: Path) -> None:
+    # One stored before such values were refused (docs/api.md: values may hold no NUL).
+    spec = dataclasses.replace(
+        _spec(tmp_path, "calc", "calc.py", "add"),
+        env={"MODELHOST_MODEL_NAME": "calc", "TOKEN": "a\0b"},
+    )
+
+    async def test(backend: LocalBackend, changes: list[int]) -> None:
+        instance = await backend.start(spec, LOAD_TIMEOUT)
+        await _until(lambda: instance.state is not InstanceState.STARTING)
+        assert instance.state is InstanceState.FAILED
+        assert instance.failure is not None
+        assert "The environment variable TOKEN cannot be set" in instance.failure
+        assert "modelhost env unset calc TOKEN" in instance.failure
+        assert "Traceback" not in spec.log_path.read_text()
+
+    _run(test)

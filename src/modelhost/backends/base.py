@@ -116,3 +116,22 @@ class Backend(Protocol):
     def instances(self) -> Sequence[Instance]: ...
 
     async def close(self) -> None: ...
+
+
+def unusable_variable(env: Mapping[str, str]) -> str | None:
+    """The name of the first variable no process environment can hold (a NUL in its name or
+    value, an '=' in its name, or no name), if any: one stored before such values were
+    refused would make starting the instance fail with the server's own traceback."""
+    for name, value in env.items():
+        if not name or "=" in name or "\0" in name or "\0" in value:
+            return name.replace("\0", "\\0")
+    return None
+
+
+def unusable_variable_message(env: Mapping[str, str], name: str) -> str:
+    model = env.get("MODELHOST_MODEL_NAME", "MODEL")
+    return (
+        f"The environment variable {name} cannot be set: its name or value contains a NUL "
+        f"character or its name contains '='. Set it again without one, or remove it "
+        f"('modelhost env unset {model} {name}')."
+    )

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from modelhost import pidfiles
-from modelhost.backends.base import InstanceSpec
+from modelhost.backends.base import InstanceSpec, unusable_variable
 from modelhost.backends.cpu_limit import Affinity, CpuLimit
 from modelhost.sandbox import RUNTIME_DIR, Confinement, Sandbox, innermost_pid
 
@@ -191,6 +191,10 @@ class ForkServer:
         instance that started it, which thus shows the import."""
         spec = self.spec
         spec.log_path.parent.mkdir(parents=True, exist_ok=True)
+        unusable = unusable_variable(spec.env)
+        if unusable is not None:  # its instances start fresh, and fail saying why
+            self._end(f"the fork server could not be started (variable {unusable})")
+            return
         control, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         worker_spec = {
             "workdir": str(spec.workdir),

@@ -19,7 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from modelhost import errors, json_conversions, pidfiles
-from modelhost.backends.base import Instance, InstanceSpec, InstanceState
+from modelhost.backends.base import (
+    Instance,
+    InstanceSpec,
+    InstanceState,
+    unusable_variable,
+    unusable_variable_message,
+)
 from modelhost.backends.channel import CallChannel, Connection
 from modelhost.backends.cpu_limit import Affinity, CpuLimit
 from modelhost.backends.forking import Forked, ForkServer, fork_key
@@ -106,6 +112,13 @@ class LocalInstance(CallChannel):
         spec = self.spec
         spec.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.log(f"starting instance {spec.instance_id} of version {spec.version_number}")
+        unusable = unusable_variable(spec.env)
+        if unusable is not None:
+            message = unusable_variable_message(spec.env, unusable)
+            self.log(f"instance {spec.instance_id} load failed: {message}")
+            self._fail(message)
+            self._exited.set()
+            return
         if spec.runtime == "r" or fork_server is None:
             await self._spawn(load_timeout)
             return
@@ -237,7 +250,8 @@ class LocalInstance(CallChannel):
         taking = self._loop.create_task(take_all())
         exited = asyncio.ensure_future(self._exited.wait())
         try:
-            await asyncio.wait({proven, exited}, return_when=asyncio.FIRST_COMPLETED)
+            either: set[asyncio.Future[Any]] = {proven, exited}
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
         finally:
             taking.cancel()
             exited.cancel()
