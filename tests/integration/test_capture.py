@@ -207,9 +207,12 @@ def test_bad_capture_requests_get_messages_that_say_what_to_do(
         httpx.post(drift, params={"reference": "last-week"}, headers=auth), 400
     )
 
-    def captured() -> bool:
+    model_id = client.model("capture-checked")["id"]
+
+    def captured() -> bool:  # this model's calls: the server holds other tests' captures too
         assert server.invoke("capture-checked", {"data": {"x": 1, "y": 2}}).status_code == 200
-        return bool(list((server.home / "captures").glob("model=*/version=1/hour=*/part-*")))
+        found = (server.home / "captures").glob(f"model={model_id}/version=1/hour=*/part-*")
+        return bool(list(found))
 
     wait_until(captured, timeout=30, interval=0.3)
     message = error(httpx.post(drift, content=b"\x00\x01garbage", headers=auth), 400)
