@@ -5,12 +5,12 @@ returns a list of results. Its calls never wait for company they do not need:
 
 - a call that finds an instance with room to run it now is sent at once, with whatever else
   is waiting (so a lone caller pays nothing for batching). Only under load does an idle
-  instance wait for company: while callers answered in the last ``max_wait_ms`` are not back
-  yet, they are likely on their way with their next calls, so the calls wait until they are,
-  or the oldest has waited ``max_wait_ms``: while fewer calls wait that came when none of
-  them was due back than there are callers still due. Each call that arrives counts as one
-  of them back (the longest answered first), so a lone caller is back with its next call,
-  and never waits.
+  instance wait for company: callers answered in the last ``max_wait_ms`` are likely on their
+  way back with their next calls, so while some are not back yet, the calls wait for them, at
+  most until the oldest has waited ``max_wait_ms``. Each call that arrives counts as one of
+  them back (the longest answered first), so a lone caller, back with its next call, never
+  waits. Calls that were already waiting when a batch was answered are other callers: they
+  are weighed against the callers still due, and the instance waits while fewer of them wait.
   Without the wait, the first caller back would find the instance idle and go alone, and the
   batches would alternate between one call and all the others; and counting every call
   answered lately, not only the last batch's, lets two groups of callers taking turns on an
@@ -182,7 +182,7 @@ class BatchingPool(VersionPool):
                 entry.future.cancel()
                 with contextlib.suppress(ValueError):  # already taken out (timeout, closing)
                     queue.remove(entry)
-                    self.unmatched -= not entry.matched
+                    self._taken_out(entry)
         return decode_answer(kind, payload)
 
     # ------------------------------------------------------------------ dispatch
@@ -241,6 +241,11 @@ class BatchingPool(VersionPool):
         else:
             self.unmatched += 1
 
+    def _taken_out(self, entry: _Queued) -> None:
+        """A call left the queue: sent, timed out, or its caller went away."""
+        if not entry.matched:
+            self.unmatched -= 1
+
     def _coming_back(self) -> int:
         """The callers answered in the last ``max_wait_ms`` not back yet: under load, they are
         on their way back with their next calls."""
@@ -276,7 +281,7 @@ class BatchingPool(VersionPool):
         calls = []
         for entry in batch:
             entry.sent = True
-            self.unmatched -= not entry.matched
+            self._taken_out(entry)
             if entry.timer is not None:
                 entry.timer.cancel()
                 entry.timer = None
@@ -289,7 +294,7 @@ class BatchingPool(VersionPool):
         entry.timer = None
         if not entry.sent and not entry.future.done():
             self._queue.remove(entry)
-            self.unmatched -= not entry.matched
+            self._taken_out(entry)
             entry.future.set_exception(
                 errors.ModelTimeout(
                     f"The call waited {entry.timeout:g} s for a free instance of version "
