@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import shutil
@@ -10,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
@@ -206,3 +208,11 @@ def database_dump(server: Server) -> str:
             return "\n".join(lines)
     finally:
         engine.dispose()
+
+
+def calc_archive() -> bytes:
+    """The calc fixture project (calc.py) as the gzipped tar a publish uploads."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        tar.add(PROJECTS / "calc" / "calc.py", arcname="calc.py")
+    return buffer.getvalue()

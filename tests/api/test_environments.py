@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-import tarfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -14,16 +12,9 @@ from modelhost.app import create_app
 from modelhost.operations.credentials import bootstrap_admin
 from modelhost.settings import load_settings
 from tests.fakes import FakeBackend
-from tests.helpers import PROJECTS
+from tests.helpers import calc_archive
 
 pytestmark = pytest.mark.anyio
-
-
-def _archive() -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        tar.add(PROJECTS / "calc" / "calc.py", arcname="calc.py")
-    return buffer.getvalue()
 
 
 @pytest.fixture
@@ -57,7 +48,7 @@ async def test_a_publish_with_a_wrong_environment_or_source_is_refused_and_store
     response = await http.post(
         "/api/v1/models/calc/versions",
         params={"file": "calc.py", "function": "add", **params},
-        content=_archive(),
+        content=calc_archive(),
         headers={"Content-Type": "application/gzip"},
     )
     assert response.status_code == status, response.text
@@ -72,7 +63,7 @@ async def test_a_project_without_requirements_runs_in_the_server_environment_wit
     response = await http.post(
         "/api/v1/models/calc/versions",
         params={"file": "calc.py", "function": "add"},
-        content=_archive(),
+        content=calc_archive(),
         headers={"Content-Type": "application/gzip"},
     )
     version = response.json()["version"]
@@ -136,7 +127,7 @@ async def test_a_git_source_with_credentials_is_recorded_without_them(
             "function": "add",
             "source": "git+https://alice:hunter2@git.example/o/r.git@v1",
         },
-        content=_archive(),
+        content=calc_archive(),
         headers={"Content-Type": "application/gzip"},
     )
     assert response.status_code == 201, response.text

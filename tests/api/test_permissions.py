@@ -6,11 +6,9 @@ see."""
 from __future__ import annotations
 
 import datetime as dt
-import io
 import itertools
 import json
 import shutil
-import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +27,7 @@ from modelhost.operations.credentials import bootstrap_admin
 from modelhost.permissions import ENVIRONMENT_PERMISSIONS
 from modelhost.settings import load_settings
 from tests.fakes import FakeBackend
-from tests.helpers import PROJECTS
+from tests.helpers import calc_archive
 from tests.test_permissions_table import LEAST_ROLE, ROLE_ORDER
 
 PUBLIC, AUTHENTICATED, ADMIN = "public", "authenticated", "admin"
@@ -315,13 +313,6 @@ def test_every_route_is_classified_and_every_action_is_in_the_table() -> None:
     assert actions | {"revise-environment"} == set(LEAST_ROLE) | set(ENVIRONMENT_PERMISSIONS)
 
 
-def _archive() -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        tar.add(PROJECTS / "calc" / "calc.py", arcname="calc.py")
-    return buffer.getvalue()
-
-
 @dataclass
 class State:
     home: Path
@@ -358,7 +349,7 @@ async def _prepare(home: Path) -> State:
             published = await http.post(
                 "/api/v1/models/m/versions",
                 params={"file": "calc.py", "function": "add"},
-                content=_archive(),
+                content=calc_archive(),
                 headers={"Content-Type": "application/gzip"},
             )
             assert published.status_code == 201, published.text
@@ -392,7 +383,7 @@ async def _prepare(home: Path) -> State:
             created = await http.post(
                 path,
                 params=UPLOADS[("POST", path)],  # type: ignore[arg-type]
-                content=_archive(),
+                content=calc_archive(),
                 headers={"Content-Type": "application/gzip"},
             )
             assert created.status_code == 201, created.text
@@ -484,7 +475,7 @@ def test_the_route_answers_each_actor_as_the_permission_table_says(
         if route in UPLOADS:
             kwargs = {
                 "headers": {**headers, "Content-Type": "application/gzip"},
-                "content": _archive(),
+                "content": calc_archive(),
                 "params": UPLOADS[route],
             }
         if route == ("DELETE", "/api/v1/models/{model}"):

@@ -3,9 +3,7 @@ cancelling a queued run. (Runs execute in the integration tests; here no run loo
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,16 +17,9 @@ from modelhost.operations import access_control
 from modelhost.operations.credentials import bootstrap_admin
 from modelhost.settings import load_settings
 from tests.fakes import FakeBackend
-from tests.helpers import PROJECTS
+from tests.helpers import calc_archive
 
 pytestmark = pytest.mark.anyio
-
-
-def _archive() -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        tar.add(PROJECTS / "calc" / "calc.py", arcname="calc.py")
-    return buffer.getvalue()
 
 
 @dataclass
@@ -41,7 +32,7 @@ class Api:
         return await self.http.post(
             path,
             params=params,
-            content=_archive(),
+            content=calc_archive(),
             headers={"Content-Type": "application/gzip", **self.auth(as_)},
         )
 
@@ -66,7 +57,7 @@ async def api(tmp_path: Path) -> AsyncIterator[Api]:
         published = await http.post(
             "/api/v1/models/m/versions",
             params={"file": "calc.py", "function": "add"},
-            content=_archive(),
+            content=calc_archive(),
             headers={
                 "Content-Type": "application/gzip",
                 "Authorization": f"Bearer {keys['alice']}",
@@ -132,7 +123,7 @@ async def test_a_schedule_that_never_fires_or_fires_past_year_9999_is_refused_an
     replaced = await api.http.put(
         f"/api/v1/schedules/{created['id']}",
         params={"command": ["python", "b.py"], **when},
-        content=_archive(),
+        content=calc_archive(),
         headers={"Content-Type": "application/gzip", **api.auth("alice")},
     )
     assert message in _error(replaced, 400)
@@ -272,7 +263,7 @@ async def test_replacing_a_schedule_keeps_its_id_and_pause_and_uploads_the_proje
     replaced = await api.http.put(
         path,
         params={"command": ["python", "b.py"], "cron": "30 3 * * 1", "timezone": "UTC"},
-        content=_archive(),
+        content=calc_archive(),
         headers={"Content-Type": "application/gzip", **api.auth("alice")},
     )
     assert replaced.status_code == 200, replaced.text
@@ -286,7 +277,7 @@ async def test_replacing_a_schedule_keeps_its_id_and_pause_and_uploads_the_proje
     refused = await api.http.put(
         path,
         params={"command": ["x"], "every": "1h"},
-        content=_archive(),
+        content=calc_archive(),
         headers={"Content-Type": "application/gzip", **api.auth("bob")},
     )
     assert refused.json()["error"]["code"] == "schedule_not_found"

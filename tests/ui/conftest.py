@@ -1,15 +1,51 @@
-"""Helpers for the UI tests: a real session cookie for a user, without the sign-in form."""
+"""Helpers for the UI tests: a real session cookie for a user, without the sign-in form, and a
+headless Chromium (Debian's) for the browser tests."""
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
 
 from modelhost.crypto import ServerKey
 from modelhost.ui import session
+from tests.helpers import ROOT
 
 CSRF = "test-csrf-token"
+CHROMIUM = "/usr/bin/chromium"
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SHOTS = ROOT / "test-artifacts" / "ui"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """One headless Chromium per test module (Debian's: nothing is downloaded)."""
+    if not Path(CHROMIUM).exists():
+        pytest.fail(
+            f"The browser tests need Debian's Chromium at {CHROMIUM}: apt-get install chromium"
+        )
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield chromium
+        chromium.close()
+
+
+def shot(page: Page, name: str) -> None:
+    """A full-page screenshot in test-artifacts/ui, to look at when a test fails."""
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
 def session_cookies(home: Path, api_key: str) -> dict[str, str]:

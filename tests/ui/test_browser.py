@@ -15,23 +15,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
-from tests.helpers import PROJECTS, ROOT, Server, running_server, wait_until
+from tests.helpers import PROJECTS, Server, running_server, wait_until
+from tests.ui.conftest import shot
 
 pytestmark = pytest.mark.integration
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-SHOTS = ROOT / "test-artifacts" / "ui"
 PASSWORDS = {"ui-owner": "owner-password", "ui-editor": "editor-password"}
 PASSWORDS["ui-viewer"] = "viewer-password"
 PASSWORDS["ui-guest"] = "guest-password"
@@ -43,19 +33,6 @@ def ui_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         for name, password in PASSWORDS.items():
             server.client().add_user(name, password)
         yield server
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail(
-            f"The browser tests need Debian's Chromium at {CHROMIUM}: apt-get install chromium"
-        )
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture(scope="module")
@@ -103,10 +80,6 @@ def pages(browser: Browser, ui_server: Server) -> Iterator[Pages]:
     yield opened
     for page in opened.pages.values():
         page.context.close()
-
-
-def shot(page: Page, name: str) -> None:
-    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
 def flash(page: Page) -> str:

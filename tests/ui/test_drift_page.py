@@ -7,27 +7,17 @@ from __future__ import annotations
 import csv
 import random
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, expect, sync_playwright
+from playwright.sync_api import Browser, expect
 
 from tests.helpers import PROJECTS, running_server, wait_until
-from tests.ui.test_browser import ARGS, CHROMIUM
 
 pytestmark = pytest.mark.integration
 
 CALLS = 300
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield chromium
-        chromium.close()
 
 
 def test_the_drift_page_flags_the_shifted_feature_and_draws_its_histograms(

@@ -5,23 +5,13 @@ the restart, over the range the chooser picks, and the instances page lists the 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 
 import pytest
-from playwright.sync_api import Browser, expect, sync_playwright
+from playwright.sync_api import Browser, expect
 
 from tests.helpers import PROJECTS, running_server, wait_until
-from tests.ui.test_browser import ARGS, CHROMIUM
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield chromium
-        chromium.close()
 
 
 def test_the_charts_and_the_request_log_show_calls_made_before_a_restart(

@@ -5,9 +5,7 @@ version of ``calc``."""
 from __future__ import annotations
 
 import html
-import io
 import re
-import tarfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -19,17 +17,10 @@ from modelhost.app import ModelhostApp, create_app
 from modelhost.operations.credentials import bootstrap_admin
 from modelhost.settings import load_settings
 from tests.fakes import FakeBackend
-from tests.helpers import PROJECTS
+from tests.helpers import calc_archive
 from tests.ui.conftest import CSRF, session_cookies
 
 pytestmark = pytest.mark.anyio
-
-
-def _archive() -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        tar.add(PROJECTS / "calc" / "calc.py", arcname="calc.py")
-    return buffer.getvalue()
 
 
 @pytest.fixture
@@ -46,7 +37,7 @@ async def app(tmp_path: Path) -> AsyncIterator[ModelhostApp]:
         published = await http.post(
             "/api/v1/models/calc/versions",
             params={"file": "calc.py", "function": "add"},
-            content=_archive(),
+            content=calc_archive(),
             headers={"Content-Type": "application/gzip"},
         )
         assert published.status_code == 201, published.text

@@ -5,10 +5,8 @@ Requests ask for the JSON twin, whose statuses are the API's."""
 
 from __future__ import annotations
 
-import io
 import itertools
 import shutil
-import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +22,7 @@ from modelhost.settings import load_settings
 from modelhost.ui import actions, session
 from tests.api.test_permissions import _captured
 from tests.fakes import FakeBackend
-from tests.helpers import PROJECTS
+from tests.helpers import calc_archive
 from tests.test_permissions_table import LEAST_ROLE, ROLE_ORDER
 from tests.ui.conftest import CSRF, session_cookies
 
@@ -159,13 +157,6 @@ def test_every_ui_route_and_form_action_is_classified() -> None:
     assert used - {PUBLIC, AUTHENTICATED, ADMIN} <= set(LEAST_ROLE)
 
 
-def _archive() -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        tar.add(PROJECTS / "calc" / "calc.py", arcname="calc.py")
-    return buffer.getvalue()
-
-
 @dataclass
 class State:
     home: Path
@@ -191,7 +182,7 @@ async def _prepare(home: Path) -> State:
             published = await http.post(
                 "/api/v1/models/m/versions",
                 params={"file": "calc.py", "function": "add"},
-                content=_archive(),
+                content=calc_archive(),
                 headers={"Content-Type": "application/gzip"},
             )
             assert published.status_code == 201, published.text
@@ -284,7 +275,7 @@ def test_the_ui_route_answers_each_actor_as_the_permission_table_says(
         if actor != "anonymous":
             cookies = session_cookies(home, prepared.keys[actor])
         headers = {"Accept": "application/json", "X-CSRF-Token": CSRF}
-        files = {"archive": ("p.tar.gz", _archive(), "application/gzip")}
+        files = {"archive": ("p.tar.gz", calc_archive(), "application/gzip")}
         try:
             async with httpx.AsyncClient(
                 transport=httpx.ASGITransport(app=app), base_url="http://t", cookies=cookies

@@ -5,26 +5,16 @@ label/value rows (docs/ui.md)."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 
 import pytest
-from playwright.sync_api import Browser, expect, sync_playwright
+from playwright.sync_api import Browser, expect
 
 from tests.helpers import PROJECTS, running_server
-from tests.ui.test_browser import ARGS, CHROMIUM, SHOTS, shot
+from tests.ui.conftest import shot
 
 pytestmark = pytest.mark.integration
 
 WIDTH = 375
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield chromium
-        chromium.close()
 
 
 def test_the_labels_tokens_and_collaborators_tables_fit_a_phone(
