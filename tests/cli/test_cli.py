@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from modelhost.cli import cli
+from modelhost.cli import cli, lifecycle
 from tests.helpers import PROJECTS
 
 
@@ -143,3 +143,14 @@ def test_a_capture_share_out_of_range_is_misuse() -> None:
         code, output = _run("models", "update", "m", "--capture-share", share)
         assert code == 2, output
         assert "Invalid value for '--capture-share'" in output
+
+
+def test_a_deploy_of_the_version_a_route_already_serves_says_nothing_changed(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    lifecycle._moved({"model": "m", "route": "latest", "from": 3, "to": 3})
+    assert (
+        capsys.readouterr().out == "m: route 'latest' already serves version 3; nothing changed.\n"
+    )
+    lifecycle._moved({"model": "m", "route": "latest", "from": 2, "to": 3})
+    assert "moves from version 2 to version 3" in capsys.readouterr().out

@@ -14,6 +14,12 @@ from modelhost.client import Instance
 
 
 def _moved(result: dict[str, object]) -> None:
+    if result["from"] == result["to"]:
+        click.echo(
+            f"{result['model']}: route '{result['route']}' already serves version "
+            f"{result['to']}; nothing changed."
+        )
+        return
     before = result["from"] if result["from"] is not None else "nothing"
     click.echo(
         f"{result['model']}: route '{result['route']}' moves from version {before} to version "

@@ -124,6 +124,13 @@ def database_unavailable(request: Request, exc: DBAPIError) -> errors.Unavailabl
 def _describe_validation(exc: RequestValidationError) -> str:
     parts = []
     for item in exc.errors():
+        if item.get("type") == "json_invalid":  # loc is ("body", the character's position)
+            at = item.get("loc", ("body", "?"))[-1]
+            why = (item.get("ctx") or {}).get("error", "invalid JSON")
+            return (
+                f"The request body is not valid JSON ({why} at character {at}); send a JSON "
+                "object with 'Content-Type: application/json'."
+            )
         where = ".".join(str(p) for p in item.get("loc", ()) if p != "body")
         parts.append(f"{where}: {item.get('msg', 'invalid')}" if where else item.get("msg", ""))
     return "Invalid request: " + "; ".join(parts) + "."

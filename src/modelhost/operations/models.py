@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import json
 import re
 from collections.abc import Iterator
@@ -348,6 +349,14 @@ def read_logs(
     with ``after`` (a line's time), only lines written later, for following a log."""
     if not 1 <= tail <= 10_000:
         raise errors.BadRequest("tail must be between 1 and 10000 lines.")
+    if after is not None:
+        try:
+            dt.datetime.fromisoformat(after.replace("Z", "+00:00"))
+        except ValueError:
+            raise errors.BadRequest(
+                f"after is a log line's time, such as 2026-12-07T01:02:03.456Z (the 'time' of "
+                f"the last line read), not '{after}'."
+            ) from None
     if version is not None:
         get_version(services, model, version)  # a 404 for a number that does not exist
     directory = services.children.log_dir(model.id)
