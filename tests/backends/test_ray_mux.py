@@ -10,6 +10,7 @@ worker is told SHUTDOWN once a server said it and no connection is left.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -28,7 +29,15 @@ class StandInWorker:
         self.sock = sock
         self.shutdown = threading.Event()
         sock.sendall(protocol.encode(protocol.READY, json.dumps({"signature": "f(x)"}).encode()))
-        threading.Thread(target=self._run, daemon=True).start()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        """End its thread (a recv on a socket closed under it would fail), then its socket."""
+        with contextlib.suppress(OSError):  # the relay may have closed its end already
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self._thread.join(10)
+        self.sock.close()
 
     def _run(self) -> None:
         decoder = protocol.FrameDecoder()
@@ -75,7 +84,7 @@ def relay() -> Iterator[tuple[FrameMux, StandInWorker, list[Server]]]:
     yield mux, stand_in, servers
     for server in servers:
         server.sock.close()
-    ours.close()
+    stand_in.close()
     theirs.close()
 
 
