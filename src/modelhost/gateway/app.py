@@ -255,15 +255,17 @@ class Gateway:
         admitted like a call to ``path``, with its own ``timeout``; no envelope, no token."""
         route, pool, release = self._resolve(path)
         route = dataclasses.replace(route, timeout=timeout)
-        try:
-            return await self._call(path, route, pool, release, request_id, body)
-        except errors.ModelTimeout as exc:
-            # Only here, so the synchronous path pays nothing: the limit that ran out is the
-            # server's, not the model's. A call that waited for a free instance never ran, and
-            # the pool's message says so already.
-            if str(exc).startswith("The call waited"):
-                raise
-            raise _async_timed_out(timeout) from None
+        # The limit that runs out is the server's, not the model's (a call that waited for a
+        # free instance never ran, and the pool's own message says so).
+        return await self._call(
+            path,
+            route,
+            pool,
+            release,
+            request_id,
+            body,
+            timed_out=lambda _route: _async_timed_out(timeout),
+        )
 
     def _admit(self, scope: Scope, request_id: str) -> tuple[ModelRoute, VersionPool, Release]:
         """Everything about a call that needs no body: route, token, method and headers."""
@@ -392,6 +394,8 @@ class Gateway:
         request_id: str,
         body: bytes,
         resends: int = _RESENDS,
+        *,
+        timed_out: Callable[[ModelRoute], errors.ModelTimeout] = _timed_out,
     ) -> tuple[CallResult, Release]:
         """A call that waits for a free instance of ``release``'s version, or is routed again
         after a lost instance or a version that stopped taking calls; with the result, the
@@ -413,7 +417,7 @@ class Gateway:
             except errors.ModelTimeout:
                 if instance is None:
                     raise  # it waited its whole timeout for a free instance
-                raise _timed_out(route) from None
+                raise timed_out(route) from None
             finally:
                 if instance is not None:
                     pool.release(instance)
