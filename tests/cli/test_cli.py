@@ -154,3 +154,9 @@ def test_a_deploy_of_the_version_a_route_already_serves_says_nothing_changed(
     )
     lifecycle._moved({"model": "m", "route": "latest", "from": 2, "to": 3})
     assert "moves from version 2 to version 3" in capsys.readouterr().out
+
+
+def test_a_variable_without_a_name_is_misuse_saying_how_to_write_one() -> None:
+    code, output = _run("env", "set", "m", "=1")
+    assert code == 2
+    assert "'=1' has no variable name: write NAME=VALUE" in output

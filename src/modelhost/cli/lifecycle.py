@@ -249,6 +249,10 @@ def env_list(conn: Connection, model: str, as_json: bool) -> None:
 def env_set(conn: Connection, model: str, assignment: str, secret: bool) -> None:
     """Set a variable; MODEL's instances restart with zero downtime."""
     name, sep, value = assignment.partition("=")
+    if not name:
+        raise click.UsageError(
+            f"'{assignment}' has no variable name: write NAME=VALUE, such as API_URL=https://..."
+        )
     if not sep:
         if not secret:
             raise click.UsageError(
