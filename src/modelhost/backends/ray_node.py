@@ -30,7 +30,6 @@ import contextlib
 import hashlib
 import hmac
 import json
-import logging
 import os
 import secrets
 import signal
@@ -40,7 +39,6 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +48,6 @@ from modelhost.builder import uvenv
 from modelhost.builder.bundles import BundleStore
 from modelhost.sandbox import RUNTIME_DIR, Confinement, Sandbox, innermost_pid, open_sandbox
 from modelhost.settings import load_settings
-
-logger = logging.getLogger(__name__)
 
 #: the settings a node takes from the gateway's (its sandbox's); everything else is its own
 NODE_SETTINGS = (
@@ -392,8 +388,9 @@ class NodeInstance:
         argv = [interpreter, "--vanilla", str(RUNTIME_DIR / "worker.R"), "--port", str(port)]
         argv += ["--spec", json.dumps(worker_spec)]
         self._spawn(argv, keep=(), env=env, confinement=confinement)
+        local.settimeout(60.0)
         try:
-            worker = _accept_from(local, self._worker_processes, timeout=60.0)
+            worker, _ = local.accept()
         finally:
             local.close()
         worker.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -401,11 +398,6 @@ class NodeInstance:
         mux = FrameMux(worker)
         mux.add(connection)
         self._hand_over = mux
-
-    def _worker_processes(self) -> set[int]:
-        """The worker's process and every process below it (bubblewrap's, then the code's)."""
-        process = self._process
-        return set() if process is None else _descendants(process.pid)
 
     def _finish(self, code: int | None, why: str) -> None:
         self._exit_code = code
@@ -449,64 +441,3 @@ class NodeInstance:
         if process is not None and process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGKILL)
-
-
-def _accept_from(
-    listener: socket.socket, tree: Callable[[], set[int]], *, timeout: float
-) -> socket.socket:
-    """The first connection to ``listener`` made by one of the processes ``tree`` names (the
-    worker, below the sandbox). The port is on loopback, where any process of the machine (a
-    model's code too, while its network is on) can connect first: such a connection is closed,
-    and the worker's is still taken when it comes. TimeoutError after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError("the worker did not connect")
-        listener.settimeout(left)
-        connection, _ = listener.accept()
-        if _peer_pid(connection) in tree():
-            connection.settimeout(None)
-            return connection
-        logger.warning("a process that is not the worker connected to its port; turned away")
-        connection.close()
-
-
-def _peer_pid(connection: socket.socket) -> int | None:
-    """The process holding the other end of a loopback TCP connection (from /proc: the socket
-    whose local address is this connection's peer address), or None."""
-    host, port = connection.getpeername()[:2]
-    wanted = f"{socket.htonl(int.from_bytes(socket.inet_aton(host), 'big')):08X}:{port:04X}"
-    inode = None
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-            fields = line.split()
-            if fields[1] == wanted:
-                inode = f"socket:[{fields[9]}]"
-                break
-    if inode is None:
-        return None
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            for fd in (entry / "fd").iterdir():
-                if os.readlink(fd) == inode:
-                    return int(entry.name)
-    return None
-
-
-def _descendants(pid: int) -> set[int]:
-    """``pid`` and every process below it, from /proc."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, IndexError, ValueError):
-                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-                children.setdefault(parent, []).append(int(entry.name))
-    found, todo = set(), [pid]
-    while todo:
-        current = todo.pop()
-        found.add(current)
-        todo.extend(children.get(current, []))
-    return found
