@@ -14,6 +14,7 @@ import pytest
 from playwright.sync_api import Browser, expect
 
 from tests.helpers import PROJECTS, running_server, wait_until
+from tests.ui.conftest import sign_in_with_key
 
 pytestmark = pytest.mark.integration
 
@@ -29,12 +30,7 @@ def test_the_drift_page_flags_the_shifted_feature_and_draws_its_histograms(
         client.publish(PROJECTS / "features", file="score.py", function="score", name="drifting")
         context = browser.new_context(base_url=server.url)
         page = context.new_page()
-        page.set_default_timeout(30_000)
-        page.goto("/ui/models")
-        page.get_by_text("Sign in with an API key instead").click()
-        page.get_by_label("API key").fill(server.api_key)
-        page.get_by_role("button", name="Sign in with the key").click()
-        expect(page).to_have_url(re.compile(r"/ui/models$"))
+        sign_in_with_key(page, server.api_key)
 
         page.goto("/ui/models/drifting/settings")
         page.get_by_label("Capture calls' inputs and outputs").check()

@@ -10,6 +10,7 @@ import pytest
 from playwright.sync_api import Browser, expect
 
 from tests.helpers import PROJECTS, running_server, wait_until
+from tests.ui.conftest import sign_in_with_key
 
 pytestmark = pytest.mark.integration
 
@@ -36,12 +37,7 @@ def test_the_charts_and_the_request_log_show_calls_made_before_a_restart(
     with running_server(home) as again:
         context = browser.new_context(base_url=again.url)
         page = context.new_page()
-        page.set_default_timeout(30_000)
-        page.goto("/ui/models")
-        page.get_by_text("Sign in with an API key instead").click()
-        page.get_by_label("API key").fill(again.api_key)
-        page.get_by_role("button", name="Sign in with the key").click()
-        expect(page).to_have_url(re.compile(r"/ui/models$"))
+        sign_in_with_key(page, again.api_key)
 
         page.goto("/ui/models/charted/metrics")
         chooser = page.get_by_role("navigation", name="Time range")

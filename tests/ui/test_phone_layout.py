@@ -4,13 +4,11 @@ label/value rows (docs/ui.md)."""
 
 from __future__ import annotations
 
-import re
-
 import pytest
-from playwright.sync_api import Browser, expect
+from playwright.sync_api import Browser
 
 from tests.helpers import PROJECTS, running_server
-from tests.ui.conftest import shot
+from tests.ui.conftest import shot, sign_in_with_key
 
 pytestmark = pytest.mark.integration
 
@@ -35,12 +33,7 @@ def test_the_labels_tokens_and_collaborators_tables_fit_a_phone(
             base_url=server.url, viewport={"width": WIDTH, "height": 740}, is_mobile=True
         )
         page = context.new_page()
-        page.set_default_timeout(30_000)
-        page.goto("/ui/models")
-        page.get_by_text("Sign in with an API key instead").click()
-        page.get_by_label("API key").fill(server.api_key)
-        page.get_by_role("button", name="Sign in with the key").click()
-        expect(page).to_have_url(re.compile(r"/ui/models$"))
+        sign_in_with_key(page, server.api_key)
         for path, tables in [
             ("/ui/models/pocket/versions", ["table.labels"]),
             ("/ui/models/pocket/settings", ["table.tokens", "table.collaborators", "table.env"]),
