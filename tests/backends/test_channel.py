@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from modelhost import errors
 from modelhost.backends.base import InstanceState
 from modelhost.backends.channel import CallChannel
 from modelhost.runtime import protocol
@@ -97,3 +98,60 @@ async def test_a_call_sent_on_its_own_behind_a_batch_starts_when_the_batch_ends(
     assert channel._pending[f"{100:016d}"].started is None
     _answer(channel, 1)
     assert channel._pending[f"{100:016d}"].started is not None
+
+
+async def test_calls_sent_in_one_turn_of_the_loop_reach_the_instance_in_one_write() -> None:
+    channel = _channel()
+    transport = channel._transport
+    assert isinstance(transport, Transport)
+    calls = [asyncio.create_task(channel.call(f"{n:016d}", b'{"data":{}}', 30.0)) for n in range(3)]
+    await asyncio.sleep(0)  # the three calls run up to their answer, then the turn ends
+    await asyncio.sleep(0)
+    assert transport.written == [
+        b"".join(protocol.encode_call(f"{n:016d}", b'{"data":{}}') for n in range(3))
+    ]
+    for n in range(3):
+        _answer(channel, n)
+    results = await asyncio.gather(*calls)
+    assert [result.result_json for result in results] == [b"1", b"1", b"1"]
+
+
+async def test_a_lone_call_is_written_when_its_turn_of_the_loop_ends() -> None:
+    channel = _channel()
+    transport = channel._transport
+    assert isinstance(transport, Transport)
+    call = asyncio.create_task(channel.call("0" * 16, b"{}", 30.0))
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert transport.written == [protocol.encode_call("0" * 16, b"{}")]
+    later = asyncio.create_task(channel.call("1" * 16, b"{}", 30.0))
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert transport.written[1:] == [protocol.encode_call("1" * 16, b"{}")]
+    _answer(channel, 0)
+    channel._answer(
+        protocol.RESULT, protocol.encode_result("1" * 16, 1.0, b"2")[protocol.HEADER.size :]
+    )
+    assert [r.result_json for r in await asyncio.gather(call, later)] == [b"1", b"2"]
+
+
+async def test_calls_gathered_when_the_instance_is_lost_are_never_written() -> None:
+    channel = _channel()
+    transport = channel._transport
+    assert isinstance(transport, Transport)
+    call = asyncio.create_task(channel.call("0" * 16, b"{}", 30.0))
+    await asyncio.sleep(0)  # gathered, not yet written
+    channel._fail_pending()
+    with pytest.raises(errors.CallNotStarted):
+        await call
+    await asyncio.sleep(0)
+    assert transport.written == []
+
+
+async def test_a_batch_gathered_when_the_instance_is_lost_is_sent_elsewhere() -> None:
+    channel = _channel()
+    futures = _batch(channel, 0, 3, runs_now=True)
+    channel._fail_pending()
+    for future in futures:
+        with pytest.raises(errors.CallNotStarted):
+            future.result()

@@ -60,6 +60,17 @@ def decode_answer(kind: int, payload: bytes) -> CallResult:
     raise cls(error.get("message", "The call failed."))
 
 
+def _request_ids(frames: list[bytes]) -> set[str]:
+    """The request ids of the calls in CALL and BATCH ``frames``."""
+    ids: set[str] = set()
+    for kind, payload in protocol.FrameDecoder().feed(b"".join(frames)):
+        if kind == protocol.CALL:
+            ids.add(protocol.decode_call(payload)[0])
+        elif kind == protocol.BATCH:
+            ids.update(request_id for request_id, _ in protocol.decode_batch(payload))
+    return ids
+
+
 class Connection(asyncio.Protocol):
     def __init__(self, instance: CallChannel) -> None:
         self.instance = instance
@@ -101,6 +112,8 @@ class CallChannel:
         #: one timer for the earliest deadline of the calls running, re-armed lazily
         self._watchdog: asyncio.TimerHandle | None = None
         self._transport: asyncio.Transport | None = None
+        #: frames sent in this turn of the event loop, written together at its end
+        self._outbox: list[bytes] = []
 
     @property
     def instance_name(self) -> str:
@@ -140,16 +153,19 @@ class CallChannel:
     def _fail_pending(self, ran: errors.ModelhostError | None = None) -> None:
         """No answer will come. A call that never started (it waited behind others, and the
         worker runs one at a time) is safe to send elsewhere; the ones that ran are not: they
-        get ``ran`` (by default :class:`errors.InstanceCrashed`)."""
+        get ``ran`` (by default :class:`errors.InstanceCrashed`). Calls still gathered for
+        the end of the loop's turn were never written, so never started either."""
         pending, self._pending = self._pending, {}
+        unsent = _request_ids(self._outbox)
+        self._outbox = []
         if self._watchdog is not None:
             self._watchdog.cancel()
             self._watchdog = None
         resend = self.concurrency == 1
-        for call in pending.values():
+        for request_id, call in pending.items():
             if call.future.done():
                 continue
-            if resend and call.started is None:
+            if (resend and call.started is None) or request_id in unsent:
                 call.future.set_exception(
                     errors.CallNotStarted(
                         f"The instance running version {self.version_number} went away "
@@ -185,13 +201,30 @@ class CallChannel:
             self._arm(call.started + timeout)
         self.inflight += 1
         try:
-            self._transport.write(protocol.encode_call(request_id, body))
+            self._send(protocol.encode_call(request_id, body))
             kind, payload = await call.future
         finally:
             self.inflight -= 1
         if kind == protocol.RESULT:
             return CallResult(*protocol.decode_result_body(payload))
         return decode_answer(kind, payload)
+
+    def _send(self, frame: bytes) -> None:
+        """Send ``frame`` at the end of this turn of the event loop, with the other frames sent
+        in it. Under load the gateway admits several calls to an instance per turn: one write
+        for all of them is one system call, and one wake-up of the instance, instead of one
+        each (measured: a quarter more calls a second to ``add`` at 32 connections). A lone
+        call leaves a few microseconds later, when the turn ends."""
+        outbox = self._outbox
+        if not outbox:
+            self._loop.call_soon(self.flush)
+        outbox.append(frame)
+
+    def flush(self) -> None:
+        """Write the frames sent in this turn now (the flush already scheduled finds none)."""
+        outbox, self._outbox = self._outbox, []
+        if outbox and self._transport is not None and not self._transport.is_closing():
+            self._transport.write(outbox[0] if len(outbox) == 1 else b"".join(outbox))
 
     def send_batch(
         self,
@@ -222,9 +255,9 @@ class CallChannel:
             self._arm(started + timeout)
         if len(calls) == 1:
             request_id, body, _ = calls[0]
-            self._transport.write(protocol.encode_call(request_id, body))
+            self._send(protocol.encode_call(request_id, body))
         else:
-            self._transport.write(protocol.encode_batch([(rid, body) for rid, body, _ in calls]))
+            self._send(protocol.encode_batch([(rid, body) for rid, body, _ in calls]))
 
     def _batch_call_done(self, _future: asyncio.Future[tuple[int, bytes]]) -> None:
         self.inflight -= 1

@@ -494,6 +494,7 @@ class LocalInstance(CallChannel):
             self.state = InstanceState.STOPPING
         await self.drained(drain_timeout)
         if self._transport is not None and not self._transport.is_closing():
+            self.flush()  # any call still gathered goes before the end
             self._transport.write(protocol.encode(protocol.SHUTDOWN))
         try:
             await asyncio.wait_for(self._exited.wait(), _EXIT_GRACE_SECONDS)

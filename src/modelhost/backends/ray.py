@@ -624,6 +624,7 @@ class RayInstance(CallChannel):
             self._actor.retire.remote()
         await self.drained(drain_timeout)
         if self._transport is not None and not self._transport.is_closing():
+            self.flush()  # any call still gathered goes before the end
             self._transport.write(protocol.encode(protocol.SHUTDOWN))
         # The worker ends once the other servers sharing it let go, after their own calls:
         # give them the drain timeout too, unless this server's calls are stuck on it.

@@ -24,8 +24,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
-from modelhost import errors
+from modelhost import errors, urls
 from modelhost.gateway.app import Receive, Scope, Send, new_request_id
+from modelhost.gateway.cycle import InvocationCycle
 from modelhost.gateway.envelope import error_response
 from modelhost.gateway.limits import ConnectionLimits
 
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
     from modelhost.gateway.steering import Steering
 
 logger = logging.getLogger(__name__)
+
+_INVOCATION_PATH = urls.INVOKE_PREFIX.encode()
 
 
 class GatheringTransport:
@@ -57,6 +60,15 @@ class GatheringTransport:
             self._transport.write(chunks[0] if len(chunks) == 1 else b"".join(chunks))
 
     _flush = flush
+
+    def write_now(self, data: bytes) -> None:
+        """Write ``data`` now, after what was gathered, in one write."""
+        chunks, self._chunks = self._chunks, []
+        if chunks:
+            chunks.append(data)
+            data = b"".join(chunks)
+        if not self._transport.is_closing():
+            self._transport.write(data)
 
     def close(self) -> None:
         self._flush()
@@ -159,7 +171,8 @@ class GatheringHttpToolsProtocol(HttpToolsProtocol):
                 headers={"Retry-After": "1"},
             )
         if error is None:
-            super().on_headers_complete()
+            if not self._invocation():
+                super().on_headers_complete()
             return
         # uvicorn refuses a request over its own limit_concurrency the same way: the request
         # gets another app. That one answers in plain text, this one in the error envelope.
@@ -168,6 +181,48 @@ class GatheringHttpToolsProtocol(HttpToolsProtocol):
             super().on_headers_complete()
         finally:
             self.app = app
+
+    def _invocation(self) -> bool:
+        """Start an :class:`InvocationCycle` if this request is a call of a model (an HTTP/1.1
+        POST to an invocation path, no ``Expect``, nothing unusual in its URL); False for any
+        other request, which gets uvicorn's cycle."""
+        url = self.url
+        if not url.startswith(_INVOCATION_PATH) or self.expect_100_continue or self.root_path:
+            return False
+        parser = self.parser
+        if (
+            parser.get_method() != b"POST"
+            or parser.get_http_version() != "1.1"
+            or parser.should_upgrade()
+        ):
+            return False
+        raw_path, _, query = url.partition(b"?")
+        # uvicorn decodes percent-escapes and drops a fragment: leave such paths to it.
+        if b"%" in raw_path or b"#" in url or not raw_path.isascii():
+            return False
+        path = raw_path.decode("ascii")
+        if not urls.is_invocation(path):
+            return False
+        scope = self.scope
+        scope["method"] = "POST"
+        scope["path"] = path
+        scope["raw_path"] = raw_path
+        scope["query_string"] = query
+        cycle = InvocationCycle(
+            scope,  # type: ignore[arg-type]
+            self.transport,  # type: ignore[arg-type]
+            self.flow,
+            self.server_state.default_headers,
+            parser.should_keep_alive(),
+            self.on_response_complete,
+        )
+        existing, self.cycle = self.cycle, cycle  # type: ignore[assignment]
+        if existing is None or existing.response_complete:
+            self._start_asgi_task(cycle, self.app)  # type: ignore[arg-type]
+        else:  # pipelined behind a request still being answered
+            self.flow.pause_reading()
+            self.pipeline.appendleft((cycle, self.app))  # type: ignore[arg-type]
+        return True
 
     def on_response_complete(self) -> None:
         # The whole response is written: send it now rather than at the end of the loop's turn,

@@ -1,0 +1,269 @@
+"""The lean request cycle of invocation requests (``gateway/cycle.py``), on a real uvicorn server
+with modelhost's HTTP protocol, talked to over raw sockets: it must keep HTTP/1.1 as uvicorn's own
+cycle does (keep-alive, bodies in pieces, chunked answers, pipelining, failures), and every other
+request must keep uvicorn's cycle.
+
+The app stands in for the gateway; what it does depends on the model name in the path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import uvicorn
+
+from modelhost.gateway.cycle import InvocationCycle
+from modelhost.gateway.limits import ConnectionLimits
+from modelhost.gateway.transport import protocol_with
+
+#: the kind of cycle each request got, by its path
+CYCLES: dict[str, str] = {}
+
+
+async def _body(receive: Any) -> bytes:
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body", False):
+            return body
+
+
+async def app(scope: Any, receive: Any, send: Any) -> None:
+    if scope["type"] != "http":
+        return
+    path = scope["path"]
+    CYCLES[path] = type(receive.__self__).__name__
+    kind = path.split("/")[2] if path.startswith("/models/") else "api"
+    if kind == "fails":
+        raise RuntimeError("the app failed")
+    if kind == "silent":
+        return
+    body = await _body(receive)
+    if kind == "slow":
+        await asyncio.sleep(0.2)
+    if kind == "disconnect":
+        message = await receive()  # after the body: waits until the client goes
+        CYCLES["disconnect-message"] = message["type"]
+        return
+    if kind == "stream":
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        for part in (b"one,", b"two,", b"three"):
+            await send({"type": "http.response.body", "body": part, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+        return
+    headers = [(b"content-length", str(len(body) + len(kind) + 1).encode())]
+    if kind == "split":
+        headers.append((b"x-evil", b"1\r\nset-cookie: stolen=1"))
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": kind.encode() + b":" + body})
+
+
+@pytest.fixture(scope="module")
+def port() -> Iterator[int]:
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=0,
+        loop="uvloop",
+        http=protocol_with(ConnectionLimits()),
+        lifespan="off",
+        log_level="critical",
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline, "the server did not start"
+        time.sleep(0.01)
+    yield server.servers[0].sockets[0].getsockname()[1]
+    server.should_exit = True
+    thread.join(30)
+
+
+def _request(path: str, body: bytes = b"{}", extra: str = "", method: str = "POST") -> bytes:
+    head = f"{method} {path} HTTP/1.1\r\nhost: test\r\ncontent-length: {len(body)}\r\n{extra}\r\n"
+    return head.encode() + body
+
+
+def _connect(port: int) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.settimeout(10)
+    return sock
+
+
+class Reader:
+    """Responses one after another from one connection."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buffer = b""
+
+    def _more(self) -> bool:
+        chunk = self.sock.recv(65536)
+        self.buffer += chunk
+        return bool(chunk)
+
+    def response(self) -> tuple[int, dict[str, str], bytes]:
+        while b"\r\n\r\n" not in self.buffer:
+            assert self._more(), f"closed before a response; got {self.buffer!r}"
+        head, _, self.buffer = self.buffer.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        headers: dict[str, str] = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            assert name.lower() not in headers, f"header {name} twice: {lines}"
+            headers[name.lower()] = value.strip()
+        if headers.get("transfer-encoding") == "chunked":
+            return status, headers, self._chunked()
+        length = int(headers.get("content-length", "0"))
+        while len(self.buffer) < length:
+            assert self._more(), "closed in the body"
+        body, self.buffer = self.buffer[:length], self.buffer[length:]
+        return status, headers, body
+
+    def _chunked(self) -> bytes:
+        body = b""
+        while True:
+            while b"\r\n" not in self.buffer:
+                assert self._more()
+            size_line, _, self.buffer = self.buffer.partition(b"\r\n")
+            size = int(size_line, 16)
+            while len(self.buffer) < size + 2:
+                assert self._more()
+            body += self.buffer[:size]
+            self.buffer = self.buffer[size + 2 :]
+            if size == 0:
+                return body
+
+    def closed(self) -> bool:
+        return not self.buffer and not self._more()
+
+
+def test_calls_on_one_connection_are_answered_one_after_another_and_it_stays_open(
+    port: int,
+) -> None:
+    with _connect(port) as sock:
+        reader = Reader(sock)
+        for n in range(3):
+            sock.sendall(_request("/models/echo/latest/model", f'{{"n":{n}}}'.encode()))
+            status, headers, body = reader.response()
+            assert (status, body) == (200, f'echo:{{"n":{n}}}'.encode())
+            assert headers["content-length"] == str(len(body))
+            assert "connection" not in headers
+            assert "date" in headers  # uvicorn's default headers are kept
+    assert CYCLES["/models/echo/latest/model"] == InvocationCycle.__name__
+
+
+def test_a_body_sent_in_pieces_reaches_the_app_whole(port: int) -> None:
+    body = b'{"data": {"text": "' + b"x" * 200_000 + b'"}}'
+    request = _request("/models/echo/versions/2/model", body)
+    with _connect(port) as sock:
+        for start in range(0, len(request), 7_000):
+            sock.sendall(request[start : start + 7_000])
+        status, _, answer = Reader(sock).response()
+    assert (status, answer) == (200, b"echo:" + body)
+
+
+def test_an_answer_streamed_without_a_length_is_sent_chunked(port: int) -> None:
+    with _connect(port) as sock:
+        reader = Reader(sock)
+        sock.sendall(_request("/models/stream/latest/model"))
+        status, headers, body = reader.response()
+        assert (status, headers["transfer-encoding"], body) == (200, "chunked", b"one,two,three")
+        sock.sendall(_request("/models/echo/latest/model"))  # and the connection goes on
+        assert reader.response()[2] == b"echo:{}"
+
+
+def test_pipelined_requests_are_answered_in_the_order_they_came(port: int) -> None:
+    with _connect(port) as sock:
+        sock.sendall(
+            _request("/models/slow/latest/model", b"1")
+            + _request("/models/echo/latest/model", b"2")
+            + _request("/api/anything", b"3")
+            + _request("/models/echo/labels/prod/model", b"4")
+        )
+        reader = Reader(sock)
+        answers = [reader.response()[2] for _ in range(4)]
+    assert answers == [b"slow:1", b"echo:2", b"api:3", b"echo:4"]
+
+
+def test_an_app_that_fails_before_answering_gets_a_500_and_the_connection_closes(
+    port: int,
+) -> None:
+    for name in ("fails", "silent"):
+        with _connect(port) as sock:
+            sock.sendall(_request(f"/models/{name}/latest/model"))
+            reader = Reader(sock)
+            status, headers, body = reader.response()
+            assert (status, body, headers["connection"]) == (500, b"Internal Server Error", "close")
+            assert reader.closed()
+
+
+def test_a_header_value_with_a_line_break_is_never_written(port: int) -> None:
+    with _connect(port) as sock:
+        sock.sendall(_request("/models/split/latest/model"))
+        reader = Reader(sock)
+        assert reader.closed()  # no response at all rather than a split one
+        assert b"stolen" not in reader.buffer
+
+
+def test_a_client_that_asks_to_close_gets_its_answer_and_then_the_close(port: int) -> None:
+    with _connect(port) as sock:
+        sock.sendall(_request("/models/echo/latest/model", extra="connection: close\r\n"))
+        reader = Reader(sock)
+        status, headers, body = reader.response()
+        assert (status, body, headers["connection"]) == (200, b"echo:{}", "close")
+        assert reader.closed()
+
+
+def test_a_receive_after_the_body_returns_when_the_client_goes(port: int) -> None:
+    CYCLES.pop("disconnect-message", None)
+    sock = _connect(port)
+    sock.sendall(_request("/models/disconnect/latest/model"))
+    deadline = time.monotonic() + 10
+    while "/models/disconnect/latest/model" not in CYCLES:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    sock.close()
+    while "disconnect-message" not in CYCLES:
+        assert time.monotonic() < deadline, "receive never saw the client go"
+        time.sleep(0.01)
+    assert CYCLES["disconnect-message"] == "http.disconnect"
+
+
+@pytest.mark.parametrize(
+    ("path", "method", "extra"),
+    [
+        ("/api/models", "POST", ""),  # not an invocation
+        ("/models/echo/latest/model", "PUT", ""),  # not a POST
+        ("/models/echo/latest/model?x=1%20", "POST", ""),  # a query is fine, but decoded
+        ("/models/e%63ho/latest/model", "POST", ""),  # an escaped path: uvicorn decodes it
+        ("/models/echo/latest/model/openapi.json", "POST", ""),  # a model's document
+        ("/models/echo/versions/1/model", "POST", "expect: 100-continue\r\n"),
+    ],
+)
+def test_every_other_request_keeps_uvicorn_s_cycle_and_is_answered(
+    port: int, path: str, method: str, extra: str
+) -> None:
+    with _connect(port) as sock:
+        sock.sendall(_request(path, b"{}", extra, method))
+        reader = Reader(sock)
+        if extra:
+            assert reader.response()[0] == 100
+        status, _, body = reader.response()
+    decoded = path.replace("%63", "c").partition("?")[0]
+    assert status == 200
+    assert body.endswith(b":{}")
+    expected = "RequestResponseCycle"
+    if path.endswith("?x=1%20"):
+        expected = InvocationCycle.__name__  # only the path decides; the query is passed as is
+    assert CYCLES[decoded] == expected
