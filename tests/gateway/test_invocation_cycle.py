@@ -9,6 +9,7 @@ The app stands in for the gateway; what it does depends on the model name in the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import threading
 import time
@@ -65,8 +66,8 @@ async def app(scope: Any, receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": kind.encode() + b":" + body})
 
 
-@pytest.fixture(scope="module")
-def port() -> Iterator[int]:
+@contextlib.contextmanager
+def _serving(**options: Any) -> Iterator[int]:
     config = uvicorn.Config(
         app,
         host="127.0.0.1",
@@ -75,6 +76,7 @@ def port() -> Iterator[int]:
         http=protocol_with(ConnectionLimits()),
         lifespan="off",
         log_level="critical",
+        **options,
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
@@ -83,9 +85,17 @@ def port() -> Iterator[int]:
     while not server.started:
         assert time.monotonic() < deadline, "the server did not start"
         time.sleep(0.01)
-    yield server.servers[0].sockets[0].getsockname()[1]
-    server.should_exit = True
-    thread.join(30)
+    try:
+        yield server.servers[0].sockets[0].getsockname()[1]
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+@pytest.fixture(scope="module")
+def port() -> Iterator[int]:
+    with _serving() as serving:
+        yield serving
 
 
 def _request(path: str, body: bytes = b"{}", extra: str = "", method: str = "POST") -> bytes:
@@ -267,3 +277,26 @@ def test_every_other_request_keeps_uvicorn_s_cycle_and_is_answered(
     if path.endswith("?x=1%20"):
         expected = InvocationCycle.__name__  # only the path decides; the query is passed as is
     assert CYCLES[decoded] == expected
+
+
+def test_a_connection_idle_after_an_answer_is_closed_after_the_keep_alive_timeout() -> None:
+    with _serving(timeout_keep_alive=1) as port, _connect(port) as sock:
+        reader = Reader(sock)
+        sock.sendall(_request("/models/echo/latest/model"))
+        assert reader.response()[2] == b"echo:{}"
+        answered = time.monotonic()
+        sock.settimeout(30)  # the header timeout (10 s) must not be what closes it
+        assert reader.closed()
+        assert time.monotonic() - answered < 8
+
+
+def test_a_connection_that_keeps_calling_is_not_closed_by_the_keep_alive_timeout() -> None:
+    with _serving(timeout_keep_alive=1) as port, _connect(port) as sock:
+        reader = Reader(sock)
+        started = time.monotonic()
+        calls = 0
+        while time.monotonic() - started < 2.5:  # past two keep-alive timeouts
+            sock.sendall(_request("/models/echo/latest/model"))
+            assert reader.response()[2] == b"echo:{}"
+            calls += 1
+        assert calls > 1

@@ -152,7 +152,7 @@ class Gateway:
                         try:
                             result = await instance.call(request_id, body, route.timeout)
                             if peers is not None:
-                                pool.observe(time.perf_counter() - started)
+                                pool.observe(result.model_time_ms / 1000)
                         except errors.CallNotStarted:
                             # Its instance went away before running it: another one may.
                             pool.release(instance)

@@ -78,7 +78,9 @@ class VersionPool:
             self._changed()
 
     def observe(self, seconds: float) -> None:
-        """A call here took ``seconds``, from its request to its answer."""
+        """A call's function ran for ``seconds`` here. The function's own time, not the call's:
+        under load a call to a tiny function waits in the event loop for milliseconds, which a
+        pass to another process would only make longer."""
         known = self.call_seconds
         self.call_seconds = seconds if known is None else known + (seconds - known) / 8
 

@@ -70,6 +70,9 @@ class GatheringTransport:
         if not self._transport.is_closing():
             self._transport.write(data)
 
+    def is_closing(self) -> bool:  # on every response: not through __getattr__
+        return self._transport.is_closing()
+
     def close(self) -> None:
         self._flush()
         self._transport.close()
@@ -116,6 +119,7 @@ class GatheringHttpToolsProtocol(HttpToolsProtocol):
     _timer: asyncio.TimerHandle | None
     _timer_at: float
     _fresh: bool  # no byte of it read yet, and it may be steered
+    _idle: bool  # waiting for the next request after an answer (keep-alive)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -225,14 +229,25 @@ class GatheringHttpToolsProtocol(HttpToolsProtocol):
         return True
 
     def on_response_complete(self) -> None:
+        # uvicorn's, but for its keep-alive timer: a timer made after every response and
+        # cancelled by the next request's bytes. The connection's own timer closes an idle
+        # connection after uvicorn's timeout_keep_alive instead (see _expire).
+        transport = self.transport
         # The whole response is written: send it now rather than at the end of the loop's turn,
         # one pass of the event loop (and, at one connection, its poll) sooner.
-        self.transport.flush()  # type: ignore[attr-defined]
-        super().on_response_complete()
+        transport.flush()  # type: ignore[attr-defined]
+        self.server_state.total_requests += 1
+        if transport.is_closing():
+            return
+        self.flow.resume_reading()
+        if self.pipeline:
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+            return  # a pipelined request runs
         cycle = self.cycle
-        if self.transport.is_closing() or not cycle.response_complete or cycle.more_body:
-            return  # closing, a pipelined request already runs, or this one's body still comes
-        self._await_head(self.loop.time())
+        if not cycle.response_complete or cycle.more_body:
+            return  # this one's body still comes
+        self._await_head(self.loop.time(), idle=True)
 
     def _steer(self, data: bytes) -> bool:
         """Hand the connection, before anything of it was served, to the process that holds
@@ -252,11 +267,17 @@ class GatheringHttpToolsProtocol(HttpToolsProtocol):
 
     # ------------------------------------------------------------------ the timer
 
-    def _await_head(self, now: float) -> None:
+    def _await_head(self, now: float, *, idle: bool = False) -> None:
+        """Wait for a request's head; ``idle``: after an answer, so an idle connection closes
+        after uvicorn's ``timeout_keep_alive`` if no byte of the next request comes."""
         self._phase = _HEAD
         self._since = now
         self._head_bytes = 0
-        self._arm(now + self.limits.header_timeout_seconds)
+        self._idle = idle
+        timeout = self.limits.header_timeout_seconds
+        if idle:
+            timeout = min(timeout, self.timeout_keep_alive)
+        self._arm(now + timeout)
 
     def _arm(self, deadline: float) -> None:
         # A timer that fires early costs a check and re-arms itself; only one that would fire
@@ -275,12 +296,20 @@ class GatheringHttpToolsProtocol(HttpToolsProtocol):
             return
         now = self.loop.time()
         if self._phase == _HEAD:
+            if self._idle and self._head_bytes == 0:  # kept alive, and nothing came since
+                deadline = self._since + self.timeout_keep_alive
+                if now < deadline:
+                    self._arm(deadline)
+                else:
+                    self._phase = _DONE
+                    self.transport.close()
+                return
             timeout, what = self.limits.header_timeout_seconds, "headers"
         else:
             cycle = self.cycle
             if not cycle.more_body:  # the whole request is in
                 if cycle.response_complete:  # answered before its body ended; on to the next
-                    self._await_head(now)
+                    self._await_head(now, idle=True)
                 return  # the app is answering: no deadline; the answer arms the next one
             if self.flow.read_paused:  # the app is behind, not the client
                 self._since = now
