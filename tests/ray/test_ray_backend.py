@@ -9,7 +9,11 @@ instances come back on the nodes that remain.
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import socket
+import struct
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from modelhost.backends.ray_node import node_home
 from tests.helpers import PROJECTS, Server, wait_until
 from tests.ray.conftest import RayCluster
 from tests.ui.conftest import session_cookies
@@ -279,6 +284,59 @@ def test_an_r_model_runs_on_the_node_that_declares_r(
     assert response.json()["result"] == ["kitchen data"] or response.json()["result"]
     (instance,) = ray_server.client().instances("ray-r")
     assert instance.node == ray_cluster.head_id  # only the head declares the R resource
+
+
+def _node_instance_ports() -> set[int]:
+    """The loopback TCP ports the node actors of this machine's cluster listen on."""
+    inodes = set()
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            if b"NodeInstance" not in Path(f"/proc/{name}/cmdline").read_bytes():
+                continue
+            for fd in os.listdir(f"/proc/{name}/fd"):
+                target = os.readlink(f"/proc/{name}/fd/{fd}")
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+        except OSError:
+            continue
+    ports = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[3] == "0A" and fields[1].startswith("0100007F:") and fields[9] in inodes:
+            ports.add(int(fields[1].split(":")[1], 16))
+    return ports
+
+
+def test_a_stranger_connecting_first_to_an_r_worker_s_port_on_a_node_is_turned_away(
+    ray_server: Server,
+) -> None:
+    # The R worker connects to a loopback port of its node actor, where any process of the
+    # node can connect first; only the worker knows the nonce its first frame carries.
+    client = ray_server.client()
+    before = _node_instance_ports()
+    version = client.publish(PROJECTS / "r_gated" / "gated.R:double", name="ray-gated", wait=False)
+    # the R worker's (it waits for the gate to load); the servers' is on the node's address
+    ports = wait_until(lambda: _node_instance_ports() - before, timeout=30)
+    strangers = []
+    for port in ports:
+        impostor = socket.create_connection(("127.0.0.1", port))
+        ready = json.dumps({"pid": 1, "signature": "double(x)", "nonce": "not-it"}).encode()
+        impostor.sendall(struct.pack(">IB", len(ready), 1) + ready)  # a READY frame
+        strangers += [impostor, socket.create_connection(("127.0.0.1", port))]  # and a silent one
+    gate = node_home() / "work" / version["id"] / "gate"
+    wait_until(gate.parent.is_dir, timeout=30)
+    gate.touch()
+    wait_until(lambda: client.version("ray-gated", 1)["status"] == "running", timeout=120)
+    answer = ray_server.invoke("ray-gated", {"data": {"x": 21}})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["result"] == 42
+    assert strangers[0].recv(1) == b""  # the impostor was closed on
+    logs = ray_server.home / "logs"
+    wait_until(lambda: any("turned away" in p.read_text() for p in logs.rglob("*.log")), timeout=30)
+    for stranger in strangers:
+        stranger.close()
 
 
 def test_an_isolated_environment_is_built_on_the_node_from_the_versions_lock(

@@ -7,11 +7,18 @@ backend is the default; a fake in ``tests/fakes.py`` runs functions in-process f
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
+
+
+def server_line(message: str) -> bytes:
+    """A line from the server about an instance, as it goes in the instance's own log."""
+    now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+    return f"{now.replace('+00:00', 'Z')} server [modelhost] {message}\n".encode()
 
 
 class InstanceState(str, enum.Enum):

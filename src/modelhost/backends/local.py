@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import json
 import logging
 import os
@@ -23,6 +22,7 @@ from modelhost.backends.base import (
     Instance,
     InstanceSpec,
     InstanceState,
+    server_line,
     unusable_variable,
     unusable_variable_message,
 )
@@ -287,7 +287,7 @@ class LocalInstance(CallChannel):
                     break
                 received += len(data)
                 frames = decoder.feed(data)
-            if frames and self._carries_nonce(*frames[0]) and not proven.done():
+            if frames and protocol.carries_nonce(*frames[0], self._nonce) and not proven.done():
                 rest = decoder.rest()
                 proven.set_result((connection, frames, rest))
                 return
@@ -298,15 +298,6 @@ class LocalInstance(CallChannel):
             raise
         connection.close()
         self.log("a process that is not this instance connected to its port; it was turned away")
-
-    def _carries_nonce(self, kind: int, payload: bytes) -> bool:
-        if kind not in (protocol.READY, protocol.LOAD_FAILED):
-            return False
-        try:
-            info = json.loads(payload)
-        except ValueError:
-            return False
-        return isinstance(info, dict) and info.get("nonce") == self._nonce
 
     async def _watch_exit(self) -> None:
         if self._forked is not None:
@@ -431,10 +422,8 @@ class LocalInstance(CallChannel):
 
     def log(self, message: str) -> None:
         """A line from the server about this instance, in the instance's own log."""
-        now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
-        line = f"{now.replace('+00:00', 'Z')} server [modelhost] {message}\n"
         with self.spec.log_path.open("ab") as log:
-            log.write(line.encode())
+            log.write(server_line(message))
 
     def memory_mb(self) -> float | None:
         if self._forked is None and (self._process is None or self._process.returncode is not None):

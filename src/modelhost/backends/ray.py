@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import hashlib
 import json
 import logging
@@ -44,7 +43,7 @@ import ray
 import ray.exceptions
 
 from modelhost import errors
-from modelhost.backends.base import CallResult, Instance, InstanceSpec, InstanceState
+from modelhost.backends.base import CallResult, Instance, InstanceSpec, InstanceState, server_line
 from modelhost.backends.channel import CallChannel, Connection
 from modelhost.backends.ray_node import NODE_SETTINGS, NodeInstance
 from modelhost.builder import uvenv
@@ -232,10 +231,8 @@ class RayInstance(CallChannel):
 
     def log(self, message: str) -> None:
         """A line from the server about this instance, in the instance's own log."""
-        now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
-        line = f"{now.replace('+00:00', 'Z')} server [modelhost] {message}\n"
         with self.spec.log_path.open("ab") as log:
-            log.write(line.encode())
+            log.write(server_line(message))
 
     def _spawn(self, coroutine: Any) -> None:
         task = self._loop.create_task(coroutine)

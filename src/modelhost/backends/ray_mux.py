@@ -32,8 +32,11 @@ def _close(sock: socket.socket) -> None:
 class FrameMux:
     """Relays frames between the servers' connections and one worker connection."""
 
-    def __init__(self, worker: socket.socket) -> None:
+    def __init__(self, worker: socket.socket, first: bytes = b"") -> None:
+        """``first``: what was read from ``worker`` already (its first frame, which proved it),
+        relayed before anything read later."""
         self._worker = worker
+        self._first = first
         self._to_worker = threading.Lock()
         self._lock = threading.Lock()
         self._peers: dict[socket.socket, threading.Lock] = {}
@@ -71,9 +74,11 @@ class FrameMux:
 
     def _from_worker(self) -> None:
         decoder = protocol.FrameDecoder()
+        data, self._first = self._first, b""
         try:
-            while data := self._worker.recv(_RECV_BYTES):
-                for kind, payload in decoder.feed(data):
+            while data or (data := self._worker.recv(_RECV_BYTES)):
+                frames, data = decoder.feed(data), b""
+                for kind, payload in frames:
                     frame = protocol.encode(kind, payload)
                     if kind in (protocol.READY, protocol.LOAD_FAILED):
                         with self._lock:

@@ -32,6 +32,7 @@ import hmac
 import json
 import os
 import secrets
+import selectors
 import signal
 import socket
 import subprocess
@@ -43,9 +44,11 @@ from pathlib import Path
 from typing import Any
 
 from modelhost import errors, json_conversions
+from modelhost.backends.base import server_line
 from modelhost.backends.ray_mux import FrameMux
 from modelhost.builder import uvenv
 from modelhost.builder.bundles import BundleStore
+from modelhost.runtime import protocol
 from modelhost.sandbox import RUNTIME_DIR, Confinement, Sandbox, innermost_pid, open_sandbox
 from modelhost.settings import load_settings
 
@@ -63,6 +66,8 @@ _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 _MAX_LOG_READ = 256 * 1024
 _WORKER = RUNTIME_DIR / "worker.py"
 _JSON_CONVERSIONS = Path(json_conversions.__file__)
+#: the most a connection to an R worker's port may send before its first frame is whole
+_FIRST_FRAME_BYTES = 1 << 20
 #: how long a connection that is not the first may take to send its token
 _TOKEN_SECONDS = 5.0
 
@@ -222,7 +227,7 @@ class NodeInstance:
             return
         try:
             if runtime == "r":
-                self._start_r(connection, **start)
+                self._start_r(connection, deadline=deadline, **start)
             else:
                 self._start_python(connection, **start)
         except OSError as exc:
@@ -378,6 +383,7 @@ class NodeInstance:
         self,
         connection: socket.socket,
         *,
+        deadline: float,
         interpreter: str,
         worker_spec: dict[str, Any],
         env: dict[str, str],
@@ -387,17 +393,78 @@ class NodeInstance:
         port = local.getsockname()[1]
         argv = [interpreter, "--vanilla", str(RUNTIME_DIR / "worker.R"), "--port", str(port)]
         argv += ["--spec", json.dumps(worker_spec)]
-        self._spawn(argv, keep=(), env=env, confinement=confinement)
-        local.settimeout(60.0)
         try:
-            worker, _ = local.accept()
+            self._spawn(argv, keep=(), env=env, confinement=confinement)
+            found = self._r_worker(local, env.get("MODELHOST_INSTANCE_NONCE", ""), deadline)
         finally:
             local.close()
+        if found is None:  # it exited first, or never proved itself: its exit says why
+            connection.close()
+            return
+        worker, first = found
         worker.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        # The R worker proves itself to the servers with its nonce (in its READY frame).
-        mux = FrameMux(worker)
+        mux = FrameMux(worker, first)
         mux.add(connection)
         self._hand_over = mux
+
+    def _r_worker(
+        self, local: socket.socket, nonce: str, deadline: float
+    ) -> tuple[socket.socket, bytes] | None:
+        """The R worker's connection to its loopback port ``local``, and what was read from it:
+        the connection whose first frame (READY or LOAD_FAILED, once it loaded) carries its
+        ``nonce``. Any process of the node can connect to the port first; such connections are
+        closed, and the worker's own is still taken when it comes. None if the worker exited
+        or the load deadline passed first."""
+        selector = selectors.DefaultSelector()
+        local.setblocking(False)
+        selector.register(local, selectors.EVENT_READ)
+        candidates: dict[socket.socket, tuple[protocol.FrameDecoder, bytearray]] = {}
+        try:
+            while time.monotonic() < deadline:
+                if self._process is not None and self._process.poll() is not None:
+                    return None
+                for key, _ in selector.select(min(0.5, max(deadline - time.monotonic(), 0))):
+                    sock = key.fileobj
+                    assert isinstance(sock, socket.socket)
+                    if sock is local:
+                        with contextlib.suppress(BlockingIOError, InterruptedError):
+                            connection, _ = local.accept()
+                            connection.setblocking(False)
+                            selector.register(connection, selectors.EVENT_READ)
+                            candidates[connection] = (protocol.FrameDecoder(), bytearray())
+                        continue
+                    decoder, seen = candidates[sock]
+                    frames: list[tuple[int, bytes]] = []
+                    try:
+                        data = sock.recv(65536)
+                        seen += data
+                        frames = decoder.feed(data)
+                    except (OSError, protocol.ProtocolError):
+                        data = b""
+                    if frames and protocol.carries_nonce(*frames[0], nonce):
+                        selector.unregister(sock)
+                        del candidates[sock]
+                        sock.setblocking(True)
+                        return sock, bytes(seen)
+                    if not data or frames or len(seen) > _FIRST_FRAME_BYTES:
+                        selector.unregister(sock)
+                        del candidates[sock]
+                        sock.close()
+                        self._note(
+                            "a process that is not the R worker connected to its port; it "
+                            "was turned away"
+                        )
+            return None
+        finally:
+            for sock in candidates:
+                sock.close()
+            selector.close()
+
+    def _note(self, message: str) -> None:
+        """A line from modelhost in the instance log (the servers relay it into theirs)."""
+        if self._log_path is not None:
+            with self._log_path.open("ab") as log:
+                log.write(server_line(message))
 
     def _finish(self, code: int | None, why: str) -> None:
         self._exit_code = code

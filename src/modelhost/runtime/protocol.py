@@ -28,6 +28,7 @@ LOAD_FAILED, since it connects over loopback TCP rather than an inherited socket
 
 from __future__ import annotations
 
+import json
 import struct
 
 READY = 1
@@ -117,6 +118,18 @@ def encode_error(request_id: str, error_json: bytes) -> bytes:
 
 def decode_error(payload: bytes) -> tuple[str, bytes]:
     return payload[:REQUEST_ID_LENGTH].decode("ascii"), payload[REQUEST_ID_LENGTH:]
+
+
+def carries_nonce(kind: int, payload: bytes, nonce: str) -> bool:
+    """Whether a first frame is an R worker's READY or LOAD_FAILED with ``nonce``: how the
+    worker proves a connection to its loopback port is its own."""
+    if kind not in (READY, LOAD_FAILED) or not nonce:
+        return False
+    try:
+        info = json.loads(payload)
+    except ValueError:
+        return False
+    return isinstance(info, dict) and info.get("nonce") == nonce
 
 
 class FrameDecoder:
