@@ -43,7 +43,7 @@ JSON = {"Content-Type": "application/json"}
         (b"{not json", "not valid JSON"),
         (b"[1, 2]", "'data' object"),
         (b"{}", "'data' object"),
-        (b'{"data": {"x": 1}, "parameters": [1]}', "not both"),
+        (b'{"data": {"x": 1}, "parameters": [1]}', "has both 'data' and 'parameters'"),
         (b'{"data": [1, 2]}', "'data' must be a JSON object"),
         (b'{"parameters": {"x": 1}}', "'parameters' must be a JSON array"),
     ],
@@ -53,6 +53,14 @@ def test_a_badly_shaped_body_is_a_400_that_says_what_to_send(
 ) -> None:
     message = _error(_post(models, LATEST, content=body, headers=JSON), 400, "bad_request")
     assert fragment in message
+
+
+def test_a_body_with_neither_data_nor_parameters_is_not_told_to_send_only_one(
+    models: Server,
+) -> None:
+    message = _error(_post(models, LATEST, content=b'{"x": 1}', headers=JSON), 400, "bad_request")
+    assert "both" not in message
+    assert "'data' object (keyword arguments)" in message
 
 
 @pytest.mark.parametrize(

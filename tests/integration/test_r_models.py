@@ -155,7 +155,8 @@ def test_the_script_is_sourced_once_and_calls_reuse_it(r_kitchen: Server) -> Non
         ({"parameters": [1, 2, 3]}, 400, "invalid_arguments", "3 positional arguments given"),
         ({"data": [1]}, 400, "bad_request", "'data' must be a JSON object"),
         ({"parameters": {"a": 1}}, 400, "bad_request", "'parameters' must be a JSON array"),
-        ({"neither": 1}, 400, "bad_request", "not both"),
+        ({"neither": 1}, 400, "bad_request", "with a 'data' object (keyword arguments) or"),
+        ({"data": {}, "parameters": []}, 400, "bad_request", "has both 'data' and 'parameters'"),
     ],
 )
 def test_r_call_errors_use_the_same_envelope_and_codes(

@@ -15,8 +15,18 @@ SHUTDOWN <- 6L
 BATCH <- 7L
 BAD_SHAPE <- paste(
   "Request body must be a JSON object with a 'data' object (keyword arguments) or a",
-  "'parameters' array (positional arguments), not both."
+  "'parameters' array (positional arguments)."
 )
+BOTH_SHAPES <- paste(
+  "Request body has both 'data' and 'parameters'; send one of them: a 'data' object",
+  "(keyword arguments) or a 'parameters' array (positional arguments)."
+)
+
+shape_error <- function(keys) {
+  # The 400 for a body with neither or both of 'data' and 'parameters'.
+  both <- "data" %in% keys && "parameters" %in% keys
+  call_error(400L, "bad_request", if (both) BOTH_SHAPES else BAD_SHAPE)
+}
 
 stamp <- function() format(Sys.time(), "%Y-%m-%dT%H:%M:%OS3Z", tz = "UTC")
 
@@ -318,7 +328,7 @@ parse_input <- function(body) {
   )
   keys <- names(request)
   if (!is.list(request) || is.null(keys) || (("data" %in% keys) == ("parameters" %in% keys))) {
-    stop(call_error(400L, "bad_request", BAD_SHAPE))
+    stop(shape_error(keys))
   }
   value <- if ("data" %in% keys) request$data else request$parameters
   if (is.null(value)) return(list())
@@ -334,7 +344,7 @@ parse_request <- function(body) {
   )
   keys <- names(request)
   if (!is.list(request) || is.null(keys) || (("data" %in% keys) == ("parameters" %in% keys))) {
-    stop(call_error(400L, "bad_request", BAD_SHAPE))
+    stop(shape_error(keys))
   }
   if ("data" %in% keys) {
     data <- request$data

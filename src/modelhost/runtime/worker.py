@@ -101,7 +101,11 @@ def _describe(exc: BaseException) -> str:
 
 BAD_SHAPE = (
     "Request body must be a JSON object with a 'data' object (keyword arguments) or a "
-    "'parameters' array (positional arguments), not both."
+    "'parameters' array (positional arguments)."
+)
+BOTH_SHAPES = (
+    "Request body has both 'data' and 'parameters'; send one of them: a 'data' object "
+    "(keyword arguments) or a 'parameters' array (positional arguments)."
 )
 
 
@@ -381,7 +385,8 @@ class Handler:
                 "and objects); send flatter JSON.",
             ) from None
         if not isinstance(request, dict) or ("data" in request) == ("parameters" in request):
-            raise CallFailed(400, "bad_request", BAD_SHAPE)
+            both = isinstance(request, dict) and "data" in request
+            raise CallFailed(400, "bad_request", BOTH_SHAPES if both else BAD_SHAPE)
         if "data" in request:
             if not isinstance(request["data"], dict):
                 raise CallFailed(
