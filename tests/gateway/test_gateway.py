@@ -126,3 +126,40 @@ async def test_a_call_waiting_on_a_version_that_loses_the_route_is_answered_by_t
     assert response.status_code == 200
     assert response.json()["result"] == "from 1"
     assert response.headers["x-model-version"] == "1"
+
+
+class Recording(Instance):
+    """Answers, and notes the timeout each call was given."""
+
+    def __init__(self, fail: Exception | None = None) -> None:
+        super().__init__(b"1", fail)
+        self.timeouts: list[float] = []
+
+    async def call(self, request_id: str, body: bytes, timeout: float) -> CallResult:
+        self.timeouts.append(timeout)
+        return await super().call(request_id, body, timeout)
+
+
+async def test_an_asynchronous_call_sent_again_after_its_instance_went_away_keeps_its_timeout() -> (
+    None
+):
+    from modelhost import errors
+
+    lost = Recording(fail=errors.CallNotStarted("its instance went away before it started"))
+    gateway = _gateway(lost)  # the model's timeout: 5 s
+    pool = gateway.table.find("m").pools[2]  # type: ignore[union-attr]
+    answering = Recording()
+
+    def replaced(instance: object) -> None:
+        VersionPool.release(pool, instance)  # type: ignore[arg-type]
+        if instance is lost:  # gone: the call is sent again, to its replacement
+            pool.remove(lost)  # type: ignore[arg-type]
+            pool.add(answering)  # type: ignore[arg-type]
+
+    pool.release = replaced  # type: ignore[method-assign]
+    result, release = await gateway.call_with_timeout(
+        "/models/m/latest/model", b"{}", new_request_id(), 600.0
+    )
+    assert (result.result_json, release.number) == (b"1", 2)
+    assert lost.timeouts == [600.0]
+    assert answering.timeouts == [600.0]  # not the model's 5 s

@@ -7,7 +7,6 @@ parsing them again.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import random
 import time
@@ -254,9 +253,9 @@ class Gateway:
         """An asynchronous prediction's call (:mod:`modelhost.serving.predictions`): routed and
         admitted like a call to ``path``, with its own ``timeout``; no envelope, no token."""
         route, pool, release = self._resolve(path)
-        route = dataclasses.replace(route, timeout=timeout)
-        # The limit that runs out is the server's, not the model's (a call that waited for a
-        # free instance never ran, and the pool's own message says so).
+        # The limit that runs out is the server's, not the model's, also for a call sent
+        # again after its instance went away (a call that waited for a free instance never
+        # ran, and the pool's own message says so).
         return await self._call(
             path,
             route,
@@ -264,6 +263,7 @@ class Gateway:
             release,
             request_id,
             body,
+            timeout=timeout,
             timed_out=lambda _route: _async_timed_out(timeout),
         )
 
@@ -395,20 +395,22 @@ class Gateway:
         body: bytes,
         resends: int = _RESENDS,
         *,
+        timeout: float | None = None,
         timed_out: Callable[[ModelRoute], errors.ModelTimeout] = _timed_out,
     ) -> tuple[CallResult, Release]:
         """A call that waits for a free instance of ``release``'s version, or is routed again
         after a lost instance or a version that stopped taking calls; with the result, the
-        version that answered."""
+        version that answered. ``timeout`` replaces the model's on every attempt."""
         for attempt in range(resends + 1):
             instance: Instance | None = None
+            limit = route.timeout if timeout is None else timeout
             try:
                 if isinstance(pool, BatchingPool):  # its calls leave in batches
-                    return await pool.submit(request_id, body, route.timeout), release
-                instance = await pool.acquire(route.timeout)
+                    return await pool.submit(request_id, body, limit), release
+                instance = await pool.acquire(limit)
                 # The function gets the whole timeout once it runs (waiting has its own bound),
                 # so a call admitted late never kills a healthy instance for time it waited.
-                return await instance.call(request_id, body, route.timeout), release
+                return await instance.call(request_id, body, limit), release
             except errors.CallNotStarted:
                 # Its instance went away before running it, or its version stopped taking
                 # calls while it waited: the route may send it elsewhere now.
