@@ -43,7 +43,15 @@ import ray
 import ray.exceptions
 
 from modelhost import errors
-from modelhost.backends.base import CallResult, Instance, InstanceSpec, InstanceState, server_line
+from modelhost.backends.base import (
+    CallResult,
+    Instance,
+    InstanceSpec,
+    InstanceState,
+    server_line,
+    unusable_variable,
+    unusable_variable_message,
+)
 from modelhost.backends.channel import CallChannel, Connection
 from modelhost.backends.ray_node import NODE_SETTINGS, NodeInstance
 from modelhost.builder import uvenv
@@ -271,6 +279,14 @@ class RayInstance(CallChannel):
         spec = self.spec
         spec.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.log(f"starting instance {spec.instance_id} of version {spec.version_number} on Ray")
+        unusable = unusable_variable(spec.env)
+        if unusable is not None:  # as the local backend: named, before any node is asked
+            message = unusable_variable_message(spec.env, unusable)
+            self.log(f"instance {spec.instance_id} load failed: {message}")
+            self._fail(message)
+            self.kill()  # never placed: the actor is let go
+            self._exited.set()
+            return
         self._spawn(self._watch())
         try:
             await self._placed(*wants)
