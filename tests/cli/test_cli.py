@@ -160,3 +160,19 @@ def test_a_variable_without_a_name_is_misuse_saying_how_to_write_one() -> None:
     code, output = _run("env", "set", "m", "=1")
     assert code == 2
     assert "'=1' has no variable name: write NAME=VALUE" in output
+
+
+def test_control_characters_in_a_value_show_as_escapes_in_tables_and_show_output(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from modelhost.cli.output import show_fields, table
+
+    stored = "line one\nline two\x1b[31m red\ttab\x9b"
+    table([("m", stored)], ["NAME", "DESCRIPTION"])
+    show_fields({"description": stored}, ["description"])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [
+        "NAME  DESCRIPTION",
+        "m     line one\\nline two\\x1b[31m red\\ttab\\x9b",
+        "description:  line one\\nline two\\x1b[31m red\\ttab\\x9b",  # aligned as keys + 2
+    ]

@@ -9,12 +9,24 @@ from typing import Any
 
 import click
 
+#: control characters (C0, DEL and C1) as escapes: a value with a line break, or a terminal
+#: escape sequence someone stored in a description, must not break a table or drive the terminal
+_ESCAPES = {
+    code: ("\\n" if code == 10 else "\\t" if code == 9 else f"\\x{code:02x}")
+    for code in (*range(0x20), *range(0x7F, 0xA0))
+}
+
+
+def cell(value: Any) -> str:
+    """``value`` as one line of a table (None as nothing)."""
+    return "" if value is None else str(value).translate(_ESCAPES)
+
 
 def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> None:
-    cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
+    cells = [[str(h) for h in headers]] + [[cell(c) for c in r] for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     for row in cells:
-        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+        click.echo("  ".join(text.ljust(w) for text, w in zip(row, widths, strict=True)).rstrip())
 
 
 def print_json(value: Any) -> None:
@@ -58,4 +70,4 @@ def show_fields(value: Mapping[str, Any], keys: Sequence[str]) -> None:
             field = json.dumps(dict(field), ensure_ascii=False, sort_keys=True)
         elif isinstance(field, bool):
             field = "yes" if field else "no"
-        click.echo(f"{key + ':':{width}} {'' if field is None else field}".rstrip())
+        click.echo(f"{key + ':':{width}} {cell(field)}".rstrip())
