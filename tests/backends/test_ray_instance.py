@@ -8,6 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from modelhost.backends import ray as ray_backend
 from modelhost.backends.base import InstanceSpec, InstanceState
 from modelhost.backends.ray import RayInstance
 
@@ -25,8 +26,12 @@ class Actor:
 
 
 async def test_a_variable_no_environment_can_hold_fails_the_instance_before_it_is_placed(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # ray.kill would start a local Ray instance in this process (its APIs start one when
+    # none is connected): record what is let go instead.
+    let_go: list[object] = []
+    monkeypatch.setattr(ray_backend.ray, "kill", lambda actor, **_: let_go.append(actor))
     # One stored before such values were refused (docs/api.md: values may hold no NUL).
     spec = InstanceSpec(
         instance_id="i-1",
@@ -49,6 +54,7 @@ async def test_a_variable_no_environment_can_hold_fails_the_instance_before_it_i
     assert "The environment variable TOKEN cannot be set" in instance.failure
     assert "modelhost env unset calc TOKEN" in instance.failure
     assert actor.asked == ["kill"]  # never asked to start anything
+    assert let_go == [actor]  # never placed: nothing else would release it
     assert changes
     log = spec.log_path.read_text()
     assert "TOKEN cannot be set" in log
