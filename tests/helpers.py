@@ -216,3 +216,23 @@ def calc_archive() -> bytes:
     with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
         tar.add(PROJECTS / "calc" / "calc.py", arcname="calc.py")
     return buffer.getvalue()
+
+
+def loopback_ports(pids: set[int]) -> set[int]:
+    """The loopback TCP ports these processes listen on (from /proc/net/tcp and their fds)."""
+    inodes = set()
+    for pid in pids:
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+        except OSError:
+            continue
+    ports = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, state, inode = fields[1], fields[3], fields[9]
+        if state == "0A" and local.startswith("0100007F:") and inode in inodes:
+            ports.add(int(local.split(":")[1], 16))
+    return ports

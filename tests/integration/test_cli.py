@@ -181,6 +181,10 @@ def test_publishing_to_a_stopped_model_says_how_to_serve_it_not_where_to_call_it
     )
 
 
+def _sigint_default() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_stops_following_the_logs_as_their_help_says_without_a_failure(
     server: Server,
 ) -> None:
@@ -192,6 +196,8 @@ def test_ctrl_c_stops_following_the_logs_as_their_help_says_without_a_failure(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # as from a terminal: a suite started in the background inherits SIGINT ignored
+        preexec_fn=_sigint_default,
     )
     try:
         assert following.stdout is not None

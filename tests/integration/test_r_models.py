@@ -16,7 +16,16 @@ import httpx
 import pytest
 
 from modelhost import errors
-from tests.helpers import EXAMPLE, PROJECTS, ROOT, WINE_ROW, Server, running_server, wait_until
+from tests.helpers import (
+    EXAMPLE,
+    PROJECTS,
+    ROOT,
+    WINE_ROW,
+    Server,
+    loopback_ports,
+    running_server,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -300,26 +309,6 @@ def _descendants(pid: int) -> set[int]:
     return found
 
 
-def _loopback_ports_of(pids: set[int]) -> set[int]:
-    """The loopback TCP ports these processes listen on (from /proc/net/tcp and their fds)."""
-    inodes = set()
-    for pid in pids:
-        try:
-            for fd in os.listdir(f"/proc/{pid}/fd"):
-                target = os.readlink(f"/proc/{pid}/fd/{fd}")
-                if target.startswith("socket:["):
-                    inodes.add(target[8:-1])
-        except OSError:
-            continue
-    ports = set()
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        local, state, inode = fields[1], fields[3], fields[9]
-        if state == "0A" and local.startswith("0100007F:") and inode in inodes:
-            ports.add(int(local.split(":")[1], 16))
-    return ports
-
-
 def test_a_stranger_connecting_to_an_r_instances_port_first_is_turned_away(
     server: Server,
 ) -> None:
@@ -328,9 +317,9 @@ def test_a_stranger_connecting_to_an_r_instances_port_first_is_turned_away(
     # the nonce, so the others must change nothing.
     client = server.client()
     serving = _descendants(server.process.pid)
-    before = _loopback_ports_of(serving)
+    before = loopback_ports(serving)
     version = client.publish(PROJECTS / "r_gated" / "gated.R:double", name="r-gated", wait=False)
-    ports = wait_until(lambda: _loopback_ports_of(serving) - before - {server.port}, timeout=60)
+    ports = wait_until(lambda: loopback_ports(serving) - before - {server.port}, timeout=60)
     (port,) = ports
     impostor = socket.create_connection(("127.0.0.1", port))
     ready = json.dumps({"pid": 1, "signature": "double(x)", "nonce": "not-the-nonce"}).encode()

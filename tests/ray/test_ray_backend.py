@@ -9,6 +9,7 @@ instances come back on the nodes that remain.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -23,7 +24,7 @@ import httpx
 import pytest
 
 from modelhost.backends.ray_node import node_home
-from tests.helpers import PROJECTS, Server, wait_until
+from tests.helpers import PROJECTS, Server, loopback_ports, wait_until
 from tests.ray.conftest import RayCluster
 from tests.ui.conftest import session_cookies
 
@@ -288,25 +289,12 @@ def test_an_r_model_runs_on_the_node_that_declares_r(
 
 def _node_instance_ports() -> set[int]:
     """The loopback TCP ports the node actors of this machine's cluster listen on."""
-    inodes = set()
+    actors = set()
     for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            if b"NodeInstance" not in Path(f"/proc/{name}/cmdline").read_bytes():
-                continue
-            for fd in os.listdir(f"/proc/{name}/fd"):
-                target = os.readlink(f"/proc/{name}/fd/{fd}")
-                if target.startswith("socket:["):
-                    inodes.add(target[8:-1])
-        except OSError:
-            continue
-    ports = set()
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        if fields[3] == "0A" and fields[1].startswith("0100007F:") and fields[9] in inodes:
-            ports.add(int(fields[1].split(":")[1], 16))
-    return ports
+        with contextlib.suppress(OSError):
+            if name.isdigit() and b"NodeInstance" in Path(f"/proc/{name}/cmdline").read_bytes():
+                actors.add(int(name))
+    return loopback_ports(actors)
 
 
 def test_a_stranger_connecting_first_to_an_r_worker_s_port_on_a_node_is_turned_away(
