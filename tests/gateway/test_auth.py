@@ -337,3 +337,46 @@ def test_basic_credentials_with_characters_outside_base64_carry_no_token() -> No
 
 def test_a_basic_password_may_contain_colons_the_user_name_ends_at_the_first() -> None:
     TokenGuard().check(ROUTE, _scope([(b"authorization", _basic(TOKEN, "any:thing"))]), "R" * 16)
+
+
+def _bearer_of(token: str) -> dict:
+    return _scope([(b"authorization", b"Bearer " + token.encode())])
+
+
+def test_a_token_revoked_after_it_passed_is_refused_at_once() -> None:
+    guard = TokenGuard()
+    guard.check(ROUTE, _bearer_of(TOKEN), "R" * 16)
+    guard.check(ROUTE, _bearer_of(TOKEN), "R" * 16)  # the second time from what it kept
+    revoked = dataclasses.replace(ROUTE, tokens=(hashlib.sha256(b"mht_newer").digest(),))
+    with pytest.raises(errors.Unauthenticated, match="not valid"):
+        guard.check(revoked, _bearer_of(TOKEN), "R" * 16)
+    assert [d.reason for d in guard.denials] == ["wrong token"]
+
+
+def test_a_token_that_passed_for_one_model_is_still_refused_by_another() -> None:
+    guard = TokenGuard()
+    other = ModelRoute("oid", "other", 5.0, tokens=(hashlib.sha256(b"mht_theirs").digest(),))
+    guard.check(ROUTE, _bearer_of(TOKEN), "R" * 16)
+    with pytest.raises(errors.Unauthenticated, match="not valid for model 'other'"):
+        guard.check(other, _bearer_of(TOKEN), "R" * 16)
+
+
+def test_more_valid_tokens_than_are_kept_all_keep_passing_and_guesses_are_not_kept(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import modelhost.gateway.auth as auth
+
+    monkeypatch.setattr(auth, "_REMEMBERED_TOKENS", 4)
+    tokens = [f"mht_token-{number}" for number in range(10)]
+    route = dataclasses.replace(
+        ROUTE, tokens=tuple(hashlib.sha256(t.encode()).digest() for t in tokens)
+    )
+    guard = TokenGuard(failure_limit=1000)
+    for _ in range(2):
+        for token in tokens:
+            guard.check(route, _bearer_of(token), "R" * 16)
+    assert 0 < len(guard._digests) <= 4
+    for number in range(20):
+        with pytest.raises(errors.Unauthenticated):
+            guard.check(route, _bearer_of(f"mht_guess-{number}"), "R" * 16)
+    assert all(value.startswith(b"Bearer mht_token-") for value in guard._digests)

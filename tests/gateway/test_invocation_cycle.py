@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import uvicorn
 
-from modelhost.gateway.cycle import InvocationCycle
+from modelhost.gateway.cycle import RESPOND, InvocationCycle
 from modelhost.gateway.limits import ConnectionLimits
 from modelhost.gateway.transport import protocol_with
 
@@ -58,6 +58,17 @@ async def app(scope: Any, receive: Any, send: Any) -> None:
         for part in (b"one,", b"two,", b"three"):
             await send({"type": "http.response.body", "body": part, "more_body": True})
         await send({"type": "http.response.body", "body": b""})
+        return
+    if kind.startswith("respond"):  # the gateway's way: the whole answer in one call
+        respond = scope[RESPOND]
+        answer = b"respond:" + body
+        if kind == "respond-late":  # a response already begun goes on with send
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            CYCLES["respond-late"] = str(respond(200, [], answer))
+            await send({"type": "http.response.body", "body": answer})
+            return
+        sized = [] if kind == "respond-unsized" else [(b"content-length", b"%d" % len(answer))]
+        assert respond(201, [(b"x-answer", b"direct"), *sized], answer) is True
         return
     headers = [(b"content-length", str(len(body) + len(kind) + 1).encode())]
     if kind == "split":
@@ -300,3 +311,27 @@ def test_a_connection_that_keeps_calling_is_not_closed_by_the_keep_alive_timeout
             assert reader.response()[2] == b"echo:{}"
             calls += 1
         assert calls > 1
+
+
+def test_an_answer_given_whole_through_respond_keeps_the_connection_going(port: int) -> None:
+    with _connect(port) as sock:
+        reader = Reader(sock)
+        for kind, body in (("respond", b'{"n":1}'), ("respond-unsized", b"2"), ("echo", b"3")):
+            sock.sendall(_request(f"/models/{kind}/latest/model", body))
+            status, headers, answer = reader.response()
+            if kind == "echo":
+                assert (status, answer) == (200, b"echo:3")
+                continue
+            assert (status, answer, headers["x-answer"]) == (201, b"respond:" + body, "direct")
+            assert "date" in headers  # uvicorn's default headers, as with send
+            if kind == "respond-unsized":
+                assert headers["transfer-encoding"] == "chunked"
+
+
+def test_respond_declines_once_a_response_began_and_send_finishes_it(port: int) -> None:
+    with _connect(port) as sock:
+        reader = Reader(sock)
+        sock.sendall(_request("/models/respond-late/latest/model", b"x"))
+        status, headers, answer = reader.response()
+        assert (status, headers["transfer-encoding"], answer) == (200, "chunked", b"respond:x")
+    assert CYCLES["respond-late"] == "False"

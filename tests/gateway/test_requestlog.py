@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
-from modelhost.gateway.requestlog import RequestLog, RequestLogWriter, read, route_of
+from modelhost.gateway.requestlog import RequestLog, RequestLogWriter, line, read, route_of
 from modelhost.gateway.routes import ModelRoute, Release, RouteTable
 
 
@@ -24,22 +25,64 @@ def test_the_route_is_the_part_of_the_path_between_the_model_and_model() -> None
     assert route_of("/models/calc") == ""
 
 
-def test_a_call_becomes_a_row_with_its_version_and_a_call_to_no_model_none() -> None:
+def _entries(lines: list[bytes]) -> dict[str, dict[str, object]]:
+    """Lines by request id, each as the JSON object it holds (one line each)."""
+    assert all(entry.endswith(b"\n") and entry.count(b"\n") == 1 for entry in lines)
+    return {entry["request_id"]: entry for entry in map(orjson.loads, lines)}  # type: ignore[misc]
+
+
+def test_a_call_becomes_a_line_in_its_model_s_log_and_a_call_to_no_model_none() -> None:
     log = RequestLog()
+    table = _table()
     release = Release("m1", "v1", 2, b"{}")
     scope = {"path": "/models/calc/latest/model", "client": ("10.0.0.7", 5555)}
-    log.add(0.0, "AAAA", scope, 200, release)
-    log.add(0.0, "BBBB", {"path": "/models/calc/versions/9/model", "client": None}, 404, None)
-    log.add(0.0, "CCCC", {"path": "/models/nothing/latest/model"}, 404, None)
-    log.add_rows([[1.0, "DDDD", "m1", "calc", 1, "latest", 500, 2.5, "10.0.0.8"]])
-    rows = log.take(_table())
-    by_id = {row[1]: row for row in rows}
-    assert set(by_id) == {"AAAA", "BBBB", "DDDD"}
-    assert by_id["AAAA"][2:7] == ["m1", "calc", 2, "latest", 200]
-    assert by_id["AAAA"][8] == "10.0.0.7"
-    assert by_id["BBBB"][4:7] == [None, "versions/9", 404]
-    assert by_id["BBBB"][8] is None
-    assert log.take(_table()) == []  # taken once
+    log.add(time.perf_counter(), "AAAA", scope, 200, release, table)
+    log.add(
+        0.0, "BBBB", {"path": "/models/calc/versions/9/model", "client": None}, 404, None, table
+    )
+    log.add(0.0, "CCCC", {"path": "/models/nothing/latest/model"}, 404, None, table)
+    taken = log.take()
+    assert set(taken) == {"m1"}
+    entries = _entries(taken["m1"])
+    assert set(entries) == {"AAAA", "BBBB"}
+    first = entries["AAAA"]
+    assert (first["model"], first["version"], first["route"], first["status"]) == (
+        "calc",
+        2,
+        "latest",
+        200,
+    )
+    assert first["source"] == "10.0.0.7"
+    assert 0 <= first["duration_ms"] < 60_000  # type: ignore[operator]
+    assert (entries["BBBB"]["version"], entries["BBBB"]["route"]) == (None, "versions/9")
+    assert entries["BBBB"]["source"] is None
+    assert log.take() == {}  # taken once
+
+
+def test_a_renamed_model_s_next_lines_carry_its_new_name() -> None:
+    log = RequestLog()
+    scope = {"path": "/models/m1/latest/model", "client": None}
+    log.add(0.0, "OLD1", scope, 200, None, _table())
+    renamed = ModelRoute(model_id="m1", name="calculator", timeout=60.0)
+    log.add(0.0, "NEW1", scope, 200, None, RouteTable(by_key={"m1": renamed}))
+    entries = _entries(log.take()["m1"])
+    assert entries["OLD1"]["model"] == "calc"
+    assert entries["NEW1"]["model"] == "calculator"
+
+
+def test_lines_a_gateway_process_sends_arrive_whole_and_once() -> None:
+    child, main = RequestLog(), RequestLog()
+    table = _table()
+    for number in range(50):
+        path = f'/models/calc/labels/a"b{number}/model'  # a quote: escaped in JSON, twice
+        child.add(0.0, f"R{number:03d}", {"path": path, "client": None}, 200, None, table)
+    main.add(0.0, "MAIN", {"path": "/models/calc/latest/model", "client": None}, 200, None, table)
+    sent = orjson.loads(orjson.dumps(child.export()))  # as the control message carries it
+    assert child.take() == {}
+    main.add_lines(sent)
+    entries = _entries(main.take()["m1"])
+    assert len(entries) == 51
+    assert entries["R007"]["route"] == 'labels/a"b7'
 
 
 def test_files_rotate_before_they_pass_the_limit_and_reading_spans_them(tmp_path: Path) -> None:
@@ -49,7 +92,7 @@ def test_files_rotate_before_they_pass_the_limit_and_reading_spans_them(tmp_path
         for i in range(40)
     ]
     for start in range(0, 40, 7):  # batches, as the writer gets them each second
-        writer.write(rows[start : start + 7])
+        writer.write({"m1": [line(row) for row in rows[start : start + 7]]})
     names = sorted(path.name for path in (tmp_path / "m1").iterdir())
     assert names == ["requests.log", "requests.log.1", "requests.log.2"]
     for path in (tmp_path / "m1").iterdir():
@@ -76,8 +119,6 @@ def test_files_rotate_before_they_pass_the_limit_and_reading_spans_them(tmp_path
 def test_a_line_gives_its_time_in_utc_to_the_millisecond() -> None:
     import datetime as dt
 
-    from modelhost.gateway.requestlog import line
-
     def time_of(wall: float) -> str:
         return orjson.loads(line([wall, "R", "m1", "calc", 1, "latest", 200, 1.0, None]))["time"]
 
@@ -91,8 +132,6 @@ def test_a_line_gives_its_time_in_utc_to_the_millisecond() -> None:
 @given(st.floats(min_value=0, max_value=4_102_444_800, allow_nan=False))
 def test_a_lines_time_is_what_datetime_makes_of_the_same_moment(wall: float) -> None:
     import datetime as dt
-
-    from modelhost.gateway.requestlog import line
 
     moment = dt.datetime.fromtimestamp(wall, dt.timezone.utc)
     expected = moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -18,6 +18,7 @@ from modelhost.backends.base import CallResult, Instance
 from modelhost.gateway.auth import TokenGuard
 from modelhost.gateway.batching import BatchingPool
 from modelhost.gateway.capture import CaptureQueue
+from modelhost.gateway.cycle import RESPOND
 from modelhost.gateway.envelope import error_response, success
 from modelhost.gateway.metrics import CallMetrics
 from modelhost.gateway.pool import VersionPool
@@ -215,7 +216,10 @@ class Gateway:
             logger.exception("request %s failed", request_id)
             status, headers, body = error_response(errors.InternalError(str(exc)), request_id)
         if self.request_log is not None:  # a tuple now; the line is written in the background
-            self.request_log.add(started, request_id, scope, status, release)
+            self.request_log.add(started, request_id, scope, status, release, self.table)
+        respond = scope.get(RESPOND)
+        if respond is not None and respond(status, headers, body):
+            return
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 

@@ -35,6 +35,8 @@ _CHALLENGE = {"WWW-Authenticate": 'Basic realm="modelhost", Bearer realm="modelh
 _URL_TOKEN_NAMES = {"token", "access_token", "api_key", "key"}
 #: API keys (``operations/credentials.py``) start so; access tokens start ``mht_``.
 _API_KEY_PREFIX = "mh_"
+#: how many valid tokens' digests a gateway keeps by their ``Authorization`` header value
+_REMEMBERED_TOKENS = 1024
 #: a scope key: this call was counted against its token's limits (here or by the process that
 #: passed it on); and the header that carries it from one of the server's processes to another
 CHARGED = "modelhost.charged"
@@ -86,6 +88,8 @@ class TokenGuard:
         #: seconds since 1970 (quota windows are UTC days and months)
         self._wall = wall
         self._failures: dict[str, deque[float]] = {}
+        #: ``Authorization`` header value -> the digest of the valid token in it (_remember)
+        self._digests: dict[bytes, bytes] = {}
         #: denied calls waiting to be written to the audit log
         self.denials: deque[Denial] = deque(maxlen=10_000)
 
@@ -99,16 +103,29 @@ class TokenGuard:
                 "Access tokens in the URL are refused (URLs end up in logs); send it as "
                 "'Authorization: Bearer TOKEN' or with curl -u TOKEN:TOKEN."
             )
-        token = token_from_headers(scope["headers"])
-        if token is not None:
-            digest = hashlib.sha256(token.encode()).digest()
+        headers = scope["headers"]
+        digest: bytes | None = None
+        for name, value in headers:
+            if name == b"authorization":
+                digest = self._digests.get(value)
+                break
+        token = None
+        if digest is None:
+            token = token_from_headers(headers)
+            if token is not None:
+                digest = hashlib.sha256(token.encode()).digest()
+        if digest is not None:
             valid = False
             for candidate in route.tokens:  # constant time per candidate, no early exit
                 valid |= hmac.compare_digest(digest, candidate)
             if valid:  # a valid token passes, even from a throttled address, within its limits
+                if token is not None:
+                    self._remember(headers, digest)
                 if route.limits:
                     self._limit(route.limits.get(digest), scope)
                 return
+            if token is None:  # a remembered token that is no longer valid
+                token = token_from_headers(headers)
         self._throttle(source)
         if token is None:
             self._deny(route, source, request_id, "no token")
@@ -130,6 +147,19 @@ class TokenGuard:
             "regenerated); ask the model's owner for a current one.",
             headers=_CHALLENGE,
         )
+
+    def _remember(self, headers: list[tuple[bytes, bytes]], digest: bytes) -> None:
+        """Keep the digest of a valid token by its ``Authorization`` value, so that the next
+        call with it is checked without parsing the header and hashing the token again. Only
+        valid tokens are kept, and a full map starts over: guesses cannot grow it, nor push
+        the tokens in use out of it for good. A token remembered stays checked against the
+        model's current tokens on every call, so revoking it still works at once."""
+        for name, value in headers:
+            if name == b"authorization":
+                if len(self._digests) >= _REMEMBERED_TOKENS:
+                    self._digests.clear()
+                self._digests[value] = digest
+                return
 
     def _limit(self, limit: TokenLimit | None, scope: MutableMapping[str, Any]) -> None:
         if limit is None or CHARGED in scope:

@@ -32,6 +32,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("uvicorn.error")
 
+#: the scope key of an invocation request's :meth:`InvocationCycle.respond`: the app may
+#: answer through it instead of two ``send`` messages. Only for an app that would send its
+#: answer unchanged through ``send``, as the gateway does (no middleware between them wraps it).
+RESPOND = "modelhost.respond"
+
 Message = MutableMapping[str, Any]
 _SERVER_ERROR = [
     (b"content-type", b"text/plain; charset=utf-8"),
@@ -151,6 +156,33 @@ class InvocationCycle:
         message = {"type": "http.request", "body": self.body, "more_body": self.more_body}
         self.body = b""
         return message
+
+    def respond(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> bool:
+        """The whole answer at once, as ``send`` would write it after a start and one body
+        message, without either message or await: the gateway's own answers take this way
+        (:data:`RESPOND`). False when it cannot (a response began already, or the client reads
+        too slowly and writes must wait): then send it with ``send``."""
+        if self.response_started or self.flow.write_paused:
+            return False
+        if self.disconnected:
+            return True
+        self.response_started = True
+        self._start(status, headers)
+        head, self._head = self._head, None
+        if self._left is None:  # no Content-Length: chunked
+            body = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body) if body else b"0\r\n\r\n"
+        elif self._left != len(body):
+            raise RuntimeError("Response content length does not match Content-Length")
+        self._left = 0
+        self.response_complete = True
+        self.set()
+        self.transport.write_now(head + body if head is not None else body)
+        if not self.keep_alive:
+            self.transport.close()
+        on_response = self._on_response
+        if on_response is not None:
+            on_response()
+        return True
 
     async def send(self, message: Message) -> None:
         if self.flow.write_paused and not self.disconnected:

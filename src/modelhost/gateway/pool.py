@@ -48,6 +48,7 @@ class VersionPool:
         self.board = board
         self.slot = slot
         self.process = process
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def ready_count(self) -> int:
@@ -86,13 +87,24 @@ class VersionPool:
 
     def running_longer_than(self, seconds: float) -> bool:
         """Whether an instance here has been running a call for more than ``seconds``."""
-        since = asyncio.get_running_loop().time() - seconds
+        since: float | None = None
         for instance in self._ready:
             started = getattr(instance, "running_since", None)
             begun = started() if started is not None else None
-            if begun is not None and begun < since:
-                return True
+            if begun is not None:
+                if since is None:
+                    since = self._clock().time() - seconds
+                if begun < since:
+                    return True
         return False
+
+    def _clock(self) -> asyncio.AbstractEventLoop:
+        """The event loop, whose clock the instances' ``running_since`` reads; asked once:
+        in Python 3.11 every ``asyncio.get_running_loop()`` is a ``getpid()`` system call."""
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        return loop
 
     def lowest(self) -> int | None:
         """The calls on the least busy instance (None: there is none)."""

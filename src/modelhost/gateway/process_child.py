@@ -234,7 +234,7 @@ class GatewayProcess:
         if rows or totals:
             gateway.metrics = CallMetrics()
         log = gateway.request_log
-        requests = log.take(gateway.table) if log is not None else []
+        requests = log.export() if log is not None else {}
         gauges = self._gauges()
         batches = self._batches()
         dropped = gateway.capture.take_dropped()

@@ -337,7 +337,7 @@ class GatewayProcesses:
                     if "batches" in message:
                         gateway.metrics.set_batches(peer.index, message["batches"])
                     if gateway.request_log is not None and message.get("requests"):
-                        gateway.request_log.add_rows(message["requests"])
+                        gateway.request_log.add_lines(message["requests"])
                     if message.get("capture_dropped"):
                         gateway.capture.merge_dropped(message["capture_dropped"])
                 elif kind == "ended":

@@ -26,7 +26,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from modelhost import errors, urls
 from modelhost.gateway.app import Receive, Scope, Send, new_request_id
-from modelhost.gateway.cycle import InvocationCycle
+from modelhost.gateway.cycle import RESPOND, InvocationCycle
 from modelhost.gateway.envelope import error_response
 from modelhost.gateway.limits import ConnectionLimits
 
@@ -220,6 +220,7 @@ class GatheringHttpToolsProtocol(HttpToolsProtocol):
             parser.should_keep_alive(),
             self.on_response_complete,
         )
+        scope[RESPOND] = cycle.respond  # type: ignore[literal-required]
         existing, self.cycle = self.cycle, cycle  # type: ignore[assignment]
         if existing is None or existing.response_complete:
             self._start_asgi_task(cycle, self.app)  # type: ignore[arg-type]

@@ -53,7 +53,9 @@ class PredictionsEndpoint:
         except errors.ModelhostError as exc:
             status, headers, body = error_response(exc, request_id)
         if self.gateway.request_log is not None:  # a line per request, as for every call
-            self.gateway.request_log.add(started, request_id, scope, status, None)
+            self.gateway.request_log.add(
+                started, request_id, scope, status, None, self.gateway.table
+            )
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 

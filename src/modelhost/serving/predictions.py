@@ -266,7 +266,9 @@ class PredictionQueue:
         """The request log's line for the call, when it ended (the submit has its own)."""
         if self.gateway.request_log is not None:
             scope = {"path": urls.invoke_async(prediction.model_id, prediction.route)}
-            self.gateway.request_log.add(started, prediction.request_id, scope, status, release)
+            self.gateway.request_log.add(
+                started, prediction.request_id, scope, status, release, self.gateway.table
+            )
 
     async def _finish_failed(self, prediction: AsyncPrediction, exc: errors.ModelhostError) -> None:
         await asyncio.to_thread(

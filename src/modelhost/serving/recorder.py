@@ -37,12 +37,13 @@ class Recorder:
         log = self.gateway.request_log
         if log is None or self.writer is None:
             return
-        rows = log.take(self.gateway.table)
-        if rows:
+        lines = log.take()
+        if lines:
             try:
-                await asyncio.to_thread(self.writer.write, rows)
+                await asyncio.to_thread(self.writer.write, lines)
             except OSError:
-                logger.exception("could not write %d request log line(s)", len(rows))
+                count = sum(len(entries) for entries in lines.values())
+                logger.exception("could not write %d request log line(s)", count)
 
     async def flush_history(self) -> None:
         try:
