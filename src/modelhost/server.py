@@ -127,14 +127,18 @@ class Server:
         from modelhost.gateway.transport import protocol_with
 
         settings = self.settings
+        guard = HostGuard(self.app, settings.allowed_host_names)
+        # Behind trusted proxies uvicorn's middleware rewrites the scope before the app: calls
+        # then always go through the app.
+        direct = None if settings.trusted_proxies else guard.direct(self.app.gateway.direct)
         config = uvicorn.Config(
-            HostGuard(self.app, settings.allowed_host_names),
+            guard,
             host=settings.host,
             port=settings.port,
             loop="uvloop",
             # Not uvicorn's limit_concurrency: protocol_with counts connections itself, so that
             # the 503 comes in the error envelope and max_connections means connections served.
-            http=protocol_with(ConnectionLimits.from_settings(settings)),
+            http=protocol_with(ConnectionLimits.from_settings(settings), direct),
             interface="asgi3",
             server_header=False,
             lifespan="on",

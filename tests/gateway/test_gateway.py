@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
 import pytest
 
-from modelhost.backends.base import CallResult, InstanceState
+from modelhost.backends.base import CallResult, InstanceSpec, InstanceState
+from modelhost.backends.channel import CallChannel
 from modelhost.gateway.app import Gateway, new_request_id
 from modelhost.gateway.pool import VersionPool
 from modelhost.gateway.routes import ModelRoute, Release, RouteTable
+from modelhost.runtime import protocol
 
 pytestmark = pytest.mark.anyio
 
@@ -163,3 +170,183 @@ async def test_an_asynchronous_call_sent_again_after_its_instance_went_away_keep
     assert (result.result_json, release.number) == (b"1", 2)
     assert lost.timeouts == [600.0]
     assert answering.timeouts == [600.0]  # not the model's 5 s
+
+
+# ---------------------------------------------------------------- Gateway.direct
+
+
+class _Wire:
+    """A transport to a stand-in instance: each CALL frame is answered on the loop's next
+    turn with ``answer(request id, body)``, a RESULT or an ERROR frame."""
+
+    def __init__(self, channel: CallChannel, answer: Callable[[str, bytes], bytes]) -> None:
+        self.channel = channel
+        self.answer = answer
+        self.decoder = protocol.FrameDecoder()
+
+    def write(self, data: bytes) -> None:
+        for _kind, payload in self.decoder.feed(data):
+            request_id, body = protocol.decode_call(payload)
+            asyncio.get_running_loop().call_soon(
+                self.channel._on_frame, *self._frame(self.answer(request_id, body))
+            )
+
+    @staticmethod
+    def _frame(data: bytes) -> tuple[int, bytes]:
+        ((kind, payload),) = protocol.FrameDecoder().feed(data)
+        return kind, payload
+
+    def is_closing(self) -> bool:
+        return False
+
+
+class _Channel(CallChannel):
+    def __init__(self, answer: Callable[[str, bytes], bytes]) -> None:
+        spec = InstanceSpec("iid", "mid", "vid", 2, Path("."), "f.py", "f", "python", Path("log"))
+        super().__init__(spec, InstanceState.READY)
+        self._transport = _Wire(self, answer)  # type: ignore[assignment]
+
+    @property
+    def instance_name(self) -> str:
+        return "iid"
+
+
+def _sums(request_id: str, body: bytes) -> bytes:
+    return protocol.encode_result(request_id, 1.0, b"%d" % sum(orjson.loads(body)["parameters"]))
+
+
+class _Cycle:
+    """What Gateway.direct uses of an InvocationCycle: the body, and respond."""
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+        self.answer: asyncio.Future[tuple[int, dict[str, str], bytes]] = (
+            asyncio.get_running_loop().create_future()
+        )
+
+    def respond(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> bool:
+        self.answer.set_result((status, {k.decode(): v.decode() for k, v in headers}, body))
+        return True
+
+
+def _direct_gateway(channel: CallChannel, **route: Any) -> Gateway:
+    gateway = Gateway(max_request_bytes=1000)
+    pool = VersionPool("vid", 2, max_queued=4)
+    pool.add(channel)
+    release = Release("mid", "vid", 2, orjson.dumps({"model_version_number": 2}))
+    gateway.table = RouteTable(
+        {
+            "m": ModelRoute(
+                "mid", "m", 5.0, {"latest": ((2, 100),)}, {2: pool}, {2: release}, **route
+            )
+        }
+    )
+    return gateway
+
+
+def _scope(path: str = "/models/m/latest/model", **extra: Any) -> dict[str, Any]:
+    headers = [(b"content-type", b"application/json"), *extra.pop("headers", [])]
+    return {
+        "type": "http",
+        "method": "POST",
+        "path": path,
+        "headers": headers,
+        "client": ("10.0.0.1", 5000),
+        "query_string": b"",
+        **extra,
+    }
+
+
+async def test_a_call_started_directly_gets_the_same_envelope_as_through_the_app() -> None:
+    gateway = _direct_gateway(_Channel(_sums), invocation_mode="public")
+    cycle = _Cycle(b'{"parameters": [2, 3]}')
+    runs: list[Any] = []
+    assert gateway.direct(_scope(), cycle, runs.append) is True  # type: ignore[arg-type]
+    status, headers, body = await asyncio.wait_for(cycle.answer, 5)
+    assert runs == []
+    answer = orjson.loads(body)
+    assert (status, answer["result"], answer["release"]["model_version_number"]) == (200, 5, 2)
+    assert headers["x-request-id"] == answer["request_id"]
+    assert headers["x-model-version"] == "2"
+    through_app = await _post(gateway, "/models/m/latest/model", b'{"parameters": [2, 3]}')
+    assert set(through_app.json()) == set(answer)
+    assert gateway.table.by_key["m"].pools[2].busy == 0
+
+
+@pytest.mark.parametrize(
+    ("why", "route", "scope"),
+    [
+        ("a token is needed and none came", {}, {}),
+        ("the token has limits", {"invocation_mode": "public", "limits": {b"d": None}}, {}),
+        (
+            "a valid token, and a query string",
+            {"tokens": (hashlib.sha256(b"mht_t").digest(),)},
+            {
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"authorization", b"Bearer mht_t"),
+                ],
+                "query_string": b"a=1",
+            },
+        ),
+        ("passed on by another process", {"invocation_mode": "public"}, {"client": None}),
+        (
+            "not JSON",
+            {"invocation_mode": "public"},
+            {"headers": [(b"content-type", b"text/plain")]},
+        ),
+        ("no such version", {"invocation_mode": "public"}, {"path": "/models/m/versions/9/model"}),
+    ],
+)
+async def test_a_call_direct_cannot_take_whole_is_left_to_the_app_untouched(
+    why: str, route: dict[str, Any], scope: dict[str, Any]
+) -> None:
+    gateway = _direct_gateway(_Channel(_sums), **route)
+    headers = scope.pop("headers", [])
+    request = _scope(**scope)
+    if headers:
+        request["headers"] = headers
+    runs: list[Any] = []
+    assert gateway.direct(request, _Cycle(b'{"parameters": [1]}'), runs.append) is False, why  # type: ignore[arg-type]
+    assert runs == []
+    assert gateway.table.by_key["m"].pools[2].busy == 0
+    assert not gateway.guard.denials  # the app refuses it, once
+
+
+async def test_a_started_call_that_fails_goes_on_in_the_app_with_the_same_request_id() -> None:
+    def fails(request_id: str, body: bytes) -> bytes:
+        error = {"code": "model_error", "message": "ValueError: no"}
+        return protocol.encode_error(request_id, orjson.dumps(error))
+
+    gateway = _direct_gateway(_Channel(fails), invocation_mode="public")
+    scope = _scope()
+    runs: list[Any] = []
+    assert gateway.direct(scope, _Cycle(b'{"parameters": [1]}'), runs.append) is True  # type: ignore[arg-type]
+    deadline = asyncio.get_running_loop().time() + 5
+    while not runs:
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.01)
+    assert runs == [gateway]  # the app, with the failure in the scope
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        raise AssertionError("the body is not read again")
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await runs[0](scope, receive, send)
+    assert sent[0]["status"] == 500
+    answer = orjson.loads(sent[1]["body"])
+    assert answer["error"]["code"] == "model_error"
+    assert (b"x-request-id", answer["request_id"].encode()) in sent[0]["headers"]
+    assert gateway.table.by_key["m"].pools[2].busy == 0
+
+
+async def test_a_valid_token_without_limits_is_taken_directly() -> None:
+    token = hashlib.sha256(b"mht_t").digest()
+    gateway = _direct_gateway(_Channel(_sums), tokens=(token,))
+    scope = _scope(headers=[(b"authorization", b"Bearer mht_t")])
+    cycle = _Cycle(b'{"parameters": [4]}')
+    assert gateway.direct(scope, cycle, [].append) is True  # type: ignore[arg-type]
+    assert orjson.loads((await asyncio.wait_for(cycle.answer, 5))[2])["result"] == 4

@@ -77,14 +77,36 @@ async def app(scope: Any, receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": kind.encode() + b":" + body})
 
 
+#: what the direct start was asked: the kind of call and the size of its body
+DIRECT: list[tuple[str, int]] = []
+
+
+def _direct(scope: Any, cycle: InvocationCycle, run: Any) -> bool:
+    """Stands in for Gateway.direct: ``started`` calls are answered a moment later without a
+    task, ``handed`` ones go on in the app (as a started call that failed does), the rest are
+    declined."""
+    kind = scope["path"].split("/")[2]
+    DIRECT.append((kind, len(cycle.body)))
+    loop = asyncio.get_running_loop()
+    if kind == "started":
+        answer = b"started:" + cycle.body
+        headers = [(b"content-length", b"%d" % len(answer))]
+        loop.call_later(0.05, cycle.respond, 200, headers, answer)
+        return True
+    if kind == "handed":
+        loop.call_later(0.05, run, app)
+        return True
+    return False
+
+
 @contextlib.contextmanager
-def _serving(**options: Any) -> Iterator[int]:
+def _serving(direct: Any = None, **options: Any) -> Iterator[int]:
     config = uvicorn.Config(
         app,
         host="127.0.0.1",
         port=0,
         loop="uvloop",
-        http=protocol_with(ConnectionLimits()),
+        http=protocol_with(ConnectionLimits(), direct),
         lifespan="off",
         log_level="critical",
         **options,
@@ -335,3 +357,70 @@ def test_respond_declines_once_a_response_began_and_send_finishes_it(port: int) 
         status, headers, answer = reader.response()
         assert (status, headers["transfer-encoding"], answer) == (200, "chunked", b"respond:x")
     assert CYCLES["respond-late"] == "False"
+
+
+@pytest.fixture(scope="module")
+def direct_port() -> Iterator[int]:
+    with _serving(direct=_direct) as serving:
+        yield serving
+
+
+def test_a_call_started_directly_is_answered_without_the_app_and_the_connection_goes_on(
+    direct_port: int,
+) -> None:
+    with _connect(direct_port) as sock:
+        reader = Reader(sock)
+        for n in range(3):
+            sock.sendall(_request("/models/started/latest/model", f'{{"n":{n}}}'.encode()))
+            assert reader.response()[:3:2] == (200, f'started:{{"n":{n}}}'.encode())
+        sock.sendall(_request("/models/echo/latest/model", b"declined"))
+        assert reader.response()[2] == b"echo:declined"  # the app answers what it declines
+    assert "/models/started/latest/model" not in CYCLES
+    assert ("started", 7) in DIRECT
+    assert ("echo", 8) in DIRECT
+
+
+def test_the_direct_start_gets_the_whole_body_sent_in_pieces(direct_port: int) -> None:
+    body = b'{"data": "' + b"y" * 20_000 + b'"}'
+    request = _request("/models/started/versions/1/model", body)
+    with _connect(direct_port) as sock:
+        for start in range(0, len(request), 3_000):
+            sock.sendall(request[start : start + 3_000])
+            time.sleep(0.001)
+        assert Reader(sock).response()[2] == b"started:" + body
+    assert ("started", len(body)) in DIRECT
+
+
+def test_a_body_over_the_read_limit_goes_to_the_app_while_it_is_still_coming(
+    direct_port: int,
+) -> None:
+    body = b'{"data": "' + b"z" * 300_000 + b'"}'
+    request = _request("/models/started/labels/big/model", body)
+    with _connect(direct_port) as sock:
+        for start in range(0, len(request), 50_000):
+            sock.sendall(request[start : start + 50_000])
+        assert Reader(sock).response()[2] == b"started:" + body  # the app's answer, same form
+    assert CYCLES["/models/started/labels/big/model"] == InvocationCycle.__name__
+    assert ("started", len(body)) not in DIRECT
+
+
+def test_a_started_call_handed_to_the_app_is_answered_there_with_its_body(
+    direct_port: int,
+) -> None:
+    with _connect(direct_port) as sock:
+        sock.sendall(_request("/models/handed/latest/model", b'{"x":1}'))
+        assert Reader(sock).response()[:3:2] == (200, b'handed:{"x":1}')
+
+
+def test_requests_pipelined_behind_a_direct_call_are_answered_in_the_order_they_came(
+    direct_port: int,
+) -> None:
+    with _connect(direct_port) as sock:
+        sock.sendall(
+            _request("/models/started/latest/model", b"1")
+            + _request("/models/echo/latest/model", b"2")
+            + _request("/models/started/latest/model", b"3")
+        )
+        reader = Reader(sock)
+        answers = [reader.response()[2] for _ in range(3)]
+    assert answers == [b"started:1", b"echo:2", b"started:3"]

@@ -190,6 +190,19 @@ class CallChannel:
         return None
 
     async def call(self, request_id: str, body: bytes, timeout: float) -> CallResult:
+        future = self.start_call(request_id, body, timeout)
+        try:
+            await future
+        except BaseException:
+            self.inflight -= 1
+            raise
+        return self.end_call(future)
+
+    def start_call(
+        self, request_id: str, body: bytes, timeout: float
+    ) -> asyncio.Future[tuple[int, bytes]]:
+        """Send a call; its future gets the answer frame, or the error that ended the call.
+        Hand the done future to :meth:`end_call` (:meth:`call` does both, awaiting between)."""
         if self.state is not InstanceState.READY or self._transport is None:
             raise errors.NoReadyInstance(
                 "The instance is not ready; retry shortly.", headers={"Retry-After": "1"}
@@ -200,11 +213,14 @@ class CallChannel:
             call.started = self._loop.time()
             self._arm(call.started + timeout)
         self.inflight += 1
-        try:
-            self._send(protocol.encode_call(request_id, body))
-            kind, payload = await call.future
-        finally:
-            self.inflight -= 1
+        self._send(protocol.encode_call(request_id, body))
+        return call.future
+
+    def end_call(self, future: asyncio.Future[tuple[int, bytes]]) -> CallResult:
+        """The result of a call :meth:`start_call` sent, once its future is done; raises the
+        error that ended it, or the one its ERROR frame carries."""
+        self.inflight -= 1
+        kind, payload = future.result()
         if kind == protocol.RESULT:
             return CallResult(*protocol.decode_result_body(payload))
         return decode_answer(kind, payload)

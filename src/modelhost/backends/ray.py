@@ -44,7 +44,6 @@ import ray.exceptions
 
 from modelhost import errors
 from modelhost.backends.base import (
-    CallResult,
     Instance,
     InstanceSpec,
     InstanceState,
@@ -568,7 +567,9 @@ class RayInstance(CallChannel):
     def nonce(self) -> str:
         return self._nonce
 
-    async def call(self, request_id: str, body: bytes, timeout: float) -> CallResult:
+    def start_call(
+        self, request_id: str, body: bytes, timeout: float
+    ) -> asyncio.Future[tuple[int, bytes]]:
         # A call that reaches an instance just taken out of rotation (its node went away) was
         # sent nowhere: the gateway sends it to another instance.
         if self.state is not InstanceState.READY or self._transport is None:
@@ -576,7 +577,7 @@ class RayInstance(CallChannel):
                 f"The instance running version {self.version_number} left rotation before "
                 "this call was sent; it was not run."
             )
-        return await super().call(request_id, body, timeout)
+        return super().start_call(request_id, body, timeout)
 
     # ------------------------------------------------------------------ ending
 

@@ -7,18 +7,22 @@ parsing them again.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from modelhost import errors
 from modelhost.backends.base import CallResult, Instance
+from modelhost.backends.channel import CallChannel
 from modelhost.gateway.auth import TokenGuard
 from modelhost.gateway.batching import BatchingPool
 from modelhost.gateway.capture import CaptureQueue
-from modelhost.gateway.cycle import RESPOND
+from modelhost.gateway.cycle import RESPOND, InvocationCycle
 from modelhost.gateway.envelope import error_response, success
 from modelhost.gateway.metrics import CallMetrics
 from modelhost.gateway.pool import VersionPool
@@ -42,6 +46,10 @@ _JSON_TYPES = (b"application/json", b"text/json")
 #: a scope key only :meth:`Gateway.call_in_process` sets (no HTTP request can): the caller was
 #: checked already (the tester, through a user's session or API key), so no token is asked for
 TRUSTED = "modelhost.trusted"
+#: a scope key only :meth:`Gateway.direct` sets: the call it started failed (a :class:`_Failed`)
+FAILED = "modelhost.failed"
+#: starts a task that runs an ASGI app for the request (the protocol's, in :meth:`Gateway.direct`)
+Run = Callable[[Callable[[Scope, Receive, Send], Awaitable[None]]], None]
 #: how many times a call that never started (its instance went away first) is sent again
 _RESENDS = 2
 #: a call that failed with one of these did not run: a gateway process passes it on to the main
@@ -84,6 +92,40 @@ def _async_timed_out(timeout: float) -> errors.ModelTimeout:
     )
 
 
+def _is_json(headers: list[tuple[bytes, bytes]]) -> bool:
+    """Whether the request says its body is JSON, with no Content-Length over the limit
+    checked elsewhere (the body is whole already)."""
+    for name, value in headers:
+        if name == b"content-type":
+            return value.split(b";", 1)[0].strip().lower() in _JSON_TYPES
+    return True
+
+
+async def _send_answer(
+    status: int,
+    headers: list[tuple[bytes, bytes]],
+    body: bytes,
+    _scope: Scope,
+    _receive: Receive,
+    send: Send,
+) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+@dataclass(frozen=True, slots=True)
+class _Failed:
+    """A call :meth:`Gateway.direct` started, and how it ended: the app goes on with it."""
+
+    started: float
+    request_id: str
+    route: ModelRoute
+    pool: VersionPool
+    release: Release
+    body: bytes
+    error: BaseException
+
+
 class Gateway:
     """The ASGI app for invocation URLs. ``table`` is replaced whole by the reconciler."""
 
@@ -108,54 +150,68 @@ class Gateway:
         # One coroutine from the request to the instance's answer, on purpose: every await
         # layer is resumed again when the answer arrives, and at tens of thousands of calls
         # a second those layers cost more than the rest of the gateway's own work.
-        started = time.perf_counter()
-        request_id = new_request_id()
+        failed: _Failed | None = scope.pop(FAILED, None)
         release: Release | None = None
+        if failed is None:
+            started = time.perf_counter()
+            request_id = new_request_id()
+        else:  # a call started by direct() failed: on from where its instance's call ended
+            started, request_id = failed.started, failed.request_id
         try:
-            table = self.table
-            try:
-                route, pool, admitted = self._admit(scope, request_id)
-            except errors.ModelhostError:
-                if self.forward is None:
-                    raise
-                await self.forward(scope, receive, send, None)
-                return
-            message = await receive()
-            if message.get("more_body", False) or message["type"] != "http.request":
-                body = await self._read_rest(receive, message)
-            else:
-                body = message.get("body", b"")
-                if len(body) > self.max_request_bytes:
-                    raise self._too_large()
-            try:
-                # Resolve again if the table switched while the body was read: nothing may
-                # await between resolving and joining the pool's queue.
-                if self.table is not table:
-                    route, pool, admitted = self._admit(scope, request_id)
+            peers = self.peers
+            if failed is not None:
+                route, pool, admitted, body = failed.route, failed.pool, failed.release, failed.body
                 release = admitted
-                peers = self.peers
-                if peers is None:
-                    instance = pool.take()
-                else:  # an idle instance, here or in another process
-                    other = peers.less_busy(pool, scope)
-                    if other is not None and await peers.pass_on(
-                        pool, other, scope, receive, send, body
-                    ):
-                        return
-                    instance = pool.take()
+                instance = None
+            else:
+                table = self.table
                 try:
-                    if instance is None:
+                    route, pool, admitted = self._admit(scope, request_id)
+                except errors.ModelhostError:
+                    if self.forward is None:
+                        raise
+                    await self.forward(scope, receive, send, None)
+                    return
+                message = await receive()
+                if message.get("more_body", False) or message["type"] != "http.request":
+                    body = await self._read_rest(receive, message)
+                else:
+                    body = message.get("body", b"")
+                    if len(body) > self.max_request_bytes:
+                        raise self._too_large()
+            try:
+                if failed is None:
+                    # Resolve again if the table switched while the body was read: nothing may
+                    # await between resolving and joining the pool's queue.
+                    if self.table is not table:
+                        route, pool, admitted = self._admit(scope, request_id)
+                    release = admitted
+                    if peers is None:
+                        instance = pool.take()
+                    else:  # an idle instance, here or in another process
+                        other = peers.less_busy(pool, scope)
+                        if other is not None and await peers.pass_on(
+                            pool, other, scope, receive, send, body
+                        ):
+                            return
+                        instance = pool.take()
+                try:
+                    if instance is None and failed is None:
                         result, admitted = await self._call(
                             scope["path"], route, pool, admitted, request_id, body
                         )
                     else:
                         try:
+                            if failed is not None:
+                                raise failed.error
+                            assert instance is not None
                             result = await instance.call(request_id, body, route.timeout)
                             if peers is not None:
                                 pool.observe(result.model_time_ms / 1000)
                         except errors.CallNotStarted:
                             # Its instance went away before running it: another one may.
-                            pool.release(instance)
+                            if instance is not None:
+                                pool.release(instance)
                             instance = None
                             route, pool, admitted = self._resolve(scope["path"])
                             result, admitted = await self._call(
@@ -190,22 +246,10 @@ class Gateway:
                 if isinstance(exc, errors.CallNotStarted):
                     raise errors.InstanceCrashed(str(exc)) from None
                 raise
-            timing = (time.perf_counter() - started) * 1000
-            self.metrics.record(
-                admitted.model_id,
-                admitted.version_id,
-                admitted.number,
-                200,
-                timing,
-                scope["path"],
-                result.model_time_ms,
-            )
-            if route.capture:  # this model's share of calls to capture; 0.0 when off
-                self.capture.add(route.capture, admitted, request_id, body, result.result_json)
             status = 200
             release = admitted
-            body, headers = success(
-                result.result_json, request_id, timing, result.model_time_ms, admitted
+            body, headers = self._succeeded(
+                scope, started, request_id, route, admitted, body, result
             )
         except errors.ModelhostError as exc:
             status, headers, body = error_response(exc, request_id)
@@ -222,6 +266,93 @@ class Gateway:
             return
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+    def _succeeded(
+        self,
+        scope: Scope,
+        started: float,
+        request_id: str,
+        route: ModelRoute,
+        release: Release,
+        body: bytes,
+        result: CallResult,
+    ) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+        """Record a call ``release`` answered, and its answer's body and headers."""
+        timing = (time.perf_counter() - started) * 1000
+        self.metrics.record(
+            release.model_id,
+            release.version_id,
+            release.number,
+            200,
+            timing,
+            scope["path"],
+            result.model_time_ms,
+        )
+        if route.capture:  # this model's share of calls to capture; 0.0 when off
+            self.capture.add(route.capture, release, request_id, body, result.result_json)
+        return success(result.result_json, request_id, timing, result.model_time_ms, release)
+
+    def direct(self, scope: Scope, cycle: InvocationCycle, run: Run) -> bool:
+        """Start the call of an invocation request whose body is in ``cycle`` now, from the
+        HTTP protocol, and answer it when the instance does, without a task (with
+        ``gateway/transport.py``; a task and its coroutines cost a fifth of a call to a tiny
+        function). Only a call with nothing to wait for or to refuse goes this way: an idle
+        instance here, a valid token without limits, nothing to pass to another process.
+        False: nothing was done, and the protocol runs the app for it as usual, which answers
+        every refusal. A started call that fails goes on in the app, in a task (``run``)."""
+        started = time.perf_counter()
+        if scope.get("client") is None or not scope["path"].endswith("/model"):
+            return False  # passed on by another process, or not a call of a function
+        try:
+            route, number = self._route(scope["path"])
+        except errors.ModelhostError:
+            return False
+        pool = route.pools.get(number)
+        if pool is None or isinstance(pool, BatchingPool) or route.limits:
+            return False
+        if route.invocation_mode != "public" and not self.guard.passes(route, scope):
+            return False
+        body = cycle.body
+        if len(body) > self.max_request_bytes or not _is_json(scope["headers"]):
+            return False
+        peers = self.peers
+        if peers is not None and peers.less_busy(pool, scope) is not None:
+            return False
+        instance = pool.take()
+        if instance is None:
+            return False
+        if not isinstance(instance, CallChannel):  # its calls need a task
+            pool.release(instance)
+            return False
+        channel = instance
+        request_id = new_request_id()
+        try:
+            future = channel.start_call(request_id, body, route.timeout)
+        except errors.ModelhostError:
+            pool.release(instance)
+            return False
+        release = route.releases[number]
+
+        def answered(future: asyncio.Future[tuple[int, bytes]]) -> None:
+            pool.release(instance)
+            try:
+                result = channel.end_call(future)
+            except BaseException as exc:  # the app goes on from here, as if it had awaited
+                scope[FAILED] = _Failed(started, request_id, route, pool, release, body, exc)
+                run(self)
+                return
+            if peers is not None:
+                pool.observe(result.model_time_ms / 1000)
+            answer, headers = self._succeeded(
+                scope, started, request_id, route, release, body, result
+            )
+            if self.request_log is not None:
+                self.request_log.add(started, request_id, scope, 200, release, self.table)
+            if not cycle.respond(200, headers, answer):  # the client reads slowly: wait
+                run(functools.partial(_send_answer, 200, headers, answer))
+
+        future.add_done_callback(answered)
+        return True
 
     async def call_in_process(self, path: str, body: bytes) -> tuple[int, bytes]:
         """Call the invocation URL ``path`` with ``body`` from inside the server, as a caller

@@ -104,21 +104,10 @@ class TokenGuard:
                 "'Authorization: Bearer TOKEN' or with curl -u TOKEN:TOKEN."
             )
         headers = scope["headers"]
-        digest: bytes | None = None
-        for name, value in headers:
-            if name == b"authorization":
-                digest = self._digests.get(value)
-                break
-        token = None
-        if digest is None:
-            token = token_from_headers(headers)
-            if token is not None:
-                digest = hashlib.sha256(token.encode()).digest()
+        digest, token = self._digest(headers)
         if digest is not None:
-            valid = False
-            for candidate in route.tokens:  # constant time per candidate, no early exit
-                valid |= hmac.compare_digest(digest, candidate)
-            if valid:  # a valid token passes, even from a throttled address, within its limits
+            if _valid(route, digest):
+                # A valid token passes, even from a throttled address, within its limits.
                 if token is not None:
                     self._remember(headers, digest)
                 if route.limits:
@@ -147,6 +136,34 @@ class TokenGuard:
             "regenerated); ask the model's owner for a current one.",
             headers=_CHALLENGE,
         )
+
+    def passes(self, route: ModelRoute, scope: MutableMapping[str, Any]) -> bool:
+        """Whether :meth:`check` would let the call through with nothing to record or count:
+        a valid token, no query string, a model whose tokens have no limits. False says
+        nothing about the call: :meth:`check` decides it."""
+        if route.limits or scope.get("query_string"):
+            return False
+        headers = scope["headers"]
+        digest, token = self._digest(headers)
+        if digest is None or not _valid(route, digest):
+            return False
+        if token is not None:
+            self._remember(headers, digest)
+        return True
+
+    def _digest(self, headers: list[tuple[bytes, bytes]]) -> tuple[bytes | None, str | None]:
+        """The sha256 of the call's token, and the token when it had to be read from the
+        header (None when the digest was remembered, or there is no token)."""
+        for name, value in headers:
+            if name == b"authorization":
+                digest = self._digests.get(value)
+                if digest is not None:
+                    return digest, None
+                break
+        token = token_from_headers(headers)
+        if token is None:
+            return None, None
+        return hashlib.sha256(token.encode()).digest(), token
 
     def _remember(self, headers: list[tuple[bytes, bytes]], digest: bytes) -> None:
         """Keep the digest of a valid token by its ``Authorization`` value, so that the next
@@ -188,6 +205,15 @@ class TokenGuard:
     def _deny(self, route: ModelRoute, source: str, request_id: str, reason: str) -> None:
         self._failures.setdefault(source, deque()).append(self._clock())
         self.denials.append(Denial(route.model_id, route.name, source, request_id, reason))
+
+
+def _valid(route: ModelRoute, digest: bytes) -> bool:
+    """Whether ``digest`` is one of the route's tokens'; constant time per candidate, and no
+    early exit."""
+    valid = False
+    for candidate in route.tokens:
+        valid |= hmac.compare_digest(digest, candidate)
+    return valid
 
 
 def over_limit(limit: TokenLimit, refusal: Refusal) -> errors.TooManyRequests:

@@ -11,10 +11,14 @@ any. A port in the header is ignored, and a request with no ``Host`` at all (HTT
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from modelhost.gateway.transport import Direct
 
 from modelhost import errors
-from modelhost.gateway.app import Receive, Scope, Send, new_request_id
+from modelhost.gateway.app import Receive, Run, Scope, Send, new_request_id
+from modelhost.gateway.cycle import InvocationCycle
 from modelhost.gateway.envelope import error_response
 
 ANY = "*"
@@ -55,6 +59,18 @@ class HostGuard:
         if host is None or self._allows(host):
             return self.app(scope, receive, send)
         return self._refuse(host, scope, send)
+
+    def direct(self, start: Direct) -> Direct:
+        """``start`` (``Gateway.direct``) for requests whose host this guard lets through; the
+        others get False, and the app (this guard first) refuses them as usual."""
+
+        def guarded(scope: Scope, cycle: InvocationCycle, run: Run) -> bool:
+            if self.any:
+                return start(scope, cycle, run)
+            host = next((v for k, v in scope["headers"] if k == b"host"), None)
+            return (host is None or self._allows(host)) and start(scope, cycle, run)
+
+        return guarded
 
     def _allows(self, host: bytes) -> bool:
         known = self._seen.get(host)

@@ -342,10 +342,14 @@ def main(argv: list[str] | None = None) -> int:
         os.unlink(socket_path(private, options.index))
     from_peers.bind(socket_path(private, options.index))
     from_peers.listen(2048)
+    guard = HostGuard(app, options.allowed_hosts.split(","))
+    # Behind trusted proxies uvicorn's middleware rewrites the scope before the app: calls
+    # then always go through the app.
+    direct = None if options.trusted_proxies else guard.direct(app.gateway.direct)
     config = uvicorn.Config(
-        HostGuard(app, options.allowed_hosts.split(",")),
+        guard,
         loop="uvloop",
-        http=protocol_with(ConnectionLimits(**orjson.loads(options.limits))),
+        http=protocol_with(ConnectionLimits(**orjson.loads(options.limits)), direct),
         interface="asgi3",
         lifespan="on",
         access_log=False,

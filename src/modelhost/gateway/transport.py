@@ -18,14 +18,15 @@ arms itself again for the later one. Per request the hot path only stores a phas
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from modelhost import errors, urls
-from modelhost.gateway.app import Receive, Scope, Send, new_request_id
+from modelhost.gateway.app import Receive, Run, Scope, Send, new_request_id
 from modelhost.gateway.cycle import RESPOND, InvocationCycle
 from modelhost.gateway.envelope import error_response
 from modelhost.gateway.limits import ConnectionLimits
@@ -36,6 +37,13 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _INVOCATION_PATH = urls.INVOKE_PREFIX.encode()
+
+
+class Direct(Protocol):
+    """Starts an invocation request's call without a task (``Gateway.direct`` behind the
+    host check), or says False."""
+
+    def __call__(self, scope: Scope, cycle: InvocationCycle, run: Run) -> bool: ...
 
 
 class GatheringTransport:
@@ -112,6 +120,11 @@ class GatheringHttpToolsProtocol(HttpToolsProtocol):
     steering: ClassVar[Steering | None] = None
     #: what another process read from a connection it handed to this one, read here first
     steered_bytes: bytes | None = None
+    #: starts an invocation request's call without a task, or says False
+    #: (:meth:`modelhost.gateway.app.Gateway.direct` behind the host check); None: never
+    direct: ClassVar[Direct | None] = None
+    #: an invocation request whose body is still coming, for :attr:`direct`
+    _deferred: InvocationCycle | None = None
 
     _phase: int
     _since: float  # when the current phase began, or the body's last bytes came
@@ -136,6 +149,7 @@ class GatheringHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._phase = _DONE
+        self._deferred = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -223,11 +237,31 @@ class GatheringHttpToolsProtocol(HttpToolsProtocol):
         scope[RESPOND] = cycle.respond  # type: ignore[literal-required]
         existing, self.cycle = self.cycle, cycle  # type: ignore[assignment]
         if existing is None or existing.response_complete:
-            self._start_asgi_task(cycle, self.app)  # type: ignore[arg-type]
+            if self.direct is not None:  # started once its body is whole
+                self._deferred = cycle
+            else:
+                self._start_asgi_task(cycle, self.app)  # type: ignore[arg-type]
         else:  # pipelined behind a request still being answered
             self.flow.pause_reading()
             self.pipeline.appendleft((cycle, self.app))  # type: ignore[arg-type]
         return True
+
+    def on_body(self, body: bytes) -> None:
+        super().on_body(body)
+        cycle = self._deferred
+        if cycle is not None and self.flow.read_paused:  # a large body: the app reads it
+            self._deferred = None
+            self._start_asgi_task(cycle, self.app)  # type: ignore[arg-type]
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        cycle = self._deferred
+        if cycle is not None:
+            self._deferred = None
+            run = functools.partial(self._start_asgi_task, cycle)  # type: ignore[arg-type]
+            scope: Scope = cycle.scope
+            if self.direct is None or not self.direct(scope, cycle, run):
+                self._start_asgi_task(cycle, self.app)  # type: ignore[arg-type]
 
     def on_response_complete(self) -> None:
         # uvicorn's, but for its keep-alive timer: a timer made after every response and
@@ -354,7 +388,13 @@ class GatheringHttpToolsProtocol(HttpToolsProtocol):
         self.transport.close()
 
 
-def protocol_with(limits: ConnectionLimits) -> type[GatheringHttpToolsProtocol]:
-    """The protocol class for uvicorn's ``http`` option, with these limits (uvicorn makes a
-    protocol per connection from the class, and passes it only its own config)."""
-    return type("LimitedHttpToolsProtocol", (GatheringHttpToolsProtocol,), {"limits": limits})
+def protocol_with(
+    limits: ConnectionLimits, direct: Direct | None = None
+) -> type[GatheringHttpToolsProtocol]:
+    """The protocol class for uvicorn's ``http`` option, with these limits and, when given,
+    the ``direct`` start of calls (uvicorn makes a protocol per connection from the class, and
+    passes it only its own config)."""
+    attributes: dict[str, Any] = {"limits": limits}
+    if direct is not None:
+        attributes["direct"] = staticmethod(direct)
+    return type("LimitedHttpToolsProtocol", (GatheringHttpToolsProtocol,), attributes)
