@@ -350,3 +350,21 @@ async def test_a_valid_token_without_limits_is_taken_directly() -> None:
     cycle = _Cycle(b'{"parameters": [4]}')
     assert gateway.direct(scope, cycle, [].append) is True  # type: ignore[arg-type]
     assert orjson.loads((await asyncio.wait_for(cycle.answer, 5))[2])["result"] == 4
+
+
+async def test_a_started_call_whose_answer_cannot_be_made_still_gets_a_500(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    gateway = _direct_gateway(_Channel(_sums), invocation_mode="public")
+
+    def broken(*_args: Any) -> None:
+        raise RuntimeError("the envelope broke")
+
+    monkeypatch.setattr(gateway, "_succeeded", broken)
+    cycle = _Cycle(b'{"parameters": [1]}')
+    assert gateway.direct(_scope(), cycle, [].append) is True  # type: ignore[arg-type]
+    status, headers, body = await asyncio.wait_for(cycle.answer, 5)
+    assert status == 500
+    assert orjson.loads(body)["error"]["code"] == "internal_error"
+    assert headers["x-request-id"] == orjson.loads(body)["request_id"]
+    assert gateway.table.by_key["m"].pools[2].busy == 0

@@ -259,7 +259,7 @@ class Gateway:
         except Exception as exc:
             logger.exception("request %s failed", request_id)
             status, headers, body = error_response(errors.InternalError(str(exc)), request_id)
-        if self.request_log is not None:  # a tuple now; the line is written in the background
+        if self.request_log is not None:  # the line now; it is written in the background
             self.request_log.add(started, request_id, scope, status, release, self.table)
         respond = scope.get(RESPOND)
         if respond is not None and respond(status, headers, body):
@@ -341,15 +341,20 @@ class Gateway:
                 scope[FAILED] = _Failed(started, request_id, route, pool, release, body, exc)
                 run(self)
                 return
-            if peers is not None:
-                pool.observe(result.model_time_ms / 1000)
-            answer, headers = self._succeeded(
-                scope, started, request_id, route, release, body, result
-            )
+            status = 200
+            try:
+                if peers is not None:
+                    pool.observe(result.model_time_ms / 1000)
+                answer, headers = self._succeeded(
+                    scope, started, request_id, route, release, body, result
+                )
+            except Exception as exc:  # as the app answers its own failures: never no answer
+                logger.exception("request %s failed", request_id)
+                status, headers, answer = error_response(errors.InternalError(str(exc)), request_id)
             if self.request_log is not None:
-                self.request_log.add(started, request_id, scope, 200, release, self.table)
-            if not cycle.respond(200, headers, answer):  # the client reads slowly: wait
-                run(functools.partial(_send_answer, 200, headers, answer))
+                self.request_log.add(started, request_id, scope, status, release, self.table)
+            if not cycle.respond(status, headers, answer):  # the client reads slowly: wait
+                run(functools.partial(_send_answer, status, headers, answer))
 
         future.add_done_callback(answered)
         return True
