@@ -13,13 +13,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    from modelhost.gateway.transport import Direct
-
 from modelhost import errors
 from modelhost.gateway.app import Receive, Run, Scope, Send, new_request_id
 from modelhost.gateway.cycle import InvocationCycle
 from modelhost.gateway.envelope import error_response
+
+if TYPE_CHECKING:
+    from modelhost.gateway.transport import Direct
 
 ANY = "*"
 #: always allowed unless allowed_hosts is given explicitly

@@ -13,6 +13,11 @@ connection open forever by sending a header a byte at a time (slowloris), or fil
 one endless header. Each connection has one timer that is re-armed, never one per request: it
 fires at the earliest deadline that may apply and, if the connection made progress meanwhile,
 arms itself again for the later one. Per request the hot path only stores a phase and a time.
+
+**Calls without a task.** With :attr:`GatheringHttpToolsProtocol.direct` set, an invocation
+request waits until its body is whole and is offered to it (``Gateway.direct``): the call is
+then answered without a task, or, declined, runs in the app as any other request. A body over
+uvicorn's read limit goes to the app while it still comes.
 """
 
 from __future__ import annotations
