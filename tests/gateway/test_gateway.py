@@ -13,6 +13,7 @@ import httpx
 import orjson
 import pytest
 
+from modelhost import errors
 from modelhost.backends.base import CallResult, InstanceSpec, InstanceState
 from modelhost.backends.channel import CallChannel
 from modelhost.gateway.app import Gateway, new_request_id
@@ -367,4 +368,25 @@ async def test_a_started_call_whose_answer_cannot_be_made_still_gets_a_500(
     assert status == 500
     assert orjson.loads(body)["error"]["code"] == "internal_error"
     assert headers["x-request-id"] == orjson.loads(body)["request_id"]
+    assert gateway.table.by_key["m"].pools[2].busy == 0
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        errors.CallNotStarted("left rotation before this call was sent"),
+        errors.NoReadyInstance("The instance is not ready; retry shortly."),
+    ],
+)
+async def test_an_instance_that_refuses_to_start_a_call_leaves_it_to_the_app(
+    refusal: Exception,
+) -> None:
+    class Leaving(_Channel):
+        def start_call(self, request_id: str, body: bytes, timeout: float) -> Any:
+            raise refusal
+
+    gateway = _direct_gateway(Leaving(_sums), invocation_mode="public")
+    runs: list[Any] = []
+    assert gateway.direct(_scope(), _Cycle(b'{"parameters": [1]}'), runs.append) is False  # type: ignore[arg-type]
+    assert runs == []
     assert gateway.table.by_key["m"].pools[2].busy == 0

@@ -96,6 +96,8 @@ def _direct(scope: Any, cycle: InvocationCycle, run: Any) -> bool:
     if kind == "handed":
         loop.call_later(0.05, run, app)
         return True
+    if kind == "raises":
+        raise RuntimeError("a bug in the direct start")
     return False
 
 
@@ -424,3 +426,14 @@ def test_requests_pipelined_behind_a_direct_call_are_answered_in_the_order_they_
         reader = Reader(sock)
         answers = [reader.response()[2] for _ in range(3)]
     assert answers == [b"started:1", b"echo:2", b"started:3"]
+
+
+def test_a_direct_start_that_raises_leaves_the_call_to_the_app_not_a_400(
+    direct_port: int,
+) -> None:
+    with _connect(direct_port) as sock:
+        reader = Reader(sock)
+        sock.sendall(_request("/models/raises/latest/model", b"1"))
+        assert reader.response()[:3:2] == (200, b"raises:1")
+        sock.sendall(_request("/models/started/latest/model", b"2"))  # the connection goes on
+        assert reader.response()[2] == b"started:2"

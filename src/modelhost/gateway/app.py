@@ -328,7 +328,7 @@ class Gateway:
         request_id = new_request_id()
         try:
             future = channel.start_call(request_id, body, route.timeout)
-        except errors.ModelhostError:
+        except (errors.ModelhostError, errors.CallNotStarted):  # not ready, or leaving rotation
             pool.release(instance)
             return False
         release = route.releases[number]

@@ -265,7 +265,12 @@ class GatheringHttpToolsProtocol(HttpToolsProtocol):
             self._deferred = None
             run = functools.partial(self._start_asgi_task, cycle)  # type: ignore[arg-type]
             scope: Scope = cycle.scope
-            if self.direct is None or not self.direct(scope, cycle, run):
+            try:
+                taken = self.direct is not None and self.direct(scope, cycle, run)
+            except Exception:  # a bug: answered by the app, never as the parser's 400
+                logger.exception("starting a call without a task failed; the app answers it")
+                taken = False
+            if not taken:
                 self._start_asgi_task(cycle, self.app)  # type: ignore[arg-type]
 
     def on_response_complete(self) -> None:
