@@ -92,12 +92,17 @@ def _async_timed_out(timeout: float) -> errors.ModelTimeout:
     )
 
 
+def _json_type(content_type: bytes) -> bool:
+    """Whether a ``Content-Type`` value says JSON (parameters such as a charset aside)."""
+    return content_type.split(b";", 1)[0].strip().lower() in _JSON_TYPES
+
+
 def _is_json(headers: list[tuple[bytes, bytes]]) -> bool:
-    """Whether the request says its body is JSON, with no Content-Length over the limit
-    checked elsewhere (the body is whole already)."""
+    """Whether the request's ``Content-Type``, if it has one, says JSON (its body is whole
+    already: its ``Content-Length`` needs no check)."""
     for name, value in headers:
         if name == b"content-type":
-            return value.split(b";", 1)[0].strip().lower() in _JSON_TYPES
+            return _json_type(value)
     return True
 
 
@@ -418,7 +423,7 @@ class Gateway:
             )
         for name, value in scope["headers"]:
             if name == b"content-type":
-                if value.split(b";", 1)[0].strip().lower() not in _JSON_TYPES:
+                if not _json_type(value):
                     raise errors.UnsupportedMediaType(
                         f"Content-Type '{value.decode('latin-1')}' is not supported; send "
                         "the body as JSON with 'Content-Type: application/json'."
