@@ -300,9 +300,10 @@ class Gateway:
     def direct(self, scope: Scope, cycle: InvocationCycle, run: Run) -> bool:
         """Start the call of an invocation request whose body is in ``cycle`` now, from the
         HTTP protocol, and answer it when the instance does, without a task (with
-        ``gateway/transport.py``; a task and its coroutines cost a fifth of a call to a tiny
-        function). Only a call with nothing to wait for or to refuse goes this way: an idle
-        instance here, a valid token without limits, nothing to pass to another process.
+        ``gateway/transport.py``; the task and its coroutines were about 15 % of a call to a
+        tiny function, in process: bench/README.md). Only a call with nothing to wait for
+        or to refuse goes this way: an idle instance here, a valid token without limits,
+        nothing to pass to another process.
         False: nothing was done, and the protocol runs the app for it as usual, which answers
         every refusal. A started call that fails goes on in the app, in a task (``run``)."""
         started = time.perf_counter()
