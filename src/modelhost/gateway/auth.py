@@ -104,12 +104,12 @@ class TokenGuard:
                 "'Authorization: Bearer TOKEN' or with curl -u TOKEN:TOKEN."
             )
         headers = scope["headers"]
-        digest, token = self._digest(headers)
+        digest, token, authorization = self._digest(headers)
         if digest is not None:
             if _valid(route, digest):
                 # A valid token passes, even from a throttled address, within its limits.
                 if token is not None:
-                    self._remember(headers, digest)
+                    self._remember(authorization, digest)
                 if route.limits:
                     self._limit(route.limits.get(digest), scope)
                 return
@@ -143,40 +143,38 @@ class TokenGuard:
         nothing about the call: :meth:`check` decides it."""
         if route.limits or scope.get("query_string"):
             return False
-        headers = scope["headers"]
-        digest, token = self._digest(headers)
+        digest, token, authorization = self._digest(scope["headers"])
         if digest is None or not _valid(route, digest):
             return False
         if token is not None:
-            self._remember(headers, digest)
+            self._remember(authorization, digest)
         return True
 
-    def _digest(self, headers: list[tuple[bytes, bytes]]) -> tuple[bytes | None, str | None]:
-        """The sha256 of the call's token, and the token when it had to be read from the
-        header (None when the digest was remembered, or there is no token)."""
+    def _digest(self, headers: list[tuple[bytes, bytes]]) -> tuple[bytes | None, str | None, bytes]:
+        """The sha256 of the call's token; the token when it had to be read from the header
+        (None when the digest was remembered, or there is no token); the header's value."""
+        authorization = b""
         for name, value in headers:
             if name == b"authorization":
+                authorization = value
                 digest = self._digests.get(value)
                 if digest is not None:
-                    return digest, None
+                    return digest, None, value
                 break
         token = token_from_headers(headers)
         if token is None:
-            return None, None
-        return hashlib.sha256(token.encode()).digest(), token
+            return None, None, authorization
+        return hashlib.sha256(token.encode()).digest(), token, authorization
 
-    def _remember(self, headers: list[tuple[bytes, bytes]], digest: bytes) -> None:
+    def _remember(self, authorization: bytes, digest: bytes) -> None:
         """Keep the digest of a valid token by its ``Authorization`` value, so that the next
         call with it is checked without parsing the header and hashing the token again. Only
         valid tokens are kept, and a full map starts over: guesses cannot grow it, nor push
         the tokens in use out of it for good. A token remembered stays checked against the
         model's current tokens on every call, so revoking it still works at once."""
-        for name, value in headers:
-            if name == b"authorization":
-                if len(self._digests) >= _REMEMBERED_TOKENS:
-                    self._digests.clear()
-                self._digests[value] = digest
-                return
+        if len(self._digests) >= _REMEMBERED_TOKENS:
+            self._digests.clear()
+        self._digests[authorization] = digest
 
     def _limit(self, limit: TokenLimit | None, scope: MutableMapping[str, Any]) -> None:
         if limit is None or CHARGED in scope:

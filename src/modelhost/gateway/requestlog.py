@@ -78,18 +78,15 @@ class RequestLog:
         else:
             return
         client = scope.get("client")
-        entry = line(
-            [
-                wall,
-                request_id,
-                model_id,
-                route.name if route is not None else model_id,
-                number,
-                route_part,
-                status,
-                round(duration, 2),
-                client[0] if client else None,
-            ]
+        entry = _line(
+            wall,
+            request_id,
+            route.name if route is not None else model_id,
+            number,
+            route_part,
+            status,
+            round(duration, 2),
+            client[0] if client else None,
         )
         lines = self._lines.get(model_id)
         if lines is None:
@@ -131,8 +128,23 @@ def _iso(wall: float) -> str:
 
 
 def line(row: list[Any]) -> bytes:
-    """One row as the line the file holds: JSON, then a newline."""
+    """A row (wall time, request id, model id, model name, version number, route, status,
+    duration, source) as the line the file holds."""
     wall, request_id, _model_id, name, number, route, status, duration, source = row
+    return _line(wall, request_id, name, number, route, status, duration, source)
+
+
+def _line(
+    wall: float,
+    request_id: str,
+    name: str,
+    number: int | None,
+    route: str,
+    status: int,
+    duration: float,
+    source: str | None,
+) -> bytes:
+    """One call's line: JSON, then a newline."""
     return orjson.dumps(
         {
             "time": _iso(wall),
