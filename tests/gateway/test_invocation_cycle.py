@@ -98,17 +98,24 @@ def _direct(scope: Any, cycle: InvocationCycle, run: Any) -> bool:
         return True
     if kind == "raises":
         raise RuntimeError("a bug in the direct start")
+    if kind == "held":  # answered when the test says so
+        HELD.append((loop, cycle))
+        return True
     return False
 
 
+#: calls the direct start holds, with their loop
+HELD: list[tuple[asyncio.AbstractEventLoop, InvocationCycle]] = []
+
+
 @contextlib.contextmanager
-def _serving(direct: Any = None, **options: Any) -> Iterator[int]:
+def _serving(direct: Any = None, protocol: Any = None, **options: Any) -> Iterator[int]:
     config = uvicorn.Config(
         app,
         host="127.0.0.1",
         port=0,
         loop="uvloop",
-        http=protocol_with(ConnectionLimits(), direct),
+        http=protocol or protocol_with(ConnectionLimits(), direct),
         lifespan="off",
         log_level="critical",
         **options,
@@ -437,3 +444,36 @@ def test_a_direct_start_that_raises_leaves_the_call_to_the_app_not_a_400(
         assert reader.response()[:3:2] == (200, b"raises:1")
         sock.sendall(_request("/models/started/latest/model", b"2"))  # the connection goes on
         assert reader.response()[2] == b"started:2"
+
+
+def _until(check: Any, what: str) -> None:
+    deadline = time.monotonic() + 10
+    while not check():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.005)
+
+
+def test_calls_are_counted_as_being_answered_from_their_head_to_their_answer() -> None:
+    protocol = protocol_with(ConnectionLimits(), _direct)
+    answering = protocol.answering
+    HELD.clear()
+    with _serving(protocol=protocol) as serving, _connect(serving) as one, _connect(serving) as two:
+        one.sendall(_request("/models/held/latest/model", b"1"))
+        two.sendall(_request("/models/held/latest/model", b"2"))
+        _until(lambda: len(HELD) == 2, "both calls reached the direct start")
+        assert answering.calls == 2
+        (loop, first), (_, second) = HELD
+        answer = [(b"content-length", b"5")]
+        # Answered while the other call is still being answered: the write waits for the end
+        # of the loop's turn, and still arrives whole.
+        loop.call_soon_threadsafe(first.respond, 200, answer, b"first")
+        assert Reader(one if first.body == b"1" else two).response()[:3:2] == (200, b"first")
+        _until(lambda: answering.calls == 1, "the answered call is no longer counted")
+        loser = two if first.body == b"1" else one
+        loser.close()  # the other caller goes away before its answer
+        _until(lambda: answering.calls == 0, "a call whose caller left is no longer counted")
+        assert second.disconnected
+        with _connect(serving) as three:  # the only call: answered at once
+            three.sendall(_request("/models/started/latest/model", b"3"))
+            assert Reader(three).response()[2] == b"started:3"
+        _until(lambda: answering.calls == 0, "the last call is no longer counted")

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from modelhost.gateway.transport import GatheringTransport
+from modelhost.gateway.transport import Answering, GatheringTransport
 
 pytestmark = pytest.mark.anyio
 
@@ -104,3 +104,25 @@ async def test_a_completed_response_can_be_sent_at_once_without_waiting_for_the_
     gathering.write(b"next")
     await _turn()  # the flush scheduled by the first write sends only what came after
     assert real.writes == [b'HTTP/1.1 200 OK\r\n\r\n{"result":3}', b"next"]
+
+
+async def test_the_answer_of_the_only_call_being_answered_is_written_at_once() -> None:
+    real = RecordingTransport()
+    answering = Answering()
+    answering.calls = 1  # this call only
+    gathering = GatheringTransport(real, asyncio.get_running_loop(), answering)  # type: ignore[arg-type]
+    gathering.write(b"HTTP/1.1 200 OK\r\n\r\n")
+    gathering.write_answer(b'{"result":3}')
+    assert real.writes == [b'HTTP/1.1 200 OK\r\n\r\n{"result":3}']
+
+
+async def test_answers_made_while_other_calls_are_answered_go_out_at_the_end_of_the_turn() -> None:
+    loop = asyncio.get_running_loop()
+    answering = Answering()
+    answering.calls = 2
+    first, second = RecordingTransport(), RecordingTransport()
+    for real, answer in ((first, b"one"), (second, b"two")):
+        GatheringTransport(real, loop, answering).write_answer(answer)  # type: ignore[arg-type]
+    assert (first.writes, second.writes) == ([], [])  # both answers made before either write
+    await _turn()
+    assert (first.writes, second.writes) == ([b"one"], [b"two"])

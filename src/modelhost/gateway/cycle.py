@@ -176,7 +176,7 @@ class InvocationCycle:
         self._left = 0
         self.response_complete = True
         self.set()
-        self.transport.write_now(head + body if head is not None else body)
+        self.transport.write_answer(head + body if head is not None else body)
         if not self.keep_alive:
             self.transport.close()
         on_response = self._on_response
@@ -221,7 +221,7 @@ class InvocationCycle:
                 raise RuntimeError("Response content shorter than Content-Length")
             self.response_complete = True
             self.set()
-            self.transport.write_now(data)
+            self.transport.write_answer(data)
             if not self.keep_alive:
                 self.transport.close()
             on_response = self._on_response
