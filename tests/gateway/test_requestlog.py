@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from pathlib import Path
 
@@ -9,7 +10,14 @@ import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
-from modelhost.gateway.requestlog import RequestLog, RequestLogWriter, line, read, route_of
+from modelhost.gateway.requestlog import (
+    LINES_AT_ONCE,
+    RequestLog,
+    RequestLogWriter,
+    line,
+    read,
+    route_of,
+)
 from modelhost.gateway.routes import ModelRoute, Release, RouteTable
 
 
@@ -57,6 +65,36 @@ def test_a_call_becomes_a_line_in_its_model_s_log_and_a_call_to_no_model_none() 
     assert (entries["BBBB"]["version"], entries["BBBB"]["route"]) == (None, "versions/9")
     assert entries["BBBB"]["source"] is None
     assert log.take() == {}  # taken once
+
+
+def test_the_lines_of_more_calls_than_are_made_at_once_come_out_once_each_in_order() -> None:
+    log = RequestLog()
+    table = _table()
+    release = Release("m1", "v1", 2, b"{}")
+    scope = {"path": "/models/calc/latest/model", "client": ("10.0.0.7", 5555)}
+    ids = [f"{n:016d}" for n in range(LINES_AT_ONCE * 2 + 5)]
+    taken: list[bytes] = []
+    for n, request_id in enumerate(ids):
+        log.add(time.perf_counter(), request_id, scope, 200, release, table)
+        if n == LINES_AT_ONCE + 1:  # taken between two runs of lines made together
+            taken += log.take()["m1"]
+    taken += log.take()["m1"]
+    assert [orjson.loads(entry)["request_id"] for entry in taken] == ids
+    assert log.take() == {}
+
+
+def test_a_line_made_later_keeps_the_time_and_duration_of_its_call() -> None:
+    log = RequestLog()
+    started = time.perf_counter() - 0.25  # the call took a quarter of a second
+    before = time.time()
+    log.add(started, "AAAA", {"path": "/models/calc/latest/model"}, 200, None, _table())
+    after = time.time()
+    time.sleep(0.1)  # the line is made after this, when the lines are taken
+    entry = orjson.loads(log.take()["m1"][0])
+    assert 250 <= entry["duration_ms"] < 300
+    stamp = dt.datetime.strptime(entry["time"], "%Y-%m-%dT%H:%M:%S.%fZ")
+    wall = stamp.replace(tzinfo=dt.timezone.utc).timestamp()
+    assert before - 0.001 <= wall <= after + 0.001  # the call's time, not the take's
 
 
 def test_a_renamed_model_s_next_lines_carry_its_new_name() -> None:
