@@ -83,6 +83,18 @@ def test_the_lines_of_more_calls_than_are_made_at_once_come_out_once_each_in_ord
     assert log.take() == {}
 
 
+def test_a_model_name_with_a_percent_sign_quotes_and_accents_is_logged_as_it_is() -> None:
+    name = 'Prix "100%" d\u00e9j\u00e0 %s %d'
+    route = ModelRoute(model_id="m1", name=name, timeout=60.0)
+    table = RouteTable(by_key={"m1": route, name: route})
+    log = RequestLog()
+    path = "/models/m1/labels/50%25/model"
+    log.add(time.perf_counter(), "AAAA", {"path": path, "client": ("::1", 1)}, 200, None, table)
+    entry = orjson.loads(log.take()["m1"][0])
+    assert (entry["model"], entry["version"], entry["route"]) == (name, None, "labels/50%25")
+    assert (entry["request_id"], entry["status"], entry["source"]) == ("AAAA", 200, "::1")
+
+
 def test_a_line_made_later_keeps_the_time_and_duration_of_its_call() -> None:
     log = RequestLog()
     started = time.perf_counter() - 0.25  # the call took a quarter of a second

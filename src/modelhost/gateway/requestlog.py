@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from modelhost.gateway.routes import ModelRoute, Release, RouteTable
+from modelhost.gateway.routes import Release, RouteTable
 
 FILE_NAME = "requests.log"
 #: calls whose lines are made together: a line made alone, between a call's system calls,
@@ -48,10 +48,10 @@ class RequestLog:
 
     def __init__(self) -> None:
         self._lines: dict[str, list[bytes]] = {}
-        #: the calls added whose lines are not made yet, each as :meth:`_make` takes it
+        #: the calls added whose lines are not made yet
         self._calls: list[tuple[Any, ...]] = []
-        #: invocation path -> (its model's route, its route part), for :attr:`_table`
-        self._routes: dict[str, tuple[ModelRoute | None, str]] = {}
+        #: (invocation path, version id) -> :func:`_form`, for the calls of :attr:`_table`
+        self._forms: dict[tuple[str, str | None], tuple[str | None, str]] = {}
         self._table: RouteTable | None = None
 
     def add(
@@ -85,51 +85,30 @@ class RequestLog:
 
     def _make_lines(self) -> None:
         calls, self._calls = self._calls, []
-        for call in calls:
-            self._make(*call)
-
-    def _make(
-        self,
-        wall: float,
-        seconds: float,
-        request_id: str,
-        path: str,
-        client: tuple[str, int] | None,
-        status: int,
-        release: Release | None,
-        table: RouteTable,
-    ) -> None:
-        if table is not self._table:  # a model renamed or gone: look the paths up again
-            self._table = table
-            self._routes = {}
-        known = self._routes.get(path)
-        if known is None:
-            parts = path.strip("/").split("/")
-            known = (table.find(parts[1]) if len(parts) > 1 else None, route_of(path))
-            if len(self._routes) < 1024:  # made-up paths cannot grow it without end
-                self._routes[path] = known
-        route, route_part = known
-        if release is not None:
-            model_id, number = release.model_id, release.number
-        elif route is not None:
-            model_id, number = route.model_id, None
-        else:
-            return
-        entry = _line(
-            wall,
-            request_id,
-            route.name if route is not None else model_id,
-            number,
-            route_part,
-            status,
-            round(seconds * 1000, 2),
-            client[0] if client else None,
-        )
-        lines = self._lines.get(model_id)
-        if lines is None:
-            self._lines[model_id] = [entry]
-        else:
-            lines.append(entry)
+        by_model = self._lines
+        forms = self._forms
+        for wall, seconds, request_id, path, client, status, release, table in calls:
+            if table is not self._table:  # a model renamed or gone: make the forms again
+                self._table = table
+                forms = self._forms = {}
+            key = (path, release.version_id if release is not None else None)
+            form = forms.get(key)
+            if form is None:
+                form = _form(path, release, table)
+                if len(forms) < 1024:  # made-up paths cannot grow it without end
+                    forms[key] = form
+            model_id, text = form
+            if model_id is None:
+                continue  # a call to no model: no model's log to go to
+            source = _sources.get(client[0] if client else None)
+            if source is None:
+                source = _source(client[0] if client else None)
+            entry = (text % (_iso(wall), request_id, status, seconds * 1000, source)).encode()
+            lines = by_model.get(model_id)
+            if lines is None:
+                by_model[model_id] = [entry]
+            else:
+                lines.append(entry)
 
     def add_lines(self, by_model: dict[str, str]) -> None:
         """The lines a gateway process sent (:meth:`export`)."""
@@ -151,6 +130,42 @@ class RequestLog:
 
 
 _second: list[Any] = [None, ""]  # the last whole second formatted, and its text
+#: source address -> its JSON, for the addresses seen lately
+_sources: dict[str | None, str] = {}
+
+
+def _source(address: str | None) -> str:
+    text = orjson.dumps(address).decode()
+    if len(_sources) >= 1024:  # many callers: start over rather than grow without end
+        _sources.clear()
+    _sources[address] = text
+    return text
+
+
+def _form(path: str, release: Release | None, table: RouteTable) -> tuple[str | None, str]:
+    """The model id of the log a call to ``path`` answered by ``release`` goes to (None: no
+    model's), and its line with the call's own fields left as ``%`` fields: time, request id,
+    status, duration and source. The rest is the same for every such call."""
+    parts = path.strip("/").split("/")
+    route = table.find(parts[1]) if len(parts) > 1 else None
+    if release is not None:
+        model_id, number = release.model_id, release.number
+    elif route is not None:
+        model_id, number = route.model_id, None
+    else:
+        return None, ""
+    fixed = b",".join(
+        (
+            b'"model":' + orjson.dumps(route.name if route is not None else model_id),
+            b'"version":' + orjson.dumps(number),
+            b'"route":' + orjson.dumps(route_of(path)),
+        )
+    )
+    text = fixed.decode().replace("%", "%%")
+    return (
+        model_id,
+        '{"time":"%s","request_id":"%s",' + text + ',"status":%d,"duration_ms":%.2f,"source":%s}\n',
+    )
 
 
 def _iso(wall: float) -> str:
@@ -162,7 +177,12 @@ def _iso(wall: float) -> str:
     if _second[0] != second:
         moment = dt.datetime.fromtimestamp(second, dt.timezone.utc)
         _second[:] = [second, moment.strftime("%Y-%m-%dT%H:%M:%S")]
-    return f"{_second[1]}.{micros // 1000:03d}Z"
+    text: str = _second[1]
+    return text + _MILLISECONDS[micros // 1000]
+
+
+#: the end of a time, by its milliseconds: ``.321Z``
+_MILLISECONDS = [f".{n:03d}Z" for n in range(1000)]
 
 
 def line(row: list[Any]) -> bytes:
