@@ -16,8 +16,10 @@ import pytest
 from modelhost import errors
 from modelhost.backends.base import CallResult, InstanceSpec, InstanceState
 from modelhost.backends.channel import CallChannel
+from modelhost.gateway import app as app_module
 from modelhost.gateway.app import Gateway, new_request_id
 from modelhost.gateway.pool import VersionPool
+from modelhost.gateway.requestlog import RequestLog
 from modelhost.gateway.routes import ModelRoute, Release, RouteTable
 from modelhost.runtime import protocol
 
@@ -361,13 +363,50 @@ async def test_a_started_call_whose_answer_cannot_be_made_still_gets_a_500(
     def broken(*_args: Any) -> None:
         raise RuntimeError("the envelope broke")
 
-    monkeypatch.setattr(gateway, "_succeeded", broken)
+    monkeypatch.setattr(app_module, "success", broken)
     cycle = _Cycle(b'{"parameters": [1]}')
     assert gateway.direct(_scope(), cycle, [].append) is True  # type: ignore[arg-type]
     status, headers, body = await asyncio.wait_for(cycle.answer, 5)
     assert status == 500
     assert orjson.loads(body)["error"]["code"] == "internal_error"
     assert headers["x-request-id"] == orjson.loads(body)["request_id"]
+    assert gateway.table.by_key["m"].pools[2].busy == 0
+
+
+async def test_a_call_answered_directly_is_counted_and_logged_after_its_answer() -> None:
+    gateway = _direct_gateway(_Channel(_sums), invocation_mode="public")
+    gateway.request_log = RequestLog()
+    seen_at_answer: list[int] = []
+    cycle = _Cycle(b'{"parameters": [2, 2]}')
+    respond = cycle.respond
+
+    def answer(status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> bool:
+        seen_at_answer.append(sum(t.statuses.get(200, 0) for t in gateway.metrics.path_totals()))
+        return respond(status, headers, body)
+
+    cycle.respond = answer  # type: ignore[method-assign]
+    assert gateway.direct(_scope(), cycle, [].append) is True  # type: ignore[arg-type]
+    status, headers, _ = await asyncio.wait_for(cycle.answer, 5)
+    assert (status, seen_at_answer) == (200, [0])  # answered before its bookkeeping
+    totals = gateway.metrics.path_totals()
+    assert [(t.path, t.statuses) for t in totals] == [("/models/m/latest/model", {200: 1})]
+    line = orjson.loads(gateway.request_log.take()["mid"][0])
+    assert (line["request_id"], line["status"]) == (headers["x-request-id"], 200)
+
+
+async def test_a_call_answered_directly_keeps_its_answer_when_recording_it_fails(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    gateway = _direct_gateway(_Channel(_sums), invocation_mode="public")
+
+    def broken(*_args: Any) -> None:
+        raise RuntimeError("the metrics broke")
+
+    monkeypatch.setattr(gateway.metrics, "record", broken)
+    cycle = _Cycle(b'{"parameters": [3]}')
+    assert gateway.direct(_scope(), cycle, [].append) is True  # type: ignore[arg-type]
+    status, _, body = await asyncio.wait_for(cycle.answer, 5)
+    assert (status, orjson.loads(body)["result"]) == (200, 3)
     assert gateway.table.by_key["m"].pools[2].busy == 0
 
 

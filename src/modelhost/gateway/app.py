@@ -284,6 +284,21 @@ class Gateway:
     ) -> tuple[bytes, list[tuple[bytes, bytes]]]:
         """Record a call ``release`` answered, and its answer's body and headers."""
         timing = (time.perf_counter() - started) * 1000
+        self._book(scope, timing, request_id, route, release, body, result)
+        return success(result.result_json, request_id, timing, result.model_time_ms, release)
+
+    def _book(
+        self,
+        scope: Scope,
+        timing: float,
+        request_id: str,
+        route: ModelRoute,
+        release: Release,
+        body: bytes,
+        result: CallResult,
+    ) -> None:
+        """Record a call ``release`` answered in ``timing`` milliseconds: its metrics and,
+        if its model captures calls, perhaps its body and result."""
         self.metrics.record(
             release.model_id,
             release.version_id,
@@ -295,7 +310,6 @@ class Gateway:
         )
         if route.capture:  # this model's share of calls to capture; 0.0 when off
             self.capture.add(route.capture, release, request_id, body, result.result_json)
-        return success(result.result_json, request_id, timing, result.model_time_ms, release)
 
     def direct(self, scope: Scope, cycle: InvocationCycle, run: Run) -> bool:
         """Start the call of an invocation request whose body is in ``cycle`` now, from the
@@ -348,19 +362,28 @@ class Gateway:
                 run(self)
                 return
             status = 200
+            timing = (time.perf_counter() - started) * 1000
             try:
-                if peers is not None:
-                    pool.observe(result.model_time_ms / 1000)
-                answer, headers = self._succeeded(
-                    scope, started, request_id, route, release, body, result
+                answer, headers = success(
+                    result.result_json, request_id, timing, result.model_time_ms, release
                 )
             except Exception as exc:  # as the app answers its own failures: never no answer
                 logger.exception("request %s failed", request_id)
                 status, headers, answer = error_response(errors.InternalError(str(exc)), request_id)
-            if self.request_log is not None:
-                self.request_log.add(started, request_id, scope, status, release, self.table)
             if not cycle.respond(status, headers, answer):  # the client reads slowly: wait
                 run(functools.partial(_send_answer, status, headers, answer))
+            # The answer is on its way: a lone caller does not wait for the bookkeeping.
+            try:
+                if status == 200:
+                    if peers is not None:
+                        pool.observe(result.model_time_ms / 1000)
+                    self._book(scope, timing, request_id, route, release, body, result)
+                else:
+                    self._record(release, status, started, scope["path"])
+                if self.request_log is not None:
+                    self.request_log.add(started, request_id, scope, status, release, self.table)
+            except Exception:
+                logger.exception("request %s was answered, but recording it failed", request_id)
 
         future.add_done_callback(answered)
         return True
