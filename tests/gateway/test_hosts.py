@@ -111,3 +111,27 @@ async def test_a_request_passed_on_by_another_server_process_is_not_checked_agai
         }
         await guard(scope, receive, send)
     assert statuses == [200, 400]
+
+
+def test_a_call_started_directly_is_offered_only_for_an_allowed_host() -> None:
+    offered: list[bytes | None] = []
+
+    def start(scope: Scope, cycle: object, run: object) -> bool:
+        offered.append(dict(scope["headers"]).get(b"host"))
+        return True
+
+    guard = HostGuard(_ok, ["localhost", "models.example.com"])
+    direct = guard.direct(start)
+    for host, taken in [
+        (b"localhost:8000", True),
+        (b"MODELS.example.com", True),
+        (b"evil.example.net", False),  # declined: the app refuses it, as any other request
+        (None, True),  # HTTP/1.0 without a Host: as the app lets it through
+    ]:
+        headers = [(b"content-type", b"application/json")]
+        if host is not None:
+            headers.insert(0, (b"host", host))
+        assert direct({"headers": headers}, None, None) is taken, host  # type: ignore[arg-type]
+    assert offered == [b"localhost:8000", b"MODELS.example.com", None]
+    anywhere = HostGuard(_ok, ["*"]).direct(start)
+    assert anywhere({"headers": [(b"host", b"evil.example.net")]}, None, None) is True  # type: ignore[arg-type]

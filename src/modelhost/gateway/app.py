@@ -66,14 +66,23 @@ _NOT_RUN_HERE = (
 #: eight lookups: base64.b32encode is pure Python and costs a few per cent of a fast call.
 _BASE32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
 _PAIRS = [a + b for a in _BASE32 for b in _BASE32]
-_SHIFTS = (70, 60, 50, 40, 30, 20, 10, 0)
 
 
 def new_request_id() -> str:
     """16 characters, A-Z and 2-7, like the hosted product's request ids. They identify, they
     do not protect anything, so a fast non-cryptographic source is enough."""
     bits = _random.getrandbits(80)
-    return "".join([_PAIRS[(bits >> shift) & 1023] for shift in _SHIFTS])
+    pairs = _PAIRS
+    return (
+        pairs[bits >> 70]
+        + pairs[(bits >> 60) & 1023]
+        + pairs[(bits >> 50) & 1023]
+        + pairs[(bits >> 40) & 1023]
+        + pairs[(bits >> 30) & 1023]
+        + pairs[(bits >> 20) & 1023]
+        + pairs[(bits >> 10) & 1023]
+        + pairs[bits & 1023]
+    )
 
 
 def _timed_out(route: ModelRoute) -> errors.ModelTimeout:

@@ -65,10 +65,13 @@ class HostGuard:
         others get False, and the app (this guard first) refuses them as usual."""
 
         def guarded(scope: Scope, cycle: InvocationCycle, run: Run) -> bool:
-            if self.any:
-                return start(scope, cycle, run)
-            host = next((v for k, v in scope["headers"] if k == b"host"), None)
-            return (host is None or self._allows(host)) and start(scope, cycle, run)
+            if not self.any:
+                for name, value in scope["headers"]:
+                    if name == b"host":
+                        if not self._allows(value):
+                            return False
+                        break
+            return start(scope, cycle, run)
 
         return guarded
 

@@ -36,6 +36,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
+from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from modelhost import errors, urls
@@ -298,17 +299,27 @@ class GatheringHttpToolsProtocol(HttpToolsProtocol):
         return True
 
     def on_body(self, body: bytes) -> None:
-        super().on_body(body)
         cycle = self._deferred
-        if cycle is not None and self.flow.read_paused:  # a large body: the app reads it
+        if cycle is None:
+            super().on_body(body)
+            return
+        # What uvicorn's does for a request that no app reads yet (one that is no upgrade
+        # and has no answer: _invocation saw to both).
+        cycle.body += body
+        if len(cycle.body) > HIGH_WATER_LIMIT:  # a large body: the app reads it as it comes
+            self.flow.pause_reading()
             self._deferred = None
+            cycle.set()
             self._start_asgi_task(cycle, self.app)  # type: ignore[arg-type]
 
     def on_message_complete(self) -> None:
-        super().on_message_complete()
         cycle = self._deferred
-        if cycle is not None:
+        if cycle is None:
+            super().on_message_complete()
+        else:
             self._deferred = None
+            cycle.more_body = False
+            cycle.set()  # a receive after a handover finds the body whole
             run = functools.partial(self._start_asgi_task, cycle)  # type: ignore[arg-type]
             scope: Scope = cycle.scope
             try:
