@@ -429,3 +429,32 @@ async def test_an_instance_that_refuses_to_start_a_call_leaves_it_to_the_app(
     assert gateway.direct(_scope(), _Cycle(b'{"parameters": [1]}'), runs.append) is False  # type: ignore[arg-type]
     assert runs == []
     assert gateway.table.by_key["m"].pools[2].busy == 0
+
+
+def _routed_to(gateway: Gateway, path: str) -> int:
+    return gateway._route(path)[1]
+
+
+def _table_with(routes: dict[str, tuple[tuple[int, int], ...]]) -> RouteTable:
+    route = ModelRoute("mid", "m", 5.0, routes)
+    return RouteTable({"mid": route, "m": route})
+
+
+def test_a_canary_splits_the_calls_of_one_path_on_every_call() -> None:
+    gateway = Gateway(max_request_bytes=1000)
+    gateway.table = _table_with({"latest": ((1, 50), (2, 50)), "label/prod": ((3, 100),)})
+    numbers = {_routed_to(gateway, "/models/m/latest/model") for _ in range(200)}
+    assert numbers == {1, 2}
+    assert {_routed_to(gateway, "/models/m/labels/prod/model") for _ in range(5)} == {3}
+
+
+def test_a_path_goes_to_the_new_version_as_soon_as_the_table_is_replaced() -> None:
+    gateway = Gateway(max_request_bytes=1000)
+    gateway.table = _table_with({"latest": ((1, 100),)})
+    assert _routed_to(gateway, "/models/m/latest/model") == 1
+    assert _routed_to(gateway, "/models/mid/versions/7/model") == 7
+    gateway.table = _table_with({"latest": ((2, 100),)})
+    assert _routed_to(gateway, "/models/m/latest/model") == 2
+    gateway.table = RouteTable({})  # the model is gone
+    with pytest.raises(errors.ModelNotFound):
+        gateway._route("/models/m/latest/model")

@@ -159,6 +159,9 @@ class Gateway:
         #: with gateway processes: moves a new connection to the process that holds the
         #: instances its first call goes to
         self.steering: Steering | None = None
+        #: invocation path -> where it routes every call, for :attr:`_routed_table`
+        self._routed: dict[str, tuple[ModelRoute, int]] = {}
+        self._routed_table: RouteTable | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # One coroutine from the request to the instance's answer, on purpose: every await
@@ -515,7 +518,24 @@ class Gateway:
         return route, pool, route.releases[number]
 
     def _route(self, path: str) -> tuple[ModelRoute, int]:
-        """The model and version number an invocation URL routes a call to now."""
+        """The model and version number an invocation URL routes a call to now. A route to
+        one version is kept for the paths that use it, until the table is replaced (it is
+        replaced whole on every change); a canary's weighted pick is made on every call."""
+        table = self.table
+        if table is self._routed_table:
+            known = self._routed.get(path)
+            if known is not None:
+                return known
+        else:
+            self._routed_table, self._routed = table, {}
+        route, number, fixed = self._find_route(path)
+        if fixed and len(self._routed) < 1024:  # made-up paths cannot grow it without end
+            self._routed[path] = (route, number)
+        return route, number
+
+    def _find_route(self, path: str) -> tuple[ModelRoute, int, bool]:
+        """:meth:`_route`, and whether every call to ``path`` goes to that version while the
+        table stays (no weighted pick)."""
         parts = path.strip("/").split("/")
         # models/{key}/latest/model | models/{key}/versions/{n}/model | .../labels/{l}/model
         if len(parts) < 4 or parts[-1] != "model":
@@ -537,7 +557,8 @@ class Gateway:
                 headers={"Retry-After": "30"},
             )
         if len(parts) == 4 and parts[2] == "latest":
-            number = route.pick("latest")
+            key = "latest"
+            number = route.pick(key)
             if number is None:
                 raise errors.NoReadyInstance(
                     f"Model '{route.name}' has no ready version yet; publish one or wait for "
@@ -551,8 +572,10 @@ class Gateway:
                 raise errors.VersionNotFound(
                     f"'{parts[3]}' is not a version number; use 1, 2, 3…"
                 ) from None
+            return route, number, True
         elif len(parts) == 5 and parts[2] == "labels":
-            number = route.pick(f"label/{parts[3]}")
+            key = f"label/{parts[3]}"
+            number = route.pick(key)
             if number is None:
                 raise errors.RouteNotFound(
                     f"Model '{route.name}' has no label '{parts[3]}'; set one with "
@@ -563,7 +586,7 @@ class Gateway:
                 f"Unknown route '{'/'.join(parts[2:-1])}'; use latest, versions/{{n}} or "
                 "labels/{label}."
             )
-        return route, number
+        return route, number, len(route.routes[key]) == 1
 
     def _too_large(self) -> errors.PayloadTooLarge:
         return errors.PayloadTooLarge(
