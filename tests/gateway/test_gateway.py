@@ -18,6 +18,8 @@ from modelhost.backends.base import CallResult, InstanceSpec, InstanceState
 from modelhost.backends.channel import CallChannel
 from modelhost.gateway import app as app_module
 from modelhost.gateway.app import Gateway, new_request_id
+from modelhost.gateway.batching import new_pool
+from modelhost.gateway.cycle import RESPOND
 from modelhost.gateway.pool import VersionPool
 from modelhost.gateway.requestlog import RequestLog
 from modelhost.gateway.routes import ModelRoute, Release, RouteTable
@@ -458,3 +460,35 @@ def test_a_path_goes_to_the_new_version_as_soon_as_the_table_is_replaced() -> No
     gateway.table = RouteTable({})  # the model is gone
     with pytest.raises(errors.ModelNotFound):
         gateway._route("/models/m/latest/model")
+
+
+@pytest.mark.parametrize("batching", [True, False])
+async def test_only_a_batching_version_s_answer_is_written_at_once_under_load(
+    batching: bool,
+) -> None:
+    gateway = Gateway(max_request_bytes=1000)
+    pool = new_pool("vid", 2, 4, 1, (8, 5.0) if batching else None)
+    pool.add(_Channel(_sums))
+    release = Release("mid", "vid", 2, orjson.dumps({"model_version_number": 2}))
+    route = ModelRoute(
+        "mid", "m", 5.0, {"latest": ((2, 100),)}, {2: pool}, {2: release}, invocation_mode="public"
+    )
+    gateway.table = RouteTable({"mid": route, "m": route})
+    answers: list[tuple[int, bytes, bool]] = []
+
+    def respond(status: int, headers: Any, body: bytes, now: bool = False) -> bool:
+        answers.append((status, body, now))
+        return True
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b'{"parameters": [5]}', "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        raise AssertionError("answered through respond")
+
+    await gateway(_scope(**{RESPOND: respond}), receive, send)
+    ((status, body, now),) = answers
+    assert (status, orjson.loads(body)["result"]) == (200, 5)
+    # Written at the end of the loop's turn, a batch's answers would bring their callers'
+    # next calls after its instance went idle: the first would leave alone.
+    assert now is batching

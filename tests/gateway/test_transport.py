@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 
 import pytest
 
+from modelhost.gateway.cycle import InvocationCycle
 from modelhost.gateway.transport import Answering, GatheringTransport
 
 pytestmark = pytest.mark.anyio
@@ -126,3 +128,20 @@ async def test_answers_made_while_other_calls_are_answered_go_out_at_the_end_of_
     assert (first.writes, second.writes) == ([], [])  # both answers made before either write
     await _turn()
     assert (first.writes, second.writes) == ([b"one"], [b"two"])
+
+
+@pytest.mark.parametrize("now", [True, False])
+async def test_an_answer_asked_for_now_is_written_at_once_while_others_are_answered(
+    now: bool,
+) -> None:
+    answering = Answering()
+    answering.calls = 2
+    real = RecordingTransport()
+    gathering = GatheringTransport(real, asyncio.get_running_loop(), answering)  # type: ignore[arg-type]
+    flow = SimpleNamespace(write_paused=False)
+    cycle = InvocationCycle({}, gathering, flow, [], True, lambda: None)  # type: ignore[arg-type]
+    assert cycle.respond(200, [(b"content-length", b"2")], b"ok", now=now) is True
+    assert len(real.writes) == (1 if now else 0)
+    await _turn()
+    assert len(real.writes) == 1
+    assert real.writes[0].endswith(b"\r\n\r\nok")

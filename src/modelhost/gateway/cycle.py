@@ -157,11 +157,14 @@ class InvocationCycle:
         self.body = b""
         return message
 
-    def respond(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> bool:
+    def respond(
+        self, status: int, headers: list[tuple[bytes, bytes]], body: bytes, now: bool = False
+    ) -> bool:
         """The whole answer at once, as ``send`` would write it after a start and one body
         message, without either message or await: the gateway's own answers take this way
         (:data:`RESPOND`). False when it cannot (a response began already, or the client reads
-        too slowly and writes must wait): then send it with ``send``."""
+        too slowly and writes must wait): then send it with ``send``. ``now``: write it at
+        once even while other calls are being answered (see ``GatheringTransport``)."""
         if self.response_started or self.flow.write_paused:
             return False
         if self.disconnected:
@@ -176,7 +179,11 @@ class InvocationCycle:
         self._left = 0
         self.response_complete = True
         self.set()
-        self.transport.write_answer(head + body if head is not None else body)
+        data = head + body if head is not None else body
+        if now:
+            self.transport.write_now(data)
+        else:
+            self.transport.write_answer(data)
         if not self.keep_alive:
             self.transport.close()
         on_response = self._on_response
