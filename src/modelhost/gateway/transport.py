@@ -13,7 +13,10 @@ a request's head to its answer), answers wait for the end of the loop's turn: th
 instance sent together are all made first, then written one after another. Each write to a
 socket runs the kernel's whole loopback path, which leaves the caches cold for the next answer's
 Python: answering a turn's calls together measured 17 % more calls a second to ``add`` at 32
-connections, and the same latency at one (``bench/README.md``).
+connections, and the same latency at one (``bench/README.md``). The gateway asks for a batching
+version's answers at once (``InvocationCycle.respond(..., now=True)``): held to the end of the
+turn, they reach their callers after the instance went idle, and the first next call would
+leave in a batch of its own.
 
 **Limits** (:class:`~modelhost.gateway.limits.ConnectionLimits`). httptools has no limit on
 the size of a request's head and uvicorn no timeout for reading one, so a client could hold a
