@@ -533,12 +533,12 @@ class Gateway:
                 return known
         else:
             self._routed_table, self._routed = table, {}
-        route, number, fixed = self._find_route(path)
+        route, number, fixed = self._find_route(table, path)
         if fixed and len(self._routed) < 1024:  # made-up paths cannot grow it without end
             self._routed[path] = (route, number)
         return route, number
 
-    def _find_route(self, path: str) -> tuple[ModelRoute, int, bool]:
+    def _find_route(self, table: RouteTable, path: str) -> tuple[ModelRoute, int, bool]:
         """:meth:`_route`, and whether every call to ``path`` goes to that version while the
         table stays (no weighted pick)."""
         parts = path.strip("/").split("/")
@@ -548,7 +548,7 @@ class Gateway:
                 "Invocation URLs look like /models/{model}/latest/model, "
                 "/models/{model}/versions/{n}/model or /models/{model}/labels/{label}/model."
             )
-        route = self.table.find(parts[1])
+        route = table.find(parts[1])
         if route is None:
             raise errors.ModelNotFound(f"There is no model '{parts[1]}'.")
         if route.state == "archived":

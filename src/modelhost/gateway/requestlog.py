@@ -100,9 +100,10 @@ class RequestLog:
             model_id, text = form
             if model_id is None:
                 continue  # a call to no model: no model's log to go to
-            source = _sources.get(client[0] if client else None)
+            address = client[0] if client else None
+            source = _sources.get(address)
             if source is None:
-                source = _source(client[0] if client else None)
+                source = _source(address)
             entry = (text % (_iso(wall), request_id, status, seconds * 1000, source)).encode()
             lines = by_model.get(model_id)
             if lines is None:
