@@ -158,6 +158,14 @@ def test_an_instance_on_half_a_cpu_runs_in_its_own_cgroup_with_half_of_each_peri
     quota_seconds = quota / 1_000_000
     assert used["cpu"] <= used["wall"] * TIERS["half"]["cpus"] + quota_seconds, used
     assert periods(cgroup) > 0  # the cgroup's quota was applied to it, period by period
+    # polling for the next call (docs/settings.md, instance_busy_poll_microseconds) would
+    # spend the quota: an instance on a share of the CPU sleeps until each call
+    waits = [
+        line["text"]
+        for line in client.logs(name, tail=1000)
+        if line["instance"] == instance.id and "waiting for calls" in line["text"]
+    ]
+    assert waits == ["[modelhost] waiting for calls: sleeps until each call (it never polls)"]
     # the cgroup goes with the instance
     client.update_model(name, tier="")
     wait_until(lambda: not cgroup.exists(), timeout=60)

@@ -54,6 +54,9 @@ class InstanceSpec:
     network: bool = True
     #: the function is a batching function: it takes a list of inputs, returns a list
     batch: bool = False
+    #: how long a Python instance polls for its next call before it sleeps
+    #: (``runtime/busypoll.py``; setting ``instance_busy_poll_microseconds``), 0 never
+    busy_poll_us: int = 0
     #: package libraries the code reads (an R environment's), bound read-only in the sandbox
     libraries: tuple[Path, ...] = ()
     #: start it by forking the version's fork server, which imported the script once (Python

@@ -204,6 +204,7 @@ class ForkServer:
             "concurrency": spec.concurrency,
             "log_requests": spec.log_requests,
             "batch": spec.batch,
+            "busy_poll_us": spec.busy_poll_us,
         }
         argv = [spec.interpreter, "-u", str(WORKER), "--fork-server-fd", str(theirs.fileno())]
         argv = self._sandbox.command([*argv, "--spec", json.dumps(worker_spec)], self._confinement)

@@ -173,6 +173,7 @@ class LocalInstance(CallChannel):
             "concurrency": spec.concurrency,
             "log_requests": spec.log_requests,
             "batch": spec.batch,
+            "busy_poll_us": spec.busy_poll_us,
         }
         parent: socket.socket | None = None
         if spec.runtime == "r":

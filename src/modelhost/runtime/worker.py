@@ -59,9 +59,10 @@ def _load_by_path(name: str, path: Path) -> ModuleType:
 
 if TYPE_CHECKING:  # for the type checker only: at run time the worker imports no modelhost
     from modelhost.json_conversions import to_json_compatible
-    from modelhost.runtime import protocol, signatures
+    from modelhost.runtime import busypoll, protocol, signatures
 else:
     protocol = _load_by_path("_modelhost_protocol", _HERE / "protocol.py")
+    busypoll = _load_by_path("_modelhost_busypoll", _HERE / "busypoll.py")
     signatures = _load_by_path("_modelhost_signatures", _HERE / "signatures.py")
     # Shared with the client; it sits next to this directory, and the sandbox binds it read-only.
     to_json_compatible = _load_by_path(
@@ -583,13 +584,19 @@ def _run_or_exit(handler: Handler, kind: int, payload: bytes) -> bytes:
         os._exit(70)
 
 
-def serve(sock: socket.socket, handler: Handler, concurrency: int = 1) -> None:
+def serve(
+    sock: socket.socket, handler: Handler, concurrency: int = 1, busy_poll: float = 0.0
+) -> None:
     """Answer calls until the server closes the connection or says SHUTDOWN.
 
     With ``concurrency`` above 1, calls run on that many threads and answer in any order.
+    With one, the instance may poll for its next call for up to ``busy_poll`` seconds before
+    it sleeps (``busypoll.py``); threads running calls would only lose time to it.
     """
     decoder = protocol.FrameDecoder()
     pool = ThreadPoolExecutor(concurrency) if concurrency > 1 else None
+    receiver = busypoll.Receiver(sock, _RECV_BYTES, busy_poll if pool is None else 0.0)
+    log(f"waiting for calls: {receiver.described}")
     send_lock = threading.Lock()
 
     def answer(kind: int, payload: bytes) -> None:
@@ -599,7 +606,7 @@ def serve(sock: socket.socket, handler: Handler, concurrency: int = 1) -> None:
 
     try:
         while True:
-            data = sock.recv(_RECV_BYTES)
+            data = receiver.recv()
             if not data:
                 return  # the server closed the connection: nothing left to do
             for kind, payload in decoder.feed(data):
@@ -610,11 +617,13 @@ def serve(sock: socket.socket, handler: Handler, concurrency: int = 1) -> None:
                         # answer before it, and re-sends calls that never started when an
                         # instance dies or is replaced.
                         sock.sendall(_run(handler, kind, payload))
+                        receiver.answered()
                     else:
                         pool.submit(answer, kind, payload)
                 elif kind == protocol.SHUTDOWN:
                     return
     finally:
+        receiver.close()
         if pool is not None:
             pool.shutdown(wait=True)
 
@@ -760,7 +769,7 @@ def _serve_instance(
     concurrency = int(spec.get("concurrency", 1))
     with contextlib.suppress(OSError):  # the server went away: nothing left to answer
         if more is None:
-            serve(sock, handler, concurrency)
+            serve(sock, handler, concurrency, float(spec.get("busy_poll_us", 0)) / 1e6)
         else:
             serve_shared(sock, more, handler, ready, concurrency)
     log("stopping")

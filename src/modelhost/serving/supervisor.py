@@ -334,6 +334,7 @@ class Supervisor:
         env = self.children.env(
             home=workdir, model=model, env_vars=env_vars, ours=ours, path_prefix=path_prefix
         )
+        tier = self._tier(model)
         spec = InstanceSpec(
             instance_id=instance_id,
             model_id=model.id,
@@ -350,12 +351,14 @@ class Supervisor:
             runtime=version.environment_runtime,
             network=model.network,
             batch=version.batch_max_size is not None,
+            # not with a share of the CPU, which polling would spend
+            busy_poll_us=0 if tier.get("cpus") else self.settings.instance_busy_poll_microseconds,
             libraries=(Path(version.r_library),) if version.r_library else (),
             fork=version.fork,
             generation=model.generation,
             bundle_sha256=version.bundle_sha256,
             environment_lock=(version.environment_lock or "") if version.isolated else "",
-            **self._tier(model),
+            **tier,
         )
         self._generation[instance_id] = model.generation
         await self.backend.start(spec, self.settings.load_timeout_seconds)
