@@ -181,20 +181,29 @@ async def test_an_asynchronous_call_sent_again_after_its_instance_went_away_keep
 
 
 class _Wire:
-    """A transport to a stand-in instance: each CALL frame is answered on the loop's next
-    turn with ``answer(request id, body)``, a RESULT or an ERROR frame."""
+    """A transport to a stand-in instance: each call of a CALL or BATCH frame is answered on
+    the loop's next turn with ``answer(request id, body)``, a RESULT or an ERROR frame (none
+    for empty bytes: a call that never ends). ``batches``: the calls each frame held."""
 
     def __init__(self, channel: CallChannel, answer: Callable[[str, bytes], bytes]) -> None:
         self.channel = channel
         self.answer = answer
         self.decoder = protocol.FrameDecoder()
+        self.batches: list[int] = []
 
     def write(self, data: bytes) -> None:
-        for _kind, payload in self.decoder.feed(data):
-            request_id, body = protocol.decode_call(payload)
-            asyncio.get_running_loop().call_soon(
-                self.channel._on_frame, *self._frame(self.answer(request_id, body))
-            )
+        for kind, payload in self.decoder.feed(data):
+            if kind == protocol.BATCH:
+                calls = protocol.decode_batch(payload)
+            else:
+                calls = [protocol.decode_call(payload)]
+            self.batches.append(len(calls))
+            for request_id, body in calls:
+                answer = self.answer(request_id, body)
+                if answer:
+                    asyncio.get_running_loop().call_soon(
+                        self.channel._on_frame, *self._frame(answer)
+                    )
 
     @staticmethod
     def _frame(data: bytes) -> tuple[int, bytes]:
@@ -229,20 +238,28 @@ class _Cycle:
             asyncio.get_running_loop().create_future()
         )
 
-    def respond(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> bool:
+        #: whether the answer was to be written at once (see GatheringTransport)
+        self.now: bool | None = None
+
+    def respond(
+        self, status: int, headers: list[tuple[bytes, bytes]], body: bytes, now: bool = False
+    ) -> bool:
+        self.now = now
         self.answer.set_result((status, {k.decode(): v.decode() for k, v in headers}, body))
         return True
 
 
-def _direct_gateway(channel: CallChannel, **route: Any) -> Gateway:
+def _direct_gateway(
+    channel: CallChannel, pool: VersionPool | None = None, timeout: float = 5.0, **route: Any
+) -> Gateway:
     gateway = Gateway(max_request_bytes=1000)
-    pool = VersionPool("vid", 2, max_queued=4)
+    pool = pool or VersionPool("vid", 2, max_queued=4)
     pool.add(channel)
     release = Release("mid", "vid", 2, orjson.dumps({"model_version_number": 2}))
     gateway.table = RouteTable(
         {
             "m": ModelRoute(
-                "mid", "m", 5.0, {"latest": ((2, 100),)}, {2: pool}, {2: release}, **route
+                "mid", "m", timeout, {"latest": ((2, 100),)}, {2: pool}, {2: release}, **route
             )
         }
     )
@@ -382,9 +399,11 @@ async def test_a_call_answered_directly_is_counted_and_logged_after_its_answer()
     cycle = _Cycle(b'{"parameters": [2, 2]}')
     respond = cycle.respond
 
-    def answer(status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> bool:
+    def answer(
+        status: int, headers: list[tuple[bytes, bytes]], body: bytes, now: bool = False
+    ) -> bool:
         seen_at_answer.append(sum(t.statuses.get(200, 0) for t in gateway.metrics.path_totals()))
-        return respond(status, headers, body)
+        return respond(status, headers, body, now)
 
     cycle.respond = answer  # type: ignore[method-assign]
     assert gateway.direct(_scope(), cycle, [].append) is True  # type: ignore[arg-type]
@@ -431,6 +450,116 @@ async def test_an_instance_that_refuses_to_start_a_call_leaves_it_to_the_app(
     assert gateway.direct(_scope(), _Cycle(b'{"parameters": [1]}'), runs.append) is False  # type: ignore[arg-type]
     assert runs == []
     assert gateway.table.by_key["m"].pools[2].busy == 0
+
+
+# A batching version's calls (docs/architecture.md, "Batching"), started directly: queued in
+# the pool, answered with their batch, each with its own envelope, written at once.
+
+
+def _batching(max_size: int = 8) -> VersionPool:
+    return new_pool("vid", 2, 4, 1, (max_size, 5.0))
+
+
+async def _run_app(gateway: Any, scope: dict[str, Any]) -> tuple[int, dict[str, Any], Any]:
+    """Run the app for a call ``direct`` left to it: the status, headers and body sent."""
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        raise AssertionError("the body is not read again")
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await gateway(scope, receive, send)
+    headers = {k.decode(): v.decode() for k, v in sent[0]["headers"]}
+    return sent[0]["status"], headers, orjson.loads(sent[1]["body"])
+
+
+async def _app_run(runs: list[Any]) -> Any:
+    deadline = asyncio.get_running_loop().time() + 5
+    while not runs:
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.01)
+    return runs[0]
+
+
+async def test_a_batching_version_s_call_is_queued_directly_and_answered_at_once() -> None:
+    pool = _batching()
+    gateway = _direct_gateway(_Channel(_sums), pool, invocation_mode="public")
+    cycle = _Cycle(b'{"parameters": [2, 3]}')
+    runs: list[Any] = []
+    assert gateway.direct(_scope(), cycle, runs.append) is True  # type: ignore[arg-type]
+    status, headers, body = await asyncio.wait_for(cycle.answer, 5)
+    assert runs == []
+    answer = orjson.loads(body)
+    assert (status, answer["result"], headers["x-request-id"]) == (200, 5, answer["request_id"])
+    assert cycle.now is True  # its caller's next call may join the next batch
+    through_app = await _post(gateway, "/models/m/latest/model", b'{"parameters": [2, 3]}')
+    assert set(through_app.json()) == set(answer)
+    assert (pool.queued, pool.busy) == (0, 0)
+
+
+async def test_calls_queued_directly_while_the_instance_is_busy_leave_as_one_batch() -> None:
+    channel = _Channel(_sums)
+    gateway = _direct_gateway(channel, _batching(), invocation_mode="public")
+    cycles = [_Cycle(b'{"parameters": [%d]}' % n) for n in range(4)]
+    for cycle in cycles:  # in one turn of the loop: the first finds the instance idle
+        assert gateway.direct(_scope(), cycle, [].append) is True  # type: ignore[arg-type]
+    answers = [await asyncio.wait_for(cycle.answer, 5) for cycle in cycles]
+    assert channel._transport.batches == [1, 3]  # type: ignore[union-attr]
+    results = [orjson.loads(body) for _, _, body in answers]
+    assert [r["result"] for r in results] == [0, 1, 2, 3]  # each caller its own
+    assert len({r["request_id"] for r in results}) == 4
+
+
+async def test_a_batching_call_that_fails_goes_on_in_the_app_with_the_same_request_id() -> None:
+    def fails(request_id: str, body: bytes) -> bytes:
+        error = {"code": "model_error", "message": "ValueError: no"}
+        return protocol.encode_error(request_id, orjson.dumps(error))
+
+    gateway = _direct_gateway(_Channel(fails), _batching(), invocation_mode="public")
+    scope = _scope()
+    runs: list[Any] = []
+    assert gateway.direct(scope, _Cycle(b'{"parameters": [1]}'), runs.append) is True  # type: ignore[arg-type]
+    status, headers, answer = await _run_app(await _app_run(runs), scope)
+    assert (status, answer["error"]["code"]) == (500, "model_error")
+    assert headers["x-request-id"] == answer["request_id"]
+
+
+class _Ending(_Channel):
+    """A stand-in instance whose end (after a call past its timeout) is only noted."""
+
+    def end(self, reason: str, message: str) -> None:
+        self.ended_by = reason
+
+
+async def test_a_batching_call_past_its_timeout_gets_the_same_504_as_through_the_app() -> None:
+    def never(request_id: str, body: bytes) -> bytes:
+        return b""  # the call runs for ever
+
+    gateway = _direct_gateway(_Ending(never), _batching(), 0.05, invocation_mode="public")
+    scope = _scope()
+    runs: list[Any] = []
+    assert gateway.direct(scope, _Cycle(b'{"parameters": [1]}'), runs.append) is True  # type: ignore[arg-type]
+    status, _, answer = await _run_app(await _app_run(runs), scope)
+    assert (status, answer["error"]["code"]) == (504, "model_timeout")
+    other = _direct_gateway(_Ending(never), _batching(), 0.05, invocation_mode="public")
+    through_app = await _post(other, "/models/m/latest/model", b'{"parameters": [1]}')
+    assert through_app.status_code == 504
+    assert answer["error"]["message"] == through_app.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("why", ["the version stopped taking calls", "no instance at all"])
+async def test_a_batching_call_the_pool_refuses_is_left_to_the_app_untouched(why: str) -> None:
+    pool = _batching()
+    gateway = _direct_gateway(_Channel(_sums), pool, invocation_mode="public")
+    if why == "no instance at all":
+        pool.remove(pool.instances()[0])
+    else:
+        pool.close()
+    runs: list[Any] = []
+    assert gateway.direct(_scope(), _Cycle(b'{"parameters": [1]}'), runs.append) is False, why  # type: ignore[arg-type]
+    assert (runs, pool.queued) == ([], 0)
 
 
 def _routed_to(gateway: Gateway, path: str) -> int:

@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 from modelhost import errors
 from modelhost.backends.base import CallResult, Instance
-from modelhost.backends.channel import CallChannel
+from modelhost.backends.channel import CallChannel, decode_answer
 from modelhost.gateway.auth import TokenGuard
-from modelhost.gateway.batching import BatchingPool
+from modelhost.gateway.batching import BatchingPool, Queued
 from modelhost.gateway.capture import CaptureQueue
 from modelhost.gateway.cycle import RESPOND, InvocationCycle
 from modelhost.gateway.envelope import error_response, success
@@ -169,7 +169,7 @@ class Gateway:
         # a second those layers cost more than the rest of the gateway's own work.
         failed: _Failed | None = scope.pop(FAILED, None)
         release: Release | None = None
-        batched = False  # a batching version's call (direct() takes none of them)
+        batched = False  # a batching version's call: its answer is written at once
         if failed is None:
             started = time.perf_counter()
             request_id = new_request_id()
@@ -181,6 +181,7 @@ class Gateway:
                 route, pool, admitted, body = failed.route, failed.pool, failed.release, failed.body
                 release = admitted
                 instance = None
+                batched = isinstance(pool, BatchingPool)
             else:
                 table = self.table
                 try:
@@ -243,6 +244,8 @@ class Gateway:
                                 _RESENDS - 1,
                             )
                         except errors.ModelTimeout:
+                            if batched:  # says itself whether it waited or ran too long
+                                raise
                             raise _timed_out(route) from None
                         finally:
                             if instance is not None:
@@ -334,7 +337,8 @@ class Gateway:
         ``gateway/transport.py``; the task and its coroutines were about 15 % of a call to a
         tiny function, in process: bench/README.md). Only a call with nothing to wait for
         or to refuse goes this way: an idle instance here, a valid token without limits,
-        nothing to pass to another process.
+        nothing to pass to another process; or a batching version's call the pool queues,
+        to be answered with its batch (``_queue_direct``).
         False: nothing was done, and the protocol runs the app for it as usual, which answers
         every refusal. A started call that fails goes on in the app, in a task (``run``)."""
         started = time.perf_counter()
@@ -345,7 +349,7 @@ class Gateway:
         except errors.ModelhostError:
             return False
         pool = route.pools.get(number)
-        if pool is None or isinstance(pool, BatchingPool) or route.limits:
+        if pool is None or route.limits:
             return False
         if route.invocation_mode != "public" and not self.guard.passes(route, scope):
             return False
@@ -355,6 +359,8 @@ class Gateway:
         peers = self.peers
         if peers is not None and peers.less_busy(pool, scope) is not None:
             return False
+        if isinstance(pool, BatchingPool):
+            return self._queue_direct(started, scope, cycle, run, route, pool, number, body)
         channel = pool.take()
         if channel is None:
             return False
@@ -407,6 +413,90 @@ class Gateway:
             scope[FAILED] = _Failed(started, request_id, route, pool, release, body, exc)
             run(self)
             return
+        self._respond_direct(
+            started, request_id, scope, cycle, run, route, pool, release, body, result
+        )
+
+    def _queue_direct(
+        self,
+        started: float,
+        scope: Scope,
+        cycle: InvocationCycle,
+        run: Run,
+        route: ModelRoute,
+        pool: BatchingPool,
+        number: int,
+        body: bytes,
+    ) -> bool:
+        """:meth:`direct` for a batching version: the call joins the pool's queue and is
+        answered when its batch is; a call the pool refuses is left to the app, which
+        answers the refusal."""
+        request_id = new_request_id()
+        try:
+            entry = pool.enqueue(request_id, body, route.timeout)
+        except (errors.ModelhostError, errors.CallNotStarted):  # full, closed, or no instance
+            return False
+        entry.future.add_done_callback(
+            functools.partial(
+                self._batch_answered,
+                started,
+                request_id,
+                scope,
+                cycle,
+                run,
+                route,
+                pool,
+                route.releases[number],
+                body,
+                entry,
+            )
+        )
+        return True
+
+    def _batch_answered(
+        self,
+        started: float,
+        request_id: str,
+        scope: Scope,
+        cycle: InvocationCycle,
+        run: Run,
+        route: ModelRoute,
+        pool: BatchingPool,
+        release: Release,
+        body: bytes,
+        entry: Queued,
+        future: asyncio.Future[tuple[int, bytes]],
+    ) -> None:
+        """The batch of a call :meth:`_queue_direct` queued was answered, or the call failed:
+        a failure goes on in the app, as one from :meth:`BatchingPool.submit` would."""
+        pool.settled(entry)
+        try:
+            result = decode_answer(*future.result())
+        except BaseException as exc:
+            scope[FAILED] = _Failed(started, request_id, route, pool, release, body, exc)
+            run(self)
+            return
+        self._respond_direct(
+            started, request_id, scope, cycle, run, route, pool, release, body, result, now=True
+        )
+
+    def _respond_direct(
+        self,
+        started: float,
+        request_id: str,
+        scope: Scope,
+        cycle: InvocationCycle,
+        run: Run,
+        route: ModelRoute,
+        pool: VersionPool,
+        release: Release,
+        body: bytes,
+        result: CallResult,
+        now: bool = False,
+    ) -> None:
+        """Answer a call started directly with ``result``, then record it (so a lone caller
+        does not wait for the bookkeeping). ``now``: write the answer at once (see
+        :meth:`__call__` for why a batching version's answers do)."""
         status = 200
         timing = (time.perf_counter() - started) * 1000
         try:
@@ -416,7 +506,7 @@ class Gateway:
         except Exception as exc:  # as the app answers its own failures: never no answer
             logger.exception("request %s failed", request_id)
             status, headers, answer = error_response(errors.InternalError(str(exc)), request_id)
-        if not cycle.respond(status, headers, answer):  # the client reads slowly: wait
+        if not cycle.respond(status, headers, answer, now):  # the client reads slowly: wait
             run(functools.partial(_send_answer, status, headers, answer))
         # The answer is on its way: a lone caller does not wait for the bookkeeping.
         try:

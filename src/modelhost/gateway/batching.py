@@ -45,7 +45,9 @@ from modelhost.gateway.pool import VersionPool
 SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 
-class _Queued:
+class Queued:
+    """A call in a batching pool's queue, until its batch is answered."""
+
     __slots__ = ("body", "future", "matched", "request_id", "sent", "since", "timeout", "timer")
 
     def __init__(
@@ -117,7 +119,7 @@ class BatchingPool(VersionPool):
         self.concurrency = concurrency
         self.max_size = max_size
         self.max_wait_ms = max_wait_ms
-        self._queue: deque[_Queued] = deque()
+        self._queue: deque[Queued] = deque()
         self._wait_timer: asyncio.Handle | None = None
         self._wait_due = 0.0
         #: batches sent, by size bucket (``SIZE_BUCKETS``), and the calls they held
@@ -152,8 +154,10 @@ class BatchingPool(VersionPool):
     async def acquire(self, timeout: float) -> Instance:  # pragma: no cover - not used
         raise AssertionError("a batching pool's calls go through submit()")
 
-    async def submit(self, request_id: str, body: bytes, timeout: float) -> CallResult:
-        """Run one call, in a batch with whatever else is waiting."""
+    def enqueue(self, request_id: str, body: bytes, timeout: float) -> Queued:
+        """Queue one call, to leave in a batch with whatever else is waiting; its ``future``
+        gets the answer frame, or the error that ended the call. Raises, with nothing queued,
+        when the version takes no calls or the queue is full."""
         if self.closed:
             raise self._rerouted()
         if not self._load and not self.starting:
@@ -167,23 +171,33 @@ class BatchingPool(VersionPool):
                 headers={"Retry-After": "1"},
             )
         loop = asyncio.get_running_loop()
-        entry = _Queued(request_id, body, loop.create_future(), loop.time(), timeout)
+        entry = Queued(request_id, body, loop.create_future(), loop.time(), timeout)
         queue.append(entry)
         self._came_back(entry)
         self._dispatch()
         if not entry.sent and not entry.future.done():
             entry.timer = loop.call_later(timeout, self._waited_too_long, entry)
+        return entry
+
+    async def submit(self, request_id: str, body: bytes, timeout: float) -> CallResult:
+        """Run one call, in a batch with whatever else is waiting."""
+        entry = self.enqueue(request_id, body, timeout)
         try:
             kind, payload = await entry.future
         finally:
-            if entry.timer is not None:
-                entry.timer.cancel()
-            if not entry.sent:  # the caller went away while it waited (its task cancelled)
-                entry.future.cancel()
-                with contextlib.suppress(ValueError):  # already taken out (timeout, closing)
-                    queue.remove(entry)
-                    self._taken_out(entry)
+            self.settled(entry)
         return decode_answer(kind, payload)
+
+    def settled(self, entry: Queued) -> None:
+        """The caller of ``entry`` is done with it: answered, failed, or gone away (then a call
+        still waiting leaves the queue)."""
+        if entry.timer is not None:
+            entry.timer.cancel()
+        if not entry.sent:  # the caller went away while it waited (its task cancelled)
+            entry.future.cancel()
+            with contextlib.suppress(ValueError):  # already taken out (timeout, closing)
+                self._queue.remove(entry)
+                self._taken_out(entry)
 
     # ------------------------------------------------------------------ dispatch
 
@@ -228,7 +242,7 @@ class BatchingPool(VersionPool):
             count = min(self.max_size, len(queue))
             self._send(instance, [queue.popleft() for _ in range(count)], load)
 
-    def _came_back(self, entry: _Queued) -> None:
+    def _came_back(self, entry: Queued) -> None:
         """A call arrived: it counts as one caller answered lately back, the longest answered
         first, if one is due."""
         answered = self._recent()
@@ -241,7 +255,7 @@ class BatchingPool(VersionPool):
         else:
             self.unmatched += 1
 
-    def _taken_out(self, entry: _Queued) -> None:
+    def _taken_out(self, entry: Queued) -> None:
         """A call left the queue: sent, timed out, or its caller went away."""
         if not entry.matched:
             self.unmatched -= 1
@@ -263,7 +277,7 @@ class BatchingPool(VersionPool):
         self._wait_timer = None
         self._dispatch()
 
-    def _send(self, instance: Instance, batch: list[_Queued], load: int) -> None:
+    def _send(self, instance: Instance, batch: list[Queued], load: int) -> None:
         self._load[instance] = load + 1
         if self.board is not None:
             self._changed()
@@ -290,7 +304,7 @@ class BatchingPool(VersionPool):
         channel = cast(CallChannel, instance)
         channel.send_batch(calls, batch[0].timeout, runs_now=load < self.concurrency)
 
-    def _waited_too_long(self, entry: _Queued) -> None:
+    def _waited_too_long(self, entry: Queued) -> None:
         entry.timer = None
         if not entry.sent and not entry.future.done():
             self._queue.remove(entry)
