@@ -1,8 +1,9 @@
 """Instances that poll for their next call, through a real, sandboxed server
-(docs/settings.md, ``instance_busy_poll_microseconds``; docs/architecture.md, "Instances"):
-by default a Python instance polls up to 500 us for a call that follows its answer closely, in
-the sandbox too (it reads the machine's idle time from its own /proc), forked or not; a server
-set to 0 has instances that sleep until each call. Either way every call gets its own answer.
+(docs/settings.md, ``instance_busy_poll_microseconds``; docs/architecture.md, "Waiting for the
+next call"): by default a Python instance polls up to 500 us for a call that follows its answer
+closely, in the sandbox too (it reads the machine's idle time from its own /proc), forked or
+not; a server set to 0 has instances that sleep until each call. Either way every call gets
+its own answer.
 """
 
 from __future__ import annotations

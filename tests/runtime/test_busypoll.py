@@ -1,6 +1,7 @@
-"""How an instance waits for its next call (``runtime/busypoll.py``, docs/architecture.md,
-"Instances"): after an answer it polls for up to the budget when its calls come that close
-together and the machine has a core to spare, and otherwise sleeps in ``recv``.
+"""How an instance waits for its next call (``runtime/busypoll.py``; docs/architecture.md,
+"Waiting for the next call"): after an answer it polls for up to the budget when its calls
+come that close together and the machine has a core to spare, and otherwise sleeps in
+``recv``.
 
 A real socket pair; the only stand-ins are the recording wrapper around the instance's end
 (to see which reads polled) and, for ``IdleCores``, a file in ``/proc/uptime``'s format with a
