@@ -47,6 +47,11 @@ def test_the_command_line_beats_the_environment_which_beats_the_file(tmp_path: P
         ({"MODELHOST_TIMEOUT_SECONDS": "-1"}, "'timeout_seconds'"),
         ({"MODELHOST_LOG_LEVEL": "loud"}, "one of debug, info"),
         ({"MODELHOST_DEFAULT_INSTANCE_COUNT": "9"}, "larger than 'max_instance_count'"),
+        ({"MODELHOST_INSTANCE_BUSY_POLL_MICROSECONDS": "-5"}, "expected a whole number of at"),
+        (
+            {"MODELHOST_INSTANCE_BUSY_POLL_MICROSECONDS": "250000"},
+            "from 0 (never poll) to 100000 (a tenth of a second)",
+        ),
     ],
 )
 def test_a_bad_value_fails_at_start_naming_the_setting_and_value(

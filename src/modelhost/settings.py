@@ -148,6 +148,16 @@ def _async_timeout(value: Any) -> float:
     return number
 
 
+def _busy_poll(value: Any) -> int:
+    number = _non_negative_int(value)
+    if number > 100_000:
+        raise ValueError(
+            "expected microseconds from 0 (never poll) to 100000 (a tenth of a second); a "
+            "wake-up costs tens of microseconds, so a few hundred is plenty"
+        )
+    return number
+
+
 def _synchronous(value: Any) -> str:
     mode = str(value).lower()
     if mode not in {"full", "normal"}:
@@ -368,7 +378,7 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "instance_busy_poll_microseconds",
-        _non_negative_int,
+        _busy_poll,
         500,
         "After answering, a Python instance whose last call came less than this long after the "
         "answer before it polls for its next call for up to this long instead of sleeping, "
