@@ -20,7 +20,15 @@ import pytest
 
 from modelhost import errors
 from modelhost.backends.base import InstanceSpec, InstanceState
-from modelhost.backends.cpu_limit import Affinity, Cgroups, candidates, open_cpu_limit
+from modelhost.backends.cpu_limit import (
+    SHELL,
+    Affinity,
+    Cgroups,
+    candidates,
+    open_cpu_limit,
+    own_quota,
+    remove,
+)
 from modelhost.backends.local import LocalBackend
 from modelhost.sandbox import Unconfined
 from modelhost.settings import Settings, load_settings
@@ -253,3 +261,76 @@ def test_a_tier_above_what_the_parent_cgroup_allows_fails_the_instance_saying_wh
         assert not limit.group.exists()
     finally:
         parent.rmdir()
+
+
+# ------------------------------------------------ the CPUs the server's own cgroups allow
+# (own_quota: an instance polls for its next call only where no quota would be spent by it,
+# docs/architecture.md, "Waiting for the next call")
+
+
+def _cgroup_files(root: Path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+
+@pytest.mark.parametrize(
+    ("version", "files", "expected"),
+    [
+        (2, {"a/b/cpu.max": "max 100000\n", "a/cpu.max": "150000 100000\n"}, 1.5),
+        (2, {"a/b/cpu.max": "50000 100000\n", "a/cpu.max": "150000 100000\n"}, 0.5),
+        (2, {"a/b/cpu.max": "max 100000\n", "a/cpu.max": "max 100000\n"}, None),
+        (
+            1,
+            {
+                "a/b/cpu.cfs_quota_us": "-1\n",
+                "a/b/cpu.cfs_period_us": "100000\n",
+                "a/cpu.cfs_quota_us": "200000\n",
+                "a/cpu.cfs_period_us": "100000\n",
+            },
+            2.0,
+        ),
+        (1, {"a/b/cpu.cfs_quota_us": "-1\n", "a/b/cpu.cfs_period_us": "100000\n"}, None),
+    ],
+    ids=["v2 parent", "v2 own", "v2 none", "v1 parent", "v1 none"],
+)
+def test_the_smallest_quota_of_the_servers_cgroup_and_those_above_it_is_its_own(
+    tmp_path: Path, version: int, files: dict[str, str], expected: float | None
+) -> None:
+    mount = tmp_path / "cgroup"
+    _cgroup_files(mount, files)
+    if version == 2:
+        mountinfo, proc_cgroup = f"30 23 0:26 / {mount} rw - cgroup2 cgroup2 rw\n", "0::/a/b\n"
+    else:
+        mountinfo, proc_cgroup = f"40 30 0:30 / {mount} rw - cgroup cgroup rw,cpu\n", "4:cpu:/a/b\n"
+    assert own_quota(mountinfo, proc_cgroup) == expected
+
+
+def test_without_a_cgroup_mount_the_server_has_no_quota() -> None:
+    assert own_quota("", "0::/\n") is None
+
+
+def test_a_process_in_a_cgroup_with_a_quota_finds_it(tmp_path: Path) -> None:
+    """The real thing: a process moved into a cgroup of this machine with a quota of 1.5 CPUs
+    reads 1.5 from /proc and the cgroup file system, as a server there would."""
+    limit = open_cpu_limit(_settings(tmp_path / "home"))
+    assert isinstance(limit, Cgroups), limit.status  # this machine has a writable cgroup
+    cgroup = limit.create("quota-probe", 1.5)
+    code = "from modelhost.backends import cpu_limit; print(cpu_limit.own_quota())"
+    try:
+        found = subprocess.run(
+            [
+                *(SHELL, "-c", 'echo $$ > "$0" && exec "$@"', str(cgroup / "cgroup.procs")),
+                *(sys.executable, "-c", code),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    finally:
+        limit._placed.pop("quota-probe", None)
+        remove(cgroup)
+    assert found.stdout.strip() == "1.5", found.stderr
+    assert own_quota() is None  # and this test's own process has none

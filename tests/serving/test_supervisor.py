@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from modelhost.app import create_app
+from modelhost.backends import cpu_limit
 from modelhost.backends.base import InstanceState
 from modelhost.db.repo import Model, Repo, Version
 from modelhost.reconciler import Reconciler
@@ -269,3 +270,34 @@ def test_an_instance_is_ended_by_its_id(world: World) -> None:
     world.supervisor.end_instance(first.spec.instance_id, "timeout", "a call timed out")
     assert first.ended_by == "timeout"
     assert world.backend.started[1].ended_by is None
+
+
+@pytest.mark.parametrize(("quota", "polls"), [(None, 500), (2.0, 0)])
+def test_instances_poll_for_their_next_call_unless_the_servers_cgroup_has_a_cpu_quota(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    quota: float | None,
+    polls: int,
+) -> None:
+    # The quota of the server's own cgroup is read from /proc and the cgroup file system
+    # (tests/backends/test_cpu_limit.py reads a real one); here, what the supervisor makes of it.
+    monkeypatch.setattr(cpu_limit, "own_quota", lambda: quota)
+    settings = load_settings({"home": str(tmp_path / "home")}, environ={})
+    backend = FakeBackend()
+    with caplog.at_level("INFO", logger="modelhost.serving.supervisor"):
+        app = create_app(settings, backend=backend)
+    reconciler = app.services.reconciler
+    assert isinstance(reconciler, Reconciler)
+    repo = app.services.repo
+    try:
+        owner = repo.create_user("alice", is_admin=False)
+        model = repo.create_model("calc", owner_id=owner.id, description="", instance_count=1)
+        world = World(reconciler.supervisor, backend, repo, model)
+        version = world.version(status="ready")
+        asyncio.run(world.supervisor.converge(world.model, version))
+        assert [i.spec.busy_poll_us for i in backend.started] == [polls]
+        said = "this server's cgroup allows 2 CPUs, which polling for the next call would spend"
+        assert (said in caplog.text) is (quota is not None)
+    finally:
+        repo.engine.dispose()

@@ -345,6 +345,47 @@ def candidates(mountinfo: str, proc_cgroup: str) -> list[Path]:
     return found
 
 
+def own_quota(mountinfo: str | None = None, proc_cgroup: str | None = None) -> float | None:
+    """The CPUs this process's cgroups allow it (a container's ``--cpus``, a systemd
+    ``CPUQuota=``): the smallest quota of its cgroup and of those above it up to the mount,
+    cgroup v2's ``cpu.max`` or v1's ``cpu.cfs_quota_us``; None for no quota, or none readable.
+    """
+    try:
+        mountinfo = mountinfo if mountinfo is not None else Path("/proc/self/mountinfo").read_text()
+        proc_cgroup = (
+            proc_cgroup if proc_cgroup is not None else Path("/proc/self/cgroup").read_text()
+        )
+    except OSError:
+        return None
+    points = {mount.point for mount in cgroup_mounts(mountinfo)}
+    found: float | None = None
+    for cgroup in candidates(mountinfo, proc_cgroup):
+        here = cgroup
+        while True:
+            quota = _quota_of(here)
+            if quota is not None:
+                found = quota if found is None else min(found, quota)
+            if here in points or here.parent == here:
+                break
+            here = here.parent
+    return found
+
+
+def _quota_of(cgroup: Path) -> float | None:
+    """The CPUs one cgroup's own quota allows; None for none (or unreadable)."""
+    try:
+        if (cgroup / "cpu.max").exists():
+            quota, period = (cgroup / "cpu.max").read_text().split()[:2]
+            return None if quota == "max" else int(quota) / int(period)
+        if (cgroup / "cpu.cfs_quota_us").exists():
+            quota_us = int((cgroup / "cpu.cfs_quota_us").read_text())
+            period_us = int((cgroup / "cpu.cfs_period_us").read_text())
+            return None if quota_us < 0 else quota_us / period_us
+    except (OSError, ValueError, ZeroDivisionError):
+        return None
+    return None
+
+
 def _version_of(parent: Path) -> int:
     if (parent / "cgroup.controllers").exists():
         return 2

@@ -21,6 +21,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
+from modelhost.backends import cpu_limit
 from modelhost.backends.base import Backend, Instance, InstanceSpec, InstanceState
 from modelhost.builder import manifests, rlibraries
 from modelhost.builder.builds import EnvironmentBuilds
@@ -64,6 +65,17 @@ class Supervisor:
         self.children = children
         self.router = router
         self._generation: dict[str, int] = {}  # instance id -> model generation it runs
+        #: how long instances poll for their next call (``runtime/busypoll.py``): not at all
+        #: when the server's own cgroup has a CPU quota, which the polling would spend
+        self.busy_poll_us = settings.instance_busy_poll_microseconds
+        quota = cpu_limit.own_quota() if self.busy_poll_us else None
+        if quota is not None:
+            logger.info(
+                "Instances sleep until each call: this server's cgroup allows %g CPUs, which "
+                "polling for the next call would spend (instance_busy_poll_microseconds).",
+                quota,
+            )
+            self.busy_poll_us = 0
         self._failures: dict[str, int] = defaultdict(int)  # version id -> crashes in a row
         self._not_before: dict[str, float] = {}  # version id -> earliest restart time
         self._stopping: set[Instance] = set()
@@ -352,7 +364,7 @@ class Supervisor:
             network=model.network,
             batch=version.batch_max_size is not None,
             # not with a share of the CPU, which polling would spend
-            busy_poll_us=0 if tier.get("cpus") else self.settings.instance_busy_poll_microseconds,
+            busy_poll_us=0 if tier.get("cpus") else self.busy_poll_us,
             libraries=(Path(version.r_library),) if version.r_library else (),
             fork=version.fork,
             generation=model.generation,
