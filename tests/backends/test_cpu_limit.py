@@ -21,7 +21,6 @@ import pytest
 from modelhost import errors
 from modelhost.backends.base import InstanceSpec, InstanceState
 from modelhost.backends.cpu_limit import (
-    SHELL,
     Affinity,
     Cgroups,
     candidates,
@@ -316,21 +315,13 @@ def test_a_process_in_a_cgroup_with_a_quota_finds_it(tmp_path: Path) -> None:
     reads 1.5 from /proc and the cgroup file system, as a server there would."""
     limit = open_cpu_limit(_settings(tmp_path / "home"))
     assert isinstance(limit, Cgroups), limit.status  # this machine has a writable cgroup
-    cgroup = limit.create("quota-probe", 1.5)
     code = "from modelhost.backends import cpu_limit; print(cpu_limit.own_quota())"
+    # entered as an instance on a tier of 1.5 CPUs is
+    argv = limit.command("quota-probe", 1.5, [sys.executable, "-c", code])
     try:
-        found = subprocess.run(
-            [
-                *(SHELL, "-c", 'echo $$ > "$0" && exec "$@"', str(cgroup / "cgroup.procs")),
-                *(sys.executable, "-c", code),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
+        found = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
     finally:
         limit._placed.pop("quota-probe", None)
-        remove(cgroup)
+        remove(limit.path("quota-probe"))
     assert found.stdout.strip() == "1.5", found.stderr
     assert own_quota() is None  # and this test's own process has none

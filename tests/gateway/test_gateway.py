@@ -335,6 +335,29 @@ async def test_a_call_direct_cannot_take_whole_is_left_to_the_app_untouched(
     assert not gateway.guard.denials  # the app refuses it, once
 
 
+async def _run_app(gateway: Any, scope: dict[str, Any]) -> tuple[int, dict[str, Any], Any]:
+    """Run the app for a call ``direct`` left to it: the status, headers and body sent."""
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        raise AssertionError("the body is not read again")
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await gateway(scope, receive, send)
+    headers = {k.decode(): v.decode() for k, v in sent[0]["headers"]}
+    return sent[0]["status"], headers, orjson.loads(sent[1]["body"])
+
+
+async def _app_run(runs: list[Any]) -> Any:
+    deadline = asyncio.get_running_loop().time() + 5
+    while not runs:
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.01)
+    return runs[0]
+
+
 async def test_a_started_call_that_fails_goes_on_in_the_app_with_the_same_request_id() -> None:
     def fails(request_id: str, body: bytes) -> bytes:
         error = {"code": "model_error", "message": "ValueError: no"}
@@ -349,19 +372,10 @@ async def test_a_started_call_that_fails_goes_on_in_the_app_with_the_same_reques
         assert asyncio.get_running_loop().time() < deadline
         await asyncio.sleep(0.01)
     assert runs == [gateway]  # the app, with the failure in the scope
-    sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        raise AssertionError("the body is not read again")
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    await runs[0](scope, receive, send)
-    assert sent[0]["status"] == 500
-    answer = orjson.loads(sent[1]["body"])
+    status, headers, answer = await _run_app(runs[0], scope)
+    assert status == 500
     assert answer["error"]["code"] == "model_error"
-    assert (b"x-request-id", answer["request_id"].encode()) in sent[0]["headers"]
+    assert headers["x-request-id"] == answer["request_id"]
     assert gateway.table.by_key["m"].pools[2].busy == 0
 
 
@@ -458,29 +472,6 @@ async def test_an_instance_that_refuses_to_start_a_call_leaves_it_to_the_app(
 
 def _batching(max_size: int = 8) -> VersionPool:
     return new_pool("vid", 2, 4, 1, (max_size, 5.0))
-
-
-async def _run_app(gateway: Any, scope: dict[str, Any]) -> tuple[int, dict[str, Any], Any]:
-    """Run the app for a call ``direct`` left to it: the status, headers and body sent."""
-    sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        raise AssertionError("the body is not read again")
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    await gateway(scope, receive, send)
-    headers = {k.decode(): v.decode() for k, v in sent[0]["headers"]}
-    return sent[0]["status"], headers, orjson.loads(sent[1]["body"])
-
-
-async def _app_run(runs: list[Any]) -> Any:
-    deadline = asyncio.get_running_loop().time() + 5
-    while not runs:
-        assert asyncio.get_running_loop().time() < deadline
-        await asyncio.sleep(0.01)
-    return runs[0]
 
 
 async def test_a_batching_version_s_call_is_queued_directly_and_answered_at_once() -> None:

@@ -75,6 +75,21 @@ class InstanceSpec:
     gpus: int = 0
 
 
+def spec_for_worker(spec: InstanceSpec) -> dict[str, Any]:
+    """What ``runtime/worker.py`` is given as ``--spec`` (JSON) to load and serve ``spec``'s
+    function, started fresh or as a fork server."""
+    return {
+        "workdir": str(spec.workdir),
+        "file": spec.file,
+        "function": spec.function,
+        "instance": spec.instance_id,
+        "concurrency": spec.concurrency,
+        "log_requests": spec.log_requests,
+        "batch": spec.batch,
+        "busy_poll_us": spec.busy_poll_us,
+    }
+
+
 class CallResult(NamedTuple):  # a tuple: one is made per call, on the hot path
     model_time_ms: float
     result_json: bytes

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from modelhost import pidfiles
-from modelhost.backends.base import InstanceSpec, unusable_variable
+from modelhost.backends.base import InstanceSpec, spec_for_worker, unusable_variable
 from modelhost.backends.cpu_limit import Affinity, CpuLimit
 from modelhost.sandbox import RUNTIME_DIR, Confinement, Sandbox, innermost_pid
 
@@ -196,16 +196,7 @@ class ForkServer:
             self._end(f"the fork server could not be started (variable {unusable})")
             return
         control, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        worker_spec = {
-            "workdir": str(spec.workdir),
-            "file": spec.file,
-            "function": spec.function,
-            "instance": spec.instance_id,
-            "concurrency": spec.concurrency,
-            "log_requests": spec.log_requests,
-            "batch": spec.batch,
-            "busy_poll_us": spec.busy_poll_us,
-        }
+        worker_spec = spec_for_worker(spec)
         argv = [spec.interpreter, "-u", str(WORKER), "--fork-server-fd", str(theirs.fileno())]
         argv = self._sandbox.command([*argv, "--spec", json.dumps(worker_spec)], self._confinement)
         try:

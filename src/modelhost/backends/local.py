@@ -23,6 +23,7 @@ from modelhost.backends.base import (
     InstanceSpec,
     InstanceState,
     server_line,
+    spec_for_worker,
     unusable_variable,
     unusable_variable_message,
 )
@@ -165,16 +166,7 @@ class LocalInstance(CallChannel):
         """Start the worker as a process of its own (for a fall-back, on ``child``, the
         worker's end of the connection that is already made)."""
         spec = self.spec
-        worker_spec = {
-            "workdir": str(spec.workdir),
-            "file": spec.file,
-            "function": spec.function,
-            "instance": spec.instance_id,
-            "concurrency": spec.concurrency,
-            "log_requests": spec.log_requests,
-            "batch": spec.batch,
-            "busy_poll_us": spec.busy_poll_us,
-        }
+        worker_spec = spec_for_worker(spec)
         parent: socket.socket | None = None
         if spec.runtime == "r":
             listener = socket.socket()

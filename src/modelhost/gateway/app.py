@@ -14,7 +14,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from modelhost import errors
 from modelhost.backends.base import CallResult, Instance
@@ -400,103 +400,29 @@ class Gateway:
         route: ModelRoute,
         pool: VersionPool,
         release: Release,
-        channel: CallChannel,
+        held: CallChannel | Queued,
         body: bytes,
         future: asyncio.Future[tuple[int, bytes]],
     ) -> None:
-        """The instance answered a call :meth:`direct` started (a partial, not a closure: a
-        closure's dozen captured variables cost a cell each on every call)."""
-        pool.release(channel)  # type: ignore[arg-type]  # every kind of it is an Instance
+        """The instance answered a call :meth:`direct` started, sent to the instance ``held``
+        or, for a batching version, queued as ``held`` (a partial, not a closure: a closure's
+        dozen captured variables cost a cell each on every call). A failure goes on in the
+        app, as if it had awaited the call. A batching version's answer is written at once
+        (see :meth:`__call__` for why)."""
+        batched = isinstance(held, Queued)
+        if isinstance(held, Queued):
+            cast(BatchingPool, pool).settled(held)
+        else:
+            pool.release(held)  # type: ignore[arg-type]  # every kind of it is an Instance
         try:
-            result = channel.end_call(future)
+            if isinstance(held, CallChannel):
+                result = held.end_call(future)
+            else:
+                result = decode_answer(*future.result())
         except BaseException as exc:  # the app goes on from here, as if it had awaited
             scope[FAILED] = _Failed(started, request_id, route, pool, release, body, exc)
             run(self)
             return
-        self._respond_direct(
-            started, request_id, scope, cycle, run, route, pool, release, body, result
-        )
-
-    def _queue_direct(
-        self,
-        started: float,
-        scope: Scope,
-        cycle: InvocationCycle,
-        run: Run,
-        route: ModelRoute,
-        pool: BatchingPool,
-        number: int,
-        body: bytes,
-    ) -> bool:
-        """:meth:`direct` for a batching version: the call joins the pool's queue and is
-        answered when its batch is; a call the pool refuses is left to the app, which
-        answers the refusal."""
-        request_id = new_request_id()
-        try:
-            entry = pool.enqueue(request_id, body, route.timeout)
-        except (errors.ModelhostError, errors.CallNotStarted):  # full, closed, or no instance
-            return False
-        entry.future.add_done_callback(
-            functools.partial(
-                self._batch_answered,
-                started,
-                request_id,
-                scope,
-                cycle,
-                run,
-                route,
-                pool,
-                route.releases[number],
-                body,
-                entry,
-            )
-        )
-        return True
-
-    def _batch_answered(
-        self,
-        started: float,
-        request_id: str,
-        scope: Scope,
-        cycle: InvocationCycle,
-        run: Run,
-        route: ModelRoute,
-        pool: BatchingPool,
-        release: Release,
-        body: bytes,
-        entry: Queued,
-        future: asyncio.Future[tuple[int, bytes]],
-    ) -> None:
-        """The batch of a call :meth:`_queue_direct` queued was answered, or the call failed:
-        a failure goes on in the app, as one from :meth:`BatchingPool.submit` would."""
-        pool.settled(entry)
-        try:
-            result = decode_answer(*future.result())
-        except BaseException as exc:
-            scope[FAILED] = _Failed(started, request_id, route, pool, release, body, exc)
-            run(self)
-            return
-        self._respond_direct(
-            started, request_id, scope, cycle, run, route, pool, release, body, result, now=True
-        )
-
-    def _respond_direct(
-        self,
-        started: float,
-        request_id: str,
-        scope: Scope,
-        cycle: InvocationCycle,
-        run: Run,
-        route: ModelRoute,
-        pool: VersionPool,
-        release: Release,
-        body: bytes,
-        result: CallResult,
-        now: bool = False,
-    ) -> None:
-        """Answer a call started directly with ``result``, then record it (so a lone caller
-        does not wait for the bookkeeping). ``now``: write the answer at once (see
-        :meth:`__call__` for why a batching version's answers do)."""
         status = 200
         timing = (time.perf_counter() - started) * 1000
         try:
@@ -506,7 +432,7 @@ class Gateway:
         except Exception as exc:  # as the app answers its own failures: never no answer
             logger.exception("request %s failed", request_id)
             status, headers, answer = error_response(errors.InternalError(str(exc)), request_id)
-        if not cycle.respond(status, headers, answer, now):  # the client reads slowly: wait
+        if not cycle.respond(status, headers, answer, batched):  # the client reads slowly
             run(functools.partial(_send_answer, status, headers, answer))
         # The answer is on its way: a lone caller does not wait for the bookkeeping.
         try:
@@ -520,6 +446,42 @@ class Gateway:
                 self.request_log.add(started, request_id, scope, status, release, self.table)
         except Exception:
             logger.exception("request %s was answered, but recording it failed", request_id)
+
+    def _queue_direct(
+        self,
+        started: float,
+        scope: Scope,
+        cycle: InvocationCycle,
+        run: Run,
+        route: ModelRoute,
+        pool: BatchingPool,
+        number: int,
+        body: bytes,
+    ) -> bool:
+        """:meth:`direct` for a batching version: the call joins the pool's queue and is
+        answered (:meth:`_answered`) when its batch is; a call the pool refuses is left to the
+        app, which answers the refusal."""
+        request_id = new_request_id()
+        try:
+            entry = pool.enqueue(request_id, body, route.timeout)
+        except (errors.ModelhostError, errors.CallNotStarted):  # full, closed, or no instance
+            return False
+        entry.future.add_done_callback(
+            functools.partial(
+                self._answered,
+                started,
+                request_id,
+                scope,
+                cycle,
+                run,
+                route,
+                pool,
+                route.releases[number],
+                entry,
+                body,
+            )
+        )
+        return True
 
     async def call_in_process(self, path: str, body: bytes) -> tuple[int, bytes]:
         """Call the invocation URL ``path`` with ``body`` from inside the server, as a caller
