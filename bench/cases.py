@@ -34,6 +34,8 @@ class Case:
     body: bytes
     instances: int
     floor_calls: int
+    #: the floor again just before each round at 1 connection: a few seconds' worth
+    round_floor_calls: int
     #: a batching function's largest batch (published with --batch-max-size), or None
     batch_max_size: int | None = None
     batch_max_wait_ms: float | None = None
@@ -73,6 +75,7 @@ CASES: dict[str, Case] = {
         body=b'{"data": {"x": 1, "y": 2}}',
         instances=2,
         floor_calls=200_000,
+        round_floor_calls=50_000,
     ),
     "rf": Case(
         name="rf",
@@ -83,6 +86,7 @@ CASES: dict[str, Case] = {
         body=b'{"parameters": [[5.6, 0.615, 0, 1.6, 0.089, 16, 59, 0.9943, 3.58, 0.52, 9.9]]}',
         instances=2,
         floor_calls=2_000,
+        round_floor_calls=300,
     ),
     # The same forest behind predict_batch, one row per request: the instances get the calls
     # that wait while they are busy as one batch. The ceiling does rf's work, a call at a time.
@@ -95,6 +99,7 @@ CASES: dict[str, Case] = {
         body=b'{"parameters": [[5.6, 0.615, 0, 1.6, 0.089, 16, 59, 0.9943, 3.58, 0.52, 9.9]]}',
         instances=2,
         floor_calls=2_000,
+        round_floor_calls=300,
         batch_max_size=64,
         batch_max_wait_ms=5,
         ceiling_path="/rf",

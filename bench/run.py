@@ -1,10 +1,11 @@
 """Benchmark modelhost's invocation path against a ceiling and a floor, in one run.
 
-    .venv/bin/python bench/run.py [--duration 10] [--cases add,rf] [--connections 1,32]
+    .venv/bin/python bench/run.py [--duration 5] [--rounds 3] [--cases add,rf] [--connections 1,32]
 
 Measures, in this order: the floor (each function alone, in-process); then, with modelhost and
-the ceiling both running on 127.0.0.1, every (case, connections) with wrk against the ceiling
-and then modelhost, each after a warm-up. Prints a table and the target verdicts and writes
+the ceiling both running on 127.0.0.1, every (case, connections) in rounds, each round with
+wrk against the ceiling and then modelhost (the other way round every other round), each after
+a warm-up, and at 1 connection the floor again before the round. Prints a table and the target verdicts and writes
 ``bench/results/latest.json``. Exit status: 0 all runs clean and targets met, 1 a run failed or
 a target was missed, 2 the benchmark could not be set up, 130 interrupted. See bench/README.md.
 """
@@ -65,8 +66,15 @@ def _positive(text: str) -> int:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=_positive, default=10, help="Seconds per wrk run.")
+    parser.add_argument("--duration", type=_positive, default=5, help="Seconds per wrk run.")
     parser.add_argument("--warmup", type=int, default=2, help="Seconds of warm-up before each.")
+    parser.add_argument(
+        "--rounds",
+        type=_positive,
+        default=3,
+        help="Rounds per case and connections, each measuring every target back to back; "
+        "the verdicts take the median of the rounds' figures.",
+    )
     parser.add_argument("--cases", type=_csv(_case_name), default=["add", "rf", "rf_batch"])
     parser.add_argument("--connections", type=_csv(_positive), default=[1, 32])
     parser.add_argument("--output", type=Path, default=RESULTS, help="Where the JSON goes.")
@@ -110,11 +118,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 # --------------------------------------------------------------------------- the floor
 
 
-def measure_floor(case: Case) -> dict[str, Any]:
-    """The function alone, in its own process (see bench/floor.py), before any server runs."""
+def measure_floor(case: Case, calls: int | None = None) -> dict[str, Any]:
+    """The function alone, in its own process (see bench/floor.py): ``calls`` timed calls, by
+    default the case's own number."""
     before = cpu.snapshot([])
     done = subprocess.run(
-        [sys.executable, "-m", "bench.floor", case.name],
+        [sys.executable, "-m", "bench.floor", case.name, "--calls", str(calls or case.floor_calls)],
         cwd=ROOT,
         env={**os.environ, **SINGLE_THREAD_ENV},
         capture_output=True,
@@ -243,6 +252,7 @@ def measure(
     target: str,
     case: Case,
     connections: int,
+    round_: int,
     url: str,
     script: Path,
     options: argparse.Namespace,
@@ -261,9 +271,17 @@ def measure(
         spent = cpu.seconds_of(own) - spent
     except wrk.WrkError as exc:
         print("FAILED")
-        return Run(case.name, connections, target, None, str(exc))
+        return Run(case.name, connections, target, None, str(exc), round=round_)
     per_call = spent * 1000 / result.requests if result.requests else None
-    run = Run(case.name, connections, target, result, other_cpu=other, cpu_ms_per_call=per_call)
+    run = Run(
+        case.name,
+        connections,
+        target,
+        result,
+        other_cpu=other,
+        cpu_ms_per_call=per_call,
+        round=round_,
+    )
     print(
         f"{result.rps:,.0f} req/s, p50 {result.p50_ms:.2f} ms, other CPU {other:.2f} cores, "
         f"{run.status()}",
@@ -272,29 +290,52 @@ def measure(
     return run
 
 
+def round_order(round_: int, options: argparse.Namespace) -> tuple[str, ...]:
+    """The targets of a round, in the order measured: reversed every other round, so that a
+    machine slowing down (or speeding up) through a round favours none of them."""
+    order = targets(options)
+    return order if round_ % 2 else order[::-1]
+
+
 def measure_all(
+    report: Report,
     cases: Sequence[Case],
     running: dict[str, servers.Server],
     workdir: Path,
     options: argparse.Namespace,
     headers: dict[str, dict[str, str]],
-) -> list[Run]:
-    """Every case x connections, ceiling then modelhost back to back so they see similar noise.
+) -> None:
+    """Every case x connections in ``options.rounds`` rounds, each measuring every target back
+    to back so that they see similar noise; at 1 connection, each round measures the floor
+    again first (the servers idle meanwhile), for the p50s to be compared with.
 
-    Both get the same request bytes, access token included (the ceiling ignores it).
+    Every target gets the same request bytes, access token included (the ceilings ignore it).
     """
-    runs = []
     pids = our_pids(running)
     own = {target: our_pids({target: server}) for target, server in running.items()}
     for case in cases:
         script = wrk.write_script(workdir, case.name, case.body, headers[case.name])
         for connections in options.connections:
-            for target in targets(options):
-                url = url_for(target, case, running[target])
-                runs.append(
-                    measure(target, case, connections, url, script, options, pids, own[target])
-                )
-    return runs
+            for round_ in range(1, options.rounds + 1):
+                print(f"{case.name} x{connections}, round {round_} of {options.rounds}", flush=True)
+                if connections == 1:
+                    floor = measure_floor(case, case.round_floor_calls)
+                    report.round_floors.setdefault(case.name, []).append(floor)
+                for target in round_order(round_, options):
+                    url = url_for(target, case, running[target])
+                    report.runs.append(
+                        measure(
+                            target,
+                            case,
+                            connections,
+                            round_,
+                            url,
+                            script,
+                            options,
+                            pids,
+                            own[target],
+                        )
+                    )
 
 
 # --------------------------------------------------------------------------- the run
@@ -325,6 +366,7 @@ def environment(options: argparse.Namespace) -> dict[str, Any]:
         "src_changes": _git("status", "--porcelain", "--", "src"),
         "wrk": version[0] if version else "unknown",
         "duration_s": options.duration,
+        "rounds": options.rounds,
         "warmup_s": options.warmup,
         "ceiling_workers": CEILING_WORKERS,
         "modelhost_gateway_processes": options.gateway_processes,
@@ -364,7 +406,7 @@ def run_suite(options: argparse.Namespace) -> Report:
                 url = url_for(target, case, running[target])
                 expected = report.floors[case.name]["result"]
                 deploy.check_answer(url, case, expected, headers[case.name])
-        report.runs = measure_all(cases, running, Path(tmp), options, headers)
+        measure_all(report, cases, running, Path(tmp), options, headers)
         with modelhost.Client() as client:
             for case in cases:
                 if case.batch_max_size is not None:
