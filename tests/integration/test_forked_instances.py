@@ -123,6 +123,27 @@ def test_a_script_that_starts_threads_at_import_gets_instances_started_fresh(
     assert "started 1 thread(s) at import" in logs
 
 
+def test_a_script_that_imports_pyarrow_gets_forked_instances_that_allocate_with_it(
+    server: Server,
+) -> None:
+    # pyarrow's allocator starts a thread at import (pandas imports pyarrow): it is jemalloc's,
+    # which keeps it safe across a fork, so this script's instances are forked all the same.
+    client = server.client()
+    client.publish(f"{PROJECTS / 'arrow'}/arrow_model.py:whoami", name="cow-arrow")
+    client.update_model("cow-arrow", instance_count=2)
+    instances = _ready(server, "cow-arrow", 2)
+    assert all(i.forked for i in instances)
+
+    answers = _answers(server, "cow-arrow", 2)
+    assert len({a["token"] for a in answers.values()}) == 1
+    for n in (10, 200_000):
+        answer = server.invoke("cow-arrow", {"data": {"n": n}})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["result"]["sum"] == n * (n - 1) // 2 + 99_999 * 100_000 // 2
+    logs = "\n".join(line["text"] for line in client.logs("cow-arrow"))
+    assert "thread(s) at import" not in logs
+
+
 def test_a_forked_instance_past_its_timeout_is_killed_and_replaced_by_another_fork(
     server: Server,
 ) -> None:

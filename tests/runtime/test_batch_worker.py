@@ -75,12 +75,20 @@ def test_a_batch_that_raises_is_run_again_one_call_at_a_time_and_only_the_bad_ca
     assert error["code"] == "model_error"
     assert error["message"].startswith("total raised ValueError: cannot add")
     logged = capsys.readouterr().err
-    assert "calling each on its own" in logged
-    assert "Traceback" in logged  # the bad call's traceback goes to the log, not the client
+    # The batch's failure is logged as the batch's, and says what happens next ...
+    assert "a batch of 3 calls (request REQUEST000000001 and 2 more) failed after " in logged, (
+        logged
+    )
+    assert "; each of its calls is run again on its own:" in logged
+    # ... then the bad call's own, with its traceback alone (the log's, not the client's)
+    assert "request REQUEST000000002 failed after " in logged
+    assert logged.count("Traceback") == 2
+    assert "During handling of the above exception" not in logged
+    assert "CallFailed" not in logged
 
 
 def test_a_batch_with_the_wrong_number_of_results_is_run_again_one_call_at_a_time(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     handler = _handler(monkeypatch)
     answers = _answers(
@@ -95,6 +103,12 @@ def test_a_batch_with_the_wrong_number_of_results_is_run_again_one_call_at_a_tim
         "total returned 0 results for 1 input; a batching function returns a list with one "
         "result per input, in order."
     )
+    logged = capsys.readouterr().err
+    assert (
+        "a batch of 2 calls (request REQUEST000000001 and 1 more): total returned 1 results "
+        "for 2 inputs; a batching function returns a list with one result per input, in "
+        "order. Each of its calls is run again on its own." in logged
+    ), logged
 
 
 def test_a_call_with_a_bad_body_fails_alone_and_the_rest_of_its_batch_runs(

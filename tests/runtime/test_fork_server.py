@@ -19,11 +19,14 @@ import pytest
 
 from modelhost.backends.local import WORKER
 from modelhost.runtime import protocol
+from modelhost.serving.children import THREAD_CAPS
 from tests.helpers import PROJECTS
 
 
 class ForkServer:
-    def __init__(self, project: str, file: str, function: str, log: Path) -> None:
+    def __init__(
+        self, project: str, file: str, function: str, log: Path, env: dict[str, str] | None = None
+    ) -> None:
         self.control, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.control.settimeout(30)
         spec = {"workdir": str(PROJECTS / project), "file": file, "function": function}
@@ -35,6 +38,7 @@ class ForkServer:
                 stdout=out,
                 stderr=out,
                 cwd=PROJECTS / project,
+                env=None if env is None else {**os.environ, **env},
             )
         theirs.close()
 
@@ -101,6 +105,36 @@ def test_forked_instances_share_one_import_and_each_has_its_own_log_and_environm
     assert answers[0]["token"] == answers[1]["token"]
     assert [a["instance"] for a in answers] == ["first", "second"]
     assert "fork server" in (tmp_path / "server.log").read_text()
+
+
+def test_a_script_importing_pyarrow_counts_as_one_thread_and_its_forks_allocate_with_it(
+    tmp_path: Path,
+) -> None:
+    # BLAS and OpenMP capped at one thread each, as the server starts every instance
+    caps = {name: "1" for name in THREAD_CAPS}
+    server = ForkServer("arrow", "arrow_model.py", "whoami", tmp_path / "server.log", caps)
+    try:
+        ready = server.receive()["ready"]
+        # jemalloc's background thread runs beside the fork server's own, and is not counted
+        tasks = Path(f"/proc/{server.process.pid}/task").iterdir()
+        names = sorted((task / "comm").read_text().strip() for task in tasks)
+        assert len(names) == 2
+        assert "jemalloc_bg_thd" in names
+        assert ready["threads"] == 1
+        sock, pid = server.fork("first", tmp_path / "first.log")
+        assert next(_frames(sock))[0] == protocol.READY
+        # ... and an instance forked from it computes with arrays it allocates itself
+        sock.sendall(protocol.encode_call("REQUEST000000001", b'{"data": {"n": 1000}}'))
+        kind, payload = next(_frames(sock))
+        assert kind == protocol.RESULT
+        result = json.loads(protocol.decode_result(payload)[2])
+        assert result["sum"] == 999 * 1000 // 2 + 99_999 * 100_000 // 2
+        assert result["pid"] == pid
+        sock.close()
+    finally:
+        server.control.close()
+        server.process.kill()
+        server.process.wait(30)
 
 
 def test_a_forked_instance_the_server_asks_to_kill_is_reported_killed(

@@ -425,17 +425,17 @@ class Handler:
         except TypeError as exc:
             # Python refuses arguments that do not fit before the body runs: say which fit.
             self._check_binding(args, kwargs)
-            self._failed(request_id, start)
+            self._failed(f"request {request_id}", start)
             raise CallFailed(500, "model_error", f"{self.name} raised {_describe(exc)}") from None
         except Exception as exc:
-            self._failed(request_id, start)
+            self._failed(f"request {request_id}", start)
             raise CallFailed(500, "model_error", f"{self.name} raised {_describe(exc)}") from None
         return result, (time.perf_counter() - start) * 1000
 
     @staticmethod
-    def _failed(request_id: str, start: float) -> None:
+    def _failed(subject: str, start: float, then: str = "") -> None:
         elapsed = (time.perf_counter() - start) * 1000
-        sys.stderr.write(f"[modelhost] request {request_id} failed after {elapsed:.1f} ms:\n")
+        sys.stderr.write(f"[modelhost] {subject} failed after {elapsed:.1f} ms{then}:\n")
         traceback.print_exc()
 
     def _log_request(
@@ -495,19 +495,19 @@ class BatchHandler(Handler):
             return b"".join(frames)
         inputs = [value for _, _, value in runnable]
         ids = [request_id for request_id, _, _ in runnable]
+        failed: CallFailed | None = None
         try:
             results, elapsed = self._run_batch(ids, inputs)
         except CallFailed as failure:
+            failed = failure
+        if failed is not None:
             if len(runnable) == 1:
                 request_id, body, _ = runnable[0]
-                frames.append(self._error(request_id, body, failure, start))
-                return b"".join(frames)
-            log(
-                f"a batch of {len(runnable)} calls failed ({failure.message}); calling "
-                "each on its own"
-            )
-            for request_id, body, value in runnable:
-                frames.append(self.batch_of_one(request_id, body, value))
+                frames.append(self._error(request_id, body, failed, start))
+            else:
+                # Each call again on its own, out of the handler above: a call's traceback
+                # must not show the batch's failure as what it happened during.
+                frames.extend(self.batch_of_one(*call) for call in runnable)
             return b"".join(frames)
         for index, (request_id, body, _) in enumerate(runnable):
             frames.append(self._answer(request_id, body, results[index], elapsed, start))
@@ -522,13 +522,18 @@ class BatchHandler(Handler):
         return self._answer(request_id, body, results[0], elapsed, start)
 
     def _run_batch(self, ids: list[str], inputs: list[Any]) -> tuple[list[Any], float]:
-        """The function's results for ``inputs`` and the milliseconds it took."""
-        label = ids[0] if len(ids) == 1 else f"{ids[0]} and {len(ids) - 1} more"
+        """The function's results for ``inputs`` and the milliseconds it took; a failure is
+        logged as the batch's (whose calls :meth:`batch` then runs again one by one)."""
+        if len(ids) == 1:
+            subject, again = f"request {ids[0]}", ""
+        else:
+            subject = f"a batch of {len(ids)} calls (request {ids[0]} and {len(ids) - 1} more)"
+            again = "each of its calls is run again on its own"
         start = time.perf_counter()
         try:
             results = self.function(inputs)
         except Exception as exc:
-            self._failed(label, start)
+            self._failed(subject, start, f"; {again}" if again else "")
             raise CallFailed(500, "model_error", f"{self.name} raised {_describe(exc)}") from None
         elapsed = (time.perf_counter() - start) * 1000
         if isinstance(results, (str, bytes, dict)) or not hasattr(results, "__len__"):
@@ -542,7 +547,7 @@ class BatchHandler(Handler):
             f"{'' if len(inputs) == 1 else 's'}; a batching function returns a list with one "
             "result per input, in order."
         )
-        log(f"request {label}: {message}")
+        log(f"{subject}: {message}" + (f" {again.capitalize()}." if again else ""))
         raise CallFailed(500, "model_error", message)
 
     def _answer(
@@ -791,12 +796,29 @@ def _serve_instance(
 _MAX_MESSAGE = 1 << 20
 
 
+#: Threads that are safe to leave behind in a fork, by the name the kernel shows
+#: (``/proc/self/task/*/comm``). jemalloc's background threads (pyarrow's allocator, which
+#: pandas imports) are: jemalloc's own fork handlers hold its locks across the fork and turn
+#: the threads off in the child, which then returns memory without them.
+FORK_SAFE_THREADS = frozenset({"jemalloc_bg_thd"})
+
+
 def _threads() -> int:
-    """How many threads this process has, as the kernel counts them (C libraries' too)."""
+    """How many threads this process has, as the kernel counts them (C libraries' too),
+    leaving out those a fork may leave behind (:data:`FORK_SAFE_THREADS`)."""
     try:
-        return len(os.listdir("/proc/self/task"))
+        tasks = os.listdir("/proc/self/task")
     except OSError:
         return threading.active_count()
+    count = 0
+    for task in tasks:
+        try:
+            with open(f"/proc/self/task/{task}/comm", encoding="utf-8") as comm:
+                name = comm.read().strip()
+        except OSError:
+            continue  # it ended meanwhile
+        count += name not in FORK_SAFE_THREADS
+    return count
 
 
 def _send(control: socket.socket, message: dict[str, Any]) -> None:
