@@ -95,3 +95,90 @@ def test_every_setting_is_documented_and_listed_by_help_settings() -> None:
 def test_unknown_modelhost_variables_are_reported_as_likely_typos() -> None:
     environ = {"MODELHOST_PROT": "1", "MODELHOST_PORT": "1", "MODELHOST_URL": "x", "HOME": "/"}
     assert unknown_variables(environ) == ["MODELHOST_PROT"]
+
+
+@pytest.mark.parametrize(
+    ("line", "shown"),
+    [
+        ("instance_busy_poll_microseconds = 500.5", "500.5: expected a whole number."),
+        ("instance_busy_poll_microseconds = true", "true: expected a whole number."),
+        ("instance_busy_poll_microseconds = 500.0", "500.0: expected a whole number"),
+        ("port = 8000.0", "8000.0: expected a whole number"),
+        ("max_concurrent_runs = false", "false: expected a whole number."),
+        ("request_log_backups = 2.5", "2.5: expected a whole number."),
+    ],
+)
+def test_an_integer_setting_in_the_file_refuses_fractions_and_booleans_as_the_environment_does(
+    tmp_path: Path, line: str, shown: str
+) -> None:
+    (tmp_path / "modelhost.toml").write_text(line + "\n")
+    with pytest.raises(errors.InvalidSetting) as raised:
+        load_settings(environ={"MODELHOST_HOME": str(tmp_path)})
+    name = line.split(" = ")[0]
+    assert raised.value.message.startswith(
+        f"Setting '{name}' from modelhost.toml has the invalid value {shown}"
+    )
+
+
+@pytest.mark.parametrize("value", ["1.5", "500.0", "true"])
+def test_an_integer_setting_in_the_environment_refuses_fractions_and_words(
+    tmp_path: Path, value: str
+) -> None:
+    environ = {"MODELHOST_HOME": str(tmp_path), "MODELHOST_INSTANCE_BUSY_POLL_MICROSECONDS": value}
+    with pytest.raises(errors.InvalidSetting, match="expected a whole number"):
+        load_settings(environ=environ)
+
+
+def test_a_whole_number_written_with_a_decimal_point_is_told_how_to_write_it(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "modelhost.toml").write_text("instance_busy_poll_microseconds = 500.0\n")
+    with pytest.raises(errors.InvalidSetting, match=re.escape("write 500")):
+        load_settings(environ={"MODELHOST_HOME": str(tmp_path)})
+    environ = {"MODELHOST_HOME": str(tmp_path), "MODELHOST_PORT": "8000.0"}
+    with pytest.raises(errors.InvalidSetting, match=re.escape("write 8000")):
+        load_settings(environ=environ)
+
+
+def test_integer_settings_still_take_toml_integers_and_text(tmp_path: Path) -> None:
+    (tmp_path / "modelhost.toml").write_text(
+        "instance_busy_poll_microseconds = 250\nport = '8100'\nmax_concurrent_runs = 1_000\n"
+    )
+    settings = load_settings(environ={"MODELHOST_HOME": str(tmp_path)})
+    assert settings.instance_busy_poll_microseconds == 250
+    assert settings.port == 8100
+    assert settings.max_concurrent_runs == 1000
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "timeout_seconds = true",
+        "shutdown_delay_seconds = false",
+        "rollback_error_rate = true",
+        "ray_instance_cpus = true",
+        "timeout_seconds = inf",
+        "ray_instance_cpus = nan",
+    ],
+)
+def test_a_number_setting_in_the_file_refuses_booleans_and_values_that_are_not_finite(
+    tmp_path: Path, line: str
+) -> None:
+    (tmp_path / "modelhost.toml").write_text(line + "\n")
+    with pytest.raises(errors.InvalidSetting, match="expected a"):
+        load_settings(environ={"MODELHOST_HOME": str(tmp_path)})
+
+
+def test_number_settings_take_toml_integers_and_floats(tmp_path: Path) -> None:
+    (tmp_path / "modelhost.toml").write_text("timeout_seconds = 30\nrollback_error_rate = 0.25\n")
+    settings = load_settings(environ={"MODELHOST_HOME": str(tmp_path)})
+    assert settings.timeout_seconds == 30.0
+    assert settings.rollback_error_rate == 0.25
+
+
+def test_help_settings_gives_the_range_of_instance_busy_poll_microseconds() -> None:
+    listed = CliRunner().invoke(cli, ["serve", "--help-settings"])
+    assert listed.exit_code == 0, listed.output
+    entry = listed.output.split("instance_busy_poll_microseconds  [")[1].split("\n", 2)[1]
+    assert "0 never polls" in entry
+    assert "at most 100000" in entry

@@ -8,6 +8,7 @@ prints this table, and ``docs/settings.md`` documents every entry (a test checks
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from collections.abc import Callable, Mapping
@@ -39,17 +40,44 @@ def _bool(value: Any) -> bool:
 
 
 def _int(value: Any) -> int:
+    """A whole number, from a TOML integer or from text (the environment's): never a boolean
+    nor a float, which ``int()`` would turn into 1 or truncate (500.5 into 500)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            pass
+    whole = _written_with_a_point(value)
+    if whole is not None:
+        raise ValueError(f"expected a whole number: write {whole}, without the decimal point")
+    raise ValueError("expected a whole number")
+
+
+def _written_with_a_point(value: Any) -> int | None:
+    """The whole number a float or text such as ``500.0`` stands for, or None."""
+    if isinstance(value, bool) or not isinstance(value, (str, float)):
+        return None
     try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise ValueError("expected a whole number") from None
+        number = float(value)
+    except ValueError:
+        return None
+    return int(number) if math.isfinite(number) and number.is_integer() else None
 
 
 def _float(value: Any) -> float:
+    """A finite number, from a TOML integer or float or from text; never a boolean, which
+    ``float()`` would turn into 1.0."""
+    if isinstance(value, bool):
+        raise ValueError("expected a number")
     try:
-        return float(value)
+        number = float(value)
     except (TypeError, ValueError):
         raise ValueError("expected a number") from None
+    if not math.isfinite(number):
+        raise ValueError("expected a finite number")
+    return number
 
 
 def _positive_int(value: Any) -> int:
@@ -135,7 +163,7 @@ def _tiers(value: Any) -> Any:
 
 
 def _fraction(value: Any) -> float:
-    number = float(value)
+    number = _float(value)
     if not 0 < number <= 1:
         raise ValueError("expected a number above 0 and at most 1")
     return number
@@ -384,7 +412,7 @@ SETTINGS: tuple[Setting, ...] = (
         "answer before it polls for its next call for up to this long instead of sleeping, "
         "while the machine has most of a core idle: a sleeping process takes tens of "
         "microseconds to wake. It cuts a small function's latency at low concurrency; the "
-        "polling shows as CPU time of the instance. 0 never polls.",
+        "polling shows as CPU time of the instance. 0 never polls; at most 100000.",
     ),
     Setting(
         "max_queued_requests",
@@ -738,8 +766,10 @@ def _parse(setting: Setting, value: Any, source: str) -> Any:
     try:
         return setting.parse(value)
     except (TypeError, ValueError) as exc:
+        # a boolean as the settings file spells it (true), not as Python does (True)
+        shown = str(value).lower() if isinstance(value, bool) else repr(value)
         raise InvalidSetting(
-            f"Setting '{setting.name}' from {source} has the invalid value {value!r}: {exc}."
+            f"Setting '{setting.name}' from {source} has the invalid value {shown}: {exc}."
         ) from None
 
 
