@@ -176,3 +176,19 @@ def test_control_characters_in_a_value_show_as_escapes_in_tables_and_show_output
         "m     line one\\nline two\\x1b[31m red\\ttab\\x9b",
         "description:  line one\\nline two\\x1b[31m red\\ttab\\x9b",  # aligned as keys + 2
     ]
+
+
+def test_a_batch_wait_without_a_batch_size_is_misuse_before_anything_is_packed() -> None:
+    code, output = _run(
+        "publish",
+        f"{PROJECTS / 'good'}/predict.py:predict",
+        "--name",
+        "x",
+        "--batch-max-wait-ms",
+        "5",
+    )
+    assert code == 2, output
+    assert "Error: --batch-max-wait-ms needs --batch-max-size: give both" in output
+    assert output.count("Error:") == 1
+    assert "Packing" not in output
+    assert "Uploading" not in output

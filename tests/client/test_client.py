@@ -424,3 +424,19 @@ def test_a_url_httpx_cannot_make_is_a_bad_request_not_an_httpx_error() -> None:
     with _client(_never_called) as client, pytest.raises(errors.BadRequest) as raised:
         client.logs("m", after="x" * 70_000)
     assert "too long or not valid" in raised.value.message
+
+
+def test_a_batch_wait_without_a_batch_size_is_refused_before_anything_is_packed(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "predict.py").write_text("def predict(x):\n    return x\n")
+    progress: list[str] = []
+    with _client(_never_called) as client, pytest.raises(errors.BadRequest) as raised:
+        client.publish(
+            f"{tmp_path}/predict.py:predict",
+            name="m",
+            batch_max_wait_ms=5,
+            on_progress=progress.append,
+        )
+    assert raised.value.message.startswith("batch_max_wait_ms needs batch_max_size: give both")
+    assert progress == []

@@ -105,6 +105,11 @@ def publish(
 
     Waits until the version is running, printing its build log as it grows.
     """
+    if batch_max_wait_ms is not None and batch_max_size is None:
+        raise click.UsageError(
+            "--batch-max-wait-ms needs --batch-max-size: give both to publish a batching "
+            "function (one that takes a list of inputs and returns a list of results)."
+        )
     try:
         version = conn.client.publish(
             target,

@@ -720,6 +720,11 @@ class Client(RunsMixin):
         passing each new line of the build log to ``on_log``, and raises
         :class:`~modelhost.errors.BuildFailed` (with ``build_log``) if it failed.
         """
+        if batch_max_wait_ms is not None and batch_max_size is None:
+            raise errors.BadRequest(
+                "batch_max_wait_ms needs batch_max_size: give both to publish a batching "
+                "function (one that takes a list of inputs and returns a list of results)."
+            )
         target = str(path)
         if _git.is_git(target):
             if not file or not function:
