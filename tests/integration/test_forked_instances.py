@@ -119,8 +119,17 @@ def test_a_script_that_starts_threads_at_import_gets_instances_started_fresh(
     assert instance.forked is False
     answer = server.invoke("cow-threads", {"data": {}})
     assert answer.status_code == 200, answer.text
+    # one more, started after the fork server gave up: it says why it starts fresh too
+    client.update_model("cow-threads", instance_count=2)
+    instances = _ready(server, "cow-threads", 2)
+    assert not any(i.forked for i in instances)
     logs = "\n".join(line["text"] for line in client.logs("cow-threads"))
     assert "started 1 thread(s) at import" in logs
+    for each in instances:
+        assert (
+            f"instance {each.id} starts fresh: its script starts threads at import, which a "
+            "fork would not copy" in logs
+        ), logs
 
 
 def test_a_script_that_imports_pyarrow_gets_forked_instances_that_allocate_with_it(
@@ -209,6 +218,13 @@ def test_killing_the_fork_server_leads_to_new_working_instances(server: Server) 
 
     after = wait_until(replaced, timeout=60)
     assert all(not Path(f"/proc/{b.pid}").exists() for b in before)
+    # each instance's log says it ended with its fork server
+    logs = "\n".join(line["text"] for line in client.logs("cow-killed"))
+    for each in before:
+        assert (
+            f"instance {each.id} was killed by signal 9 as its fork server was killed by "
+            "signal 9; it will be replaced" in logs
+        ), logs
     answers = _answers(server, "cow-killed", 2)
     assert set(answers) == {i.id for i in after}
     # a new fork server imported the script again, once, for both

@@ -47,6 +47,10 @@ _STOP_GRACE_SECONDS = 5.0
 _MAX_MESSAGE = 1 << 20
 
 
+#: why the instances of a script that starts threads at import start fresh
+UNFORKABLE = "its script starts threads at import, which a fork would not copy"
+
+
 def fork_key(spec: InstanceSpec) -> str:
     """What instances must share to be forked from one fork server: everything that the
     import or the sandbox could depend on. A restart (a new generation) gets a new one."""
@@ -98,6 +102,8 @@ class Forked:
     pid: int | None = None
     pidfd: int | None = None
     returncode: int | None = None
+    #: why it was killed, when the server killed it for a reason of the fork server's
+    cause: str = ""
 
     def __post_init__(self) -> None:
         self.done: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
@@ -325,10 +331,7 @@ class ForkServer:
             self.pid  # noqa: B018 - noted while it surely runs
             if int(message["ready"].get("threads", 1)) > 1:
                 self.outcome = "unforkable"
-                self._fall_back_all(
-                    "the script started threads at import, which a fork would not copy, so "
-                    "this version's instances start fresh"
-                )
+                self._fall_back_all(UNFORKABLE)
                 return
             self.outcome = "ready"
             waiting, self._waiting = self._waiting, []
@@ -395,7 +398,8 @@ class ForkServer:
         await self._cpu.release(self._name)
         if self._control is not None:  # what it said before it died still counts
             self._on_readable()
-        self._end(f"the fork server exited (code {code})")
+        how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+        self._end(f"its fork server {how}")
 
     def _end(self, reason: str) -> None:
         if self.ended:
@@ -406,6 +410,7 @@ class ForkServer:
         self._close_control()
         self._fall_back_all(reason)
         for child in self._children.values():  # they were in its namespace (or are orphans)
+            child.cause = reason
             child.kill()
             child.finish(-signal.SIGKILL)
         self._children.clear()

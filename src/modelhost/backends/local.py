@@ -29,7 +29,7 @@ from modelhost.backends.base import (
 )
 from modelhost.backends.channel import CallChannel, Connection
 from modelhost.backends.cpu_limit import Affinity, CpuLimit
-from modelhost.backends.forking import Forked, ForkServer, fork_key
+from modelhost.backends.forking import UNFORKABLE, Forked, ForkServer, fork_key
 from modelhost.runtime import protocol
 from modelhost.sandbox import RUNTIME_DIR, Confinement, Sandbox, innermost_pid
 
@@ -105,11 +105,13 @@ class LocalInstance(CallChannel):
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def launch(self, load_timeout: float, fork_server: ForkServer | None = None) -> None:
+    async def launch(
+        self, load_timeout: float, fork_server: ForkServer | None = None, fresh: str = ""
+    ) -> None:
         """Spawn the worker and connect to it: a socketpair for Python, loopback TCP for R
         (R cannot use an inherited socket), where the worker proves itself with a nonce. With
         ``fork_server`` the worker is forked from it instead (and spawned fresh if it cannot
-        be)."""
+        be); ``fresh`` says why a Python instance that could be forked is not."""
         spec = self.spec
         spec.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.log(f"starting instance {spec.instance_id} of version {spec.version_number}")
@@ -121,6 +123,8 @@ class LocalInstance(CallChannel):
             self._exited.set()
             return
         if spec.runtime == "r" or fork_server is None:
+            if fresh:
+                self.log(f"instance {spec.instance_id} starts fresh: {fresh}")
             await self._spawn(load_timeout)
             return
         parent, child = socket.socketpair()
@@ -149,7 +153,7 @@ class LocalInstance(CallChannel):
             if self.state is not InstanceState.STARTING:
                 child.close()
                 return
-            self.log(f"{reason}; starting instance {self.spec.instance_id} fresh")
+            self.log(f"instance {self.spec.instance_id} starts fresh: {reason}")
             if self._load_timer:
                 self._load_timer.cancel()
             await self._spawn(load_timeout, child)
@@ -344,6 +348,8 @@ class LocalInstance(CallChannel):
                 self._announced = True
                 code = self.exit_code
                 how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+                if self._forked is not None and self._forked.cause:
+                    how += f" as {self._forked.cause}"
                 self.log(f"instance {self.spec.instance_id} {how}; it will be replaced")
             self.state = InstanceState.EXITED
             self._on_change()
@@ -517,7 +523,9 @@ class LocalBackend:
         await asyncio.to_thread(self._sandbox.prepare, confinement_of(spec))
         instance = LocalInstance(spec, self._changed, self._sandbox, self._pids, self.cpu)
         self._instances[spec.instance_id] = instance
-        await instance.launch(load_timeout, await self._fork_server(spec))
+        fork_server = await self._fork_server(spec)
+        unforkable = fork_server is None and spec.fork and fork_key(spec) in self._unforkable
+        await instance.launch(load_timeout, fork_server, UNFORKABLE if unforkable else "")
         return instance
 
     async def _fork_server(self, spec: InstanceSpec) -> ForkServer | None:

@@ -863,8 +863,8 @@ def fork_server(control: socket.socket, spec: dict[str, Any]) -> int:
     _send(control, {"ready": {**_ready(handler), "threads": threads}})
     if threads > 1:
         log(
-            f"the script started {threads - 1} thread(s) at import, which a fork would not "
-            "copy: this version's instances start fresh instead"
+            f"the script started {threads - 1} thread(s) at import: the fork server stops "
+            "(a fork copies only the thread that forks)"
         )
         return 0
     # Objects that exist now are never collected: the collector would write to their pages,
