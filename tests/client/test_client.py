@@ -440,3 +440,68 @@ def test_a_batch_wait_without_a_batch_size_is_refused_before_anything_is_packed(
         )
     assert raised.value.message.startswith("batch_max_wait_ms needs batch_max_size: give both")
     assert progress == []
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"fork": "no"}, "Pass fork=True or fork=False, not 'no'."),
+        ({"fork": 0}, "Pass fork=True or fork=False, not 0."),
+        ({"wait": "false"}, "Pass wait=True or wait=False, not 'false'."),
+        ({"concurrency": "4"}, "Pass concurrency= as a whole number, such as 4, not '4'."),
+        ({"concurrency": True}, "Pass concurrency= as a whole number, such as 4, not True."),
+        ({"concurrency": 2.5}, "Pass concurrency= as a whole number, such as 4, not 2.5."),
+        ({"batch_max_size": 6.5}, "Pass batch_max_size= as a whole number, such as 64"),
+        ({"batch_max_size": 64, "batch_max_wait_ms": "5"}, "Pass batch_max_wait_ms= as a"),
+        ({"batch_max_size": 64, "batch_max_wait_ms": True}, "Pass batch_max_wait_ms= as a"),
+        ({"wait_timeout": "1h"}, "Pass wait_timeout= as a number of seconds"),
+        ({"python": 3.10}, "Pass python= as text, such as '3.11', not 3.1."),
+        ({"environment": True}, "Pass environment= as text"),
+        ({"description": None}, "Pass description= as text"),
+        ({"exclude": "*.csv"}, "Pass exclude= as a list of glob patterns, such as ['*.csv']"),
+        ({"exclude": [1]}, "Pass exclude= as a list of glob patterns"),
+        ({"example": 5}, "Pass example= as a dict"),
+    ],
+)
+def test_publish_refuses_arguments_of_the_wrong_type_before_anything_is_packed(
+    tmp_path: Path, arguments: dict[str, object], message: str
+) -> None:
+    (tmp_path / "predict.py").write_text("def predict(x):\n    return x\n")
+    progress: list[str] = []
+    with _client(_never_called) as client, pytest.raises(errors.BadRequest) as raised:
+        client.publish(
+            f"{tmp_path}/predict.py:predict", name="m", on_progress=progress.append, **arguments
+        )
+    assert raised.value.message.startswith(message)
+    assert progress == []
+
+
+def test_publish_sends_typed_arguments_as_given(tmp_path: Path) -> None:
+    (tmp_path / "predict.py").write_text("def predict(rows):\n    return rows\n")
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(
+            201, json={"model": {"name": "m"}, "version": {"number": 1, "status": "building"}}
+        )
+
+    with _client(handler) as client:
+        version = client.publish(
+            f"{tmp_path}/predict.py:predict",
+            name="m",
+            fork=False,
+            wait=False,
+            concurrency=2,
+            batch_max_size=8,
+            batch_max_wait_ms=2.5,
+            python="3.11",
+            exclude=("*.csv",),
+        )
+    assert version.number == 1
+    query = seen[0].url.params
+    assert query["fork"] == "false"
+    assert query["concurrency"] == "2"
+    assert query["batch_max_size"] == "8"
+    assert query["batch_max_wait_ms"] == "2.5"
+    assert query["python"] == "3.11"

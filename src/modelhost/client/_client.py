@@ -21,7 +21,7 @@ from modelhost.builder.packing import (
     human_size,
     pack_project,
 )
-from modelhost.client import _config, _git, _json
+from modelhost.client import _arguments, _config, _git, _json
 from modelhost.client._results import Instance, Model, Token, User, Version
 from modelhost.client._runs import RunsMixin
 
@@ -122,6 +122,40 @@ def _project_relative(root: Path, file: str) -> str:
             f"The file '{file}' is not inside the project directory {root}. Pass --file with a "
             "path relative to the project directory, such as predict.py."
         ) from None
+
+
+def _check_publish_arguments(
+    *,
+    name: Any,
+    file: Any,
+    function: Any,
+    description: Any,
+    concurrency: Any,
+    environment: Any,
+    python: Any,
+    example: Any,
+    batch_max_size: Any,
+    batch_max_wait_ms: Any,
+    fork: Any,
+    wait: Any,
+    wait_timeout: Any,
+) -> None:
+    """BadRequest, before anything is packed, for a publish argument of the wrong type."""
+    _arguments.check_text("name", name, example="wine-quality")
+    _arguments.check_text("file", file, example="predict.py", optional=True)
+    _arguments.check_text("function", function, example="predict", optional=True)
+    _arguments.check_text("description", description, example="retrained on May's data")
+    _arguments.check_whole("concurrency", concurrency, example=4)
+    _arguments.check_text("environment", environment, example="isolated", optional=True)
+    _arguments.check_text("python", python, example="3.11", optional=True)
+    _arguments.check_example("example", example)
+    _arguments.check_whole("batch_max_size", batch_max_size, example=64, optional=True)
+    _arguments.check_number(
+        "batch_max_wait_ms", batch_max_wait_ms, unit="milliseconds", example=5, optional=True
+    )
+    _arguments.check_bool("fork", fork)
+    _arguments.check_bool("wait", wait)
+    _arguments.check_number("wait_timeout", wait_timeout, unit="seconds", example=1800)
 
 
 #: the most a publish's query string (file, function, description, example…) may take once
@@ -719,7 +753,26 @@ class Client(RunsMixin):
         as ``"3.11"``. With ``wait`` (the default) it returns once the version is running,
         passing each new line of the build log to ``on_log``, and raises
         :class:`~modelhost.errors.BuildFailed` (with ``build_log``) if it failed.
+
+        An argument of the wrong type (``fork="no"``, ``python=3.10``, ``exclude="*.csv"``) is
+        a :class:`~modelhost.errors.BadRequest` saying what to pass, before anything is packed.
         """
+        exclude = _arguments.patterns("exclude", exclude)
+        _check_publish_arguments(
+            name=name,
+            file=file,
+            function=function,
+            description=description,
+            concurrency=concurrency,
+            environment=environment,
+            python=python,
+            example=example,
+            batch_max_size=batch_max_size,
+            batch_max_wait_ms=batch_max_wait_ms,
+            fork=fork,
+            wait=wait,
+            wait_timeout=wait_timeout,
+        )
         if batch_max_wait_ms is not None and batch_max_size is None:
             raise errors.BadRequest(
                 "batch_max_wait_ms needs batch_max_size: give both to publish a batching "
