@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 import click
@@ -344,6 +344,15 @@ def models_update(
     )
 
 
+def _fork_text(version: Version) -> str:
+    """Whether the version's instances are forked: never an R version's, whatever its ``fork``
+    (the API keeps the default there, but R instances always start fresh)."""
+    script = version.get("file") or str(version["entry_point"]).rpartition(":")[0]
+    if PurePosixPath(script).suffix in (".R", ".r"):
+        return "no (R instances start fresh)"
+    return "yes" if version["fork"] else "no (each instance starts fresh)"
+
+
 def _tier_text(tier: dict[str, Any] | None) -> str:
     if not tier:
         return "none"
@@ -385,7 +394,7 @@ def versions(conn: Connection, model: str, number: int | None, as_json: bool) ->
             if key == "batch" and value is not None:
                 value = f"at most {value['max_size']} calls, waiting {value['max_wait_ms']:g} ms"
             if key == "fork" and value is not None:
-                value = "yes" if value else "no (each instance starts fresh)"
+                value = _fork_text(version)
             click.echo(f"{key + ':':15} {value if value is not None else ''}")
         if version["environment_revision"] is not None:
             click.echo(f"{'revision:':15} {version['environment_revision']}")
