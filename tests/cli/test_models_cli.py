@@ -113,3 +113,35 @@ def test_publishing_a_function_tells_how_to_call_it_with_its_arguments(
     assert "Version 1 of m is running: predict(features)" in output
     assert CALL_HINT_KEYWORDS in output
     assert "batch" not in output.lower()
+
+
+def test_publishing_a_batching_function_gives_its_limits_and_how_a_call_reaches_it(
+    server: _FakeServer,
+) -> None:
+    server.version = _version(
+        function="predict_batch",
+        entry_point="predict.py:predict_batch",
+        signature="predict_batch(rows)",
+        batch={"max_size": 64, "max_wait_ms": 5.0},
+    )
+    output = _run(
+        "publish",
+        f"{PROJECTS / 'good'}/predict.py:predict",
+        "--name",
+        "m",
+        "--batch-max-size",
+        "64",
+    )
+    assert (
+        "It batches: at most 64 calls at once, waiting at most 5 ms for company while every "
+        "instance is busy." in output
+    )
+    assert CALL_HINT_KEYWORDS not in output
+    assert "keyword arguments" not in output
+    hint = _line(output, "Call it")
+    assert hint.startswith(
+        'Call it: POST http://server/models/m/latest/model with a JSON body {"data": {...}} or '
+        '{"parameters": [...]}, one input per call:'
+    )
+    assert "each call's data object or parameters array is one element of the list" in hint
+    assert "predict_batch gets" in hint

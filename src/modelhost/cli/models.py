@@ -146,6 +146,12 @@ def publish(
         f"Version {version['number']} of {name} is {version['status']}: "
         f"{version.get('signature') or version['entry_point']}"
     )
+    batch = version.get("batch")
+    if batch:
+        click.echo(
+            f"It batches: at most {batch['max_size']} calls at once, waiting at most "
+            f"{batch['max_wait_ms']:g} ms for company while every instance is busy."
+        )
     if model.get("state") in ("stopped", "archived"):
         how = "stopped" if model["state"] == "stopped" else "unpublished"
         click.echo(
@@ -153,15 +159,28 @@ def publish(
             "this version."
         )
         return
-    click.echo(
-        f"Call it: POST {conn.client.url}/models/{name}/latest/model with a JSON body "
-        '{"data": {...}} (keyword arguments) or {"parameters": [...]} (positional).'
-    )
+    click.echo(f"Call it: POST {conn.client.url}/models/{name}/latest/model {_call_hint(version)}")
     if model.get("invocation_mode") == "token":
         click.echo(
             f"Callers need an access token: modelhost tokens create {name} --name WHO, then "
             "curl -u TOKEN:TOKEN ..."
         )
+
+
+def _call_hint(version: Version) -> str:
+    """How a call's body reaches the function: as its arguments, or for a batching function
+    as one element of the list it gets."""
+    if not version.get("batch"):
+        return (
+            'with a JSON body {"data": {...}} (keyword arguments) or {"parameters": [...]} '
+            "(positional)."
+        )
+    function = version.get("function") or "the function"
+    return (
+        'with a JSON body {"data": {...}} or {"parameters": [...]}, one input per call: each '
+        f"call's data object or parameters array is one element of the list {function} gets, "
+        "and its answer the matching element of the list it returns."
+    )
 
 
 def _example(value: str | None) -> str | Path | None:
