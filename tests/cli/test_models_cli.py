@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -145,3 +146,25 @@ def test_publishing_a_batching_function_gives_its_limits_and_how_a_call_reaches_
     )
     assert "each call's data object or parameters array is one element of the list" in hint
     assert "predict_batch gets" in hint
+
+
+def _help(*command: str) -> str:
+    # the width --help has in an 80-column terminal (CliRunner forces 80 otherwise)
+    result = CliRunner().invoke(cli, [*command, "--help"], prog_name="modelhost", terminal_width=78)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_the_publish_help_in_docs_cli_md_is_the_commands_own() -> None:
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "cli.md").read_text()
+    start = docs.index("```text\nUsage: modelhost publish ") + len("```text\n")
+    assert docs[start : docs.index("```", start)] == _help("publish")
+
+
+def test_the_fork_help_says_every_instance_is_forked_the_first_one_too() -> None:
+    text = " ".join(_help("publish").split())
+    assert "second and later" not in text
+    assert (
+        "Fork every instance, the first one too, from a process that imported the script once"
+        in text
+    )

@@ -76,10 +76,10 @@ def _no_constant(name: str) -> Any:
 @click.option(
     "--fork/--no-fork",
     default=True,
-    help="Start the second and later instances by forking a process that imported the script "
-    "once, so they share its memory (the default, Python only); --no-fork starts each instance "
-    "fresh, for libraries that do not survive a fork (threads started at import, CUDA, some "
-    "gRPC clients).",
+    help="Fork every instance, the first one too, from a process that imported the script "
+    "once (the version's fork server), so they share its memory (the default, Python only); "
+    "--no-fork starts each instance fresh, for libraries that do not survive a fork (threads "
+    "started at import, CUDA, some gRPC clients).",
 )
 @click.option("--no-wait", is_flag=True, help="Return once uploaded, without waiting.")
 @pass_connection
