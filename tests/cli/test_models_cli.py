@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -153,12 +152,6 @@ def _help(*command: str) -> str:
     result = CliRunner().invoke(cli, [*command, "--help"], prog_name="modelhost", terminal_width=78)
     assert result.exit_code == 0, result.output
     return result.output
-
-
-def test_the_publish_help_in_docs_cli_md_is_the_commands_own() -> None:
-    docs = (Path(__file__).resolve().parents[2] / "docs" / "cli.md").read_text()
-    start = docs.index("```text\nUsage: modelhost publish ") + len("```text\n")
-    assert docs[start : docs.index("```", start)] == _help("publish")
 
 
 def test_the_fork_help_says_every_instance_is_forked_the_first_one_too() -> None:
