@@ -1,13 +1,15 @@
 """Benchmark modelhost's invocation path against a ceiling and a floor, in one run.
 
-    .venv/bin/python bench/run.py [--duration 5] [--rounds 3] [--cases add,rf] [--connections 1,32]
+    .venv/bin/python bench/run.py [--duration 5] [--rounds 3] [--cases add,rf] \
+        [--connections 1,32]
 
 Measures, in this order: the floor (each function alone, in-process); then, with modelhost and
 the ceiling both running on 127.0.0.1, every (case, connections) in rounds, each round with
 wrk against the ceiling and then modelhost (the other way round every other round), each after
-a warm-up, and at 1 connection the floor again before the round. Prints a table and the target verdicts and writes
-``bench/results/latest.json``. Exit status: 0 all runs clean and targets met, 1 a run failed or
-a target was missed, 2 the benchmark could not be set up, 130 interrupted. See bench/README.md.
+a warm-up, and at 1 connection the floor again before the round. Prints a table and the target
+verdicts and writes ``bench/results/latest.json``. Exit status: 0 all runs clean and targets
+met, 1 a run failed or a target was missed, 2 the benchmark could not be set up, 130
+interrupted. See bench/README.md.
 """
 
 from __future__ import annotations

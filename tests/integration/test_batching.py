@@ -331,8 +331,9 @@ def test_batching_limits_are_checked_and_changed_from_the_cli(server: Server) ->
         "--batch-max-wait-ms",
         "5",
     )
-    assert wait_only.returncode == 1
-    assert "batch_max_wait_ms needs batch_max_size" in wait_only.stderr
+    # refused before the project is packed, as a misuse of the command
+    assert wait_only.returncode == 2
+    assert "\nError: --batch-max-wait-ms needs --batch-max-size: give both" in wait_only.stderr
 
 
 def test_the_batch_size_histogram_counts_every_batch_sent(server: Server) -> None:
