@@ -727,3 +727,39 @@ def test_an_editor_changes_a_batching_versions_limits_on_the_settings_page(
     size = page.locator("#batching-1").get_by_label("Largest batch")
     size.fill("5000")  # over the limit: the browser refuses to send the form
     assert size.evaluate("input => input.validity.rangeOverflow") is True
+
+
+def test_the_tester_of_a_batching_version_sends_one_input_and_shows_its_own_result(
+    pages: Pages,
+) -> None:
+    # ui-batching: total(inputs), published without an example by the test above
+    page = pages["admin"]
+    page.goto("/ui/models/ui-batching")
+    body = page.get_by_label("Request body (JSON)")
+    assert json.loads(body.input_value()) == {"data": {}}  # one input, not {"inputs": null}
+    expect(page.locator("#tester-batching")).to_contain_text(
+        "data object (a dict) or parameters array (a list) as one element of its list of inputs"
+    )
+    expect(page.locator("#tester-skeleton")).to_contain_text("placeholder for one call's input")
+    expect(page.locator("#tester-skeleton")).to_contain_text("total(inputs)")
+    for sent, result in [
+        ('{"data": {"x": 2, "y": 3}}', {"sum": 5, "batch": 1}),
+        ('{"parameters": [4, 5]}', {"sum": 9, "batch": 1}),
+    ]:
+        body.fill(sent)
+        page.get_by_role("button", name="Send").click()
+        expect(page.locator("#tester-status")).to_contain_text("200")
+        assert json.loads(page.locator("#tester-response").inner_text())["result"] == result
+    # The curl snippet (a public model's), its one input filled in, runs with its comment.
+    page.get_by_role("tab", name="curl").click()
+    command = page.locator("#snippet-curl").inner_text()
+    assert command.startswith("# total is a batching function: send one call's input.")
+    command = command.replace('{"data": {}}', '{"data": {"x": 20, "y": 22}}')
+    done = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["result"] == {"sum": 42, "batch": 1}
+    shot(page, "batching-tester")
+    page.goto("/ui/models/ui-batching/docs")
+    expect(page.locator("#docs-batching")).to_contain_text("at most 32 calls a batch")
+    expect(page.locator("#docs-one-input")).to_contain_text("as one element of its list of inputs")
+    expect(page.locator("#docs-keywords")).to_have_count(0)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from modelhost.ui.snippets import TOKEN_PLACEHOLDER, sample_input, snippets
+from modelhost.ui.snippets import TOKEN_PLACEHOLDER, one_input_note, sample_input, snippets
 
 URL = "http://127.0.0.1:8000/models/calc/latest/model"
 RSCRIPT = "/usr/bin/Rscript"  # Debian's r-base-core, as the R integration tests use
@@ -47,6 +47,56 @@ def test_the_versions_example_is_the_sample_as_it_is() -> None:
     found = sample_input("predict(features)", example)
     assert found.body == example
     assert found.skeleton is False
+
+
+def test_a_batching_functions_sample_without_an_example_is_one_empty_data_object_to_fill() -> None:
+    # predict_batch(inputs) names the list of every call's input: {"data": {"inputs": null}}
+    # would send {"inputs": None} as one input, so the sample is one input to fill in
+    found = sample_input("predict_batch(inputs)", batching=True)
+    assert found.body == {"data": {}}
+    assert found.skeleton is True
+
+
+def test_a_batching_functions_example_is_its_sample_as_it_is() -> None:
+    example = {"parameters": [[5.6, 0.615, 0, 1.6]]}
+    found = sample_input("predict_batch(inputs)", example, batching=True)
+    assert found.body == example
+    assert found.skeleton is False
+
+
+def _comments(code: str, marker: str) -> str:
+    """The snippet's comment lines before the code, as one line of text."""
+    lines = [line for line in code.splitlines() if line.startswith(marker)]
+    return " ".join(line.removeprefix(marker) for line in lines)
+
+
+@pytest.mark.parametrize("r", [False, True])
+def test_each_snippet_of_a_batching_function_says_its_body_is_one_input_of_the_list(
+    r: bool,
+) -> None:
+    body = {"parameters": [[5.6, 0.615]]}
+    code = snippets(URL, body, token_required=True, note=one_input_note("predict_batch", r=r))
+    element = "a named list" if r else "a dict"
+    for key, marker in [("curl", "# "), ("python", "# "), ("javascript", "// "), ("r", "# ")]:
+        said = _comments(code[key], marker)
+        assert said.startswith("predict_batch is a batching function: send one call's input."), key
+        assert f"data object ({element}) or parameters array (a list)" in said, key
+        assert "one element of its list of inputs" in said, key
+        assert "the answer's result is this call's own result" in said, key
+        assert all(len(line) <= 88 for line in code[key].splitlines() if line.startswith(marker))
+    compile(code["python"], "snippet.py", "exec")
+    assert ast.literal_eval(_call_keyword(code["python"], "json")) == body
+    assert """-d '{"parameters": [[5.6, 0.615]]}'""" in code["curl"]
+    check = subprocess.run(["bash", "-n", "-c", code["curl"]], capture_output=True, check=False)
+    assert check.returncode == 0, check.stderr
+
+
+def test_a_plain_functions_snippets_have_no_comment() -> None:
+    code = snippets(URL, {"data": {"x": 1}}, token_required=False)
+    assert code["curl"].startswith("curl -X POST")
+    assert code["javascript"].startswith("const response")
+    assert not any(line.startswith("#") for line in code["python"].splitlines())
+    assert not any(line.startswith("#") for line in code["r"].splitlines())
 
 
 def test_the_snippets_of_a_public_model_carry_no_token() -> None:

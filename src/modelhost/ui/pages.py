@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import RedirectResponse, Response
 
 from modelhost import errors, urls
+from modelhost.api import model_docs as model_docs_api
 from modelhost.db.repo import Model, User
 from modelhost.httpkit.deps import ServicesDep
 from modelhost.operations import (
@@ -120,7 +121,15 @@ def overview(request: Request, model: str, services: ServicesDep, user: SessionU
     serving = next((v for v in versions if v["number"] == view["latest_version"]), None)
     newest = versions[-1] if versions else None
     shown = serving or newest or {}
-    sample = snippets.sample_input(shown.get("signature"), shown.get("example"))
+    batch = shown.get("batch")  # a batching function's limits, from the version's view
+    sample = snippets.sample_input(
+        shown.get("signature"), shown.get("example"), batching=batch is not None
+    )
+    note = (
+        snippets.one_input_note(shown["function"], r=shown["file"].lower().endswith(".r"))
+        if batch is not None
+        else None
+    )
     routes = [{"route": "latest", "value": "latest", "url": base + urls.invoke_latest(found.name)}]
     routes += [
         {
@@ -146,9 +155,14 @@ def overview(request: Request, model: str, services: ServicesDep, user: SessionU
         sample=sample.body,
         sample_is_skeleton=sample.skeleton,
         sample_signature=shown.get("signature"),
+        sample_batch=batch,
+        sample_function=shown.get("function"),
+        sample_note=note,
         tester_url=links.model(found.name, "test"),
         predictions_url=links.model(found.name, "predictions"),
-        snippets=snippets.snippets(routes[0]["url"], sample.body, token_required=token_required),
+        snippets=snippets.snippets(
+            routes[0]["url"], sample.body, token_required=token_required, note=note
+        ),
         token_required=token_required,
         serving=serving,
     )
@@ -181,7 +195,7 @@ def docs_page(
     except errors.NotFound as exc:
         context["problem"] = exc.message
     else:
-        document = model_docs.document(services, found, version, route)
+        document = model_docs_api.document(services, found, version, route)
         context.update(
             docs=apidocs.page_context(document),
             document=document,

@@ -1,10 +1,15 @@
 """The tester's sample input (the version's example, or a skeleton) and the code snippets
-that call a model, filled in per model."""
+that call a model, filled in per model.
+
+A batching function (published with ``--batch-max-size``) takes a list of inputs, so its
+signature says nothing about what one call sends: its sample is one call's input, and its
+snippets say so in a comment (:func:`one_input_note`)."""
 
 from __future__ import annotations
 
 import json
 import re
+import textwrap
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,12 +26,19 @@ class Sample:
     skeleton: bool
 
 
-def sample_input(signature: str | None, example: dict[str, Any] | None = None) -> Sample:
+def sample_input(
+    signature: str | None, example: dict[str, Any] | None = None, *, batching: bool = False
+) -> Sample:
     """The version's ``example`` input, else a skeleton that fits ``signature``
     (``predict(x, y)``): each named argument set to null, or one positional null when the
-    function takes only ``*args`` or nothing we can name."""
+    function takes only ``*args`` or nothing we can name.
+
+    A batching function's skeleton is one call's input, an empty ``data`` object: its signature
+    (``predict_batch(inputs)``) names the list of every call's input, not what one holds."""
     if example is not None:
         return Sample(example, skeleton=False)
+    if batching:
+        return Sample({"data": {}}, skeleton=True)
     match = _PARAMS.match(signature or "")
     names: list[str] = []
     if match:
@@ -43,17 +55,32 @@ def sample_input(signature: str | None, example: dict[str, Any] | None = None) -
     return Sample({"parameters": [None]}, skeleton=True)
 
 
-def snippets(url: str, body: dict[str, Any], *, token_required: bool) -> dict[str, str]:
-    """curl, Python (requests), JavaScript (fetch) and R (httr) calls of ``url`` with ``body``."""
+def one_input_note(function: str, *, r: bool = False) -> str:
+    """What one call to the batching function ``function`` sends and gets back (``r``: an R
+    function, which gets R lists)."""
+    data = "a named list" if r else "a dict"
+    return (
+        f"{function} is a batching function: send one call's input. It gets this call's "
+        f"data object ({data}) or parameters array (a list) as one element of its list of "
+        "inputs, and the answer's result is this call's own result."
+    )
+
+
+def snippets(
+    url: str, body: dict[str, Any], *, token_required: bool, note: str | None = None
+) -> dict[str, str]:
+    """curl, Python (requests), JavaScript (fetch) and R (httr) calls of ``url`` with ``body``,
+    each after ``note`` as comment lines when there is one."""
     compact = json.dumps(body)
     pretty = json.dumps(body, indent=4)
     token = TOKEN_PLACEHOLDER
-    curl = [f"curl -X POST '{url}'"]
+    hashed = _comment(note, "# ")
+    curl = [hashed + f"curl -X POST '{url}'"]
     if token_required:
         curl.append(f"-u {token}:{token}")
     shell_body = compact.replace("'", "'\\''")
     curl += ["-H 'Content-Type: application/json'", f"-d '{shell_body}'"]
-    python = ["import requests", "", "response = requests.post(", f'    "{url}",']
+    python = ["import requests", "", hashed + "response = requests.post(", f'    "{url}",']
     python.append(f"    json={_indent(_python_literal(body), 4)},")
     if token_required:
         python.append(f'    auth=("{token}", "{token}"),')
@@ -62,7 +89,7 @@ def snippets(url: str, body: dict[str, Any], *, token_required: bool) -> dict[st
     if token_required:
         headers.append(f'"Authorization": "Bearer {token}"')
     javascript = [
-        f'const response = await fetch("{url}", {{',
+        _comment(note, "// ") + f'const response = await fetch("{url}", {{',
         '  method: "POST",',
         f"  headers: {{{', '.join(headers)}}},",
         f"  body: JSON.stringify({_indent(pretty, 2)}),",
@@ -75,7 +102,7 @@ def snippets(url: str, body: dict[str, Any], *, token_required: bool) -> dict[st
     r = [
         "library(httr)",
         "",
-        "response <- POST(",
+        hashed + "response <- POST(",
         f'  "{url}",',
     ]
     if token_required:
@@ -121,6 +148,16 @@ def _python_str(text: str) -> str:
     except UnicodeEncodeError:
         return repr(text)
     return json.dumps(text, ensure_ascii=False)
+
+
+def _comment(note: str | None, marker: str) -> str:
+    """``note`` as comment lines that start with ``marker``, ending in a newline ("" for none)."""
+    if not note:
+        return ""
+    return "".join(
+        f"{line}\n"
+        for line in textwrap.wrap(note, 88, initial_indent=marker, subsequent_indent=marker)
+    )
 
 
 def _indent(text: str, spaces: int) -> str:
