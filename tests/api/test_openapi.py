@@ -97,3 +97,17 @@ def test_the_openapi_is_what_the_server_publishes(tmp_path: Path) -> None:
         app.services.repo.engine.dispose()
     assert "422" not in published["paths"]["/api/v1/models/{model}"]["patch"]["responses"]
     assert set(published["paths"]["/api/v1/models/{model}"]["patch"]["responses"]) >= ERROR_STATUSES
+
+
+def test_the_publish_fork_parameter_says_every_instance_is_forked_the_first_too(
+    schema: dict[str, Any],
+) -> None:
+    # docs/api.md and `modelhost publish --help`: every instance, the first one too, is forked
+    # from the version's fork server; R instances always start fresh
+    operation = schema["paths"]["/api/v1/models/{model}/versions"]["post"]
+    [fork] = [p for p in operation["parameters"] if p["name"] == "fork"]
+    description = fork["description"]
+    assert "second and later" not in description
+    assert "Fork every instance, the first one too" in description
+    assert "fork server" in description
+    assert "R instances always start fresh" in description

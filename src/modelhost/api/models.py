@@ -163,10 +163,11 @@ async def publish_version(
     fork: Annotated[
         bool,
         Query(
-            description="Start the second and later instances by forking a process that "
-            "imported the script once, so they share its memory (Python; the default). false "
-            "starts each instance fresh, for libraries that do not survive a fork (threads "
-            "started at import, CUDA, some gRPC clients)"
+            description="Fork every instance, the first one too, from a process that "
+            "imported the script once (the version's fork server), so they share its memory "
+            "(the default, Python only: R instances always start fresh). false starts each "
+            "instance fresh, for libraries that do not survive a fork (threads started at "
+            "import, CUDA, some gRPC clients)"
         ),
     ] = True,
     idempotency_key: Annotated[
