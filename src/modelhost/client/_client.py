@@ -740,10 +740,11 @@ class Client(RunsMixin):
         that arrive while every instance is busy leave together, at most ``batch_max_size``
         at a time, waiting at most ``batch_max_wait_ms`` (default 5) for company.
 
-        With ``fork`` (the default) a Python version's instances are forked from a process
-        that imported the script once, so they share its memory; ``fork=False`` starts each
-        instance fresh, for libraries that do not survive a fork (threads started at import,
-        CUDA, some gRPC clients).
+        With ``fork`` (the default) every instance of a Python version, the first one too, is
+        forked from a process that imported the script once, so they share its memory;
+        ``fork=False`` starts each instance fresh, for libraries that do not survive a fork
+        (threads started at import, CUDA, some gRPC clients). An R version's instances always
+        start fresh (its ``fork`` is ``False``).
 
         ``path`` is a project directory, ``PATH/script.py:function``, or a git repository as
         ``git+URL@REF`` (cloned at REF, whose commit is recorded with the version; give

@@ -91,8 +91,9 @@ def version_view(
             if version.batch_max_size is not None
             else None
         ),
-        # instances are forked from a process that imported the script once (false: fresh)
-        "fork": version.fork,
+        # instances are forked from a process that imported the script once (false: fresh);
+        # R instances always start fresh, whatever was stored (fork defaults to true)
+        "fork": version.fork and version.environment_runtime != "r",
         "health": version.health if version.status != "failed" else "-",
         "health_log": version.health_log,
         # why it failed, as data: {"kind", "message", "traceback"}, or null
