@@ -4,6 +4,7 @@ local backend refuses (docs/scaling.md, Hardware tiers)."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -34,6 +35,10 @@ def test_tiers_come_from_a_settings_file_table_or_from_json_in_the_environment()
     [
         ('{"small": {"cpus": 1}}', "tier 'small' needs cpus and memory_mb"),
         ('{"small": {"cpus": 0, "memory_mb": 1}}', "cpus must be a number above 0"),
+        ('{"small": {"cpus": NaN, "memory_mb": 1}}', "cpus must be a finite number above 0"),
+        ('{"small": {"cpus": Infinity, "memory_mb": 1}}', "cpus must be a finite number"),
+        ('{"small": {"cpus": 1e999, "memory_mb": 1}}', "cpus must be a finite number"),
+        ('{"small": {"cpus": 1' + "0" * 400 + ', "memory_mb": 1}}', "cpus must be a finite"),
         ('{"small": {"cpus": 1, "memory_mb": 0.5}}', "memory_mb must be a whole number"),
         ('{"small": {"cpus": 1, "memory_mb": 1, "gpus": -1}}', "gpus must be a whole number"),
         ('{"small": {"cpus": 1, "memory_mb": 1, "disk": 5}}', "unknown keys ['disk']"),
@@ -45,6 +50,19 @@ def test_a_bad_tier_stops_the_server_at_start_up_naming_it(value: str, message: 
     with pytest.raises(errors.InvalidSetting, match="hardware_tiers") as raised:
         load_settings(overrides={}, environ={"MODELHOST_HARDWARE_TIERS": value})
     assert message in raised.value.message
+
+
+@pytest.mark.parametrize("cpus", ["nan", "inf", "+inf"])
+def test_a_tier_in_the_settings_file_with_cpus_that_are_not_finite_stops_the_server(
+    tmp_path: Path, cpus: str
+) -> None:
+    # docs/settings.md, hardware_tiers: cpus is a finite number above 0; TOML writes nan and inf
+    (tmp_path / "modelhost.toml").write_text(
+        f"[hardware_tiers.small]\ncpus = {cpus}\nmemory_mb = 512\n"
+    )
+    with pytest.raises(errors.InvalidSetting, match="hardware_tiers") as raised:
+        load_settings(environ={"MODELHOST_HOME": str(tmp_path)})
+    assert "tier 'small': cpus must be a finite number above 0" in raised.value.message
 
 
 def test_an_unknown_tier_names_the_tiers_there_are() -> None:

@@ -56,12 +56,26 @@ def parse_tiers(value: Any) -> dict[str, Tier]:
         cpus, memory, gpus = spec["cpus"], spec["memory_mb"], spec.get("gpus", 0)
         if not isinstance(cpus, (int, float)) or isinstance(cpus, bool) or cpus <= 0:
             raise ValueError(f"tier {name!r}: cpus must be a number above 0")
+        if not _finite(cpus):  # nan and inf pass the test above; JSON and TOML have both
+            raise ValueError(
+                f"tier {name!r}: cpus must be a finite number above 0, such as 1 or 0.5 "
+                "(not nan, inf or a number too large for a float)"
+            )
         if not isinstance(memory, int) or isinstance(memory, bool) or memory < 1:
             raise ValueError(f"tier {name!r}: memory_mb must be a whole number of at least 1")
         if not isinstance(gpus, int) or isinstance(gpus, bool) or gpus < 0:
             raise ValueError(f"tier {name!r}: gpus must be a whole number of at least 0")
         tiers[str(name)] = Tier(str(name), float(cpus), memory, gpus)
     return tiers
+
+
+def _finite(number: float) -> bool:
+    """Whether ``number`` fits in a float and is neither nan nor infinite (JSON allows an
+    integer too large for a float, which ``float()`` would refuse with OverflowError)."""
+    try:
+        return math.isfinite(number)
+    except OverflowError:
+        return False
 
 
 def find(tiers: Mapping[str, Tier], name: str) -> Tier:
