@@ -7,6 +7,9 @@ positional ones), typed from the description of the function the version's first
 made when it imported the script (``runtime/signatures.py``, stored with the version); the
 success envelope with ``result`` typed from the return annotation; the error envelope and its
 statuses; the version's example input; and the auth schemes when the model needs a token.
+A batching version's document describes what one call sends and gets: one input (any ``data``
+object or ``parameters`` array), which the function gets as one element of its list, and that
+call's own result; the operation carries the version's limits as ``x-modelhost-batch``.
 
 Who may read it: anyone who may view the model (an API key or a UI session of a viewer, or of
 anyone signed in on a public model), and anyone who may call it, since the document says no
@@ -36,6 +39,8 @@ RESPONSE = "invocation-response"
 ERROR = "invocation-error"
 RELEASE = "invocation-release"
 BASIC, BEARER = "token-basic", "token-bearer"
+#: the operation's extension with a batching version's limits, {"max_size", "max_wait_ms"}
+BATCH = "x-modelhost-batch"
 
 #: every status an invocation can answer with, and when (DESIGN §3)
 ERROR_STATUSES: dict[str, str] = {
@@ -216,12 +221,18 @@ def document(services: Services, model: Model, version: Version, route: str) -> 
         _component_name(name): schema for name, schema in (description.get("$defs") or {}).items()
     }
     parameters = [p for p in description["parameters"] if isinstance(p, dict)]
-    request_data, request_parameters = _request_schemas(parameters)
+    batching = version.batch_max_size is not None
+    if batching:
+        request_data, request_parameters = _one_input_schemas(version)
+        returns: dict[str, Any] = {}  # the function returns a list: a call gets one element
+    else:
+        request_data, request_parameters = _request_schemas(parameters)
+        returns = description.get("returns") or {}
     schemas: dict[str, Any] = {
         **_rewrite_refs(defs),
         REQUEST_DATA: _rewrite_refs(request_data),
         REQUEST_PARAMETERS: _rewrite_refs(request_parameters),
-        RESPONSE: _response_schema(_rewrite_refs(description.get("returns") or {})),
+        RESPONSE: _response_schema(_rewrite_refs(returns), _result_words(version)),
         RELEASE: _release_schema(),
         ERROR: _error_schema(),
     }
@@ -247,6 +258,12 @@ def document(services: Services, model: Model, version: Version, route: str) -> 
             **{status: _error_response(status, why) for status, why in ERROR_STATUSES.items()},
         },
     }
+    if batching:
+        operation["responses"]["400"]["description"] = _NOT_ONE_INPUT
+        operation[BATCH] = {
+            "max_size": version.batch_max_size,
+            "max_wait_ms": version.batch_max_wait_ms,
+        }
     components: dict[str, Any] = {"schemas": schemas}
     if token_required:
         operation["security"] = [{BASIC: []}, {BEARER: []}]
@@ -293,7 +310,9 @@ def _operation_description(model: Model, version: Version, route: str, token_req
         f"Runs `{version.function}` of `{version.file}` (version {version.number}"
         f"{', which this route serves now' if not route.startswith('versions/') else ''}).",
         f"Signature: `{version.signature or version.function}`.",
-        'Send keyword arguments as {"data": {...}} or positional ones as '
+        _batch_words(version)
+        if version.batch_max_size is not None
+        else 'Send keyword arguments as {"data": {...}} or positional ones as '
         '{"parameters": [...]}, not both.',
     ]
     if version.description:
@@ -350,6 +369,78 @@ def _request_schemas(parameters: list[dict[str, Any]]) -> tuple[dict[str, Any], 
     return data, positional
 
 
+#: a batching version's 400: the body is one input, whatever its shape
+_NOT_ONE_INPUT = (
+    "The body is not JSON, or is not one input: a 'data' object or a 'parameters' array, not both."
+)
+
+
+def _kinds(version: Version) -> tuple[str, str]:
+    """What a batching function gets for a ``data`` object and a ``parameters`` array."""
+    if version.environment_runtime == "r":
+        return "an R named list", "an R list"
+    return "a dict", "a list"
+
+
+def _one_of(version: Version) -> str:
+    return f"as one element of its list of inputs (at most {version.batch_max_size} a batch)"
+
+
+def _batch_words(version: Version) -> str:
+    """How to call a batching function (docs/api.md, "Batching functions")."""
+    data_kind, list_kind = _kinds(version)
+    function = version.function
+    return (
+        f"`{function}` is a batching function: each call sends one input, as "
+        '{"data": {...}} or {"parameters": [...]}, not both. '
+        f"`{function}` gets this call's data object ({data_kind}) or parameters array "
+        f"({list_kind}) {_one_of(version)}, and the answer's result is this call's own result."
+    )
+
+
+def _one_input_schemas(version: Version) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A batching function's two request forms: one input each, of any shape."""
+    data_kind, list_kind = _kinds(version)
+    one_of = _one_of(version)
+    data = {
+        "type": "object",
+        "title": "One input as a data object",
+        "required": ["data"],
+        "properties": {
+            "data": {
+                "type": "object",
+                "description": f"One call's input: `{version.function}` gets this object "
+                f"({data_kind}) {one_of}.",
+                "additionalProperties": {},
+            }
+        },
+    }
+    positional = {
+        "type": "object",
+        "title": "One input as a parameters array",
+        "required": ["parameters"],
+        "properties": {
+            "parameters": {
+                "type": "array",
+                "description": f"One call's input: `{version.function}` gets this array "
+                f"({list_kind}) {one_of}.",
+                "items": {},
+            }
+        },
+    }
+    return data, positional
+
+
+def _result_words(version: Version) -> str:
+    if version.batch_max_size is None:
+        return "What the function returned."
+    return f"This call's own result: its element of the list `{version.function}` returned" + (
+        " (or its row of the data frame, as an object)."
+        if version.environment_runtime == "r"
+        else "."
+    )
+
+
 def _schema(parameter: dict[str, Any]) -> dict[str, Any]:
     schema = parameter.get("schema")
     return schema if isinstance(schema, dict) else {}
@@ -364,23 +455,19 @@ def _request_content(version: Version) -> dict[str, Any]:
             example = json.loads(version.example)
         except ValueError:
             return content
-        content["examples"] = {
-            "example": {
-                "summary": f"The example input of version {version.number}",
-                "value": example,
-            }
-        }
+        summary = f"The example input of version {version.number}"
+        if version.batch_max_size is not None:
+            summary = f"One call's input: the example input of version {version.number}"
+        content["examples"] = {"example": {"summary": summary, "value": example}}
     return content
 
 
-def _response_schema(result: dict[str, Any]) -> dict[str, Any]:
+def _response_schema(result: dict[str, Any], words: str) -> dict[str, Any]:
     return {
         "type": "object",
         "required": ["result", "request_id", "timing", "model_time_in_ms", "release"],
         "properties": {
-            "result": {**result, "description": "What the function returned."}
-            if result
-            else {"description": "What the function returned."},
+            "result": {**result, "description": words},
             "request_id": {"type": "string", "description": "The call's id."},
             "timing": {"type": "number", "description": "Time in the server, in ms."},
             "model_time_in_ms": {"type": "integer", "description": "Time in the function, in ms."},

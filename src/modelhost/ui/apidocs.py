@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from modelhost.api import model_docs as model_docs_api
 from modelhost.operations import model_docs
 
 
@@ -69,7 +68,7 @@ def page_context(document: dict[str, Any]) -> dict[str, Any]:
     text = json.dumps(document, indent=2, ensure_ascii=False)
     return {
         # a batching function's limits: the forms below are then one call's input
-        "batch": operation.get(model_docs_api.BATCH),
+        "batch": operation.get(model_docs.BATCH),
         "data_description": data.get("description"),
         "parameters_description": positional.get("description"),
         "result_description": result.get("description"),

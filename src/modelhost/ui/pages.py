@@ -9,7 +9,6 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import RedirectResponse, Response
 
 from modelhost import errors, urls
-from modelhost.api import model_docs as model_docs_api
 from modelhost.db.repo import Model, User
 from modelhost.httpkit.deps import ServicesDep
 from modelhost.operations import (
@@ -195,7 +194,7 @@ def docs_page(
     except errors.NotFound as exc:
         context["problem"] = exc.message
     else:
-        document = model_docs_api.document(services, found, version, route)
+        document = model_docs.document(services, found, version, route)
         context.update(
             docs=apidocs.page_context(document),
             document=document,
