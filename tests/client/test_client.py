@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+import tarfile
 from pathlib import Path
 
 import httpx
@@ -505,3 +507,71 @@ def test_publish_sends_typed_arguments_as_given(tmp_path: Path) -> None:
     assert query["batch_max_size"] == "8"
     assert query["batch_max_wait_ms"] == "2.5"
     assert query["python"] == "3.11"
+
+
+#: each of the client's methods that uploads a project to run a command (docs/api.md, "Runs"),
+#: called with the project at ``path`` and the given arguments
+_RUNNERS = {
+    "start_run": lambda client, path, **kw: client.start_run(path, **kw),
+    "create_schedule": lambda client, path, **kw: client.create_schedule(path, every="1h", **kw),
+    "replace_schedule": lambda client, path, **kw: client.replace_schedule(
+        "s1", path, every="1h", **kw
+    ),
+}
+
+
+@pytest.mark.parametrize("method", sorted(_RUNNERS))
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (
+            {"command": "python train.py"},
+            "Pass command= as a list of arguments, such as ['python', 'train.py'] (it runs "
+            "without a shell; shlex.split() splits a command line), not 'python train.py'.",
+        ),
+        ({"command": b"python"}, "Pass command= as a list of arguments"),
+        ({"command": []}, "Pass command= as a list of arguments"),
+        ({"command": ["sleep", 30]}, "Pass command= as a list of arguments"),
+        (
+            {"command": ["python", "train.py"], "exclude": "*.csv"},
+            "Pass exclude= as a list of glob patterns, such as ['*.csv']",
+        ),
+    ],
+)
+def test_runs_and_schedules_refuse_a_command_or_exclude_given_as_one_string_before_packing(
+    tmp_path: Path, method: str, arguments: dict[str, object], message: str
+) -> None:
+    # docs/api.md: the command is "one per argument, run without a shell", so a string has no
+    # one right split; it was sent as one argument per character
+    (tmp_path / "train.py").write_text("print('trained')\n")
+    progress: list[str] = []
+    with _client(_never_called) as client, pytest.raises(errors.BadRequest) as raised:
+        _RUNNERS[method](client, tmp_path, on_progress=progress.append, **arguments)
+    assert raised.value.message.startswith(message)
+    assert progress == []
+
+
+@pytest.mark.parametrize("method", sorted(_RUNNERS))
+def test_runs_and_schedules_send_each_argument_of_the_command_as_one_command_parameter(
+    tmp_path: Path, method: str
+) -> None:
+    (tmp_path / "train.py").write_text("print('trained')\n")
+    (tmp_path / "data.csv").write_text("x\n1\n")
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(201, json={"id": "r1", "status": "queued"})
+
+    with _client(handler) as client:
+        _RUNNERS[method](
+            client,
+            tmp_path,
+            command=("python", "train.py", "--epochs 3"),
+            exclude=("*.csv",),
+        )
+    [request] = seen
+    assert request.url.params.get_list("command") == ["python", "train.py", "--epochs 3"]
+    with tarfile.open(fileobj=io.BytesIO(request.content), mode="r:gz") as tar:
+        assert "train.py" in tar.getnames()
+        assert "data.csv" not in tar.getnames()

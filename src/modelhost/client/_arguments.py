@@ -1,7 +1,8 @@
 """Checks of the client's own arguments, made before anything is packed or sent.
 
 Python takes ``fork="no"`` as true (a non-empty string is) and sends ``python=3.10`` as
-``3.1``; a string given as ``exclude`` is a list of one-character patterns. These checks refuse
+``3.1``; a string given as ``exclude`` is a list of one-character patterns, and one given as a
+run's ``command`` a list of one-character arguments. These checks refuse
 such values with a :class:`~modelhost.errors.BadRequest` that says what to pass, as the client's
 other argument errors do (``Pass exactly one of data= (a dict) or parameters= (a list).``).
 Numbers may be any integral or real type (a numpy integer too), never a boolean.
@@ -66,6 +67,22 @@ def patterns(name: str, value: Any) -> tuple[str, ...]:
         if all(isinstance(pattern, str) for pattern in found):
             return found
     raise _refuse(name, "a list of glob patterns, such as ['*.csv']", value)
+
+
+def command(name: str, value: Any) -> list[str]:
+    """A command as a non-empty list (or tuple) of arguments, as a list. A lone string is
+    refused, not split: the server runs the command without a shell, one argument per item
+    (docs/api.md, Runs), so ``"python train.py"`` has no one right meaning."""
+    if not isinstance(value, (str, bytes)) and isinstance(value, Iterable):
+        found = list(value)
+        if found and all(isinstance(argument, str) for argument in found):
+            return found
+    raise _refuse(
+        name,
+        "a list of arguments, such as ['python', 'train.py'] (it runs without a shell; "
+        "shlex.split() splits a command line)",
+        value,
+    )
 
 
 def check_example(name: str, value: Any) -> None:

@@ -16,6 +16,7 @@ from modelhost.builder.packing import (
     human_size,
     pack_project,
 )
+from modelhost.client import _arguments
 from modelhost.client._results import Run, Schedule
 
 FINISHED = ("succeeded", "failed", "cancelled", "skipped", "denied")
@@ -73,11 +74,17 @@ class RunsMixin:
         its directory as the next version of ``model``. Returns the queued run at once;
         :meth:`follow_run` waits for it.
 
+        ``command`` is a list of arguments, run without a shell; a string (``"python
+        train.py"``), like a string ``exclude``, is a :class:`~modelhost.errors.BadRequest`
+        saying what to pass, before anything is packed.
+
         >>> run = client.start_run("examples/wine_quality", ["python", "train.py"],
         ...     model="wine-quality", file="predict.py", function="predict")  # doctest: +SKIP
         """
+        command = _arguments.command("command", command)
+        exclude = _arguments.patterns("exclude", exclude)
         params = {
-            "command": list(command),
+            "command": command,
             "model": model,
             "file": file,
             "function": function,
@@ -151,14 +158,17 @@ class RunsMixin:
 
         ``cron`` is five fields read in ``timezone`` (default UTC), or ``every`` an interval
         such as ``"6h"``. With ``model``, ``file`` and ``function`` each successful run
-        publishes the next version.
+        publishes the next version. ``command`` and ``exclude`` are lists, as for
+        :meth:`start_run`.
 
         >>> client.create_schedule("examples/wine_quality", ["python", "train.py"],
         ...     cron="0 2 * * *", timezone="Europe/Berlin", model="wine-quality",
         ...     file="predict.py", function="predict")  # doctest: +SKIP
         """
+        command = _arguments.command("command", command)
+        exclude = _arguments.patterns("exclude", exclude)
         params = {
-            "command": list(command),
+            "command": command,
             "cron": cron,
             "every": every,
             "timezone": timezone,
@@ -193,9 +203,12 @@ class RunsMixin:
         """Replace a schedule's project (uploaded again), command, timing, target and timeout.
 
         It keeps its id, its runs and whether it is paused; the next run counts from now.
+        ``command`` and ``exclude`` are lists, as for :meth:`start_run`.
         """
+        command = _arguments.command("command", command)
+        exclude = _arguments.patterns("exclude", exclude)
         params = {
-            "command": list(command),
+            "command": command,
             "cron": cron,
             "every": every,
             "timezone": timezone,
