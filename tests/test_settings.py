@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from modelhost import errors
 from modelhost.cli import cli
-from modelhost.settings import SETTINGS, load_settings, unknown_variables
+from modelhost.settings import SETTINGS, Setting, load_settings, unknown_variables
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "settings.md"
 
@@ -176,9 +176,111 @@ def test_number_settings_take_toml_integers_and_floats(tmp_path: Path) -> None:
     assert settings.rollback_error_rate == 0.25
 
 
-def test_help_settings_gives_the_range_of_instance_busy_poll_microseconds() -> None:
+def _help_entries() -> dict[str, str]:
+    """Each setting's entry in ``modelhost serve --help-settings``: its line with the default
+    (and range), then its help."""
     listed = CliRunner().invoke(cli, ["serve", "--help-settings"])
     assert listed.exit_code == 0, listed.output
-    entry = listed.output.split("instance_busy_poll_microseconds  [")[1].split("\n", 2)[1]
-    assert "0 never polls" in entry
-    assert "at most 100000" in entry
+    lines = listed.output.splitlines()
+    return {
+        head.split("  [")[0]: f"{head}\n{text}"
+        for head, text in zip(lines[::2], lines[1::2], strict=True)
+    }
+
+
+#: the ranges docs/settings.md gives, in the words --help-settings shows them
+DOCUMENTED_RANGES = {
+    "port": ["range: 1 to 65535"],
+    "instance_busy_poll_microseconds": ["range: 0 to 100000", "0 never polls"],
+    "ray_instance_cpus": ["range: at least 0", "fractions allowed, 0 for none"],
+    "shutdown_delay_seconds": ["range: at least 0", "0 stops taking connections"],
+    "switch_hold_seconds": ["range: at least 0", "0 stops the old one"],
+    "instance_memory_limit_mb": ["range: at least 0", "0 for no limit"],
+    "request_log_backups": ["range: at least 0"],
+    "rollback_error_rate": ["range: above 0, at most 1", "1 turns the watch off"],
+    "async_timeout_seconds": ["range: above 0, at most 3600"],
+    "async_instance_share": ["range: above 0, at most 1"],
+    "sandbox_first_uid": ["range: 1000 to 4293918718"],
+    "default_instance_count": ["range: at least 1", "not more than max_instance_count"],
+    "metrics_token": ["at least 16 characters and no spaces"],
+    "hardware_tiers": [
+        "cpus (a finite number above 0, fractions allowed)",
+        "memory_mb (a whole number, at least 1)",
+        "gpus (a whole number, at least 0)",
+    ],
+}
+
+
+@pytest.mark.parametrize("name", sorted(DOCUMENTED_RANGES))
+def test_help_settings_gives_each_range_docs_settings_md_gives(name: str) -> None:
+    entry = _help_entries()[name]
+    for words in DOCUMENTED_RANGES[name]:
+        assert words in entry, (name, words)
+
+
+def test_every_number_setting_shows_its_range_at_least_1_or_above_0_unless_documented() -> None:
+    # docs/settings.md: a whole-number setting is at least 1, any other number setting above
+    # 0, unless its row gives another range
+    entries = _help_entries()
+    for setting in SETTINGS:
+        default = setting.default
+        if isinstance(default, bool) or not isinstance(default, (int, float)):
+            assert "range:" not in entries[setting.name].splitlines()[0], setting.name
+            continue
+        shown = entries[setting.name].splitlines()[0].split("  range: ")[1]
+        if setting.name not in DOCUMENTED_RANGES:
+            assert shown == ("at least 1" if isinstance(default, int) else "above 0"), setting.name
+
+
+def _bounds(shown: str, whole: bool) -> tuple[list[object], list[object]]:
+    """Values a range as --help-settings shows it (``1 to 65535``, ``at least 0``, ``above 0,
+    at most 1``) takes, and values just outside it that it refuses."""
+    step: float = 1 if whole else 0.001
+    accepted: list[object] = []
+    refused: list[object] = []
+    for part in shown.split(", "):
+        words = part.split()
+        if " to " in part:
+            low, high = int(words[0]), int(words[2])
+            accepted += [low, high]
+            refused += [low - 1, high + 1]
+        elif part.startswith("at least "):
+            accepted.append(float(words[2]) if not whole else int(words[2]))
+            refused.append(float(words[2]) - step)
+        elif part.startswith("above "):
+            accepted.append(float(words[1]) + step)
+            refused.append(float(words[1]))
+        elif part.startswith("at most "):
+            accepted.append(float(words[2]))
+            refused.append(float(words[2]) + step)
+        else:
+            raise AssertionError(
+                f"a range --help-settings shows that this test cannot read: {part}"
+            )
+    return accepted, refused
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [
+        s
+        for s in SETTINGS
+        if isinstance(s.default, (int, float)) and not isinstance(s.default, bool)
+    ],
+    ids=lambda s: s.name,
+)
+def test_the_range_help_settings_shows_is_the_one_the_server_checks(
+    tmp_path: Path, setting: Setting
+) -> None:
+    shown = _help_entries()[setting.name].splitlines()[0].split("  range: ")[1]
+    whole = isinstance(setting.default, int)
+    accepted, refused = _bounds(shown, whole)
+    for value in accepted:
+        environ = {"MODELHOST_HOME": str(tmp_path), setting.env_var: str(value)}
+        if setting.name == "default_instance_count":  # not more than max_instance_count
+            environ["MODELHOST_MAX_INSTANCE_COUNT"] = str(value)
+        assert getattr(load_settings(environ=environ), setting.name) == value, value
+    for value in refused:
+        environ = {"MODELHOST_HOME": str(tmp_path), setting.env_var: str(value)}
+        with pytest.raises(errors.InvalidSetting, match=setting.name):
+            load_settings(environ=environ)

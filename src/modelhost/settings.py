@@ -200,9 +200,14 @@ def _code_runners(value: Any) -> str:
     return who
 
 
+#: where sandbox_first_uid may start its range: above system accounts, with room for its 1048576
+#: uids below 2**32 - 2 (the last two uids, -2 and -1 as a uid_t, are special)
+_FIRST_UIDS = (1000, 2**32 - 2 - (1 << 20))
+
+
 def _uid(value: Any) -> int:
     number = _int(value)
-    if not 1000 <= number <= 2**32 - 2 - (1 << 20):
+    if not _FIRST_UIDS[0] <= number <= _FIRST_UIDS[1]:
         raise ValueError("expected a uid of at least 1000 that leaves room for 1048576 more")
     return number
 
@@ -221,6 +226,21 @@ def _log_level(value: Any) -> str:
     return level
 
 
+#: the values each number parser accepts, as ``--help-settings`` shows them after the default
+_RANGES: dict[Callable[[Any], Any], str] = {
+    _port: "1 to 65535",
+    _positive_int: "at least 1",
+    _non_negative_int: "at least 0",
+    _positive_float: "above 0",
+    _non_negative_float: "at least 0",
+    _non_negative_cpus: "at least 0",
+    _fraction: "above 0, at most 1",
+    _async_timeout: "above 0, at most 3600",
+    _busy_poll: "0 to 100000",
+    _uid: f"{_FIRST_UIDS[0]} to {_FIRST_UIDS[1]}",
+}
+
+
 @dataclass(frozen=True)
 class Setting:
     """One setting: its name, how to parse it, its default and what it is for."""
@@ -234,6 +254,11 @@ class Setting:
     @property
     def env_var(self) -> str:
         return ENV_PREFIX + self.name.upper()
+
+    @property
+    def range(self) -> str | None:
+        """The values a number setting takes (``1 to 65535``), from its parser; None for others."""
+        return _RANGES.get(self.parse)
 
 
 def _default_home() -> str:
@@ -354,7 +379,12 @@ SETTINGS: tuple[Setting, ...] = (
         300.0,
         "Time an instance may take to import the script and report ready before the version fails.",
     ),
-    Setting("default_instance_count", _positive_int, 1, "Instances a newly published model runs."),
+    Setting(
+        "default_instance_count",
+        _positive_int,
+        1,
+        "Instances a newly published model runs; not more than max_instance_count.",
+    ),
     Setting("max_instance_count", _positive_int, 8, "Most instances one model may run."),
     Setting(
         "default_invocation_mode",
@@ -381,8 +411,8 @@ SETTINGS: tuple[Setting, ...] = (
         "ray_instance_cpus",
         _non_negative_cpus,
         1.0,
-        "With backend = ray, the CPUs one instance's actor asks Ray for (fractions allowed); "
-        "Ray places an instance only on a node with that much free.",
+        "With backend = ray, the CPUs one instance's actor asks Ray for (fractions allowed, 0 "
+        "for none); Ray places an instance only on a node with that much free.",
     ),
     Setting(
         "gateway_processes",
@@ -412,7 +442,7 @@ SETTINGS: tuple[Setting, ...] = (
         "answer before it polls for its next call for up to this long instead of sleeping, "
         "while the machine has most of a core idle: a sleeping process takes tens of "
         "microseconds to wake. It cuts a small function's latency at low concurrency; the "
-        "polling shows as CPU time of the instance. 0 never polls; at most 100000.",
+        "polling shows as CPU time of the instance. 0 never polls.",
     ),
     Setting(
         "max_queued_requests",
@@ -428,7 +458,8 @@ SETTINGS: tuple[Setting, ...] = (
         "On SIGTERM, how long the server goes on answering while /health says 503 (not "
         "ready), so a load balancer takes it out before it stops taking connections; then it "
         "finishes the calls in flight and exits. Set it above the load balancer's health-check "
-        "interval times its failure count. A second SIGTERM stops at once.",
+        "interval times its failure count. A second SIGTERM stops at once; 0 stops taking "
+        "connections at the first.",
     ),
     Setting(
         "drain_timeout_seconds",
@@ -441,16 +472,18 @@ SETTINGS: tuple[Setting, ...] = (
         _non_negative_float,
         10.0,
         "After a route moves to a new version, the old one keeps running this long; if the new "
-        "one crashes meanwhile, the route moves back and the new version is marked failed.",
+        "one crashes meanwhile, the route moves back and the new version is marked failed. 0 "
+        "stops the old one as soon as the route has moved.",
     ),
     Setting(
         "hardware_tiers",
         _tiers,
         {},
-        "Named hardware tiers a model may pick (its tier): each with cpus, memory_mb and "
-        "optionally gpus. In the settings file a table ([hardware_tiers.small] cpus = 1, "
-        'memory_mb = 2048); in the environment JSON ({"small": {"cpus": 1, "memory_mb": '
-        "2048}}). Empty: no tiers.",
+        "Named hardware tiers a model may pick (its tier): each with cpus (a finite number "
+        "above 0, fractions allowed), memory_mb (a whole number, at least 1) and optionally "
+        "gpus (a whole number, at least 0). In the settings file a table "
+        "([hardware_tiers.small] cpus = 1, memory_mb = 2048); in the environment JSON "
+        '({"small": {"cpus": 1, "memory_mb": 2048}}). Empty: no tiers.',
     ),
     Setting(
         "cpu_limit",
@@ -631,7 +664,8 @@ SETTINGS: tuple[Setting, ...] = (
         _token,
         None,
         "A token Prometheus may read /metrics with ('Authorization: Bearer TOKEN'), besides "
-        "admins' API keys. Unset (the default): only admins' API keys.",
+        "admins' API keys: at least 16 characters and no spaces. Unset (the default): only "
+        "admins' API keys.",
         secret=True,
     ),
     Setting(
@@ -691,7 +725,7 @@ SETTINGS: tuple[Setting, ...] = (
         "async_timeout_seconds",
         _async_timeout,
         3600.0,
-        "Time an asynchronous prediction may run before it fails (at most 3600).",
+        "Time an asynchronous prediction may run before it fails.",
     ),
     Setting(
         "async_instance_share",
@@ -857,5 +891,6 @@ def settings_help() -> str:
         default = "(see help)" if s.default is None else s.default
         if isinstance(default, tuple):
             default = ",".join(default)
-        lines.append(f"{s.name}  [{s.env_var}]  default: {default}\n    {s.help}")
+        shown = f"  range: {s.range}" if s.range else ""
+        lines.append(f"{s.name}  [{s.env_var}]  default: {default}{shown}\n    {s.help}")
     return "\n".join(lines)
