@@ -364,8 +364,8 @@ def models_update(
 
 
 def _fork_text(version: Version) -> str:
-    """Whether the version's instances are forked: never an R version's, whatever its ``fork``
-    (the API keeps the default there, but R instances always start fresh)."""
+    """Whether the version's instances are forked, and why not: never an R version's (the API
+    says ``false`` for it; an older server said ``true``, its stored default)."""
     script = version.get("file") or str(version["entry_point"]).rpartition(":")[0]
     if PurePosixPath(script).suffix in (".R", ".r"):
         return "no (R instances start fresh)"
