@@ -201,6 +201,41 @@ def test_code_gets_its_own_proc_a_minimal_dev_and_a_private_tmp_that_is_its_tmpd
     assert built.env["TMPDIR"] == "/tmp"
 
 
+def test_code_gets_a_dev_shm_of_its_own_that_its_uid_may_write(tmp_path: Path) -> None:
+    built, _, _ = _built(tmp_path)
+    shm = built.sees("/dev/shm/semaphore")
+    assert shm is not None
+    assert (shm.kind, shm.dest, shm.perms) == ("tmpfs", PurePosixPath("/dev/shm"), "1777")
+
+
+def test_sandboxed_code_makes_multiprocessing_semaphores_in_its_own_dev_shm(
+    tmp_path: Path,
+) -> None:
+    # joblib (scikit-learn) and multiprocessing need a /dev/shm the code's uid may write to;
+    # as root, as the tests run, the sandbox drops to the model's own uid
+    home = _home(tmp_path)
+    wrap = Bubblewrap(_settings(home), "/usr/bin/bwrap", as_root=True)
+    confinement = Confinement(workdir=_copy(home), owner="m-1")
+    wrap.prepare(confinement)
+    name = f"modelhost-test-{os.getpid()}"
+    code = (
+        "import multiprocessing, os\n"
+        "multiprocessing.Semaphore()\n"
+        f"open('/dev/shm/{name}', 'w').write('1')\n"
+        "print(os.getuid())\n"
+    )
+    done = subprocess.run(
+        wrap.command(["/usr/bin/python3", "-c", code], confinement),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout) == wrap.uid(confinement)
+    assert not Path(f"/dev/shm/{name}").exists()  # its own: nothing reached the machine's
+
+
 def test_an_instances_working_copy_is_read_only_at_its_own_path_its_directory_and_tmp_its_home(
     tmp_path: Path,
 ) -> None:

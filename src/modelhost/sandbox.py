@@ -48,6 +48,7 @@ UID_SPAN = 1 << 20
 NOBODY = 65534
 #: the sandbox's private /tmp (a fresh tmpfs, not the machine's), also its HOME when read-only
 SANDBOX_TMP = "/tmp"  # noqa: S108
+SANDBOX_SHM = "/dev/shm"  # noqa: S108 - a tmpfs of the sandbox's own, like its /tmp
 INSTALL_HINT = (
     "Install bubblewrap (Debian and Ubuntu: apt-get install bubblewrap; Fedora: dnf install "
     "bubblewrap), or set isolation = none to run code without a sandbox on a single-user machine."
@@ -189,7 +190,10 @@ class Bubblewrap:
         if not self.as_root:
             args += ["--unshare-user", "--uid", str(NOBODY), "--gid", str(NOBODY)]
         args += self._system
-        args += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", SANDBOX_TMP]
+        # /dev/shm of its own, writable by the code's uid, as multiprocessing's semaphores and
+        # joblib need (bwrap's /dev has one only root may write to)
+        args += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", SANDBOX_SHM]
+        args += ["--perms", "1777", "--tmpfs", SANDBOX_TMP]
         workdir = confinement.workdir
         binds = [(path, "--ro-bind") for path in _installations(confinement.programs)]
         binds += [(path, "--ro-bind") for path in confinement.read_only]
