@@ -92,6 +92,13 @@ def test_every_setting_is_documented_and_listed_by_help_settings() -> None:
         assert setting.env_var in listed.output
 
 
+def test_help_settings_shows_a_boolean_default_as_the_settings_file_spells_it() -> None:
+    listed = CliRunner().invoke(cli, ["serve", "--help-settings"]).output
+    assert "request_log  [MODELHOST_REQUEST_LOG]  default: true\n" in listed
+    assert "default: True" not in listed
+    assert "default: False" not in listed
+
+
 def test_unknown_modelhost_variables_are_reported_as_likely_typos() -> None:
     environ = {"MODELHOST_PROT": "1", "MODELHOST_PORT": "1", "MODELHOST_URL": "x", "HOME": "/"}
     assert unknown_variables(environ) == ["MODELHOST_PROT"]

@@ -891,6 +891,8 @@ def settings_help() -> str:
         default = "(see help)" if s.default is None else s.default
         if isinstance(default, tuple):
             default = ",".join(default)
+        elif isinstance(default, bool):  # as the settings file and the environment spell it
+            default = str(default).lower()
         shown = f"  range: {s.range}" if s.range else ""
         lines.append(f"{s.name}  [{s.env_var}]  default: {default}{shown}\n    {s.help}")
     return "\n".join(lines)
