@@ -83,6 +83,9 @@ class Server:
         )
         # httpx logs a line per request at INFO: one per call passed to a gateway process
         logging.getLogger("httpx").setLevel(logging.WARNING)
+        # Alembic logs each migration it applies at INFO, docstrings and all: the database
+        # module says in one line what it did instead
+        logging.getLogger("alembic").setLevel(logging.WARNING)
         tightened = datadir.make_private(settings.home_path)
         if tightened:
             logger.warning(

@@ -11,7 +11,8 @@ import httpx
 import pytest
 
 from modelhost import errors
-from tests.helpers import PROJECTS, WINE_ROW, running_server, wait_until
+from modelhost.db.engine import HEAD
+from tests.helpers import PROJECTS, WINE_ROW, Server, running_server, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -126,6 +127,12 @@ def test_limits_and_hostile_archives_are_refused_with_a_clear_message(tmp_path: 
         )
         assert response.status_code == 413
         assert "max_request_bytes" in response.json()["error"]["message"]
+
+
+def test_a_new_servers_log_says_in_one_line_what_it_did_to_its_database(server: Server) -> None:
+    logged = server.log.read_text()
+    assert f": schema brought to revision {HEAD}" in logged
+    assert "alembic.runtime.migration" not in logged  # not a line per migration applied
 
 
 def test_a_second_server_on_the_same_data_directory_or_port_refuses_to_start(

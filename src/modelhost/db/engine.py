@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -9,6 +10,8 @@ from sqlalchemy import Engine, create_engine, event, inspect, make_url, text
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 
 from modelhost import errors
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -82,6 +85,11 @@ def migrate(engine: Engine) -> None:
             from alembic import command
 
             command.upgrade(alembic_config(engine), "head")
+            logger.info(
+                "Database %s: schema brought to revision %s",
+                engine.url.render_as_string(hide_password=True),
+                HEAD,
+            )
     except OperationalError as exc:  # cannot connect or open it (errors in SQL are others)
         why = " ".join(str(exc.orig).split()) if exc.orig is not None else str(exc)
         raise errors.Unavailable(
