@@ -6,6 +6,7 @@ import io
 import json
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -405,21 +406,25 @@ def test_a_setting_that_json_cannot_hold_is_a_bad_request_naming_it(value: float
     assert "NaN or Infinity (timeout_seconds)" in raised.value.message
 
 
-def test_a_description_too_long_for_a_url_is_refused_before_anything_is_packed(
-    tmp_path: Path,
-) -> None:
+def _refused_before_packing(tmp_path: Path, **arguments: Any) -> str:
+    """The BadRequest's message for publishing a one-file project with ``arguments``, after
+    checking that nothing was packed (no progress reported) and nothing sent."""
     (tmp_path / "predict.py").write_text("def predict(x):\n    return x\n")
     progress: list[str] = []
     with _client(_never_called) as client, pytest.raises(errors.BadRequest) as raised:
         client.publish(
-            f"{tmp_path}/predict.py:predict",
-            name="m",
-            description="d" * 70_000,
-            on_progress=progress.append,
+            f"{tmp_path}/predict.py:predict", name="m", on_progress=progress.append, **arguments
         )
-    assert "The description is too long to send" in raised.value.message
-    assert "Shorten the description" in raised.value.message
     assert progress == []
+    return raised.value.message
+
+
+def test_a_description_too_long_for_a_url_is_refused_before_anything_is_packed(
+    tmp_path: Path,
+) -> None:
+    message = _refused_before_packing(tmp_path, description="d" * 70_000)
+    assert "The description is too long to send" in message
+    assert "Shorten the description" in message
 
 
 def test_a_url_httpx_cannot_make_is_a_bad_request_not_an_httpx_error() -> None:
@@ -431,17 +436,8 @@ def test_a_url_httpx_cannot_make_is_a_bad_request_not_an_httpx_error() -> None:
 def test_a_batch_wait_without_a_batch_size_is_refused_before_anything_is_packed(
     tmp_path: Path,
 ) -> None:
-    (tmp_path / "predict.py").write_text("def predict(x):\n    return x\n")
-    progress: list[str] = []
-    with _client(_never_called) as client, pytest.raises(errors.BadRequest) as raised:
-        client.publish(
-            f"{tmp_path}/predict.py:predict",
-            name="m",
-            batch_max_wait_ms=5,
-            on_progress=progress.append,
-        )
-    assert raised.value.message.startswith("batch_max_wait_ms needs batch_max_size: give both")
-    assert progress == []
+    message = _refused_before_packing(tmp_path, batch_max_wait_ms=5)
+    assert message.startswith("batch_max_wait_ms needs batch_max_size: give both")
 
 
 @pytest.mark.parametrize(
