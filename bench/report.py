@@ -5,10 +5,11 @@ tiny function at 32 connections with at least 0.4x the ceiling's requests/s, and
 1.5 ms to the random forest's own median at 1 connection.
 
 A run measures every (case, connections) in rounds: each round measures every target back to
-back (and, at 1 connection, the floor just before). A figure that compares two targets, or a
-target and the floor, is taken within each round, and a target's verdict is the median of its
-rounds' figures: on a shared machine whose speed drifts by a fifth within minutes, a pair
-measured seconds apart says more than one measured minutes apart.
+back (and, at 1 connection, the floor between them: before the first, after each). A figure that
+compares two targets is taken within each round; a target's p50 is compared with the floors
+measured just before and just after it (their mean); a target's verdict is the median of its
+rounds' figures: on a shared machine whose speed drifts by half within seconds, a pair measured
+seconds apart says more than one measured minutes apart.
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ class Run:
     cpu_ms_per_call: float | None = None
     #: which round of the (case, connections) it belongs to, from 1
     round: int = 1
+    #: at 1 connection: the mean of the floor's p50s measured just before and just after it
+    floor_p50_ms: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -76,6 +79,7 @@ class Run:
             "error": self.error,
             "other_cpu_cores": self.other_cpu,
             "cpu_ms_per_call": self.cpu_ms_per_call,
+            "floor_p50_ms": self.floor_p50_ms,
             **(self.result.as_dict() if self.result else {}),
         }
 
@@ -111,8 +115,9 @@ class Report:
     #: per case, the function alone over many calls, before any server started
     floors: dict[str, dict[str, Any]]
     runs: list[Run] = field(default_factory=list)
-    #: per case, the floor measured again just before each round at 1 connection
-    round_floors: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    #: per case, the floor measured again at 1 connection, by round: before each round's first
+    #: target and after each (older runs: once, just before the round)
+    round_floors: dict[str, list[list[dict[str, Any]]]] = field(default_factory=dict)
     #: per batching case, the batches modelhost sent its instances by size ("<=8": count)
     batch_sizes: dict[str, dict[str, int]] = field(default_factory=dict)
     #: seconds from publishing the add project to its first 200, per round
@@ -152,18 +157,23 @@ class Report:
         """The median of :meth:`ratios`."""
         return _median(self.ratios(case, connections, target))
 
-    def floor_of(self, case: str, round_: int) -> dict[str, Any] | None:
-        """The floor a run of ``round_`` is compared with: the one measured just before it,
-        else the one measured before the servers started."""
-        again = self.round_floors.get(case, [])
-        return again[round_ - 1] if 0 < round_ <= len(again) else self.floors.get(case)
+    def floor_of(self, run: Run) -> float | None:
+        """The floor p50 ``run`` is compared with: the mean of those measured just before and
+        just after it, else the first of its round, else the one before the servers started."""
+        if run.floor_p50_ms is not None:
+            return run.floor_p50_ms
+        again = self.round_floors.get(run.case, [])
+        if 0 < run.round <= len(again) and again[run.round - 1]:
+            return float(again[run.round - 1][0]["p50_ms"])
+        floor = self.floors.get(run.case)
+        return None if floor is None else float(floor["p50_ms"])
 
     def over_floor(self, run: Run) -> float | None:
         """p50 minus the function's own in-process p50 (1-connection runs only)."""
-        floor = self.floor_of(run.case, run.round)
+        floor = self.floor_of(run)
         if run.connections != 1 or floor is None or not run.ok or run.result is None:
             return None
-        return run.result.p50_ms - float(floor["p50_ms"])
+        return run.result.p50_ms - floor
 
     def overs_floor(self, case: str, target: str = "modelhost") -> list[float]:
         """:meth:`over_floor` of ``target``'s 1-connection runs, by round (empty: one failed)."""
@@ -442,10 +452,10 @@ def format_report(report: Report) -> str:
         "",
         "Each row: the median of its rounds. ratio: req/s / the ceiling's req/s in the same "
         "round; hop ceiling: the ceiling with the function in a child process "
-        "(--hop-ceiling); p50-floor: p50 minus the function's own in-process p50 measured "
-        "just before the round; cpu ms/call: CPU the target's own processes spent per "
-        "answered call; other cpu: cores used by processes outside the benchmark during the "
-        "run (the most of any round).",
+        "(--hop-ceiling); p50-floor: p50 minus the function's own in-process p50, the mean "
+        "of those measured just before and just after the run; cpu ms/call: CPU the target's "
+        "own processes spent per answered call; other cpu: cores used by processes outside "
+        "the benchmark during the run (the most of any round).",
         "",
     ]
     for name, floor in report.floors.items():
@@ -454,12 +464,14 @@ def format_report(report: Report) -> str:
             f" ms over {floor['calls']:,} in-process calls (other cpu "
             f"{float(floor.get('other_cpu_cores', 0)):.2f})"
         )
-        again = report.round_floors.get(name)
+        again = [floors for floors in report.round_floors.get(name, []) if floors]
         if again:
-            p50s = ", ".join(f"{float(each['p50_ms']):.4f}" for each in again)
+            p50s = "; ".join(
+                ", ".join(f"{float(each['p50_ms']):.2f}" for each in floors) for floors in again
+            )
             lines.append(
-                f"  again just before each round at 1 connection ({again[0]['calls']:,} calls "
-                f"each): p50 {p50s} ms"
+                f"  again around each run at 1 connection ({again[0][0]['calls']:,} calls each), "
+                f"round by round: p50 {p50s} ms"
             )
     for name, sizes in report.batch_sizes.items():
         total = sum(sizes.values())

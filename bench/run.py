@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import argparse
 import contextlib
+import dataclasses
 import datetime as dt
 import os
 import platform
@@ -308,8 +309,9 @@ def measure_all(
     headers: dict[str, dict[str, str]],
 ) -> None:
     """Every case x connections in ``options.rounds`` rounds, each measuring every target back
-    to back so that they see similar noise; at 1 connection, each round measures the floor
-    again first (the servers idle meanwhile), for the p50s to be compared with.
+    to back so that they see similar noise; at 1 connection, the floor is measured again before
+    the round's first target and after each (the servers idle meanwhile), and each run's p50 is
+    compared with the mean of the two floors around it.
 
     Every target gets the same request bytes, access token included (the ceilings ignore it).
     """
@@ -320,24 +322,20 @@ def measure_all(
         for connections in options.connections:
             for round_ in range(1, options.rounds + 1):
                 print(f"{case.name} x{connections}, round {round_} of {options.rounds}", flush=True)
+                floors: list[dict[str, Any]] = []
                 if connections == 1:
-                    floor = measure_floor(case, case.round_floor_calls)
-                    report.round_floors.setdefault(case.name, []).append(floor)
+                    floors.append(measure_floor(case, case.round_floor_calls))
+                    report.round_floors.setdefault(case.name, []).append(floors)
                 for target in round_order(round_, options):
                     url = url_for(target, case, running[target])
-                    report.runs.append(
-                        measure(
-                            target,
-                            case,
-                            connections,
-                            round_,
-                            url,
-                            script,
-                            options,
-                            pids,
-                            own[target],
-                        )
+                    run = measure(
+                        target, case, connections, round_, url, script, options, pids, own[target]
                     )
+                    if floors:
+                        floors.append(measure_floor(case, case.round_floor_calls))
+                        around = (float(floors[-2]["p50_ms"]) + float(floors[-1]["p50_ms"])) / 2
+                        run = dataclasses.replace(run, floor_p50_ms=around)
+                    report.runs.append(run)
 
 
 # --------------------------------------------------------------------------- the run

@@ -71,12 +71,29 @@ def test_a_p50_is_compared_with_the_floor_measured_just_before_its_round() -> No
         ),
         rf_batch=4.0,
     )
-    report.round_floors["rf_batch"] = [_floor(4.0), _floor(5.0), _floor(4.5)]
+    report.round_floors["rf_batch"] = [[_floor(4.0)], [_floor(5.0)], [_floor(4.5)]]
 
     passed, measured = _check(report, "batch_latency")
 
     assert passed is True
     assert measured.startswith("floor + 0.30 ms (rounds +0.30, +0.40, +0.20)")
+
+
+def test_a_p50_is_compared_with_the_mean_of_the_floors_just_before_and_after_its_run() -> None:
+    # The machine slowed down in the middle of the round: floors 4.0 before the ceiling, 6.0
+    # between it and modelhost, 6.4 after modelhost. modelhost's p50 (6.5) is compared with
+    # (6.0 + 6.4) / 2 = 6.2 (+0.30, within 0.5), not with the round's first floor (+2.50).
+    ceiling = Run("rf_batch", 1, "ceiling", _result(200, p50_ms=4.3), floor_p50_ms=5.0)
+    ours = Run("rf_batch", 1, "modelhost", _result(150, p50_ms=6.5), floor_p50_ms=6.2)
+    report = _report(ceiling, ours, rf_batch=4.0)
+    report.round_floors["rf_batch"] = [[_floor(4.0), _floor(6.0), _floor(6.4)]]
+
+    passed, measured = _check(report, "batch_latency")
+
+    assert passed is True
+    assert measured == "floor + 0.30 ms"
+    assert report.over_floor(ceiling) == 4.3 - 5.0
+    assert "round by round: p50 4.00, 6.00, 6.40 ms" in format_report(report)
 
 
 def test_without_floors_by_round_the_floor_measured_before_the_servers_counts() -> None:
