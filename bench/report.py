@@ -102,6 +102,11 @@ def _median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
+def _signed(value: float) -> str:
+    """A difference as the verdicts write it: "+ 0.30", "- 0.19"."""
+    return f"{'-' if value < 0 else '+'} {abs(value):.2f}"
+
+
 def _listed(values: list[float], form: Callable[[float], str]) -> str:
     """A verdict's figure per round, when there was more than one: "(rounds 0.71x, 0.80x)"."""
     return f" (rounds {', '.join(form(value) for value in values)})" if len(values) > 1 else ""
@@ -272,10 +277,10 @@ class Report:
         over = _median(overs)
         if over is None:
             return Check(name, demand, "the run FAILED", False)
-        measured = f"floor + {over:.2f} ms" + _listed(overs, lambda value: f"{value:+.2f}")
+        measured = f"floor {_signed(over)} ms" + _listed(overs, lambda value: f"{value:+.2f}")
         hop = _median(self.overs_floor(case, HOP_CEILING))
         if hop is not None:
-            measured += f" (hop ceiling + {hop:.2f} ms)"
+            measured += f" (hop ceiling {_signed(hop)} ms)"
         return Check(name, demand, measured, over <= budget)
 
     def _check_batch_latency(self) -> Check:
@@ -304,11 +309,11 @@ class Report:
             return Check("lean_add_latency", demand, "a run FAILED", False)
         overs = [ours.p50_ms - ceiling.p50_ms for ours, ceiling in pairs]
         over = statistics.median(overs)
-        measured = f"ceiling + {over:.2f} ms" + _listed(overs, lambda value: f"{value:+.2f}")
+        measured = f"ceiling {_signed(over)} ms" + _listed(overs, lambda value: f"{value:+.2f}")
         hop = self._paired("add", 1, HOP_CEILING, "ceiling")
         if hop is not None:
             hop_over = statistics.median(ours.p50_ms - ceiling.p50_ms for ours, ceiling in hop)
-            measured += f" (hop ceiling + {hop_over:.2f} ms)"
+            measured += f" (hop ceiling {_signed(hop_over)} ms)"
         return Check("lean_add_latency", demand, measured, over <= LEAN_ADD_P50_BUDGET_MS)
 
     def _check_lean_throughput(self) -> Check:

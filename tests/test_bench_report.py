@@ -105,6 +105,12 @@ def test_without_floors_by_round_the_floor_measured_before_the_servers_counts() 
     assert measured == "floor + 2.00 ms"
 
 
+def test_a_p50_below_the_floor_reads_as_a_difference_below_it() -> None:
+    report = _report(Run("rf", 1, "modelhost", _result(200, p50_ms=3.8)), rf=4.0)
+
+    assert _check(report, "rf_latency") == (True, "floor - 0.20 ms")
+
+
 def test_one_failed_round_fails_the_verdict_and_shows_in_the_table() -> None:
     runs = _add_at_32([100, 100], [90, 90])
     runs[3] = Run("add", 32, "modelhost", _result(90, non_2xx=3), round=2)
