@@ -9,6 +9,7 @@ the version's working directory.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -383,6 +384,13 @@ def test_an_r_batching_function_gets_a_list_of_inputs_and_falls_back_one_at_a_ti
             assert answer.status_code == 500
             assert answer.json()["error"]["message"] == "total raised an error: cannot add"
     assert by_sum == {2: 1, 4: 1}
+    # As a Python batch's (docs/cli.md): the batch's failure, then each call on its own
+    log = "\n".join(line["text"] for line in server.client().logs("batch-r", tail=1000))
+    assert re.search(
+        r"a batch of 3 calls \(request \w{16} and 2 more\) failed after [\d.]+ ms: cannot add; "
+        r"each of its calls is run again on its own",
+        log,
+    ), log
 
 
 def test_an_r_batching_function_logs_requests_and_a_lone_failure_with_its_request_id(
@@ -433,3 +441,18 @@ def test_an_r_batching_function_returning_a_data_frame_gives_each_caller_its_row
     assert answer.status_code == 200, answer.text
     # docs/api.md (batching functions): a data frame of one row per input, each caller its row
     assert answer.json()["result"] == {"v": 42, "label": "a"}
+
+
+def test_an_r_batching_function_returning_a_matrix_gives_each_caller_its_row(
+    server: Server,
+) -> None:
+    server.client().publish(
+        f"{PROJECTS / 'r_batching'}/batching.R:rows",
+        name="batch-r-matrix",
+        batch_max_size=3,
+        batch_max_wait_ms=20,
+    )
+    answer = server.invoke("batch-r-matrix", {"data": {"x": 21}})
+    assert answer.status_code == 200, answer.text
+    # docs/api.md (batching functions): a matrix of one row per input, each caller its row
+    assert answer.json()["result"] == [21, 42]

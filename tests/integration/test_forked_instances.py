@@ -130,6 +130,8 @@ def test_a_script_that_starts_threads_at_import_gets_instances_started_fresh(
             f"instance {each.id} starts fresh: its script starts threads at import, which a "
             "fork would not copy" in logs
         ), logs
+    # docs/cli.md: the fork server's import is the one more a --no-fork publish skips
+    assert "publish with --no-fork, fork=False in the Python client, to skip that import" in logs
 
 
 def test_a_script_that_imports_pyarrow_gets_forked_instances_that_allocate_with_it(

@@ -128,7 +128,67 @@ def test_a_result_that_is_not_a_list_fails_every_call_of_the_batch_with_a_messag
     handler = worker.BatchHandler(lambda inputs: {"n": len(inputs)}, "count")
     answers = _answers(handler.batch([_call(1, {"parameters": []})]))
     assert answers["REQUEST000000001"][1]["message"].startswith(
-        "count returned a dict for 1 input;"
+        "count returned a value of type 'dict' for 1 input;"
+    )
+
+
+def test_a_data_frame_with_one_row_per_input_answers_each_call_with_its_row_as_an_object() -> None:
+    pandas = pytest.importorskip("pandas")
+
+    def frame(inputs: list[Any]) -> Any:
+        return pandas.DataFrame(
+            {"value": [item[0] * 2 for item in inputs], "label": ["even"] * len(inputs)}
+        )
+
+    handler = worker.BatchHandler(frame, "frame")
+    answers = _answers(handler.batch([_call(n, {"parameters": [n]}) for n in range(1, 4)]))
+    assert answers == {
+        f"REQUEST00000000{n}": (200, {"value": n * 2, "label": "even"}) for n in range(1, 4)
+    }
+
+
+@pytest.mark.parametrize(
+    ("returned", "described"),
+    [
+        # a 0-d array, as np.squeeze makes of a batch of one: it has a __len__ that raises
+        (lambda np: np.squeeze(np.asarray([3.0])), "a value of type 'ndarray' that cannot be "
+         "read as a list (TypeError: len() of unsized object)"),
+        (lambda np: 7, "a value of type 'int'"),
+    ],
+)  # fmt: skip
+def test_a_result_whose_length_cannot_be_read_fails_its_calls_and_the_instance_goes_on(
+    returned: Any, described: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    numpy = pytest.importorskip("numpy")
+    handler = worker.BatchHandler(lambda inputs: returned(numpy), "squeezed")
+
+    answers = _answers(
+        handler.batch([_call(1, {"parameters": [1]}), _call(2, {"parameters": [2]})])
+    )
+
+    for request in ("REQUEST000000001", "REQUEST000000002"):  # each again on its own, failed
+        status, error = answers[request]
+        assert status == 500
+        assert error["message"] == (
+            f"squeezed returned {described} for 1 input; a batching function returns a list "
+            "with one result per input, in order."
+        )
+    assert f"squeezed returned {described} for 2 inputs" in capsys.readouterr().err
+
+
+def test_a_result_that_raises_while_it_is_listed_fails_its_call_with_the_error() -> None:
+    class Broken:
+        def __len__(self) -> int:
+            return 1
+
+        def __iter__(self) -> Any:
+            raise RuntimeError("no rows today")
+
+    handler = worker.BatchHandler(lambda inputs: Broken(), "broken")
+    answers = _answers(handler.batch([_call(1, {"parameters": [1]})]))
+    assert answers["REQUEST000000001"][1]["message"].startswith(
+        "broken returned a value of type 'Broken' that cannot be read as a list (RuntimeError: "
+        "no rows today) for 1 input;"
     )
 
 
@@ -138,7 +198,10 @@ def test_a_function_that_cannot_take_a_list_is_refused_when_it_loads(
     with pytest.raises(worker.LoadFailed) as failure:
         _handler(monkeypatch, "pair")
     assert "pair(a, b) cannot be a batching function" in failure.value.message
-    assert "publish without --batch-max-size" in failure.value.message
+    assert (
+        "publish it without a batch size (--batch-max-size; batch_max_size in the Python "
+        "client)" in failure.value.message
+    )
 
 
 def test_a_batch_frame_round_trips_through_the_protocol() -> None:

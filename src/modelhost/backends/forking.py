@@ -48,7 +48,11 @@ _MAX_MESSAGE = 1 << 20
 
 
 #: why the instances of a script that starts threads at import start fresh
-UNFORKABLE = "its script starts threads at import, which a fork would not copy"
+UNFORKABLE = (
+    "its script starts threads at import, which a fork would not copy (the version's fork "
+    "server imported it once to find out; publish with --no-fork, fork=False in the Python "
+    "client, to skip that import)"
+)
 
 
 def fork_key(spec: InstanceSpec) -> str:

@@ -183,7 +183,8 @@ batching <- isTRUE(spec$batch)
 if (batching && (length(required) > 1L || (!length(param_names) && !has_dots))) {
   fail_load(sprintf(paste(
     "%s cannot be a batching function: it must take one argument, the list of inputs, and",
-    "return a list of results. Change the function, or publish without --batch-max-size."),
+    "return a list of results. Change the function, or publish it without a batch size",
+    "(--batch-max-size; batch_max_size in the Python client)."),
     signature))
 }
 
@@ -427,8 +428,12 @@ result_frame <- function(request_id, elapsed, encoded) {
 # A batching function's log lines are those of worker.py's BatchHandler: with log_requests,
 # one line per call with its input and its answer; a failure names the request id(s).
 batch_label <- function(ids) {
-  if (length(ids) == 1L) ids[[1]] else sprintf("%s and %d more", ids[[1]], length(ids) - 1L)
+  if (length(ids) == 1L) return(paste("request", ids[[1]]))
+  sprintf("a batch of %d calls (request %s and %d more)", length(ids), ids[[1]], length(ids) - 1L)
 }
+
+# What a batch's failure line ends with: its calls are run again one by one (answer_batch).
+batch_again <- function(ids) if (length(ids) > 1L) "; each of its calls is run again on its own" else ""
 
 log_batch_request <- function(call, status, answer, start) {
   if (isTRUE(spec$log_requests)) {
@@ -458,19 +463,23 @@ run_batch <- function(inputs, ids) {
   start <- Sys.time()
   results <- tryCatch(with_stamped_output(fn(inputs)), error = function(e) {
     took <- as.numeric(Sys.time() - start, units = "secs") * 1000
-    log_line("request ", batch_label(ids), " failed after ", sprintf("%.1f", took), " ms: ",
-             conditionMessage(e))
+    log_line(batch_label(ids), " failed after ", sprintf("%.1f", took), " ms: ",
+             conditionMessage(e), batch_again(ids))
     stop(call_error(500L, "model_error",
                     sprintf("%s raised an error: %s", fname, conditionMessage(e))))
   })
   elapsed <- as.numeric(Sys.time() - start, units = "secs") * 1000
   if (is.data.frame(results)) results <- frame_rows(results)
+  if (is.matrix(results)) {  # one row per input (as predict gives class probabilities)
+    rows <- results
+    results <- lapply(seq_len(nrow(rows)), function(i) rows[i, ])
+  }
   if (is.null(results) || length(results) != length(inputs)) {
     message <- sprintf(paste(
       "%s returned %d results for %d input%s; a batching function returns a list with one",
       "result per input, in order."), fname, length(results), length(inputs),
       if (length(inputs) == 1L) "" else "s")
-    log_line("request ", batch_label(ids), ": ", message)
+    log_line(batch_label(ids), ": ", message, batch_again(ids))
     stop(call_error(500L, "model_error", message))
   }
   list(results = results, elapsed = elapsed)
@@ -510,9 +519,7 @@ answer_batch <- function(calls) {
   }
   failed <- answer(runnable, start)
   if (is.null(failed)) return(invisible())
-  if (length(runnable) > 1L) {
-    log_line("a batch of ", length(runnable), " calls failed (", conditionMessage(failed),
-             "); calling each on its own")
+  if (length(runnable) > 1L) {  # run_batch logged why, and that each call runs again
     for (call in runnable) {
       alone_start <- Sys.time()
       alone <- answer(list(call), alone_start)

@@ -449,6 +449,32 @@ class Handler:
             )
 
 
+def _a(kind: str) -> str:
+    """What a value of type ``kind`` is called in a message: "a value of type 'int'"."""
+    return f"a value of type {kind!r}"
+
+
+def one_per_input(results: Any, count: int) -> tuple[list[Any] | None, str]:
+    """A batching function's ``results`` as a list of ``count`` results, or None and what it
+    returned instead ("a value of type 'dict'", "3 results"). A pandas DataFrame gives one
+    result per row, each a ``{column: value}`` object; anything whose length or items cannot
+    be read is not a list.
+    """
+    kind = type(results).__name__
+    if isinstance(results, (str, bytes, dict)) or not hasattr(results, "__len__"):
+        return None, _a(kind)
+    try:
+        if kind == "DataFrame" and callable(getattr(results, "to_dict", None)):
+            results = results.to_dict("records")  # its rows, not its column names
+        size = len(results)
+        listed = list(results) if size == count else None
+    except Exception as exc:  # a 0-d array's len(), an iterator that raises: the user's value
+        return None, f"{_a(kind)} that cannot be read as a list ({_describe(exc)})"
+    if listed is None or len(listed) != count:
+        return None, f"{size} results"
+    return listed, ""
+
+
 class BatchHandler(Handler):
     """For a batching function (a version published with ``batch_max_size``): the function
     takes a list of inputs, each the ``data`` object or the ``parameters`` array of one call,
@@ -475,7 +501,8 @@ class BatchHandler(Handler):
                 raise LoadFailed(
                     f"{self.described} cannot be a batching function: it must take one "
                     "argument, the list of inputs, and return a list of results. Change the "
-                    "function, or publish without --batch-max-size."
+                    "function, or publish it without a batch size (--batch-max-size; "
+                    "batch_max_size in the Python client)."
                 ) from None
 
     def __call__(self, payload: bytes) -> bytes:
@@ -536,12 +563,9 @@ class BatchHandler(Handler):
             self._failed(subject, start, f"; {again}" if again else "")
             raise CallFailed(500, "model_error", f"{self.name} raised {_describe(exc)}") from None
         elapsed = (time.perf_counter() - start) * 1000
-        if isinstance(results, (str, bytes, dict)) or not hasattr(results, "__len__"):
-            got = f"a {type(results).__name__}"
-        elif len(results) != len(inputs):
-            got = f"{len(results)} results"
-        else:
-            return list(results), elapsed
+        listed, got = one_per_input(results, len(inputs))
+        if listed is not None:
+            return listed, elapsed
         message = (
             f"{self.name} returned {got} for {len(inputs)} input"
             f"{'' if len(inputs) == 1 else 's'}; a batching function returns a list with one "
