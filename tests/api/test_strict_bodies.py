@@ -77,6 +77,8 @@ async def test_valid_bodies_still_work_and_an_integer_is_a_number(
     assert "Version 1 of 'm' is still building" in deployed.json()["error"]["message"]
     batch = await admin_http.patch("/api/v1/models/m/versions/1", json={"batch_max_wait_ms": 5})
     assert "was not published as a batching function" in batch.json()["error"]["message"]
+    # docs/api.md: the way out, for the CLI and for the API and client alike
+    assert "(--batch-max-size; batch_max_size in the API and the Python client)" in batch.text
     stopped = await admin_http.post("/api/v1/models/m/stop")
     assert stopped.status_code == 200, stopped.text
     secret = await admin_http.put("/api/v1/models/m/env/X", json={"value": "x", "secret": True})

@@ -261,8 +261,9 @@ def update_batching(
     if version.batch_max_size is None:
         raise errors.BadRequest(
             f"Version {number} of '{model.name}' was not published as a batching function, so "
-            "its function takes one call's arguments, not a list. Publish a new version with "
-            "--batch-max-size to batch."
+            "its function takes one call's arguments, not a list. To batch, publish a new "
+            "version with a batch size (--batch-max-size; batch_max_size in the API and the "
+            "Python client)."
         )
     if max_size is None and max_wait_ms is None:
         raise errors.BadRequest(
