@@ -46,6 +46,10 @@ JSON = {"Content-Type": "application/json"}
         (b'{"data": {"x": 1}, "parameters": [1]}', "has both 'data' and 'parameters'"),
         (b'{"data": [1, 2]}', "'data' must be a JSON object"),
         (b'{"parameters": {"x": 1}}', "'parameters' must be a JSON array"),
+        # not JSON (RFC 8259 has no NaN or Infinity), however Python's json reads them
+        (b'{"parameters": [NaN, 1]}', "NaN is not a JSON value; send null or a finite number"),
+        (b'{"data": {"x": -Infinity, "y": 1}}', "-Infinity is not a JSON value"),
+        (b'{"parameters": [1e999, 1]}', "1e999 is too large for a 64-bit float"),
     ],
 )
 def test_a_badly_shaped_body_is_a_400_that_says_what_to_send(

@@ -88,7 +88,20 @@ def _loads(data: bytes) -> Any:
             return _fast_loads(data)
         except ValueError:
             pass  # orjson refuses some JSON that Python reads; json says what is wrong
-    return json.loads(data)
+    return json.loads(data, parse_constant=_not_json, parse_float=_finite)
+
+
+def _not_json(name: str) -> Any:
+    """Python's json reads NaN and Infinity, which are not JSON: a caller's mistake, not a
+    value for the function (whose result could then not be sent back)."""
+    raise ValueError(f"{name} is not a JSON value; send null or a finite number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"{text} is too large for a 64-bit float; send it as a string")
+    return value
 
 
 def _describe(exc: BaseException) -> str:
