@@ -38,3 +38,17 @@ async def test_a_version_number_past_the_database_integers_is_a_404_not_a_500(
     response = await admin_http.request(method, path, params=params, json=body)
     assert response.status_code == 404, response.text
     assert response.json()["error"]["code"] == "version_not_found"
+
+
+async def test_a_refused_deploy_of_such_a_number_is_in_the_audit_log_with_the_number_asked_for(
+    admin_http: httpx.AsyncClient,
+) -> None:
+    response = await admin_http.post("/api/v1/models/m/deploy", json={"version": HUGE})
+    assert response.status_code == 404
+    # docs/api.md: every management action, refused ones too, leaves one event
+    events = (await admin_http.get("/api/v1/models/m/audit")).json()["events"]
+    refused = [event for event in events if event["action"] == "deploy"]
+    assert len(refused) == 1, events
+    assert refused[0]["outcome"] == "denied"
+    assert refused[0]["version"] is None
+    assert refused[0]["detail"]["version"] == str(HUGE)

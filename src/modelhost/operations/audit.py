@@ -52,6 +52,10 @@ current_request: ContextVar[RequestInfo] = ContextVar(
 )
 
 
+#: version numbers the audit log's column holds (an INTEGER: PostgreSQL's is 32 bits)
+_VERSION_COLUMN_LIMIT = 1 << 31
+
+
 def record(
     services: Services,
     actor: User | None,
@@ -65,6 +69,9 @@ def record(
     actor_name: str | None = None,
 ) -> None:
     info = current_request.get()
+    if version is not None and not 0 <= version < _VERSION_COLUMN_LIMIT:
+        # A number no version can have (a refused request's): the event keeps it in its detail.
+        detail, version = {**(detail or {}), "version": str(version)}, None
     events.write(
         services.repo,
         action,
