@@ -230,3 +230,46 @@ def test_management_routes_answer_in_the_same_envelope(models: Server) -> None:
         404,
         "not_found",
     )
+
+
+def test_a_model_whose_only_version_failed_to_load_is_told_to_publish_a_fixed_one(
+    server: Server,
+) -> None:
+    published = server.cli(
+        "publish", f"{PROJECTS / 'import_error'}/predict.py:predict", "--name", "err-broken"
+    )
+    assert published.returncode == 1, published.stderr
+    message = _error(
+        _post(server, "/models/err-broken/latest/model", json={"data": {}}),
+        503,
+        "no_ready_instance",
+    )
+    assert message == (
+        "Model 'err-broken' has no ready version yet; its versions failed to build or load "
+        "('modelhost versions err-broken' says why); publish a fixed version."
+    )
+    message = _error(
+        _post(server, "/models/err-broken/versions/1/model", json={"data": {}}),
+        503,
+        "no_ready_instance",
+    )
+    assert message == (
+        "Version 1 of model 'err-broken' is not running (status: failed): it failed to build "
+        "or load; 'modelhost versions err-broken --number 1' says why. Publish a fixed version."
+    )
+
+
+def test_a_stopped_version_is_told_how_to_start_it(server: Server) -> None:
+    client = server.client()
+    client.publish(PROJECTS / "calc", file="calc.py", function="add", name="err-stopped")
+    client.publish(PROJECTS / "calc", file="calc.py", function="add", name="err-stopped")
+    assert server.cli("stop", "err-stopped", "--version", "1").returncode == 0
+
+    def refused() -> str | None:
+        response = _post(server, "/models/err-stopped/versions/1/model", json={"data": {}})
+        return None if response.status_code != 503 else _error(response, 503, "no_ready_instance")
+
+    assert wait_until(refused) == (
+        "Version 1 of model 'err-stopped' is not running (status: stopped): start it with "
+        "'modelhost start err-stopped --version 1'."
+    )

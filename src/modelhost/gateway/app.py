@@ -68,6 +68,33 @@ _BASE32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
 _PAIRS = [a + b for a in _BASE32 for b in _BASE32]
 
 
+#: what a version that is not running needs, by its status (``{name}``, ``{number}``)
+_NOT_RUNNING = {
+    "building": "it is still building; 'modelhost versions {name}' shows when it is ready.",
+    "failed": "it failed to build or load; 'modelhost versions {name} --number {number}' says "
+    "why. Publish a fixed version.",
+    "stopped": "start it with 'modelhost start {name} --version {number}'.",
+}
+#: a version built but without a ready instance: starting, or neither routed nor started
+_STARTING = (
+    "its instances are starting, or no route serves it and it was not started "
+    "('modelhost start {name} --version {number}' starts it); retry in a moment."
+)
+
+
+def _none_ready(route: ModelRoute) -> str:
+    """What to do about a model whose latest route has no version to call."""
+    statuses = set(route.statuses.values())
+    if "building" in statuses:
+        return f"wait for its build to finish ('modelhost versions {route.name}' shows it)."
+    if statuses == {"failed"}:
+        return (
+            f"its versions failed to build or load ('modelhost versions {route.name}' says "
+            "why); publish a fixed version."
+        )
+    return "publish one, or start a version with 'modelhost start'."
+
+
 def new_request_id() -> str:
     """16 characters, A-Z and 2-7, like the hosted product's request ids. They identify, they
     do not protect anything, so a fast non-cryptographic source is enough."""
@@ -569,7 +596,8 @@ class Gateway:
             if status is None:
                 raise errors.VersionNotFound(f"Model '{route.name}' has no version {number}.")
             raise errors.NoReadyInstance(
-                f"Version {number} of model '{route.name}' is not running (status: {status}).",
+                f"Version {number} of model '{route.name}' is not running (status: {status}): "
+                + _NOT_RUNNING.get(status, _STARTING).format(name=route.name, number=number),
                 headers={"Retry-After": "5"},
             )
         return route, pool, route.releases[number]
@@ -618,8 +646,7 @@ class Gateway:
             number = route.pick(key)
             if number is None:
                 raise errors.NoReadyInstance(
-                    f"Model '{route.name}' has no ready version yet; publish one or wait for "
-                    "its build to finish.",
+                    f"Model '{route.name}' has no ready version yet; " + _none_ready(route),
                     headers={"Retry-After": "5"},
                 )
         elif len(parts) == 5 and parts[2] == "versions":
