@@ -156,6 +156,26 @@ def test_a_deploy_of_the_version_a_route_already_serves_says_nothing_changed(
     assert "moves from version 2 to version 3" in capsys.readouterr().out
 
 
+def test_a_deploy_to_a_route_that_served_nothing_says_what_it_serves_now(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    lifecycle._moved({"model": "m", "route": "label:prod", "from": None, "to": 1})
+    assert capsys.readouterr().out == (
+        "m: route 'label:prod' serves version 1 once its instances are ready.\n"
+    )
+
+
+def test_a_deploy_on_a_stopped_model_says_nothing_runs_until_it_is_started(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    result = {"model": "m", "route": "latest", "from": None, "to": 9, "model_state": "stopped"}
+    lifecycle._moved(result)
+    assert capsys.readouterr().out == (
+        "m: route 'latest' serves version 9 once the model runs: it is stopped; 'modelhost "
+        "start m' starts it.\n"
+    )
+
+
 def test_a_variable_without_a_name_is_misuse_saying_how_to_write_one() -> None:
     code, output = _run("env", "set", "m", "=1")
     assert code == 2

@@ -20,10 +20,21 @@ def _moved(result: dict[str, object]) -> None:
             f"{result['to']}; nothing changed."
         )
         return
-    before = result["from"] if result["from"] is not None else "nothing"
+    moves = (
+        f"moves from version {result['from']} to version {result['to']}"
+        if result["from"] is not None
+        else f"serves version {result['to']}"
+    )
+    state = result.get("model_state")
+    if state in ("stopped", "archived"):  # nothing runs until the model is started
+        how = "stopped" if state == "stopped" else "unpublished"
+        click.echo(
+            f"{result['model']}: route '{result['route']}' {moves} once the model runs: it is "
+            f"{how}; 'modelhost start {result['model']}' starts it."
+        )
+        return
     click.echo(
-        f"{result['model']}: route '{result['route']}' moves from version {before} to version "
-        f"{result['to']} once its instances are ready."
+        f"{result['model']}: route '{result['route']}' {moves} once its instances are ready."
     )
 
 

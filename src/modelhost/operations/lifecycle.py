@@ -61,12 +61,24 @@ def deploy(services: Services, model: Model, number: int) -> dict[str, Any]:
         services.repo.update_model(model.id, deployed_version=number)
         route = "latest"
     services.wake()
-    return {"model": model.name, "route": route, "from": previous, "to": number}
+    return {
+        "model": model.name,
+        "route": route,
+        "from": previous,
+        "to": number,
+        "model_state": model.state,
+    }
 
 
 def rollback(services: Services, model: Model) -> dict[str, Any]:
     """Deploy the newest ready version older than the one serving now."""
     current = _current_target(services, model)
+    if current is None and model.routing_mode == "advanced":
+        raise errors.Conflict(
+            f"'{model.name}' is in advanced routing, where rollback moves its {PROMOTED} label, "
+            f"and has no {PROMOTED} label yet, so there is nothing to roll back; point it at a "
+            f"version with 'modelhost promote {model.name} --version N'."
+        )
     if current is None:
         raise errors.Conflict(
             f"'{model.name}' serves no version yet, so there is nothing to roll back."
@@ -165,6 +177,12 @@ def stop(services: Services, model: Model, number: int | None = None) -> None:
         services.repo.update_model(model.id, state="stopped")
     else:
         version = get_version(services, model, number)
+        if version.status == "failed":
+            raise errors.Conflict(
+                f"Version {number} of '{model.name}' failed to build and does not run, so "
+                f"there is nothing to stop; 'modelhost versions {model.name} --number {number}' "
+                "shows why."
+            )
         services.repo.update_version(version.id, desired_state="stopped")
     services.wake()
 
