@@ -76,3 +76,13 @@ def test_a_failed_clone_does_not_show_the_token_from_the_url(tmp_path: Path) -> 
         pass
     assert "ghp_SECRET" not in str(raised.value)
     assert "git clone failed" in str(raised.value)
+
+
+def test_a_clone_of_a_path_that_is_no_repository_says_so(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-repo"
+    with pytest.raises(errors.BadRequest) as raised, _git.checkout(f"git+file://{missing}@v1"):
+        pass
+    # git's own reason, not the advice it prints after it ("...and the repository exists.")
+    assert str(raised.value) == (
+        f"git clone failed: '{missing}' does not appear to be a git repository"
+    )

@@ -70,10 +70,19 @@ def _git(*args: str, cwd: Path | None = None, check: bool = True) -> str | None:
     if done.returncode != 0:
         if not check:
             return None
-        lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
-        reason = without_credentials(lines[-1]) if lines else "no reason"
-        raise errors.BadRequest(f"git {args[0]} failed: {reason}")
+        raise errors.BadRequest(f"git {args[0]} failed: {_reason(done.stderr)}")
     return done.stdout.strip()
+
+
+def _reason(stderr: str) -> str:
+    """Why git failed: its first ``fatal:`` or ``error:`` line (git's advice follows it, such
+    as "Please make sure you have the correct access rights"), else its last line."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    for line in lines:
+        for prefix in ("fatal: ", "error: "):
+            if line.startswith(prefix):
+                return without_credentials(line.removeprefix(prefix))
+    return without_credentials(lines[-1]) if lines else "no reason"
 
 
 def _resolve(root: Path, ref: str) -> str | None:
