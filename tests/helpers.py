@@ -112,8 +112,11 @@ class Server:
             self._client = Client(self.url, self.api_key)
         return self._client
 
-    def cli(self, *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
-        """Run the modelhost CLI as a user on this machine would (credentials file only)."""
+    def cli(
+        self, *args: str, check: bool = False, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the modelhost CLI as a user on this machine would (credentials file only);
+        ``input`` is its stdin (a pipe that then ends), else the test's own."""
         env = {k: v for k, v in self.env.items() if k != "MODELHOST_PORT"}
         result = subprocess.run(
             [sys.executable, "-m", "modelhost", *args],
@@ -121,6 +124,7 @@ class Server:
             capture_output=True,
             text=True,
             timeout=180,
+            input=input,
         )
         if check:
             assert result.returncode == 0, result.stdout + result.stderr

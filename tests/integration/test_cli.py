@@ -209,3 +209,27 @@ def test_ctrl_c_stops_following_the_logs_as_their_help_says_without_a_failure(
     assert following.returncode == 0
     assert "Aborted" not in errors_out
     assert "Traceback" not in errors_out
+
+
+def test_delete_without_a_terminal_or_yes_is_one_error_line_and_deletes_nothing(
+    server: Server,
+) -> None:
+    server.client().publish(PROJECTS / "calc", file="calc.py", function="add", name="keep-me")
+    result = server.cli("delete", "keep-me", input="")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "Error: No confirmation came: the input ended before the model's name. Pass --yes to "
+        "delete without asking (in a script), or run it in a terminal; nothing was deleted."
+    )
+    assert "Aborted!" not in result.stderr + result.stdout
+    assert server.client().model("keep-me")["name"] == "keep-me"
+    # the name piped in confirms, as typed at the prompt would
+    assert server.cli("delete", "keep-me", input="keep-me\n").returncode == 0
+
+
+def test_a_secret_with_no_value_on_stdin_is_refused(server: Server) -> None:
+    server.client().publish(PROJECTS / "calc", file="calc.py", function="add", name="no-secret")
+    result = server.cli("env", "set", "no-secret", "S1", "--secret", input="")
+    assert result.returncode == 1
+    assert "Error: No value for S1 came on stdin; pipe it in" in result.stderr
+    assert server.client().env("no-secret") == []

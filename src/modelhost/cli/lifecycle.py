@@ -221,7 +221,18 @@ def delete(conn: Connection, model: str, yes: bool) -> None:
     """Delete MODEL with all its versions, logs and data."""
     name = conn.client.model(model)["name"]
     if not yes:
-        typed = click.prompt(f"This deletes '{name}' and all its data. Type its name to confirm")
+        try:
+            typed = click.prompt(
+                f"This deletes '{name}' and all its data. Type its name to confirm"
+            )
+        except click.Abort:
+            if sys.stdin.isatty():
+                raise  # Ctrl-C or Ctrl-D at the prompt: click says "Aborted!"
+            raise click.ClickException(
+                "No confirmation came: the input ended before the model's name. Pass --yes to "
+                "delete without asking (in a script), or run it in a terminal; nothing was "
+                "deleted."
+            ) from None
         if typed != name:
             raise click.ClickException("The name did not match; nothing was deleted.")
     conn.client.delete(model, confirm=name)
@@ -281,7 +292,13 @@ def _read_secret(name: str) -> str:
     if sys.stdin.isatty():
         return str(click.prompt(f"Value of {name}", hide_input=True))
     value = sys.stdin.read()
-    return value[:-1] if value.endswith("\n") else value
+    value = value[:-1] if value.endswith("\n") else value
+    if not value:
+        raise click.ClickException(
+            f"No value for {name} came on stdin; pipe it in (modelhost env set MODEL {name} "
+            "--secret < file), or run it in a terminal to be asked for it."
+        )
+    return value
 
 
 @env.command("unset")
