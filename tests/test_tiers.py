@@ -72,6 +72,15 @@ def test_an_unknown_tier_names_the_tiers_there_are() -> None:
         find({"small": Tier("small", 1, 100)}, "huge")
 
 
+def test_an_unknown_tier_on_a_server_without_tiers_says_there_are_none() -> None:
+    with pytest.raises(errors.BadRequest) as refused:
+        find({}, "huge")
+    assert refused.value.message == (
+        "No hardware tier named 'huge': this server defines none (setting hardware_tiers); ask "
+        "its admin to add one, or use no tier."
+    )
+
+
 def test_the_local_backend_refuses_a_tier_with_more_cpus_than_the_machine_or_any_gpu() -> None:
     cores = len(os.sched_getaffinity(0))
     with pytest.raises(

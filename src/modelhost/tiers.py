@@ -81,7 +81,12 @@ def _finite(number: float) -> bool:
 def find(tiers: Mapping[str, Tier], name: str) -> Tier:
     found = tiers.get(name)
     if found is None:
-        known = ", ".join(sorted(tiers)) or "none are defined (setting hardware_tiers)"
+        if not tiers:
+            raise errors.BadRequest(
+                f"No hardware tier named '{name}': this server defines none (setting "
+                "hardware_tiers); ask its admin to add one, or use no tier."
+            )
+        known = ", ".join(sorted(tiers))
         raise errors.BadRequest(f"No hardware tier named '{name}'; the tiers are: {known}.")
     return found
 

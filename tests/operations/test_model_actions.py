@@ -105,3 +105,14 @@ def test_an_environment_variable_set_by_a_viewer_is_refused(world: World) -> Non
         "secret": False,
     }
     assert [e["outcome"] for e in world.events("env-set")] == ["success", "denied"]
+
+
+def test_an_instance_count_out_of_range_says_the_range_and_the_setting(world: World) -> None:
+    limit = world.services.settings.max_instance_count
+    request = actions.SettingsChange("wine", instance_count=limit + 1)
+    with pytest.raises(errors.BadRequest) as refused:
+        actions.change_settings(world.services, world.owner, request)
+    assert refused.value.message == (
+        f"A model runs 1 to {limit} instances (setting max_instance_count); {limit + 1} is out "
+        "of range."
+    )

@@ -576,7 +576,7 @@ def test_the_owner_uses_every_other_setting_and_version_action(pages: Pages) -> 
     general.get_by_label("Instances per running version").fill("99")
     general.locator("form").evaluate("form => form.noValidate = true")  # past the browser's check
     general.get_by_role("button", name="Save").click()
-    expect(page.locator(".flash.error")).to_contain_text("instance_count must be between 1 and")
+    expect(page.locator(".flash.error")).to_contain_text("A model runs 1 to")
 
     variables = page.locator("#variables")
     variables.get_by_label("Name").fill("SECRET_URL")

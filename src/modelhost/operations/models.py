@@ -197,7 +197,8 @@ def update_model(
         limit = services.settings.max_instance_count
         if not 1 <= instance_count <= limit:
             raise errors.BadRequest(
-                f"instance_count must be between 1 and {limit} (setting max_instance_count)."
+                f"A model runs 1 to {limit} instances (setting max_instance_count); "
+                f"{instance_count} is out of range."
             )
         changes["instance_count"] = instance_count
     if timeout_seconds is not None:
