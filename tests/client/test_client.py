@@ -110,6 +110,23 @@ def test_targets_accept_a_directory_with_options_or_the_shorthand(tmp_path: Path
         parse_target(f"{tmp_path}/predict.py:predict", "other.py", None)
 
 
+def test_a_shorthand_that_names_no_script_or_a_function_with_a_colon_says_which_part_is_wrong(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(errors.BadRequest) as refused:
+        parse_target(f"{tmp_path}/requirements.txt:predict", None, None)
+    assert refused.value.message == (
+        f"'{tmp_path}/requirements.txt' is not a Python or R script: the shorthand is "
+        "PATH/script.py:function (or PATH/script.R:function); or give --file and --function."
+    )
+    with pytest.raises(errors.BadRequest) as refused:
+        parse_target(f"{tmp_path}/predict.py:predict:x", None, None)
+    assert refused.value.message == (
+        "'predict:x' is not a function name: the shorthand is PATH/script.py:function, with one "
+        "':' and a name without one."
+    )
+
+
 def test_credentials_come_from_the_file_only_for_the_server_they_were_saved_for(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

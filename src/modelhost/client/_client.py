@@ -72,11 +72,27 @@ def parse_target(target: str, file: str | None, function: str | None) -> tuple[P
         return candidate.parent, candidate.name, fn
     root = Path(target)
     if not file or not function:
+        if fn and not file and not function:
+            raise errors.BadRequest(_not_shorthand(target))
         raise errors.BadRequest(
             "Say which function to publish: --file predict.py --function predict, or "
             "PATH/predict.py:predict."
         )
     return root, file, function
+
+
+def _not_shorthand(target: str) -> str:
+    """Why ``target``, which has a ':', is not the shorthand PATH/script.py:function."""
+    script, _, function = target.partition(":")
+    if Path(script).suffix in (".py", ".R", ".r"):
+        return (
+            f"'{function}' is not a function name: the shorthand is PATH/script.py:function, "
+            "with one ':' and a name without one."
+        )
+    return (
+        f"'{script}' is not a Python or R script: the shorthand is PATH/script.py:function "
+        "(or PATH/script.R:function); or give --file and --function."
+    )
 
 
 def _missing_script(root: Path, file: str, paths: set[str]) -> str:
