@@ -371,8 +371,12 @@ def test_tokens_belong_to_their_model_and_a_revoked_one_is_not_found_again(world
         ac.find_token(world.services, world.model, theirs["id"])
     ac.revoke_token(world.services, world.model, "billing")
     for key in ("billing", ours["id"]):
-        with pytest.raises(errors.NotFound, match="has no active token with the id or name"):
+        with pytest.raises(errors.NotFound) as refused:
             ac.revoke_token(world.services, world.model, key)
+        assert refused.value.message == (
+            f"Token '{key}' of model 'wine' was revoked; a revoked token cannot be used or "
+            "changed again. 'modelhost tokens create wine --name NAME' makes a new one."
+        )
     # docs/api.md: the secret is mht_ and 43 characters (32 random bytes, URL-safe base64)
     assert len(theirs["token"]) == len("mht_G5qmKqMyjt0fxMNRdg78mEk3uuTx52jANsw2lEOUIjs")
     assert ac.list_tokens(world.services, other)[0]["created_at"].endswith("Z")
