@@ -149,12 +149,129 @@ def test_a_run_whose_version_fails_to_load_never_replaces_the_serving_version(
     )
     run = client.follow_run(started["id"])
 
-    assert (run["status"], run["published_version"]) == ("succeeded", 2)
+    assert (run["status"], run["published_version"]) == ("failed", 2)
+    assert "version 2 (calc.py:add), which failed to load: " in run["message"]
+    assert "broken by the run" in run["message"]
     with pytest.raises(errors.BuildFailed) as failed:
         client.wait_for_version("guarded", 2)
     assert "broken by the run" in failed.value.build_log
     answer = runs_server.invoke("guarded", {"data": {"x": 1, "y": 2}})
     assert answer.json()["release"]["model_version_number"] == 1
+
+
+def test_a_run_whose_published_function_does_not_exist_fails_naming_the_version_and_why(
+    runs_server: Server,
+) -> None:
+    _calc_model(runs_server, "nofunc")
+    result = runs_server.cli(
+        "run",
+        str(PROJECTS / "calc"),
+        "--publish-model",
+        "nofunc",
+        "--file",
+        "calc.py",
+        "--function",
+        "nofunc",
+        "--",
+        "python",
+        "-c",
+        "print('trained')",
+    )
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    run_id = _run_id(result.stderr)
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert error_lines == [
+        f"Error: Run {run_id} failed: Exited with status 0; published version 2 "
+        "(calc.py:nofunc), which failed to load: 'calc.py' has no function named 'nofunc'. "
+        "Callables defined there: add. 'modelhost versions nofunc --number 2' shows its build log."
+    ], result.stderr
+    assert "Failed:" in result.stderr  # the version's build log, as publish shows it
+    assert "which failed to load" in result.stdout  # the run's log says it too
+    assert "succeeded" not in result.stdout
+    shown = runs_server.cli("runs", "show", run_id, check=True).stdout
+    assert "status:             failed\n" in shown
+    assert "published version 2 (calc.py:nofunc), which failed to load" in shown
+    assert "goes live" not in shown
+    assert "exit_code:          0\n" in shown
+    (listed,) = [
+        line
+        for line in runs_server.cli("runs", "list", check=True).stdout.splitlines()
+        if line.startswith(run_id)
+    ]
+    assert listed.split()[1] == "failed"
+    answer = runs_server.invoke("nofunc", {"data": {"x": 1, "y": 2}})
+    assert answer.json()["release"]["model_version_number"] == 1
+
+
+def test_a_run_says_its_version_is_loading_until_it_has_loaded_and_then_succeeds(
+    runs_server: Server,
+) -> None:
+    _calc_model(runs_server, "slow-loader")
+    client = runs_server.client()
+    slows_it = "open('calc.py', 'a').write('\\nimport time\\ntime.sleep(3)\\n')"
+    started = client.start_run(
+        PROJECTS / "calc",
+        ["python", "-c", slows_it],
+        model="slow-loader",
+        file="calc.py",
+        function="add",
+    )
+
+    def loading() -> dict[str, object] | None:
+        run = client.run(started["id"])
+        return run if run["published_version"] is not None else None
+
+    run = wait_until(loading)
+    assert run["status"] == "running"
+    assert run["message"] == (
+        "Exited with status 0; published version 2 (calc.py:add), which is loading; the run "
+        "ends once it has loaded or failed to."
+    )
+    with pytest.raises(errors.Conflict, match="which is loading; nothing to cancel"):
+        client.cancel_run(started["id"])
+    run = client.follow_run(started["id"])
+    assert (run["status"], run["exit_code"]) == ("succeeded", 0)
+    assert run["message"] == (
+        "Exited with status 0; published version 2 (calc.py:add), which has loaded."
+    )
+    assert client.version("slow-loader", 2)["status"] in ("ready", "running")
+
+
+def test_a_schedule_whose_new_version_cannot_load_shows_its_last_run_failed(
+    runs_server: Server,
+) -> None:
+    _calc_model(runs_server, "nightly-broken")
+    client = runs_server.client()
+    schedule = client.create_schedule(
+        PROJECTS / "calc",
+        ["python", "-c", "print('retraining')"],
+        every="1s",
+        model="nightly-broken",
+        file="calc.py",
+        function="nofunc",
+    )
+    try:
+        finished = wait_until(
+            lambda: [
+                r
+                for r in client.runs(schedule=schedule["id"])
+                if r["published_version"] and r["finished_at"]
+            ],
+            timeout=60,
+        )
+    finally:
+        client.pause_schedule(schedule["id"])
+
+    run = finished[-1]  # the oldest: a schedule has one run at a time
+    assert run["status"] == "failed"
+    assert "which failed to load: 'calc.py' has no function named 'nofunc'" in run["message"]
+    shown = client.schedule(schedule["id"])["last_run"]
+    assert shown is not None
+    assert shown["status"] != "succeeded"
+    listed = runs_server.cli("runs", "list", "--schedule", schedule["id"], check=True).stdout
+    assert "succeeded" not in listed
+    client.delete_schedule(schedule["id"])
 
 
 def _processes_running(*argv: str) -> list[int]:

@@ -1,5 +1,6 @@
 """The scheduler with a fake clock, on SQLite and on the real PostgreSQL server: when schedules
-fire, overlap, missed ticks, pausing, time zones, and runs a crashed server left behind."""
+fire, overlap, missed ticks, pausing, time zones, runs a crashed server left behind, and runs
+that wait for the version they published."""
 
 from __future__ import annotations
 
@@ -15,10 +16,11 @@ import pytest
 
 from modelhost import errors
 from modelhost.app import create_app
-from modelhost.db.repo import User
+from modelhost.db.repo import BuildFailure, Run, User, Version
 from modelhost.jobs.runner import Jobs
 from modelhost.jobs.scheduler import _fire, fire_due
 from modelhost.operations import Services
+from modelhost.operations import runs as run_ops
 from modelhost.operations import schedules as ops
 from modelhost.settings import load_settings
 from tests.fakes import FakeBackend
@@ -162,30 +164,130 @@ def test_a_nightly_berlin_schedule_fires_at_two_local_time_across_a_dst_change(
     assert fired == [at("2026-03-28T01:00"), at("2026-03-29T01:00"), at("2026-03-30T00:00")]
 
 
+def _published_run(world: World, function: str = "add") -> tuple[Run, Version]:
+    """A run of alice's on her model 'trained' that exited 0 and published version 2, which is
+    building; the server that ran it then crashed (or has just finished its command)."""
+    repo = world.services.repo
+    model = repo.create_model("trained", owner_id=world.user.id, description="", instance_count=1)
+    values = {"bundle_sha256": "0" * 64, "bundle_bytes": 32, "bundle_files": 1}
+    values |= {"file": "calc.py", "environment": "server", "description": ""}
+    repo.create_version(model.id, **values, function="add", author_id=world.user.id)
+    version = repo.create_version(model.id, **values, function=function, author_id=world.user.id)
+    run = repo.create_run(
+        owner_id=world.user.id,
+        model_id=model.id,
+        file="calc.py",
+        function=function,
+        command='["python", "train.py"]',
+        bundle_sha256="0" * 64,
+        timeout_seconds=60.0,
+    )
+    assert repo.start_run(run.id)
+    assert repo.record_publish(run.id, version.id, version.number)
+    return run, version
+
+
+def _leader(world: World) -> Jobs:
+    """The run loop of the server that leads (on PostgreSQL, leading takes a lease)."""
+    return Jobs(dataclasses.replace(world.services, leading=lambda: True))
+
+
+def _run(world: World, run_id: str) -> Run:
+    found = world.services.repo.get_run(run_id)
+    assert found is not None
+    return found
+
+
 def test_runs_a_crashed_server_left_running_fail_and_never_publish_again(world: World) -> None:
     repo = world.services.repo
-    values = {
-        "owner_id": world.user.id,
-        "model_id": None,
-        "file": None,
-        "function": None,
-        "command": '["python", "train.py"]',
-        "bundle_sha256": "0" * 64,
-        "timeout_seconds": 60.0,
-    }
-    plain, published = repo.create_run(**values), repo.create_run(**values)
-    for run in (plain, published):
-        assert repo.start_run(run.id)
-    assert repo.record_publish(published.id, "v" * 24, 7)
-    assert {r.id for r in Jobs(world.services).recover()} == {plain.id, published.id}
-    after = repo.get_run(published.id)
-    assert after is not None
+    plain = repo.create_run(
+        owner_id=world.user.id,
+        model_id=None,
+        file=None,
+        function=None,
+        command='["python", "train.py"]',
+        bundle_sha256="0" * 64,
+        timeout_seconds=60.0,
+    )
+    assert repo.start_run(plain.id)
+    published, _version = _published_run(world)
+    assert {r.id for r in Jobs(world.services).recover()} == {plain.id}
+    after = _run(world, plain.id)
     assert after.status == "failed"
     assert "Interrupted" in after.message
-    assert "published version 7" in after.message
+    assert _run(world, published.id).status == "running"  # its version decides, not the crash
     assert not repo.record_publish(published.id, "w" * 24, 8)  # a second publish is refused
     assert not repo.record_publish(plain.id, "x" * 24, 9)  # and a first one after the outcome
-    assert not repo.finish_run(published.id, "succeeded", "late")  # the outcome stays
+    assert not repo.finish_run(plain.id, "succeeded", "late")  # the outcome stays
+
+
+def test_a_run_whose_version_fails_to_load_fails_with_the_versions_failure_once_known(
+    world: World,
+) -> None:
+    repo = world.services.repo
+    run, version = _published_run(world, function="nofunc")
+    jobs = _leader(world)
+
+    asyncio.run(jobs.tick())
+
+    loading = run_ops.run_view(world.services, _run(world, run.id))
+    assert (loading["status"], loading["exit_code"]) == ("running", 0)
+    assert loading["message"] == (
+        "Exited with status 0; published version 2 (calc.py:nofunc), which is loading; the run "
+        "ends once it has loaded or failed to."
+    )
+    failure = BuildFailure("load", "'calc.py' has no function named 'nofunc'.")
+    assert repo.finish_build(version.id, status="failed", log="Failed:\n", failure=failure)
+
+    asyncio.run(jobs.tick())
+
+    failed = _run(world, run.id)
+    assert (failed.status, failed.exit_code) == ("failed", 0)
+    assert failed.message == (
+        "Exited with status 0; published version 2 (calc.py:nofunc), which failed to load: "
+        "'calc.py' has no function named 'nofunc'. 'modelhost versions trained --number 2' "
+        "shows its build log."
+    )
+    assert run_ops.run_view(world.services, failed)["message"] == failed.message
+
+
+def test_a_run_that_a_crashed_server_left_after_it_published_succeeds_once_its_version_loads(
+    world: World,
+) -> None:
+    run, version = _published_run(world)
+    jobs = _leader(world)
+    asyncio.run(jobs.tick())  # recovers first: the run is not interrupted
+    assert _run(world, run.id).status == "running"
+    assert world.services.repo.finish_build(version.id, status="ready", log="Ready.\n")
+
+    asyncio.run(jobs.tick())
+
+    done = _run(world, run.id)
+    assert (done.status, done.exit_code) == ("succeeded", 0)
+    assert done.message == (
+        "Exited with status 0; published version 2 (calc.py:add), which has loaded."
+    )
+
+
+def test_a_run_whose_version_was_deleted_before_it_loaded_fails_saying_so(world: World) -> None:
+    run, _version = _published_run(world)
+    assert run.model_id is not None
+    world.services.repo.delete_model(run.model_id)
+
+    asyncio.run(_leader(world).tick())
+
+    gone = _run(world, run.id)
+    assert gone.status == "failed"
+    assert gone.message.endswith(
+        "published version 2 (calc.py:add), which was deleted before it loaded."
+    )
+
+
+def test_a_run_waiting_for_its_version_cannot_be_cancelled_and_says_why(world: World) -> None:
+    run, _version = _published_run(world)
+    with pytest.raises(errors.Conflict, match="published version 2, which is loading"):
+        run_ops.cancel_run(world.services, world.user, run.id)
+    assert not _run(world, run.id).cancel_requested
 
 
 def test_a_followers_run_loop_fires_nothing_and_leaves_running_runs_alone_until_it_leads(

@@ -72,6 +72,8 @@ def _outcome(conn: Connection, run: Run) -> None:
     """The outcome of a run whose log was just followed: the log's last lines said how it
     ended, so a success is not told again."""
     if run["status"] != "succeeded":
+        if run["published_version"] is not None and run["model"]:
+            _show_build_log(conn, run["model"], run["published_version"])
         raise errors.ModelhostError(f"Run {run['id']} {run['status']}: {run['message']}")
     click.echo(f"Run {run['id']} succeeded.")
     if run["published_version"] is not None and run["model"]:
@@ -80,6 +82,16 @@ def _outcome(conn: Connection, run: Run) -> None:
             f"Version {version['number']} of {run['model']} is {version['status']}: "
             f"{version.get('signature') or version['entry_point']}"
         )
+
+
+def _show_build_log(conn: Connection, model: str, number: int) -> None:
+    """The build log of the version a failed run published, as 'publish' shows it."""
+    try:
+        version = conn.client.version(model, number)
+    except errors.ModelhostError:  # deleted since, or no longer ours to see
+        return
+    if version["status"] == "failed" and version["build_log"]:
+        click.echo(version["build_log"].rstrip(), err=True)
 
 
 @click.command()

@@ -1,6 +1,7 @@
 """The run loop inside ``modelhost serve``: fires due schedules, starts queued runs as
 processes, kills the ones cancelled or past their timeout, records outcomes, and publishes
-the result of a successful run that asks for it.
+the result of a successful run that asks for it. Such a run ends with its version: the loop
+gives it the version's outcome once the reconciler has recorded one.
 
 Each run is a process in its own session (so killing its group also kills what it started),
 in the run's own copy of the project, with stdout and stderr appended to its log. Like the
@@ -86,17 +87,17 @@ class Jobs:
             self._wake.clear()
 
     def recover(self) -> list[Run]:
-        """Fail the runs a previous server left running; they never run (or publish) again."""
+        """Fail the runs a previous server left running; they never run (or publish) again.
+        A run that had published waits for its version, like any other (:meth:`settle`)."""
         interrupted = []
         for run in self.services.repo.list_runs(statuses=("running",)):
             if run.id in self._claimed:
                 continue  # this server's own, still going (it led before, and leads again)
+            if run.published_version_id is not None:
+                continue  # its command ended before it published; its version decides
             if run.pid is not None and _is_run_process(run.pid, run.id):
                 _signal_group(run.pid, signal.SIGKILL)  # left behind by a server killed hard
-            message = INTERRUPTED
-            if run.published_version is not None:
-                message += f" It had published version {run.published_version}."
-            if self.services.repo.finish_run(run.id, "failed", message):
+            if self.services.repo.finish_run(run.id, "failed", INTERRUPTED):
                 interrupted.append(run)
         return interrupted
 
@@ -115,6 +116,9 @@ class Jobs:
             if run.cancel_requested and execution is not None and not execution.cancelled:
                 execution.cancelled = True
                 self._kill(execution)
+        waiting = [r for r in running if r.published_version_id and r.id not in self._claimed]
+        if waiting:
+            await asyncio.to_thread(self.settle, waiting)
         free = services.settings.max_concurrent_runs - len(self._claimed)
         if free <= 0:
             return
@@ -123,6 +127,21 @@ class Jobs:
             if await asyncio.to_thread(services.repo.start_run, run.id):
                 self._claimed.add(run.id)
                 self._spawn(self._execute(run))
+
+    def settle(self, waiting: list[Run]) -> None:
+        """Finish the runs that published and wait for their version, once it has loaded
+        (``succeeded``) or failed to (``failed``, with why: the log says it too)."""
+        for run in waiting:
+            outcome = run_ops.published_outcome(self.services, run)
+            if outcome is None:
+                continue  # still building
+            status, message = outcome
+            if status != "succeeded":  # a success is told by the run's outcome alone
+                path = run_ops.log_path(self.services, run.id)
+                if path.parent.is_dir():
+                    with path.open("ab") as log:
+                        _note(log, message)
+            self.services.repo.finish_run(run.id, status, message, 0)
 
     async def close(self) -> None:
         """Kill every run in progress (the server is stopping) and record it as interrupted."""
@@ -154,14 +173,17 @@ class Jobs:
             except Exception as exc:  # never leave a run "running" behind
                 logger.exception("run %s failed in modelhost", run.id)
                 status, message = "failed", f"modelhost could not run it: {type(exc).__name__}."
-            if not (status == "succeeded" and run.model_id is not None):  # said as it happened
+            if status != "running":  # a published version was said as it happened
                 _note(log, message)
-        await asyncio.to_thread(self.services.repo.finish_run, run.id, status, message, code)
+        if status != "running":  # else its version decides, in a later tick (settle)
+            await asyncio.to_thread(self.services.repo.finish_run, run.id, status, message, code)
         await asyncio.to_thread(
             shutil.rmtree, run_ops.workdir(self.services, run.id), ignore_errors=True
         )
 
     async def _run(self, run: Run, log: IO[bytes]) -> tuple[str, str, int | None]:
+        """The run's outcome: its status, message and exit code; ``running`` when it
+        published a version, whose outcome becomes the run's."""
         services = self.services
         command = json.loads(run.command)
         work = run_ops.workdir(services, run.id)
@@ -236,13 +258,12 @@ class Jobs:
             version = await asyncio.to_thread(run_ops.publish_result, services, run)
         except ModelhostError as exc:
             return "failed", f"Exited with status 0 {took}, but publishing failed: {exc.message}", 0
-        live = (
-            f"published version {version.number} ({run.file}:{run.function}), which goes live "
-            "once it has loaded."
+        _note(
+            log,
+            f"Published version {version.number} ({run.file}:{run.function}); the run ends "
+            "once it has loaded or failed to.",
         )
-        # The log says it once: the exit status above, then this; the run's message says both.
-        _note(log, live[0].upper() + live[1:])
-        return "succeeded", f"Exited with status 0 {took}; {live}", 0
+        return "running", "", 0
 
     def _isolated_python(self, run: Run, work: Path, log: IO[bytes]) -> str | None:
         """The interpreter of the environment the run asked for (``run.environment``), built

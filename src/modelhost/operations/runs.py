@@ -3,6 +3,10 @@
 A run is created ``queued`` with its project stored as a bundle; the loop in
 :mod:`modelhost.jobs.runner` starts it. A run that publishes to a model needs the ``run``
 action on it (the role that may publish); a run with no model is its creator's, and admins'.
+
+A run that publishes stays ``running`` after its command, until the version it published has
+loaded (then it has ``succeeded``) or failed to (then it has ``failed``, saying why): a run
+is green only when what it produced serves.
 """
 
 from __future__ import annotations
@@ -364,6 +368,13 @@ def cancel_run(services: Services, user: User, run_id: str) -> Run:
     run = get_run(services, user, run_id, "run", audit_as=RUN_CANCEL)
     model = services.repo.find_model(run.model_id) if run.model_id else None
     with audited(services, user, RUN_CANCEL, model=model, detail={"run_id": run.id}):
+        if loading(run):
+            name = model.name if model else "MODEL"
+            raise errors.Conflict(
+                f"Run {run.id} has finished its command and published version "
+                f"{run.published_version}, which is loading; nothing to cancel. The run ends "
+                f"once the version has loaded or failed to ('modelhost versions {name}')."
+            )
         if not (
             services.repo.cancel_queued(run.id, "Cancelled before it started.")
             or services.repo.request_cancel(run.id)
@@ -406,6 +417,22 @@ def read_log(services: Services, run: Run, offset: int = 0) -> dict[str, Any]:
 # --------------------------------------------------------------------------- views
 
 
+def loading(run: Run) -> bool:
+    """Whether the run has published a version and waits for it to load (or fail to)."""
+    return run.status == "running" and run.published_version is not None
+
+
+#: what a run that waits for its version says after what it did
+LOADING = ", which is loading; the run ends once it has loaded or failed to."
+
+
+def _published(run: Run) -> str:
+    return (
+        f"Exited with status 0; published version {run.published_version} "
+        f"({run.file}:{run.function})"
+    )
+
+
 def run_view(services: Services, run: Run) -> dict[str, Any]:
     model = services.repo.find_model(run.model_id) if run.model_id else None
     owner = services.repo.get_user(run.owner_id)
@@ -415,8 +442,8 @@ def run_view(services: Services, run: Run) -> dict[str, Any]:
     return {
         "id": run.id,
         "status": run.status,
-        "message": run.message,
-        "exit_code": run.exit_code,
+        "message": _published(run) + LOADING if loading(run) else run.message,
+        "exit_code": 0 if loading(run) else run.exit_code,
         "pid": run.pid,
         "command": json.loads(run.command),
         "model": model.name if model else None,
@@ -446,7 +473,8 @@ def publish_result(services: Services, run: Run) -> Version:
     The same publish as any other (same checks, same lifecycle: a version that fails to load
     never takes traffic), by the run's creator, who must still be allowed to publish. The
     version is recorded on the run in the publish's own transaction, so a run can publish at
-    most once, whatever happens to the server afterwards.
+    most once, whatever happens to the server afterwards. The run then waits for the version
+    (:func:`published_outcome`).
     """
     assert run.model_id is not None
     assert run.file
@@ -480,3 +508,37 @@ def publish_result(services: Services, run: Run) -> Version:
             services, owner, request, archive, detail=detail, then=record_on_run
         )
     return version
+
+
+def published_outcome(services: Services, run: Run) -> tuple[str, str] | None:
+    """The outcome of a run that published, from its version: ``succeeded`` once the version
+    has loaded, ``failed`` (with the version's own failure) if it failed to build or load, or
+    None while it is still building.
+
+    A run is only as good as what it produced: a schedule whose new version cannot load must
+    not look green. What happens to the version afterwards (a rollback after it took a
+    route, say) is the version's story, not the run's.
+    """
+    assert run.published_version_id is not None
+    version = services.repo.get_version_by_id(run.published_version_id)
+    published = _published(run)
+    if version is None:  # its model was deleted meanwhile
+        return "failed", f"{published}, which was deleted before it loaded."
+    if version.status == "building":
+        return None
+    if version.status != "failed":
+        return "succeeded", f"{published}, which has loaded."
+    failure = version.failure
+    text = failure.message if failure else version.build_log.split("Failed:\n", 1)[-1]
+    lines = text.strip().splitlines()
+    reason = lines[0].rstrip() if lines else "see its build log"
+    if not reason.endswith((".", "!", "?")):
+        reason += "."
+    kind = failure.kind if failure else "load"
+    what = {"environment": "failed to build", "load": "failed to load", "start": "failed to load"}
+    model = services.repo.find_model(version.model_id)
+    if model is not None:
+        reason += (
+            f" 'modelhost versions {model.name} --number {version.number}' shows its build log."
+        )
+    return "failed", f"{published}, which {what.get(kind, 'failed')}: {reason}"
