@@ -12,8 +12,9 @@ from starlette.responses import Response
 
 from modelhost.api.request_body import RequestBody
 from modelhost.httpkit.deps import ServicesDep, UserDep
-from modelhost.operations import access_control, groups, sharing
+from modelhost.operations import Services, access_control, groups, sharing
 from modelhost.operations import audit as audit_ops
+from modelhost.operations import captures as captures_ops
 from modelhost.operations.access_control import authorize
 from modelhost.permissions import ensure_admin
 
@@ -176,6 +177,18 @@ def transfer(model: str, body: Transfer, services: ServicesDep, user: UserDep) -
 
 
 AuditFormat = Annotated[str, Query(pattern="^(json|csv)$", description="json or csv")]
+AuditSince = Annotated[
+    str | None,
+    Query(
+        description="From when: 2026-11-23, 2026-11-23T12:00Z (UTC unless it says), or back "
+        "from now: 90m, 24h, 7d"
+    ),
+]
+
+
+def _since(services: Services, text: str | None) -> dt.datetime | None:
+    """``since`` read as captures read it: a date or time, or a time back from now."""
+    return None if text is None else captures_ops.parse_since(text, services.clock())
 
 
 #: what the audit routes answer, for the OpenAPI: JSON, or CSV with ``format=csv``
@@ -204,12 +217,12 @@ def model_audit(
     user: UserDep,
     actor: str | None = None,
     action: str | None = None,
-    since: dt.datetime | None = None,
+    since: AuditSince = None,
     format: AuditFormat = "json",
 ) -> Any:
     found = authorize(services, user, model, "view-audit")
     events = audit_ops.list_events(
-        services, model_id=found.id, actor=actor, action=action, since=since
+        services, model_id=found.id, actor=actor, action=action, since=_since(services, since)
     )
     return _answer(events, format)
 
@@ -220,8 +233,10 @@ def server_audit(
     user: UserDep,
     actor: str | None = None,
     action: str | None = None,
-    since: dt.datetime | None = None,
+    since: AuditSince = None,
     format: AuditFormat = "json",
 ) -> Any:
-    events = audit_ops.list_server_events(services, user, actor=actor, action=action, since=since)
+    events = audit_ops.list_server_events(
+        services, user, actor=actor, action=action, since=_since(services, since)
+    )
     return _answer(events, format)

@@ -16,6 +16,7 @@ from starlette.responses import Response
 
 from modelhost import errors
 from modelhost.gateway.app import new_request_id
+from modelhost.httpkit import validation
 from modelhost.httpkit.responses import JSONResponse
 
 logger = logging.getLogger(__name__)
@@ -121,21 +122,6 @@ def database_unavailable(request: Request, exc: DBAPIError) -> errors.Unavailabl
     )
 
 
-def _describe_validation(exc: RequestValidationError) -> str:
-    parts = []
-    for item in exc.errors():
-        if item.get("type") == "json_invalid":  # loc is ("body", the character's position)
-            at = item.get("loc", ("body", "?"))[-1]
-            why = (item.get("ctx") or {}).get("error", "invalid JSON")
-            return (
-                f"The request body is not valid JSON ({why} at character {at}); send a JSON "
-                "object with 'Content-Type: application/json'."
-            )
-        where = ".".join(str(p) for p in item.get("loc", ()) if p != "body")
-        parts.append(f"{where}: {item.get('msg', 'invalid')}" if where else item.get("msg", ""))
-    return "Invalid request: " + "; ".join(parts) + "."
-
-
 def install(
     app: FastAPI,
     *,
@@ -154,13 +140,16 @@ def install(
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return envelope(request, errors.BadRequest(_describe_validation(exc)))
+        return envelope(request, validation.problem(exc, request.headers.get("content-type")))
 
     @app.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException) -> Response:
         cls = _BY_STATUS.get(exc.status_code, errors.ModelhostError)
         message = str(exc.detail)
-        if exc.status_code == 404:
+        unreadable = validation.unreadable_body(exc.__cause__) if exc.status_code == 400 else None
+        if unreadable is not None:  # FastAPI's "There was an error parsing the body"
+            message = unreadable
+        elif exc.status_code == 404:
             message = f"There is no route {request.url.path}; see /api/v1/openapi.json."
         elif exc.status_code == 405:
             message = f"{request.method} is not allowed on {request.url.path}."
