@@ -374,7 +374,11 @@ def transfer(conn: Connection, model: str, user: str) -> None:
 @click.argument("model", required=False)
 @click.option("--actor", help="Only events by this user.")
 @click.option("--action", help="Only this action, such as publish or token-create.")
-@click.option("--since", help="Only events since this time (ISO 8601, e.g. 2026-11-23T00:00).")
+@click.option(
+    "--since",
+    help="Only events from then on: a date or time (2026-11-23, 2026-11-23T12:00Z, UTC unless "
+    "it says) or back from now (90m, 24h, 7d).",
+)
 @click.option("--format", "output", type=click.Choice(["table", "json", "csv"]), default="table")
 @pass_connection
 def audit(
