@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -246,3 +247,26 @@ def test_logs_follow_on_the_command_line_prints_new_lines(server: Server) -> Non
         reader.join(timeout=10)
         follower.stdout.close()
     assert sum("kitchen loaded" in line for line in lines) == 1
+
+
+def test_a_publish_the_server_would_refuse_fails_before_the_project_is_packed(
+    server: Server, tmp_path: Path
+) -> None:
+    # A project with a large file: what the server refuses must not wait for packing it.
+    project = tmp_path / "big"
+    project.mkdir()
+    (project / "calc.py").write_text((PROJECTS / "calc" / "calc.py").read_text())
+    (project / "weights.bin").write_bytes(os.urandom(1 << 20))
+    said: list[str] = []
+    with pytest.raises(errors.BadRequest, match="'Not One!' is not an environment"):
+        server.client().publish(
+            project,
+            name="never-packed",
+            file="calc.py",
+            function="add",
+            environment="Not One!",  # the server knows the environments, not the client
+            on_progress=said.append,
+        )
+    assert not [line for line in said if line.startswith(("Packing", "Uploading"))], said
+    with pytest.raises(errors.ModelNotFound):
+        server.client().model("never-packed")

@@ -111,11 +111,13 @@ def update_version(
 @router.post(
     "/{model}/versions",
     status_code=201,
+    response_model=None,
     summary="Publish a new version",
     description=(
         "The body is the project as a .tar.gz archive (Content-Type: application/gzip). "
         "Creates the model if it does not exist. The version starts as 'building'; poll it "
-        "until its status is 'running' or 'failed'."
+        "until its status is 'running' or 'failed'. With check=true and no body, only checks "
+        "what can be checked before the project is uploaded, and answers 204."
     ),
 )
 async def publish_version(
@@ -170,6 +172,14 @@ async def publish_version(
             "import, CUDA, some gRPC clients)"
         ),
     ] = True,
+    check: Annotated[
+        bool,
+        Query(
+            description="Only check this publish, before the project is packed and uploaded: "
+            "who may publish, the name, entry point and settings; 204 when it would be "
+            "accepted, the error it would get otherwise. Nothing is made; send no body"
+        ),
+    ] = False,
     idempotency_key: Annotated[
         str | None,
         Header(
@@ -178,7 +188,7 @@ async def publish_version(
             "retry, it returns the version the first attempt made instead of a second one",
         ),
     ] = None,
-) -> dict[str, Any]:
+) -> dict[str, Any] | Response:
     wanted = publishing.PublishRequest(
         model,
         file,
@@ -195,6 +205,9 @@ async def publish_version(
         batch_max_wait_ms=batch_max_wait_ms,
         fork=fork,
     )
+    if check:
+        publishing.check_publish(services, user, wanted)
+        return Response(status_code=204)
     check_archive_type(request)
     publishing.check_publish(services, user, wanted)
     async with received_archive(request, services) as upload:

@@ -880,6 +880,9 @@ class Client(RunsMixin):
             **{k: v for k, v in params.items() if v is not None},
         }
         _check_query_length(query)
+        # What the server can refuse without the project (who may, the settings) it says now,
+        # not after a large project was packed and uploaded.
+        self._request("POST", urls.api_versions(name), params={**query, "check": "true"})
         total = sum(f.size for f in files)
         say(f"Packing {count_files(len(files))} ({human_size(total)}) from {root}")
         # One key for this publish: a retry after a lost answer returns the version the first
