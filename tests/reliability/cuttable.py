@@ -74,9 +74,11 @@ class AnswerLoser(Cuttable):
     which acts on it, but the connection closes before the client reads a byte of the answer
     (as when a proxy or a network drops it)."""
 
-    def __init__(self, upstream: tuple[str, int]) -> None:
+    def __init__(self, upstream: tuple[str, int], losing: bytes = b"HTTP/") -> None:
         super().__init__(upstream)
         self.lose_next = threading.Event()
+        #: what the answer to lose starts with (b"HTTP/1.1 201": the next one that creates)
+        self.losing = losing
         self.lost = 0
 
     def _accept(self, listener: socket.socket) -> None:
@@ -99,7 +101,7 @@ class AnswerLoser(Cuttable):
     def _answer(self, server: socket.socket, client: socket.socket) -> None:
         with contextlib.suppress(OSError):
             while data := server.recv(65536):
-                if self.lose_next.is_set():
+                if self.lose_next.is_set() and data.startswith(self.losing):
                     self.lose_next.clear()
                     self.lost += 1
                     for sock in (client, server):
