@@ -157,6 +157,8 @@ def test_only_the_submitting_token_or_a_user_with_access_reads_a_prediction(
         other = httpx.get(location, headers=headers)
         assert other.status_code == 404  # not 403: an id cannot be probed
         assert other.json()["error"]["code"] == "not_found"
+        # ... but it says what would read it, as it cannot tell which case this is
+        assert "read it with the access token it was submitted with" in other.text
     admin = httpx.get(location, headers={"Authorization": f"Bearer {server.api_key}"})
     assert admin.json()["result"] == 2
     unknown = httpx.get(
@@ -211,6 +213,15 @@ def test_the_client_submits_and_waits_for_a_result_and_the_cli_does_too(
     assert f"modelhost prediction {calc} {prediction_id}" in cli.stderr
     answer = server.cli("prediction", calc, prediction_id, "--wait", check=True)
     assert json.loads(answer.stdout) == 11
+    # docs/cli.md: --full prints the whole answer, as GET .../predictions/ID gives it
+    full = json.loads(server.cli("prediction", calc, prediction_id, "--full", check=True).stdout)
+    direct = httpx.get(
+        f"{server.url}/models/{calc}/predictions/{prediction_id}",
+        headers={"Authorization": f"Bearer {server.api_key}"},
+    ).json()
+    assert full == direct
+    assert {"timing", "model_time_in_ms", "finished_at"} <= set(full)
+    assert found.version == found.release["model_version_number"]
 
 
 def test_async_work_keeps_to_its_share_and_a_synchronous_call_is_answered_meanwhile(

@@ -563,16 +563,7 @@ def prediction(
     its status while it waits or runs."""
     found = conn.client.result(prediction_id, model=model, wait=wait, token=token)
     if full:
-        print_json(
-            {
-                "asyncPredictionId": found.id,
-                "status": found.status,
-                "result": found.result,
-                "release": found.release,
-                "error": found.error,
-                "request_id": found.request_id,
-            }
-        )
+        print_json(found.answer)
         return
     if found.status == "succeeded":
         print_json(found.result)

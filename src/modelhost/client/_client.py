@@ -6,7 +6,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -41,10 +41,17 @@ class AsyncPrediction:
     release: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
     request_id: str | None = None
+    #: the server's whole answer (times, timing, model_time_in_ms, http_status, ...)
+    answer: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def done(self) -> bool:
         return self.status in ("succeeded", "failed")
+
+    @property
+    def version(self) -> int | None:
+        """The number of the version that answered, once it succeeded."""
+        return int(self.release["model_version_number"]) if self.release else None
 
 
 @dataclass(frozen=True)
@@ -1111,6 +1118,7 @@ class Client(RunsMixin):
                 release=answer.get("release"),
                 error=answer.get("error"),
                 request_id=answer.get("request_id"),
+                answer=answer,
             )
             if not wait or found.done:
                 return found

@@ -141,8 +141,10 @@ def _iso(value: Any) -> str | None:
 
 def _not_found(model: str, prediction_id: str) -> errors.NotFound:
     return errors.NotFound(
-        f"Model '{model}' has no prediction '{prediction_id}' (it may have been deleted after "
-        "the retention period, setting async_retention_hours)."
+        f"Model '{model}' has no prediction '{prediction_id}' that this credential may read: "
+        "read it with the access token it was submitted with (or an API key of a user who may "
+        "use the model); or it was deleted after the retention period (setting "
+        "async_retention_hours)."
     )
 
 
