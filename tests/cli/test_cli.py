@@ -212,3 +212,15 @@ def test_a_batch_wait_without_a_batch_size_is_misuse_before_anything_is_packed()
     assert output.count("Error:") == 1
     assert "Packing" not in output
     assert "Uploading" not in output
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [(3284.0, "3284"), (120.4, "120"), (5.46, "5.46"), (0.25, "0.25"), (None, "-")],
+)
+def test_metrics_latencies_are_plain_numbers_never_scientific_notation(
+    value: float | None, shown: str
+) -> None:
+    from modelhost.cli.models import _ms
+
+    assert _ms(value) == shown

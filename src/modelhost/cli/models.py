@@ -634,7 +634,10 @@ def request_line(entry: dict[str, Any]) -> str:
 
 
 def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3g}"
+    """Three significant digits, never in scientific notation (3280, not 3.28e+03)."""
+    if value is None:
+        return "-"
+    return f"{value:.0f}" if value >= 100 else f"{value:.3g}"
 
 
 @click.command()
