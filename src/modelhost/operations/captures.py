@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -205,6 +205,28 @@ def _columns(rows: list[dict[str, float]]) -> dict[str, list[float]]:
     return columns
 
 
+def no_common_feature(expected: Iterable[str], actual: Iterable[str]) -> errors.BadRequest:
+    """Why no feature can be compared: the names differ, or the calls sent no named inputs."""
+    captured = sorted(actual)
+    why = (
+        "name the reference's columns as the calls name their inputs."
+        if captured
+        else "drift compares named inputs, and the calls captured sent none: callers send "
+        'them by name as {"data": {"alcohol": 9.9, ...}}, not as positional "parameters".'
+    )
+    return errors.BadRequest(
+        f"No feature is in both the reference ({', '.join(sorted(expected)) or 'none'}) "
+        f"and the captured inputs ({', '.join(captured) or 'none'}); {why}"
+    )
+
+
+def _delimiter(data: bytes) -> str:
+    """The CSV's separator, from its header row: ',' unless ';' or a tab is more common there
+    (spreadsheets of countries that write 0,5 save with ';')."""
+    header = data.split(b"\n", 1)[0]
+    return max((",", ";", "\t"), key=lambda sep: (header.count(sep.encode()), sep == ","))
+
+
 def read_reference(data: bytes) -> dict[str, list[float]]:
     """The numeric columns of a reference data set: a Parquet file, or a CSV file with a
     header row. Nulls and non-finite values are left out; other columns are ignored."""
@@ -221,7 +243,10 @@ def read_reference(data: bytes) -> dict[str, list[float]]:
         if data[:4] == b"PAR1":
             table = pq.read_table(pa.BufferReader(data))
         else:
-            table = pcsv.read_csv(pa.BufferReader(data))
+            table = pcsv.read_csv(
+                pa.BufferReader(data),
+                parse_options=pcsv.ParseOptions(delimiter=_delimiter(data)),
+            )
     except (pa.ArrowException, OSError, ValueError) as exc:
         raise errors.BadRequest(
             f"The reference could not be read as Parquet or as CSV with a header row: {exc}"
@@ -327,11 +352,7 @@ def drift_report(
         **{name: "only in the captured inputs" for name in sorted(set(actual) - set(expected))},
     }
     if not features:
-        raise errors.BadRequest(
-            f"No feature is in both the reference ({', '.join(sorted(expected)) or 'none'}) "
-            f"and the captured inputs ({', '.join(sorted(actual)) or 'none'}); name the "
-            "reference's columns as the calls name their inputs."
-        )
+        raise no_common_feature(expected, actual)
     return {
         "model": model.name,
         "version": version,
