@@ -32,8 +32,8 @@ FIXTURES = {
     "doc-formals": ("typed.R", "score"),
 }
 EXAMPLE = {"data": {"alcohol": 12.5, "counts": [1, 2]}}
-#: the invocation errors DESIGN.md §3 lists
-STATUSES = ["400", "401", "403", "404", "413", "415", "429", "500", "502", "503", "504"]
+#: the invocation errors docs/api.md lists: every status an invocation answers (never 403)
+STATUSES = ["400", "401", "404", "405", "413", "415", "429", "500", "502", "503", "504"]
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -47,14 +47,17 @@ ERROR_STATUSES: dict[str, str] = {
     "400": "The body is not JSON, has neither or both of 'data' and 'parameters', or the "
     "arguments do not bind to the function (the message names its parameters).",
     "401": "The access token is missing or wrong (token-required models).",
-    "403": "Authenticated, but not allowed.",
-    "404": "No such model, label or version.",
+    "404": "No such model, label or version, or the model was unpublished.",
+    "405": "A method other than POST.",
     "413": "The body is over the size limit.",
     "415": "The content type is not application/json.",
-    "429": "The admission queue is full, or too many calls with a wrong token (see Retry-After).",
+    "429": "The access token is over its rate (rate_limited) or used its quota "
+    "(quota_exceeded), or too many calls from this address failed the token check "
+    "(too_many_requests); see Retry-After.",
     "500": "The function raised: the message has the exception's type and message.",
     "502": "The instance died during the call.",
-    "503": "No ready instance (see Retry-After).",
+    "503": "No ready instance (no_ready_instance), the version's queue is full (queue_full), "
+    "or the model is stopped (unavailable); see Retry-After.",
     "504": "The call passed the model's timeout.",
 }
 _RETRY_AFTER = ("429", "503")
