@@ -226,6 +226,11 @@ def test_bad_capture_requests_get_messages_that_say_what_to_do(
     failed = server.cli("captures", "drift", "capture-checked")
     assert failed.returncode == 2
     assert "Give one of --reference FILE or --first-day." in failed.stderr
-    failed = server.cli("captures", "export", "capture-checked", "-o", str(tmp_path / "f"))
-    assert failed.returncode == 2
-    assert "--since" in failed.stderr
+    # docs/cli.md: without --since, everything kept (as the API's export without since)
+    everything = tmp_path / "all.csv"
+    server.cli(
+        "captures", "export", "capture-checked", "--format", "csv", "-o", str(everything),
+        check=True,
+    )  # fmt: skip
+    with everything.open(newline="") as file:
+        assert list(csv.DictReader(file))

@@ -22,9 +22,8 @@ def captures() -> None:
 @click.argument("model")
 @click.option(
     "--since",
-    required=True,
     help="From when: a date or time (2026-12-01, 2026-12-01T09:30Z, UTC unless it says) or "
-    "back from now (90m, 24h, 7d).",
+    "back from now (90m, 24h, 7d); default: everything kept.",
 )
 @click.option("--version", "number", type=int, help="Only this version's calls.")
 @click.option(
@@ -47,7 +46,7 @@ def captures() -> None:
 def export(
     conn: Connection,
     model: str,
-    since: str,
+    since: str | None,
     number: int | None,
     output: str,
     destination: Path,

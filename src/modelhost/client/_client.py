@@ -392,14 +392,17 @@ class Client(RunsMixin):
         model: str,
         destination: str | Path,
         *,
-        since: str,
+        since: str | None = None,
         version: int | None = None,
         format: str = "parquet",
     ) -> int:
         """Download the model's captured calls from ``since`` (``2026-12-01``, ``24h``,
-        ``7d``…) on, of one ``version`` or all, to the file ``destination`` as ``parquet`` or
-        ``csv``; the bytes written. The file appears only once it is complete."""
-        params: dict[str, Any] = {"since": since, "format": format}
+        ``7d``…; None: everything kept) on, of one ``version`` or all, to the file
+        ``destination`` as ``parquet`` or ``csv``; the bytes written. The file appears only
+        once it is complete."""
+        params: dict[str, Any] = {"format": format}
+        if since is not None:
+            params["since"] = since
         if version is not None:
             params["version"] = version
         target = Path(destination)
