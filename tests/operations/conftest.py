@@ -24,6 +24,21 @@ class World:
     viewer: User
     model: Model
 
+    def add_version(self, status: str = "ready") -> int:
+        """The number of a new version of the model, as if published, with ``status``."""
+        return self.services.repo.create_version(
+            self.model.id,
+            bundle_sha256="0" * 64,
+            bundle_bytes=1,
+            bundle_files=1,
+            file="p.py",
+            function="f",
+            environment="server",
+            description="",
+            author_id=self.owner.id,
+            status=status,
+        ).number
+
     def events(self, action: str) -> list[dict[str, object]]:
         from modelhost.operations.audit import list_events
 

@@ -20,18 +20,7 @@ T0 = dt.datetime(2026, 12, 1, 9, 0, tzinfo=dt.timezone.utc)
 
 
 def _version(world: World) -> int:
-    return world.services.repo.create_version(
-        world.model.id,
-        bundle_sha256="0" * 64,
-        bundle_bytes=1,
-        bundle_files=1,
-        file="p.py",
-        function="f",
-        environment="server",
-        description="",
-        author_id=world.owner.id,
-        status="ready",
-    ).number
+    return world.add_version()
 
 
 def _write(world: World, number: int, rows: list[tuple[dt.datetime, object]]) -> None:

@@ -10,26 +10,11 @@ from modelhost.operations import model_actions as actions
 from tests.operations.conftest import World
 
 
-def _version(world: World, status: str = "ready") -> int:
-    return world.services.repo.create_version(
-        world.model.id,
-        bundle_sha256="0" * 64,
-        bundle_bytes=1,
-        bundle_files=1,
-        file="p.py",
-        function="f",
-        environment="server",
-        description="",
-        author_id=world.owner.id,
-        status=status,
-    ).number
-
-
 def test_a_rollback_in_advanced_routing_without_a_prod_label_says_to_promote_a_version(
     world: World,
 ) -> None:
-    _version(world)
-    _version(world)
+    world.add_version()
+    world.add_version()
     world.services.repo.update_model(world.model.id, routing_mode="advanced")
     with pytest.raises(errors.Conflict) as refused:
         actions.rollback(world.services, world.owner, actions.VersionChoice("wine"))
@@ -41,7 +26,7 @@ def test_a_rollback_in_advanced_routing_without_a_prod_label_says_to_promote_a_v
 
 
 def test_stopping_a_version_that_failed_to_build_is_refused_as_start_is(world: World) -> None:
-    number = _version(world, status="failed")
+    number = world.add_version(status="failed")
     with pytest.raises(errors.Conflict) as refused:
         actions.stop(world.services, world.owner, actions.VersionChoice("wine", number))
     assert refused.value.message.startswith(
@@ -52,7 +37,7 @@ def test_stopping_a_version_that_failed_to_build_is_refused_as_start_is(world: W
 
 
 def test_a_deploy_says_the_state_of_the_model_it_moves_a_route_of(world: World) -> None:
-    number = _version(world)
+    number = world.add_version()
     world.services.repo.update_model(world.model.id, state="stopped")
     result = actions.deploy(world.services, world.owner, actions.VersionChoice("wine", number))
     assert (result["to"], result["model_state"]) == (number, "stopped")
