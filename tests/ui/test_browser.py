@@ -215,6 +215,9 @@ def test_the_tester_runs_a_prediction_asynchronously_and_waits_for_its_result(
     page.get_by_role("button", name="Send").click()
     expect(page.locator("#tester-status")).to_contain_text("failed")
     expect(page.locator("#tester-status")).to_contain_text("add(x, y)")
+    # the prediction's own status (docs/api.md: http_status, 400 invalid_arguments), not the
+    # 200 of the request that read it
+    expect(page.locator("#tester-status")).to_contain_text(re.compile(r"^400 in \d+ ms"))
     body.fill("[1]")
     page.get_by_role("button", name="Send").click()
     expect(page.locator("#tester-status")).to_contain_text("400")

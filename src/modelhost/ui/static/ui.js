@@ -116,16 +116,19 @@ if (send) {
       let shown = text;
       let message = "";
       let failed = false;
+      // A prediction's own status, as a synchronous call would have answered (not the poll's).
+      let code = `${response.status} ${response.statusText || ""}`;
       try {
         const data = JSON.parse(text);
         shown = JSON.stringify(data, null, 2);
+        if (data.status && data.http_status) code = String(data.http_status);
         if (data.status) message = " · prediction " + data.status;
         if (data.status === "failed") failed = true;
         if (data.error) message += " · " + data.error.message;
         else if (data.timing !== undefined) message += ` · server ${data.timing} ms, function ${data.model_time_in_ms} ms`;
       } catch (_) { /* not JSON: show the text as it is */ }
       status.className = response.ok && !failed ? "ok" : "bad";
-      status.textContent = `${response.status} ${response.statusText || ""} in ${elapsed.toFixed(0)} ms${message}`;
+      status.textContent = `${code} in ${elapsed.toFixed(0)} ms${message}`;
       output.textContent = shown;
     } catch (error) {
       status.className = "bad";
