@@ -436,12 +436,10 @@ def find_token(services: Services, model: Model, key: str) -> Token:
             f"Model '{model.name}' has {len(named)} active tokens named '{key}'; give the id of "
             f"one ({ids}). 'modelhost tokens list {model.name}' shows them."
         )
-    revoked = [
-        token
+    if any(
+        token.revoked_at is not None and key in (token.id, token.name)
         for token in services.repo.list_tokens(model.id)
-        if token.revoked_at is not None and key in (token.id, token.name)
-    ]
-    if revoked:
+    ):
         raise errors.NotFound(
             f"Token '{key}' of model '{model.name}' was revoked; a revoked token cannot be used "
             f"or changed again. 'modelhost tokens create {model.name} --name NAME' makes a new "
